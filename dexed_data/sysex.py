@@ -1,0 +1,554 @@
+"""DX7 SysEx codec: find voice messages in messy files, unpack/pack voices, write banks.
+
+Layouts come from ``../shared/reference/DX7.md`` and field positions from
+:data:`dexed_data.schema.VOICE_PARAMS` (``packed = (byte, shift, bits)``, ``max``); nothing here
+retypes a layout. A preset's *raw values* are a ``(145,)`` ``uint8`` vector in voice order (OP6
+first); the 10-character name is kept apart.
+
+Decoding never raises on content: everything odd becomes a :class:`Problem` that says what, where
+(file, byte offset, voice) and what to do. Messages are located by their Yamaha header and expected
+length, never by splitting on ``F7``, so a checksum byte of ``F7``/``F0`` cannot split a bank.
+
+Round trips (see :data:`USED_BITS`):
+
+* raw → :func:`pack_voice` → :func:`unpack_voice` is the identity for every in-range raw vector.
+* packed → unpack → pack is the identity when bit 7 is clear, values are in range and the
+  "don't care" bits are zero. Those dropped bits are: operator byte 11 bits 4–6 (only the two
+  2-bit curves are read), operator byte 13 bits 5–6, operator byte 15 bit 6, byte 110 bits 5–6
+  (algorithm is 5 bits) and byte 111 bits 4–6. Bytes 12 and 116 use all 7 bits.
+
+Out-of-range values are clamped to the parameter's ``max`` (Dexed rescales a few fields instead;
+clamping keeps every other voice byte-exact and is easy to explain).
+
+Example::
+
+    >>> bank = encode_bank(np.array([INIT_VOICE]), ["INIT VOICE"])
+    >>> result = decode_bytes(bank)
+    >>> len(result.voices), result.voices[0].name, result.problems
+    (32, 'INIT VOICE', [])
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from dexed_data.errors import SysexError
+from dexed_data.schema import (
+    NAME_LENGTH,
+    PACKED_NAME_OFFSET,
+    PACKED_SOUND_BYTES,
+    PACKED_VOICE_BYTES,
+    PARAM_BY_NAME,
+    SOUND_BYTES,
+    VOICE_BYTES,
+    VOICE_MAX,
+    VOICE_PARAMS,
+)
+
+VOICES_PER_BANK = 32
+BANK_DATA_BYTES = VOICES_PER_BANK * PACKED_VOICE_BYTES  # 4096
+BANK_MESSAGE_BYTES = 6 + BANK_DATA_BYTES + 2  # 4104
+SINGLE_MESSAGE_BYTES = 6 + VOICE_BYTES + 2  # 163
+BANK_HEADER = bytes([0xF0, 0x43, 0x00, 0x09, 0x20, 0x00])
+SINGLE_HEADER = bytes([0xF0, 0x43, 0x00, 0x00, 0x01, 0x1B])
+DEXED_OPERATORS_ON = 0x3F  # dexed-py's 156th byte: one bit per operator, all six on
+
+#: Every Problem code this module emits.
+PROBLEM_CODES = (
+    "bad_checksum",       # repaired: data kept (stale and dummy checksums are common)
+    "bad_count_bytes",    # repaired: e.g. a bank declaring `10 00` bytes but carrying 4096
+    "missing_end",        # repaired: no F7 where the message should end
+    "bit7_set",           # repaired: bit 7 of data bytes cleared
+    "out_of_range",       # repaired: value clamped to the parameter's max
+    "no_header",          # repaired: raw voice data without SysEx framing, decoded anyway
+    "truncated",          # rejected: the message ends before its data does
+    "not_dx7",            # rejected: another Yamaha synth's dump (TX81Z/DX21 4-op, ...)
+    "dx7ii_supplement",   # rejected: DX7II/TX802 supplement, performance or system data
+    "unknown_message",    # rejected: any other SysEx message
+    "stray_bytes",        # skipped: bytes outside any message, before the last one
+    "trailing_garbage",   # skipped: bytes after the last message
+    "no_sysex",           # rejected: no SysEx and no raw DX7 data in the file
+    "midi_error",         # rejected: a MIDI file mido cannot parse
+)
+
+# Field positions derived from the schema, in voice order: shape (145,).
+_BYTE = np.array([p.packed[0] for p in VOICE_PARAMS], dtype=np.intp)
+_SHIFT = np.array([p.packed[1] for p in VOICE_PARAMS], dtype=np.uint8)
+_MASK = np.array([(1 << p.packed[2]) - 1 for p in VOICE_PARAMS], dtype=np.uint8)
+_NAMES = tuple(p.name for p in VOICE_PARAMS)
+# One-hot (145, 118): packing is a matrix product because fields of one byte never overlap.
+_PLACE = np.zeros((SOUND_BYTES, PACKED_SOUND_BYTES), dtype=np.int32)
+_PLACE[np.arange(SOUND_BYTES), _BYTE] = 1
+
+#: Bits of each packed byte (128,) that unpacking reads; the rest are "don't care".
+USED_BITS: np.ndarray = np.full(PACKED_VOICE_BYTES, 0x7F, dtype=np.uint8)
+USED_BITS[:PACKED_SOUND_BYTES] = (_MASK.astype(np.int32) << _SHIFT) @ _PLACE
+
+
+def _init_voice() -> np.ndarray:
+    values = {"ALGORITHM": 0, "OSC KEY SYNC": 1, "LFO SPEED": 35, "LFO KEY SYNC": 1,
+              "P MODE SENS.": 3, "TRANSPOSE": 24}
+    values |= {f"PITCH EG RATE {i}": 99 for i in range(1, 5)}
+    values |= {f"PITCH EG LEVEL {i}": 50 for i in range(1, 5)}
+    for op in range(1, 7):
+        values |= {f"OP{op} EG RATE {i}": 99 for i in range(1, 5)}
+        values |= {f"OP{op} EG LEVEL {i}": 99 for i in range(1, 4)}
+        values |= {f"OP{op} BREAK POINT": 39, f"OP{op} F COARSE": 1, f"OP{op} OSC DETUNE": 7,
+                   f"OP{op} OUTPUT LEVEL": 99 if op == 1 else 0}
+    raw = np.zeros(SOUND_BYTES, dtype=np.uint8)
+    for name, value in values.items():
+        raw[PARAM_BY_NAME[name].voice_offset] = value
+    raw.flags.writeable = False
+    return raw
+
+
+#: The DX7's INIT VOICE (145,) uint8: only OP1 sounds, a plain sine. Besides the obvious fields it
+#: has the DX7's own defaults OSC KEY SYNC on, LFO speed 35, LFO key sync on, P MODE SENS. 3.
+INIT_VOICE: np.ndarray = _init_voice()
+INIT_NAME = "INIT VOICE"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something odd in a file: repaired and kept (``repaired=True``) or rejected.
+
+    ``code`` is one of :data:`PROBLEM_CODES`; ``message`` is a sentence naming the file, the byte
+    offset, the voice and what to do; ``param`` is the schema name for ``out_of_range``.
+    """
+
+    code: str
+    message: str
+    offset: int | None = None
+    voice: int | None = None
+    param: str | None = None
+    repaired: bool = False
+
+
+@dataclass(frozen=True)
+class DecodedVoice:
+    """One voice found in a file.
+
+    ``raw`` is ``(145,)`` uint8 in voice order after repair (read-only); ``packed_sound`` the 118
+    packed sound bytes with bit 7 masked (for a single-voice dump, packed from ``raw``);
+    ``offset`` the byte offset of its message in the file; ``problems`` the repairs applied to it.
+    """
+
+    raw: np.ndarray
+    name: str
+    packed_sound: bytes
+    message_index: int
+    voice_index: int
+    offset: int
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass
+class FileResult:
+    """Everything decoded from one file: voices, the number of DX7 voice messages, problems.
+
+    ``messages`` counts accepted banks and single voices (a headerless raw block counts as one);
+    ``problems`` holds file- and message-level problems (voice repairs live on each voice).
+    """
+
+    path: str
+    voices: list[DecodedVoice] = field(default_factory=list)
+    messages: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- voice codec
+
+
+def checksum(data: bytes) -> int:
+    """Yamaha checksum of a message's data bytes: ``(-sum) & 0x7F`` (bit 7 cannot change it)."""
+    return -sum(data) & 0x7F
+
+
+def _decode_name(name_bytes: np.ndarray) -> str:
+    # Bytes are already 7-bit, so latin-1 maps each to one char and never fails.
+    return bytes(name_bytes).decode("latin-1")
+
+
+def _encode_name(name: str) -> np.ndarray:
+    """(10,) uint8: latin-1 (unknown chars → '?'), 7-bit, cut or space-padded to 10."""
+    data = name.encode("latin-1", errors="replace")[:NAME_LENGTH].ljust(NAME_LENGTH, b" ")
+    return np.frombuffer(data, dtype=np.uint8) & 0x7F
+
+
+def unpack_voices(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unpack voices without validation: ``(n, 128)`` uint8 → raw ``(n, 145)`` uint8, names ``(n, 10)``.
+
+    Bit 7 is masked and "don't care" bits dropped; values may still exceed the parameters'
+    ``max`` (the caller clamps and reports, see :func:`unpack_voice`).
+    """
+    packed = np.asarray(packed, dtype=np.uint8) & 0x7F
+    raw = (packed[:, _BYTE] >> _SHIFT) & _MASK
+    return raw, packed[:, PACKED_NAME_OFFSET:PACKED_VOICE_BYTES]
+
+
+def _check_raw(raw: np.ndarray) -> np.ndarray:
+    raw = np.asarray(raw)
+    if raw.shape[-1:] != (SOUND_BYTES,):
+        raise SysexError(f"raw voice values must have shape (..., {SOUND_BYTES}), got {raw.shape}")
+    bad = np.argwhere((raw < 0) | (raw > VOICE_MAX))
+    if len(bad):
+        i = int(bad[0][-1])
+        raise SysexError(f"cannot pack {_NAMES[i]} = {raw[tuple(bad[0])]}: valid values are "
+                         f"0–{VOICE_MAX[i]}; clamp the raw values before encoding")
+    return raw.astype(np.uint8)
+
+
+def pack_voices(raws: np.ndarray, names: list[str]) -> np.ndarray:
+    """Pack raw values ``(n, 145)`` and ``n`` names into ``(n, 128)`` uint8; don't-care bits are 0.
+
+    Raises :class:`SysexError` for a value outside its parameter's range.
+    """
+    raws = _check_raw(np.atleast_2d(raws))
+    if len(names) != len(raws):
+        raise SysexError(f"got {len(raws)} voices but {len(names)} names; give one name per voice")
+    out = np.empty((len(raws), PACKED_VOICE_BYTES), dtype=np.uint8)
+    out[:, :PACKED_SOUND_BYTES] = (raws.astype(np.int32) << _SHIFT) @ _PLACE
+    out[:, PACKED_NAME_OFFSET:] = [_encode_name(n) for n in names]
+    return out
+
+
+def _range_problems(raw: np.ndarray, where: str, offset: int | None,
+                    voice: int | None) -> list[Problem]:
+    over = np.flatnonzero(raw > VOICE_MAX)
+    return [Problem("out_of_range",
+                    f"{where}: {_NAMES[i]} = {raw[i]} is above its maximum {VOICE_MAX[i]}; clamped "
+                    f"to {VOICE_MAX[i]} (check the sound, or fix the voice in an editor)",
+                    offset, voice, _NAMES[i], True) for i in over]
+
+
+def _bit7_problem(hi: np.ndarray, where: str, offset: int, voice: int | None) -> Problem:
+    first = int(np.flatnonzero(hi)[0])
+    return Problem("bit7_set", f"{where}: {int(hi.sum())} data byte(s) had bit 7 set (first at "
+                   f"byte {offset + first}); cleared, as Yamaha defines bit 7 as don't care — "
+                   f"nothing to do unless the voice sounds wrong", offset + first, voice, None, True)
+
+
+def unpack_voice(packed: bytes) -> tuple[np.ndarray, str, list[Problem]]:
+    """Unpack one 128-byte packed voice → (raw ``(145,)`` uint8 clamped, 10-char name, problems).
+
+    Problems are ``bit7_set`` and ``out_of_range`` (offsets relative to ``packed``).
+    Raises :class:`SysexError` if ``packed`` is not 128 bytes long.
+    """
+    if len(packed) != PACKED_VOICE_BYTES:
+        raise SysexError(f"a packed voice is {PACKED_VOICE_BYTES} bytes, got {len(packed)}")
+    data = np.frombuffer(bytes(packed), dtype=np.uint8)
+    raw, name = unpack_voices(data[None])
+    problems = [_bit7_problem(data >= 0x80, "packed voice", 0, None)] if (data >= 0x80).any() else []
+    problems += _range_problems(raw[0], "packed voice", None, None)
+    return np.minimum(raw[0], VOICE_MAX), _decode_name(name[0]), problems
+
+
+def pack_voice(raw: np.ndarray, name: str) -> bytes:
+    """Pack raw values ``(145,)`` and a name into the 128-byte bank layout (inverse of unpack)."""
+    return pack_voices(np.asarray(raw)[None], [name])[0].tobytes()
+
+
+def encode_bank(raws: np.ndarray, names: list[str]) -> bytes:
+    """Encode up to 32 voices ``(n, 145)`` as a 4104-byte bank (channel 0), padding with INIT VOICE."""
+    raws = np.asarray(raws).reshape(-1, SOUND_BYTES)
+    if len(raws) > VOICES_PER_BANK:
+        raise SysexError(f"a bank holds {VOICES_PER_BANK} voices, got {len(raws)}; split them "
+                         f"over several banks")
+    pad = VOICES_PER_BANK - len(raws)
+    raws = np.concatenate([raws, np.tile(INIT_VOICE, (pad, 1))]) if pad else raws
+    data = pack_voices(raws, list(names) + [INIT_NAME] * pad).tobytes()
+    return BANK_HEADER + data + bytes([checksum(data), 0xF7])
+
+
+def to_dexed_sysex(raw: np.ndarray, name: str = "") -> bytes:
+    """156 bytes for dexed-py's ``_RawDexedSynth.load_sysex``: 155 unpacked bytes + ``0x3F`` (ops on)."""
+    return _check_raw(raw).tobytes() + _encode_name(name).tobytes() + bytes([DEXED_OPERATORS_ON])
+
+
+def encode_single(raw: np.ndarray, name: str) -> bytes:
+    """Encode one voice as a 163-byte single-voice dump (channel 0)."""
+    data = to_dexed_sysex(raw, name)[:VOICE_BYTES]
+    return SINGLE_HEADER + data + bytes([checksum(data), 0xF7])
+
+
+# --------------------------------------------------------------------------- message scanning
+
+# Kinds of Yamaha bulk dumps (format byte → what it is); DX7 voice formats handled apart.
+_NOT_DX7_FORMATS = {0x03: "4-op single voice (TX81Z/DX21/DX27/DX100 VCED)",
+                    0x04: "4-op 32-voice bank (TX81Z/DX21/DX27/DX100 VMEM)"}
+_DX7II_FORMATS = {0x05: "DX7II/TX802 supplement of one voice (ACED)",
+                  0x06: "DX7II/TX802 supplement of 32 voices (AMEM)"}
+_DX7II_7E = (b"LM  8973", b"LM  8952", b"LM  MCRY", b"LM  FKSY")  # DX7II, TX802 and their tables
+_FOUR_OP_7E = (b"LM  8976", b"LM  8023")  # TX81Z/DX11 performance and supplement data
+_FMT_BANK, _FMT_SINGLE = 0x09, 0x00
+# Start of the next Yamaha message (dump, parameter change or request): ends a DX7 message early.
+_NEXT_YAMAHA = re.compile(rb"\xF0\x43[\x00-\x2F]")
+
+
+class _Scan:
+    """Accumulates what one pass over a byte stream finds (offsets shifted by ``base``)."""
+
+    def __init__(self, source: str, result: FileResult):
+        self.source, self.result = source, result
+        self.yamaha_seen = False
+
+    def problem(self, code: str, text: str, offset: int | None, repaired: bool = False) -> None:
+        where = self.source if offset is None else f"{self.source}, byte {offset}"
+        self.result.problems.append(Problem(code, f"{where}: {text}", offset, None, None, repaired))
+
+
+def _classify(data: bytes, s: int) -> tuple[str, str]:
+    """(code, description) of a Yamaha bulk dump at ``s`` that is not a DX7 voice message."""
+    fmt = data[s + 3]
+    if fmt in _NOT_DX7_FORMATS:
+        return "not_dx7", _NOT_DX7_FORMATS[fmt]
+    if fmt in _DX7II_FORMATS:
+        return "dx7ii_supplement", _DX7II_FORMATS[fmt]
+    tag = data[s + 6:s + 14]
+    if fmt == 0x7E and tag.startswith(_DX7II_7E):
+        return "dx7ii_supplement", f"DX7II/TX802 data block '{tag.decode('latin-1')}'"
+    if fmt == 0x7E and tag.startswith(_FOUR_OP_7E):
+        return "not_dx7", f"4-op synth data block '{tag.decode('latin-1')}'"
+    return "unknown_message", f"Yamaha bulk dump of format 0x{fmt:02X}"
+
+
+def _skip_to_end(data: bytes, s: int) -> int:
+    """Index after a generic message at ``s``: its F7, or the next F0 / end of data if unterminated."""
+    f7, f0 = data.find(b"\xF7", s + 1), data.find(b"\xF0", s + 1)
+    if f7 >= 0 and (f0 < 0 or f7 < f0):
+        return f7 + 1
+    return f0 if f0 >= 0 else len(data)
+
+
+def _scan(data: bytes, base: int, scan: _Scan) -> None:
+    """Find every message in ``data`` (a file, or one SysEx event of a MIDI file at ``base``)."""
+    pos, n = 0, len(data)
+    while pos < n:
+        s = data.find(b"\xF0", pos)
+        if s < 0:
+            s = n
+        if s > pos:
+            last = data.find(b"\xF0", s) < 0
+            code = "trailing_garbage" if last else "stray_bytes"
+            scan.problem(code, f"{s - pos} byte(s) outside any SysEx message were ignored; "
+                         f"nothing to do unless voices are missing", base + pos)
+        if s >= n:
+            return
+        header = data[s:s + 6]
+        # A Yamaha bulk dump: F0 43 0n ff hh ll (n = MIDI channel, ff = format, hhll = byte count).
+        if len(header) == 6 and header[1] == 0x43 and header[2] < 0x10 and max(header[3:]) < 0x80:
+            scan.yamaha_seen = True
+            fmt = header[3]
+            if fmt in (_FMT_BANK, _FMT_SINGLE):
+                pos = _dx7_message(data, s, base, scan)
+                continue
+            code, what = _classify(data, s)
+            end = s + 6 + (header[4] << 7 | header[5]) + 2
+            pos = end if end <= n and data[end - 1] == 0xF7 else _skip_to_end(data, s)
+            scan.problem(code, f"{what}, not DX7 voices; skipped (import the file with the "
+                         f"synth it belongs to)", base + s)
+            continue
+        if len(header) >= 2 and header[1] == 0x43:
+            scan.yamaha_seen = True
+            what = "Yamaha parameter change or request message" if len(header) > 2 else "cut-off message"
+        else:
+            what = f"SysEx message of manufacturer 0x{header[1]:02X}" if len(header) > 1 else "lone F0 byte"
+        pos = _skip_to_end(data, s)
+        scan.problem("unknown_message", f"{what} ({pos - s} bytes), not a DX7 voice dump; "
+                     f"skipped", base + s)
+
+
+def _dx7_message(data: bytes, s: int, base: int, scan: _Scan) -> int:
+    """Decode the DX7 bank or single voice at ``s``; return where scanning goes on."""
+    n, is_bank = len(data), data[s + 3] == _FMT_BANK
+    size = BANK_DATA_BYTES if is_bank else VOICE_BYTES
+    kind = "32-voice bank" if is_bank else "single-voice dump"
+    body, cs_at = s + 6, s + 6 + size
+    # The message ends at the next Yamaha header or at the end of the data, whichever comes first;
+    # its own length (not the next F7) tells where its checksum and F7 are.
+    nxt = _NEXT_YAMAHA.search(data, body)
+    stop = n if nxt is None else nxt.start()
+    if stop < cs_at:
+        scan.problem("truncated", f"{kind} holds only {stop - body} of its {size} data bytes; its "
+                     f"voices were not imported (find a complete copy of the file)", base + s)
+        return stop
+    expected = (0x20, 0x00) if is_bank else (0x01, 0x1B)
+    if tuple(data[s + 4:s + 6]) != expected:
+        scan.problem("bad_count_bytes", f"{kind} declares byte count {data[s + 4]:02X} "
+                     f"{data[s + 5]:02X} instead of {expected[0]:02X} {expected[1]:02X} but carries "
+                     f"all {size} data bytes; decoded anyway (re-save the file to fix)",
+                     base + s, repaired=True)
+    payload = data[body:cs_at]
+    # A lone F7 right after the data is the end marker of a message that lost its checksum.
+    lost_checksum = cs_at < stop and data[cs_at] == 0xF7 and (cs_at + 1 >= stop or data[cs_at + 1] != 0xF7)
+    if cs_at >= stop or lost_checksum:
+        scan.problem("bad_checksum", f"{kind} has no checksum byte; data kept (re-save the file "
+                     f"to add one)", base + cs_at, repaired=True)
+        end = cs_at + 1 if lost_checksum else cs_at
+    else:
+        end = cs_at + 1
+        if data[cs_at] & 0x7F != checksum(payload):
+            scan.problem("bad_checksum", f"{kind} checksum is 0x{data[cs_at]:02X} but its data sums "
+                         f"to 0x{checksum(payload):02X}; data kept, as stale or dummy checksums are "
+                         f"common (re-save the file to fix)", base + cs_at, repaired=True)
+        if end < stop and data[end] == 0xF7:
+            end += 1
+        else:
+            scan.problem("missing_end", f"{kind} is not followed by its end byte F7; decoded "
+                         f"anyway", base + end, repaired=True)
+    array = np.frombuffer(payload, dtype=np.uint8)
+    if is_bank:
+        _add_packed(array.reshape(VOICES_PER_BANK, PACKED_VOICE_BYTES), base + s, base + body, scan)
+    else:
+        _add_unpacked(array[None], base + s, base + body, scan)
+    return end
+
+
+def _add_voices(raw: np.ndarray, names: np.ndarray, hi: np.ndarray, packed: np.ndarray | None,
+                offset: int, body: int, stride: int, scan: _Scan) -> None:
+    """Append one message's voices: raw ``(n, 145)`` unclamped, names ``(n, 10)``, ``hi`` bit-7 flags."""
+    result, message = scan.result, scan.result.messages
+    result.messages += 1
+    clamped = np.minimum(raw, VOICE_MAX)
+    clamped.flags.writeable = False
+    if packed is None:  # single voices carry unpacked bytes; the packed form comes from raw
+        packed = pack_voices(clamped, [""] * len(raw))
+    flagged = set(np.flatnonzero(hi.any(axis=1) | (raw > VOICE_MAX).any(axis=1)).tolist())
+    for i in range(len(raw)):
+        name = _decode_name(names[i])
+        problems: tuple[Problem, ...] = ()
+        if i in flagged:
+            where = f"{scan.source}, voice {i} ('{name}') of the message at byte {offset}"
+            start = body + i * stride
+            found = [_bit7_problem(hi[i], where, start, i)] if hi[i].any() else []
+            problems = tuple(found + _range_problems(raw[i], where, start, i))
+        result.voices.append(DecodedVoice(clamped[i], name, packed[i, :PACKED_SOUND_BYTES].tobytes(),
+                                          message, i, offset, problems))
+
+
+def _add_packed(packed: np.ndarray, offset: int, body: int, scan: _Scan) -> None:
+    raw, names = unpack_voices(packed)
+    _add_voices(raw, names, packed >= 0x80, packed & 0x7F, offset, body, PACKED_VOICE_BYTES, scan)
+
+
+def _add_unpacked(voices: np.ndarray, offset: int, body: int, scan: _Scan) -> None:
+    masked = voices & 0x7F
+    _add_voices(masked[:, :SOUND_BYTES], masked[:, SOUND_BYTES:VOICE_BYTES], voices >= 0x80, None,
+                offset, body, VOICE_BYTES, scan)
+
+
+# --------------------------------------------------------------------------- raw data and MIDI
+
+# Largest valid value of each packed sound byte (118,): what an in-range voice can hold there.
+_PACKED_MAX = (VOICE_MAX.astype(np.int32) << _SHIFT) @ _PLACE
+
+
+def _plausible(sound_ok: np.ndarray, names: np.ndarray) -> bool:
+    """Raw data looks like DX7 voices: ≥ 95 % of sound bytes valid and most names printable."""
+    printable = ((names >= 0x20) & (names < 0x7F)).all(axis=1).mean()
+    return bool(sound_ok.mean() >= 0.95 and printable >= 0.5)
+
+
+def _raw_voices(data: bytes, scan: _Scan) -> bool:
+    """Decode headerless voice data: 128-byte packed voices, or 155-byte unpacked ones."""
+    n = len(data)
+    if n < BANK_DATA_BYTES:
+        return False
+    array = np.frombuffer(data, dtype=np.uint8)
+    if n % VOICE_BYTES == 0 and n % PACKED_VOICE_BYTES:
+        voices = array.reshape(-1, VOICE_BYTES)
+        if _plausible(voices[:, :SOUND_BYTES] <= VOICE_MAX, voices[:, SOUND_BYTES:]):
+            scan.problem("no_header", f"{len(voices)} unpacked voices without SysEx framing; "
+                         f"decoded as raw data (check the names look right)", 0, repaired=True)
+            _add_unpacked(voices, 0, 0, scan)
+            return True
+    count = n // PACKED_VOICE_BYTES
+    voices = array[:count * PACKED_VOICE_BYTES].reshape(count, PACKED_VOICE_BYTES)
+    if not _plausible(voices[:, :PACKED_SOUND_BYTES] <= _PACKED_MAX, voices[:, PACKED_NAME_OFFSET:]):
+        return False
+    scan.problem("no_header", f"{count} packed voices without SysEx framing; decoded as raw "
+                 f"bank data (check the names look right)", 0, repaired=True)
+    for first in range(0, count, VOICES_PER_BANK):
+        start = first * PACKED_VOICE_BYTES
+        _add_packed(voices[first:first + VOICES_PER_BANK], start, start, scan)
+    if n > count * PACKED_VOICE_BYTES:
+        scan.problem("trailing_garbage", f"{n - count * PACKED_VOICE_BYTES} byte(s) after the "
+                     f"last whole voice were ignored", count * PACKED_VOICE_BYTES)
+    return True
+
+
+def _scan_midi(data: bytes, scan: _Scan) -> None:
+    """Scan the SysEx events of a Standard MIDI File; offsets point at each event's data - 1."""
+    import mido  # imported here: only MIDI files need it
+
+    try:
+        midi = mido.MidiFile(file=io.BytesIO(data), clip=True)
+        events = [bytes(m.data) for track in midi.tracks for m in track if m.type == "sysex"]
+    except Exception as error:  # mido raises many types on corrupt files; all mean the same here
+        scan.problem("midi_error", f"MIDI file cannot be parsed ({type(error).__name__}: {error}); "
+                     f"export its SysEx to a .syx file with a MIDI editor", 0)
+        return
+    cursor = 0
+    for event in events:
+        at = data.find(event[:64], cursor)
+        base = at - 1 if at > 0 else cursor
+        cursor = max(cursor, at + len(event)) if at > 0 else cursor
+        _scan(b"\xF0" + event + b"\xF7", base, scan)
+
+
+def _is_midi(data: bytes) -> int | None:
+    """Offset of ``MThd`` in a Standard MIDI File (also inside a RIFF RMID wrapper), else None."""
+    if data.startswith(b"MThd"):
+        return 0
+    if data[:4] == b"RIFF" and data[8:12] == b"RMID":
+        at = data.find(b"MThd", 12)
+        return at if at >= 0 else None
+    return None
+
+
+def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
+    """Find and decode every DX7 voice in ``data`` (any file content); never raises on content.
+
+    Handles 32-voice banks, single-voice dumps, several messages per file, Standard MIDI Files
+    (detected by content), raw headerless voice data and damaged messages; see :data:`PROBLEM_CODES`.
+    ``source`` names the file in problem messages.
+    """
+    data = bytes(data)
+    result = FileResult(source)
+    scan = _Scan(source, result)
+    midi_at = _is_midi(data)
+    if midi_at is not None:
+        _scan_midi(data[midi_at:], scan)
+    else:
+        _scan(data, 0, scan)
+    if midi_at is not None and not result.problems and not result.messages:
+        scan.problem("no_sysex", "MIDI file without any SysEx message; skip this file", None)
+    if result.messages or scan.yamaha_seen or midi_at is not None:
+        return result
+    # No Yamaha message at all: maybe voice data saved without its SysEx framing.
+    problems = list(result.problems)
+    result.problems.clear()
+    if not _raw_voices(data, scan):
+        # The whole file was "outside any message"; saying so again adds nothing.
+        result.problems[:] = [p for p in problems if p.code not in ("stray_bytes", "trailing_garbage")]
+        scan.problem("no_sysex", "no DX7 SysEx message and no raw DX7 voice data found (text or "
+                     "another format); skip this file", None)
+    return result
+
+
+def decode_file(path: str | PathLike[str]) -> FileResult:
+    """Read and decode one file (.syx, .mid, raw, anything); see :func:`decode_bytes`.
+
+    Raises :class:`SysexError` only if the file cannot be read.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise SysexError(f"cannot read {path}: {error.strerror}; check the path and permissions") from error
+    return decode_bytes(data, str(path))

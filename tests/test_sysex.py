@@ -1,0 +1,344 @@
+"""dexed_data.sysex: round trips, golden ROM1A values, every malformation, fuzzing, dexed-py agreement."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from dexed_data.errors import SysexError
+from dexed_data.schema import PARAM_BY_NAME, VOICE_MAX, voice_index
+from dexed_data.sysex import (
+    BANK_HEADER,
+    INIT_VOICE,
+    PROBLEM_CODES,
+    USED_BITS,
+    checksum,
+    decode_bytes,
+    decode_file,
+    encode_bank,
+    encode_single,
+    pack_voice,
+    to_dexed_sysex,
+    unpack_voice,
+)
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+raw_voices = arrays(np.uint8, VOICE_MAX.shape, elements=st.integers(0, 127)).map(
+    lambda a: np.minimum(a, VOICE_MAX))
+names = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), min_size=10, max_size=10)
+
+
+def codes(result) -> list[str]:
+    return [p.code for p in result.problems]
+
+
+def bank_of(seed: int = 0, n: int = 32) -> tuple[np.ndarray, list[str], bytes]:
+    """A reproducible random bank of in-range voices: (raws (n, 145), names, 4104 bytes)."""
+    rng = np.random.default_rng(seed)
+    raws = rng.integers(0, VOICE_MAX.astype(int) + 1, size=(n, 145)).astype(np.uint8)
+    voice_names = [f"VOICE {i:<4}" for i in range(n)]
+    return raws, voice_names, encode_bank(raws, voice_names)
+
+
+def with_checksum(message: bytearray) -> bytearray:
+    message[-2] = checksum(bytes(message[6:-2]))
+    return message
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@FAST
+@given(raw=raw_voices, name=names)
+def test_raw_pack_unpack_is_identity(raw, name):
+    packed = pack_voice(raw, name)
+    assert len(packed) == 128
+    back, back_name, problems = unpack_voice(packed)
+    assert np.array_equal(back, raw) and back_name == name and problems == []
+
+
+@FAST
+@given(packed=arrays(np.uint8, (128,), elements=st.integers(0, 127)))
+def test_packed_unpack_pack_is_identity_on_used_bits(packed):
+    raw, name, problems = unpack_voice(packed.tobytes())
+    if not problems:  # in range: only the documented don't-care bits may change
+        assert pack_voice(raw, name) == (packed & USED_BITS).tobytes()
+
+
+@FAST
+@given(raw=raw_voices, noise=arrays(np.uint8, (128,), elements=st.integers(0, 255)))
+def test_dont_care_bits_and_bit7_never_change_values(raw, noise):
+    packed = np.frombuffer(pack_voice(raw, "NOISE"), dtype=np.uint8)
+    back, _, _ = unpack_voice((packed | (noise & ~USED_BITS)).tobytes())
+    assert np.array_equal(back, raw)
+
+
+@FAST
+@given(raws=st.lists(raw_voices, min_size=0, max_size=32), data=st.data())
+def test_encode_bank_decode_is_identity(raws, data):
+    voice_names = [data.draw(names) for _ in raws]
+    bank = encode_bank(np.array(raws, dtype=np.uint8).reshape(-1, 145), voice_names)
+    assert len(bank) == 4104 and bank[:6] == BANK_HEADER
+    result = decode_bytes(bank)
+    assert result.problems == [] and result.messages == 1 and len(result.voices) == 32
+    for raw, name, voice in zip(raws, voice_names, result.voices):
+        assert np.array_equal(voice.raw, raw) and voice.name == name and voice.problems == ()
+    for voice in result.voices[len(raws):]:
+        assert np.array_equal(voice.raw, INIT_VOICE) and voice.name == "INIT VOICE"
+
+
+@FAST
+@given(raw=raw_voices, name=names)
+def test_encode_single_decode_is_identity(raw, name):
+    message = encode_single(raw, name)
+    assert len(message) == 163
+    (voice,) = decode_bytes(message).voices
+    assert np.array_equal(voice.raw, raw) and voice.name == name
+    assert voice.packed_sound == pack_voice(raw, name)[:118]
+    assert to_dexed_sysex(raw, name) == message[6:161] + b"\x3f"
+
+
+def test_dont_care_bits_are_documented_and_dropped():
+    assert USED_BITS[11] == 0x0F and USED_BITS[13] == 0x1F and USED_BITS[15] == 0x3F
+    assert USED_BITS[110] == 0x1F and USED_BITS[111] == 0x0F and USED_BITS[116] == 0x7F
+    packed = bytearray(pack_voice(INIT_VOICE, "INIT VOICE"))
+    packed[11] |= 0x70
+    raw, _, problems = unpack_voice(bytes(packed))
+    assert np.array_equal(raw, INIT_VOICE) and problems == []
+
+
+def test_init_voice_and_encoders_validate():
+    at = {name: INIT_VOICE[voice_index(name)] for name in
+          ("OP1 OUTPUT LEVEL", "OP2 OUTPUT LEVEL", "ALGORITHM", "TRANSPOSE", "OP3 BREAK POINT",
+           "OP4 OSC DETUNE", "OP5 F COARSE", "PITCH EG LEVEL 1", "OP6 EG LEVEL 4", "OP6 EG RATE 1")}
+    assert at == {"OP1 OUTPUT LEVEL": 99, "OP2 OUTPUT LEVEL": 0, "ALGORITHM": 0, "TRANSPOSE": 24,
+                  "OP3 BREAK POINT": 39, "OP4 OSC DETUNE": 7, "OP5 F COARSE": 1,
+                  "PITCH EG LEVEL 1": 50, "OP6 EG LEVEL 4": 0, "OP6 EG RATE 1": 99}
+    bad = INIT_VOICE.copy()
+    bad[voice_index("OP1 OSC DETUNE")] = 15
+    with pytest.raises(SysexError, match="OP1 OSC DETUNE"):
+        pack_voice(bad, "X")
+    with pytest.raises(SysexError, match="32 voices"):
+        encode_bank(np.tile(INIT_VOICE, (33, 1)), ["X"] * 33)
+    assert len(to_dexed_sysex(INIT_VOICE)) == 156
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_rom1a_golden_values(rom1a_path):
+    result = decode_file(rom1a_path)
+    assert result.problems == [] and result.messages == 1 and len(result.voices) == 32
+    voice = result.voices[10]
+    assert voice.name == "E.PIANO 1 " and voice.voice_index == 10 and voice.offset == 0
+    assert voice.raw[voice_index("ALGORITHM")] == 4  # algorithm 5
+    assert voice.raw[voice_index("FEEDBACK")] == 6
+    assert voice.raw[voice_index("TRANSPOSE")] == 24
+    assert result.voices[0].name == "BRASS   1 " and result.voices[0].raw[voice_index("ALGORITHM")] == 21
+
+
+def test_agrees_with_dexed_py(rom1a_path):
+    dexed = pytest.importorskip("dexed")
+    patches = dexed.Patch.load_bank(str(rom1a_path))
+    for patch, voice in zip(patches, decode_file(rom1a_path).voices, strict=True):
+        assert patch.to_sysex()[:155] == to_dexed_sysex(voice.raw, voice.name)[:155]
+        assert patch.to_packed()[:118] == voice.packed_sound
+
+
+# --------------------------------------------------------------------------- malformations
+
+
+def test_bad_checksum_is_repaired():
+    raws, _, bank = bank_of()
+    damaged = bytearray(bank)
+    damaged[-2] ^= 0x55
+    result = decode_bytes(bytes(damaged), "bad.syx")
+    (problem,) = result.problems
+    assert problem.code == "bad_checksum" and problem.repaired and problem.offset == 4102
+    assert "bad.syx" in problem.message and "4102" in problem.message
+    assert np.array_equal(np.stack([v.raw for v in result.voices]), raws)
+
+
+def test_count_bytes_10_00_is_repaired():
+    raws, _, bank = bank_of()
+    result = decode_bytes(bank[:4] + b"\x10\x00" + bank[6:])
+    assert codes(result) == ["bad_count_bytes"] and len(result.voices) == 32
+    assert np.array_equal(result.voices[31].raw, raws[31])
+
+
+def test_checksum_byte_f7_or_f0_does_not_split_the_message():
+    _, _, bank = bank_of()
+    for byte in (0xF7, 0xF0):
+        damaged = bank[:-2] + bytes([byte, 0xF7])
+        result = decode_bytes(damaged + bank)
+        assert result.messages == 2 and len(result.voices) == 64
+        assert set(codes(result)) <= {"bad_checksum"}
+
+
+def test_truncated_bank_is_rejected_and_next_message_kept():
+    raws, _, bank = bank_of()
+    result = decode_bytes(bank[:2000] + bank, "cut.syx")
+    assert codes(result) == ["truncated"] and not result.problems[0].repaired
+    assert len(result.voices) == 32 and result.voices[0].offset == 2000
+    assert codes(decode_bytes(bank[:-100])) == ["truncated"]
+
+
+def test_missing_checksum_keeps_data():
+    _, _, bank = bank_of()
+    result = decode_bytes(bank[:-2] + b"\xF7")
+    assert codes(result) == ["bad_checksum"] and len(result.voices) == 32
+
+
+def test_four_op_bank_is_not_dx7():
+    _, _, bank = bank_of()
+    vmem = with_checksum(bytearray(bank))
+    vmem[3] = 0x04  # TX81Z/DX21 VMEM: same size, other synth
+    result = decode_bytes(bytes(vmem))
+    assert codes(result) == ["not_dx7"] and result.voices == [] and result.messages == 0
+
+
+def test_dx7ii_supplement_is_skipped():
+    _, _, bank = bank_of()
+    aced = bytes([0xF0, 0x43, 0x00, 0x05, 0x00, 0x31]) + bytes(49) + b"\x00\xF7"
+    amem = bytes([0xF0, 0x43, 0x00, 0x06, 0x08, 0x60]) + bytes(1120) + b"\x00\xF7"
+    result = decode_bytes(aced + bank + amem)
+    assert codes(result) == ["dx7ii_supplement", "dx7ii_supplement"]
+    assert result.messages == 1 and len(result.voices) == 32 and result.voices[0].offset == len(aced)
+
+
+def test_trailing_garbage_and_stray_bytes():
+    _, _, bank = bank_of()
+    result = decode_bytes(b"header" + bank + b"\x00junk")
+    assert codes(result) == ["stray_bytes", "trailing_garbage"] and len(result.voices) == 32
+    assert result.voices[0].offset == 6
+
+
+def test_several_messages_in_one_file():
+    _, _, first = bank_of(1)
+    _, _, second = bank_of(2)
+    single = encode_single(INIT_VOICE, "SINGLE    ")
+    other = bytes([0xF0, 0x41, 0x10, 0x42, 0xF7])  # a Roland message
+    result = decode_bytes(first + other + single + second)
+    assert result.messages == 3 and len(result.voices) == 65
+    assert codes(result) == ["unknown_message"]
+    assert [v.message_index for v in result.voices[31:34]] == [0, 1, 2]
+    assert result.voices[32].name == "SINGLE    " and result.voices[33].voice_index == 0
+
+
+def test_midi_file_with_sysex(tmp_path):
+    mido = pytest.importorskip("mido")
+    raws, _, bank = bank_of()
+    midi = mido.MidiFile()
+    track = mido.MidiTrack()
+    track.append(mido.Message("sysex", data=bank[1:-1]))
+    midi.tracks.append(track)
+    path = tmp_path / "bank.dat"  # detected by content, not by extension
+    midi.save(str(path))
+    result = decode_file(path)
+    assert result.problems == [] and len(result.voices) == 32
+    assert np.array_equal(result.voices[5].raw, raws[5])
+    assert path.read_bytes()[result.voices[0].offset + 1:][:5] == bank[1:6]
+    assert codes(decode_bytes(b"MThd\x00\x00\x00\x06garbage")) == ["midi_error"]
+
+
+def test_raw_bank_without_header():
+    raws, _, bank = bank_of()
+    for data in (bank[6:4102], bank[6:4102] + b"\x00\x01\x02"):
+        result = decode_bytes(data)
+        assert codes(result)[0] == "no_header" and len(result.voices) == 32
+        assert np.array_equal(result.voices[7].raw, raws[7])
+    unpacked = b"".join(to_dexed_sysex(raw, "UNPACKED  ")[:155] for raw in raws)
+    result = decode_bytes(unpacked)
+    assert codes(result) == ["no_header"] and np.array_equal(result.voices[3].raw, raws[3])
+
+
+def test_bit7_is_masked_and_flagged():
+    raws, _, bank = bank_of()
+    damaged = bytearray(bank)
+    damaged[6 + 128 * 3 + 20] |= 0x80
+    result = decode_bytes(bytes(damaged))
+    (problem,) = result.voices[3].problems
+    assert problem.code == "bit7_set" and problem.voice == 3 and problem.offset == 6 + 128 * 3 + 20
+    assert np.array_equal(result.voices[3].raw, raws[3])
+    assert all(v.problems == () for i, v in enumerate(result.voices) if i != 3)
+
+
+def test_out_of_range_is_clamped_and_names_the_parameter():
+    _, _, bank = bank_of()
+    damaged = bytearray(bank)
+    byte, shift, _ = PARAM_BY_NAME["OP2 OSC DETUNE"].packed
+    damaged[6 + 128 * 5 + byte] |= 15 << shift
+    damaged[6 + 128 * 5 + 117] = 100  # transpose
+    result = decode_bytes(bytes(with_checksum(damaged)), "range.syx")
+    problems = {p.param: p for p in result.voices[5].problems}
+    assert set(problems) == {"OP2 OSC DETUNE", "TRANSPOSE"}
+    assert all(p.code == "out_of_range" and p.repaired and p.voice == 5 for p in problems.values())
+    assert "range.syx" in problems["TRANSPOSE"].message and "voice 5" in problems["TRANSPOSE"].message
+    assert result.voices[5].raw[voice_index("OP2 OSC DETUNE")] == 14
+    assert result.voices[5].raw[voice_index("TRANSPOSE")] == 48
+
+
+def test_names_keep_odd_characters():
+    _, _, bank = bank_of()
+    damaged = bytearray(bank)
+    damaged[6 + 118:6 + 128] = b"\x00\x7f\xe9ABCDEFG"
+    result = decode_bytes(bytes(with_checksum(damaged)))
+    assert result.voices[0].name == "\x00\x7fiABCDEFG"
+    assert result.voices[0].problems[0].code == "bit7_set"
+
+
+def test_text_and_empty_files_have_no_sysex():
+    for data in (b"", b"A DX7 bank was here.\n" * 300, bytes(range(32, 127)) * 50):
+        result = decode_bytes(data, "notes.txt")
+        assert codes(result)[-1] == "no_sysex" and result.voices == []
+        assert "notes.txt" in result.problems[-1].message
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+
+def check_result(result) -> None:
+    assert all(p.code in PROBLEM_CODES for p in result.problems)
+    for voice in result.voices:
+        assert voice.raw.shape == (145,) and voice.raw.dtype == np.uint8
+        assert (voice.raw <= VOICE_MAX).all() and len(voice.name) == 10
+        assert len(voice.packed_sound) == 118 and max(voice.packed_sound) < 0x80
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=9000))
+def test_decode_bytes_never_raises_on_random_bytes(data):
+    check_result(decode_bytes(data))
+
+
+_BANK = bank_of(3)[2]
+_SINGLE = encode_single(INIT_VOICE, "FUZZ")
+
+
+@settings(max_examples=150, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 8400), st.integers(0, 255), st.sampled_from("sdi")),
+                      max_size=8),
+       cut=st.integers(0, 8400), prefix=st.binary(max_size=8))
+def test_decode_bytes_never_raises_on_mutated_banks(edits, cut, prefix):
+    data = bytearray(prefix + _BANK + _SINGLE + _BANK)
+    for at, value, kind in edits:
+        at %= len(data) + 1
+        if kind == "s" and at < len(data):
+            data[at] = value
+        elif kind == "d":
+            del data[at:at + value % 16]
+        else:
+            data[at:at] = bytes([value, 0xF0, 0x43, 0x00, value % 16])[: value % 6]
+    check_result(decode_bytes(bytes(data[:cut] if cut % 3 == 0 else data)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_decode_bytes_never_raises_on_broken_midi(data):
+    check_result(decode_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk" + data))

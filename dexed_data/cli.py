@@ -19,6 +19,114 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 # --- import-sysex, export, info: owned by dexed_data.catalogue -----------------------------------
 
+
+def _plain_errors(fn, *args, **kwargs):
+    """Run a library call; a DexedDataError becomes one ``error: ...`` line and exit status 2.
+
+    Done here as well as in :func:`main` so that typer never shows a rich traceback for an
+    expected error, also when the app is invoked directly (``CliRunner``, ``app()``).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except DexedDataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _command_line() -> str:
+    return " ".join(["dexed-data", *sys.argv[1:]])
+
+
+@app.command("import-sysex")
+def import_sysex_command(
+    paths: List[Path] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); replaced atomically."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON import report here."),
+    strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (terminals only)."),
+) -> None:
+    """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""
+    from .catalogue import import_sysex
+
+    result = _plain_errors(import_sysex, paths, output, strict=strict, report=report, progress=progress,
+                           command=_command_line())
+    typer.echo(result.format_summary())
+    if report is not None:
+        typer.echo(f"{'report':<20}{'':>8}   {report}")
+
+
+@app.command("export")
+def export_command(
+    catalogue: Path = typer.Argument(..., help="A catalogue written by import-sysex (presets.h5)."),
+    output: Path = typer.Option(..., "-o", "--output", help="First .syx file; more are named NAME_2.syx, NAME_3.syx..."),
+    ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids, or a file listing ids."),
+    all_: bool = typer.Option(False, "--all", help="Export every preset (in id order)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
+    single: bool = typer.Option(False, "--single", help="One single-voice dump per file instead of 32-voice banks."),
+) -> None:
+    """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE)."""
+    from .catalogue import export_sysex, parse_ids
+
+    if ids is not None and all_:
+        typer.echo("error: give either --ids or --all, not both", err=True)
+        raise typer.Exit(2)
+    if ids is None and not all_ and limit is None:
+        typer.echo("error: choose presets with --ids, --all or --limit N", err=True)
+        raise typer.Exit(2)
+    chosen = parse_ids(ids) if ids is not None else None
+    written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single)
+    for path in written:
+        typer.echo(str(path))
+
+
+def _print_mapping(info: dict) -> None:
+    for key, value in info.items():
+        if isinstance(value, list):
+            typer.echo(f"{key}:")
+            for item in value:
+                typer.echo(f"  {item[0]}  {item[1]}" if isinstance(item, (list, tuple)) and len(item) == 2 else f"  {item}")
+        else:
+            typer.echo(f"{key}: {value}")
+
+
+@app.command("info")
+def info_command(file: Path = typer.Argument(..., help="A catalogue, a dataset, or a SysEx file.")) -> None:
+    """Describe a file: dispatches on the HDF5 ``format`` attribute (catalogue, dataset); else SysEx."""
+    _plain_errors(_info, file)
+
+
+def _info(file: Path) -> None:
+    import h5py
+
+    from .catalogue import FORMAT as CATALOGUE_FORMAT
+    from .catalogue import describe_catalogue, describe_sysex
+    from .errors import DexedDataError as _Error
+
+    if not file.is_file():
+        raise _Error(f"{file}: no such file")
+    if h5py.is_hdf5(file):
+        with h5py.File(file, "r") as f:
+            fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt == CATALOGUE_FORMAT:
+            _print_mapping(describe_catalogue(file))
+        elif fmt == "dexed-dataset":
+            try:
+                from . import dataset  # lazily: owned by another module, may not exist yet
+            except ImportError as exc:
+                raise _Error(f"{file} is a rendered dataset, but dexed_data.dataset cannot be imported "
+                             f"({exc}); update the package") from None
+            described = dataset.describe(file)
+            if isinstance(described, dict):
+                _print_mapping(described)
+            elif described is not None:
+                typer.echo(str(described))
+        else:
+            raise _Error(f"{file}: HDF5 file of unknown format {fmt!r}; expected 'dexed-catalogue' or 'dexed-dataset'")
+    else:
+        _print_mapping(describe_sysex(file))
+
+
 # --- render, merge, export-wav: owned by dexed_data.render / dexed_data.dataset ------------------
 
 

@@ -1,0 +1,114 @@
+"""`dexed-data import-sysex`, `export` and `info` end to end, on hand-made and bundled SysEx."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dexed_data import sysex
+from dexed_data.catalogue import read_catalogue
+from dexed_data.cli import app
+from dexed_data.schema import VOICE_MAX
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def collection(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(11)
+    raws = rng.integers(0, VOICE_MAX.astype(np.int64) + 1, size=(40, VOICE_MAX.size)).astype(np.uint8)
+    root = tmp_path / "syx"
+    (root / "deep" / "er").mkdir(parents=True)
+    (root / "one.syx").write_bytes(sysex.encode_bank(raws[:32], [f"ONE {i}" for i in range(32)]))
+    (root / "deep" / "two.SYX").write_bytes(sysex.encode_bank(raws[24:40], [f"TWO {i}" for i in range(16)]))
+    broken = bytearray(sysex.encode_bank(raws[:8], [f"BRK {i}" for i in range(8)]))
+    broken[-2] = (broken[-2] + 1) & 0x7F  # wrong checksum
+    (root / "deep" / "er" / "broken").write_bytes(bytes(broken))
+    (root / "deep" / "er" / "half.syx").write_bytes(bytes(broken[:2000]))
+    (root / "readme.txt").write_text("hello")
+    (root / "junk.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    return root
+
+
+def test_import_info_export_end_to_end(collection, tmp_path):
+    out, report = tmp_path / "presets.h5", tmp_path / "report.json"
+    result = invoke("import-sysex", collection, "-o", out, "--report", report, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "files seen" in result.output and "unique presets" in result.output
+    rep = json.loads(report.read_text())
+    assert rep["format"] == "dexed-import-report" and rep["summary"]["files_seen"] == 6
+    outcomes = {f["path"]: f["outcome"] for f in rep["files"]}
+    assert outcomes["deep/er/broken"] == "repaired" and outcomes["deep/er/half.syx"] == "rejected"
+    assert outcomes["readme.txt"] == "no_dx7_data" and outcomes["junk.mid"] == "rejected"
+    assert set(rep["summary"]["unique"]) == {"packed_as_found", "packed_masked", "raw_values", "sound_equivalent"}
+    cat = read_catalogue(out)
+    assert len(cat) == 40 + 1  # 40 random voices + INIT VOICE padding of the 16-voice bank
+    assert rep["summary"]["unique"]["raw_values"] == 41
+
+    info = invoke("info", out)
+    assert info.exit_code == 0, info.output
+    assert "dexed-catalogue" in info.output and "presets: 41" in info.output
+    assert "schema_matches: True" in info.output
+
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(cat.ids[:3]))
+    exported = invoke("export", out, "--ids", ids_file, "-o", tmp_path / "x.syx")
+    assert exported.exit_code == 0, exported.output
+    assert sysex.decode_file(tmp_path / "x.syx").problems == []
+    exported = invoke("export", out, "--all", "-o", tmp_path / "all.syx")
+    assert exported.exit_code == 0 and (tmp_path / "all_2.syx").is_file()
+    exported = invoke("export", out, "--ids", ",".join(cat.ids[:2]), "--single", "-o", tmp_path / "s.syx")
+    assert exported.exit_code == 0 and len((tmp_path / "s_2.syx").read_bytes()) == 163
+
+    again = tmp_path / "again.h5"
+    assert invoke("import-sysex", tmp_path / "all.syx", tmp_path / "all_2.syx", "-o", again).exit_code == 0
+    assert read_catalogue(again).ids == cat.ids
+
+    syx_info = invoke("info", collection / "one.syx")
+    assert syx_info.exit_code == 0 and "voices: 32" in syx_info.output
+
+
+def test_strict(collection, tmp_path):
+    result = invoke("import-sysex", collection, "-o", tmp_path / "p.h5", "--strict", "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    s = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert s["rejected_by_reason"]["strict:bad_checksum"] == 32
+    assert s["voices_rejected"] == 32 and s["repaired_by_reason"] == {}
+
+
+def test_errors_are_one_plain_line(tmp_path):
+    result = invoke("import-sysex", tmp_path / "missing", "-o", tmp_path / "p.h5")
+    assert result.exit_code == 2 and "error: no such file or folder" in result.output
+    assert "Traceback" not in result.output
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    result = invoke("export", tmp_path / "bad.h5", "--all", "-o", tmp_path / "x.syx")
+    assert result.exit_code == 2 and "error:" in result.output
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["format"] = "something-else"
+    result = invoke("info", tmp_path / "other.h5")
+    assert result.exit_code == 2 and "unknown format" in result.output
+    proc = subprocess.run([sys.executable, "-m", "dexed_data", "info", str(tmp_path / "nope.h5")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_bundled_presets_import(presets_dir, tmp_path):
+    if not any(p.suffix.lower() == ".syx" for p in presets_dir.rglob("*")):
+        pytest.skip("presets/ has no .syx yet")
+    result = invoke("import-sysex", presets_dir, "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json",
+                    "--strict")
+    assert result.exit_code == 0, result.output
+    s = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert s["voices_imported"] > 0 and s["voices_rejected"] == 0
+    assert s["repaired_by_reason"] == {}

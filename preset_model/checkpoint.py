@@ -1,0 +1,80 @@
+"""Checkpoints: one ``torch.save`` dict that carries weights, optimizer, configs, schema hash, bounds and split.
+
+Layout (all plain Python / tensors, loadable with ``torch.load(weights_only=True)``)::
+
+    format="preset-model-checkpoint", format_version=1, schema_hash, package_version, torch_version
+    model_config: dict        ModelConfig fields          model: state_dict
+    train_config: dict        TrainConfig fields          optimizer, scaler: state_dicts
+    epoch: int (last finished, 0-based), step: int, best_valid: float, best_epoch: int
+    mel_bounds: [min_db, max_db]    notes: [[pitch, velocity], ...] the model's input notes
+    split: Split as a dict          dataset: {path, schema_hash, n_mels, frames}
+
+Example::
+
+    >>> from preset_model.checkpoint import load_model
+    >>> model, ckpt = load_model("runs/paper/best.pt")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from dexed_data.schema import SCHEMA_HASH
+
+from . import __version__
+from .errors import CheckpointError
+
+CHECKPOINT_FORMAT = "preset-model-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` plus format/version/schema fields to ``path`` atomically (temp file, then rename)."""
+    path = Path(path)
+    full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "schema_hash": SCHEMA_HASH,
+            "package_version": __version__, "torch_version": str(torch.__version__), **state}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(full, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read and check a checkpoint. Raises :class:`CheckpointError` if missing, foreign, or of another schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} file")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')} is not supported "
+                              f"(this code reads version {CHECKPOINT_VERSION}); use the preset_model version that wrote it")
+    if ckpt.get("schema_hash") != SCHEMA_HASH:
+        raise CheckpointError(f"{path}: trained with parameter schema {ckpt.get('schema_hash')}, but this code uses "
+                              f"schema {SCHEMA_HASH}; its outputs would decode to the wrong parameters")
+    return ckpt
+
+
+def check_dataset_schema(ckpt: dict, dataset_schema_hash: str, dataset_path: str | Path) -> None:
+    """Refuse a dataset whose schema hash differs from the checkpoint's, saying which is which."""
+    if dataset_schema_hash != ckpt["schema_hash"]:
+        raise CheckpointError(f"{dataset_path}: dataset has parameter schema {dataset_schema_hash}, but the checkpoint "
+                              f"was trained with schema {ckpt['schema_hash']}; use a dataset rendered with the same "
+                              f"schema (or train a new model on this one)")
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
+    """A trained :class:`~preset_model.model.PresetModel` (eval mode) and its checkpoint dict."""
+    from .model import ModelConfig, PresetModel
+
+    ckpt = load_checkpoint(path, map_location)
+    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
+    model = PresetModel(cfg)
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval(), ckpt

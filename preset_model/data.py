@@ -1,0 +1,234 @@
+"""Training data: a lazy torch ``Dataset`` over ``dataset.h5`` and the deterministic train/valid/test split.
+
+The file is plain HDF5 in the layout of docs/ARCHITECTURE.md; it is read with h5py directly.
+Only small per-preset arrays (raw values, status, silence, audibility) are read up front;
+spectrograms are read one preset at a time, each DataLoader worker with its own h5py handle.
+
+Example::
+
+    >>> from preset_model.data import split_ids
+    >>> s = split_ids([f"{i:016x}" for i in range(1000)], fold=0)
+    >>> len(s.test), len(s.train) + len(s.valid) + len(s.test)
+    (206, 1000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dexed_data.schema import SCHEMA_HASH
+
+from .encoding import get_encoding
+from .errors import DataError
+
+DATASET_FORMAT = "dexed-dataset"
+SUPPORTED_VERSIONS = (1,)
+#: The note single-note models use (PAPER.md): MIDI 60, velocity 85.
+SINGLE_NOTE = (60, 85)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training needs from a ``dataset.h5``'s attributes and shapes.
+
+    Attributes:
+        path: the file.
+        schema_hash: parameter-schema hash the file was written with.
+        notes: ``(midi_pitch, velocity)`` of each of the K rendered notes.
+        n_presets: rows in the file (before filtering).
+        n_mels, frames: spectrogram size per note.
+        mel_bounds: ``(mel_min_db, mel_max_db)``, the fixed dB bounds scaled to [-1, 1].
+    """
+
+    path: str
+    schema_hash: str
+    notes: tuple[tuple[int, int], ...]
+    n_presets: int
+    n_mels: int
+    frames: int
+    mel_bounds: tuple[float, float]
+
+    def note_index(self, notes: int) -> tuple[int, ...]:
+        """Indices of the notes a ``notes``-note model uses: all K, or (60, 85) alone for 1."""
+        if notes == len(self.notes):
+            return tuple(range(notes))
+        if notes == 1 and SINGLE_NOTE in self.notes:
+            return (self.notes.index(SINGLE_NOTE),)
+        raise DataError(f"{self.path}: a {notes}-note model needs {'note ' + str(SINGLE_NOTE) if notes == 1 else str(notes) + ' notes'}, "
+                        f"but the dataset was rendered on {list(self.notes)}; re-render or pick --notes {len(self.notes)}")
+
+
+def read_info(path: str | Path) -> DatasetInfo:
+    """Read and check a dataset's attributes. Raises :class:`DataError` on another format or a missing /mel."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such dataset file; build one with `dexed-data render`")
+    with h5py.File(path, "r") as h5:
+        a = h5.attrs
+        if a.get("format") != DATASET_FORMAT or int(a.get("format_version", -1)) not in SUPPORTED_VERSIONS:
+            raise DataError(f"{path}: not a {DATASET_FORMAT} file of version {SUPPORTED_VERSIONS} "
+                            f"(format={a.get('format')!r}, format_version={a.get('format_version')!r})")
+        if "mel" not in h5:
+            raise DataError(f"{path}: has no /mel spectrograms; render it with mel storage enabled")
+        for key in ("mel_min_db", "mel_max_db"):
+            if key not in a:
+                raise DataError(f"{path}: attribute {key} is missing; the dataset's normalization bounds are required")
+        n, k, n_mels, frames = h5["mel"].shape
+        return DatasetInfo(str(path), str(a["schema_hash"]), tuple((int(p), int(v)) for p, v in np.asarray(a["notes"])),
+                           n, n_mels, frames, (float(a["mel_min_db"]), float(a["mel_max_db"])))
+
+
+def check_schema(info: DatasetInfo, expected: str = SCHEMA_HASH) -> None:
+    """Refuse a dataset written with another parameter schema than ``expected``."""
+    if info.schema_hash != expected:
+        raise DataError(f"{info.path}: written with parameter schema {info.schema_hash}, but this code (or checkpoint) "
+                        f"uses schema {expected}; the parameters would not mean the same thing. Re-render the dataset "
+                        f"with this version of dexed_data, or use a checkpoint trained on this schema")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A deterministic split by preset id: ``test`` held out, the rest in ``n_folds`` folds, ``fold`` is validation.
+
+    Ids are hex strings (``/presets/id``). Presets of one sound-equivalence group share a split.
+    """
+
+    fold: int
+    n_folds: int
+    test_fraction: float
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def to_json(self) -> str:
+        """The split as JSON (saved as ``split.json`` in every run folder)."""
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Split":
+        return cls(d["fold"], d["n_folds"], d["test_fraction"], tuple(d["train"]), tuple(d["valid"]), tuple(d["test"]))
+
+
+def _unit_hash(key: str) -> float:
+    """A uniform number in [0, 1) from a string, stable across machines and Python versions."""
+    return int(hashlib.sha256(b"preset-model-split:" + key.encode()).hexdigest()[:13], 16) / 16**13
+
+
+def split_ids(ids, fold: int = 0, groups=None, n_folds: int = 5, test_fraction: float = 0.2) -> Split:
+    """Split preset ``ids`` by a hash of each id (or of its group's key in ``groups``).
+
+    A preset's set depends only on its id, never on the file's order or size: the test set
+    is the same for every fold and every dataset that contains the preset.
+    """
+    if not 0 <= fold < n_folds:
+        raise DataError(f"--fold must be in 0..{n_folds - 1}, got {fold}")
+    keys = list(ids) if groups is None else list(groups)
+    sets: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
+    for i, key in zip(ids, keys):
+        u = _unit_hash(key)
+        if u < test_fraction:
+            sets["test"].append(i)
+        else:
+            k = min(int((u - test_fraction) / (1 - test_fraction) * n_folds), n_folds - 1)
+            sets["valid" if k == fold else "train"].append(i)
+    return Split(fold, n_folds, test_fraction, *(tuple(sorted(sets[s])) for s in ("train", "valid", "test")))
+
+
+def read_usable(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Preset ids, usable rows (rendered ok and not silent) and split keys (sound-group representative ids)."""
+    with h5py.File(path, "r") as h5:
+        ids = [b.decode() if isinstance(b, bytes) else str(b) for b in h5["presets/id"][:]]
+        ok = h5["status"][:] == 1 if "status" in h5 else np.ones(len(ids), bool)
+        if "silent" in h5:
+            ok &= ~h5["silent"][:].astype(bool)
+        groups = h5["presets/sound_group"][:] if "presets/sound_group" in h5 else np.arange(len(ids))
+    return ids, np.flatnonzero(ok), [ids[g] for g in groups]
+
+
+class SpectrogramDataset(Dataset):
+    """Presets of a ``dataset.h5`` as ``(mel, target, mask)`` samples, read lazily.
+
+    Args:
+        path: the dataset file.
+        rows: rows of the file to serve, in order.
+        encoding: ``"num"``, ``"numcat"`` or ``"numcat++"``.
+        note_index: which of the K notes to return (sorted, see :meth:`DatasetInfo.note_index`).
+        mel_bounds: ``(min_db, max_db)``; dB values map linearly to [-1, 1] and are clipped.
+
+    Each item: ``mel (notes, mels, frames)`` float32 in [-1, 1], ``target (D,)`` float32 encoded
+    preset, ``mask (D,)`` float32 loss weights (0 for operators inaudible on every used note).
+
+    Example::
+
+        >>> ds = SpectrogramDataset("dataset.h5", rows, "numcat++", (0, 1, 2, 3, 4, 5), (-120.0, 0.0))  # doctest: +SKIP
+        >>> mel, target, mask = ds[0]  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, rows, encoding: str, note_index: tuple[int, ...],
+                 mel_bounds: tuple[float, float]) -> None:
+        self.path = str(path)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.note_index = tuple(sorted(note_index))
+        lo, hi = mel_bounds
+        if not hi > lo:
+            raise DataError(f"{path}: mel bounds must satisfy min < max, got {mel_bounds}")
+        self.lo, self.scale = float(lo), 2.0 / (float(hi) - float(lo))
+        enc = get_encoding(encoding)
+        with h5py.File(self.path, "r") as h5:
+            raw = h5["presets/raw"][:][self.rows]
+            audible = h5["audible"][:][self.rows] if "audible" in h5 else np.ones((len(self.rows), 1, 6), bool)
+        self.targets = torch.from_numpy(enc.encode(raw))
+        heard = audible[:, list(self.note_index)].any(axis=1) if audible.shape[1] > 1 else audible[:, 0]
+        self.masks = torch.from_numpy(enc.operator_mask(heard))
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+        k = self.note_index
+        self._notes = slice(k[0], k[-1] + 1) if k == tuple(range(k[0], k[-1] + 1)) else list(k)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:  # workers open their own handle; an h5py handle does not pickle
+        return {**self.__dict__, "_h5": None, "_pid": None}
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._pid != os.getpid():  # first use in this process (a forked worker must not share the parent's)
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+        db = self._h5["mel"][self.rows[i], self._notes].astype(np.float32)
+        mel = np.clip((db - self.lo) * self.scale - 1.0, -1.0, 1.0)
+        return torch.from_numpy(mel), self.targets[i], self.masks[i]
+
+
+def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
+                  split: Split | None = None) -> tuple[SpectrogramDataset, SpectrogramDataset, Split, DatasetInfo]:
+    """Train and validation datasets of ``path`` for a model, and the split used (given or computed).
+
+    Failed and silent presets are left out. Raises :class:`DataError` if the file cannot be
+    used or the validation fold is empty.
+    """
+    info = read_info(path)
+    check_schema(info)
+    note_index = info.note_index(notes)
+    ids, usable, keys = read_usable(path)
+    if split is None:
+        split = split_ids([ids[r] for r in usable], fold, groups=[keys[r] for r in usable])
+    row_of = {ids[r]: r for r in usable}
+    missing = [i for i in split.train + split.valid if i not in row_of]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} presets of the saved split (e.g. {missing[0]}) are not usable rows "
+                        f"of this dataset; resume on the dataset the run started with")
+    if not split.train or not split.valid:
+        raise DataError(f"{path}: {len(usable)} usable presets leave {len(split.train)} for training and "
+                        f"{len(split.valid)} for validation fold {split.fold}; the dataset is too small")
+    make = lambda subset: SpectrogramDataset(path, sorted(row_of[i] for i in subset), encoding, note_index,  # noqa: E731
+                                             info.mel_bounds)
+    return make(split.train), make(split.valid), split, info

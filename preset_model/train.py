@@ -1,0 +1,365 @@
+"""Training: the loss and :func:`fit`, one loop to read top to bottom.
+
+Run folder (``out``)::
+
+    last.pt       checkpoint after every epoch (resume from it)
+    best.pt       checkpoint of the epoch with the lowest validation loss
+    metrics.csv   one row per epoch: train and validation loss terms, β, samples/s
+    split.json    the train / validation / test preset ids
+    tensorboard/  the same metrics, if the ``tensorboard`` package is installed
+
+Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), :func:`fit`
+joins the process group (``nccl`` on CUDA, ``gloo`` on CPU), shards batches with a
+``DistributedSampler`` and wraps the model in ``DistributedDataParallel``; ``batch_size`` is the
+global batch, split across ranks; only rank 0 writes files.
+
+Example::
+
+    >>> from preset_model.model import model_config
+    >>> from preset_model.train import TrainConfig, fit
+    >>> fit("dataset.h5", "runs/tiny", model_config("tiny"), TrainConfig(epochs=2))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .checkpoint import check_dataset_schema, load_checkpoint, save_checkpoint
+from .data import Split, make_datasets, read_info
+from .errors import CheckpointError, PresetModelError
+from .model import ModelConfig, ModelOutput, PresetModel
+
+TERMS = ("loss", "rec", "kl", "logdet", "num", "cat")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the defaults are the paper's.
+
+    Attributes:
+        epochs: total epochs (a resumed run continues up to this number).
+        batch_size: global batch (divided among DDP ranks).
+        lr: Adam learning rate.
+        fold: validation fold, 0–4 (20 % of presets are the test set, never used here).
+        beta_start, beta, beta_warmup_epochs: β rises linearly from ``beta_start`` to ``beta``
+            over the first ``beta_warmup_epochs`` epochs.
+        categorical_weight: weight of the categorical cross-entropy (paper: 0.2).
+        seed: seeds the model init, the shuffling and the latent noise.
+        workers: DataLoader worker processes per rank.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        amp: mixed precision (bf16, or fp16 with loss scaling) on CUDA; ignored on CPU.
+        max_steps: stop each epoch after this many batches (benchmarks, smoke runs); None = all.
+    """
+
+    epochs: int = 400
+    batch_size: int = 160
+    lr: float = 2e-4
+    fold: int = 0
+    beta_start: float = 0.1
+    beta: float = 0.2
+    beta_warmup_epochs: int = 25
+    categorical_weight: float = 0.2
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    max_steps: int | None = None
+
+    def beta_at(self, epoch: int) -> float:
+        """β of (0-based) ``epoch``."""
+        if epoch >= self.beta_warmup_epochs:
+            return self.beta
+        return self.beta_start + (self.beta - self.beta_start) * epoch / self.beta_warmup_epochs
+
+
+def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, model: PresetModel,
+                 beta: float, categorical_weight: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:
+    """The paper's loss and its terms (detached), for one batch.
+
+    ``loss = rec + β·(kl − logdet) + num + categorical_weight·cat`` where
+
+    * ``rec``: spectrogram MSE (mean over every value);
+    * ``kl``: ``log q₀(z₀|x) − log p(z_K)`` (one sample; in eval mode z₀ = μ), ``logdet``: the
+      latent flow's Σ log|det|, so that ``kl − logdet`` is KL(q(z_K|x) ‖ N(0, I)); both per latent
+      dimension (divided by D) so that β means the same for the three encodings;
+    * ``num``: MSE of the head's float outputs (unclamped) against ``raw / max``;
+    * ``cat``: cross-entropy of softmax(u / T) per one-hot group;
+
+    ``num`` and ``cat`` are means over the elements/groups whose ``mask`` is 1 (operators
+    audible in at least one input note; global parameters always).
+
+    Args:
+        out: the model's output for ``mel`` ``(B, K, mels, frames)``.
+        target, mask: ``(B, D)`` encoded presets and loss weights from the dataset.
+    """
+    d = out.mu.shape[1]
+    rec = F.mse_loss(out.mel.float(), mel)
+    # log q₀(z₀|x) − log p(z_K), one sample; the 2π constants cancel. With − log det it is
+    # KL(q(z_K|x) ‖ N(0, I)): the prior is evaluated after the flow, so the flow cannot win by
+    # inflating its log-determinant.
+    eps = (out.z0 - out.mu) * (-0.5 * out.logvar).exp()
+    kl = 0.5 * (out.zk ** 2 - out.logvar - eps ** 2).sum(1).mean() / d
+    logdet = out.logdet.mean() / d
+    act = model.activation
+    w = mask[:, act.float_index]
+    num = ((out.logits[:, act.float_index] - target[:, act.float_index]) ** 2 * w).sum() / w.sum().clamp_min(1)
+    ce_sum, count = out.logits.new_zeros(()), out.logits.new_zeros(())
+    for idx, logits in zip(act.group_index, act.group_logits(out.logits)):
+        wg = mask[:, idx[:, 0]]                                   # (B, groups of this size)
+        ce = F.cross_entropy(logits.transpose(1, 2), target[:, idx].argmax(-1), reduction="none")
+        ce_sum, count = ce_sum + (ce * wg).sum(), count + wg.sum()
+    cat = ce_sum / count.clamp_min(1)
+    loss = rec + beta * (kl - logdet) + num + categorical_weight * cat
+    return loss, {k: v.detach() for k, v in zip(TERMS, (loss, rec, kl, logdet, num, cat))}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained (unwrapped) model, the last finished epoch and the best validation loss."""
+
+    model: PresetModel
+    epoch: int
+    best_valid: float
+    out: Path
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when not distributed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def _move(batch, device):
+    return [t.to(device, non_blocking=True) for t in batch]
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, beta: float, categorical_weight: float, autocast) -> dict[str, float]:
+    """Mean loss terms over ``loader`` (eval mode, z₀ = μ), summed across DDP ranks."""
+    model.eval()
+    sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64, device=device)
+    for mel, target, mask in loader:
+        mel, target, mask = _move((mel, target, mask), device)
+        with autocast:
+            out = model(mel)
+        _, terms = compute_loss(out, mel, target, mask, _unwrap(model), beta, categorical_weight)
+        sums += torch.stack([*(terms[k].double() * len(mel) for k in TERMS), torch.tensor(len(mel), device=device)])
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    model.train()
+    return {k: (sums[i] / sums[-1]).item() for i, k in enumerate(TERMS)}
+
+
+def _unwrap(model) -> PresetModel:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read_csv(path: Path, last_epoch: int) -> list[dict]:
+    """Metrics rows of epochs ≤ ``last_epoch`` (rows after the last checkpoint are dropped on resume)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= last_epoch]
+
+
+def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
+        resume: bool = False, progress: bool = True) -> FitResult:
+    """Train a :class:`PresetModel` on ``data`` (a ``dataset.h5``), writing checkpoints and metrics to ``out``.
+
+    Args:
+        data: the dataset file.
+        out: the run folder (created).
+        model_cfg: architecture; ``n_mels``, ``frames`` come from the dataset. With ``resume``,
+            None means "the checkpoint's"; a different one is refused.
+        cfg: training settings; with ``resume``, None means the checkpoint's (only ``epochs``,
+            ``workers``, ``device`` and ``max_steps`` may change when resuming).
+        resume: continue from ``out/last.pt`` exactly where it stopped.
+        progress: show a progress bar (rank 0).
+    """
+    # -- processes and devices -------------------------------------------------------------
+    out = Path(out)
+    rank, world, local_rank = _distributed()
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        model_cfg, cfg = _resumed_configs(ckpt, model_cfg, cfg)
+    elif (out / "last.pt").exists():
+        raise CheckpointError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    model_cfg, cfg = model_cfg or ModelConfig(), cfg or TrainConfig()
+    device = _device(cfg.device, local_rank)
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.batch_size % world:
+        raise PresetModelError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+
+    try:
+        # -- data ----------------------------------------------------------------------------
+        info = read_info(data)
+        if ckpt is not None:
+            check_dataset_schema(ckpt, info.schema_hash, data)
+        split = Split.from_dict(ckpt["split"]) if ckpt else None
+        train_ds, valid_ds, split, info = make_datasets(data, model_cfg.encoding, model_cfg.notes, cfg.fold, split)
+        model_cfg = replace(model_cfg, n_mels=info.n_mels, frames=info.frames)
+        train_sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed)
+        valid_sampler = DistributedSampler(valid_ds, world, rank, shuffle=False)
+        loader_args = dict(batch_size=cfg.batch_size // world, num_workers=cfg.workers,
+                           pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
+                           generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
+        train_loader = DataLoader(train_ds, sampler=train_sampler, **loader_args)
+        valid_loader = DataLoader(valid_ds, sampler=valid_sampler, **loader_args)
+
+        # -- model and optimizer ---------------------------------------------------------------
+        torch.manual_seed(cfg.seed)
+        model = PresetModel(model_cfg).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        start_epoch, step, best_valid, best_epoch = 0, 0, math.inf, -1
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scaler.load_state_dict(ckpt["scaler"])
+            start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
+            best_valid, best_epoch = ckpt["best_valid"], ckpt["best_epoch"]
+        if world > 1:
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        # -- run folder ------------------------------------------------------------------------
+        rows: list[dict] = []
+        tb = None
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "split.json").write_text(split.to_json())
+            rows = _read_csv(out / "metrics.csv", start_epoch - 1)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                tb = SummaryWriter(out / "tensorboard")
+            except ImportError:  # TensorBoard is optional
+                pass
+
+        # -- the loop ----------------------------------------------------------------------------
+        for epoch in range(start_epoch, cfg.epochs):
+            beta = cfg.beta_at(epoch)
+            train_sampler.set_epoch(epoch)
+            # the latent noise of an epoch depends only on (seed, epoch, rank): a resumed run draws the same
+            torch.manual_seed(cfg.seed + 1_000_003 * (epoch + 1) + rank)
+            model.train()
+            sums = {k: 0.0 for k in TERMS}
+            seen, t0 = 0, time.perf_counter()
+            n_batches = len(train_loader) if cfg.max_steps is None else min(cfg.max_steps, len(train_loader))
+            bar = tqdm(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+            for i, batch in enumerate(bar):
+                if i == n_batches:
+                    break
+                mel, target, mask = _move(batch, device)
+                with autocast:
+                    out_ = model(mel)
+                loss, terms = compute_loss(out_, mel, target, mask, _unwrap(model), beta, cfg.categorical_weight)
+                if not torch.isfinite(loss):
+                    raise PresetModelError(f"epoch {epoch}, step {step}: loss is {loss.item()} "
+                                           f"({ {k: round(v.item(), 4) for k, v in terms.items()} }); lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                seen += len(mel) * world
+                for k in TERMS:
+                    sums[k] += terms[k].item()
+                bar.set_postfix({k: f"{terms[k].item():.4f}" for k in TERMS}, refresh=False)
+            bar.close()
+            elapsed = time.perf_counter() - t0
+            train = {k: v / max(n_batches, 1) for k, v in sums.items()}
+            valid = evaluate(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast)
+
+            # -- checkpoint and log (rank 0) -----------------------------------------------------
+            is_best = valid["loss"] < best_valid
+            if is_best:
+                best_valid, best_epoch = valid["loss"], epoch
+            if rank == 0:
+                state = {"model_config": asdict(model_cfg), "train_config": asdict(cfg),
+                         "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                         "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+                         "best_valid": best_valid, "best_epoch": best_epoch,
+                         "mel_bounds": list(info.mel_bounds), "notes": [list(n) for n in info.notes],
+                         "note_index": list(train_ds.note_index), "split": json.loads(split.to_json()),
+                         "dataset": {"path": str(data), "schema_hash": info.schema_hash,
+                                     "n_mels": info.n_mels, "frames": info.frames}}
+                save_checkpoint(out / "last.pt", state)
+                if is_best:
+                    save_checkpoint(out / "best.pt", state)
+                row = {"epoch": epoch, "step": step, "beta": beta, "lr": cfg.lr,
+                       **{f"train_{k}": v for k, v in train.items()},
+                       **{f"valid_{k}": v for k, v in valid.items()},
+                       "samples_per_s": seen / elapsed, "time_s": elapsed}
+                rows.append(row)
+                _write_csv(out / "metrics.csv", rows)
+                if tb is not None:
+                    for k, v in row.items():
+                        tb.add_scalar(k, v, epoch)
+                if progress:
+                    tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train {train['loss']:.4f}  valid {valid['loss']:.4f}"
+                               f"  (rec {valid['rec']:.4f} num {valid['num']:.4f} cat {valid['cat']:.4f})"
+                               f"  {seen / elapsed:.1f} samples/s" + ("  *best*" if is_best else ""))
+        if tb is not None:
+            tb.close()
+        return FitResult(_unwrap(model), cfg.epochs - 1, best_valid, out)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _resumed_configs(ckpt: dict, model_cfg: ModelConfig | None,
+                     cfg: TrainConfig | None) -> tuple[ModelConfig, TrainConfig]:
+    """The checkpoint's configs, after checking that the requested ones (if any) agree with them."""
+    saved_model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
+    saved_train = TrainConfig(**ckpt["train_config"])
+    if model_cfg is not None:
+        asked = replace(model_cfg, n_mels=saved_model.n_mels, frames=saved_model.frames)
+        diff = {k: (v, getattr(asked, k)) for k, v in asdict(saved_model).items() if getattr(asked, k) != v}
+        if diff:
+            raise CheckpointError("--resume with another model configuration than the checkpoint's: "
+                                  + ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in diff.items()))
+    if cfg is None:
+        return saved_model, saved_train
+    mutable = ("epochs", "workers", "device", "max_steps")
+    diff = {k: (v, getattr(cfg, k)) for k, v in asdict(saved_train).items() if k not in mutable and getattr(cfg, k) != v}
+    if diff:
+        raise CheckpointError("--resume changes training settings that must stay fixed: "
+                              + ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in diff.items()))
+    return saved_model, cfg

@@ -1,0 +1,163 @@
+"""Training: run folder contents, exact resume, split, schema refusal, audibility mask, CLI, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_fixtures import write_synthetic_dataset  # noqa: E402
+
+from preset_model.checkpoint import load_checkpoint, load_model  # noqa: E402
+from preset_model.cli import app  # noqa: E402
+from preset_model.data import make_datasets, split_ids  # noqa: E402
+from preset_model.encoding import get_encoding  # noqa: E402
+from preset_model.errors import CheckpointError, DataError  # noqa: E402
+from preset_model.model import model_config  # noqa: E402
+from preset_model.train import TrainConfig, fit  # noqa: E402
+
+torch.set_num_threads(1)
+TINY = model_config("tiny", encoding="numcat", notes=6)
+FAST = TrainConfig(epochs=2, batch_size=8, workers=0, beta_warmup_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "dataset.h5", n=60, failed=(1, 5), silent=(2,))
+
+
+def test_fit_writes_a_complete_run_folder(dataset, tmp_path):
+    out = tmp_path / "run"
+    result = fit(dataset, out, TINY, FAST, progress=False)
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.csv", "split.json"}
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("epoch,step,beta")
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["model_config"]["encoding"] == "numcat"
+    assert ckpt["mel_bounds"] == [-120.0, 0.0] and ckpt["dataset"]["n_mels"] == 32
+    assert ckpt["split"] == json.loads((out / "split.json").read_text())
+    model, _ = load_model(out / "best.pt")
+    assert not model.training and np.isfinite(result.best_valid)
+    # failed (1, 5) and silent (2) presets are in no set; the sets are disjoint and cover the rest
+    with h5py.File(dataset) as h5:
+        ids = [b.decode() for b in h5["presets/id"][:]]
+    split = ckpt["split"]
+    used = split["train"] + split["valid"] + split["test"]
+    assert sorted(used) == sorted(i for r, i in enumerate(ids) if r not in (1, 2, 5))
+    assert len(set(used)) == len(used)
+
+
+def test_resume_gives_the_same_run_as_uninterrupted(dataset, tmp_path):
+    cfg = replace(FAST, epochs=3)
+    fit(dataset, tmp_path / "straight", TINY, cfg, progress=False)
+    fit(dataset, tmp_path / "resumed", TINY, replace(cfg, epochs=2), progress=False)   # "interrupted" after epoch 2
+    fit(dataset, tmp_path / "resumed", None, replace(cfg, workers=1), resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("straight", "resumed"))
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"]
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    rows = [(tmp_path / run / "metrics.csv").read_text().splitlines() for run in ("straight", "resumed")]
+    last = [r[-1].split(",") for r in rows]
+    assert len(rows[0]) == len(rows[1]) == 4
+    assert last[0][:16] == last[1][:16]  # every loss term of the epoch after the interruption, to the digit
+
+
+def test_resume_refuses_changed_settings(dataset, tmp_path):
+    fit(dataset, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        fit(dataset, tmp_path / "run", TINY, FAST, progress=False)
+    with pytest.raises(CheckpointError, match="encoding"):
+        fit(dataset, tmp_path / "run", replace(TINY, encoding="num"), FAST, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="lr"):
+        fit(dataset, tmp_path / "run", None, replace(FAST, lr=1.0), resume=True, progress=False)
+
+
+def test_other_schema_hash_is_refused(dataset, tmp_path):
+    other = write_synthetic_dataset(tmp_path / "other.h5", n=60, schema_hash="0123456789abcdef")
+    with pytest.raises(DataError, match="schema 0123456789abcdef"):
+        fit(other, tmp_path / "fresh", TINY, FAST, progress=False)
+    fit(dataset, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)
+    with pytest.raises(CheckpointError, match="dataset has parameter schema 0123456789abcdef.*checkpoint"):
+        fit(other, tmp_path / "run", None, FAST, resume=True, progress=False)
+
+
+def test_split_is_deterministic_by_id():
+    ids = [f"{i * 7919:016x}" for i in range(2000)]
+    a = split_ids(ids, fold=2)
+    b = split_ids(ids[::-1] + [], fold=2)
+    assert a == b
+    assert abs(len(a.test) / 2000 - 0.2) < 0.03 and abs(len(a.valid) / 2000 - 0.16) < 0.03
+    assert split_ids(ids[:1000], fold=2).test == tuple(i for i in a.test if i in set(ids[:1000]))
+    folds = [set(split_ids(ids, fold=k).valid) for k in range(5)]
+    assert set().union(*folds) == set(ids) - set(a.test) and sum(map(len, folds)) == 2000 - len(a.test)
+    grouped = split_ids(ids, fold=0, groups=["same"] * 2000)  # one sound group → one set
+    assert sum(1 for s in (grouped.train, grouped.valid, grouped.test) if s) == 1
+    with pytest.raises(DataError, match="fold"):
+        split_ids(ids, fold=5)
+
+
+def test_dataset_items_scale_and_mask(dataset):
+    train6, _, _, _ = make_datasets(dataset, "numcat++", 6)
+    train1, _, _, _ = make_datasets(dataset, "numcat++", 1)
+    mel, target, mask = train6[0]
+    assert mel.shape == (6, 32, 32) and mel.dtype == torch.float32 and -1 <= mel.min() and mel.max() <= 1
+    assert train1[0][0].shape == (1, 32, 32) and train1.note_index == (3,)  # (60, 85)
+    row = train6.rows[0]
+    with h5py.File(dataset) as h5:
+        db = h5["mel"][row].astype(np.float32)
+        audible = h5["audible"][row]
+    np.testing.assert_allclose(mel.numpy(), np.clip((db + 120) / 60 - 1, -1, 1), atol=1e-6)
+    ops = get_encoding("numcat++").element_operator  # 0 = global, 1–6 = OP1–OP6
+    torch.testing.assert_close(mask, torch.from_numpy(np.concatenate([[1.0], audible.any(0)])[ops]).float())
+    torch.testing.assert_close(train1[0][2], torch.from_numpy(np.concatenate([[1.0], audible[3]])[ops]).float())
+
+
+def test_cli_fit(dataset, tmp_path):
+    out = tmp_path / "cli"
+    args = ["fit", "--data", str(dataset), "--out", str(out), "--size", "tiny", "--encoding", "num",
+            "--head", "mlp", "--notes", "1", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "best validation loss" in res.output
+    ckpt = load_checkpoint(out / "last.pt")
+    assert (ckpt["model_config"]["head"], ckpt["model_config"]["notes"], ckpt["train_config"]["batch_size"]) == ("mlp", 1, 16)
+    res = CliRunner().invoke(app, ["fit", "--data", str(dataset), "--out", str(out), "--epochs", "2", "--resume",
+                                   "--workers", "0", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    result = fit(data, out, TINY, replace(FAST, epochs=1, device="cpu"), progress=False)
+    torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_two_gloo_processes_hold_identical_weights(dataset, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, port, str(dataset), str(out)), nprocs=2, join=True)
+    w0, w1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    start = load_checkpoint(out / "last.pt")
+    per_rank = -(-len(start["split"]["train"]) // 2)  # DistributedSampler pads to equal shards
+    assert start["step"] == -(-per_rank // 4)          # global batch 8 = 4 per rank
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
+    for k in start["model"]:  # rank 0's checkpoint is the weights both ranks hold
+        torch.testing.assert_close(start["model"][k], w0[k], rtol=0, atol=0, msg=k)

@@ -130,6 +130,110 @@ def _info(file: Path) -> None:
 # --- render, merge, export-wav: owned by dexed_data.render / dexed_data.dataset ------------------
 
 
+@app.command("render")
+def render_command(
+    catalogue: Path = typer.Argument(..., help="A catalogue written by import-sysex (presets.h5)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Dataset to write (dataset.h5); exists only once complete."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes, one thread each (≤ CPU cores)."),
+    engine: str = typer.Option("dexed", "--engine", help="dexed (dexed-py, default) or dawdreamer (needs --plugin)."),
+    plugin: Optional[Path] = typer.Option(None, "--plugin", help="Dexed VST2 .so / VST3 bundle for --engine dawdreamer."),
+    notes: str = typer.Option("40:85,50:85,60:42,60:85,60:127,70:85", "--notes",
+                              help="pitch:velocity pairs rendered per preset."),
+    sample_rate: int = typer.Option(22050, "--sample-rate", help="Hz."),
+    hold: float = typer.Option(3.0, "--hold", help="Seconds each note is held."),
+    release: float = typer.Option(1.0, "--release", help="Seconds rendered after the note-off."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Render only the first N selected presets (catalogue order)."),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="Text file of preset ids to render (default: all)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: render only shard K (0-based) of N; join with merge."),
+    store: str = typer.Option("mel", "--store", help="Big arrays to store: mel (default), audio or audio,mel."),
+    compression: str = typer.Option("none", "--compression",
+                                    help="none (default, fastest), lzf, or gzip-1 … gzip-9 (about half the size, for sharing)."),
+    audio_dtype: str = typer.Option("float16", "--audio-dtype", help="float16 (default) or float32."),
+    operators: bool = typer.Option(True, "--operators/--no-operators",
+                                   help="Render each operator to measure its audibility (slower)."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds one preset may take before it is recorded as failed."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address: render the shards there."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="With --cluster: shared folder for the shard files."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (presets/s, ETA)."),
+    segment_size: int = typer.Option(64, "--segment-size", hidden=True,
+                                     help="Presets per segment (resume and shard unit); keep the default."),
+) -> None:
+    """Render catalogue presets into a dataset (audio, mel spectrograms, levels); resumable: rerun to continue."""
+    from .errors import RenderError
+    from .render import RenderConfig, parse_notes, render_dataset
+
+    def run():
+        config = RenderConfig(engine=engine, plugin=str(plugin) if plugin is not None else None,
+                              sample_rate=sample_rate, notes=parse_notes(notes), hold=hold, release=release,
+                              operators=operators, store=tuple(s.strip() for s in store.split(",") if s.strip()),
+                              compression=compression, audio_dtype=audio_dtype, timeout=timeout)
+        if cluster is not None:
+            if shard is not None:
+                raise RenderError("--cluster splits the job into shards itself; leave out --shard")
+            try:
+                from .cluster import render_on_cluster
+            except ImportError as exc:
+                raise RenderError(f"--cluster cannot be used here ({exc}); install the cluster extra: "
+                                  "pip install 'dexed-toolkit[cluster]'") from None
+
+            return render_on_cluster(catalogue, output, config, cluster=cluster, work_dir=work_dir, ids_file=ids,
+                                     limit=limit, progress=progress)
+        if work_dir is not None:
+            raise RenderError("--work-dir is for --cluster only")
+        return render_dataset(catalogue, output, config, jobs=jobs, shard=shard, progress=progress,
+                              ids_file=ids, limit=limit, segment_size=segment_size)
+
+    summary = _plain_errors(run)
+    typer.echo(summary.format())
+
+
+@app.command("merge")
+def merge_command(
+    shards: List[Path] = typer.Argument(..., help="The N shard files of one render (--shard K/N)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Dataset to write; equals a single run's file."),
+) -> None:
+    """Join the shard files of one render job into one dataset."""
+    from .dataset import merge
+
+    path = _plain_errors(merge, shards, output)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("export-wav")
+def export_wav_command(
+    dataset: Path = typer.Argument(..., help="A rendered dataset (dataset.h5) with audio stored."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the wav files (created)."),
+    ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids, or a file listing ids."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),
+) -> None:
+    """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
+    from .catalogue import parse_ids
+    from .dataset import export_wav
+
+    chosen = parse_ids(ids) if ids is not None else None
+    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit)
+    for path in written:
+        typer.echo(str(path))
+
+
+# --- report: owned by dexed_data.report ------------------------------------------------------------
+
+
+@app.command("report")
+def report_command(
+    dataset: Path = typer.Argument(..., help="A rendered dataset (dataset.h5)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for index.html and its PNG figures (created)."),
+    examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms."),
+    groups: int = typer.Option(10, "--groups", help="Largest groups of identical-sounding presets listed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the choice of example presets."),
+) -> None:
+    """Write a self-contained HTML report (counts, parameter histograms, levels, examples, duplicates)."""
+    from .report import write_report
+
+    index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed)
+    typer.echo(str(index))
+
+
 def main() -> None:
     """Console entry point: run the app, turning expected errors into one clear line and exit 2."""
     try:

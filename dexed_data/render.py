@@ -1,0 +1,593 @@
+"""The render job: catalogue presets → rendered dataset, in parallel, resumable, shardable.
+
+``presets.h5`` ──► selection (``--ids``, ``--limit``) ──► segments of 64 presets ──► workers
+(loky processes: engine + features + chunk compression, one thread each) ──► one writer (this
+process) ──► ``OUT.parts/seg-NNNNNN.h5`` ──► assembled into ``OUT`` at the end.
+
+Crash safety: a segment file appears under its final name only when complete (written as
+``.tmp``, closed, renamed), and the dataset itself is written as ``OUT.partial`` and renamed at
+the very end. Killing the job at any moment (Ctrl-C or ``kill -9``) loses at most the segments in
+progress; rerunning the same command skips the finished segments. ``OUT`` exists only complete.
+
+A preset whose render raises is recorded as failed with the exception; one that runs longer than
+``RenderConfig.timeout`` seconds has its worker killed and is recorded as timed out; a worker that
+dies (segfault) is found by re-running the presets it had, one at a time. The job goes on.
+
+Example::
+
+    >>> from dexed_data.render import RenderConfig, render_dataset
+    >>> cfg = RenderConfig(notes=((60, 85),), hold=0.5, release=0.5)
+    >>> summary = render_dataset("presets.h5", "dataset.h5", cfg, jobs=2)   # doctest: +SKIP
+    >>> summary.ok, summary.failed                                          # doctest: +SKIP
+    (32, 0)
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import dataset as ds
+from .errors import DexedDataError, RenderError
+from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
+
+#: The paper's six (MIDI pitch, velocity) pairs.
+DEFAULT_NOTES: tuple[tuple[int, int], ...] = ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
+#: Presets per segment file: the unit of crash recovery and of shard assignment.
+SEGMENT_SIZE = 64
+_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How presets are rendered and stored; the defaults are the paper's settings.
+
+    Attributes:
+        engine: ``"dexed"`` (dexed-py, default) or ``"dawdreamer"`` (needs ``plugin``).
+        plugin: path of a Dexed VST2/VST3 plug-in for ``"dawdreamer"``.
+        sample_rate: Hz.
+        notes: ``(midi_pitch, velocity)`` pairs rendered per preset.
+        hold, release: seconds the note is held, then released.
+        operators: also render the six operators' signals to measure their audibility
+            (per-operator levels); ``False`` is faster but stores NaN levels and "all audible".
+        store: big arrays to store, among ``("audio", "mel")``; default the spectrograms only
+            (what training reads; rendering is deterministic, so audio can be re-created from the
+            stored parameters: ``export-wav`` does). Add ``"audio"`` to share the sounds.
+        compression: ``"none"`` (default: no cost in the workers, byte-reproducible), ``"lzf"``
+            or ``"gzip-N"`` (about half the size, for sharing); see docs/FORMAT.md.
+        audio_dtype: ``"float16"`` or ``"float32"``.
+        timeout: seconds one preset may take before its worker is killed and it is recorded as failed.
+    """
+
+    engine: str = "dexed"
+    plugin: str | None = None
+    sample_rate: int = 22050
+    notes: tuple[tuple[int, int], ...] = DEFAULT_NOTES
+    hold: float = 3.0
+    release: float = 1.0
+    operators: bool = True
+    store: tuple[str, ...] = ("mel",)
+    compression: str = "none"
+    audio_dtype: str = "float16"
+    timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "notes", tuple((int(p), int(v)) for p, v in self.notes))
+        object.__setattr__(self, "store", tuple(self.store))
+        self.storage  # validates store/compression/dtype  # noqa: B018
+        if self.timeout <= 0:
+            raise RenderError(f"timeout must be > 0 s, got {self.timeout}")
+
+    @property
+    def engine_spec(self):
+        from .engines import EngineSpec
+
+        return EngineSpec(self.engine, int(self.sample_rate), self.plugin)
+
+    @property
+    def mel_config(self):
+        from .features import MelConfig
+
+        return MelConfig(sample_rate=int(self.sample_rate))
+
+    @property
+    def storage(self) -> ds.StorageConfig:
+        return ds.StorageConfig(self.store, self.compression, self.audio_dtype)
+
+    def job_key(self) -> dict:
+        """What must not change between a run and its resumption (everything but the timeout)."""
+        d = asdict(self)
+        d.pop("timeout")
+        d["store"] = list(self.storage.arrays)
+        d["notes"] = [list(n) for n in self.notes]
+        return d
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based): the segments ``s`` with ``s % count == index``."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not (self.count >= 1 and 0 <= self.index < self.count):
+            raise RenderError(f"shard {self.index}/{self.count}: need 0 ≤ K < N (K is 0-based)")
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """``"K/N"`` → Shard(K, N)."""
+        try:
+            k, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise RenderError(f"--shard {text!r}: write K/N, e.g. 0/4 for the first of four shards") from None
+        return cls(k, n)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass
+class RenderSummary:
+    """What a render job did."""
+
+    path: Path
+    presets: int                 # rows in the output file
+    rendered: int                # presets rendered by this run (the rest came from an earlier run)
+    ok: int
+    failed: int
+    silent: int
+    seconds: float
+    bytes: int
+    failures: list[tuple[str, str]] = field(default_factory=list)   # (id, reason), first few
+    startup: float = 0.0         # seconds until the workers were ready (imports, engine): a fixed cost
+
+    @property
+    def presets_per_s(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else float("nan")
+
+    def format(self) -> str:
+        lines = [f"{self.path}: {self.presets} presets ({self.ok} ok, {self.failed} failed, "
+                 f"{self.silent} near-silent), {self.bytes / 1e6:.1f} MB",
+                 f"rendered {self.rendered} in {self.seconds:.1f} s ({self.presets_per_s:.1f} presets/s"
+                 + (f"; workers ready after {self.startup:.1f} s)" if self.startup else ")")
+                 + (f"; {self.presets - self.rendered} from an earlier run" if self.rendered < self.presets else "")]
+        lines += [f"failed {pid}: {reason}" for pid, reason in self.failures]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# selection
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_notes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"40:85,60:127"`` → ``((40, 85), (60, 127))``."""
+    try:
+        notes = tuple((int(p), int(v)) for p, v in (item.split(":") for item in text.split(",") if item.strip()))
+    except ValueError:
+        raise RenderError(f"--notes {text!r}: write pitch:velocity pairs, e.g. 40:85,60:127") from None
+    if not notes:
+        raise RenderError("--notes is empty")
+    return notes
+
+
+def read_ids_file(path) -> list[str]:
+    """Ids listed in a text file (whitespace/comma separated; ``#`` starts a comment)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise RenderError(f"--ids {path}: cannot read ({exc})") from None
+    return [t for line in text.splitlines() for t in line.split("#")[0].replace(",", " ").split()]
+
+
+def select_rows(catalogue, ids: Sequence[str] | None = None, limit: int | None = None) -> np.ndarray:
+    """Catalogue rows to render, ascending (catalogue order): ``ids`` if given, then the first ``limit``."""
+    rows = np.arange(len(catalogue)) if ids is None else np.unique(np.asarray(catalogue.rows(list(ids)), np.int64))
+    if limit is not None:
+        if limit < 0:
+            raise RenderError(f"--limit {limit}: must be ≥ 0")
+        rows = rows[:limit]
+    return rows.astype(np.int64)
+
+
+def _selection_hash(raw: np.ndarray, ids: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(raw, np.uint8).tobytes())
+    h.update("\n".join(ids).encode())
+    return h.hexdigest()[:16]
+
+
+def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit=None) -> str:
+    """The creation command stored in the file: what made the data (no output path, no shard, no jobs).
+
+    Rebuilt from the options rather than copied from ``sys.argv`` so a resumed run, a run with
+    another ``--jobs`` and a merge of shards all store the same value.
+    """
+    parts = ["dexed-data", "render", str(catalogue_path), "--engine", config.engine]
+    if config.plugin:
+        parts += ["--plugin", str(config.plugin)]
+    parts += ["--notes", ",".join(f"{p}:{v}" for p, v in config.notes), "--sample-rate", str(config.sample_rate),
+              "--hold", f"{config.hold:g}", "--release", f"{config.release:g}",
+              "--store", ",".join(config.storage.arrays), "--compression", config.compression,
+              "--audio-dtype", config.audio_dtype]
+    if not config.operators:
+        parts.append("--no-operators")
+    if ids_file is not None:
+        parts += ["--ids", str(ids_file)]
+    if limit is not None:
+        parts += ["--limit", str(limit)]
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# worker side
+# ------------------------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(config: RenderConfig) -> None:
+    """Per worker process: one thread for torch/BLAS, own engine, own chunk encoder."""
+    for k, v in _THREAD_ENV.items():
+        os.environ[k] = v
+    from .engines import make_engine
+    from .features import limit_threads
+
+    limit_threads()
+    _WORKER.clear()
+    _WORKER.update(config=config, engine=make_engine(config.engine_spec), encoder=ds.ChunkEncoder(config.storage))
+
+
+def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) -> ds.RowResult:
+    """Render and analyse one preset (raw values with the fixed bytes applied) → encoded :class:`RowResult`.
+
+    Runs in a worker; an exception from the engine or the features becomes a failed result.
+    """
+    from .features import compute_features
+    from .fingerprint import exact_fingerprint, near_fingerprint
+
+    if config is not None and _WORKER.get("config") != config:
+        _init_worker(config)
+    cfg: RenderConfig = _WORKER["config"]
+    try:
+        render = _WORKER["engine"].render(raw, cfg.notes, cfg.hold, cfg.release, operators=cfg.operators)
+        feats = compute_features(render, cfg.mel_config)
+        silent = bool(np.all(feats.silent))
+        mel16 = feats.mel.astype(np.float16)
+        chunks = {}
+        enc: ds.ChunkEncoder = _WORKER["encoder"]
+        if "audio" in cfg.storage.arrays:
+            chunks["audio"] = enc.encode("audio", render.audio)
+        if "mel" in cfg.storage.arrays:
+            chunks["mel"] = enc.encode("mel", mel16)
+        return ds.RowResult(row, ds.STATUS_OK, "", chunks, feats.operator_db.astype(np.float32),
+                            feats.audible.astype(bool), feats.peak.astype(np.float32), feats.rms.astype(np.float32),
+                            silent, float(mel16.min()), float(mel16.max()),
+                            fingerprint=exact_fingerprint(render.audio),
+                            near_fingerprint=near_fingerprint(render.audio, cfg.sample_rate))
+    except Exception as exc:  # noqa: BLE001 - any failure of one preset is recorded, the job goes on
+        return ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _render_guarded(row: int, raw: np.ndarray, config: RenderConfig) -> ds.RowResult:
+    # A render stuck inside native code cannot be interrupted from Python; this watchdog thread
+    # ends the whole worker instead, which the parent sees as a dead worker and handles.
+    if _WORKER.get("config") != config:
+        _init_worker(config)
+    faulthandler.dump_traceback_later(config.timeout * 1.5 + 5, exit=True)
+    try:
+        return render_one(row, raw)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+# ------------------------------------------------------------------------------------------------
+# the job
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    catalogue_path: str
+    config: RenderConfig
+    shard: Shard | None
+    rows: np.ndarray             # selection positions this job covers (all, or the shard's)
+    segments: list[tuple[int, int, int]]   # (segment index, start, stop) in selection positions
+    table: ds.PresetTable        # presets of the output file (this job's rows)
+    selection_hash: str
+    selection_size: int
+    command: str
+    segment_size: int
+
+
+def _plan(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | None, segment_size: int) -> _Job:
+    from .catalogue import read_catalogue
+
+    cat = read_catalogue(catalogue_path)
+    ids = read_ids_file(ids_file) if ids_file is not None else None
+    sel = select_rows(cat, ids, limit)
+    if len(sel) == 0:
+        raise RenderError(f"{catalogue_path}: nothing to render (empty selection)")
+    raw = apply_fixed(cat.raw[sel])
+    sel_ids = [cat.ids[i] for i in sel]
+    n_seg = -(-len(sel) // segment_size)
+    segs = [(s, s * segment_size, min(len(sel), (s + 1) * segment_size)) for s in range(n_seg)
+            if shard is None or s % shard.count == shard.index]
+    if not segs:
+        raise RenderError(f"shard {shard} of a {len(sel)}-preset selection is empty "
+                          f"({n_seg} segments of {segment_size}); use fewer shards")
+    rows = np.concatenate([np.arange(a, b) for _, a, b in segs])
+    cat_rows = sel[rows]
+    table = ds.PresetTable(raw[rows], np.asarray([cat.ids[i] for i in cat_rows], "S16"),
+                           np.asarray([cat.names[i].encode("ascii", "replace") for i in cat_rows], "S10"),
+                           cat.sound_group[cat_rows].astype(np.int32), cat_rows.astype(np.int32),
+                           ds.select_occurrences(cat.occurrences, cat_rows))
+    return _Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(raw, sel_ids), len(sel),
+                canonical_command(catalogue_path, config, ids_file, limit), segment_size)
+
+
+def _job_record(job: _Job) -> dict:
+    return {"format": "dexed-render-job", "format_version": ds.FORMAT_VERSION, "schema_hash": SCHEMA_HASH,
+            "config": job.config.job_key(), "selection_hash": job.selection_hash,
+            "selection_size": job.selection_size, "shard": str(job.shard) if job.shard else None,
+            "segment_size": job.segment_size}
+
+
+def _probe(config: RenderConfig, raw: np.ndarray) -> tuple[str, ds.Shapes, dict]:
+    """Build the engine once (in a worker): fails early on a bad plug-in; gives its version, the
+    array shapes and the mel settings (as stored in the file).
+
+    Run as the first task of the job's workers, so the parent never imports torch or the engine
+    and the workers' start-up (imports, engine) overlaps the parent's own.
+    """
+    from .features import n_frames
+
+    if _WORKER.get("config") != config:
+        _init_worker(config)
+    engine = _WORKER["engine"]
+    r = engine.render(raw, config.notes[:1], config.hold, config.release)
+    t = int(r.audio.shape[-1])
+    mel = config.mel_config
+    return engine.version, ds.Shapes(len(config.notes), t, mel.n_mels, n_frames(t, mel)), asdict(mel)
+
+
+def _header(job: _Job, engine_version: str, shapes: ds.Shapes, mel_config: dict | None = None) -> ds.DatasetHeader:
+    c = job.config
+    mel_config = asdict(c.mel_config) if mel_config is None else mel_config   # from the probe: no torch here
+    return ds.DatasetHeader(c.engine, engine_version, int(c.sample_rate), c.notes, float(c.hold), float(c.release),
+                            dict(FIXED_PARAMS), mel_config, c.operators, c.storage, shapes, job.command,
+                            job.selection_hash, job.selection_size)
+
+
+def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig(), jobs: int = 1,
+                   shard: Shard | str | None = None, progress: bool = True, *, ids_file=None,
+                   limit: int | None = None, segment_size: int = SEGMENT_SIZE) -> RenderSummary:
+    """Render a catalogue's presets into a dataset file (resumable; see the module docstring).
+
+    Args:
+        catalogue_path: ``presets.h5`` written by ``import-sysex``.
+        out_path: dataset to write; with ``shard``, this shard's file (join them with :func:`merge`).
+        config: rendering and storage settings.
+        jobs: worker processes (one thread each).
+        shard: ``Shard`` or ``"K/N"``: render only the deterministic subset K of N.
+        progress: show a progress bar (presets/s, ETA) on stderr.
+        ids_file: text file of preset ids to render (default: all).
+        limit: render only the first N selected presets (catalogue order).
+        segment_size: presets per segment file (crash-recovery unit); keep the default in practice.
+
+    Returns:
+        A :class:`RenderSummary`. Rerunning a finished job returns at once.
+
+    Raises:
+        RenderError: bad options, or ``out_path`` / its ``.parts`` folder belongs to another job.
+        CatalogueError, EngineError: unreadable catalogue, engine or plug-in cannot be loaded.
+    """
+    t0 = time.perf_counter()
+    if jobs < 1:
+        raise RenderError(f"--jobs {jobs}: must be ≥ 1")
+    if isinstance(shard, str):
+        shard = Shard.parse(shard)
+    out = Path(out_path)
+    job = _plan(catalogue_path, config, ids_file, limit, shard, segment_size)
+    record = _job_record(job)
+
+    if out.exists():
+        _check_existing(out, job)
+        return _summary(out, 0, time.perf_counter() - t0)
+
+    executor = _new_executor(jobs)
+    # Probe before anything is written, so that a bad plug-in leaves nothing behind; with a plain
+    # all-zero voice, as the selection's first preset may be one that fails.
+    probe = executor.submit(_probe, config, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
+    for _ in range(jobs - 1):   # start the other workers' imports now too
+        executor.submit(_init_worker, config)
+    engine_version, shapes, mel_config = probe.result()
+    startup = time.perf_counter() - t0
+
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    job_file = parts / "job.json"
+    if job_file.exists():
+        try:
+            previous = json.loads(job_file.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != record:
+            raise RenderError(f"{parts} holds an unfinished render of another job (other options, selection or "
+                              f"catalogue); rerun that command to finish it, or delete {parts} to start over")
+    else:
+        tmp = job_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        os.replace(tmp, job_file)
+    for leftover in parts.glob("*.tmp"):
+        leftover.unlink()
+
+    seg_path = {s: parts / f"seg-{s:06d}.h5" for s, _, _ in job.segments}
+    todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
+    rendered = sum(b - a for _, a, b in todo_segments)
+    if todo_segments:
+        _run(job, todo_segments, seg_path, shapes, jobs, progress, executor)
+
+    # assemble: rows of the output are the job's rows in order; segment s holds positions [a, b)
+    import h5py
+
+    files, blocks = [], []
+    try:
+        for s, a, b in job.segments:
+            f = h5py.File(seg_path[s], "r")
+            files.append(f)
+            out_rows = np.searchsorted(job.rows, np.arange(a, b))
+            blocks.append(ds.Block(f, np.arange(b - a), out_rows,
+                                   (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"]))))
+        extra = {"shard": str(shard), "segment_size": segment_size} if shard is not None else None
+        ds.write_dataset(out, _header(job, engine_version, shapes, mel_config), job.table, blocks, extra)
+    finally:
+        for f in files:
+            f.close()
+    shutil.rmtree(parts, ignore_errors=True)
+    summary = _summary(out, rendered, time.perf_counter() - t0)
+    summary.startup = startup
+    return summary
+
+
+def _check_existing(out: Path, job: _Job) -> None:
+    import h5py
+
+    try:
+        with h5py.File(out, "r") as f:
+            ds.check_file(f, out)
+            same = (f.attrs.get("selection_hash") == job.selection_hash and f.attrs.get("command") == job.command
+                    and str(f.attrs.get("shard", "None")) == str(job.shard))
+    except OSError:
+        same = False
+    if not same:
+        raise RenderError(f"{out} already exists and was not made by this command; choose another -o or delete it")
+
+
+def _summary(out: Path, rendered: int, seconds: float) -> RenderSummary:
+    with ds.DatasetReader(out) as r:
+        ok = r.status == ds.STATUS_OK
+        failures = list(r.errors.items())[:10]
+        return RenderSummary(out, len(r), rendered, int(ok.sum()), int((r.status == ds.STATUS_FAILED).sum()),
+                             int((r.silent & ok).sum()), seconds, out.stat().st_size, failures)
+
+
+def _new_executor(jobs: int):
+    # Reusable: a second job in the same process (tests, notebooks) skips the workers' start-up
+    # (importing torch and librosa takes seconds); workers re-initialise when the config changes.
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300)
+
+
+def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: bool, executor=None) -> None:
+    """Render the rows of ``segments`` with ``jobs`` workers; this process writes every segment file."""
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+    from tqdm import tqdm
+
+    config = job.config
+    pos_of = {int(r): i for i, r in enumerate(job.rows)}   # selection position → row of job.table
+    seg_of: dict[int, tuple[int, int, int]] = {}
+    for seg in segments:
+        for r in range(seg[1], seg[2]):
+            seg_of[r] = seg
+    pending: deque[int] = deque(r for _, a, b in segments for r in range(a, b))
+    writers: dict[int, ds.SegmentWriter] = {}
+    inflight: OrderedDict = OrderedDict()     # future → [row, started_at or None]
+    solo: set[int] = set()                    # rows to run alone (a worker died while they ran)
+    window = 2 * jobs
+    executor = executor or _new_executor(jobs)
+    bar = tqdm(total=len(pending), unit=" presets", disable=not progress, smoothing=0.05, dynamic_ncols=True)
+    counts = {"ok": 0, "failed": 0}
+
+    def store(result: ds.RowResult) -> None:
+        s, a, b = seg_of[result.row]
+        w = writers.get(s)
+        if w is None:
+            w = writers[s] = ds.SegmentWriter(seg_path[s], a, b, config.storage, shapes)
+        w.add(result)
+        if w.full:
+            w.finish()
+            del writers[s]
+        counts["ok" if result.status == ds.STATUS_OK else "failed"] += 1
+        bar.update(1)
+        if counts["failed"]:
+            bar.set_postfix(failed=counts["failed"], refresh=False)
+
+    def restart() -> None:
+        nonlocal executor
+        executor.shutdown(wait=False, kill_workers=True)
+        executor = _new_executor(jobs)
+
+    try:
+        while pending or inflight:
+            isolate = bool(solo) and (any(r in solo for r, _ in inflight.values()) or pending[0] in solo)
+            limit = 1 if isolate else window
+            while pending and len(inflight) < limit and not (inflight and pending[0] in solo):
+                row = pending.popleft()
+                fut = executor.submit(_render_guarded, row, job.table.raw[pos_of[row]], config)
+                inflight[fut] = [row, None]
+            now = time.monotonic()
+            # loky hands tasks out in order: the oldest `jobs` unfinished ones are the running ones
+            for entry in list(inflight.values())[:jobs]:
+                if entry[1] is None:
+                    entry[1] = now
+            done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in [f for f in inflight if f in done]:
+                row, _ = inflight.pop(fut)
+                try:
+                    store(fut.result())
+                    solo.discard(row)
+                except BrokenProcessPool:
+                    broken = True
+                    inflight[fut] = [row, None]     # handled below with the others
+                except DexedDataError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled
+                    store(ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}"))
+            if broken:
+                rows = [r for r, _ in inflight.values()]
+                inflight.clear()
+                if len(rows) == 1:
+                    solo.discard(rows[0])
+                    store(ds.RowResult(rows[0], ds.STATUS_FAILED,
+                                       f"the worker process died while rendering this preset "
+                                       f"(crash, or hung for more than {config.timeout:g} s)"))
+                else:
+                    solo.update(rows)
+                    pending.extendleft(reversed(rows))
+                restart()
+                continue
+            now = time.monotonic()
+            expired = [f for f, (_, t) in inflight.items() if t is not None and now - t > config.timeout]
+            if expired:
+                rows = [r for r, _ in inflight.values()]
+                late = {inflight[f][0] for f in expired}
+                inflight.clear()
+                for r in late:
+                    store(ds.RowResult(r, ds.STATUS_FAILED, f"timed out: rendering took more than {config.timeout:g} s"))
+                pending.extendleft(reversed([r for r in rows if r not in late]))
+                restart()
+    except BaseException:
+        executor.shutdown(wait=False, kill_workers=True)
+        for w in writers.values():
+            w.abandon()
+        bar.close()
+        raise
+    bar.close()
+    if writers:  # cannot happen: every row of every segment was stored
+        raise RenderError(f"internal error: segments {sorted(writers)} incomplete")

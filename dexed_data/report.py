@@ -1,0 +1,352 @@
+"""Dataset quality: the counts ``dexed-data info`` prints, and a self-contained HTML report.
+
+:func:`summarize` gives the counts a researcher checks before training (sources, presets unique
+by values, distinct by sound, duplicates, silent presets and silent notes, failed renders);
+``dexed-data info`` prints :meth:`QualitySummary.lines` and the report shows the same object, so
+the two always agree.
+
+:func:`write_report` writes ``OUT/index.html`` plus PNG figures (matplotlib, Agg backend) beside
+it; the page uses relative links only and opens from disk with no server. Contents: the counts;
+histograms of every voice parameter (global ones, then one figure per operator); the algorithm
+distribution; peak and RMS level distributions per note; the spectrogram scaling bounds; mel
+spectrograms of a few random usable presets; and the provenance of the largest groups of
+presets that render identically.
+
+Example::
+
+    >>> from dexed_data.report import write_report
+    >>> index = write_report("dataset.h5", "report/")      # doctest: +SKIP
+    >>> index.name                                         # doctest: +SKIP
+    'index.html'
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import STATUS_FAILED, STATUS_OK, DatasetReader
+from .fingerprint import count_distinct, duplicate_groups, exact_fingerprint
+from .schema import ALGORITHM_LABELS, VOICE_PARAMS
+
+__all__ = ["QualitySummary", "summarize", "write_report", "SILENT_NOTE_DB"]
+
+#: A note is near-silent when its peak is below this (dBFS); the value of
+#: :data:`dexed_data.features.SILENT_THRESHOLD_DB`, repeated so that ``info`` need not import torch.
+SILENT_NOTE_DB = -70.0
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """Counts of one dataset file (all over its rows; "ok" = rendered without error).
+
+    Attributes:
+        presets: rows of the file.
+        source_files, occurrences: distinct source files and voice occurrences in the provenance.
+        unique_by_values: distinct raw value vectors (with the paper's fixed bytes applied).
+        sound_groups: distinct parameter-level sound classes (``/presets/sound_group``).
+        ok, failed: rendered rows, failed renders.
+        distinct_by_sound: distinct exact audio fingerprints among the ok rows.
+        duplicates: ok rows whose audio equals an earlier row's (``/duplicate_of >= 0``).
+        distinct_near: distinct near keys among the ok rows (``None`` if not stored).
+        silent: ok rows near-silent on every note.
+        silent_exact: ok rows whose audio is exactly zero on every note (a subset of ``silent``).
+        silent_per_note: ok rows near-silent on each note, in the file's note order.
+        notes: the ``(pitch, velocity)`` notes.
+        usable: rows of the default training set (ok, not silent, not a duplicate).
+    """
+
+    presets: int
+    source_files: int
+    occurrences: int
+    unique_by_values: int
+    sound_groups: int
+    ok: int
+    failed: int
+    distinct_by_sound: int
+    duplicates: int
+    distinct_near: int | None
+    silent: int
+    silent_exact: int
+    silent_per_note: tuple[int, ...]
+    notes: tuple[tuple[int, int], ...]
+    usable: int
+
+    def rows(self) -> list[tuple[str, str]]:
+        """``(label, value)`` pairs, in the order ``info`` prints them and the report shows them."""
+        pct = lambda k: f"{k} ({100.0 * k / max(self.ok, 1):.2f} % of rendered)"  # noqa: E731
+        return [
+            ("source files", f"{self.source_files} ({self.occurrences} voice occurrences)"),
+            ("unique by values", str(self.unique_by_values)),
+            ("sound groups", f"{self.sound_groups} (parameter-level, catalogue sound_key)"),
+            ("rendered", f"{self.ok} ok, {self.failed} failed"),
+            ("distinct by sound", pct(self.distinct_by_sound)),
+            ("duplicates", f"{self.duplicates} (same audio as an earlier preset; excluded from training by default)"),
+            ("distinct near", "not stored" if self.distinct_near is None
+             else f"{self.distinct_near} (coarse spectral key, 3 dB steps)"),
+            ("silent", f"{self.silent} (near-silent on every note; {self.silent_exact} exactly zero)"),
+            ("silent per note", ", ".join(f"{p}:{v}={k}" for (p, v), k in zip(self.notes, self.silent_per_note))),
+            ("usable", f"{self.usable} (ok, not silent, not a duplicate)"),
+        ]
+
+    def lines(self) -> list[str]:
+        """Lines for ``dexed-data info``, aligned like its other lines."""
+        return [f"  {label:<17} {value}" for label, value in self.rows()]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _silent_per_note(peak: np.ndarray) -> np.ndarray:
+    """``(N, K)`` bool from the stored peaks, as :func:`dexed_data.features.silent_notes` decides it."""
+    return 20.0 * np.log10(np.maximum(peak.astype(np.float64), 1e-30)) < SILENT_NOTE_DB
+
+
+def summarize(ds: DatasetReader) -> QualitySummary:
+    """The quality counts of an open dataset."""
+    f = ds.file
+    ok = ds.status == STATUS_OK
+    occ_path = f["occurrences/path"].asstr()[...] if "occurrences/path" in f else np.zeros(0, object)
+    raw = np.ascontiguousarray(ds.raw, np.uint8)
+    unique_values = int(np.unique(raw.view(np.dtype((np.void, raw.shape[1]))).ravel()).size) if len(raw) else 0
+    near = count_distinct(f["near_fingerprint"][...], ok) if "near_fingerprint" in f else None
+    per_note = _silent_per_note(ds.peak)[ok].sum(axis=0)
+    shapes = ds.info.header.shapes
+    zero = exact_fingerprint(np.zeros((shapes.notes, shapes.samples), np.float32))
+    return QualitySummary(
+        presets=len(ds), source_files=int(np.unique(occ_path).size), occurrences=int(len(occ_path)),
+        unique_by_values=unique_values, sound_groups=int(np.unique(ds.sound_group).size),
+        ok=int(ok.sum()), failed=int(np.sum(ds.status == STATUS_FAILED)),
+        distinct_by_sound=count_distinct(ds.fingerprint, ok), duplicates=int(np.sum(ds.duplicate_of >= 0)),
+        distinct_near=near, silent=int(np.sum(ds.silent & ok)),
+        silent_exact=int(np.sum(ok & (ds.fingerprint == zero).all(axis=1))),
+        silent_per_note=tuple(int(k) for k in per_note), notes=tuple(ds.info.notes),
+        usable=int(len(ds.usable())),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# figures
+# ------------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> str:
+    fig.savefig(out / name, dpi=72)
+    _pyplot().close(fig)
+    return name
+
+
+def _param_grid(raw: np.ndarray, params, title: str, out: Path, name: str) -> str:
+    """One small histogram per parameter; ``params`` is a list of lists: one line per operator
+    (six overlaid step curves) or a single parameter (one filled histogram)."""
+    plt = _pyplot()
+    cols = 6
+    rows = -(-len(params) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.7 * rows), squeeze=False)
+    for ax, group in zip(axes.ravel(), params):
+        first = group[0]
+        edges = np.arange(first.max + 2) - 0.5
+        for p in group:
+            counts = np.bincount(raw[:, p.voice_offset], minlength=p.max + 1)[: p.max + 1]
+            if len(group) == 1:
+                ax.stairs(counts, edges, fill=True, color="tab:blue")   # one artist, not max+1 bars
+            else:
+                ax.stairs(counts, edges, label=f"OP{p.operator}")
+        label = first.name if first.operator is None else first.name[4:]
+        ax.set_title(label + (" (fixed)" if first.fixed is not None else ""), fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.locator_params(nbins=4)
+        ax.set_xlim(edges[0], edges[-1])
+    if len(params[0]) > 1:
+        axes[0, 0].legend(fontsize=5, ncol=2)
+    for ax in axes.ravel()[len(params):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.06, top=1 - 0.45 / rows, hspace=0.6, wspace=0.3)
+    return _save(fig, out, name)
+
+
+def _algorithms(raw: np.ndarray, out: Path) -> str:
+    plt = _pyplot()
+    alg = next(p for p in VOICE_PARAMS if p.name == "ALGORITHM")
+    counts = np.bincount(raw[:, alg.voice_offset], minlength=32)[:32]
+    fig, ax = plt.subplots(figsize=(9, 2.6))
+    ax.bar(np.arange(32), counts, color="tab:green")
+    ax.set_xticks(np.arange(32), ALGORITHM_LABELS, fontsize=7)
+    ax.set_xlabel("algorithm")
+    ax.set_ylabel("presets")
+    fig.tight_layout()
+    return _save(fig, out, "algorithms.png")
+
+
+def _levels(ds: DatasetReader, ok: np.ndarray, out: Path) -> str:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    bins = np.linspace(-120, 12, 67)
+    for values, ax, label in ((ds.peak, axes[0], "peak"), (ds.rms, axes[1], "RMS")):
+        db = 20.0 * np.log10(np.maximum(values[ok].astype(np.float64), 1e-6))
+        for k, (p, v) in enumerate(ds.info.notes):
+            ax.hist(np.clip(db[:, k], bins[0], bins[-1]), bins=bins, histtype="step", label=f"{p}:{v}")
+        ax.set_xlabel(f"{label} per note (dBFS, plug-in scale)")
+        ax.set_ylabel("presets")
+        if label == "peak":
+            ax.axvline(SILENT_NOTE_DB, color="grey", ls=":")
+    axes[0].legend(fontsize=7, title="note pitch:velocity", title_fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "levels.png")
+
+
+def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
+    plt = _pyplot()
+    stored = ds.info.header.storage.arrays
+    if "mel" not in stored and "audio" not in stored:
+        return None
+    k = len(ds.info.notes)
+    fig, axes = plt.subplots(len(rows), k, figsize=(2.0 * k, 1.8 * len(rows)), squeeze=False)
+    lo, hi = ds.mel_bounds
+    for r, row in enumerate(rows):
+        if "mel" in stored:
+            mel = ds.mel(row)
+        else:
+            from .features import MelConfig, mel_db
+
+            mel = mel_db(ds.audio(row), MelConfig(sample_rate=ds.info.sample_rate))
+        for j in range(k):
+            ax = axes[r, j]
+            ax.imshow(mel[j], origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                p, v = ds.info.notes[j]
+                ax.set_title(f"{p}:{v}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{ds.names[row].strip()}\n{ds.ids[row][:8]}", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "mels.png")
+
+
+# ------------------------------------------------------------------------------------------------
+# the page
+# ------------------------------------------------------------------------------------------------
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
+font-size:13px;vertical-align:top}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
+code{background:#f6f6f6}"""
+
+
+def _table(header: list[str] | None, rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in header) if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{'<tr>' + h + '</tr>' if h else ''}{body}</table>"
+
+
+def _provenance(ds: DatasetReader, groups: int) -> str:
+    f = ds.file
+    occ_preset = f["occurrences/preset"][...]
+    occ_path = f["occurrences/path"].asstr()[...]
+    occ_voice = f["occurrences/voice"][...]
+    big = duplicate_groups(ds.duplicate_of)[:groups]
+    if not big:
+        return "<p>No two presets render identically.</p>"
+    rows = []
+    for rep, members in big:
+        cells = []
+        for m in members:
+            sel = np.flatnonzero(occ_preset == m)
+            where = "; ".join(f"{occ_path[i]} #{int(occ_voice[i]) + 1}" for i in sel[:3])
+            more = f" (+{len(sel) - 3} more)" if len(sel) > 3 else ""
+            tag = " <b>(kept)</b>" if m == rep else ""
+            cells.append(f"<code>{ds.ids[m]}</code> {html.escape(ds.names[m].strip())}{tag}: "
+                         f"{html.escape(where)}{more}")
+        rows.append([f"<code>{ds.ids[rep]}</code><br>{html.escape(ds.names[rep].strip())}", str(len(members)),
+                     "<br>".join(cells[:12]) + (f"<br>… {len(cells) - 12} more presets" if len(cells) > 12 else "")])
+    return _table(["kept preset", "presets", "members: id name: first occurrences (file #voice)"], rows)
+
+
+def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, seed: int = 0) -> Path:
+    """Write ``out_dir/index.html`` and its PNG figures for a dataset; returns the page's path.
+
+    Args:
+        dataset_path: a complete ``dataset.h5``.
+        out_dir: folder to write (created; existing files of the same names are replaced).
+        examples: random usable presets shown as mel spectrograms (seeded by ``seed``).
+        groups: largest duplicate groups listed with their provenance.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with DatasetReader(dataset_path) as ds:
+        summary = summarize(ds)
+        info = ds.info
+        ok = ds.status == STATUS_OK
+        raw = ds.raw
+        figures: list[tuple[str, str]] = []
+        glob = [[p] for p in VOICE_PARAMS if p.operator is None]
+        figures.append(("Global parameters", _param_grid(raw, glob, "global parameters", out, "params_global.png")))
+        per_op = [[q for q in VOICE_PARAMS if q.operator is not None and q.name[4:] == p.name[4:]]
+                  for p in VOICE_PARAMS if p.operator == 1]
+        for group in per_op:
+            group.sort(key=lambda q: q.operator)
+        figures.append(("Operator parameters (OP1–OP6 overlaid)",
+                        _param_grid(raw, per_op, "operator parameters", out, "params_operators.png")))
+        alg = _algorithms(raw, out)
+        levels = _levels(ds, ok, out) if ok.any() else None
+        usable = ds.usable()
+        pick = np.sort(np.random.default_rng(seed).choice(usable, min(examples, len(usable)), replace=False)) \
+            if len(usable) else np.zeros(0, np.int64)
+        mels = _example_mels(ds, pick, out) if len(pick) else None
+        provenance = _provenance(ds, groups)
+        failures = list(ds.errors.items())[:20]
+        h = info.header
+
+    counts = _table(None, [[html.escape(label), html.escape(value)] for label, value in
+                           [("presets", str(summary.presets))] + summary.rows()])
+    lo, hi = info.mel_min_db, info.mel_max_db
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Dataset report: {html.escape(Path(str(dataset_path)).name)}"
+        f"</title><style>{_CSS}</style></head><body>",
+        f"<h1>Dataset report: <code>{html.escape(str(dataset_path))}</code></h1>",
+        f"<p>{html.escape(h.engine)} {html.escape(h.engine_version)}, {h.sample_rate} Hz, hold {h.hold:g} s + release "
+        f"{h.release:g} s; notes {html.escape(', '.join(f'{p}:{v}' for p, v in h.notes))}; "
+        f"stored: {html.escape(', '.join(h.storage.arrays) or 'no audio or mel')}.<br>"
+        f"Made by: <code>{html.escape(h.command)}</code></p>",
+        "<h2>Counts</h2>", counts,
+        "<p>Distinct by sound: bit-identical audio on every note (exact fingerprint). Duplicates keep their "
+        "rows and provenance; the lowest row (smallest id) of each group is kept for training.</p>",
+        "<h2>Spectrogram scaling bounds</h2>",
+        _table(None, [["mel min", f"{lo:.2f} dB"], ["mel max", f"{hi:.2f} dB"],
+                      ["used for", "dB values map linearly to [-1, 1] for training (over rendered, non-silent presets)"]]),
+        "<h2>Algorithms</h2>", f"<img src='{alg}' alt='algorithm distribution'>",
+    ]
+    if levels:
+        parts += ["<h2>Loudness and peak per note</h2>",
+                  f"<p>Dotted line: near-silent threshold ({SILENT_NOTE_DB:g} dBFS peak).</p>",
+                  f"<img src='{levels}' alt='peak and RMS per note'>"]
+    parts.append("<h2>Example mel spectrograms</h2>")
+    parts.append(f"<img src='{mels}' alt='example mel spectrograms'>" if mels else
+                 "<p>No usable preset with stored audio or mel.</p>")
+    parts.append("<h2>Largest groups of identical-sounding presets</h2>")
+    parts.append(provenance)
+    parts.append("<h2>Parameter distributions</h2><p>Raw values of every preset in the file (fixed "
+                 "parameters are shown at their fixed value).</p>")
+    for title, fig in figures:
+        parts += [f"<h3>{html.escape(title)}</h3>", f"<img src='{fig}' alt='{html.escape(title)}'>"]
+    if failures:
+        parts.append("<h2>Failed renders</h2>")
+        parts.append(_table(["id", "reason"], [[f"<code>{i}</code>", html.escape(r)] for i, r in failures]))
+    parts.append("</body></html>")
+    index = out / "index.html"
+    index.write_text("\n".join(parts), encoding="utf-8")
+    return index

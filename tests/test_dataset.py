@@ -1,0 +1,138 @@
+"""dataset.h5 without rendering: chunk encoding, segment writer + assembly, reader checks, FORMAT.md example."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from dexed_data import dataset as ds
+from dexed_data.errors import DatasetError
+from dexed_data.schema import FIXED_PARAMS, VOICE_MAX, apply_fixed, voice_index
+
+REPO = Path(__file__).resolve().parents[1]
+NOTES = ((48, 100), (60, 85))
+SHAPES = ds.Shapes(notes=2, samples=2205, mels=257, frames=9)
+MEL_CONFIG = {"sample_rate": 22050, "n_fft": 1024, "hop": 256, "n_mels": 257, "floor_db": -120.0}
+
+
+def fake_dataset(path: Path, storage: ds.StorageConfig, n: int = 6, failed=(2,), seed: int = 0) -> dict:
+    """Write a dataset of ``n`` synthetic presets through the real writer; return what went in."""
+    rng = np.random.default_rng(seed)
+    raw = apply_fixed(rng.integers(0, VOICE_MAX.astype(np.int64) + 1, size=(n, 145)))
+    ids = np.array([f"{i:016x}".encode() for i in range(n)], "S16")
+    table = ds.PresetTable(raw, ids, np.array([f"FAKE {i}".encode() for i in range(n)], "S10"),
+                           np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int32),
+                           {"preset": np.arange(n, dtype=np.int32), "path": np.array([f"bank{i}.syx" for i in range(n)], object),
+                            "message": np.zeros(n, np.int32), "voice": np.arange(n, dtype=np.int32),
+                            "name": np.array([f"FAKE {i}".encode() for i in range(n)], "S10")})
+    audio = (rng.standard_normal((n,) + SHAPES.of("audio")) * 0.1).astype(np.float32)   # noise: LZF gives up
+    mel = np.clip(np.round(rng.standard_normal((n,) + SHAPES.of("mel")) * 4) - 90, -120, 0).astype(np.float16)
+    enc = ds.ChunkEncoder(storage)
+    seg = path.with_name(path.name + ".seg.h5")
+    w = ds.SegmentWriter(seg, 0, n, storage, SHAPES)
+    for i in range(n):
+        if i in failed:
+            w.add(ds.RowResult(i, ds.STATUS_FAILED, "EngineError: boom"))
+            continue
+        chunks = {name: enc.encode(name, {"audio": audio, "mel": mel}[name][i]) for name in storage.arrays}
+        w.add(ds.RowResult(i, ds.STATUS_OK, "", chunks, np.full((2, 6), -10, np.float32), np.ones((2, 6), bool),
+                           np.abs(audio[i]).max(-1), np.ones(2, np.float32), False,
+                           float(mel[i].min()), float(mel[i].max()),
+                           fingerprint=np.full(16, i, np.uint8), near_fingerprint=np.zeros(16, np.uint8)))
+    assert w.full
+    w.finish()
+    header = ds.DatasetHeader("dexed", "test", 22050, NOTES, 0.05, 0.05, dict(FIXED_PARAMS), MEL_CONFIG,
+                              True, storage, SHAPES, "dexed-data render test", "0" * 16, n)
+    with h5py.File(seg, "r") as f:
+        ds.write_dataset(path, header, table, [ds.Block(f, np.arange(n), np.arange(n), (-120.0, 0.0))])
+    seg.unlink()
+    return {"raw": raw, "audio": audio, "mel": mel, "failed": failed}
+
+
+@pytest.mark.parametrize("compression", ["none", "lzf", "gzip-4"])
+def test_writer_round_trip_through_plain_h5py(tmp_path, compression):
+    storage = ds.StorageConfig(("audio", "mel"), compression)
+    path = tmp_path / "d.h5"
+    src = fake_dataset(path, storage)
+    ok = [i for i in range(6) if i not in src["failed"]]
+    with h5py.File(path, "r") as f:
+        assert f["mel"].compression == (None if compression == "none" else compression[:4])
+        assert f["mel"].chunks == (1,) + SHAPES.of("mel")
+        for i in ok:
+            assert np.array_equal(f["mel"][i], src["mel"][i])
+            assert np.array_equal(f["audio"][i], src["audio"][i].astype(np.float16))
+        assert np.array_equal(f["presets/raw"][...], src["raw"])
+        assert f["status"][...].tolist() == [ds.STATUS_FAILED if i in src["failed"] else ds.STATUS_OK for i in range(6)]
+        assert f["error"].asstr()[2] == "EngineError: boom"
+        assert json.loads(f["schema"].attrs["table"])[0]["name"] == "Cutoff"
+    with ds.DatasetReader(path) as r:
+        assert r.usable().tolist() == ok
+        assert r.mel_bounds == (-120.0, 0.0) and r.info.notes == NOTES
+        assert np.array_equal(r.audio(1), src["audio"][1].astype(np.float16).astype(np.float32))
+        assert r.errors == {r.ids[2]: "EngineError: boom"}
+
+
+def test_storage_config_is_canonical_and_checked():
+    assert ds.StorageConfig.parse("mel,audio", "gzip-1").arrays == ("audio", "mel")
+    with pytest.raises(DatasetError, match="choose among"):
+        ds.StorageConfig.parse("audio,wav")
+    with pytest.raises(DatasetError, match="gzip-1"):
+        ds.StorageConfig(compression="gzip-0")
+    with pytest.raises(DatasetError, match="float16"):
+        ds.StorageConfig(audio_dtype="int16")
+
+
+def test_reader_refuses_other_versions_schemas_and_incomplete_files(tmp_path):
+    path = tmp_path / "d.h5"
+    fake_dataset(path, ds.StorageConfig(("mel",)))
+    for key, value, message in [("format_version", 99, "version 99"), ("schema_hash", "0123456789abcdef", "schema"),
+                                ("complete", False, "incomplete"), ("format", "dexed-catalogue", "not a dexed dataset")]:
+        bad = tmp_path / f"bad-{key}.h5"
+        bad.write_bytes(path.read_bytes())
+        with h5py.File(bad, "a") as f:
+            f.attrs[key] = value
+        with pytest.raises(DatasetError, match=message):
+            ds.DatasetReader(bad)
+    with pytest.raises(DatasetError, match="no such dataset"):
+        ds.DatasetReader(tmp_path / "missing.h5")
+
+
+def test_merge_refuses_files_that_are_not_shards(tmp_path):
+    path = tmp_path / "d.h5"
+    fake_dataset(path, ds.StorageConfig(("mel",)))
+    with pytest.raises(DatasetError, match="not a shard file"):
+        ds.merge([path], tmp_path / "m.h5")
+    with pytest.raises(DatasetError, match="give the shard files"):
+        ds.merge([], tmp_path / "m.h5")
+
+
+def test_export_wav_without_stored_audio_needs_the_same_engine(tmp_path):
+    path = tmp_path / "d.h5"
+    fake_dataset(path, ds.StorageConfig(("mel",)))      # engine_version "test": cannot be re-rendered
+    with pytest.raises(DatasetError, match="--store audio,mel"):
+        ds.export_wav(path, tmp_path / "wav")
+
+
+def test_describe_summarises(tmp_path):
+    path = tmp_path / "d.h5"
+    fake_dataset(path, ds.StorageConfig(("audio", "mel"), "gzip-1"))
+    text = ds.describe(path)
+    assert "format version 1" in text and "6 (5 ok, 1 failed" in text and "gzip-1" in text
+    assert "EngineError: boom" in text
+
+
+def test_format_md_example_runs(tmp_path, capsys):
+    """The plain-h5py example in docs/FORMAT.md runs as written on a dataset file."""
+    doc = (REPO / "docs" / "FORMAT.md").read_text()
+    example = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    assert len(example.strip().splitlines()) <= 10
+    path = tmp_path / "d.h5"
+    src = fake_dataset(path, ds.StorageConfig(("audio", "mel")))
+    exec(compile(example.replace('"dataset.h5"', repr(str(path))), "FORMAT.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "FAKE 0" in out and f"ALGORITHM={src['raw'][0][voice_index('ALGORITHM')]}" in out

@@ -1,0 +1,264 @@
+"""Render on a Dask cluster: the job split into shards, one task per shard, merged by the client.
+
+``presets.h5`` ──► plan (shards of whole segments, fixed by the selection alone) ──► one Dask task
+per shard: :func:`~dexed_data.render.render_dataset` with ``shard=K/N, jobs=1`` on a worker, into
+``WORK_DIR/shard-K-of-N.h5`` ──► :func:`~dexed_data.dataset.merge` by the client ──► ``OUT``.
+
+``WORK_DIR`` must be storage every worker and the client see under the same path (NFS, Lustre,
+a shared home); so must the catalogue. The plan depends only on the selection (never on how many
+workers are up), so a client restarted with the same command finds the same shard files.
+
+Faults are handled at two levels, with nothing home-made in between:
+
+- a worker that dies (node lost, OOM-killed) loses its task; the scheduler gives the shard to
+  another worker (up to ``distributed.scheduler.allowed-failures`` times), which resumes the
+  shard from its finished segments (``shard-K-of-N.h5.parts``), exactly as a local rerun would;
+- a client that stops (Ctrl-C, lost SSH session) loses nothing finished: rerunning the command
+  skips every complete shard file and resumes the others.
+
+The merged file's data equals a single-machine run of the same command, byte for byte: shards
+copy the workers' encoded chunks and the merge copies them again untouched.
+
+Example::
+
+    >>> from dexed_data.cluster import render_on_cluster
+    >>> from dexed_data.render import RenderConfig
+    >>> summary = render_on_cluster("presets.h5", "dataset.h5", RenderConfig(), cluster="local:4",
+    ...                             work_dir="/shared/scratch/dx7")               # doctest: +SKIP
+    >>> summary.ok                                                                # doctest: +SKIP
+    64
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import render
+from .dataset import merge
+from .errors import RenderError
+
+#: A job is cut into at least this many segments when it has enough presets, so that a few dozen
+#: presets still spread over a few workers; big jobs keep the usual 64-preset segments.
+MIN_SEGMENTS = 16
+#: At most this many shard files: the merge opens them all at once, and each task re-reads the
+#: catalogue. 512 shards keep hundreds of workers busy with tasks of minutes, not seconds.
+MAX_SHARDS = 512
+INSTALL_HINT = 'install the cluster extra: pip install -e ".[cluster]" (or pip install "dask[distributed]")'
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """How a selection of ``presets`` presets is cut: ``shards`` tasks of whole ``segment_size`` segments.
+
+    Shard ``k`` holds the segments ``s`` with ``s % shards == k`` (see :class:`~dexed_data.render.Shard`).
+
+    Example::
+
+        >>> p = ClusterPlan.for_selection(40)
+        >>> p.segment_size, p.shards, [p.shard_presets(k) for k in range(p.shards)][:3]
+        (2, 20, [2, 2, 2])
+    """
+
+    presets: int
+    segment_size: int
+    shards: int
+
+    @classmethod
+    def for_selection(cls, presets: int, shards: int | None = None) -> "ClusterPlan":
+        """The plan for ``presets`` selected presets; ``shards`` caps the count (default :data:`MAX_SHARDS`)."""
+        if presets < 1:
+            raise RenderError("nothing to render (empty selection)")
+        if shards is not None and shards < 1:
+            raise RenderError(f"shards={shards}: must be ≥ 1")
+        segment_size = max(1, min(render.SEGMENT_SIZE, presets // MIN_SEGMENTS))
+        segments = -(-presets // segment_size)
+        return cls(presets, segment_size, min(segments, shards or MAX_SHARDS))
+
+    @property
+    def segments(self) -> int:
+        return -(-self.presets // self.segment_size)
+
+    def shard_presets(self, k: int) -> int:
+        """Presets in shard ``k``."""
+        return sum(min(self.presets, (s + 1) * self.segment_size) - s * self.segment_size
+                   for s in range(k, self.segments, self.shards))
+
+    def shard_path(self, work_dir, k: int) -> Path:
+        """Where shard ``k`` is written (a complete dataset shard file; its ``.parts`` while in progress)."""
+        return Path(work_dir) / f"shard-{k:04d}-of-{self.shards:04d}.h5"
+
+
+def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, cluster: str, work_dir,
+                      ids_file=None, limit: int | None = None, progress: bool = True, *,
+                      shards: int | None = None) -> render.RenderSummary:
+    """Render a catalogue on a Dask cluster into ``out_path`` (equal in data to :func:`render_dataset`).
+
+    Args:
+        catalogue_path: ``presets.h5``; workers open it under the same path.
+        out_path: dataset to write (by the client, once every shard is done).
+        config: rendering and storage settings, as for a local render.
+        cluster: ``"tcp://HOST:8786"`` (a running ``dask scheduler``) or ``"local:N"`` (start a
+            ``LocalCluster`` of N single-threaded worker processes on this machine).
+        work_dir: folder for the shard files, seen by every worker and the client under the same
+            path. ``None``: ``OUT.shards`` beside the output (fine for ``local:N`` and shared filesystems).
+        ids_file, limit: preset selection, as for a local render.
+        progress: progress bar (presets, from the cluster's finished tasks) on stderr.
+        shards: at most this many shard tasks (default :data:`MAX_SHARDS`); fixed for a job's life.
+
+    Returns:
+        A :class:`~dexed_data.render.RenderSummary` of ``out_path``; ``rendered`` counts presets
+        rendered by this run (shards found complete count as earlier work).
+
+    Raises:
+        RenderError: Dask not installed, scheduler unreachable, ``work_dir`` or ``out_path`` belong to
+            another job, or a shard failed on every worker it was given to.
+    """
+    t0 = time.perf_counter()
+    try:
+        import distributed  # noqa: F401 - only to fail early with the install hint
+    except ImportError:
+        raise RenderError(f"--cluster needs Dask distributed, which is not installed; {INSTALL_HINT}") from None
+
+    out = Path(out_path).absolute()
+    catalogue = Path(catalogue_path).absolute()
+    ids = Path(ids_file).absolute() if ids_file is not None else None
+    # the whole selection, to size the plan and to recognise a finished output; read here, not on workers
+    job = render._plan(catalogue_path, config, ids_file, limit, None, render.SEGMENT_SIZE)
+    if out.exists():
+        render._check_existing(out, job)
+        return render._summary(out, 0, time.perf_counter() - t0)
+    plan = ClusterPlan.for_selection(job.selection_size, shards)
+    work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
+    _claim_work_dir(work, job, plan)
+
+    paths = [plan.shard_path(work, k) for k in range(plan.shards)]
+    todo = [k for k in range(plan.shards) if not paths[k].exists()]
+    rendered = 0
+    if todo:
+        rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
+                               args=(str(catalogue), config, str(ids) if ids else None, limit, plan.segment_size))
+    merge(paths, out)
+    for p in paths:
+        p.unlink()
+    (work / "job.json").unlink()
+    try:
+        work.rmdir()   # only when empty: it may be a shared folder holding other things
+    except OSError:
+        pass
+    return render._summary(out, rendered, time.perf_counter() - t0)
+
+
+def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
+    """Record the job in ``work/job.json``; refuse a folder that holds another job's shards."""
+    record = {"format": "dexed-cluster-job", **render._job_record(job), "command": job.command,
+              "shards": plan.shards, "segment_size": plan.segment_size}
+    work.mkdir(parents=True, exist_ok=True)
+    job_file = work / "job.json"
+    if job_file.exists():
+        try:
+            previous = json.loads(job_file.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != record:
+            raise RenderError(f"--work-dir {work} holds shards of another render job (other options, selection "
+                              f"or catalogue); rerun that command to finish it, or choose another --work-dir")
+        return
+    if any(work.glob("shard-*")):
+        raise RenderError(f"--work-dir {work} holds shard files but no job.json; choose an empty --work-dir")
+    tmp = job_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, job_file)
+
+
+def _connect(cluster: str):
+    """``(client, local_cluster or None)`` for ``"local:N"`` or a scheduler address."""
+    from distributed import Client, LocalCluster
+
+    if cluster.startswith("local:"):
+        try:
+            n = int(cluster[len("local:"):])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise RenderError(f"--cluster {cluster!r}: write local:N with N ≥ 1 worker processes, e.g. local:4")
+        lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(lc), lc
+    try:
+        return Client(cluster, timeout="30s"), None
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise RenderError(f"--cluster {cluster}: cannot reach a Dask scheduler there ({exc}); start one with "
+                          f"`dask scheduler` and workers with `dask worker {cluster}` (see docs/SCALING.md)") from None
+
+
+def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Path], selection_hash: str,
+                progress: bool, args: tuple) -> int:
+    """Submit one task per shard in ``todo``, follow them to the end; presets rendered by this run."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    client, local = _connect(cluster)
+    client.register_plugin(_render_pool_cleanup(), name="dexed-render-pool-cleanup")
+    bar = tqdm(total=plan.presets, initial=plan.presets - sum(plan.shard_presets(k) for k in todo),
+               unit="preset", disable=not progress, smoothing=0.05, dynamic_ncols=True)
+    rendered = 0
+    try:
+        futures = {client.submit(_render_shard, k, plan.shards, str(paths[k]), *args,
+                                 key=f"dexed-render-{selection_hash}-shard-{k}-of-{plan.shards}",
+                                 retries=2, pure=False): k for k in todo}
+        for fut in as_completed(futures):
+            k = futures[fut]
+            try:
+                summary = fut.result()
+            except Exception as exc:  # noqa: BLE001 - any cause: report which shard, keep finished ones
+                raise RenderError(f"shard {k}/{plan.shards} failed on the cluster ({type(exc).__name__}: {exc}); "
+                                  f"finished shards are kept in {paths[k].parent}: rerun the command to resume"
+                                  ) from exc
+            rendered += summary.rendered
+            bar.update(plan.shard_presets(k))
+            bar.set_postfix(workers=len(client.scheduler_info().get("workers", {})), refresh=False)
+    finally:
+        bar.close()
+        client.close()
+        if local is not None:
+            local.close()
+    return rendered
+
+
+def _render_shard(k: int, n: int, shard_path: str, catalogue: str, config: render.RenderConfig,
+                  ids_file: str | None, limit: int | None, segment_size: int) -> render.RenderSummary:
+    """On a worker: render shard ``k`` of ``n`` into ``shard_path`` (resuming its finished segments)."""
+    from distributed import Lock
+
+    # Dask's nanny starts workers as daemonic processes, which multiprocessing forbids to have
+    # children; the render's own worker process (loky, with its per-preset timeout and crash
+    # isolation) is one. It is reused by the worker's next shard and exits after 5 idle minutes.
+    multiprocessing.current_process()._config["daemon"] = False
+    # One writer per shard file. A client that stops does not stop the tasks already running: when
+    # it is restarted, its new task for the same shard may land on another worker and must wait
+    # for the first to finish (and then finds the shard complete). The scheduler frees the lease
+    # of a worker that died after distributed.scheduler.locks.lease-timeout (30 s).
+    with Lock(f"dexed-render-{Path(shard_path).resolve()}"):
+        return render.render_dataset(catalogue, shard_path, config, jobs=1, shard=render.Shard(k, n),
+                                     progress=False, ids_file=ids_file, limit=limit, segment_size=segment_size)
+
+
+def _render_pool_cleanup():
+    """A worker plugin that ends the worker's render process when the worker closes.
+
+    Without it a closing worker waits on that process until its nanny kills it, leaving the render
+    process to linger until its 5-minute idle timeout. (A worker killed outright still leaves it so.)
+    """
+    from distributed import WorkerPlugin
+
+    class RenderPoolCleanup(WorkerPlugin):
+        idempotent = True   # registering again (the next job) must not end the warm render process
+
+        def teardown(self, worker) -> None:
+            render._new_executor(1).shutdown(wait=False, kill_workers=True)
+
+    return RenderPoolCleanup()

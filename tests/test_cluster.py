@@ -1,0 +1,172 @@
+"""Rendering on a real Dask cluster (scheduler + 2 worker processes on loopback): a worker killed
+mid-shard, a client killed mid-job, and the merged file equal to a ``--jobs 1`` run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed",
+                                  reason='the cluster extra is not installed (pip install -e ".[cluster]")')
+psutil = pytest.importorskip("psutil")
+
+from dexed_data import cluster  # noqa: E402
+from dexed_data.catalogue import import_sysex  # noqa: E402
+from dexed_data.cluster import ClusterPlan, render_on_cluster  # noqa: E402
+from dexed_data.errors import RenderError  # noqa: E402
+from dexed_data.render import RenderConfig, render_dataset  # noqa: E402
+
+CFG = RenderConfig(notes=((40, 85), (60, 127)), hold=0.3, release=0.2, store=("mel",), compression="lzf")
+N = 36
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory, presets_dir) -> Path:
+    path = tmp_path_factory.mktemp("cat") / "presets.h5"
+    import_sysex([presets_dir], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(catalogue, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "jobs1.h5"
+    render_dataset(catalogue, out, CFG, jobs=1, progress=False, limit=N)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """A scheduler and 2 single-threaded worker processes (each under a nanny that restarts it).
+
+    A dead worker's shard lock is freed after 2 s here instead of 30 s.
+    """
+    import dask
+
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": "2s",
+                          "distributed.scheduler.locks.lease-validation-interval": "0.5s"}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      host="127.0.0.1") as lc:
+            yield lc.scheduler_address
+
+
+def assert_same_data(a: Path, b: Path) -> None:
+    """Every dataset and root attribute of ``a`` equals ``b``'s (the shard bookkeeping aside)."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        names_a, names_b = [], []
+        fa.visit(lambda n: names_a.append(n) if isinstance(fa[n], h5py.Dataset) else None)
+        fb.visit(lambda n: names_b.append(n) if isinstance(fb[n], h5py.Dataset) else None)
+        assert sorted(names_a) == sorted(names_b)
+        for n in names_a:
+            x, y = fa[n][...], fb[n][...]
+            assert x.dtype == y.dtype and x.shape == y.shape, n
+            if x.dtype.kind == "O":                  # variable-length strings
+                assert x.tolist() == y.tolist(), n
+            else:
+                assert x.tobytes() == y.tobytes(), n     # byte for byte, NaN levels included
+        assert set(fa.attrs) == set(fb.attrs)
+        for k in fa.attrs:
+            x, y = np.asarray(fa.attrs[k]), np.asarray(fb.attrs[k])
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), k
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and its children, as when its machine goes away."""
+    proc = psutil.Process(pid)
+    for p in [*proc.children(recursive=True), proc]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def test_plan_depends_on_the_selection_only():
+    assert ClusterPlan.for_selection(36) == ClusterPlan(36, 2, 18)
+    big = ClusterPlan.for_selection(1_000_000)
+    assert big.segment_size == 64 and big.shards == 512
+    assert sum(big.shard_presets(k) for k in range(big.shards)) == 1_000_000
+    assert ClusterPlan.for_selection(5).segment_size == 1 and ClusterPlan.for_selection(36, shards=4).shards == 4
+
+
+def test_worker_killed_mid_shard_gives_the_jobs_1_file(catalogue, reference, scheduler, tmp_path):
+    work = tmp_path / "shared"
+    killed: list[int] = []
+
+    def kill_a_busy_worker() -> None:
+        with distributed.Client(scheduler, timeout="20s") as c:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                busy = [w for w, keys in c.processing().items() if keys]
+                if busy and list(work.glob("shard-*.h5")):   # a shard finished, others are running
+                    pid = c.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    _kill_tree(pid)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    summary = render_on_cluster(catalogue, tmp_path / "cluster.h5", CFG, cluster=scheduler, work_dir=work,
+                                limit=N, progress=False)
+    killer.join()
+    assert killed, "no worker was killed: the job ended before any shard finished?"
+    # the killed shard resumes from its finished segments: at most its own presets come from the first try
+    assert (summary.presets, summary.ok) == (N, N) and N - 2 <= summary.rendered <= N
+    assert_same_data(tmp_path / "cluster.h5", reference)
+    assert not work.exists()  # shard files and job record are removed after the merge
+
+
+def test_client_killed_mid_job_resumes_without_redoing_finished_shards(catalogue, reference, scheduler, tmp_path,
+                                                                      monkeypatch):
+    work, out = tmp_path / "shared", tmp_path / "cluster.h5"
+    cmd = [sys.executable, "-m", "dexed_data", "render", str(catalogue), "-o", str(out), "--notes", "40:85,60:127",
+           "--hold", "0.3", "--release", "0.2", "--store", "mel", "--compression", "lzf", "--limit", str(N),
+           "--cluster", scheduler, "--work-dir", str(work), "--no-progress"]
+    client = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while len(list(work.glob("shard-*.h5"))) < 4 and client.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.kill()
+    _, err = client.communicate()
+    assert client.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    time.sleep(0.5)   # the scheduler notices the lost client; tasks already running finish on their own
+    done = {p: p.stat().st_mtime_ns for p in work.glob("shard-*.h5")}
+    assert 4 <= len(done) < ClusterPlan.for_selection(N).shards
+
+    at_merge = {}
+    real_merge = cluster.merge
+
+    def merge_spy(paths, out_path):
+        at_merge.update({p: p.stat().st_mtime_ns for p in done})
+        return real_merge(paths, out_path)
+
+    monkeypatch.setattr(cluster, "merge", merge_spy)
+    summary = render_on_cluster(catalogue, out, CFG, cluster=scheduler, work_dir=work, limit=N, progress=False)
+    assert at_merge == done                        # the finished shard files were not rewritten
+    assert summary.rendered <= N - 2 * len(done)   # 2 presets per shard: finished shards were not redone
+    assert_same_data(out, reference)
+    again = render_on_cluster(catalogue, out, CFG, cluster=scheduler, work_dir=work, limit=N, progress=False)
+    assert again.rendered == 0
+
+
+def test_work_dir_of_another_job_is_refused(catalogue, tmp_path):
+    work = tmp_path / "shared"
+    work.mkdir()
+    (work / "job.json").write_text('{"format": "dexed-cluster-job", "selection_hash": "other"}')
+    with pytest.raises(RenderError, match="another render job"):
+        render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:1", work_dir=work, limit=N)
+    with pytest.raises(RenderError, match="local:N"):
+        render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:zero", work_dir=tmp_path / "w2", limit=N)
+
+
+def test_without_dask_the_error_says_how_to_install(catalogue, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)   # import distributed → ImportError
+    with pytest.raises(RenderError, match=r'pip install -e "\.\[cluster\]"'):
+        render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:2", work_dir=tmp_path / "w", limit=N)

@@ -39,6 +39,8 @@ def fit(
     max_steps: Optional[int] = typer.Option(None, help="Stop each epoch after this many batches (smoke runs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    keep_duplicates: bool = typer.Option(False, "--keep-duplicates",
+                                         help="Also train on presets that render identically to an earlier one."),
 ) -> None:
     """Train the VAE-flow preset model; defaults are the paper's. Run under `torchrun` for several GPUs/nodes."""
     from dataclasses import replace
@@ -48,6 +50,8 @@ def fit(
 
     model_args = {k: v for k, v in dict(encoding=encoding, head=head, notes=notes).items() if v is not None}
     train_args = {k: v for k, v in dict(batch_size=batch_size, lr=lr, fold=fold, seed=seed).items() if v is not None}
+    if keep_duplicates:
+        train_args["keep_duplicates"] = True
     base, model_cfg = TrainConfig(), None
     if resume:  # options not given keep the checkpoint's values; given ones must agree with it (checked in fit)
         from .checkpoint import load_checkpoint
@@ -64,6 +68,85 @@ def fit(
     result = fit_model(data, out, model_cfg, cfg, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"done: best validation loss {result.best_valid:.4f}; checkpoints in {result.out}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder written by `preset-model fit` (or a checkpoint .pt)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset (default: the one the run was trained on)."),
+    split: str = typer.Option("test", "--split", help="test | valid | train: the run's saved split."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Evaluate a baseline instead of the model: knn | mean."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes re-rendering presets."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N presets of the split."),
+    checkpoint: str = typer.Option("best.pt", "--checkpoint", help="best.pt | last.pt."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Report path without extension (default RUN/eval-SPLIT[-BASELINE])."),
+) -> None:
+    """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
+    from .evaluate import evaluate as run_evaluation, write_report
+
+    report = run_evaluation(run, data, split, baseline, jobs, limit, checkpoint)
+    folder = run if run.is_dir() else run.parent
+    out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else ""))
+    js, md = write_report(report, out)
+    typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
+               f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
+               + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items()))
+    typer.echo(f"wrote {js} and {md}")
+
+
+@app.command()
+def match(
+    run: Path = typer.Argument(..., help="Run folder (or checkpoint .pt)."),
+    files: list[Path] = typer.Argument(..., help="Audio files (any rate, length, channels)."),
+    output: Path = typer.Option(..., "-o", "--output", help=".syx to write: one voice → single-voice dump, more → bank."),
+    wav: Optional[Path] = typer.Option(None, "--wav", help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
+    each: bool = typer.Option(False, "--each", help="Every file is its own sound (6-note models: note 60:85, others filled)."),
+    gain_db: float = typer.Option(0.0, "--gain-db", help="Gain applied to the inputs (they should be at Dexed's output level)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved (render settings)."),
+) -> None:
+    """Infer DX7 voices from recordings, write them as .syx, re-render and score each file.
+
+    A 1-note model makes one voice per file. A K-note model (K > 1) takes K files per voice, one per note
+    in the model's order (printed below), or a single file taken as note 60:85 with the other notes
+    filled by pitch-shifting it (also what --each does for every file).
+    """
+    from .inference import load_run
+    from .match import match_files, write_syx, write_wavs
+
+    loaded = load_run(run, data=data)
+    typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
+    result = match_files(loaded, files, each=each, gain_db=gain_db)
+    write_syx(output, [v.raw for v in result.voices], [v.name for v in result.voices])
+    for v in result.voices:
+        for s in v.scores:
+            typer.echo(f"{s.file}  → {v.name.strip()!r}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
+                       f"log-spectral MAE {s.log_spectral_mae:.2f} dB  pitch offset {s.pitch_offset_cents:+.1f} cents")
+    kind = "single voice" if len(result.voices) == 1 else f"bank of {len(result.voices)} voices"
+    typer.echo(f"wrote {output} ({kind})")
+    if wav is not None:
+        paths = write_wavs(result, wav)
+        typer.echo(f"wrote {len(paths)} re-render(s) to {wav}")
+
+
+@app.command()
+def interpolate(
+    run: Path = typer.Argument(..., help="Run folder (or checkpoint .pt) with the flow head."),
+    a: str = typer.Argument(..., help="First voice, FILE.syx:N (N from 1)."),
+    b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1)."),
+    steps: int = typer.Option(8, "--steps", help="Voices in the bank, both ends included (2-32)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Bank .syx to write."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved."),
+) -> None:
+    """Voices on the straight latent path from A to B (inverse regression flow), written as a bank."""
+    from .interpolate import interpolate as morph, read_voice
+    from .match import write_syx
+
+    va, vb = read_voice(a), read_voice(b)
+    m = morph(run, va, vb, steps, data)
+    write_syx(output, m.raw, m.names)
+    typer.echo(f"{va.source} ({va.name.strip()}) → {vb.source} ({vb.name.strip()}): {steps} voices in {output}; "
+               f"endpoints reproduce all but {m.endpoint_errors[0]} / {m.endpoint_errors[1]} of 144 parameters")
 
 
 def main() -> None:

@@ -143,15 +143,31 @@ def split_ids(ids, fold: int = 0, groups=None, n_folds: int = 5, test_fraction: 
     return Split(fold, n_folds, test_fraction, *(tuple(sorted(sets[s])) for s in ("train", "valid", "test")))
 
 
-def read_usable(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
-    """Preset ids, usable rows (rendered ok and not silent) and split keys (sound-group representative ids)."""
+def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
+    """Preset ids, usable rows and split keys (one key per sound group, so a group shares a split).
+
+    Usable: rendered ok, not silent and, unless ``keep_duplicates``, not a duplicate by sound
+    (``/duplicate_of >= 0``: its audio equals an earlier preset's). A duplicate's key is its
+    representative's, so identical sounds never straddle train and test.
+    """
     with h5py.File(path, "r") as h5:
         ids = [b.decode() if isinstance(b, bytes) else str(b) for b in h5["presets/id"][:]]
-        ok = h5["status"][:] == 1 if "status" in h5 else np.ones(len(ids), bool)
+        n = len(ids)
+        ok = h5["status"][:] == 1 if "status" in h5 else np.ones(n, bool)
         if "silent" in h5:
             ok &= ~h5["silent"][:].astype(bool)
-        groups = h5["presets/sound_group"][:] if "presets/sound_group" in h5 else np.arange(len(ids))
-    return ids, np.flatnonzero(ok), [ids[g] for g in groups]
+        dup = h5["duplicate_of"][:].astype(np.int64) if "duplicate_of" in h5 else np.full(n, -1, np.int64)
+        if not keep_duplicates:
+            ok &= dup < 0
+        groups = h5["presets/sound_group"][:].astype(np.int64) if "presets/sound_group" in h5 else np.arange(n)
+        # sound_group holds catalogue rows; a dataset of a subset (--limit, --ids, a shard) has other rows
+        cat_rows = h5["presets/catalogue_row"][:].astype(np.int64) if "presets/catalogue_row" in h5 else np.arange(n)
+    rep = np.where(dup >= 0, dup, np.arange(n))
+    g = groups[rep]
+    pos = np.minimum(np.searchsorted(cat_rows, g), max(n - 1, 0))
+    found = cat_rows[pos] == g if n else np.zeros(0, bool)
+    keys = [ids[p] if f else f"catalogue-row-{c}" for p, f, c in zip(pos, found, g)]
+    return ids, np.flatnonzero(ok), keys
 
 
 class SpectrogramDataset(Dataset):
@@ -209,16 +225,18 @@ class SpectrogramDataset(Dataset):
 
 
 def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
-                  split: Split | None = None) -> tuple[SpectrogramDataset, SpectrogramDataset, Split, DatasetInfo]:
+                  split: Split | None = None, keep_duplicates: bool = False,
+                  ) -> tuple[SpectrogramDataset, SpectrogramDataset, Split, DatasetInfo]:
     """Train and validation datasets of ``path`` for a model, and the split used (given or computed).
 
-    Failed and silent presets are left out. Raises :class:`DataError` if the file cannot be
-    used or the validation fold is empty.
+    Failed and silent presets are left out, and so are duplicates by sound unless
+    ``keep_duplicates``. Raises :class:`DataError` if the file cannot be used or the validation
+    fold is empty.
     """
     info = read_info(path)
     check_schema(info)
     note_index = info.note_index(notes)
-    ids, usable, keys = read_usable(path)
+    ids, usable, keys = read_usable(path, keep_duplicates)
     if split is None:
         split = split_ids([ids[r] for r in usable], fold, groups=[keys[r] for r in usable])
     row_of = {ids[r]: r for r in usable}

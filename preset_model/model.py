@@ -278,12 +278,19 @@ class PresetModel(nn.Module):
         """Latent ``z_K (B, D)`` → head logits ``u (B, D)``."""
         return self.head(zk)[0] if self.cfg.head == "flow" else self.head(zk)
 
-    def forward(self, mel: Tensor) -> ModelOutput:
-        """``mel (B, K, mels, frames)`` scaled to [-1, 1] → :class:`ModelOutput`. Samples z₀ in train mode."""
+    def forward(self, mel: Tensor, eps: Tensor | None = None) -> ModelOutput:
+        """``mel (B, K, mels, frames)`` scaled to [-1, 1] → :class:`ModelOutput`. Samples z₀ in train mode.
+
+        ``eps (B, D)``: the standard normal noise of that sample (drawn here when None); given by
+        the DDP training loop so that each sample gets the noise it would get in one process.
+        """
         mu, logvar = self.encoder(mel)
         with torch.autocast(mel.device.type, enabled=False):
             mu, logvar = mu.float(), logvar.float()
-            z0 = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+            if self.training:
+                z0 = mu + (torch.randn_like(mu) if eps is None else eps) * (0.5 * logvar).exp()
+            else:
+                z0 = mu
             zk, logdet = self.latent_flow(z0)
             u = self.regress(zk)
             v = self.activation(u)

@@ -11,7 +11,10 @@ Run folder (``out``)::
 Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), :func:`fit`
 joins the process group (``nccl`` on CUDA, ``gloo`` on CPU), shards batches with a
 ``DistributedSampler`` and wraps the model in ``DistributedDataParallel``; ``batch_size`` is the
-global batch, split across ranks; only rank 0 writes files.
+global batch, split across ranks; only rank 0 writes files. G ranks train like one process on the
+same global batches (up to float rounding): batch norms use the global batch's statistics
+(:class:`GlobalBatchNorm2d`, ``SyncBatchNorm`` on CUDA), each sample gets the latent noise one
+process would draw for it, and the masked loss means divide by the global count.
 
 Example::
 
@@ -33,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -63,6 +66,8 @@ class TrainConfig:
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         amp: mixed precision (bf16, or fp16 with loss scaling) on CUDA; ignored on CPU.
         max_steps: stop each epoch after this many batches (benchmarks, smoke runs); None = all.
+        keep_duplicates: also train on presets whose audio equals an earlier preset's
+            (``/duplicate_of`` of the dataset); they are left out by default.
     """
 
     epochs: int = 400
@@ -78,6 +83,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     max_steps: int | None = None
+    keep_duplicates: bool = False
 
     def beta_at(self, epoch: int) -> float:
         """β of (0-based) ``epoch``."""
@@ -87,7 +93,8 @@ class TrainConfig:
 
 
 def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, model: PresetModel,
-                 beta: float, categorical_weight: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:
+                 beta: float, categorical_weight: float = 0.2, *,
+                 global_counts: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     """The paper's loss and its terms (detached), for one batch.
 
     ``loss = rec + β·(kl − logdet) + num + categorical_weight·cat`` where
@@ -105,6 +112,9 @@ def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, mo
     Args:
         out: the model's output for ``mel`` ``(B, K, mels, frames)``.
         target, mask: ``(B, D)`` encoded presets and loss weights from the dataset.
+        global_counts: under DDP, divide the masked sums by the mean count per rank over all
+            ranks (not this rank's own), so that the ranks' averaged gradients are those of one
+            process on the global batch.
     """
     d = out.mu.shape[1]
     rec = F.mse_loss(out.mel.float(), mel)
@@ -116,15 +126,99 @@ def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, mo
     logdet = out.logdet.mean() / d
     act = model.activation
     w = mask[:, act.float_index]
-    num = ((out.logits[:, act.float_index] - target[:, act.float_index]) ** 2 * w).sum() / w.sum().clamp_min(1)
+    sq = (out.logits[:, act.float_index] - target[:, act.float_index]) ** 2
+    num = (sq * w).sum() / _count(w.sum(), global_counts)
     ce_sum, count = out.logits.new_zeros(()), out.logits.new_zeros(())
     for idx, logits in zip(act.group_index, act.group_logits(out.logits)):
         wg = mask[:, idx[:, 0]]                                   # (B, groups of this size)
         ce = F.cross_entropy(logits.transpose(1, 2), target[:, idx].argmax(-1), reduction="none")
         ce_sum, count = ce_sum + (ce * wg).sum(), count + wg.sum()
-    cat = ce_sum / count.clamp_min(1)
+    cat = ce_sum / _count(count, global_counts)
     loss = rec + beta * (kl - logdet) + num + categorical_weight * cat
     return loss, {k: v.detach() for k, v in zip(TERMS, (loss, rec, kl, logdet, num, cat))}
+
+
+def _count(count: Tensor, global_counts: bool) -> Tensor:
+    """Divisor of a masked mean: this rank's ``count``, or with ``global_counts`` the ranks' mean count."""
+    if global_counts and dist.is_initialized() and dist.get_world_size() > 1:
+        count = count.detach().clone()
+        dist.all_reduce(count)
+        count = count / dist.get_world_size()
+    return count.clamp_min(1)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: the gradient of each rank's input is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """``BatchNorm2d`` whose training statistics cover the global batch of all DDP ranks.
+
+    What ``torch.nn.SyncBatchNorm`` does on GPUs, for CPU (gloo) runs: two differentiable
+    all-reduces per layer (sums, then squared deviations). Without them each rank normalises by
+    its own slice of the batch, and a run on G processes would not train like one process on the
+    same global batch. Outside DDP, or in eval mode, it is a plain ``BatchNorm2d``.
+
+    Example::
+
+        >>> bn = GlobalBatchNorm2d(4)
+        >>> bn(torch.randn(8, 4, 3, 3)).shape   # not distributed: plain batch norm
+        torch.Size([8, 4, 3, 3])
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        xf = x.float()
+        dims = [0, *range(2, x.dim())]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        n = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
+        dist.all_reduce(n)
+        mean = all_reduce(xf.sum(dims)) / n
+        centred = xf - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var * n / (n - 1).clamp_min(1), m)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def _global_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Make every batch norm of ``model`` use global-batch statistics under DDP (before wrapping it)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = GlobalBatchNorm2d   # same state, only forward differs: parameters stay in place
+    return model
+
+
+def _global_noise(batch: int, dim: int, world: int, rank: int, device: torch.device) -> Tensor:
+    """This rank's rows ``(batch, dim)`` of the latent noise one process would draw for the global batch.
+
+    A ``DistributedSampler`` deals the global batch out round-robin (rank r holds global rows
+    r, r + G, ...), and every rank draws the same global noise from the same seed.
+    """
+    return torch.randn(batch * world, dim)[rank::world].to(device)
 
 
 @dataclass
@@ -234,7 +328,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         if ckpt is not None:
             check_dataset_schema(ckpt, info.schema_hash, data)
         split = Split.from_dict(ckpt["split"]) if ckpt else None
-        train_ds, valid_ds, split, info = make_datasets(data, model_cfg.encoding, model_cfg.notes, cfg.fold, split)
+        train_ds, valid_ds, split, info = make_datasets(data, model_cfg.encoding, model_cfg.notes, cfg.fold, split,
+                                                         cfg.keep_duplicates)
         model_cfg = replace(model_cfg, n_mels=info.n_mels, frames=info.frames)
         train_sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed)
         valid_sampler = DistributedSampler(valid_ds, world, rank, shuffle=False)
@@ -247,6 +342,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         # -- model and optimizer ---------------------------------------------------------------
         torch.manual_seed(cfg.seed)
         model = PresetModel(model_cfg).to(device)
+        if world > 1:
+            model = _global_batch_norm(model, device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         start_epoch, step, best_valid, best_epoch = 0, 0, math.inf, -1
         if ckpt is not None:
@@ -275,8 +372,9 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         for epoch in range(start_epoch, cfg.epochs):
             beta = cfg.beta_at(epoch)
             train_sampler.set_epoch(epoch)
-            # the latent noise of an epoch depends only on (seed, epoch, rank): a resumed run draws the same
-            torch.manual_seed(cfg.seed + 1_000_003 * (epoch + 1) + rank)
+            # the latent noise of an epoch depends only on (seed, epoch): a resumed run draws the same,
+            # and every rank draws the whole global batch's (see _global_noise)
+            torch.manual_seed(cfg.seed + 1_000_003 * (epoch + 1))
             model.train()
             sums = {k: 0.0 for k in TERMS}
             seen, t0 = 0, time.perf_counter()
@@ -288,8 +386,9 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                     break
                 mel, target, mask = _move(batch, device)
                 with autocast:
-                    out_ = model(mel)
-                loss, terms = compute_loss(out_, mel, target, mask, _unwrap(model), beta, cfg.categorical_weight)
+                    out_ = model(mel, eps=_global_noise(len(mel), model_cfg.latent_dim, world, rank, device))
+                loss, terms = compute_loss(out_, mel, target, mask, _unwrap(model), beta, cfg.categorical_weight,
+                                           global_counts=True)
                 if not torch.isfinite(loss):
                     raise PresetModelError(f"epoch {epoch}, step {step}: loss is {loss.item()} "
                                            f"({ {k: round(v.item(), 4) for k, v in terms.items()} }); lower --lr")

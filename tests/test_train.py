@@ -147,12 +147,38 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
 
 
-def test_ddp_two_gloo_processes_hold_identical_weights(dataset, tmp_path):
+@pytest.fixture(scope="module")
+def even_dataset(tmp_path_factory) -> Path:
+    """A dataset with an even training set: 2 ranks hold equal halves, no sample repeated as padding."""
+    folder = tmp_path_factory.mktemp("even")
+    for n in range(60, 70):
+        path = write_synthetic_dataset(folder / f"dataset{n}.h5", n=n, failed=(1, 5), silent=(2,))
+        if len(make_datasets(path, "numcat", 6)[0]) % 2 == 0:
+            return path
+    raise AssertionError("no n in 60-69 gives an even training set")
+
+
+def _biases_before_batch_norm(model: torch.nn.Module) -> set[str]:
+    """Biases of convolutions followed by a batch norm, and the running means that include them.
+
+    Their gradient is zero up to rounding (the batch norm subtracts the batch mean), and Adam
+    turns rounding noise into steps of ±lr: they differ between any two summation orders.
+    """
+    names = set()
+    for prefix, m in model.named_modules():
+        children = list(m.named_children()) if isinstance(m, torch.nn.Sequential) else []
+        for (a, conv), (b, bn) in zip(children, children[1:]):
+            if isinstance(conv, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and isinstance(bn, torch.nn.BatchNorm2d):
+                names |= {f"{prefix}.{a}.bias", f"{prefix}.{b}.running_mean"}
+    return names
+
+
+def test_ddp_two_gloo_processes_hold_identical_weights(even_dataset, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, port, str(dataset), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, port, str(even_dataset), str(out)), nprocs=2, join=True)
     w0, w1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     start = load_checkpoint(out / "last.pt")
     per_rank = -(-len(start["split"]["train"]) // 2)  # DistributedSampler pads to equal shards
@@ -161,3 +187,14 @@ def test_ddp_two_gloo_processes_hold_identical_weights(dataset, tmp_path):
         torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
     for k in start["model"]:  # rank 0's checkpoint is the weights both ranks hold
         torch.testing.assert_close(start["model"][k], w0[k], rtol=0, atol=0, msg=k)
+
+    # ... and the weights of one process trained on the same global batches (batch norm over the
+    # global batch, each sample's own latent noise, masked means over the global batch)
+    one = fit(even_dataset, tmp_path / "one", TINY, replace(FAST, epochs=1, device="cpu"), progress=False).model
+    rounding_driven = _biases_before_batch_norm(one)
+    assert rounding_driven
+    for k, v in one.state_dict().items():
+        if k in rounding_driven:
+            torch.testing.assert_close(w0[k], v, rtol=0, atol=2 * FAST.lr * start["step"], msg=k)
+        else:
+            torch.testing.assert_close(w0[k], v, rtol=1e-3, atol=3e-5, msg=k)

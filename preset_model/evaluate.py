@@ -1,0 +1,202 @@
+"""``preset-model evaluate``: parameter and audio metrics of a run (or a baseline) on a dataset split.
+
+For each preset of the split (the run's saved split, ``test`` by default):
+
+1. infer a preset: the model from the stored spectrograms of its input notes, or a baseline
+   (``knn``: the nearest training preset by those spectrograms; ``mean``: the mean/mode preset);
+2. parameter metrics against the true raw values (:func:`preset_model.metrics.parameter_metrics`);
+3. re-render the true and the inferred preset with the dataset's engine, notes and note length
+   (in ``jobs`` worker processes) and compare them (:func:`preset_model.metrics.audio_metrics`).
+   Both are rendered here, so a perfect preset scores exactly 0 whatever the stored audio's dtype.
+
+Audio metrics use every note the dataset was rendered on (also for 1-note models), so models
+with different inputs are compared on the same sounds.
+
+Example::
+
+    >>> from preset_model.evaluate import evaluate, write_report
+    >>> report = evaluate("runs/small", jobs=2)                       # doctest: +SKIP
+    >>> write_report(report, "runs/small/eval-test")                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .baselines import BASELINES, NearestNeighbour, mean_preset, pool_factor, spectrogram_features
+from .data import SpectrogramDataset, Split, read_usable
+from .errors import DataError, PresetModelError
+from .inference import RenderSettings, Run, load_run
+from .metrics import AUDIO_METRICS, audio_metrics, parameter_metrics
+
+SPLITS = ("test", "valid", "train")
+_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+_ENGINES: dict = {}
+
+
+def split_rows(run: Run, data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``data`` in the run's ``split`` and in its training set, both ascending."""
+    if split not in SPLITS:
+        raise PresetModelError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    s = Split.from_dict(run.checkpoint["split"])
+    ids, usable, _ = read_usable(data)
+    row_of = {ids[r]: r for r in usable}
+
+    def rows(subset):
+        found = sorted(row_of[i] for i in subset if i in row_of)
+        return np.asarray(found, np.int64)
+
+    want, train = rows(getattr(s, split)), rows(s.train)
+    if len(want) == 0:
+        raise DataError(f"{data}: none of the {len(getattr(s, split))} presets of the run's {split} split are usable "
+                        f"rows of this dataset; evaluate on the dataset the run was trained on")
+    return want, train
+
+
+def predict(run: Run, data: Path, rows: np.ndarray, train_rows: np.ndarray, baseline: str | None = None,
+            batch_size: int = 64) -> np.ndarray:
+    """Inferred raw presets ``(len(rows), 145)`` for dataset ``rows``: the model's or a baseline's."""
+    import h5py
+
+    with h5py.File(data, "r") as h5:
+        raw_all = h5["presets/raw"][:]
+    if baseline == "mean":
+        return np.tile(mean_preset(raw_all[train_rows]), (len(rows), 1))
+    if baseline == "knn":
+        shape = (len(run.note_index), run.model.cfg.n_mels, run.model.cfg.frames)
+        pool = pool_factor(len(train_rows), shape)
+        index = NearestNeighbour(spectrogram_features(data, train_rows, run.note_index, run.mel_bounds, pool))
+        nearest = index.query(spectrogram_features(data, rows, run.note_index, run.mel_bounds, pool))
+        return raw_all[train_rows[nearest]]
+    if baseline is not None:
+        raise PresetModelError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
+    ds = SpectrogramDataset(data, rows, run.model.cfg.encoding, run.note_index, run.mel_bounds)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    return np.concatenate([run.model.infer(mel) for mel, _, _ in loader])
+
+
+def _score(pairs: list[tuple[np.ndarray, np.ndarray]], settings: RenderSettings) -> list[dict[str, float]]:
+    """Worker: render each (true, inferred) pair on the dataset's notes and compare."""
+    from dexed_data.engines import make_engine
+    from dexed_data.features import silent_notes
+
+    engine = _ENGINES.get(settings.engine_spec)
+    if engine is None:
+        torch.set_num_threads(1)
+        engine = _ENGINES[settings.engine_spec] = make_engine(settings.engine_spec)
+    out = []
+    for true_raw, pred_raw in pairs:
+        a = engine.render(true_raw, settings.notes, settings.hold, settings.release).audio
+        b = a if np.array_equal(true_raw, pred_raw) else \
+            engine.render(pred_raw, settings.notes, settings.hold, settings.release).audio
+        out.append({**audio_metrics(a, b, settings.sample_rate), "silent": float(silent_notes(b).all())})
+    return out
+
+
+def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSettings, jobs: int = 1,
+                chunk: int = 8, progress: bool = False) -> dict[str, np.ndarray]:
+    """Audio metrics of each (true, inferred) preset pair: ``{metric: (N,) float64}``, rendered in ``jobs`` processes.
+
+    Besides :data:`AUDIO_METRICS`, ``"silent"`` is 1.0 where the inferred preset is near-silent on every note
+    (:func:`dexed_data.features.silent_notes`), a failure the averages alone hide.
+    """
+    pairs = list(zip(np.asarray(true_raw, np.uint8), np.asarray(pred_raw, np.uint8)))
+    chunks = [pairs[i:i + chunk] for i in range(0, len(pairs), chunk)]
+    if jobs <= 1:
+        results = [_score(c, settings) for c in chunks]
+    else:
+        from joblib.externals.loky import get_reusable_executor
+
+        ex = get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=120)
+        futures = [ex.submit(_score, c, settings) for c in chunks]
+        results = [f.result() for f in futures]
+    flat = [m for r in results for m in r]
+    return {k: np.array([m[k] for m in flat], np.float64) for k in (*AUDIO_METRICS, "silent")}
+
+
+def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", baseline: str | None = None,
+             jobs: int = 1, limit: int | None = None, checkpoint: str = "best.pt") -> dict:
+    """Evaluate a run (or a baseline on the run's split and input notes); returns the report dict.
+
+    Args:
+        run: run folder (or checkpoint file).
+        data: dataset (default: the one the run was trained on).
+        split: ``test`` (default), ``valid`` or ``train``.
+        baseline: None for the model, ``"knn"`` or ``"mean"``.
+        jobs: render processes.
+        limit: evaluate only the first ``limit`` presets of the split (by row; for quick checks).
+        checkpoint: ``best.pt`` or ``last.pt``.
+    """
+    t0 = time.perf_counter()
+    loaded = load_run(run, checkpoint, data)
+    data = loaded.data
+    if loaded.settings.engine not in ("dexed", "dawdreamer"):
+        raise DataError(f"{data}: made with engine {loaded.settings.engine!r}, which cannot re-render presets")
+    rows, train_rows = split_rows(loaded, data, split)
+    if limit is not None:
+        rows = rows[:limit]
+    pred = predict(loaded, data, rows, train_rows, baseline)
+    import h5py
+
+    with h5py.File(data, "r") as h5:
+        raw_all = h5["presets/raw"][:]
+        ids = [x.decode() for x in h5["presets/id"][:]]
+    true = raw_all[rows]
+    params = parameter_metrics(true, pred)
+    t_infer = time.perf_counter() - t0
+    audio = score_audio(true, pred, loaded.settings, jobs)
+    cfg = loaded.model.cfg
+    return {
+        "format": "preset-model-evaluation", "format_version": 1,
+        "run": str(loaded.path), "checkpoint": checkpoint, "epoch": int(loaded.checkpoint.get("epoch", -1)),
+        "method": baseline or "model", "model": {"encoding": cfg.encoding, "head": cfg.head, "notes": cfg.notes},
+        "dataset": str(data), "split": split, "presets": int(len(rows)), "train_presets": int(len(train_rows)),
+        "notes_rendered": [list(n) for n in loaded.settings.notes],
+        "params": {"num_mae": params["num_mae"], "cat_accuracy": params["cat_accuracy"]},
+        "audio": {k: {"mean": float(audio[k].mean()), "median": float(np.median(audio[k]))} for k in AUDIO_METRICS},
+        "silent_fraction": float(audio["silent"].mean()),
+        "per_param": params["per_param"],
+        "per_preset": {"id": [ids[r] for r in rows], **{k: v.tolist() for k, v in audio.items()}},
+        "seconds": {"inference": t_infer, "total": time.perf_counter() - t0}, "jobs": jobs,
+    }
+
+
+def report_markdown(report: dict) -> str:
+    """The human-readable summary of a report."""
+    m = report["model"]
+    what = (f"{report['method']} baseline" if report["method"] != "model" else "model") + \
+        f" (encoding {m['encoding']}, head {m['head']}, {m['notes']} input note(s))"
+    lines = [f"# Evaluation: {report['run']}", "",
+             f"{what}, {report['split']} split of `{report['dataset']}`: {report['presets']} presets "
+             f"({report['train_presets']} training presets), checkpoint {report['checkpoint']} (epoch {report['epoch'] + 1}).",
+             "", "| metric | value |", "|---|---|",
+             f"| numerical parameter MAE (fraction of range) | {report['params']['num_mae']:.4f} |",
+             f"| categorical parameter accuracy | {report['params']['cat_accuracy']:.4f} |"]
+    lines += [f"| {k} (mean / median) | {v['mean']:.4f} / {v['median']:.4f} |" for k, v in report["audio"].items()]
+    lines.append(f"| inferred presets silent on every note | {report['silent_fraction']:.1%} |")
+    lines += ["", "Audio metrics compare renders of the true and inferred presets on the notes "
+              f"{report['notes_rendered']}.", "", "## Per parameter", "", "| parameter | MAE | accuracy |", "|---|---|---|"]
+    for name, v in report["per_param"].items():
+        lines.append(f"| {name} | {v['mae']:.4f} | |" if "mae" in v else f"| {name} | | {v['accuracy']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:
+    """Write ``out.json`` and ``out.md`` (``out`` without extension); returns both paths."""
+    out = Path(out)
+    if out.suffix in (".json", ".md"):
+        out = out.with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
+    tmp = js.with_name(js.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, js)
+    md.write_text(report_markdown(report))
+    return js, md

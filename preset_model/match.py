@@ -1,0 +1,197 @@
+"""``preset-model match``: audio recordings → the DX7 voice the model infers, re-rendered and scored.
+
+Audio files (any format soundfile reads, any sample rate, length or channel count) are mixed to
+mono, resampled to the run's rate, and trimmed or zero-padded to the run's note length (hold +
+release), starting at the file's first sample. Levels are taken as they are: 1.0 = full scale of
+the Dexed plug-in's output (use ``gain_db`` for recordings at another level).
+
+How files become voices, for a model with K input notes (listed by ``preset-model match --help``
+and in :attr:`preset_model.inference.Run.input_notes`):
+
+* K = 1: every file is one sound, played on the model's note → one voice per file.
+* K > 1 and a multiple of K files: each K consecutive files are one sound, file j played on the
+  model's note j (in the model's order) → one voice per K files.
+* K > 1 and one file, or ``each=True``: every file is one sound played on MIDI 60 (velocity 85);
+  the model's other notes are missing and are filled with that recording pitch-shifted by
+  resampling (from 60 to the note's pitch; the envelope speeds up or slows down with it, as a
+  DX7's keyboard rate scaling roughly does). Only the recorded note is scored.
+
+Scores per input file (re-render of its note vs the input): ``similarity`` = 1 − spectral
+convergence (0–1, 1 = same magnitude spectrogram), the log-spectral MAE in dB, and the pitch
+offset of the re-render in cents (:func:`preset_model.metrics.pitch_offset_cents`): the paper
+found inferred presets slightly detuned (its master-tune issue), so the offset is reported.
+
+Example::
+
+    >>> from preset_model.match import match_files
+    >>> result = match_files("runs/paper", ["piano.wav"])        # doctest: +SKIP
+    >>> result.voices[0].name, result.voices[0].scores[0].similarity   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PresetModelError
+from .inference import Run, load_run
+from .metrics import audio_metrics, pitch_offset_cents, similarity
+
+#: The note a lone recording is taken to be (PAPER.md's single-note input).
+LONE_NOTE = (60, 85)
+
+
+class AudioInputError(PresetModelError):
+    """An audio file cannot be read or the files do not fit the model's notes."""
+
+
+def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: float = 0.0) -> np.ndarray:
+    """Read ``path`` → ``(n_samples,)`` float32 mono at ``sample_rate`` Hz (resampled, trimmed/padded)."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises its own error types and RuntimeError
+        raise AudioInputError(f"{path}: cannot read audio ({exc}); use WAV, FLAC, OGG or AIFF") from None
+    if x.size == 0:
+        raise AudioInputError(f"{path}: the file holds no samples")
+    mono = x.mean(axis=1)
+    if sr != sample_rate:
+        g = gcd(int(sr), int(sample_rate))
+        mono = resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
+    out = np.zeros(n_samples, np.float32)
+    n = min(n_samples, len(mono))
+    out[:n] = mono[:n]
+    return out * np.float32(10.0 ** (gain_db / 20.0))
+
+
+def shift_pitch(x: np.ndarray, semitones: float) -> np.ndarray:
+    """Resample ``x`` so it plays ``semitones`` higher (shorter) or lower (longer); same length, zero-padded."""
+    ratio = 2.0 ** (semitones / 12.0)
+    t = np.arange(len(x)) * ratio
+    return np.interp(t, np.arange(len(x)), x, right=0.0).astype(np.float32)
+
+
+def voice_name(path: str | Path) -> str:
+    """A DX7 voice name from a file name: printable ASCII, upper case, 10 characters."""
+    stem = re.sub(r"[^ -~]", "_", Path(path).stem).upper()
+    return stem[:10].ljust(10)
+
+
+@dataclass
+class Score:
+    """How well one input file's note is reproduced by the inferred voice."""
+
+    file: str
+    note: tuple[int, int]
+    similarity: float
+    log_spectral_mae: float
+    pitch_offset_cents: float
+
+
+@dataclass
+class MatchedVoice:
+    """One inferred voice: raw values, name, the inputs it came from, the re-render and its scores."""
+
+    name: str
+    raw: np.ndarray
+    files: list[str]
+    render: np.ndarray                     # (K_dataset, samples) re-render on every dataset note
+    scores: list[Score] = field(default_factory=list)
+
+
+@dataclass
+class MatchResult:
+    voices: list[MatchedVoice]
+    notes: tuple[tuple[int, int], ...]     # the dataset's notes (rows of each render)
+    sample_rate: int
+
+
+def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool = False
+                ) -> list[list[tuple[int, str]]]:
+    """Files → sounds: each sound a list of ``(model note index, file)`` (see the module docstring)."""
+    k = len(notes)
+    if not files:
+        raise AudioInputError("give at least one audio file")
+    if k == 1:
+        return [[(0, f)] for f in files]
+    if not each and len(files) % k == 0:
+        return [[(j, f) for j, f in enumerate(files[i:i + k])] for i in range(0, len(files), k)]
+    if each or len(files) == 1:
+        slot = notes.index(LONE_NOTE) if LONE_NOTE in notes else 0
+        return [[(slot, f)] for f in files]
+    listed = ", ".join(f"{p}:{v}" for p, v in notes)
+    raise AudioInputError(f"{len(files)} files for a {k}-note model: give {k} files per sound, one per note in this "
+                          f"order ({listed}), or one file (taken as note 60:85, the other notes filled from it), "
+                          f"or use --each to make every file its own sound")
+
+
+def match_files(run: str | Path | Run, files: list[str | Path], each: bool = False, gain_db: float = 0.0,
+                data: str | Path | None = None) -> MatchResult:
+    """Infer one voice per sound in ``files`` (grouping as in the module docstring), re-render and score it."""
+    from dexed_data.engines import make_engine
+
+    loaded = run if isinstance(run, Run) else load_run(run, data=data)
+    s = loaded.settings
+    notes = loaded.input_notes
+    files = [str(f) for f in files]
+    groups = group_files(files, notes, each)
+    n = s.note_samples
+    inputs, given = [], []
+    for group in groups:
+        audio: list[np.ndarray | None] = [None] * len(notes)
+        for j, f in group:
+            audio[j] = load_audio(f, s.sample_rate, n, gain_db)
+        src_j, src = group[0][0], audio[group[0][0]]
+        for j in range(len(notes)):
+            if audio[j] is None:
+                audio[j] = shift_pitch(src, notes[j][0] - notes[src_j][0])
+        inputs.append(np.stack(audio))
+        given.append(group)
+    db = np.stack([loaded.spectrogram(a) for a in inputs])
+    raws = loaded.infer_db(db)
+    engine = make_engine(s.engine_spec)
+    voices = []
+    for group, audio, raw in zip(given, inputs, raws):
+        render = engine.render(raw, s.notes, s.hold, s.release).audio
+        voice = MatchedVoice(voice_name(group[0][1]), raw, [f for _, f in group], render)
+        for j, f in group:
+            ref, est = audio[j], render[loaded.note_index[j]]
+            voice.scores.append(Score(f, notes[j], similarity(ref, est),
+                                      audio_metrics(ref, est, s.sample_rate)["log_spectral_mae"],
+                                      pitch_offset_cents(ref, est, s.sample_rate)))
+        voices.append(voice)
+    return MatchResult(voices, s.notes, s.sample_rate)
+
+
+def write_syx(path: str | Path, raws: np.ndarray, names: list[str]) -> bytes:
+    """Write voices as a single-voice dump (one voice) or a 32-voice bank (2–32 voices); returns the bytes."""
+    from dexed_data.sysex import encode_bank, encode_single
+
+    raws = np.asarray(raws, np.uint8).reshape(-1, 145)
+    if len(raws) > 32:
+        raise PresetModelError(f"{len(raws)} voices do not fit one DX7 bank (32); split the input into several runs")
+    data = encode_single(raws[0], names[0]) if len(raws) == 1 else encode_bank(raws, list(names))
+    Path(path).write_bytes(data)
+    return data
+
+
+def write_wavs(result: MatchResult, folder: str | Path) -> list[Path]:
+    """Write each input file's re-rendered note to ``folder/STEM.rerender.wav``; returns the paths."""
+    import soundfile as sf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for v in result.voices:
+        for score in v.scores:
+            j = [tuple(n) for n in result.notes].index(tuple(score.note))
+            path = folder / f"{Path(score.file).stem}.rerender.wav"
+            sf.write(str(path), v.render[j], result.sample_rate, subtype="FLOAT")
+            out.append(path)
+    return out

@@ -1,0 +1,117 @@
+"""Evaluation: metric definitions, baselines, and `preset-model evaluate` on a tiny fitted run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dexed_data.schema import VOICE_MAX, apply_fixed
+from preset_model.baselines import NearestNeighbour, mean_preset, pool_factor, spectrogram_features
+from preset_model.cli import app
+from preset_model.evaluate import evaluate, split_rows
+from preset_model.inference import load_run
+from preset_model.metrics import (AUDIO_METRICS, CATEGORICAL, NUMERICAL, audio_metrics, parameter_metrics,
+                                  pitch_offset_cents)
+from run_fixtures import build
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    return build(tmp_path_factory.getbasetemp() / "fitted")
+
+
+def _tone(freq: float, seconds: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.1 * np.sin(2 * np.pi * 3 * freq * t)).astype(np.float32)
+
+
+def test_audio_metrics_are_zero_for_identical_audio_and_positive_otherwise():
+    x = np.stack([_tone(220), _tone(330)])
+    assert audio_metrics(x, x.copy(), SR) == {k: 0.0 for k in AUDIO_METRICS}
+    y = np.stack([_tone(233), _tone(330) * 0.5])
+    m = audio_metrics(x, y, SR)
+    assert all(m[k] > 0 for k in AUDIO_METRICS)
+    assert 0 < m["spectral_convergence"] < 2
+
+
+def test_parameter_metrics_count_quantized_steps():
+    rng = np.random.default_rng(1)
+    raw = apply_fixed(rng.integers(0, VOICE_MAX.astype(int) + 1, size=(5, 145))).astype(np.uint8)
+    same = parameter_metrics(raw, raw)
+    assert same["num_mae"] == 0.0 and same["cat_accuracy"] == 1.0
+    assert len(same["per_param"]) == len(NUMERICAL) + len(CATEGORICAL) == 144
+    name, off, mx = NUMERICAL[0]
+    other = raw.copy()
+    other[:, off] = np.where(raw[:, off] > 0, raw[:, off] - 1, 1)      # one step off on every preset
+    cname, coff, cmax = CATEGORICAL[0]
+    other[0, coff] = (raw[0, coff] + 1) % (cmax + 1)                   # one wrong category on one preset
+    m = parameter_metrics(raw, other)
+    assert m["per_param"][name]["mae"] == pytest.approx(1 / mx)
+    assert m["num_mae"] == pytest.approx(1 / mx / len(NUMERICAL))
+    assert m["per_param"][cname]["accuracy"] == pytest.approx(0.8)
+
+
+def test_pitch_offset_in_cents():
+    a = _tone(440.0, 1.0)
+    assert pitch_offset_cents(a, a, SR) == pytest.approx(0.0, abs=0.5)
+    assert pitch_offset_cents(a, _tone(440.0 * 2 ** (25 / 1200), 1.0), SR) == pytest.approx(25.0, abs=3.0)
+    assert pitch_offset_cents(a, _tone(440.0 * 2 ** (-40 / 1200), 1.0), SR) == pytest.approx(-40.0, abs=3.0)
+    assert np.isnan(pitch_offset_cents(a, np.zeros_like(a), SR))
+
+
+def test_mean_preset_takes_mean_of_numbers_and_mode_of_categories():
+    raw = np.zeros((3, 145), np.uint8)
+    _, off, _ = NUMERICAL[0]
+    _, coff, _ = CATEGORICAL[0]
+    raw[:, off] = [10, 20, 60]        # mean 30
+    raw[:, coff] = [1, 2, 2]          # mode 2
+    m = mean_preset(raw)
+    assert m[off] == 30 and m[coff] == 2 and m.shape == (145,)
+    assert (m <= VOICE_MAX).all()
+
+
+def test_pool_factor_keeps_index_under_budget():
+    assert pool_factor(10, (6, 64, 87)) == 1
+    p = pool_factor(30000, (6, 257, 345), budget=1 << 30)
+    assert p > 1 and 30000 * 6 * (257 // p) * (345 // p) * 4 <= 1 << 30
+
+
+def test_knn_on_training_presets_returns_themselves(fitted):
+    run = load_run(fitted.flow6)
+    _, train = split_rows(run, fitted.data, "test")
+    feats = spectrogram_features(fitted.data, train, run.note_index, run.mel_bounds)
+    assert feats.shape == (len(train), 6 * run.model.cfg.n_mels * run.model.cfg.frames)
+    nearest = NearestNeighbour(feats).query(feats)
+    # presets that sound identical on these notes may answer each other; their features are then equal
+    assert np.array_equal(feats[nearest], feats)
+    assert (nearest == np.arange(len(train))).mean() > 0.9
+
+
+def test_evaluate_reports_model_and_baselines(fitted):
+    rep = evaluate(fitted.flow6, limit=4, jobs=1)
+    assert rep["method"] == "model" and rep["presets"] == 4 and rep["split"] == "test"
+    assert set(rep["audio"]) == set(AUDIO_METRICS)
+    assert all(len(rep["per_preset"][k]) == 4 for k in AUDIO_METRICS)
+    assert all(np.isfinite(v["mean"]) for v in rep["audio"].values())
+    assert 0 <= rep["params"]["cat_accuracy"] <= 1
+    # knn on the training split finds each preset itself: everything is exactly perfect
+    knn = evaluate(fitted.flow6, split="train", baseline="knn", limit=3, jobs=1)
+    assert knn["params"] == {"num_mae": 0.0, "cat_accuracy": 1.0}
+    assert all(v["mean"] == 0.0 for v in knn["audio"].values())
+    mean = evaluate(fitted.mlp1, baseline="mean", limit=2, jobs=1)
+    assert mean["method"] == "mean" and mean["model"]["notes"] == 1
+
+
+def test_cli_evaluate_writes_json_and_markdown(fitted, tmp_path):
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--limit", "2", "--baseline", "knn", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["method"] == "knn" and report["presets"] == 2
+    assert "| numerical parameter MAE" in (tmp_path / "report.md").read_text()
+    assert "num MAE" in res.output

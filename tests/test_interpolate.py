@@ -1,0 +1,64 @@
+"""`preset-model interpolate`: voice references, latent round trip, the morph bank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dexed_data.schema import VOICE_MAX, apply_fixed
+from dexed_data.sysex import decode_file
+from preset_model.cli import app
+from preset_model.errors import PresetModelError
+from preset_model.inference import load_run
+from preset_model.interpolate import interpolate, read_voice
+from run_fixtures import build
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    return build(tmp_path_factory.getbasetemp() / "fitted")
+
+
+def test_read_voice_counts_from_one(fitted, tmp_path):
+    voices = decode_file(fitted.bank).voices
+    v = read_voice(f"{fitted.bank}:2")
+    assert v.name == voices[1].name and np.array_equal(v.raw, apply_fixed(voices[1].raw))
+    for bad in (f"{fitted.bank}:0", f"{fitted.bank}:33", str(fitted.bank), str(tmp_path / "none.syx:1")):
+        with pytest.raises(PresetModelError):
+            read_voice(bad)
+
+
+def test_preset_latent_round_trip(fitted):
+    run = load_run(fitted.flow6)
+    raw = np.stack([read_voice(f"{fitted.bank}:{i}").raw for i in (1, 2, 3)])
+    z = run.preset_to_latent(raw)
+    assert z.shape == (3, run.model.cfg.latent_dim)
+    assert np.array_equal(run.latent_to_preset(z), raw)
+
+
+def test_interpolate_path_ends_at_both_presets(fitted):
+    a, b = read_voice(f"{fitted.bank}:1"), read_voice(f"{fitted.bank}:5")
+    m = interpolate(fitted.flow6, a, b, steps=5)
+    assert m.raw.shape == (5, 145) and (m.raw <= VOICE_MAX).all()
+    assert m.endpoint_errors == (0, 0)
+    assert np.array_equal(m.raw[0], a.raw) and np.array_equal(m.raw[-1], b.raw)
+    with pytest.raises(PresetModelError, match="between 2 and 32"):
+        interpolate(fitted.flow6, a, b, steps=40)
+
+
+def test_mlp_head_is_refused_clearly(fitted):
+    a = read_voice(f"{fitted.bank}:1")
+    with pytest.raises(PresetModelError, match="MLP regression head"):
+        interpolate(fitted.mlp1, a, a)
+
+
+def test_cli_interpolate_writes_a_bank(fitted, tmp_path):
+    out = tmp_path / "morph.syx"
+    res = CliRunner().invoke(app, ["interpolate", str(fitted.flow6), f"{fitted.bank}:1", f"{fitted.bank}:7",
+                                   "--steps", "8", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    voices = decode_file(out).voices
+    assert len(out.read_bytes()) == 4104 and len(voices) == 32
+    assert [v.name.strip() for v in voices[:8]] == [f"MORPH {i:02d}" for i in range(1, 9)]
+    assert np.array_equal(apply_fixed(voices[0].raw), read_voice(f"{fitted.bank}:1").raw)

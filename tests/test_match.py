@@ -1,0 +1,99 @@
+"""`preset-model match`: audio loading, the files → voices rule, .syx output, scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from dexed_data.engines import EngineSpec, make_engine
+from dexed_data.schema import apply_fixed
+from dexed_data.sysex import decode_file
+from preset_model.cli import app
+from preset_model.match import AudioInputError, group_files, load_audio, match_files, shift_pitch, voice_name
+from run_fixtures import HOLD, NOTES, RELEASE, build
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    return build(tmp_path_factory.getbasetemp() / "fitted")
+
+
+@pytest.fixture(scope="module")
+def recording(fitted, tmp_path_factory):
+    """A bundled voice rendered on MIDI 60 at 44.1 kHz, stereo, longer than the model's notes."""
+    voice = decode_file(fitted.bank).voices[3]
+    audio = make_engine(EngineSpec(sample_rate=44100)).render(apply_fixed(voice.raw), [(60, 85)], 1.0, 0.5).audio[0]
+    path = tmp_path_factory.mktemp("wav") / "my clav!.wav"
+    sf.write(path, np.stack([audio, audio], axis=1), 44100)
+    return path
+
+
+def test_load_audio_resamples_mixes_and_fits_length(tmp_path):
+    t = np.arange(4410) / 44100
+    tone = np.sin(2 * np.pi * 441 * t).astype(np.float32)
+    path = tmp_path / "x.wav"
+    sf.write(path, np.stack([tone, 0 * tone], axis=1), 44100)   # stereo: one silent channel
+    x = load_audio(path, SR, 5000)
+    assert x.shape == (5000,) and x.dtype == np.float32
+    assert np.abs(x[:2205]).max() == pytest.approx(0.5, abs=0.02)  # mono mix halves it
+    assert np.all(x[2300:] == 0)                                   # zero-padded after 0.1 s
+    assert load_audio(path, SR, 1000).shape == (1000,)             # trimmed
+    with pytest.raises(AudioInputError):
+        load_audio(tmp_path / "missing.wav", SR, 100)
+
+
+def test_files_to_voices_rule():
+    assert group_files(["a", "b"], ((60, 85),)) == [[(0, "a")], [(0, "b")]]
+    six = [f"n{i}" for i in range(6)]
+    assert group_files(six, NOTES) == [list(enumerate(six))]
+    assert len(group_files(six * 2, NOTES)) == 2
+    assert group_files(["solo"], NOTES) == [[(3, "solo")]]            # taken as 60:85
+    assert group_files(["a", "b"], NOTES, each=True) == [[(3, "a")], [(3, "b")]]
+    with pytest.raises(AudioInputError, match="6 files per sound"):
+        group_files(["a", "b"], NOTES)
+
+
+def test_shift_pitch_moves_an_octave():
+    t = np.arange(SR) / SR
+    x = np.sin(2 * np.pi * 220 * t).astype(np.float32)
+    y = shift_pitch(x, 12)[: SR // 2]
+    peak = np.argmax(np.abs(np.fft.rfft(y))) * SR / len(y)
+    assert peak == pytest.approx(440, abs=3)
+
+
+def test_voice_name_is_dx7_safe():
+    assert voice_name("/x/my clav!é.wav") == "MY CLAV!_ "
+    assert len(voice_name("a_very_long_file_name.wav")) == 10
+    assert all(32 <= ord(c) < 127 for c in voice_name("naïve.wav"))
+
+
+def test_match_six_note_model_from_one_file(fitted, recording):
+    result = match_files(fitted.flow6, [recording])
+    (voice,) = result.voices
+    assert voice.raw.shape == (145,) and voice.raw.dtype == np.uint8
+    assert voice.render.shape == (6, int((HOLD + RELEASE) * SR))
+    (score,) = voice.scores
+    assert score.note == (60, 85) and 0.0 <= score.similarity <= 1.0
+
+
+def test_cli_match_writes_valid_syx_and_wavs(fitted, recording, tmp_path):
+    out, wavs = tmp_path / "one.syx", tmp_path / "wavs"
+    res = CliRunner().invoke(app, ["match", str(fitted.flow6), str(recording), "-o", str(out), "--wav", str(wavs)])
+    assert res.exit_code == 0, res.output
+    assert "similarity" in res.output and "pitch offset" in res.output
+    decoded = decode_file(out)
+    assert len(decoded.voices) == 1 and not [p for p in decoded.problems if not p.repaired]
+    assert decoded.voices[0].name.strip() == "MY CLAV!"
+    assert len(out.read_bytes()) == 163
+    assert (wavs / "my clav!.rerender.wav").exists()
+    # a 1-note model: one voice per file → a bank
+    bank = tmp_path / "bank.syx"
+    res = CliRunner().invoke(app, ["match", str(fitted.mlp1), str(recording), str(recording), "-o", str(bank)])
+    assert res.exit_code == 0, res.output
+    voices = decode_file(bank).voices
+    assert len(bank.read_bytes()) == 4104 and len(voices) == 32
+    assert [v.name.strip() for v in voices[:2]] == ["MY CLAV!", "MY CLAV!"]

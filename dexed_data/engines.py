@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.signal import lfilter
 
 from .errors import EngineError
 from .schema import FIXED_PARAMS, N_OPERATORS, PARAM_BY_NAME, SOUND_BYTES, VOICE_MAX, VOICE_PARAMS
@@ -141,6 +140,8 @@ def dc_block(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
     A ~20 Hz one-pole high-pass starting from rest; computed in float64, returned as float32.
     """
+    from scipy.signal import lfilter  # lazily: importing scipy.signal takes ~1.4 s
+
     pole = 1.0 - 126.0 / sample_rate
     return lfilter([1.0, -1.0], [1.0, -pole], np.asarray(x, dtype=np.float64), axis=-1).astype(np.float32)
 

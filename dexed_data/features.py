@@ -23,7 +23,6 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .engines import Render
 from .schema import N_OPERATORS
@@ -49,6 +48,8 @@ MODULATION_GAIN_DB = 40.0
 
 def limit_threads() -> None:
     """Make this process compute features on one thread (call in each joblib/loky worker)."""
+    import torch
+
     torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)
@@ -84,13 +85,14 @@ def n_frames(n_samples: int, cfg: MelConfig = MelConfig()) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filterbank(cfg: MelConfig) -> torch.Tensor:
+def mel_filterbank(cfg: MelConfig) -> "torch.Tensor":
     """``(n_mels, n_fft // 2 + 1)`` float32 triangles (Slaney scale, peak weight 1, no area norm), cached.
 
     Unnormalised triangles keep the "dB re full scale" meaning: the bands that cover a sine's
     frequency have weights summing to 1, so a full-scale sine reads 0 to −3 dB in its top band.
     """
     import librosa
+    import torch
 
     fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, norm=None,
                              dtype=np.float32)
@@ -98,7 +100,14 @@ def mel_filterbank(cfg: MelConfig) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _window(n_fft: int) -> torch.Tensor:
+def _sparse_filterbank(cfg: MelConfig) -> "torch.Tensor":
+    return mel_filterbank(cfg).to_sparse().coalesce()
+
+
+@functools.lru_cache(maxsize=8)
+def _window(n_fft: int) -> "torch.Tensor":
+    import torch
+
     return torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
 
 
@@ -116,15 +125,23 @@ def mel_db(audio: np.ndarray, cfg: MelConfig = MelConfig()) -> np.ndarray:
     Returns:
         ``(notes, n_mels, frames)`` float32 dB, frames = ``1 + samples // hop`` (345 for 4 s).
     """
+    import torch
+
     x = torch.as_tensor(np.ascontiguousarray(audio, dtype=np.float32))
     if x.ndim != 2:
         raise ValueError(f"audio must be (notes, samples), got shape {tuple(x.shape)}")
     win = _window(cfg.n_fft)
-    spec = torch.stft(x, cfg.n_fft, hop_length=cfg.hop, window=win, center=True, pad_mode="constant",
-                      return_complex=True)
-    power = spec.real.square() + spec.imag.square()  # (notes, bins, frames)
+    # Centred frames with zero padding, windowed, real FFT: the same numbers as torch.stft(center=True,
+    # pad_mode="constant") (tested), ~3× faster on one thread. The mel triangles are sparse (~2 non-zero
+    # weights per bin), so a sparse product costs a fraction of the dense one.
+    half = cfg.n_fft // 2
+    frames = torch.nn.functional.pad(x, (half, half)).unfold(-1, cfg.n_fft, cfg.hop) * win  # (notes, frames, n_fft)
+    spec = torch.fft.rfft(frames, dim=-1)                                                   # (notes, frames, bins)
+    power = spec.real.square() + spec.imag.square()
     power.mul_((2.0 / float(win.sum())) ** 2)
-    mel = torch.matmul(mel_filterbank(cfg), power)
+    notes, n_frames_, bins = power.shape
+    mel = torch.sparse.mm(_sparse_filterbank(cfg), power.reshape(-1, bins).T.contiguous())               # (n_mels, notes·frames)
+    mel = mel.reshape(cfg.n_mels, notes, n_frames_).permute(1, 0, 2).contiguous()
     floor = 10.0 ** (cfg.floor_db / 10.0)
     return (10.0 * torch.log10(mel.clamp_min_(floor))).numpy()
 
@@ -163,7 +180,8 @@ def operator_levels_db(operators: np.ndarray, audio: np.ndarray, algorithm: int)
         raise ValueError(f"operators must be (notes, 6, samples), got {ops.shape}")
     alg = dexed.algorithms[int(algorithm)]
     mods = np.asarray(alg.mod_matrix, dtype=bool)  # mods[i, j]: operator j modulates operator i
-    op_db = _db(np.sqrt(np.mean(np.square(ops, dtype=np.float64), axis=-1)), -400.0)  # (notes, 6)
+    # mean square by a float32 dot product per signal (~6× cheaper than a float64 copy; ~1e-4 dB)
+    op_db = _db(np.sqrt(np.einsum("nos,nos->no", ops, ops).astype(np.float64) / ops.shape[-1]), -400.0)  # (notes, 6)
     out_db = _db(np.sqrt(np.mean(np.square(np.asarray(audio, np.float64)), axis=-1)), -400.0)  # (notes,)
     targets = [[t for t in range(N_OPERATORS) if t != m and mods[t, m]] for m in range(N_OPERATORS)]
     carriers = set(alg.carriers)

@@ -170,3 +170,10 @@ def test_without_dask_the_error_says_how_to_install(catalogue, tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "distributed", None)   # import distributed → ImportError
     with pytest.raises(RenderError, match=r'pip install -e "\.\[cluster\]"'):
         render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:2", work_dir=tmp_path / "w", limit=N)
+    from typer.testing import CliRunner
+
+    from dexed_data.cli import app
+
+    res = CliRunner().invoke(app, ["render", str(catalogue), "-o", str(tmp_path / "y.h5"), "--cluster", "local:2",
+                                   "--limit", "4", "--no-progress"])
+    assert res.exit_code == 2 and 'pip install -e ".[cluster]"' in res.output, res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 from dataclasses import replace
@@ -137,14 +138,38 @@ def test_cli_fit(dataset, tmp_path):
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, epochs: int, resume: bool,
+                weights: str) -> None:
+    """One torchrun-like rank: fit (or resume) ``out``, save this rank's weights as ``weights/rankR.pt``
+    and the checkpoint paths this rank wrote as ``weights/saves-rankR.txt``."""
     import os
+
+    import preset_model.train as train
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    result = fit(data, out, TINY, replace(FAST, epochs=1, device="cpu"), progress=False)
-    torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    saves, save = [], train.save_checkpoint
+    train.save_checkpoint = lambda path, state: (saves.append(Path(path).name), save(path, state))[1]
+    result = fit(data, out, None if resume else TINY, replace(FAST, epochs=epochs, device="cpu"),
+                 resume=resume, progress=False)
+    torch.save(result.model.state_dict(), Path(weights) / f"rank{rank}.pt")
+    (Path(weights) / f"saves-rank{rank}.txt").write_text("\n".join(saves))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fit_on_2_ranks(data: Path, out: Path, weights: Path, epochs: int, resume: bool = False):
+    """Train (or resume) ``out`` on 2 gloo processes: each rank's weights, and the checkpoints each rank wrote."""
+    weights.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(out), epochs, resume, str(weights)),
+             nprocs=2, join=True)
+    return ([torch.load(weights / f"rank{r}.pt", weights_only=True) for r in (0, 1)],
+            [(weights / f"saves-rank{r}.txt").read_text().split() for r in (0, 1)])
 
 
 @pytest.fixture(scope="module")
@@ -173,16 +198,39 @@ def _biases_before_batch_norm(model: torch.nn.Module) -> set[str]:
     return names
 
 
-def test_ddp_two_gloo_processes_hold_identical_weights(even_dataset, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, port, str(even_dataset), str(out)), nprocs=2, join=True)
-    w0, w1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+def _assert_close_to_one_process(w: dict, one: torch.nn.Module, steps: int) -> None:
+    """DDP weights ``w`` equal one process's within float tolerance (see :func:`_biases_before_batch_norm`)."""
+    rounding_driven = _biases_before_batch_norm(one)
+    assert rounding_driven
+    for k, v in one.state_dict().items():
+        if k in rounding_driven:
+            torch.testing.assert_close(w[k], v, rtol=0, atol=2 * FAST.lr * steps, msg=k)
+        else:
+            torch.testing.assert_close(w[k], v, rtol=1e-3, atol=3e-5, msg=k)
+
+
+@pytest.fixture(scope="module")
+def one_process_run(even_dataset, tmp_path_factory) -> Path:
+    """One epoch on one process with the global batch of the DDP runs."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    fit(even_dataset, out, TINY, replace(FAST, epochs=1, device="cpu"), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(even_dataset, tmp_path_factory):
+    """One epoch on 2 gloo processes: (run folder, each rank's weights, checkpoints each rank wrote)."""
+    folder = tmp_path_factory.mktemp("ddp")
+    weights, saves = _fit_on_2_ranks(even_dataset, folder / "run", folder / "weights", epochs=1)
+    return folder / "run", weights, saves
+
+
+def test_ddp_two_gloo_processes_hold_identical_weights(two_rank_run, one_process_run):
+    out, (w0, w1), saves = two_rank_run
     start = load_checkpoint(out / "last.pt")
     per_rank = -(-len(start["split"]["train"]) // 2)  # DistributedSampler pads to equal shards
     assert start["step"] == -(-per_rank // 4)          # global batch 8 = 4 per rank
+    assert saves == [["last.pt", "best.pt"], []]        # checkpoints are written by rank 0 only
     for k in w0:
         torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
     for k in start["model"]:  # rank 0's checkpoint is the weights both ranks hold
@@ -190,11 +238,32 @@ def test_ddp_two_gloo_processes_hold_identical_weights(even_dataset, tmp_path):
 
     # ... and the weights of one process trained on the same global batches (batch norm over the
     # global batch, each sample's own latent noise, masked means over the global batch)
-    one = fit(even_dataset, tmp_path / "one", TINY, replace(FAST, epochs=1, device="cpu"), progress=False).model
-    rounding_driven = _biases_before_batch_norm(one)
-    assert rounding_driven
-    for k, v in one.state_dict().items():
-        if k in rounding_driven:
-            torch.testing.assert_close(w0[k], v, rtol=0, atol=2 * FAST.lr * start["step"], msg=k)
-        else:
-            torch.testing.assert_close(w0[k], v, rtol=1e-3, atol=3e-5, msg=k)
+    one, _ = load_model(one_process_run / "last.pt")
+    assert load_checkpoint(one_process_run / "last.pt")["step"] == start["step"]
+    _assert_close_to_one_process(w0, one, start["step"])
+
+
+def test_ddp_checkpoint_resumes_on_another_number_of_ranks(even_dataset, two_rank_run, one_process_run, tmp_path):
+    # reference: one process, 2 epochs (a 1-process resume equals an uninterrupted run, tested above)
+    shutil.copytree(one_process_run, tmp_path / "straight")
+    straight = fit(even_dataset, tmp_path / "straight", None, replace(FAST, epochs=2, device="cpu"), resume=True,
+                   progress=False).model
+    steps = load_checkpoint(tmp_path / "straight" / "last.pt")["step"]
+
+    # 2 ranks → 1 process
+    shutil.copytree(two_rank_run[0], tmp_path / "shrunk")
+    shrunk = fit(even_dataset, tmp_path / "shrunk", None, replace(FAST, epochs=2, device="cpu"), resume=True,
+                 progress=False).model
+    assert load_checkpoint(tmp_path / "shrunk" / "last.pt")["step"] == steps
+    _assert_close_to_one_process(shrunk.state_dict(), straight, steps)
+
+    # 1 process → 2 ranks
+    shutil.copytree(one_process_run, tmp_path / "grown")
+    (w0, w1), saves = _fit_on_2_ranks(even_dataset, tmp_path / "grown", tmp_path / "weights", epochs=2, resume=True)
+    assert saves[1] == [] and "last.pt" in saves[0]
+    ckpt = load_checkpoint(tmp_path / "grown" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (1, steps)
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
+    _assert_close_to_one_process(w0, straight, steps)
+    assert len((tmp_path / "grown" / "metrics.csv").read_text().splitlines()) == 3

@@ -9,8 +9,8 @@ the two always agree.
 it; the page uses relative links only and opens from disk with no server. Contents: the counts;
 histograms of every voice parameter (global ones, then one figure per operator); the algorithm
 distribution; peak and RMS level distributions per note; the spectrogram scaling bounds; mel
-spectrograms of a few random usable presets; and the provenance of the largest groups of
-presets that render identically.
+spectrograms of a few random usable presets; the provenance of the largest groups of presets
+that render identically; and the failed renders.
 
 Example::
 
@@ -37,6 +37,8 @@ __all__ = ["QualitySummary", "summarize", "write_report", "SILENT_NOTE_DB"]
 #: A note is near-silent when its peak is below this (dBFS); the value of
 #: :data:`dexed_data.features.SILENT_THRESHOLD_DB`, repeated so that ``info`` need not import torch.
 SILENT_NOTE_DB = -70.0
+#: Floor of the mel spectrograms (:data:`dexed_data.features.LEVEL_FLOOR_DB`), repeated likewise.
+MEL_FLOOR_DB = -120.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ class QualitySummary:
             ("usable", f"{self.usable} (ok, not silent, not a duplicate)"),
         ]
 
+    def presets_line(self) -> str:
+        """The value of ``info``'s ``presets`` line: rows, ok, failed, near-silent, usable."""
+        return f"{self.presets} ({self.ok} ok, {self.failed} failed, {self.silent} near-silent; {self.usable} usable)"
+
     def lines(self) -> list[str]:
         """Lines for ``dexed-data info``, aligned like its other lines."""
         return [f"  {label:<17} {value}" for label, value in self.rows()]
@@ -143,38 +149,41 @@ def _pyplot():
 
 
 def _save(fig, out: Path, name: str) -> str:
-    fig.savefig(out / name, dpi=72)
+    # 100 dpi: the figures are drawn about as wide as the page (1100 px), so text stays at its point size
+    fig.savefig(out / name, dpi=100)
     _pyplot().close(fig)
     return name
 
 
-def _param_grid(raw: np.ndarray, params, title: str, out: Path, name: str) -> str:
-    """One small histogram per parameter; ``params`` is a list of lists: one line per operator
-    (six overlaid step curves) or a single parameter (one filled histogram)."""
+def _param_grid(raw: np.ndarray, params, title: str, out: Path, name: str, color: str = "tab:blue") -> str:
+    """One histogram of raw values per parameter (``params``: schema entries), six to a row."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     cols = 6
     rows = -(-len(params) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.7 * rows), squeeze=False)
-    for ax, group in zip(axes.ravel(), params):
-        first = group[0]
-        edges = np.arange(first.max + 2) - 0.5
-        for p in group:
-            counts = np.bincount(raw[:, p.voice_offset], minlength=p.max + 1)[: p.max + 1]
-            if len(group) == 1:
-                ax.stairs(counts, edges, fill=True, color="tab:blue")   # one artist, not max+1 bars
-            else:
-                ax.stairs(counts, edges, label=f"OP{p.operator}")
-        label = first.name if first.operator is None else first.name[4:]
-        ax.set_title(label + (" (fixed)" if first.fixed is not None else ""), fontsize=7)
-        ax.tick_params(labelsize=6)
-        ax.locator_params(nbins=4)
-        ax.set_xlim(edges[0], edges[-1])
-    if len(params[0]) > 1:
-        axes[0, 0].legend(fontsize=5, ncol=2)
+    height = 1.75 * rows + 0.45
+    fig, axes = plt.subplots(rows, cols, figsize=(11, height), squeeze=False)
+    # fixed margins (inches): tight_layout would cost seconds per figure
+    fig.subplots_adjust(left=0.045, right=0.99, bottom=0.25 / height, top=1 - 0.55 / height,
+                        hspace=0.55, wspace=0.32)
+    for ax, p in zip(axes.ravel(), params):
+        # one bin per value up to 32 values; wider bins (2 or 4 values) for 0..48 and 0..99, so that a
+        # value shared by many presets is a visible bar rather than a one-pixel line
+        width = 1 if p.max < 32 else -(-(p.max + 1) // 25)
+        edges = np.arange(0, p.max + 1 + width, width) - 0.5
+        counts = np.bincount(raw[:, p.voice_offset] // width, minlength=len(edges) - 1)[: len(edges) - 1]
+        ax.stairs(counts, edges, fill=True, color=color)   # one artist, not one bar per bin
+        label = p.name if p.operator is None else p.name[4:]
+        ax.set_title(label + (" (fixed)" if p.fixed is not None else ""), fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))   # values are integers
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+        margin = 0.03 * (edges[-1] - edges[0])             # bars at 0 or max stay clear of the frame
+        ax.set_xlim(edges[0] - margin, edges[-1] + margin)
     for ax in axes.ravel()[len(params):]:
         ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.06, top=1 - 0.45 / rows, hspace=0.6, wspace=0.3)
+    fig.suptitle(title, fontsize=11)
     return _save(fig, out, name)
 
 
@@ -184,27 +193,34 @@ def _algorithms(raw: np.ndarray, out: Path) -> str:
     counts = np.bincount(raw[:, alg.voice_offset], minlength=32)[:32]
     fig, ax = plt.subplots(figsize=(9, 2.6))
     ax.bar(np.arange(32), counts, color="tab:green")
-    ax.set_xticks(np.arange(32), ALGORITHM_LABELS, fontsize=7)
-    ax.set_xlabel("algorithm")
+    ax.set_xticks(np.arange(32), ALGORITHM_LABELS, fontsize=8)
+    ax.set_xlim(-0.7, 31.7)
+    ax.set_xlabel("algorithm (1–32)")
     ax.set_ylabel("presets")
     fig.tight_layout()
     return _save(fig, out, "algorithms.png")
 
 
 def _levels(ds: DatasetReader, ok: np.ndarray, out: Path) -> str:
+    """Peak (top row) and RMS (bottom row) histograms, one column per note, in dBFS."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-    bins = np.linspace(-120, 12, 67)
-    for values, ax, label in ((ds.peak, axes[0], "peak"), (ds.rms, axes[1], "RMS")):
+    notes = ds.info.notes
+    k = len(notes)
+    fig, axes = plt.subplots(2, k, figsize=(11, 4.2), sharex=True, sharey="row", squeeze=False)
+    bins = np.linspace(-120, 12, 45)                     # 3 dB bins; lower levels pile up at -120
+    for r, (values, label, color) in enumerate(((ds.peak, "peak", "tab:blue"), (ds.rms, "RMS", "tab:orange"))):
         db = 20.0 * np.log10(np.maximum(values[ok].astype(np.float64), 1e-6))
-        for k, (p, v) in enumerate(ds.info.notes):
-            ax.hist(np.clip(db[:, k], bins[0], bins[-1]), bins=bins, histtype="step", label=f"{p}:{v}")
-        ax.set_xlabel(f"{label} per note (dBFS, plug-in scale)")
-        ax.set_ylabel("presets")
-        if label == "peak":
-            ax.axvline(SILENT_NOTE_DB, color="grey", ls=":")
-    axes[0].legend(fontsize=7, title="note pitch:velocity", title_fontsize=7)
-    fig.tight_layout()
+        for j, (p, v) in enumerate(notes):
+            ax = axes[r, j]
+            ax.hist(np.clip(db[:, j], bins[0], bins[-1]), bins=bins, color=color)
+            ax.tick_params(labelsize=8)
+            if r == 0:
+                ax.set_title(f"note {p}, velocity {v}", fontsize=9)
+                ax.axvline(SILENT_NOTE_DB, color="grey", ls=":")
+            else:
+                ax.set_xlabel("dBFS", fontsize=8)
+        axes[r, 0].set_ylabel(f"{label}: presets", fontsize=9)
+    fig.tight_layout(h_pad=0.5, w_pad=0.3)
     return _save(fig, out, "levels.png")
 
 
@@ -214,8 +230,9 @@ def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
     if "mel" not in stored and "audio" not in stored:
         return None
     k = len(ds.info.notes)
-    fig, axes = plt.subplots(len(rows), k, figsize=(2.0 * k, 1.8 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), k, figsize=(11, 1.6 * len(rows) + 0.5), squeeze=False)
     lo, hi = ds.mel_bounds
+    image = None
     for r, row in enumerate(rows):
         if "mel" in stored:
             mel = ds.mel(row)
@@ -225,15 +242,19 @@ def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
             mel = mel_db(ds.audio(row), MelConfig(sample_rate=ds.info.sample_rate))
         for j in range(k):
             ax = axes[r, j]
-            ax.imshow(mel[j], origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
+            image = ax.imshow(mel[j], origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
+                              interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 p, v = ds.info.notes[j]
-                ax.set_title(f"{p}:{v}", fontsize=8)
+                ax.set_title(f"note {p}, velocity {v}", fontsize=9)
             if j == 0:
-                ax.set_ylabel(f"{ds.names[row].strip()}\n{ds.ids[row][:8]}", fontsize=7)
-    fig.tight_layout()
+                ax.set_ylabel(f"{ds.names[row].strip()}\n{ds.ids[row][:8]}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.93, 1), h_pad=0.4, w_pad=0.3)
+    bar = fig.colorbar(image, cax=fig.add_axes((0.945, 0.1, 0.015, 0.8)))
+    bar.set_label("dB (scaling bounds)", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
     return _save(fig, out, "mels.png")
 
 
@@ -243,8 +264,9 @@ def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
 
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
-font-size:13px;vertical-align:top}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
-code{background:#f6f6f6}"""
+font-size:13px;vertical-align:top}th{background:#f3f3f3;white-space:nowrap}
+td:last-child{overflow-wrap:anywhere}td:first-child{white-space:nowrap}
+img{display:block;max-width:100%;height:auto;border:1px solid #eee}code{background:#f6f6f6}"""
 
 
 def _table(header: list[str] | None, rows: list[list[str]]) -> str:
@@ -266,14 +288,14 @@ def _provenance(ds: DatasetReader, groups: int) -> str:
         cells = []
         for m in members:
             sel = np.flatnonzero(occ_preset == m)
-            where = "; ".join(f"{occ_path[i]} #{int(occ_voice[i]) + 1}" for i in sel[:3])
-            more = f" (+{len(sel) - 3} more)" if len(sel) > 3 else ""
+            where = f"{occ_path[sel[0]]} #{int(occ_voice[sel[0]]) + 1}" if len(sel) else "no provenance"
+            more = f" (+{len(sel) - 1} more occurrences)" if len(sel) > 1 else ""
             tag = " <b>(kept)</b>" if m == rep else ""
             cells.append(f"<code>{ds.ids[m]}</code> {html.escape(ds.names[m].strip())}{tag}: "
                          f"{html.escape(where)}{more}")
         rows.append([f"<code>{ds.ids[rep]}</code><br>{html.escape(ds.names[rep].strip())}", str(len(members)),
                      "<br>".join(cells[:12]) + (f"<br>… {len(cells) - 12} more presets" if len(cells) > 12 else "")])
-    return _table(["kept preset", "presets", "members: id name: first occurrences (file #voice)"], rows)
+    return _table(["kept preset", "presets", "members: id name: first occurrence (file #voice)"], rows)
 
 
 def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, seed: int = 0) -> Path:
@@ -293,14 +315,12 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         ok = ds.status == STATUS_OK
         raw = ds.raw
         figures: list[tuple[str, str]] = []
-        glob = [[p] for p in VOICE_PARAMS if p.operator is None]
+        glob = [p for p in VOICE_PARAMS if p.operator is None]
         figures.append(("Global parameters", _param_grid(raw, glob, "global parameters", out, "params_global.png")))
-        per_op = [[q for q in VOICE_PARAMS if q.operator is not None and q.name[4:] == p.name[4:]]
-                  for p in VOICE_PARAMS if p.operator == 1]
-        for group in per_op:
-            group.sort(key=lambda q: q.operator)
-        figures.append(("Operator parameters (OP1–OP6 overlaid)",
-                        _param_grid(raw, per_op, "operator parameters", out, "params_operators.png")))
+        for op in range(1, 7):
+            params = [p for p in VOICE_PARAMS if p.operator == op]
+            figures.append((f"Operator {op}", _param_grid(raw, params, f"OP{op} parameters", out,
+                                                           f"params_op{op}.png", color="tab:purple")))
         alg = _algorithms(raw, out)
         levels = _levels(ds, ok, out) if ok.any() else None
         usable = ds.usable()
@@ -308,12 +328,13 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
             if len(usable) else np.zeros(0, np.int64)
         mels = _example_mels(ds, pick, out) if len(pick) else None
         provenance = _provenance(ds, groups)
-        failures = list(ds.errors.items())[:20]
+        failures = list(ds.errors.items())
         h = info.header
 
     counts = _table(None, [[html.escape(label), html.escape(value)] for label, value in
-                           [("presets", str(summary.presets))] + summary.rows()])
+                           [("presets", summary.presets_line())] + summary.rows()])
     lo, hi = info.mel_min_db, info.mel_max_db
+    floor = " (the spectrogram floor: some frames are silent)" if lo <= MEL_FLOOR_DB else ""
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Dataset report: {html.escape(Path(str(dataset_path)).name)}"
         f"</title><style>{_CSS}</style></head><body>",
@@ -326,26 +347,30 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         "<p>Distinct by sound: bit-identical audio on every note (exact fingerprint). Duplicates keep their "
         "rows and provenance; the lowest row (smallest id) of each group is kept for training.</p>",
         "<h2>Spectrogram scaling bounds</h2>",
-        _table(None, [["mel min", f"{lo:.2f} dB"], ["mel max", f"{hi:.2f} dB"],
+        _table(None, [["mel min", f"{lo:.2f} dB{floor}"], ["mel max", f"{hi:.2f} dB"],
                       ["used for", "dB values map linearly to [-1, 1] for training (over rendered, non-silent presets)"]]),
         "<h2>Algorithms</h2>", f"<img src='{alg}' alt='algorithm distribution'>",
     ]
     if levels:
         parts += ["<h2>Loudness and peak per note</h2>",
-                  f"<p>Dotted line: near-silent threshold ({SILENT_NOTE_DB:g} dBFS peak).</p>",
+                  f"<p>Rendered presets; levels in dBFS at the plug-in's scale, clipped to [-120, 12]. "
+                  f"Dotted line: near-silent threshold ({SILENT_NOTE_DB:g} dBFS peak).</p>",
                   f"<img src='{levels}' alt='peak and RMS per note'>"]
     parts.append("<h2>Example mel spectrograms</h2>")
-    parts.append(f"<img src='{mels}' alt='example mel spectrograms'>" if mels else
+    parts.append(f"<p>{len(pick)} random usable presets (seed {seed}); time left to right "
+                 f"({h.hold + h.release:g} s), mel bands low to high, colours span the scaling bounds.</p>"
+                 f"<img src='{mels}' alt='example mel spectrograms'>" if mels else
                  "<p>No usable preset with stored audio or mel.</p>")
     parts.append("<h2>Largest groups of identical-sounding presets</h2>")
     parts.append(provenance)
-    parts.append("<h2>Parameter distributions</h2><p>Raw values of every preset in the file (fixed "
-                 "parameters are shown at their fixed value).</p>")
+    parts.append("<h2>Parameter distributions</h2><p>Raw values (0-based, as stored in a voice) of every "
+                 "preset in the file, rendered or not; fixed parameters are shown at their fixed value.</p>")
     for title, fig in figures:
         parts += [f"<h3>{html.escape(title)}</h3>", f"<img src='{fig}' alt='{html.escape(title)}'>"]
     if failures:
-        parts.append("<h2>Failed renders</h2>")
-        parts.append(_table(["id", "reason"], [[f"<code>{i}</code>", html.escape(r)] for i, r in failures]))
+        parts.append(f"<h2>Failed renders</h2><p>{len(failures)} presets"
+                     + (", the first 20:" if len(failures) > 20 else ":") + "</p>")
+        parts.append(_table(["id", "reason"], [[f"<code>{i}</code>", html.escape(r)] for i, r in failures[:20]]))
     parts.append("</body></html>")
     index = out / "index.html"
     index.write_text("\n".join(parts), encoding="utf-8")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+import struct
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -40,6 +42,32 @@ def dataset(tmp_path_factory, rom1a_path):
     return tmp / "dataset.h5"
 
 
+class _Links(HTMLParser):
+    """Every ``src`` and ``href`` of a page, and its ``<h2>`` headings."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.links, self.headings, self._in_h2 = [], [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "src" in a:
+            self.images.append(a["src"]) if tag == "img" else self.links.append(a["src"])
+        if "href" in a:
+            self.links.append(a["href"])
+        self._in_h2 = tag == "h2"
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.headings.append(data.strip())
+            self._in_h2 = False
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
 def test_report_figures_exist_and_numbers_equal_info(tmp_path, dataset):
     result = CliRunner().invoke(app, ["report", str(dataset), "-o", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
@@ -47,25 +75,45 @@ def test_report_figures_exist_and_numbers_equal_info(tmp_path, dataset):
     assert index.is_file()
     page = index.read_text()
 
-    images = re.findall(r"<img src='([^']+)'", page)
-    assert {"algorithms.png", "levels.png", "mels.png", "params_global.png", "params_operators.png"} <= set(images)
-    for name in images:
+    # what a browser would load: every image a PNG beside the page, nothing else to fetch
+    parsed = _Links()
+    parsed.feed(page)
+    expected = {"algorithms.png", "levels.png", "mels.png", "params_global.png"} | {
+        f"params_op{k}.png" for k in range(1, 7)}
+    assert set(parsed.images) == expected
+    assert parsed.links == [] and "http" not in page.lower()   # opens from disk with no server
+    for name in parsed.images:
         data = (tmp_path / "report" / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, name
-    assert "http" not in page.lower()                         # nothing to fetch: opens from disk
+        width, height = _png_size(data)
+        assert 600 <= width <= 1400 and height >= 150 and len(data) > 5000, (name, width, height)
+    assert {"Counts", "Spectrogram scaling bounds", "Algorithms", "Loudness and peak per note",
+            "Example mel spectrograms", "Largest groups of identical-sounding presets",
+            "Parameter distributions"} <= set(parsed.headings)
 
     info = CliRunner().invoke(app, ["info", str(dataset)])
     assert info.exit_code == 0, info.output
     with DatasetReader(dataset) as ds:
         q = summarize(ds)
     assert (q.presets, q.distinct_by_sound, q.duplicates, q.silent, q.silent_exact) == (10, 9, 1, 1, 1)
-    for label, _ in q.rows():
-        line = next(x for x in info.output.splitlines() if x.strip().startswith(label))
+    assert q.silent_per_note == (1, 1) and q.failed == 0 and q.usable == 8
+    numbers = lambda s: re.findall(r"-?\d+(?:\.\d+)?", s)  # noqa: E731
+    for label in ["presets"] + [label for label, _ in q.rows()]:
+        line = next(x for x in info.output.splitlines() if x.strip().startswith(label + " "))
         row = re.search(rf"<tr><td>{re.escape(html.escape(label))}</td><td>([^<]*)</td></tr>", page)
         assert row, label
-        numbers = lambda s: re.findall(r"\d+(?:\.\d+)?", s)  # noqa: E731
-        assert numbers(html.unescape(row.group(1))) == numbers(line[len(label) + 2:]), label
+        assert numbers(html.unescape(row.group(1))) == numbers(line.strip()[len(label):]), label
+    bounds = next(x for x in info.output.splitlines() if x.strip().startswith("mel bounds"))
+    shown = [re.search(rf"<tr><td>mel {k}</td><td>(-?[\d.]+) dB", page).group(1) for k in ("min", "max")]
+    assert shown == numbers(bounds)
 
     twin_id = next(i for i, n in zip(ds.ids, ds.names) if n.strip() == "TWIN")
     assert twin_id in page                                     # the duplicate group's provenance table
 
+
+
+def test_report_thresholds_equal_features():
+    """The report repeats two constants of ``features`` (so that ``info`` need not import it)."""
+    from dexed_data import features, report
+
+    assert report.SILENT_NOTE_DB == features.SILENT_THRESHOLD_DB
+    assert report.MEL_FLOOR_DB == features.LEVEL_FLOOR_DB

@@ -201,7 +201,7 @@ def merge_command(
 
 @app.command("export-wav")
 def export_wav_command(
-    dataset: Path = typer.Argument(..., help="A rendered dataset (dataset.h5) with audio stored."),
+    dataset: Path = typer.Argument(..., help="A rendered dataset (dataset.h5); without stored audio its presets are re-rendered."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the wav files (created)."),
     ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids, or a file listing ids."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),

@@ -91,26 +91,37 @@ def evaluate(
     js, md = write_report(report, out)
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
-               + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items()))
+               + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())
+               + f"; {report['silent_fraction']:.0%} of inferred presets silent")
     typer.echo(f"wrote {js} and {md}")
 
 
 @app.command()
 def match(
     run: Path = typer.Argument(..., help="Run folder (or checkpoint .pt)."),
-    files: list[Path] = typer.Argument(..., help="Audio files (any rate, length, channels)."),
+    files: list[Path] = typer.Argument(..., help="Audio files (WAV/FLAC/OGG/AIFF; any rate, length, channels)."),
     output: Path = typer.Option(..., "-o", "--output", help=".syx to write: one voice → single-voice dump, more → bank."),
     wav: Optional[Path] = typer.Option(None, "--wav", help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
-    each: bool = typer.Option(False, "--each", help="Every file is its own sound (6-note models: note 60:85, others filled)."),
+    each: bool = typer.Option(False, "--each", help="Every file is its own sound (its note from its name, else 60:85)."),
     gain_db: float = typer.Option(0.0, "--gain-db", help="Gain applied to the inputs (they should be at Dexed's output level)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved (render settings)."),
 ) -> None:
     """Infer DX7 voices from recordings, write them as .syx, re-render and score each file.
 
-    A 1-note model makes one voice per file. A K-note model (K > 1) takes K files per voice, one per note
-    in the model's order (printed below), or a single file taken as note 60:85 with the other notes
-    filled by pitch-shifting it (also what --each does for every file).
+    Files are mixed to mono, resampled and trimmed/zero-padded to the model's note length.
+
+    A 1-note model makes one voice per file. A K-note model (notes printed first) takes, per sound:
+
+    - files named by note, e.g. piano_40-85.wav (as `dexed-data export-wav` names them): any of the K notes, any order;
+
+    - or K files not named by note, in the model's note order;
+
+    - or one file, taken as note 60:85.
+
+    Missing notes are filled by pitch-shifting the given note nearest in pitch.
     """
+    from math import isnan
+
     from .inference import load_run
     from .match import match_files, write_syx, write_wavs
 
@@ -119,21 +130,28 @@ def match(
     result = match_files(loaded, files, each=each, gain_db=gain_db)
     write_syx(output, [v.raw for v in result.voices], [v.name for v in result.voices])
     for v in result.voices:
+        given = {tuple(s.note) for s in v.scores}
+        filled = [f"{p}:{q}" for p, q in loaded.input_notes if (p, q) not in given]
+        note = f" (notes {', '.join(filled)} filled by pitch-shifting)" if filled else ""
+        typer.echo(f"voice {v.name.strip()!r}{note}")
         for s in v.scores:
-            typer.echo(f"{s.file}  → {v.name.strip()!r}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
-                       f"log-spectral MAE {s.log_spectral_mae:.2f} dB  pitch offset {s.pitch_offset_cents:+.1f} cents")
+            pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
+            if isnan(s.pitch_offset_cents):
+                pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"
+            typer.echo(f"  {s.file}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
+                       f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}")
     kind = "single voice" if len(result.voices) == 1 else f"bank of {len(result.voices)} voices"
     typer.echo(f"wrote {output} ({kind})")
     if wav is not None:
         paths = write_wavs(result, wav)
-        typer.echo(f"wrote {len(paths)} re-render(s) to {wav}")
+        typer.echo(f"wrote {len(paths)} re-render(s) to {wav}/")
 
 
 @app.command()
 def interpolate(
     run: Path = typer.Argument(..., help="Run folder (or checkpoint .pt) with the flow head."),
-    a: str = typer.Argument(..., help="First voice, FILE.syx:N (N from 1)."),
-    b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1)."),
+    a: str = typer.Argument(..., help="First voice, FILE.syx:N (N from 1; a single-voice file needs no :N)."),
+    b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1; a single-voice file needs no :N)."),
     steps: int = typer.Option(8, "--steps", help="Voices in the bank, both ends included (2-32)."),
     output: Path = typer.Option(..., "-o", "--output", help="Bank .syx to write."),
     data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved."),

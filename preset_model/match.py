@@ -5,21 +5,30 @@ mono, resampled to the run's rate, and trimmed or zero-padded to the run's note 
 release), starting at the file's first sample. Levels are taken as they are: 1.0 = full scale of
 the Dexed plug-in's output (use ``gain_db`` for recordings at another level).
 
-How files become voices, for a model with K input notes (listed by ``preset-model match --help``
+How files become voices, for a model with K input notes (listed by ``preset-model match``
 and in :attr:`preset_model.inference.Run.input_notes`):
 
 * K = 1: every file is one sound, played on the model's note → one voice per file.
-* K > 1 and a multiple of K files: each K consecutive files are one sound, file j played on the
-  model's note j (in the model's order) → one voice per K files.
-* K > 1 and one file, or ``each=True``: every file is one sound played on MIDI 60 (velocity 85);
-  the model's other notes are missing and are filled with that recording pitch-shifted by
-  resampling (from 60 to the note's pitch; the envelope speeds up or slows down with it, as a
-  DX7's keyboard rate scaling roughly does). Only the recorded note is scored.
+* K > 1, files named by note: a file whose name ends in ``_PITCH-VELOCITY`` with one of the
+  model's notes (``piano_40-85.wav``, as ``dexed-data export-wav`` writes) is that note, whatever
+  the order on the command line. Files whose names differ only by that suffix are one sound → one
+  voice; the sound may have any subset of the K notes (one file is enough), and the missing notes
+  are filled from the given note nearest in pitch. Either every file is named by note or none.
+* K > 1, a multiple of K files not named by note: each K consecutive files are one sound, file j
+  played on the model's note j (in the model's order) → one voice per K files.
+* K > 1, one file not named by note, or ``each=True``: every file is its own sound played on
+  MIDI 60 (velocity 85) (or on the note its name gives); the other notes are filled from it.
+
+A missing note is filled with the given recording pitch-shifted by resampling (the envelope
+speeds up or slows down with it, as a DX7's keyboard rate scaling roughly does). Only the given
+notes are scored. Voice names come from the file names (the note suffix and a leading
+``export-wav`` id removed; for K positional files, their common beginning).
 
 Scores per input file (re-render of its note vs the input): ``similarity`` = 1 − spectral
 convergence (0–1, 1 = same magnitude spectrogram), the log-spectral MAE in dB, and the pitch
 offset of the re-render in cents (:func:`preset_model.metrics.pitch_offset_cents`): the paper
-found inferred presets slightly detuned (its master-tune issue), so the offset is reported.
+found inferred presets slightly detuned (its master-tune issue), so the offset is reported (NaN
+when the input or the re-render is near-silent, where no pitch can be measured).
 
 Example::
 
@@ -43,6 +52,10 @@ from .metrics import audio_metrics, pitch_offset_cents, similarity
 
 #: The note a lone recording is taken to be (PAPER.md's single-note input).
 LONE_NOTE = (60, 85)
+#: A note named at the end of a file name, ``…_PITCH-VELOCITY`` (``dexed-data export-wav``'s names).
+_NOTE_SUFFIX = re.compile(r"([_ -])(\d{1,3})-(\d{1,3})$")
+#: The preset id ``dexed-data export-wav`` puts first (16 hex digits and ``_``).
+_EXPORT_ID = re.compile(r"^[0-9a-f]{16}_")
 
 
 class AudioInputError(PresetModelError):
@@ -54,6 +67,8 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    if not Path(path).is_file():
+        raise AudioInputError(f"{path}: no such file")
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises its own error types and RuntimeError
@@ -79,8 +94,11 @@ def shift_pitch(x: np.ndarray, semitones: float) -> np.ndarray:
 
 def voice_name(path: str | Path) -> str:
     """A DX7 voice name from a file name: printable ASCII, upper case, 10 characters."""
-    stem = re.sub(r"[^ -~]", "_", Path(path).stem).upper()
-    return stem[:10].ljust(10)
+    return _dx7_name(Path(path).stem)
+
+
+def _dx7_name(text: str) -> str:
+    return re.sub(r"[^ -~]", "_", text).upper()[:10].ljust(10)
 
 
 @dataclass
@@ -91,7 +109,8 @@ class Score:
     note: tuple[int, int]
     similarity: float
     log_spectral_mae: float
-    pitch_offset_cents: float
+    pitch_offset_cents: float              # NaN when the input or the re-render is near-silent
+    rerender_silent: bool = False          # the inferred voice is near-silent on this note
 
 
 @dataclass
@@ -112,6 +131,19 @@ class MatchResult:
     sample_rate: int
 
 
+def note_of_file(path: str | Path, notes: tuple[tuple[int, int], ...]) -> int | None:
+    """Index in ``notes`` of the note a file's name ends with (``…_PITCH-VELOCITY``), or None."""
+    m = _NOTE_SUFFIX.search(Path(path).stem)
+    note = (int(m[2]), int(m[3])) if m else None
+    return notes.index(note) if note in notes else None
+
+
+def _sound_key(path: str | Path) -> str:
+    """The file with its note suffix removed: files of one sound share it."""
+    p = Path(path)
+    return str(p.with_name(_NOTE_SUFFIX.sub("", p.stem)))
+
+
 def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool = False
                 ) -> list[list[tuple[int, str]]]:
     """Files → sounds: each sound a list of ``(model note index, file)`` (see the module docstring)."""
@@ -120,21 +152,52 @@ def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool
         raise AudioInputError("give at least one audio file")
     if k == 1:
         return [[(0, f)] for f in files]
-    if not each and len(files) % k == 0:
-        return [[(j, f) for j, f in enumerate(files[i:i + k])] for i in range(0, len(files), k)]
-    if each or len(files) == 1:
-        slot = notes.index(LONE_NOTE) if LONE_NOTE in notes else 0
-        return [[(slot, f)] for f in files]
+    lone = notes.index(LONE_NOTE) if LONE_NOTE in notes else 0
+    tags = [note_of_file(f, notes) for f in files]
     listed = ", ".join(f"{p}:{v}" for p, v in notes)
+    if each:
+        return [[(lone if t is None else t, f)] for t, f in zip(tags, files)]
+    if all(t is not None for t in tags):
+        sounds: dict[str, list[tuple[int, str]]] = {}
+        for t, f in zip(tags, files):
+            group = sounds.setdefault(_sound_key(f), [])
+            clash = [g for j, g in group if j == t]
+            if clash:
+                raise AudioInputError(f"{clash[0]} and {f} are both note {notes[t][0]}:{notes[t][1]} of the same "
+                                      f"sound; give each note once")
+            group.append((t, f))
+        return [sorted(g) for g in sounds.values()]
+    if any(t is not None for t in tags):
+        named = [f for t, f in zip(tags, files) if t is not None]
+        raise AudioInputError(f"{named[0]} is named by note (…_PITCH-VELOCITY) but other files are not: name every "
+                              f"file by one of the model's notes ({listed}), or none and give {k} files per sound "
+                              f"in that order")
+    if len(files) % k == 0:
+        return [[(j, f) for j, f in enumerate(files[i:i + k])] for i in range(0, len(files), k)]
+    if len(files) == 1:
+        return [[(lone, files[0])]]
     raise AudioInputError(f"{len(files)} files for a {k}-note model: give {k} files per sound, one per note in this "
-                          f"order ({listed}), or one file (taken as note 60:85, the other notes filled from it), "
+                          f"order ({listed}), or name files by note (sound_60-85.wav: any subset of the notes, "
+                          f"the others filled), or one file (taken as note 60:85, the other notes filled from it), "
                           f"or use --each to make every file its own sound")
+
+
+def sound_name(files: list[str | Path]) -> str:
+    """The voice name of a sound: its file name without note suffix (several files: their common beginning)."""
+    stems = [_EXPORT_ID.sub("", _NOTE_SUFFIX.sub("", Path(f).stem)) for f in files]
+    common = stems[0]
+    for s in stems[1:]:
+        while not s.startswith(common):
+            common = common[:-1]
+    common = common.rstrip(" _-.")
+    return _dx7_name(common or stems[0])
 
 
 def match_files(run: str | Path | Run, files: list[str | Path], each: bool = False, gain_db: float = 0.0,
                 data: str | Path | None = None) -> MatchResult:
     """Infer one voice per sound in ``files`` (grouping as in the module docstring), re-render and score it."""
     from dexed_data.engines import make_engine
+    from dexed_data.features import silent_notes
 
     loaded = run if isinstance(run, Run) else load_run(run, data=data)
     s = loaded.settings
@@ -147,10 +210,11 @@ def match_files(run: str | Path | Run, files: list[str | Path], each: bool = Fal
         audio: list[np.ndarray | None] = [None] * len(notes)
         for j, f in group:
             audio[j] = load_audio(f, s.sample_rate, n, gain_db)
-        src_j, src = group[0][0], audio[group[0][0]]
         for j in range(len(notes)):
-            if audio[j] is None:
-                audio[j] = shift_pitch(src, notes[j][0] - notes[src_j][0])
+            if audio[j] is None:  # from the given note nearest in pitch, then in velocity
+                src = min((g for g, _ in group), key=lambda g: (abs(notes[g][0] - notes[j][0]),
+                                                                abs(notes[g][1] - notes[j][1])))
+                audio[j] = shift_pitch(audio[src], notes[j][0] - notes[src][0])
         inputs.append(np.stack(audio))
         given.append(group)
     db = np.stack([loaded.spectrogram(a) for a in inputs])
@@ -159,12 +223,14 @@ def match_files(run: str | Path | Run, files: list[str | Path], each: bool = Fal
     voices = []
     for group, audio, raw in zip(given, inputs, raws):
         render = engine.render(raw, s.notes, s.hold, s.release).audio
-        voice = MatchedVoice(voice_name(group[0][1]), raw, [f for _, f in group], render)
+        voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render)
         for j, f in group:
             ref, est = audio[j], render[loaded.note_index[j]]
+            quiet = silent_notes(np.stack([ref, est]))
+            cents = float("nan") if quiet.any() else pitch_offset_cents(ref, est, s.sample_rate)
             voice.scores.append(Score(f, notes[j], similarity(ref, est),
                                       audio_metrics(ref, est, s.sample_rate)["log_spectral_mae"],
-                                      pitch_offset_cents(ref, est, s.sample_rate)))
+                                      cents, bool(quiet[1])))
         voices.append(voice)
     return MatchResult(voices, s.notes, s.sample_rate)
 

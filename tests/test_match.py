@@ -11,7 +11,8 @@ from dexed_data.engines import EngineSpec, make_engine
 from dexed_data.schema import apply_fixed
 from dexed_data.sysex import decode_file
 from preset_model.cli import app
-from preset_model.match import AudioInputError, group_files, load_audio, match_files, shift_pitch, voice_name
+from preset_model.match import (AudioInputError, group_files, load_audio, match_files, shift_pitch, sound_name,
+                                 voice_name)
 from run_fixtures import HOLD, NOTES, RELEASE, build
 
 SR = 22050
@@ -57,6 +58,28 @@ def test_files_to_voices_rule():
         group_files(["a", "b"], NOTES)
 
 
+def test_files_named_by_note_group_by_sound_in_any_order():
+    # export-wav's names: ID_NAME_PITCH-VELOCITY; shell globs sort 60-127 before 60-42
+    files = [f"w/ab_{p}-{v}.wav" for p, v in sorted(NOTES, key=str)] + ["w/cd_70-85.wav", "w/cd_40-85.wav"]
+    ab, cd = group_files(files, NOTES)
+    assert ab == [(j, f"w/ab_{p}-{v}.wav") for j, (p, v) in enumerate(NOTES)]
+    assert cd == [(0, "w/cd_40-85.wav"), (5, "w/cd_70-85.wav")]           # other notes missing, filled
+    assert group_files(["bass_40-85.wav"], NOTES) == [[(0, "bass_40-85.wav")]]  # a lone note that is not 60:85
+    assert group_files(["x_40-85.wav", "y.wav"], NOTES, each=True) == [[(0, "x_40-85.wav")], [(3, "y.wav")]]
+    with pytest.raises(AudioInputError, match="both note 40:85"):
+        group_files(["a_40-85.wav", "a_40-85.flac"], NOTES)
+    with pytest.raises(AudioInputError, match="other files are not"):
+        group_files(["a_40-85.wav"] + [f"n{i}" for i in range(5)], NOTES)
+    assert group_files(["take_1-2.wav"], NOTES) == [[(3, "take_1-2.wav")]]     # not a model note: not a name tag
+
+
+def test_sound_names_drop_note_suffix_and_export_id():
+    assert sound_name(["wav/00d671d7c67dab1f_FRETLESS_40-85.wav", "wav/00d671d7c67dab1f_FRETLESS_70-85.wav"]) \
+        == "FRETLESS  "
+    assert sound_name(["piano low.wav", "piano high.wav"]) == "PIANO     "
+    assert sound_name(["a.wav", "b.wav"]) == "A         "
+
+
 def test_shift_pitch_moves_an_octave():
     t = np.arange(SR) / SR
     x = np.sin(2 * np.pi * 220 * t).astype(np.float32)
@@ -78,6 +101,15 @@ def test_match_six_note_model_from_one_file(fitted, recording):
     assert voice.render.shape == (6, int((HOLD + RELEASE) * SR))
     (score,) = voice.scores
     assert score.note == (60, 85) and 0.0 <= score.similarity <= 1.0
+    assert np.isnan(score.pitch_offset_cents) == score.rerender_silent   # no pitch of a silent re-render
+
+
+def test_match_named_notes_fill_the_others(fitted, recording, tmp_path):
+    named = tmp_path / "clav_60-85.wav"
+    named.write_bytes(recording.read_bytes())
+    result = match_files(fitted.flow6, [named])
+    (voice,) = result.voices
+    assert voice.name == "CLAV      " and [s.note for s in voice.scores] == [(60, 85)]
 
 
 def test_cli_match_writes_valid_syx_and_wavs(fitted, recording, tmp_path):

@@ -437,7 +437,11 @@ def _write_presets(f: h5py.File, p: PresetTable) -> None:
     occ = f.create_group("occurrences", track_order=False)
     for key in sorted(p.occurrences):
         a = np.asarray(p.occurrences[key])
-        if a.dtype.kind in "OU":
+        if key == "name":  # 10 DX7 name bytes, like /presets/name: real names hold NULs, which HDF5 strings cannot
+            from .catalogue import _names_s10
+
+            occ.create_dataset(key, data=a if a.dtype.kind == "S" else _names_s10(a), track_times=False)
+        elif a.dtype.kind in "OU":
             occ.create_dataset(key, data=a.astype(str).astype(object), dtype=h5py.string_dtype(), track_times=False)
         else:
             occ.create_dataset(key, data=a, track_times=False)
@@ -448,7 +452,12 @@ def _read_presets(f: h5py.File) -> PresetTable:
     occurrences = {}
     for key in occ:
         d = occ[key]
-        occurrences[key] = d.asstr()[...].astype(object) if h5py.check_string_dtype(d.dtype) and d.dtype.kind == "O" else d[...]
+        if d.dtype.kind == "S":   # names: decoded as the catalogue does
+            occurrences[key] = np.asarray([v.decode("ascii", "replace").ljust(10) for v in d[...]], dtype=object)
+        elif h5py.check_string_dtype(d.dtype):
+            occurrences[key] = d.asstr()[...].astype(object)
+        else:
+            occurrences[key] = d[...]
     return PresetTable(g["raw"][...], g["id"][...], g["name"][...], g["sound_group"][...],
                        g["catalogue_row"][...], occurrences)
 

@@ -30,9 +30,13 @@ import numpy as np
 import torch
 import zuko
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .encoding import ENCODINGS, Encoding, get_encoding
 from .errors import PresetModelError
+
+#: Upper bound of the encoder's log σ² (soft: ``LOGVAR_MAX − softplus(LOGVAR_MAX − x)``).
+LOGVAR_MAX = 1.0
 
 HEADS: tuple[str, ...] = ("flow", "mlp")
 
@@ -138,6 +142,10 @@ class Encoder(nn.Module):
         f = self.per_note(mel.reshape(b * k, 1, h, w))
         f = self.mix(f.reshape(b, k * f.shape[1], *f.shape[2:]))
         mu, logvar = self.out(f.flatten(1)).chunk(2, dim=-1)
+        # log σ² ≤ LOGVAR_MAX, smoothly: the prior's σ is 1, a posterior never needs much more, and
+        # the linear layer's large fan-in lets Adam move its outputs by tens in a few steps; a
+        # sample with σ in the hundreds then explodes through the flows (seen on CPU-size runs).
+        logvar = LOGVAR_MAX - F.softplus(LOGVAR_MAX - logvar)
         return mu, logvar
 
 

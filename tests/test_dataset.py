@@ -20,7 +20,8 @@ SHAPES = ds.Shapes(notes=2, samples=2205, mels=257, frames=9)
 MEL_CONFIG = {"sample_rate": 22050, "n_fft": 1024, "hop": 256, "n_mels": 257, "floor_db": -120.0}
 
 
-def fake_dataset(path: Path, storage: ds.StorageConfig, n: int = 6, failed=(2,), seed: int = 0) -> dict:
+def fake_dataset(path: Path, storage: ds.StorageConfig, n: int = 6, failed=(2,), seed: int = 0,
+                 occurrence_names=None) -> dict:
     """Write a dataset of ``n`` synthetic presets through the real writer; return what went in."""
     rng = np.random.default_rng(seed)
     raw = apply_fixed(rng.integers(0, VOICE_MAX.astype(np.int64) + 1, size=(n, 145)))
@@ -29,7 +30,8 @@ def fake_dataset(path: Path, storage: ds.StorageConfig, n: int = 6, failed=(2,),
                            np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int32),
                            {"preset": np.arange(n, dtype=np.int32), "path": np.array([f"bank{i}.syx" for i in range(n)], object),
                             "message": np.zeros(n, np.int32), "voice": np.arange(n, dtype=np.int32),
-                            "name": np.array([f"FAKE {i}".encode() for i in range(n)], "S10")})
+                            "name": np.array([f"FAKE {i}".encode() for i in range(n)], "S10")
+                            if occurrence_names is None else occurrence_names})
     audio = (rng.standard_normal((n,) + SHAPES.of("audio")) * 0.1).astype(np.float32)   # noise: LZF gives up
     mel = np.clip(np.round(rng.standard_normal((n,) + SHAPES.of("mel")) * 4) - 90, -120, 0).astype(np.float16)
     enc = ds.ChunkEncoder(storage)
@@ -52,6 +54,18 @@ def fake_dataset(path: Path, storage: ds.StorageConfig, n: int = 6, failed=(2,),
         ds.write_dataset(path, header, table, [ds.Block(f, np.arange(n), np.arange(n), (-120.0, 0.0))])
     seg.unlink()
     return {"raw": raw, "audio": audio, "mel": mel, "failed": failed}
+
+
+def test_occurrence_names_keep_their_bytes_nuls_included(tmp_path):
+    # read_catalogue gives names as str objects; real banks have NULs inside names (131 in the corpus)
+    names = np.array(["E.ORG\x00N 7 ", "PLAIN     ", "X\x00\x00\x00\x00\x00\x00\x00\x00\x00", "A", "B", "C"], object)
+    path = tmp_path / "d.h5"
+    fake_dataset(path, ds.StorageConfig(("mel",), "none"), occurrence_names=names)
+    with h5py.File(path, "r") as f:
+        assert f["occurrences/name"][0] == b"E.ORG\x00N 7 " and f["occurrences/name"][1] == b"PLAIN     "
+    with h5py.File(path, "r") as f:
+        back = ds._read_presets(f).occurrences["name"]
+    assert list(back[:2]) == ["E.ORG\x00N 7 ", "PLAIN     "] and back[3] == "A         "
 
 
 @pytest.mark.parametrize("compression", ["none", "lzf", "gzip-4"])

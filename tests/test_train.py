@@ -204,9 +204,13 @@ def _assert_close_to_one_process(w: dict, one: torch.nn.Module, steps: int) -> N
     assert rounding_driven
     for k, v in one.state_dict().items():
         if k in rounding_driven:
-            torch.testing.assert_close(w[k], v, rtol=0, atol=2 * FAST.lr * steps, msg=k)
+            torch.testing.assert_close(w[k], v, rtol=0, atol=2 * FAST.lr * steps, msg=lambda m, k=k: f"{k}: {m}")
         else:
-            torch.testing.assert_close(w[k], v, rtol=1e-3, atol=3e-5, msg=k)
+            # Adam turns a gradient that is rounding noise into a step of ±lr: the odd element whose
+            # gradient is ~0 may differ by up to that (bounded below), every other one is tight.
+            torch.testing.assert_close(w[k], v, rtol=0, atol=2 * FAST.lr * steps, msg=lambda m, k=k: f"{k}: {m}")
+            close = torch.isclose(w[k].float(), v.float(), rtol=1e-3, atol=3e-5)
+            assert close.float().mean() >= 0.999, f"{k}: {int((~close).sum())} of {close.numel()} elements differ"
 
 
 @pytest.fixture(scope="module")

@@ -227,7 +227,11 @@ def silent_notes(audio: np.ndarray, threshold_db: float = SILENT_THRESHOLD_DB) -
     as sound, while voices whose operators are all at level 0 (or envelopes at 0) fall far below.
     """
     peak, _ = peak_rms(audio)
-    return _db(peak.astype(np.float64), -400.0) < threshold_db
+    return _silent_from_peak(peak, threshold_db)
+
+
+def _silent_from_peak(peak: np.ndarray, threshold_db: float = SILENT_THRESHOLD_DB) -> np.ndarray:
+    return _db(np.asarray(peak, np.float64), -400.0) < threshold_db
 
 
 @dataclass
@@ -259,12 +263,12 @@ def compute_features(render: Render, cfg: MelConfig = MelConfig()) -> Features:
     """
     audio = render.audio
     k = audio.shape[0]
-    silent = silent_notes(audio)
+    peak, rms = peak_rms(audio)
+    silent = _silent_from_peak(peak)
     if render.operators is not None and render.algorithm is not None:
         op_db = operator_levels_db(render.operators, audio, render.algorithm)
         audible = audible_operators(op_db) & ~silent[:, None]
     else:
         op_db = np.full((k, N_OPERATORS), np.nan, np.float32)
         audible = np.ones((k, N_OPERATORS), bool)
-    peak, rms = peak_rms(audio)
     return Features(mel_db(audio, cfg), op_db, audible, peak, rms, silent)

@@ -249,6 +249,11 @@ def _init_worker(config: RenderConfig) -> None:
     limit_threads()
     _WORKER.clear()
     _WORKER.update(config=config, engine=make_engine(config.engine_spec), encoder=ds.ChunkEncoder(config.storage))
+    # Warm up on a silent voice: every lazy import (scipy, librosa) and buffer is in place before
+    # loky measures the worker's reference memory after its first task. Otherwise the first real
+    # presets add >300 MB over that reference, loky takes it for a leak and restarts the worker
+    # (seconds of imports again, mid-job).
+    render_one(-1, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
 
 
 def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) -> ds.RowResult:
@@ -266,7 +271,7 @@ def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) ->
         render = _WORKER["engine"].render(raw, cfg.notes, cfg.hold, cfg.release, operators=cfg.operators)
         feats = compute_features(render, cfg.mel_config)
         silent = bool(np.all(feats.silent))
-        mel16 = feats.mel.astype(np.float16)
+        mel16 = ds.as_dtype(feats.mel, np.float16)
         chunks = {}
         enc: ds.ChunkEncoder = _WORKER["encoder"]
         if "audio" in cfg.storage.arrays:
@@ -275,7 +280,7 @@ def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) ->
             chunks["mel"] = enc.encode("mel", mel16)
         return ds.RowResult(row, ds.STATUS_OK, "", chunks, feats.operator_db.astype(np.float32),
                             feats.audible.astype(bool), feats.peak.astype(np.float32), feats.rms.astype(np.float32),
-                            silent, float(mel16.min()), float(mel16.max()),
+                            silent, float(np.float16(feats.mel.min())), float(np.float16(feats.mel.max())),
                             fingerprint=exact_fingerprint(render.audio),
                             near_fingerprint=near_fingerprint(render.audio, cfg.sample_rate))
     except Exception as exc:  # noqa: BLE001 - any failure of one preset is recorded, the job goes on
@@ -401,6 +406,13 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     out = Path(out_path)
+    # Workers start first: their imports (torch, scipy: seconds) overlap reading the catalogue.
+    executor = _new_executor(jobs)
+    # Probe before anything is written, so that a bad plug-in leaves nothing behind; with a plain
+    # all-zero voice, as the selection's first preset may be one that fails.
+    probe = executor.submit(_probe, config, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
+    for _ in range(jobs - 1):   # start the other workers' imports now too
+        executor.submit(_init_worker, config)
     job = _plan(catalogue_path, config, ids_file, limit, shard, segment_size)
     record = _job_record(job)
 
@@ -408,12 +420,6 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
         _check_existing(out, job)
         return _summary(out, 0, time.perf_counter() - t0)
 
-    executor = _new_executor(jobs)
-    # Probe before anything is written, so that a bad plug-in leaves nothing behind; with a plain
-    # all-zero voice, as the selection's first preset may be one that fails.
-    probe = executor.submit(_probe, config, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
-    for _ in range(jobs - 1):   # start the other workers' imports now too
-        executor.submit(_init_worker, config)
     engine_version, shapes, mel_config = probe.result()
     startup = time.perf_counter() - t0
 

@@ -150,3 +150,17 @@ def test_format_md_example_runs(tmp_path, capsys):
     exec(compile(example.replace('"dataset.h5"', repr(str(path))), "FORMAT.md", "exec"), {})
     out = capsys.readouterr().out
     assert "FAKE 0" in out and f"ALGORITHM={src['raw'][0][voice_index('ALGORITHM')]}" in out
+
+
+def test_fast_float16_conversion_equals_numpy():
+    # the workers convert through torch for speed; the stored bits must be numpy's (IEEE, nearest-even)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([(rng.standard_normal(100_000) * 10.0 ** rng.integers(-9, 6, 100_000)).astype(np.float32),
+                        np.array([0.0, -0.0, 65504.0, 65520.0, 1e6, -1e6, 6e-8, 3e-8, 2.98e-8, np.inf, -np.inf],
+                                 np.float32)])
+    assert x.dtype == np.float32
+    fast = ds.as_dtype(x.reshape(-1, 1), np.float16)
+    assert fast.dtype == np.float16 and fast.flags["C_CONTIGUOUS"]
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(fast.view(np.uint16).ravel(), x.astype(np.float16).view(np.uint16))
+    assert ds.as_dtype(x, np.float32) is not None and ds.as_dtype(x[:3], np.float32).dtype == np.float32

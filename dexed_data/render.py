@@ -406,20 +406,22 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     out = Path(out_path)
+    if out.exists():   # finished already (or another job's file): no workers needed
+        _check_existing(out, _plan(catalogue_path, config, ids_file, limit, shard, segment_size))
+        return _summary(out, 0, time.perf_counter() - t0)
+
     # Workers start first: their imports (torch, scipy: seconds) overlap reading the catalogue.
     executor = _new_executor(jobs)
     # Probe before anything is written, so that a bad plug-in leaves nothing behind; with a plain
     # all-zero voice, as the selection's first preset may be one that fails.
     probe = executor.submit(_probe, config, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
-    for _ in range(jobs - 1):   # start the other workers' imports now too
-        executor.submit(_init_worker, config)
-    job = _plan(catalogue_path, config, ids_file, limit, shard, segment_size)
+    warm = [executor.submit(_init_worker, config) for _ in range(jobs - 1)]   # the other workers too
+    try:
+        job = _plan(catalogue_path, config, ids_file, limit, shard, segment_size)
+    except BaseException:
+        wait([probe, *warm])   # leave the (reusable) workers idle for the next job
+        raise
     record = _job_record(job)
-
-    if out.exists():
-        _check_existing(out, job)
-        return _summary(out, 0, time.perf_counter() - t0)
-
     engine_version, shapes, mel_config = probe.result()
     startup = time.perf_counter() - t0
 

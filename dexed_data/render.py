@@ -418,11 +418,11 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     warm = [executor.submit(_init_worker, config) for _ in range(jobs - 1)]   # the other workers too
     try:
         job = _plan(catalogue_path, config, ids_file, limit, shard, segment_size)
+        engine_version, shapes, mel_config = probe.result()
     except BaseException:
         wait([probe, *warm])   # leave the (reusable) workers idle for the next job
         raise
     record = _job_record(job)
-    engine_version, shapes, mel_config = probe.result()
     startup = time.perf_counter() - t0
 
     parts = out.with_name(out.name + ".parts")

@@ -11,7 +11,7 @@ Prints, for the same N presets (the paper's six notes, 4 s each):
 
 Usage::
 
-    python tools/bench_render.py [--presets 192] [--source corpus|bundled|DIR|presets.h5] [--work /tmp/bench_render]
+    python tools/bench_render.py [--presets 600] [--source corpus|bundled|DIR|presets.h5] [--work /tmp/bench_render]
 
 Timings on a shared machine are noisy: compare the ratios printed by one run, not runs.
 """
@@ -68,7 +68,7 @@ def _command(cat: Path, out: Path, n: int, jobs: int, extra=()) -> tuple[float, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", type=int, default=192, help="presets rendered by each measurement")
+    ap.add_argument("--presets", type=int, default=600, help="presets rendered by each measurement")
     ap.add_argument("--source", default="corpus", help="corpus, bundled, a SysEx folder, or a presets.h5")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_render"), help="scratch folder (deleted first)")
     args = ap.parse_args()

@@ -170,11 +170,10 @@ def render_command(
         if cluster is not None:
             if shard is not None:
                 raise RenderError("--cluster splits the job into shards itself; leave out --shard")
-            try:
-                from .cluster import render_on_cluster
-            except ImportError as exc:
-                raise RenderError(f"--cluster cannot be used here ({exc}); install the cluster extra: "
-                                  "pip install 'dexed-toolkit[cluster]'") from None
+            if jobs != 1:
+                raise RenderError("--jobs is for one machine; with --cluster the cluster's workers render "
+                                  "(local:N starts N of them)")
+            from .cluster import render_on_cluster
 
             return render_on_cluster(catalogue, output, config, cluster=cluster, work_dir=work_dir, ids_file=ids,
                                      limit=limit, progress=progress)

@@ -177,3 +177,14 @@ def test_without_dask_the_error_says_how_to_install(catalogue, tmp_path, monkeyp
     res = CliRunner().invoke(app, ["render", str(catalogue), "-o", str(tmp_path / "y.h5"), "--cluster", "local:2",
                                    "--limit", "4", "--no-progress"])
     assert res.exit_code == 2 and 'pip install -e ".[cluster]"' in res.output, res.output
+
+
+def test_jobs_with_cluster_is_refused_not_ignored(catalogue, tmp_path):
+    from typer.testing import CliRunner
+
+    from dexed_data.cli import app
+
+    res = CliRunner().invoke(app, ["render", str(catalogue), "-o", str(tmp_path / "y.h5"), "--cluster", "local:2",
+                                   "--jobs", "4", "--work-dir", str(tmp_path / "w"), "--no-progress"])
+    assert res.exit_code == 2 and "--jobs is for one machine" in res.output, res.output
+    assert not (tmp_path / "y.h5").exists() and not (tmp_path / "w").exists()

@@ -182,7 +182,12 @@ def render_command(
         return render_dataset(catalogue, output, config, jobs=jobs, shard=shard, progress=progress,
                               ids_file=ids, limit=limit, segment_size=segment_size)
 
-    summary = _plain_errors(run)
+    try:
+        summary = _plain_errors(run)
+    finally:
+        from .render import shutdown_workers
+
+        shutdown_workers()
     typer.echo(summary.format())
 
 

@@ -498,7 +498,19 @@ def _new_executor(jobs: int):
     # (importing torch and librosa takes seconds); workers re-initialise when the config changes.
     from joblib.externals.loky import get_reusable_executor
 
-    return get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300)
+    _EXECUTORS.append(get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300))
+    return _EXECUTORS[-1]
+
+
+_EXECUTORS: list = []
+
+
+def shutdown_workers() -> None:
+    """End this process's render workers now. A command line exits ~1 s sooner this way than
+    through loky's exit handler, which waits for idle workers to notice; library users keep the
+    reusable workers for their next job instead."""
+    while _EXECUTORS:
+        _EXECUTORS.pop().shutdown(wait=False, kill_workers=True)
 
 
 def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: bool, executor=None) -> None:

@@ -510,7 +510,7 @@ def shutdown_workers() -> None:
     through loky's exit handler, which waits for idle workers to notice; library users keep the
     reusable workers for their next job instead."""
     while _EXECUTORS:
-        _EXECUTORS.pop().shutdown(wait=False, kill_workers=True)
+        _EXECUTORS.pop().shutdown(wait=True, kill_workers=True)
 
 
 def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: bool, executor=None) -> None:

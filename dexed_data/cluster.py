@@ -31,9 +31,7 @@ Example::
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,21 +156,11 @@ def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
     record = {"format": "dexed-cluster-job", **render._job_record(job), "command": job.command,
               "shards": plan.shards, "segment_size": plan.segment_size}
     work.mkdir(parents=True, exist_ok=True)
-    job_file = work / "job.json"
-    if job_file.exists():
-        try:
-            previous = json.loads(job_file.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous != record:
-            raise RenderError(f"--work-dir {work} holds shards of another render job (other options, selection "
-                              f"or catalogue); rerun that command to finish it, or choose another --work-dir")
-        return
-    if any(work.glob("shard-*")):
+    if not (work / "job.json").exists() and any(work.glob("shard-*")):
         raise RenderError(f"--work-dir {work} holds shard files but no job.json; choose an empty --work-dir")
-    tmp = job_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, job_file)
+    render.claim_job_file(work / "job.json", record,
+                          f"--work-dir {work} holds shards of another render job (other options, selection "
+                          f"or catalogue); rerun that command to finish it, or choose another --work-dir")
 
 
 def _connect(cluster: str):

@@ -703,7 +703,7 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
     out_dir = Path(out_dir)
     with DatasetReader(path) as ds:
         h = ds.info.header
-        render = None
+        engine = None   # re-render when the file has no audio (rendering is deterministic)
         if "audio" not in ds.file:
             from .engines import EngineSpec, make_engine
 
@@ -711,9 +711,6 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
             if engine is None or engine.version != h.engine_version:
                 raise DatasetError(f"{path}: audio is not stored and cannot be re-rendered here (made with "
                                    f"{h.engine} {h.engine_version}); render with --store audio,mel")
-
-            def render(r):
-                return engine.render(ds.raw[r], h.notes, h.hold, h.release).audio
         if ids is None:
             rows = list(np.flatnonzero(ds.status == STATUS_OK)[: 10 if limit is None else limit])
         else:
@@ -724,7 +721,7 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for r in rows:
-            audio = ds.audio(r) if render is None else render(r)
+            audio = ds.audio(r) if engine is None else engine.render(ds.raw[r], h.notes, h.hold, h.release).audio
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.names[r].strip()) or "unnamed"
             for (pitch, velocity), note in zip(ds.info.notes, audio):
                 target = out_dir / f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav"

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .engines import Render
+
+if TYPE_CHECKING:  # torch is imported where it is used: the writer process never needs it
+    import torch
 from .schema import N_OPERATORS
 
 __all__ = [

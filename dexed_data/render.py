@@ -427,19 +427,9 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
 
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    job_file = parts / "job.json"
-    if job_file.exists():
-        try:
-            previous = json.loads(job_file.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous != record:
-            raise RenderError(f"{parts} holds an unfinished render of another job (other options, selection or "
-                              f"catalogue); rerun that command to finish it, or delete {parts} to start over")
-    else:
-        tmp = job_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-        os.replace(tmp, job_file)
+    claim_job_file(parts / "job.json", record,
+                   f"{parts} holds an unfinished render of another job (other options, selection or "
+                   f"catalogue); rerun that command to finish it, or delete {parts} to start over")
     for leftover in parts.glob("*.tmp"):
         leftover.unlink()
 
@@ -469,6 +459,26 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     summary = _summary(out, rendered, time.perf_counter() - t0)
     summary.startup = startup
     return summary
+
+
+def claim_job_file(job_file: Path, record: dict, other_job: str) -> bool:
+    """Record a job in ``job_file`` (atomically), or check that the job recorded there is this one.
+
+    Returns whether the file existed already (a resumed job). Raises :class:`RenderError` with the
+    message ``other_job`` when it holds another job (or cannot be read).
+    """
+    if job_file.exists():
+        try:
+            previous = json.loads(job_file.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != record:
+            raise RenderError(other_job)
+        return True
+    tmp = job_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, job_file)
+    return False
 
 
 def _check_existing(out: Path, job: _Job) -> None:

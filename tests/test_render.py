@@ -26,7 +26,9 @@ from dexed_data.catalogue import import_sysex, write_catalogue
 from dexed_data.cli import app
 from dexed_data.errors import DatasetError, RenderError
 from dexed_data.render import RenderConfig, Shard, parse_notes, render_dataset, render_one
-from dexed_data.schema import FIXED_PARAMS, FIXED_TRANSPOSE, SCHEMA_HASH, TRANSPOSE_OFFSET, apply_fixed, operator_offsets, voice_index
+from dexed_data.schema import FIXED_PARAMS, FIXED_TRANSPOSE, SCHEMA_HASH, TRANSPOSE_OFFSET, apply_fixed, voice_index
+
+from test_engines import simple_voice as plain_voice
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = RenderConfig(notes=((48, 100), (60, 85)), hold=0.3, release=0.2, store=("audio", "mel"), compression="gzip-1")
@@ -42,23 +44,7 @@ def invoke(*args):
 
 def simple_voice(transpose: int = FIXED_TRANSPOSE, velocity_sens: int = 7) -> np.ndarray:
     """One sine carrier (OP1, algorithm 32, ratio 1), organ envelope, velocity-sensitive."""
-    raw = np.zeros(145, np.uint8)
-    for op in range(1, 7):
-        o = operator_offsets(op)
-        for k in range(1, 5):
-            raw[o[f"EG RATE {k}"]] = 99
-        for k in range(1, 4):
-            raw[o[f"EG LEVEL {k}"]] = 99
-        raw[o["OUTPUT LEVEL"]] = 99 if op == 1 else 0
-        raw[o["F COARSE"]] = 1
-        raw[o["OSC DETUNE"]] = 7
-        raw[o["BREAK POINT"]] = 39
-        raw[o["KEY VELOCITY"]] = velocity_sens
-    raw[voice_index("ALGORITHM")] = 31
-    raw[voice_index("OSC KEY SYNC")] = 1
-    for k in range(1, 5):
-        raw[voice_index(f"PITCH EG RATE {k}")] = 99
-        raw[voice_index(f"PITCH EG LEVEL {k}")] = 50
+    raw = plain_voice(velocity_sens=velocity_sens)
     raw[TRANSPOSE_OFFSET] = transpose
     return raw
 

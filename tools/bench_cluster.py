@@ -30,19 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_render import _catalogue  # same folder: presets.h5 from corpus|bundled|DIR|.h5
 
-
-def _catalogue(source: str, work: Path) -> Path:
-    if source.endswith(".h5"):
-        return Path(source)
-    from dexed_data.catalogue import import_sysex
-
-    folder = {"corpus": Path(os.environ.get("DEXED_CORPUS", REPO.parent / "shared" / "corpus" / "dx7-cc0")),
-              "bundled": REPO / "presets"}.get(source, Path(source))
-    out = work / "presets.h5"
-    import_sysex([folder], out, progress=False)
-    return out
 
 
 def _clean(out: Path) -> None:

@@ -138,7 +138,6 @@ def main() -> None:
     print(f"  steady state, CPU s per preset (what other processes on a shared machine do not change): "
           f"ideal {cpu_ideal / n:.3f}, --jobs 1 {c1:.3f} (ideal / this = {cpu_ideal / n / c1:.2f}), "
           f"--jobs 2 {c2:.3f} (2 × --jobs 1 / this = {2 * c1 / c2:.2f}: the speed-up on 2 free cores)")
-    s2 = w1 / w2
 
     # --- the writer's ceiling: store + assemble already-encoded results, no rendering ------------
     cap = _writer_ceiling(cfg, sample, args.work)

@@ -123,7 +123,6 @@ def main(argv=None) -> int:
 
     # how many audio merges does the parameter-level sound_key already predict?
     sg = cat.sound_group[:n]
-    rep = np.where(dup >= 0, dup, np.arange(n))
     by_key = int(np.sum((dup >= 0) & (sg == sg[np.maximum(dup, 0)])))
     key_split = group_of(res["exact"], ok)
     key_groups_split = int(np.sum([len(np.unique(key_split[sg == g])) > 1 for g in np.unique(sg[ok])]))

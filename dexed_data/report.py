@@ -106,6 +106,11 @@ class QualitySummary:
         return asdict(self)
 
 
+
+def _printable(name: str) -> str:
+    """A DX7 voice name for display: control bytes (NULs are common in real banks) shown as "·"."""
+    return "".join(c if " " <= c < "\x7f" else "·" for c in name).strip()
+
 def _silent_per_note(peak: np.ndarray) -> np.ndarray:
     """``(N, K)`` bool from the stored peaks, as :func:`dexed_data.features.silent_notes` decides it."""
     return 20.0 * np.log10(np.maximum(peak.astype(np.float64), 1e-30)) < SILENT_NOTE_DB
@@ -250,7 +255,7 @@ def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
                 p, v = ds.info.notes[j]
                 ax.set_title(f"note {p}, velocity {v}", fontsize=9)
             if j == 0:
-                ax.set_ylabel(f"{ds.names[row].strip()}\n{ds.ids[row][:8]}", fontsize=9)
+                ax.set_ylabel(f"{_printable(ds.names[row])}\n{ds.ids[row][:8]}", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.93, 1), h_pad=0.4, w_pad=0.3)
     bar = fig.colorbar(image, cax=fig.add_axes((0.945, 0.1, 0.015, 0.8)))
     bar.set_label("dB (scaling bounds)", fontsize=9)
@@ -291,9 +296,9 @@ def _provenance(ds: DatasetReader, groups: int) -> str:
             where = f"{occ_path[sel[0]]} #{int(occ_voice[sel[0]]) + 1}" if len(sel) else "no provenance"
             more = f" (+{len(sel) - 1} more occurrences)" if len(sel) > 1 else ""
             tag = " <b>(kept)</b>" if m == rep else ""
-            cells.append(f"<code>{ds.ids[m]}</code> {html.escape(ds.names[m].strip())}{tag}: "
+            cells.append(f"<code>{ds.ids[m]}</code> {html.escape(_printable(ds.names[m]))}{tag}: "
                          f"{html.escape(where)}{more}")
-        rows.append([f"<code>{ds.ids[rep]}</code><br>{html.escape(ds.names[rep].strip())}", str(len(members)),
+        rows.append([f"<code>{ds.ids[rep]}</code><br>{html.escape(_printable(ds.names[rep]))}", str(len(members)),
                      "<br>".join(cells[:12]) + (f"<br>… {len(cells) - 12} more presets" if len(cells) > 12 else "")])
     return _table(["kept preset", "presets", "members: id name: first occurrence (file #voice)"], rows)
 

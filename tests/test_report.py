@@ -117,3 +117,10 @@ def test_report_thresholds_equal_features():
 
     assert report.SILENT_NOTE_DB == features.SILENT_THRESHOLD_DB
     assert report.MEL_FLOOR_DB == features.LEVEL_FLOOR_DB
+
+
+def test_voice_names_with_control_bytes_are_shown_printable():
+    from dexed_data.report import _printable
+
+    assert _printable("COW BELL\x00 ") == "COW BELL·" and _printable("E.ORG\x00N 7 ") == "E.ORG·N 7"
+    assert _printable("E.PIANO 1 ") == "E.PIANO 1"

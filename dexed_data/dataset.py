@@ -516,18 +516,6 @@ class DatasetInfo:
     def sample_rate(self) -> int:
         return self.header.sample_rate
 
-    @property
-    def engine(self) -> str:
-        return self.header.engine
-
-    @property
-    def engine_version(self) -> str:
-        return self.header.engine_version
-
-    @property
-    def command(self) -> str:
-        return self.header.command
-
 
 def check_file(f: h5py.File, path, allow_incomplete: bool = False) -> None:
     """Refuse a file that is not a complete dataset of this format version and schema."""

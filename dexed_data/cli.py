@@ -151,6 +151,8 @@ def render_command(
     audio_dtype: str = typer.Option("float16", "--audio-dtype", help="float16 (default) or float32."),
     operators: bool = typer.Option(True, "--operators/--no-operators",
                                    help="Render each operator to measure its audibility (slower)."),
+    n_mels: int = typer.Option(257, "--n-mels", help="Mel bands of the stored spectrograms (64 for the CPU-scale path)."),
+    hop: int = typer.Option(256, "--hop", help="STFT hop in samples (1024 for the CPU-scale path: 87 frames per 4 s note)."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds one preset may take before it is recorded as failed."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address: render the shards there."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="With --cluster: shared folder for the shard files."),
@@ -166,7 +168,8 @@ def render_command(
         config = RenderConfig(engine=engine, plugin=str(plugin) if plugin is not None else None,
                               sample_rate=sample_rate, notes=parse_notes(notes), hold=hold, release=release,
                               operators=operators, store=tuple(s.strip() for s in store.split(",") if s.strip()),
-                              compression=compression, audio_dtype=audio_dtype, timeout=timeout)
+                              compression=compression, audio_dtype=audio_dtype, timeout=timeout,
+                              n_mels=n_mels, hop=hop)
         if cluster is not None:
             if shard is not None:
                 raise RenderError("--cluster splits the job into shards itself; leave out --shard")

@@ -69,6 +69,9 @@ class RenderConfig:
             or ``"gzip-N"`` (about half the size, for sharing); see docs/FORMAT.md.
         audio_dtype: ``"float16"`` or ``"float32"``.
         timeout: seconds one preset may take before its worker is killed and it is recorded as failed.
+        n_mels, hop, n_fft: the stored mel spectrograms' bands, STFT hop and size (the paper's
+            257, 256, 1024; ``n_mels=64, hop=1024`` gives the reduced 64 × 87 spectrograms that
+            the CPU-scale training path uses, 16× smaller).
     """
 
     engine: str = "dexed"
@@ -82,6 +85,9 @@ class RenderConfig:
     compression: str = "none"
     audio_dtype: str = "float16"
     timeout: float = 120.0
+    n_mels: int = 257
+    hop: int = 256
+    n_fft: int = 1024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "notes", tuple((int(p), int(v)) for p, v in self.notes))
@@ -89,6 +95,9 @@ class RenderConfig:
         self.storage  # validates store/compression/dtype  # noqa: B018
         if self.timeout <= 0:
             raise RenderError(f"timeout must be > 0 s, got {self.timeout}")
+        if not (8 <= self.n_fft <= 16384 and 1 <= self.hop <= self.n_fft and 1 <= self.n_mels <= self.n_fft // 2 + 1):
+            raise RenderError(f"mel settings n_fft {self.n_fft}, hop {self.hop}, n_mels {self.n_mels}: need "
+                              f"8 ≤ n_fft ≤ 16384, 1 ≤ hop ≤ n_fft and 1 ≤ n_mels ≤ n_fft/2 + 1")
 
     @property
     def engine_spec(self):
@@ -100,7 +109,8 @@ class RenderConfig:
     def mel_config(self):
         from .features import MelConfig
 
-        return MelConfig(sample_rate=int(self.sample_rate))
+        return MelConfig(sample_rate=int(self.sample_rate), n_fft=int(self.n_fft), hop=int(self.hop),
+                         n_mels=int(self.n_mels))
 
     @property
     def storage(self) -> ds.StorageConfig:

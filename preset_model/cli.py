@@ -41,6 +41,16 @@ def fit(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     keep_duplicates: bool = typer.Option(False, "--keep-duplicates",
                                          help="Also train on presets that render identically to an earlier one."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes",
+                                                help="Stop after this many minutes of training (summed over --resume)."),
+    in_memory: Optional[bool] = typer.Option(None, "--in-memory/--from-disk",
+                                             help="Hold the spectrograms in RAM (default: when they fit in 1/4 of free RAM)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay (default 1e-4)."),
+    warmup_epochs: Optional[int] = typer.Option(None, "--warmup-epochs", help="LR warm-up epochs from 0.1x (default 6)."),
+    plateau_patience: Optional[int] = typer.Option(None, "--plateau-patience",
+                                                   help="Epochs without improvement before the LR is cut by 5 (default 6)."),
+    plateau_cooldown: Optional[int] = typer.Option(None, "--plateau-cooldown",
+                                                   help="Epochs after an LR cut before the next can happen (default 6)."),
 ) -> None:
     """Train the VAE-flow preset model; defaults are the paper's. Run under `torchrun` for several GPUs/nodes."""
     from dataclasses import replace
@@ -49,7 +59,9 @@ def fit(
     from .train import TrainConfig, fit as fit_model
 
     model_args = {k: v for k, v in dict(encoding=encoding, head=head, notes=notes).items() if v is not None}
-    train_args = {k: v for k, v in dict(batch_size=batch_size, lr=lr, fold=fold, seed=seed).items() if v is not None}
+    train_args = {k: v for k, v in dict(batch_size=batch_size, lr=lr, fold=fold, seed=seed, weight_decay=weight_decay,
+                                        warmup_epochs=warmup_epochs, plateau_patience=plateau_patience,
+                                        plateau_cooldown=plateau_cooldown).items() if v is not None}
     if keep_duplicates:
         train_args["keep_duplicates"] = True
     base, model_cfg = TrainConfig(), None
@@ -64,10 +76,17 @@ def fit(
             model_cfg = replace(saved, **(SIZES[size] if size in SIZES else {}), **model_args)
     else:
         model_cfg = model_config(size or "paper", **model_args)
-    cfg = replace(base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps, **train_args)
+    cfg = replace(base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps,
+                  max_minutes=max_minutes, in_memory=in_memory, **train_args)
     result = fit_model(data, out, model_cfg, cfg, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(f"done: best validation loss {result.best_valid:.4f}; checkpoints in {result.out}")
+        missing = [n for n in ("best.pt", "last.pt", "metrics.csv") if not (result.out / n).is_file()]
+        if missing:
+            raise PresetModelError(f"{result.out}: training ended without writing {', '.join(missing)}; "
+                                   f"run the same command with --resume")
+        why = "time budget spent" if result.out_of_time else f"{result.epoch + 1} epochs"
+        typer.echo(f"done ({why}): best validation parameter loss {result.best_valid:.4f} (num + 0.2·cat); "
+                   f"checkpoints in {result.out}")
 
 
 @app.command()

@@ -144,34 +144,34 @@ def split_ids(ids, fold: int = 0, groups=None, n_folds: int = 5, test_fraction: 
 
 
 def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
-    """Preset ids, usable rows and split keys (one key per sound group, so a group shares a split).
+    """Preset ids, usable rows and split keys (one key per near-copy group, so a group shares a split).
 
     Usable: rendered ok, not silent and, unless ``keep_duplicates``, not a duplicate by sound
-    (``/duplicate_of >= 0``: its audio equals an earlier preset's). A duplicate's key is its
-    representative's, so identical sounds never straddle train and test.
+    (``/duplicate_of >= 0``: its audio equals an earlier preset's). Keys come from
+    :func:`preset_model.split.near_copy_groups` over every row of the file (same name, at most
+    :data:`~preset_model.split.NEAR_PARAMS` differing learnable parameters, same near
+    fingerprint), so near-copies never straddle train and test.
     """
+    from .split import group_keys, near_copy_groups
+
     with h5py.File(path, "r") as h5:
         ids = [b.decode() if isinstance(b, bytes) else str(b) for b in h5["presets/id"][:]]
         n = len(ids)
-        ok = h5["status"][:] == 1 if "status" in h5 else np.ones(n, bool)
-        if "silent" in h5:
-            ok &= ~h5["silent"][:].astype(bool)
+        rendered = h5["status"][:] == 1 if "status" in h5 else np.ones(n, bool)
+        silent = h5["silent"][:].astype(bool) if "silent" in h5 else np.zeros(n, bool)
         dup = h5["duplicate_of"][:].astype(np.int64) if "duplicate_of" in h5 else np.full(n, -1, np.int64)
-        if not keep_duplicates:
-            ok &= dup < 0
-        groups = h5["presets/sound_group"][:].astype(np.int64) if "presets/sound_group" in h5 else np.arange(n)
-        # sound_group holds catalogue rows; a dataset of a subset (--limit, --ids, a shard) has other rows
-        cat_rows = h5["presets/catalogue_row"][:].astype(np.int64) if "presets/catalogue_row" in h5 else np.arange(n)
-    rep = np.where(dup >= 0, dup, np.arange(n))
-    g = groups[rep]
-    pos = np.minimum(np.searchsorted(cat_rows, g), max(n - 1, 0))
-    found = cat_rows[pos] == g if n else np.zeros(0, bool)
-    keys = [ids[p] if f else f"catalogue-row-{c}" for p, f, c in zip(pos, found, g)]
+        raw = h5["presets/raw"][:]
+        names = h5["presets/name"][:]
+        near = h5["near_fingerprint"][:] if "near_fingerprint" in h5 else None
+    ok = rendered & ~silent
+    if not keep_duplicates:
+        ok &= dup < 0
+    keys = group_keys(ids, near_copy_groups(raw, names, near, rendered & ~silent))
     return ids, np.flatnonzero(ok), keys
 
 
 class SpectrogramDataset(Dataset):
-    """Presets of a ``dataset.h5`` as ``(mel, target, mask)`` samples, read lazily.
+    """Presets of a ``dataset.h5`` as ``(mel, target, mask)`` samples, read lazily or held in RAM.
 
     Args:
         path: the dataset file.
@@ -179,6 +179,8 @@ class SpectrogramDataset(Dataset):
         encoding: ``"num"``, ``"numcat"`` or ``"numcat++"``.
         note_index: which of the K notes to return (sorted, see :meth:`DatasetInfo.note_index`).
         mel_bounds: ``(min_db, max_db)``; dB values map linearly to [-1, 1] and are clipped.
+        in_memory: read every served spectrogram once into RAM (float16 dB, as stored) instead of
+            one preset per item from the file; see :func:`fits_in_memory`.
 
     Each item: ``mel (notes, mels, frames)`` float32 in [-1, 1], ``target (D,)`` float32 encoded
     preset, ``mask (D,)`` float32 loss weights (0 for operators inaudible on every used note).
@@ -190,7 +192,7 @@ class SpectrogramDataset(Dataset):
     """
 
     def __init__(self, path: str | Path, rows, encoding: str, note_index: tuple[int, ...],
-                 mel_bounds: tuple[float, float]) -> None:
+                 mel_bounds: tuple[float, float], in_memory: bool = False) -> None:
         self.path = str(path)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.note_index = tuple(sorted(note_index))
@@ -209,29 +211,91 @@ class SpectrogramDataset(Dataset):
         self._pid: int | None = None
         k = self.note_index
         self._notes = slice(k[0], k[-1] + 1) if k == tuple(range(k[0], k[-1] + 1)) else list(k)
+        self.mel_db = read_mels(self.path, self.rows, self.note_index) if in_memory else None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(min_db, max_db)`` mapped to [-1, 1]."""
+        return self.lo, self.lo + 2.0 / self.scale
 
     def __getstate__(self) -> dict:  # workers open their own handle; an h5py handle does not pickle
         return {**self.__dict__, "_h5": None, "_pid": None}
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self._pid != os.getpid():  # first use in this process (a forked worker must not share the parent's)
-            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
-        db = self._h5["mel"][self.rows[i], self._notes].astype(np.float32)
+        if self.mel_db is not None:
+            db = self.mel_db[i].astype(np.float32)
+        else:
+            if self._pid != os.getpid():  # first use in this process (a forked worker must not share the parent's)
+                self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+            db = self._h5["mel"][self.rows[i], self._notes].astype(np.float32)
         mel = np.clip((db - self.lo) * self.scale - 1.0, -1.0, 1.0)
         return torch.from_numpy(mel), self.targets[i], self.masks[i]
 
 
+def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarray:
+    """``/mel`` of ``rows`` (ascending) and notes ``note_index``: ``(len(rows), notes, mels, frames)`` as stored.
+
+    Reads contiguous blocks of rows (fast for HDF5) and keeps the wanted ones.
+    """
+    rows = np.asarray(rows, np.int64)
+    notes = list(note_index)
+    with h5py.File(path, "r") as h5:
+        mel = h5["mel"]
+        out = np.empty((len(rows), len(notes), *mel.shape[2:]), mel.dtype)
+        i = 0
+        while i < len(rows):
+            lo = rows[i]
+            j = int(np.searchsorted(rows, lo + block, side="left"))
+            chunk = mel[lo:rows[j - 1] + 1]
+            out[i:j] = chunk[rows[i:j] - lo][:, notes]
+            i = j
+    return out
+
+
+def fits_in_memory(n_rows: int, note_count: int, info: "DatasetInfo", share: float = 0.25) -> bool:
+    """Whether ``n_rows`` presets' spectrograms (float16) take at most ``share`` of the available RAM."""
+    need = n_rows * note_count * info.n_mels * info.frames * 2
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not on this platform
+        return False
+    return need <= share * available
+
+
+def training_bounds(ds: SpectrogramDataset, floor_db: float | None = None) -> tuple[float, float]:
+    """``(min_db, max_db)`` over the spectrograms ``ds`` serves (the training split: PAPER.md's bounds).
+
+    Reads them from RAM when held there, else one block of rows at a time from the file.
+    """
+    lo, hi = np.inf, -np.inf
+    if ds.mel_db is not None:
+        blocks = (ds.mel_db[i:i + 4096] for i in range(0, len(ds), 4096))
+    else:
+        blocks = (read_mels(ds.path, ds.rows[i:i + 1024], ds.note_index) for i in range(0, len(ds), 1024))
+    for b in blocks:
+        b = b[np.isfinite(b)]
+        if b.size:
+            lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
+    if not np.isfinite(lo) or not hi > lo:
+        raise DataError(f"{ds.path}: the training spectrograms have no range ({lo} … {hi} dB); nothing to learn from")
+    return lo, hi
+
+
 def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
                   split: Split | None = None, keep_duplicates: bool = False,
+                  in_memory: bool | None = None, mel_bounds: tuple[float, float] | None = None,
                   ) -> tuple[SpectrogramDataset, SpectrogramDataset, Split, DatasetInfo]:
     """Train and validation datasets of ``path`` for a model, and the split used (given or computed).
 
     Failed and silent presets are left out, and so are duplicates by sound unless
-    ``keep_duplicates``. Raises :class:`DataError` if the file cannot be used or the validation
-    fold is empty.
+    ``keep_duplicates``. The spectrograms' dB bounds are ``mel_bounds`` when given (a resumed
+    run's), else measured on the training split (:func:`training_bounds`); both datasets use
+    them (``ds.lo``, ``ds.scale``; :attr:`SpectrogramDataset.bounds`). ``in_memory``: hold the
+    spectrograms in RAM (None: when they fit in a quarter of the available memory).
+    Raises :class:`DataError` if the file cannot be used or the validation fold is empty.
     """
     info = read_info(path)
     check_schema(info)
@@ -247,6 +311,11 @@ def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
     if not split.train or not split.valid:
         raise DataError(f"{path}: {len(usable)} usable presets leave {len(split.train)} for training and "
                         f"{len(split.valid)} for validation fold {split.fold}; the dataset is too small")
-    make = lambda subset: SpectrogramDataset(path, sorted(row_of[i] for i in subset), encoding, note_index,  # noqa: E731
-                                             info.mel_bounds)
-    return make(split.train), make(split.valid), split, info
+    if in_memory is None:
+        in_memory = fits_in_memory(len(split.train) + len(split.valid), len(note_index), info)
+    make = lambda subset, bounds: SpectrogramDataset(path, sorted(row_of[i] for i in subset), encoding,  # noqa: E731
+                                                     note_index, bounds, in_memory)
+    train = make(split.train, mel_bounds or info.mel_bounds)
+    bounds = tuple(mel_bounds) if mel_bounds is not None else training_bounds(train)
+    train.lo, train.scale = bounds[0], 2.0 / (bounds[1] - bounds[0])
+    return train, make(split.valid, bounds), split, info

@@ -5,7 +5,12 @@ to their parameter's steps); audio metrics compare two renders of the same notes
 
 * ``log_spectral_mae``: mean |difference| of the STFT magnitude in dB (n_fft 1024, hop 256, Hann,
   floor −120 dB re full scale), averaged over notes, bins and frames.
-* ``spectral_convergence``: ‖|X_ref| − |X_est|‖_F / ‖|X_ref|‖_F per note, averaged over notes.
+* ``spectral_convergence``: ‖|X_ref| − |X_est|‖_F / ‖|X_ref|‖_F over all notes together (one
+  Frobenius norm over notes, bins and frames), so a near-silent reference note cannot blow it up
+  (computed per note, one −100 dBFS note gave 1,499). It is 0 for identical audio and 1 for a
+  silent estimate; it has no upper bound (an estimate louder than the reference). NaN when the
+  reference is silent on every note (peak below ``SILENT_DB``, −100 dBFS): such a reference has no
+  spectrum to converge to; reports leave those presets out of its mean and count them.
 * ``mfcc13_mae``, ``mfcc40_mae``: mean |difference| of the first 13 / 40 MFCCs (orthonormal DCT-II of
   a 128-band log-mel power spectrogram in dB, same STFT), averaged over notes, coefficients, frames.
 
@@ -31,6 +36,8 @@ from dexed_data.schema import LEARNABLE_PARAMS
 
 AUDIO_METRICS: tuple[str, ...] = ("log_spectral_mae", "spectral_convergence", "mfcc13_mae", "mfcc40_mae")
 N_FFT, HOP, MFCC_MELS, FLOOR_DB = 1024, 256, 128, -120.0
+#: A reference whose every sample is below this level (dBFS) is silent: its spectral convergence is NaN.
+SILENT_DB = -100.0
 
 #: (name, voice offset, max) of the 144 learnable parameters, split by kind.
 NUMERICAL = tuple((p.name, p.voice_offset, p.max) for p in LEARNABLE_PARAMS if p.kind != "categorical")
@@ -107,17 +114,19 @@ def audio_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int)
         sample_rate: Hz (sets the mel scale of the MFCCs).
 
     Returns:
-        ``{metric: float}``, each the mean over notes (see the module docstring for definitions).
+        ``{metric: float}``: log-spectral and MFCC errors are means over notes, spectral convergence
+        is taken over all notes together (see the module docstring for definitions).
     """
     ref, est = np.atleast_2d(reference), np.atleast_2d(estimate)
     if ref.shape != est.shape:
         raise ValueError(f"reference {ref.shape} and estimate {est.shape} must have the same shape")
     a, b = _magnitude(ref), _magnitude(est)                        # (notes, bins, frames)
     lsd = (_db(a, False) - _db(b, False)).abs().mean(dim=(1, 2))
-    sc = torch.linalg.norm(a - b, dim=(1, 2)) / torch.linalg.norm(a, dim=(1, 2)).clamp_min(1e-12)
+    silent = float(np.abs(ref).max(initial=0.0)) < 10.0 ** (SILENT_DB / 20.0)
+    sc = float("nan") if silent else float(torch.linalg.norm(a - b) / torch.linalg.norm(a))
     basis = _mel_basis(int(sample_rate))
     ma, mb = _db(basis @ a.square(), True), _db(basis @ b.square(), True)   # (notes, mels, frames)
-    out = {"log_spectral_mae": float(lsd.mean()), "spectral_convergence": float(sc.mean())}
+    out = {"log_spectral_mae": float(lsd.mean()), "spectral_convergence": sc}
     for k in (13, 40):
         dct = _dct(MFCC_MELS, k)
         out[f"mfcc{k}_mae"] = float((dct @ ma - dct @ mb).abs().mean())

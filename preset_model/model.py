@@ -35,8 +35,8 @@ from torch.nn import functional as F
 from .encoding import ENCODINGS, Encoding, get_encoding
 from .errors import PresetModelError
 
-#: Upper bound of the encoder's log σ² (soft: ``LOGVAR_MAX − softplus(LOGVAR_MAX − x)``).
-LOGVAR_MAX = 1.0
+#: Guard on the encoder's log σ² (a plain clamp: σ ≤ e^2.5 ≈ 12, twelve times the prior's).
+LOGVAR_MAX = 5.0
 
 HEADS: tuple[str, ...] = ("flow", "mlp")
 
@@ -56,6 +56,14 @@ class ModelConfig:
         head_layers, head_hidden: the same for the regression flow head.
         mlp_layers, mlp_hidden: hidden layers and units of the MLP head.
         temperature: softmax temperature of every one-hot group (paper: 0.2).
+        dropout: dropout before the encoder's and after the decoder's fully connected layer
+            (the reference code's 0.3).
+        head_dropout: dropout between the MLP head's layers (the reference code's 0.4; the flow
+            head has none: zuko's coupling networks take no dropout).
+        grid: largest (mels, frames) feature grid at the fully connected layers. The encoder
+            average-pools its last feature map down to it and the decoder starts from it and
+            upsamples, so the fully connected layers (most of the parameters) do not grow with
+            the input size, and sizes stay ordered tiny < small < paper at every input size.
     """
 
     encoding: str = "numcat++"
@@ -72,6 +80,9 @@ class ModelConfig:
     mlp_layers: int = 3
     mlp_hidden: int = 1024
     temperature: float = 0.2
+    dropout: float = 0.3
+    head_dropout: float = 0.4
+    grid: tuple[int, int] = (5, 6)
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -81,6 +92,8 @@ class ModelConfig:
         if self.notes < 1 or not self.channels:
             raise PresetModelError(f"need at least one note and one conv layer, got notes={self.notes}, "
                                    f"channels={self.channels}")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.head_dropout < 1.0):
+            raise PresetModelError(f"dropout must be in [0, 1), got {self.dropout} and {self.head_dropout}")
         if min(self.n_mels, self.frames) < 2 ** len(self.channels):
             raise PresetModelError(f"a {self.n_mels}×{self.frames} spectrogram is too small for "
                                    f"{len(self.channels)} stride-2 convolutions; use fewer channels")
@@ -91,12 +104,14 @@ class ModelConfig:
         return get_encoding(self.encoding).length
 
 
-#: Named sizes: ``paper`` (the defaults), ``small`` (CPU experiments), ``tiny`` (tests).
+#: Named sizes: ``paper`` (the defaults), ``small`` (CPU experiments), ``tiny`` (tests, demos).
+#: Parameters at 257 × 345 (six notes, NumCat++): see :func:`parameter_count`; the order
+#: tiny < small < paper holds at every input size (``grid`` caps the fully connected layers).
 SIZES: dict[str, dict] = {
     "paper": {},
     "small": dict(channels=(8, 16, 32, 64, 64, 64), mix_channels=128, flow_layers=4, flow_hidden=128,
                   head_layers=4, head_hidden=128, mlp_hidden=256),
-    "tiny": dict(channels=(4, 8), mix_channels=8, flow_layers=2, flow_hidden=16, head_layers=2,
+    "tiny": dict(channels=(4, 8, 16, 16), mix_channels=16, flow_layers=2, flow_hidden=16, head_layers=2,
                  head_hidden=16, mlp_layers=2, mlp_hidden=32),
 }
 
@@ -112,6 +127,18 @@ def model_config(size: str = "paper", **overrides) -> ModelConfig:
     if size not in SIZES:
         raise PresetModelError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
     return replace(ModelConfig(), **{**SIZES[size], **overrides})
+
+
+def parameter_count(cfg: ModelConfig) -> int:
+    """Trainable parameters of a :class:`PresetModel` with ``cfg``.
+
+    Example::
+
+        >>> sizes = [parameter_count(model_config(s, n_mels=257, frames=345)) for s in ("tiny", "small", "paper")]
+        >>> sizes == sorted(sizes)
+        True
+    """
+    return sum(p.numel() for p in PresetModel(cfg).parameters() if p.requires_grad)
 
 
 def _conv(cin: int, cout: int, transposed: bool = False) -> nn.Sequential:
@@ -133,20 +160,21 @@ class Encoder(nn.Module):
         h, w = cfg.n_mels, cfg.frames
         for _ in cfg.channels:  # k=4, s=2, p=1 → floor(n / 2)
             h, w = h // 2, w // 2
+        h, w = min(h, cfg.grid[0]), min(w, cfg.grid[1])
         self.mix = nn.Sequential(nn.Conv2d(cfg.notes * cfg.channels[-1], cfg.mix_channels, 3, padding=1),
-                                 nn.BatchNorm2d(cfg.mix_channels), nn.LeakyReLU(0.1))
+                                 nn.BatchNorm2d(cfg.mix_channels), nn.LeakyReLU(0.1),
+                                 nn.AdaptiveAvgPool2d((h, w)))
+        self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.mix_channels * h * w, 2 * cfg.latent_dim)
 
     def forward(self, mel: Tensor) -> tuple[Tensor, Tensor]:
         b, k, h, w = mel.shape
         f = self.per_note(mel.reshape(b * k, 1, h, w))
         f = self.mix(f.reshape(b, k * f.shape[1], *f.shape[2:]))
-        mu, logvar = self.out(f.flatten(1)).chunk(2, dim=-1)
-        # log σ² ≤ LOGVAR_MAX, smoothly: the prior's σ is 1, a posterior never needs much more, and
-        # the linear layer's large fan-in lets Adam move its outputs by tens in a few steps; a
-        # sample with σ in the hundreds then explodes through the flows (seen on CPU-size runs).
-        logvar = LOGVAR_MAX - F.softplus(LOGVAR_MAX - logvar)
-        return mu, logvar
+        mu, logvar = self.out(self.dropout(f.flatten(1))).chunk(2, dim=-1)
+        # A guard only, inactive in normal training (log σ² stays well below 0): a posterior σ far
+        # above the prior's 1 overflows float32 through the flows' squares and exponentials.
+        return mu, logvar.clamp(max=LOGVAR_MAX)
 
 
 class Decoder(nn.Module):
@@ -157,7 +185,9 @@ class Decoder(nn.Module):
         self.cfg = cfg
         scale = 2 ** len(cfg.channels)
         self.h0, self.w0 = math.ceil(cfg.n_mels / scale), math.ceil(cfg.frames / scale)
-        self.inp = nn.Linear(cfg.latent_dim, cfg.mix_channels * self.h0 * self.w0)
+        self.hg, self.wg = min(self.h0, cfg.grid[0]), min(self.w0, cfg.grid[1])
+        self.inp = nn.Linear(cfg.latent_dim, cfg.mix_channels * self.hg * self.wg)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.mix = nn.Sequential(nn.LeakyReLU(0.1),
                                  nn.Conv2d(cfg.mix_channels, cfg.notes * cfg.channels[-1], 3, padding=1),
                                  nn.BatchNorm2d(cfg.notes * cfg.channels[-1]), nn.LeakyReLU(0.1))
@@ -168,7 +198,10 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         cfg, b = self.cfg, z.shape[0]
-        f = self.mix(self.inp(z).reshape(b, cfg.mix_channels, self.h0, self.w0))
+        f = self.dropout(self.inp(z)).reshape(b, cfg.mix_channels, self.hg, self.wg)
+        if (self.hg, self.wg) != (self.h0, self.w0):
+            f = F.interpolate(f, size=(self.h0, self.w0), mode="nearest")
+        f = self.mix(f)
         f = self.per_note(f.reshape(b * cfg.notes, cfg.channels[-1], self.h0, self.w0))
         return f[:, 0, :cfg.n_mels, :cfg.frames].reshape(b, cfg.notes, cfg.n_mels, cfg.frames)
 
@@ -201,12 +234,12 @@ class RealNVPTransform(nn.Module):
 class MLPHead(nn.Module):
     """The paper's MLP baseline: ``mlp_layers`` hidden layers of ``mlp_hidden`` units, latent → logits."""
 
-    def __init__(self, dim: int, layers: int, hidden: int) -> None:
+    def __init__(self, dim: int, layers: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
         sizes = (dim, *([hidden] * layers))
         blocks: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            blocks += [nn.Linear(a, b), nn.ReLU()]
+            blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
         self.net = nn.Sequential(*blocks, nn.Linear(hidden, dim))
 
     def forward(self, z: Tensor) -> Tensor:
@@ -279,7 +312,7 @@ class PresetModel(nn.Module):
         if cfg.head == "flow":
             self.head: nn.Module = RealNVPTransform(d, cfg.head_layers, cfg.head_hidden)
         else:
-            self.head = MLPHead(d, cfg.mlp_layers, cfg.mlp_hidden)
+            self.head = MLPHead(d, cfg.mlp_layers, cfg.mlp_hidden, cfg.head_dropout)
         self.activation = PresetActivation(self.encoding, cfg.temperature)
 
     def regress(self, zk: Tensor) -> Tensor:

@@ -3,8 +3,8 @@
 Run folder (``out``)::
 
     last.pt       checkpoint after every epoch (resume from it)
-    best.pt       checkpoint of the epoch with the lowest validation loss
-    metrics.csv   one row per epoch: train and validation loss terms, β, samples/s
+    best.pt       checkpoint of the epoch with the lowest validation parameter loss (num + 0.2·cat)
+    metrics.csv   one row per epoch (numbered from 1): train and validation loss terms, β, lr, samples/s
     split.json    the train / validation / test preset ids
     tensorboard/  the same metrics, if the ``tensorboard`` package is installed
 
@@ -33,6 +33,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -47,6 +48,16 @@ from .errors import CheckpointError, PresetModelError
 from .model import ModelConfig, ModelOutput, PresetModel
 
 TERMS = ("loss", "rec", "kl", "logdet", "num", "cat")
+#: What the terms mean (printed by ``fit``, columns of metrics.csv as ``train_*`` / ``valid_*``):
+TERM_HELP = {
+    "loss": "the total training loss: rec + beta*(kl - logdet) + num + cat_weight*cat",
+    "rec": "spectrogram reconstruction MSE (model-input scale, [-1, 1])",
+    "kl": "log q(z0|x) - log p(zK) per latent dimension (one sample; z0 = mu in validation)",
+    "logdet": "the latent flow's log-determinant per latent dimension (kl - logdet is the KL to the prior)",
+    "num": "MSE of the numerical parameters (fractions of their ranges), audible operators only",
+    "cat": "cross-entropy of the categorical parameters, audible operators only",
+    "param": "num + cat_weight*cat: the validation parameter loss that selects best.pt and drives the LR plateau",
+}
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,21 @@ class TrainConfig:
         workers: DataLoader worker processes per rank.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         amp: mixed precision (bf16, or fp16 with loss scaling) on CUDA; ignored on CPU.
-        max_steps: stop each epoch after this many batches (benchmarks, smoke runs); None = all.
+        max_steps: stop each epoch after this many batches (short epochs for CPU runs and smoke
+            runs: each epoch then sees a fresh random part of the training set); None = all.
         keep_duplicates: also train on presets whose audio equals an earlier preset's
             (``/duplicate_of`` of the dataset); they are left out by default.
+        weight_decay: Adam's L2 weight decay (the reference code's 1e-4).
+        warmup_epochs, warmup_start: the learning rate rises linearly from ``warmup_start × lr``
+            at epoch 0 to ``lr`` at epoch ``warmup_epochs`` (the reference code: 6 epochs from 0.1×).
+        plateau_factor, plateau_patience, plateau_cooldown: after the warm-up, the learning rate
+            is multiplied by ``plateau_factor`` when the validation parameter loss has not improved
+            (by 1e-4 relative) for more than ``plateau_patience`` epochs, then left alone for
+            ``plateau_cooldown`` epochs (torch's ReduceLROnPlateau rule; reference: 0.2, 6, 6).
+        max_minutes: stop when this many minutes of training (summed over resumptions) are spent,
+            ending the epoch early, validating and checkpointing it; None = no limit.
+        in_memory: hold the spectrograms in RAM (None: when they fit in a quarter of the available
+            memory); DataLoader workers are not used then.
     """
 
     epochs: int = 400
@@ -84,12 +107,81 @@ class TrainConfig:
     amp: bool = True
     max_steps: int | None = None
     keep_duplicates: bool = False
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 6
+    warmup_start: float = 0.1
+    plateau_factor: float = 0.2
+    plateau_patience: int = 6
+    plateau_cooldown: int = 6
+    max_minutes: float | None = None
+    in_memory: bool | None = None
+
+    def __post_init__(self) -> None:
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+                  "lr": math.isfinite(self.lr) and self.lr > 0, "workers": self.workers >= 0,
+                  "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                  "warmup_epochs": self.warmup_epochs >= 0, "warmup_start": 0 < self.warmup_start <= 1,
+                  "plateau_factor": 0 < self.plateau_factor <= 1, "plateau_patience": self.plateau_patience >= 0,
+                  "plateau_cooldown": self.plateau_cooldown >= 0,
+                  "max_minutes": self.max_minutes is None or (math.isfinite(self.max_minutes) and self.max_minutes > 0),
+                  "max_steps": self.max_steps is None or self.max_steps >= 1,
+                  "fold": 0 <= self.fold < 5, "beta": math.isfinite(self.beta) and self.beta >= 0,
+                  "categorical_weight": math.isfinite(self.categorical_weight) and self.categorical_weight >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise PresetModelError("training settings out of range: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+                                   + " (epochs, batch size ≥ 1; lr finite > 0; workers ≥ 0; warm-up start in (0, 1]; "
+                                     "plateau factor in (0, 1]; max minutes finite > 0; fold 0-4)")
+
+    def warmup_factor(self, epoch: int) -> float:
+        """Learning-rate factor of the warm-up at (0-based) ``epoch``: ``warmup_start`` → 1."""
+        if epoch >= self.warmup_epochs:
+            return 1.0
+        return self.warmup_start + (1.0 - self.warmup_start) * epoch / self.warmup_epochs
 
     def beta_at(self, epoch: int) -> float:
         """β of (0-based) ``epoch``."""
         if epoch >= self.beta_warmup_epochs:
             return self.beta
         return self.beta_start + (self.beta - self.beta_start) * epoch / self.beta_warmup_epochs
+
+
+@dataclass
+class Plateau:
+    """The learning-rate plateau rule of :class:`TrainConfig` (torch's ``ReduceLROnPlateau``, mode min,
+    relative threshold 1e-4), as plain state that a checkpoint stores.
+
+    Example::
+
+        >>> p = Plateau()
+        >>> cfg = TrainConfig(plateau_patience=1, plateau_cooldown=1, plateau_factor=0.5)
+        >>> [p.step(v, cfg) for v in (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)]
+        [1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    """
+
+    scale: float = 1.0
+    best: float = math.inf
+    bad_epochs: int = 0
+    cooldown: int = 0
+
+    def step(self, metric: float, cfg: TrainConfig) -> float:
+        """Record one epoch's validation ``metric``; returns the new learning-rate scale."""
+        if metric < self.best * (1.0 - 1e-4):
+            self.best, self.bad_epochs = metric, 0
+        else:
+            self.bad_epochs += 1
+        if self.cooldown > 0:
+            self.cooldown -= 1
+            self.bad_epochs = 0
+        if self.bad_epochs > cfg.plateau_patience:
+            self.scale *= cfg.plateau_factor
+            self.cooldown, self.bad_epochs = cfg.plateau_cooldown, 0
+        return self.scale
+
+
+def lr_at(cfg: TrainConfig, epoch: int, plateau: Plateau) -> float:
+    """Learning rate of (0-based) ``epoch``: ``lr`` × warm-up factor × plateau scale."""
+    return cfg.lr * cfg.warmup_factor(epoch) * plateau.scale
 
 
 def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, model: PresetModel,
@@ -229,6 +321,7 @@ class FitResult:
     epoch: int
     best_valid: float
     out: Path
+    out_of_time: bool = False
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -266,19 +359,64 @@ def evaluate(model, loader, device, beta: float, categorical_weight: float, auto
     return {k: (sums[i] / sums[-1]).item() for i, k in enumerate(TERMS)}
 
 
+def _time_is_up(budget: float | None, seconds: float, device: torch.device) -> bool:
+    """Whether the training time budget is spent; under DDP the ranks decide together (any rank's clock)."""
+    if budget is None:
+        return False
+    up = seconds >= budget
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor(float(up), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        up = bool(flag.item())
+    return up
+
+
 def _unwrap(model) -> PresetModel:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[-1]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, buf.getvalue())
+
+
+def read_render_attrs(path: str | Path) -> dict:
+    """How a dataset's audio was made (its attributes), stored in every checkpoint so that a run can
+    match and interpolate without its dataset."""
+    import h5py
+
+    keys = ("engine", "engine_version", "sample_rate", "hold", "release", "plugin")
+    with h5py.File(path, "r") as h5:
+        a = h5.attrs
+        out = {k: (a[k].item() if hasattr(a[k], "item") else a[k]) for k in keys if k in a}
+        out = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in out.items()}
+        out["notes"] = [[int(p), int(v)] for p, v in np.asarray(a["notes"])]
+        for k in ("mel_config", "fixed_params"):
+            if k in a:
+                out[k] = json.loads(a[k])
+    return out
 
 
 def _read_csv(path: Path, last_epoch: int) -> list[dict]:
-    """Metrics rows of epochs ≤ ``last_epoch`` (rows after the last checkpoint are dropped on resume)."""
+    """Metrics rows of epochs ≤ ``last_epoch`` (1-based; rows after the last checkpoint are dropped on resume)."""
     if not path.is_file():
         return []
     with open(path, newline="") as f:
@@ -329,12 +467,14 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             check_dataset_schema(ckpt, info.schema_hash, data)
         split = Split.from_dict(ckpt["split"]) if ckpt else None
         train_ds, valid_ds, split, info = make_datasets(data, model_cfg.encoding, model_cfg.notes, cfg.fold, split,
-                                                         cfg.keep_duplicates)
+                                                         cfg.keep_duplicates, cfg.in_memory,
+                                                         tuple(ckpt["mel_bounds"]) if ckpt else None)
         model_cfg = replace(model_cfg, n_mels=info.n_mels, frames=info.frames)
+        workers = 0 if train_ds.mel_db is not None else cfg.workers   # in RAM, a batch is a few copies
         train_sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed)
         valid_sampler = DistributedSampler(valid_ds, world, rank, shuffle=False)
-        loader_args = dict(batch_size=cfg.batch_size // world, num_workers=cfg.workers,
-                           pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
+        loader_args = dict(batch_size=cfg.batch_size // world, num_workers=workers,
+                           pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                            generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
         train_loader = DataLoader(train_ds, sampler=train_sampler, **loader_args)
         valid_loader = DataLoader(valid_ds, sampler=valid_sampler, **loader_args)
@@ -344,14 +484,17 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         model = PresetModel(model_cfg).to(device)
         if world > 1:
             model = _global_batch_norm(model, device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        start_epoch, step, best_valid, best_epoch = 0, 0, math.inf, -1
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        start_epoch, step, best_valid, best_epoch, spent = 0, 0, math.inf, -1, 0.0
+        plateau = Plateau()
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt["scaler"])
             start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
             best_valid, best_epoch = ckpt["best_valid"], ckpt["best_epoch"]
+            plateau, spent = Plateau(**ckpt.get("plateau", {})), float(ckpt.get("train_seconds", 0.0))
+        n_params = sum(p.numel() for p in model.parameters())
         if world > 1:
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -360,8 +503,14 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         tb = None
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "split.json").write_text(split.to_json())
-            rows = _read_csv(out / "metrics.csv", start_epoch - 1)
+            _write_atomic(out / "split.json", split.to_json())
+            rows = _read_csv(out / "metrics.csv", start_epoch)
+            if progress:
+                mb = n_params * 4 * 3 / 2**20   # weights + Adam's two moments, float32
+                tqdm.write(f"model: {n_params / 1e6:.2f} M parameters, checkpoints ~{mb:.0f} MB; "
+                           f"{len(train_ds)} training / {len(valid_ds)} validation presets"
+                           f"{' held in RAM' if train_ds.mel_db is not None else ''}; "
+                           f"mel bounds {train_ds.bounds[0]:.1f} … {train_ds.bounds[1]:.1f} dB (training split)")
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 tb = SummaryWriter(out / "tensorboard")
@@ -369,8 +518,14 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 pass
 
         # -- the loop ----------------------------------------------------------------------------
-        for epoch in range(start_epoch, cfg.epochs):
+        budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
+        out_of_time = budget is not None and spent >= budget
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, cfg.epochs if not out_of_time else start_epoch):
             beta = cfg.beta_at(epoch)
+            lr = lr_at(cfg, epoch, plateau)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             train_sampler.set_epoch(epoch)
             # the latent noise of an epoch depends only on (seed, epoch): a resumed run draws the same,
             # and every rank draws the whole global batch's (see _global_noise)
@@ -381,8 +536,9 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             n_batches = len(train_loader) if cfg.max_steps is None else min(cfg.max_steps, len(train_loader))
             bar = tqdm(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+            done = 0
             for i, batch in enumerate(bar):
-                if i == n_batches:
+                if i == n_batches or _time_is_up(budget, spent + time.perf_counter() - t0, device):
                     break
                 mel, target, mask = _move(batch, device)
                 with autocast:
@@ -398,46 +554,61 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 scaler.update()
                 step += 1
                 seen += len(mel) * world
+                done += 1
                 for k in TERMS:
                     sums[k] += terms[k].item()
                 bar.set_postfix({k: f"{terms[k].item():.4f}" for k in TERMS}, refresh=False)
             bar.close()
             elapsed = time.perf_counter() - t0
-            train = {k: v / max(n_batches, 1) for k, v in sums.items()}
+            spent += elapsed
+            out_of_time = budget is not None and spent >= budget
+            train = {k: v / max(done, 1) for k, v in sums.items()}
             valid = evaluate(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast)
+            valid["param"] = valid["num"] + cfg.categorical_weight * valid["cat"]
+            if epoch + 1 >= cfg.warmup_epochs:
+                plateau.step(valid["param"], cfg)
 
             # -- checkpoint and log (rank 0) -----------------------------------------------------
-            is_best = valid["loss"] < best_valid
+            is_best = valid["param"] < best_valid
             if is_best:
-                best_valid, best_epoch = valid["loss"], epoch
+                best_valid, best_epoch = valid["param"], epoch
             if rank == 0:
                 state = {"model_config": asdict(model_cfg), "train_config": asdict(cfg),
                          "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                          "best_valid": best_valid, "best_epoch": best_epoch,
-                         "mel_bounds": list(info.mel_bounds), "notes": [list(n) for n in info.notes],
+                         "mel_bounds": list(train_ds.bounds), "notes": [list(n) for n in info.notes],
                          "note_index": list(train_ds.note_index), "split": json.loads(split.to_json()),
-                         "dataset": {"path": str(data), "schema_hash": info.schema_hash,
-                                     "n_mels": info.n_mels, "frames": info.frames}}
-                save_checkpoint(out / "last.pt", state)
-                if is_best:
-                    save_checkpoint(out / "best.pt", state)
-                row = {"epoch": epoch, "step": step, "beta": beta, "lr": cfg.lr,
+                         "plateau": asdict(plateau), "train_seconds": spent,
+                         "dataset": {"path": str(Path(data).resolve()), "name": Path(data).name,
+                                     "schema_hash": info.schema_hash, "n_mels": info.n_mels, "frames": info.frames,
+                                     "n_presets": info.n_presets},
+                         "render": read_render_attrs(data)}
+                row = {"epoch": epoch + 1, "step": step, "beta": beta, "lr": lr,
                        **{f"train_{k}": v for k, v in train.items()},
                        **{f"valid_{k}": v for k, v in valid.items()},
-                       "samples_per_s": seen / elapsed, "time_s": elapsed}
+                       "samples_per_s": seen / max(elapsed, 1e-9), "time_s": elapsed, "train_minutes": spent / 60}
                 rows.append(row)
+                # metrics first, then best.pt, then last.pt: an interruption anywhere leaves last.pt at the
+                # previous epoch, and the resumed run redoes this one (dropping its row, rewriting best.pt)
                 _write_csv(out / "metrics.csv", rows)
+                if is_best:
+                    save_checkpoint(out / "best.pt", state)
+                save_checkpoint(out / "last.pt", state)
                 if tb is not None:
                     for k, v in row.items():
-                        tb.add_scalar(k, v, epoch)
+                        tb.add_scalar(k, v, epoch + 1)
                 if progress:
-                    tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train {train['loss']:.4f}  valid {valid['loss']:.4f}"
-                               f"  (rec {valid['rec']:.4f} num {valid['num']:.4f} cat {valid['cat']:.4f})"
-                               f"  {seen / elapsed:.1f} samples/s" + ("  *best*" if is_best else ""))
+                    tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train['loss']:.4f}  valid loss {valid['loss']:.4f}"
+                               f"  (rec {valid['rec']:.4f} num {valid['num']:.4f} cat {valid['cat']:.4f}"
+                               f" param {valid['param']:.4f})  lr {lr:.2e}  {seen / max(elapsed, 1e-9):.1f} samples/s"
+                               + ("  *best*" if is_best else "") + (f"  [time budget of {cfg.max_minutes:g} min spent]"
+                                                                    if out_of_time else ""))
+            if out_of_time:
+                break
         if tb is not None:
             tb.close()
-        return FitResult(_unwrap(model), cfg.epochs - 1, best_valid, out)
+        return FitResult(_unwrap(model), epoch, best_valid, out, out_of_time)
     finally:
         if own_group:
             dist.destroy_process_group()
@@ -456,7 +627,7 @@ def _resumed_configs(ckpt: dict, model_cfg: ModelConfig | None,
                                   + ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in diff.items()))
     if cfg is None:
         return saved_model, saved_train
-    mutable = ("epochs", "workers", "device", "max_steps")
+    mutable = ("epochs", "workers", "device", "max_steps", "max_minutes", "in_memory")
     diff = {k: (v, getattr(cfg, k)) for k, v in asdict(saved_train).items() if k not in mutable and getattr(cfg, k) != v}
     if diff:
         raise CheckpointError("--resume changes training settings that must stay fixed: "

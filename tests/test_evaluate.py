@@ -92,6 +92,38 @@ def test_knn_on_training_presets_returns_themselves(fitted):
     assert (nearest == np.arange(len(train))).mean() > 0.9
 
 
+def test_knn_never_sees_the_evaluated_split(fitted):
+    """Every kNN answer is a training preset; a test preset never retrieves itself or another test preset."""
+    import h5py
+
+    from preset_model.evaluate import predict
+
+    run = load_run(fitted.flow6)
+    rows, train_rows = split_rows(run, fitted.data, "test")
+    assert len(rows) and not set(rows.tolist()) & set(train_rows.tolist())
+    with h5py.File(fitted.data) as h5:
+        raw = h5["presets/raw"][:]
+    pred = predict(run, fitted.data, rows, train_rows, "knn")
+    train_set = {r.tobytes() for r in raw[train_rows]}
+    held_out = {raw[r].tobytes() for r in rows} - train_set
+    assert all(p.tobytes() in train_set for p in pred)
+    assert not {p.tobytes() for p in pred} & held_out
+
+
+def test_spectral_convergence_is_bounded_for_silent_reference_notes():
+    """Over all notes together: a near-silent reference note cannot blow it up; an all-silent reference is NaN."""
+    loud, quiet = _tone(220), _tone(330) * 1e-5                      # −100 dB note beside a loud one
+    ref = np.stack([loud, quiet])
+    est = np.stack([loud, _tone(330) * 0.3])                          # the quiet note rendered loud
+    per_note = np.linalg.norm(np.abs(np.fft.rfft(ref[1])) - np.abs(np.fft.rfft(est[1]))) / \
+        np.linalg.norm(np.abs(np.fft.rfft(ref[1])))
+    assert per_note > 1000                                            # what the old per-note mean was driven by
+    sc = audio_metrics(ref, est, SR)["spectral_convergence"]
+    assert 0 < sc < 2
+    assert audio_metrics(ref, np.zeros_like(ref), SR)["spectral_convergence"] == pytest.approx(1.0)
+    assert np.isnan(audio_metrics(np.zeros_like(ref), est, SR)["spectral_convergence"])
+
+
 def test_evaluate_reports_model_and_baselines(fitted):
     rep = evaluate(fitted.flow6, limit=4, jobs=1)
     assert rep["method"] == "model" and rep["presets"] == 4 and rep["split"] == "test"

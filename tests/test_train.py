@@ -28,7 +28,8 @@ from preset_model.model import model_config  # noqa: E402
 from preset_model.train import TrainConfig, fit  # noqa: E402
 
 torch.set_num_threads(1)
-TINY = model_config("tiny", encoding="numcat", notes=6)
+# no dropout: DDP ranks draw their own dropout masks, so "G ranks train like one process" holds without it
+TINY = model_config("tiny", encoding="numcat", notes=6, dropout=0.0, head_dropout=0.0)
 FAST = TrainConfig(epochs=2, batch_size=8, workers=0, beta_warmup_epochs=2)
 
 
@@ -45,14 +46,18 @@ def test_fit_writes_a_complete_run_folder(dataset, tmp_path):
     assert len(rows) == 3 and rows[0].startswith("epoch,step,beta")
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["model_config"]["encoding"] == "numcat"
-    assert ckpt["mel_bounds"] == [-120.0, 0.0] and ckpt["dataset"]["n_mels"] == 32
+    assert ckpt["dataset"]["n_mels"] == 32 and ckpt["epoch"] + 1 == int(rows[-1].split(",")[0])
     assert ckpt["split"] == json.loads((out / "split.json").read_text())
     model, _ = load_model(out / "best.pt")
     assert not model.training and np.isfinite(result.best_valid)
     # failed (1, 5) and silent (2) presets are in no set; the sets are disjoint and cover the rest
     with h5py.File(dataset) as h5:
         ids = [b.decode() for b in h5["presets/id"][:]]
+        mel = h5["mel"][:]
     split = ckpt["split"]
+    # the dB bounds are the training split's own (PAPER.md), not the file's (which include the test set)
+    train_rows = sorted(ids.index(i) for i in split["train"])
+    assert ckpt["mel_bounds"] == [float(mel[train_rows].min()), float(mel[train_rows].max())]
     used = split["train"] + split["valid"] + split["test"]
     assert sorted(used) == sorted(i for r, i in enumerate(ids) if r not in (1, 2, 5))
     assert len(set(used)) == len(used)
@@ -117,7 +122,11 @@ def test_dataset_items_scale_and_mask(dataset):
     with h5py.File(dataset) as h5:
         db = h5["mel"][row].astype(np.float32)
         audible = h5["audible"][row]
-    np.testing.assert_allclose(mel.numpy(), np.clip((db + 120) / 60 - 1, -1, 1), atol=1e-6)
+    lo, hi = train6.bounds   # the training split's dB range maps to [-1, 1]
+    np.testing.assert_allclose(mel.numpy(), np.clip((db - lo) / (hi - lo) * 2 - 1, -1, 1), atol=1e-6)
+    in_ram, _, _, _ = make_datasets(dataset, "numcat++", 6, in_memory=True, mel_bounds=(lo, hi))
+    assert in_ram.mel_db is not None
+    torch.testing.assert_close(in_ram[0][0], mel)   # RAM and file give the same items
     ops = get_encoding("numcat++").element_operator  # 0 = global, 1–6 = OP1–OP6
     torch.testing.assert_close(mask, torch.from_numpy(np.concatenate([[1.0], audible.any(0)])[ops]).float())
     torch.testing.assert_close(train1[0][2], torch.from_numpy(np.concatenate([[1.0], audible[3]])[ops]).float())
@@ -129,7 +138,7 @@ def test_cli_fit(dataset, tmp_path):
             "--head", "mlp", "--notes", "1", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "best validation loss" in res.output
+    assert "best validation parameter loss" in res.output
     ckpt = load_checkpoint(out / "last.pt")
     assert (ckpt["model_config"]["head"], ckpt["model_config"]["notes"], ckpt["train_config"]["batch_size"]) == ("mlp", 1, 16)
     res = CliRunner().invoke(app, ["fit", "--data", str(dataset), "--out", str(out), "--epochs", "2", "--resume",
@@ -234,7 +243,7 @@ def test_ddp_two_gloo_processes_hold_identical_weights(two_rank_run, one_process
     start = load_checkpoint(out / "last.pt")
     per_rank = -(-len(start["split"]["train"]) // 2)  # DistributedSampler pads to equal shards
     assert start["step"] == -(-per_rank // 4)          # global batch 8 = 4 per rank
-    assert saves == [["last.pt", "best.pt"], []]        # checkpoints are written by rank 0 only
+    assert saves == [["best.pt", "last.pt"], []]        # checkpoints are written by rank 0 only (last.pt last)
     for k in w0:
         torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
     for k in start["model"]:  # rank 0's checkpoint is the weights both ranks hold

@@ -150,13 +150,18 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         ids = [x.decode() for x in h5["presets/id"][:]]
     true = raw_all[rows]
     params = parameter_metrics(true, pred)
+    from .split import nearest_distance
+
+    near = nearest_distance(true, raw_all[train_rows])
     t_infer = time.perf_counter() - t0
     audio = score_audio(true, pred, loaded.settings, jobs)
     cfg = loaded.model.cfg
     return {
         "format": "preset-model-evaluation", "format_version": 1,
-        "run": str(loaded.path), "checkpoint": checkpoint, "epoch": int(loaded.checkpoint.get("epoch", -1)),
-        "method": baseline or "model", "model": {"encoding": cfg.encoding, "head": cfg.head, "notes": cfg.notes},
+        "run": str(loaded.path), "checkpoint": checkpoint, "epoch": int(loaded.checkpoint.get("epoch", -1)) + 1,
+        "method": baseline or "model",
+        "model": None if baseline else {"encoding": cfg.encoding, "head": cfg.head, "notes": cfg.notes},
+        "input_notes": [list(n) for n in loaded.input_notes],
         "dataset": str(data), "split": split, "presets": int(len(rows)), "train_presets": int(len(train_rows)),
         "notes_rendered": [list(n) for n in loaded.settings.notes],
         "params": {"num_mae": params["num_mae"], "cat_accuracy": params["cat_accuracy"]},
@@ -164,6 +169,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
                       "median": float(np.nanmedian(audio[k])) if np.isfinite(audio[k]).any() else float("nan"),
                       "scored": int(np.isfinite(audio[k]).sum())} for k in AUDIO_METRICS},
         "silent_fraction": float(audio["silent"].mean()),
+        "near_copies": {f"within_{k}": float((near <= k).mean()) for k in (1, 5, 10)},
         "per_param": params["per_param"],
         "per_preset": {"id": [ids[r] for r in rows], **{k: v.tolist() for k, v in audio.items()}},
         "seconds": {"inference": t_infer, "total": time.perf_counter() - t0}, "jobs": jobs,
@@ -173,16 +179,21 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
 def report_markdown(report: dict) -> str:
     """The human-readable summary of a report."""
     m = report["model"]
-    what = (f"{report['method']} baseline" if report["method"] != "model" else "model") + \
-        f" (encoding {m['encoding']}, head {m['head']}, {m['notes']} input note(s))"
+    notes = ", ".join(f"{p}:{v}" for p, v in report["input_notes"])
+    what = (f"model (encoding {m['encoding']}, head {m['head']}, input notes {notes})" if m else
+            f"{report['method']} baseline (on the run's split and input notes {notes})")
     lines = [f"# Evaluation: {report['run']}", "",
              f"{what}, {report['split']} split of `{report['dataset']}`: {report['presets']} presets "
-             f"({report['train_presets']} training presets), checkpoint {report['checkpoint']} (epoch {report['epoch'] + 1}).",
+             f"({report['train_presets']} training presets), checkpoint {report['checkpoint']} (epoch {report['epoch']}, counted from 1).",
              "", "| metric | value |", "|---|---|",
              f"| numerical parameter MAE (fraction of range) | {report['params']['num_mae']:.4f} |",
              f"| categorical parameter accuracy | {report['params']['cat_accuracy']:.4f} |"]
     lines += [f"| {k} (mean / median) | {v['mean']:.4f} / {v['median']:.4f} |" for k, v in report["audio"].items()]
     lines.append(f"| inferred presets silent on every note | {report['silent_fraction']:.1%} |")
+    nc = report["near_copies"]
+    lines += ["", f"Near copies: {nc['within_1']:.1%} / {nc['within_5']:.1%} / {nc['within_10']:.1%} of these presets "
+              "have a training preset within 1 / 5 / 10 of the 144 learnable parameters (the split keeps "
+              "near-copies together, preset_model/split.py)."]
     lines += ["", "Audio metrics compare renders of the true and inferred presets on the notes "
               f"{report['notes_rendered']}.", "", "## Per parameter", "", "| parameter | MAE | accuracy |", "|---|---|---|"]
     for name, v in report["per_param"].items():

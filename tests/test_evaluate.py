@@ -135,8 +135,10 @@ def test_evaluate_reports_model_and_baselines(fitted):
     knn = evaluate(fitted.flow6, split="train", baseline="knn", limit=3, jobs=1)
     assert knn["params"] == {"num_mae": 0.0, "cat_accuracy": 1.0}
     assert all(v["mean"] == 0.0 for v in knn["audio"].values())
+    assert knn["near_copies"]["within_1"] == 1.0          # training presets are their own nearest copies
     mean = evaluate(fitted.mlp1, baseline="mean", limit=2, jobs=1)
-    assert mean["method"] == "mean" and mean["model"]["notes"] == 1
+    # a baseline's report names the run's split and input notes, not the model's encoding or head
+    assert mean["method"] == "mean" and mean["model"] is None and mean["input_notes"] == [[60, 85]]
 
 
 def test_cli_evaluate_writes_json_and_markdown(fitted, tmp_path):

@@ -117,3 +117,34 @@ def test_tiny_model_overfits_one_batch(head):
     with torch.no_grad():
         _, terms = compute_loss(model(mel), mel, target, mask, model, beta=0.01)
     assert data_terms(terms) < first / 10, (first, data_terms(terms))
+
+
+def test_sizes_are_ordered_at_every_input_size():
+    """tiny < small < paper in parameters at the paper's and the CPU path's input sizes."""
+    from preset_model.model import parameter_count
+
+    for mels, frames in ((257, 345), (64, 87)):
+        counts = [parameter_count(model_config(s, n_mels=mels, frames=frames)) for s in ("tiny", "small", "paper")]
+        assert counts[0] < counts[1] < counts[2], (mels, frames, counts)
+    assert parameter_count(model_config("tiny", n_mels=257, frames=345)) < 2_000_000   # a few MB checkpoint
+
+
+def test_logvar_guard_keeps_the_loss_finite():
+    """A posterior log σ² of 200 (σ = e^100) overflows float32 through the flows; the clamp keeps the loss finite."""
+    from preset_model import model as model_module
+
+    torch.manual_seed(0)
+    cfg = model_config("tiny", encoding="num", notes=1, n_mels=16, frames=16)
+    model = PresetModel(cfg)
+    with torch.no_grad():
+        model.encoder.out.bias[cfg.latent_dim:] = 200.0
+    mel, target, mask = batch(cfg, b=4)
+    _, terms = compute_loss(model(mel), mel, target, mask, model, beta=0.2)
+    assert torch.isfinite(terms["loss"])
+    guard = model_module.LOGVAR_MAX
+    try:
+        model_module.LOGVAR_MAX = float("inf")      # without the guard
+        _, terms = compute_loss(model(mel), mel, target, mask, model, beta=0.2)
+        assert not torch.isfinite(terms["loss"])
+    finally:
+        model_module.LOGVAR_MAX = guard

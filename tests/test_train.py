@@ -280,3 +280,46 @@ def test_ddp_checkpoint_resumes_on_another_number_of_ranks(even_dataset, two_ran
         torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
     _assert_close_to_one_process(w0, straight, steps)
     assert len((tmp_path / "grown" / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_warmup_and_plateau_follow_their_config(dataset, tmp_path):
+    """metrics.csv's lr column is lr × warm-up factor × the plateau rule replayed on valid_param."""
+    import csv
+
+    from preset_model.train import Plateau, lr_at
+
+    cfg = replace(FAST, epochs=6, lr=1e-3, warmup_epochs=3, warmup_start=0.25, plateau_patience=0,
+                  plateau_cooldown=0, plateau_factor=0.5)
+    fit(dataset, tmp_path / "run", TINY, cfg, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [float(r["lr"]) for r in rows[:3]] == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+    plateau = Plateau()
+    for e, r in enumerate(rows):
+        assert float(r["lr"]) == pytest.approx(lr_at(cfg, e, plateau))
+        if e + 1 >= cfg.warmup_epochs:
+            plateau.step(float(r["valid_param"]), cfg)
+    # best.pt is the epoch with the lowest validation parameter loss
+    best = min(range(len(rows)), key=lambda e: float(rows[e]["valid_param"]))
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best
+
+
+def test_max_minutes_stops_checkpoints_and_resumes(dataset, tmp_path):
+    cfg = replace(FAST, epochs=50, max_minutes=1e-4)       # 6 ms: spent within the first step
+    result = fit(dataset, tmp_path / "run", TINY, cfg, progress=False)
+    assert result.out_of_time and result.epoch == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["step"] == 1 and ckpt["train_seconds"] >= 6e-3
+    again = fit(dataset, tmp_path / "run", None, cfg, resume=True, progress=False)     # budget spent: no more steps
+    assert again.out_of_time and load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
+    more = fit(dataset, tmp_path / "run", None, replace(cfg, max_minutes=None, epochs=2), resume=True, progress=False)
+    assert not more.out_of_time and load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+def test_training_settings_are_validated():
+    from preset_model.errors import PresetModelError
+
+    for bad in (dict(batch_size=0), dict(lr=-1.0), dict(lr=float("nan")), dict(epochs=0), dict(workers=-1),
+                dict(max_minutes=0.0), dict(warmup_start=0.0)):
+        with pytest.raises(PresetModelError, match="out of range"):
+            TrainConfig(**bad)

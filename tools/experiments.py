@@ -171,7 +171,7 @@ def evaluate_to(run: Path, out: Path, plan: Plan, baseline: str | None = None) -
 
 
 def row_of(report: dict, label: str, fit_s: float | None = None) -> dict:
-    return {"label": label, "method": report["method"], **report["model"], "presets": report["presets"],
+    return {"label": label, "method": report["method"], **(report["model"] or {}), "presets": report["presets"],
             "num_mae": report["params"]["num_mae"], "cat_accuracy": report["params"]["cat_accuracy"],
             **{k: v["mean"] for k, v in report["audio"].items()}, "fit_s": fit_s,
             "eval_s": report["seconds"]["total"], "silent": report.get("silent_fraction")}

@@ -4,7 +4,8 @@ Run folder (``out``)::
 
     last.pt       checkpoint after every epoch (resume from it)
     best.pt       checkpoint of the epoch with the lowest validation parameter loss (num + 0.2·cat)
-    metrics.csv   one row per epoch (numbered from 1): train and validation loss terms, β, lr, samples/s
+    metrics.csv   one row per epoch (numbered from 1): train and validation loss terms, β, lr, samples/s,
+                  the share of the epoch's time spent waiting for the data loader, GPU utilisation (CUDA)
     split.json    the train / validation / test preset ids
     tensorboard/  the same metrics, if the ``tensorboard`` package is installed
 
@@ -359,6 +360,14 @@ def evaluate(model, loader, device, beta: float, categorical_weight: float, auto
     return {k: (sums[i] / sums[-1]).item() for i, k in enumerate(TERMS)}
 
 
+def _gpu_utilisation(device: torch.device) -> float:
+    """GPU busy percentage over the last sample period (NVML via torch; NaN where unavailable)."""
+    try:
+        return float(torch.cuda.utilization(device))
+    except Exception:  # pynvml missing or not an NVIDIA device
+        return float("nan")
+
+
 def _time_is_up(budget: float | None, seconds: float, device: torch.device) -> bool:
     """Whether the training time budget is spent; under DDP the ranks decide together (any rank's clock)."""
     if budget is None:
@@ -536,8 +545,10 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             n_batches = len(train_loader) if cfg.max_steps is None else min(cfg.max_steps, len(train_loader))
             bar = tqdm(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
-            done = 0
+            done, waited, util = 0, 0.0, []
+            asked = time.perf_counter()
             for i, batch in enumerate(bar):
+                waited += time.perf_counter() - asked      # time the step waited for the loader
                 if i == n_batches or _time_is_up(budget, spent + time.perf_counter() - t0, device):
                     break
                 mel, target, mask = _move(batch, device)
@@ -555,6 +566,9 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 step += 1
                 seen += len(mel) * world
                 done += 1
+                if device.type == "cuda" and i % 20 == 0:
+                    util.append(_gpu_utilisation(device))
+                asked = time.perf_counter()
                 for k in TERMS:
                     sums[k] += terms[k].item()
                 bar.set_postfix({k: f"{terms[k].item():.4f}" for k in TERMS}, refresh=False)
@@ -587,7 +601,10 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 row = {"epoch": epoch + 1, "step": step, "beta": beta, "lr": lr,
                        **{f"train_{k}": v for k, v in train.items()},
                        **{f"valid_{k}": v for k, v in valid.items()},
-                       "samples_per_s": seen / max(elapsed, 1e-9), "time_s": elapsed, "train_minutes": spent / 60}
+                       "samples_per_s": seen / max(elapsed, 1e-9), "time_s": elapsed, "train_minutes": spent / 60,
+                       "loader_share": waited / max(elapsed, 1e-9),
+                       **({"gpu_utilisation": float(np.nanmean(util)) if util else float("nan")}
+                          if device.type == "cuda" else {})}
                 rows.append(row)
                 # metrics first, then best.pt, then last.pt: an interruption anywhere leaves last.pt at the
                 # previous epoch, and the resumed run redoes this one (dropping its row, rewriting best.pt)

@@ -1,10 +1,19 @@
 """Training throughput: model compute (paper-size and small) vs the data loader, in samples/s.
 
+Three measurements in one run:
+
+* ``train``: full training steps (forward, loss, backward, Adam) on random inputs, per model size;
+* ``loader``: samples/s the DataLoader delivers from the file (lazy, ``--workers`` processes);
+* ``fit``: short real ``fit`` runs (``--fit-steps`` batches) from disk and with the spectrograms
+  held in RAM, reading samples/s and the **loader's share of step time** (the time each step
+  waited for its batch) from metrics.csv, as a real run logs them (and GPU utilisation on CUDA).
+
 If the loader delivers fewer samples/s than a training step consumes, training is loading-bound
-(add --workers, faster disk, or keep /mel in float16 chunks per preset); otherwise compute-bound.
+(add --workers, hold the data in RAM, faster disk); otherwise compute-bound.
 
     python tools/bench_train.py                         # synthetic 257×347 dataset in a temp folder, CPU
-    python tools/bench_train.py --data dataset.h5 --device cuda --batch-size 160 --workers 8
+    python tools/bench_train.py --data data64.h5 --sizes small --batch-size 64 --threads 1
+    python tools/bench_train.py --data dataset.h5 --device cuda --batch-size 160 --workers 8 --sizes paper
 
 Numbers on a shared machine are noisy: repeat and look at the spread (--repeats).
 """
@@ -74,6 +83,21 @@ def loader_rate(data: Path, notes: int, batch: int, workers: int, batches: int) 
     return n / (time.perf_counter() - t0)
 
 
+def fit_rates(data: Path, size: str, notes: int, batch: int, steps: int, workers: int, device: str,
+              in_memory: bool) -> tuple[float, float, float]:
+    """(samples/s, loader share of step time, GPU utilisation %) of a short real ``fit`` on ``data``."""
+    import csv
+
+    from preset_model.train import TrainConfig, fit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(epochs=1, batch_size=batch, max_steps=steps, workers=workers, device=device,
+                          in_memory=in_memory)
+        fit(data, Path(tmp) / "run", model_config(size, notes=notes), cfg, progress=False)
+        row = list(csv.DictReader(open(Path(tmp) / "run" / "metrics.csv")))[-1]
+    return float(row["samples_per_s"]), float(row["loader_share"]), float(row.get("gpu_utilisation", "nan"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, help="a dataset.h5 (default: a synthetic 257×347 one in a temp folder)")
@@ -87,6 +111,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="paper,small")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--fit-steps", type=int, default=10, help="batches of each short real fit (0: skip)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,6 +142,14 @@ def main() -> None:
         for size, rate in rates.items():
             print(f"  {size}: {'loading' if load < rate else 'compute'}-bound "
                   f"(loader/train = {load / rate:.1f}×)")
+        if args.fit_steps:
+            for size in args.sizes.split(","):
+                for in_memory, workers in ((False, args.workers), (True, 0)):
+                    rate, share, gpu = fit_rates(data, size, args.notes, args.batch_size, args.fit_steps,
+                                                 workers, args.device, in_memory)
+                    where = "in RAM" if in_memory else f"from disk, {workers} workers"
+                    print(f"fit    {size:6s} {where:24s} {rate:8.1f} samples/s  loader share of step time "
+                          f"{share:5.1%}" + (f"  GPU {gpu:.0f}%" if args.device.startswith("cuda") else ""))
 
 
 if __name__ == "__main__":

@@ -274,12 +274,12 @@ def export_wav_command(
 @app.command("report")
 def report_command(
     dataset: Path = typer.Argument(..., help="A rendered dataset (dataset.h5)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder for index.html and its PNG figures (created)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for index.html (created); its figures are embedded in it."),
     examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms."),
     groups: int = typer.Option(10, "--groups", help="Largest groups of identical-sounding presets listed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the choice of example presets."),
 ) -> None:
-    """Write a self-contained HTML report (counts, parameter histograms, levels, examples, duplicates)."""
+    """Write a self-contained HTML report, one file with its figures embedded (counts, parameter histograms, levels, examples, duplicates)."""
     from .report import write_report
 
     index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed)

@@ -251,3 +251,22 @@ def params_dict(raw: np.ndarray) -> dict[str, int]:
     if values.shape != (SOUND_BYTES,):
         raise ValueError(f"raw voice values must have shape ({SOUND_BYTES},), got {np.asarray(raw).shape}")
     return {p.name: int(v) for p, v in zip(VOICE_PARAMS, values)}
+
+
+def format_fixed(fixed: dict[str, float]) -> str:
+    """Fixed parameters (name → Dexed normalised value) for people: a voice byte as its raw value
+    with the normalised one, then the output-stage settings as Dexed's normalised values (0–1).
+
+    Example::
+
+        >>> format_fixed({"Cutoff": 1.0, "TRANSPOSE": 0.5, "OP1 SWITCH": 1.0})
+        'TRANSPOSE=24 (0.5 normalised); Cutoff=1, OP1 SWITCH=1 (normalised 0–1)'
+    """
+    voice, other = [], []
+    for name, value in fixed.items():
+        p = PARAM_BY_NAME.get(name)
+        if p is not None and p.voice_offset is not None:
+            voice.append(f"{name}={int(round(value * p.max))} ({value:g} normalised)")
+        else:
+            other.append(f"{name}={value:g}")
+    return "; ".join(voice + ([", ".join(other) + " (normalised 0–1)"] if other else []))

@@ -136,7 +136,7 @@ def _print_mapping(info: dict) -> None:
 
 @app.command("info")
 def info_command(file: Path = typer.Argument(..., help="A catalogue, a dataset, or a SysEx file.")) -> None:
-    """Describe a file: dispatches on the HDF5 ``format`` attribute (catalogue, dataset); else SysEx."""
+    """Describe a catalogue, a dataset or a SysEx file (its terms: docs/QUALITY.md in the repository)."""
     _plain_errors(_info, file)
 
 

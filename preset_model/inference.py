@@ -292,7 +292,10 @@ def find_dataset(ckpt: dict, run_dir: Path, data: str | Path | None = None) -> t
 
 def _dataset_mismatch(path: Path, ckpt: dict, settings: RenderSettings) -> str:
     """Why ``path`` is not the dataset the checkpoint was trained on, or ``""``."""
-    info = read_info(path)
+    try:
+        info = read_info(path)
+    except PresetModelError as exc:   # not a dataset at all (another file of that name)
+        return str(exc)
     if info.schema_hash != ckpt["schema_hash"]:
         return (f"{path}: dataset schema {info.schema_hash} differs from the checkpoint's {ckpt['schema_hash']}; "
                 f"pass the dataset the run was trained on")

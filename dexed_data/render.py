@@ -641,6 +641,12 @@ class _CallableModule(type(os)):
 
         return render_voice(voice, DEFAULT_NOTES if notes is None else notes, hold, release, **kwargs)
 
+    def __reduce__(self):
+        # pickled by name, as plain modules are (cloudpickle and Dask ship closures that refer to it)
+        import importlib
+
+        return importlib.import_module, (self.__name__,)
+
 
 import sys as _sys  # noqa: E402
 

@@ -217,7 +217,9 @@ class Run:
             audio: an audio file, a list of files (grouped into sounds as ``preset-model match``
                 groups them), or a 1-D float array (one recording at full scale = 1.0).
             sample_rate: Hz of an array ``audio`` (default: the run's rate).
-            note: ``(pitch, velocity)`` an array recording was played on (default: 60:85).
+            note: ``(pitch, velocity)`` an array recording was played on (default: 60:85); one of
+                :attr:`input_notes` for a several-note model, any note for a 1-note model (it is
+                pitch-shifted to the model's note).
             each, gain_db: as the command's ``--each`` and ``--gain-db``.
 
         Returns:
@@ -239,6 +241,9 @@ class Run:
             raise PresetModelError(f"audio arrays must be 1-D (samples,), got shape {x.shape}; pass files for "
                                    "several notes")
         pitch, velocity = note or (60, 85)
+        if len(self.input_notes) > 1 and (int(pitch), int(velocity)) not in self.input_notes:
+            raise PresetModelError(f"note {pitch}:{velocity} is not one of this model's input notes "
+                                   f"({', '.join(f'{p}:{v}' for p, v in self.input_notes)}); record one of them")
         with tempfile.TemporaryDirectory() as tmp:   # the file path is the one the command takes
             path = Path(tmp) / f"AUDIO_{int(pitch)}-{int(velocity)}.wav"
             sf.write(path, x, int(sample_rate or self.settings.sample_rate), subtype="FLOAT")

@@ -220,6 +220,13 @@ def test_evaluate_finds_a_moved_dataset_beside_the_run_or_says_what_to_pass(fitt
     (moved / "runs" / "gone.h5").unlink()
     with pytest.raises(CheckpointError, match=r"pass it with --data PATH/gone\.h5"):
         load_run(moved / "runs" / "paper").data
+    from preset_model.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", str(moved / "runs" / "paper"), "--limit", "1"])
+    assert isinstance(res.exception, CheckpointError) and "--data PATH/gone.h5" in str(res.exception)
+    res = CliRunner().invoke(app, ["evaluate", str(moved / "runs" / "paper"), "--limit", "2", "--data",
+                                   str(fitted.data), "-o", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
     # an older checkpoint (no render record) needs its dataset even to match, and says so
     old = travel(fitted.flow6, fitted.data, tmp_path / "old", recorded="dataset.h5", render=False)
     with pytest.raises(CheckpointError, match=r"older version.*--data"):

@@ -62,3 +62,46 @@ def test_info_prints_transpose_with_units():
     text = format_fixed(FIXED_PARAMS)
     assert "TRANSPOSE=24 (0.5 normalised)" in text and "TRANSPOSE=0.5" not in text
     assert "MASTER TUNE ADJ=0.5" in text and text.endswith("(normalised 0–1)")
+
+
+def test_readme_render_and_training_defaults_are_the_code_defaults():
+    from dexed_data.features import MelConfig
+    from dexed_data.render import DEFAULT_NOTES, RenderConfig
+    from preset_model.model import ModelConfig
+    from preset_model.train import TrainConfig
+
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"six \(MIDI pitch, velocity\) pairs\s+—\s+((?:\(\d+,\d+\)\s*)+),\s+(\d+) s held \+ (\d+) s "
+                  r"release at\s+([\d,]+) Hz", readme)
+    assert m, "the README's render settings sentence changed shape; update this test with it"
+    notes = tuple(tuple(int(x) for x in pair.split(",")) for pair in re.findall(r"\((\d+,\d+)\)", m[1]))
+    cfg = RenderConfig()
+    assert notes == DEFAULT_NOTES == cfg.notes
+    assert (float(m[2]), float(m[3]), _n(m[4])) == (cfg.hold, cfg.release, cfg.sample_rate)
+    mel = MelConfig()
+    assert f"({mel.n_mels} mels, n_fft {mel.n_fft}, hop {mel.hop}, dB floor −{-mel.floor_db:g}, float16)" in readme
+    t, model = TrainConfig(), ModelConfig()
+    assert (model.encoding, model.head, model.notes, t.batch_size, t.lr) == ("numcat++", "flow", 6, 160, 2e-4)
+    assert "Defaults are the paper's: NumCat++ encoding, flow regression head, 6 notes, batch 160, Adam\n2e-4" in readme
+    assert "num + 0.2·cat" in readme and t.categorical_weight == 0.2
+    assert "(warm-up 0.1 → 0.2 over 25 epochs)" in readme
+    assert (t.beta_start, t.beta, t.beta_warmup_epochs) == (0.1, 0.2, 25)
+
+
+def test_quality_md_info_example_is_what_info_prints(tmp_path):
+    """docs/QUALITY.md quotes `dexed-data info` on the 64 bundled presets rendered with the defaults."""
+    from dexed_data.catalogue import import_sysex
+    from dexed_data.dataset import describe
+    from dexed_data.render import RenderConfig, render_dataset
+
+    import_sysex([REPO / "presets"], tmp_path / "presets.h5")
+    # operators only add /operator_db: the audio, and so every quoted count and bound, is the same
+    render_dataset(tmp_path / "presets.h5", tmp_path / "dataset.h5", RenderConfig(operators=False), jobs=2,
+                   progress=False)
+    printed = {line.strip() for line in describe(tmp_path / "dataset.h5").splitlines()}
+    block = re.search(r"## `dexed-data info dataset.h5`.*?```\n(.*?)```", (REPO / "docs" / "QUALITY.md").read_text(),
+                      re.S)[1]
+    quoted = [line.strip() for line in block.splitlines() if line.strip() and line.strip() != "…"]
+    assert len(quoted) >= 10
+    missing = [line for line in quoted if line not in printed]
+    assert not missing, f"QUALITY.md quotes lines `info` does not print: {missing}"

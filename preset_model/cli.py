@@ -138,7 +138,7 @@ def match(
     never below 0); log-spectral MAE = mean |dB difference| of the spectrograms (0 = identical);
     pitch offset = re-render vs input, cents; level = re-render RMS relative to the input's, dB.
     """
-    from math import isnan
+    from math import isinf, isnan
 
     from .inference import load_run
     from .match import match_files, write_syx, write_wavs
@@ -162,12 +162,13 @@ def match(
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
             if isnan(s.pitch_offset_cents):
                 pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"
+            level = "level silent" if isinf(s.level_db) and s.level_db < 0 else f"level {s.level_db:+.1f} dB"
             typer.echo(f"  {s.file}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
-                       f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}  level {s.level_db:+.1f} dB")
+                       f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}  {level}")
             if s.much_quieter:
-                typer.echo(f"  warning: the re-render of {s.file} is {-s.level_db:.1f} dB quieter than the input "
-                           f"(RMS); the inferred voice barely sounds on this note, so its scores compare the "
-                           f"input with near-silence", err=True)
+                how = "silent (all zeros)" if isinf(s.level_db) else f"{-s.level_db:.1f} dB quieter than the input (RMS)"
+                typer.echo(f"  warning: the re-render of {s.file} is {how}; the inferred voice barely sounds on "
+                           f"this note, so its scores compare the input with near-silence", err=True)
     typer.echo("(similarity: 1 − spectral convergence, 1 = same spectrogram, 0 = error as large as the input; "
                "log-spectral MAE: mean |dB difference|, 0 = same; level: re-render RMS re the input's; "
                "see `preset-model match --help`)")

@@ -136,7 +136,8 @@ def match(
     Scores per file (re-render on the file's note vs the file): similarity = 1 - spectral
     convergence of the magnitude spectrograms (1 = identical, 0 = an error as large as the input;
     never below 0); log-spectral MAE = mean |dB difference| of the spectrograms (0 = identical);
-    pitch offset = re-render vs input, cents; level = re-render RMS relative to the input's, dB.
+    pitch offset = re-render vs input, cents; level = re-render RMS relative to the input's, dB
+    (a warning when it is more than 20 dB quieter: the scores then compare with near-silence).
     """
     from math import isinf, isnan
 

@@ -64,6 +64,7 @@ import bisect
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 from collections import Counter
@@ -924,10 +925,40 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
 # --- exporting --------------------------------------------------------------------------------
 
 
-def parse_ids(spec: str) -> list[str]:
-    """Ids from ``--ids``: a comma/space-separated list, or the path of a file holding such a list."""
-    text = Path(spec).read_text() if os.path.isfile(spec) else spec
-    return [t for t in text.replace(",", " ").split() if t]
+_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def parse_ids(spec) -> list[str]:
+    """Preset ids from an ``--ids`` value (the same syntax for every command).
+
+    ``spec`` is either comma-separated ids (``3f2a…,9b01…``; ids are 16 hex digits, as
+    ``dexed-data list`` prints them) or the path of a text file listing ids (separated by
+    whitespace, commas or new lines; ``#`` starts a comment).
+
+    Raises:
+        CatalogueError: an unreadable file, something that is neither a file nor ids, or no ids.
+
+    Example::
+
+        >>> parse_ids("00d671d7c67dab1f, 3f2a00000000beef")
+        ['00d671d7c67dab1f', '3f2a00000000beef']
+    """
+    spec = str(spec)
+    if os.path.isfile(spec):
+        try:
+            text = Path(spec).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CatalogueError(f"--ids {spec}: cannot read the file ({exc})") from None
+        ids = [t for line in text.splitlines() for t in line.split("#")[0].replace(",", " ").split()]
+    else:
+        ids = spec.replace(",", " ").split()
+        bad = [t for t in ids if not _ID.fullmatch(t)]
+        if bad:
+            raise CatalogueError(f"--ids {spec!r}: no such file, and {bad[0]!r} is not a preset id (16 hex digits); "
+                                 "give comma-separated ids or a file listing them (`dexed-data list FILE` shows ids)")
+    if not ids:
+        raise CatalogueError(f"--ids {spec!r}: no ids given")
+    return ids
 
 
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,

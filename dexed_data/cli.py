@@ -16,6 +16,23 @@ from .errors import DexedDataError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn DX7 SysEx collections into a clean, rendered HDF5 dataset.")
 
+#: The ``--ids`` help shared by every command that takes ids (one syntax: dexed_data.catalogue.parse_ids).
+IDS_HELP = "Comma-separated preset ids (16 hex digits, see `dexed-data list`), or a file listing ids."
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"dexed-data {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _group(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                        help="Print the version and exit.")) -> None:
+    """Turn DX7 SysEx collections into a clean, rendered HDF5 dataset."""
+
 
 # --- import-sysex, export, info: owned by dexed_data.catalogue -----------------------------------
 
@@ -59,7 +76,7 @@ def import_sysex_command(
 def export_command(
     catalogue: Path = typer.Argument(..., help="A catalogue written by import-sysex (presets.h5)."),
     output: Path = typer.Option(..., "-o", "--output", help="First .syx file; more are named NAME_2.syx, NAME_3.syx..."),
-    ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids, or a file listing ids."),
+    ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
     all_: bool = typer.Option(False, "--all", help="Export every preset (in id order)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
     single: bool = typer.Option(False, "--single", help="One single-voice dump per file instead of 32-voice banks."),
@@ -73,10 +90,38 @@ def export_command(
     if ids is None and not all_ and limit is None:
         typer.echo("error: choose presets with --ids, --all or --limit N", err=True)
         raise typer.Exit(2)
-    chosen = parse_ids(ids) if ids is not None else None
+    chosen = _plain_errors(parse_ids, ids) if ids is not None else None
     written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single)
     for path in written:
         typer.echo(str(path))
+
+
+@app.command("list")
+def list_command(
+    file: Path = typer.Argument(..., help="A catalogue (presets.h5) or a dataset (dataset.h5)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Only presets whose name contains TEXT (any case)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Print at most N presets."),
+) -> None:
+    """List presets: row, id, name and the first file it was found in (file:voice, voice from 1).
+
+    The ids are what --ids takes (export, export-wav, render). "+K more" counts the preset's
+    other occurrences (the same sound values found elsewhere).
+    """
+    from .access import preset_table, printable_name
+
+    if limit is not None and limit < 0:
+        typer.echo(f"error: --limit {limit}: give a number ≥ 0", err=True)
+        raise typer.Exit(2)
+    presets = _plain_errors(preset_table, file)
+    if name:
+        presets = [p for p in presets if name.lower() in p.name.lower()]
+    shown = presets if limit is None else presets[:limit]
+    for p in shown:
+        first = p.sources[0] if p.sources else None
+        where = f"{first.path}:{first.voice + 1}" if first else "-"
+        more = f"  (+{len(p.sources) - 1} more)" if len(p.sources) > 1 else ""
+        typer.echo(f"{p.row:>6}  {p.id}  {printable_name(p.name):<10}  {where}{more}")
+    typer.echo(f"{len(shown)} of {len(presets)} presets" + (f" named like {name!r}" if name else ""), err=True)
 
 
 def _print_mapping(info: dict) -> None:
@@ -91,7 +136,7 @@ def _print_mapping(info: dict) -> None:
 
 @app.command("info")
 def info_command(file: Path = typer.Argument(..., help="A catalogue, a dataset, or a SysEx file.")) -> None:
-    """Describe a file: dispatches on the HDF5 ``format`` attribute (catalogue, dataset); else SysEx."""
+    """Describe a catalogue, a dataset or a SysEx file (its terms: docs/QUALITY.md in the repository)."""
     _plain_errors(_info, file)
 
 
@@ -143,7 +188,7 @@ def render_command(
     hold: float = typer.Option(3.0, "--hold", help="Seconds each note is held."),
     release: float = typer.Option(1.0, "--release", help="Seconds rendered after the note-off."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Render only the first N selected presets (catalogue order)."),
-    ids: Optional[Path] = typer.Option(None, "--ids", help="Text file of preset ids to render (default: all)."),
+    ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP + " Default: all."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: render only shard K (0-based) of N; join with merge."),
     store: str = typer.Option("mel", "--store", help="Big arrays to store: mel (default), audio or audio,mel."),
     compression: str = typer.Option("none", "--compression",
@@ -210,14 +255,14 @@ def merge_command(
 def export_wav_command(
     dataset: Path = typer.Argument(..., help="A rendered dataset (dataset.h5); without stored audio its presets are re-rendered."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the wav files (created)."),
-    ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids, or a file listing ids."),
+    ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
     from .catalogue import parse_ids
     from .dataset import export_wav
 
-    chosen = parse_ids(ids) if ids is not None else None
+    chosen = _plain_errors(parse_ids, ids) if ids is not None else None
     written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit)
     for path in written:
         typer.echo(str(path))
@@ -229,12 +274,12 @@ def export_wav_command(
 @app.command("report")
 def report_command(
     dataset: Path = typer.Argument(..., help="A rendered dataset (dataset.h5)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder for index.html and its PNG figures (created)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for index.html (created); its figures are embedded in it."),
     examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms."),
     groups: int = typer.Option(10, "--groups", help="Largest groups of identical-sounding presets listed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the choice of example presets."),
 ) -> None:
-    """Write a self-contained HTML report (counts, parameter histograms, levels, examples, duplicates)."""
+    """Write a self-contained HTML report, one file with its figures embedded (counts, parameter histograms, levels, examples, duplicates)."""
     from .report import write_report
 
     index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed)

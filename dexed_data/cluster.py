@@ -124,7 +124,8 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
 
     out = Path(out_path).absolute()
     catalogue = Path(catalogue_path).absolute()
-    ids = Path(ids_file).absolute() if ids_file is not None else None
+    # a file of ids must be found by the workers; comma-separated ids travel as they are
+    ids = Path(ids_file).absolute() if ids_file is not None and Path(ids_file).is_file() else ids_file
     # the whole selection, to size the plan and to recognise a finished output; read here, not on workers
     job = render._plan(catalogue_path, config, ids_file, limit, None, render.SEGMENT_SIZE)
     if out.exists():

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from .errors import DatasetError
-from .schema import SCHEMA_HASH, schema_table
+from .schema import SCHEMA_HASH, format_fixed, schema_table
 
 FORMAT = "dexed-dataset"
 FORMAT_VERSION = 1
@@ -652,7 +652,7 @@ def describe(path) -> str:
             f"  notes         {', '.join(f'{p}:{v}' for p, v in h.notes)}",
             f"  presets       {n} ({ok} ok, {failed} failed, {silent} near-silent; {len(ds.usable())} usable)",
             f"  mel bounds    {info.mel_min_db:.2f} … {info.mel_max_db:.2f} dB",
-            f"  fixed params  {', '.join(f'{k}={v:g}' for k, v in h.fixed_params.items())}",
+            f"  fixed params  {format_fixed(h.fixed_params)}",
         ]
         from .report import summarize  # dataset quality: dedup by sound, silence per note
 

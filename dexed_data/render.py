@@ -195,12 +195,10 @@ def parse_notes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def read_ids_file(path) -> list[str]:
-    """Ids listed in a text file (whitespace/comma separated; ``#`` starts a comment)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise RenderError(f"--ids {path}: cannot read ({exc})") from None
-    return [t for line in text.splitlines() for t in line.split("#")[0].replace(",", " ").split()]
+    """Ids of ``--ids``: comma-separated ids or a file listing them (:func:`dexed_data.catalogue.parse_ids`)."""
+    from .catalogue import parse_ids
+
+    return parse_ids(path)
 
 
 def select_rows(catalogue, ids: Sequence[str] | None = None, limit: int | None = None) -> np.ndarray:
@@ -631,3 +629,25 @@ def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: 
     bar.close()
     if writers:  # cannot happen: every row of every segment was stored
         raise RenderError(f"internal error: segments {sorted(writers)} incomplete")
+
+
+class _CallableModule(type(os)):
+    """This module, callable: ``dexed_data.render(voice, notes=...)`` renders one voice
+    (:func:`dexed_data.voice.render_voice`), while ``dexed_data.render.render_dataset`` and the
+    rest of the render job stay where they are."""
+
+    def __call__(self, voice, notes=None, hold: float = 3.0, release: float = 1.0, **kwargs):
+        from .voice import DEFAULT_NOTES, render_voice
+
+        return render_voice(voice, DEFAULT_NOTES if notes is None else notes, hold, release, **kwargs)
+
+    def __reduce__(self):
+        # pickled by name, as plain modules are (cloudpickle and Dask ship closures that refer to it)
+        import importlib
+
+        return importlib.import_module, (self.__name__,)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -5,8 +5,9 @@ by values, distinct by sound, duplicates, silent presets and silent notes, faile
 ``dexed-data info`` prints :meth:`QualitySummary.lines` and the report shows the same object, so
 the two always agree.
 
-:func:`write_report` writes ``OUT/index.html`` plus PNG figures (matplotlib, Agg backend) beside
-it; the page uses relative links only and opens from disk with no server. Contents: the counts;
+:func:`write_report` writes one self-contained ``OUT/index.html``: its PNG figures (matplotlib,
+Agg backend) are embedded as base64 ``data:`` URIs, it links nothing and has no scripts, so the
+one file opens from disk, or anywhere it is copied, with no server. Contents: the counts;
 histograms of every voice parameter (global ones, then one figure per operator); the algorithm
 distribution; peak and RMS level distributions per note; the spectrogram scaling bounds; mel
 spectrograms of a few random usable presets; the provenance of the largest groups of presets
@@ -154,10 +155,18 @@ def _pyplot():
 
 
 def _save(fig, out: Path, name: str) -> str:
+    """The figure as a ``data:image/png;base64,...`` URI, embedded in the page: one self-contained file.
+
+    ``out`` and ``name`` are kept for the figures' call sites; nothing is written beside the page.
+    """
+    import base64
+    import io
+
+    buf = io.BytesIO()
     # 100 dpi: the figures are drawn about as wide as the page (1100 px), so text stays at its point size
-    fig.savefig(out / name, dpi=100)
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     _pyplot().close(fig)
-    return name
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _param_grid(raw: np.ndarray, params, title: str, out: Path, name: str, color: str = "tab:blue") -> str:

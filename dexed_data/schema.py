@@ -232,3 +232,41 @@ SCHEMA_HASH: str = _hash()
 assert len(PARAMS) == 155 and len(VOICE_PARAMS) == SOUND_BYTES
 assert [p.voice_offset for p in VOICE_PARAMS] == list(range(SOUND_BYTES))
 assert len(LEARNABLE_PARAMS) == 144
+
+
+def params_dict(raw: np.ndarray) -> dict[str, int]:
+    """Raw voice values ``(145,)`` → ``{parameter name: raw value}`` in voice order (OP6 first).
+
+    Values are the DX7's own integers (``0..max``; e.g. ALGORITHM 0–31 shows as 1–32 on a DX7,
+    TRANSPOSE 24 is C3, no transpose); divide by :attr:`Param.max` for Dexed's normalised value.
+
+    Example::
+
+        >>> raw = np.zeros(145, np.uint8); raw[144] = 24
+        >>> d = params_dict(raw)
+        >>> len(d), d["ALGORITHM"], d["TRANSPOSE"], list(d)[0]
+        (145, 0, 24, 'OP6 EG RATE 1')
+    """
+    values = np.asarray(raw).reshape(-1)
+    if values.shape != (SOUND_BYTES,):
+        raise ValueError(f"raw voice values must have shape ({SOUND_BYTES},), got {np.asarray(raw).shape}")
+    return {p.name: int(v) for p, v in zip(VOICE_PARAMS, values)}
+
+
+def format_fixed(fixed: dict[str, float]) -> str:
+    """Fixed parameters (name → Dexed normalised value) for people: a voice byte as its raw value
+    with the normalised one, then the output-stage settings as Dexed's normalised values (0–1).
+
+    Example::
+
+        >>> format_fixed({"Cutoff": 1.0, "TRANSPOSE": 0.5, "OP1 SWITCH": 1.0})
+        'TRANSPOSE=24 (0.5 normalised); Cutoff=1, OP1 SWITCH=1 (normalised 0–1)'
+    """
+    voice, other = [], []
+    for name, value in fixed.items():
+        p = PARAM_BY_NAME.get(name)
+        if p is not None and p.voice_offset is not None:
+            voice.append(f"{name}={int(round(value * p.max))} ({value:g} normalised)")
+        else:
+            other.append(f"{name}={value:g}")
+    return "; ".join(voice + ([", ".join(other) + " (normalised 0–1)"] if other else []))

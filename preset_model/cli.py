@@ -15,9 +15,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train and use the DAFx 2021 VAE-flow preset model on dexed_data datasets.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"preset-model {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
-    """Keep `preset-model COMMAND` form even while only one command is registered."""
+def _group(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                        help="Print the version and exit.")) -> None:
+    """Train and use the DAFx 2021 VAE-flow preset model on dexed_data datasets."""
 
 
 @app.command()
@@ -92,7 +101,8 @@ def fit(
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder written by `preset-model fit` (or a checkpoint .pt)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Dataset (default: the one the run was trained on)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset (default: the one the run was trained on, at "
+                                        "its recorded path or beside the run folder)."),
     split: str = typer.Option("test", "--split", help="test | valid | train: the run's saved split."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Evaluate a baseline instead of the model: knn | mean."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes re-rendering presets."),
@@ -123,13 +133,16 @@ def match(
     wav: Optional[Path] = typer.Option(None, "--wav", help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
     each: bool = typer.Option(False, "--each", help="Every file is its own sound (its note from its name, else 60:85)."),
     gain_db: float = typer.Option(0.0, "--gain-db", help="Gain applied to the inputs (they should be at Dexed's output level)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved (render settings)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Not needed: the run holds its render settings "
+                                        "(older runs: the dataset they were trained on, if it moved)."),
 ) -> None:
     """Infer DX7 voices from recordings, write them as .syx, re-render and score each file.
 
     Files are mixed to mono, resampled and trimmed/zero-padded to the model's note length.
+    Needs only the run folder (its checkpoint holds the render settings).
 
-    A 1-note model makes one voice per file. A K-note model (notes printed first) takes, per sound:
+    A 1-note model makes one voice per file; a file named by a note (bass_40-85.wav) is that
+    note, pitch-shifted to the model's note. A K-note model (notes printed first) takes, per sound:
 
     - files named by note, e.g. piano_40-85.wav (as `dexed-data export-wav` names them): any of the K notes, any order;
 
@@ -138,8 +151,14 @@ def match(
     - or one file, taken as note 60:85.
 
     Missing notes are filled by pitch-shifting the given note nearest in pitch.
+
+    Scores per file (re-render on the file's note vs the file): similarity = 1 - spectral
+    convergence of the magnitude spectrograms (1 = identical, 0 = an error as large as the input;
+    never below 0); log-spectral MAE = mean |dB difference| of the spectrograms (0 = identical);
+    pitch offset = re-render vs input, cents; level = re-render RMS relative to the input's, dB
+    (a warning when it is more than 20 dB quieter: the scores then compare with near-silence).
     """
-    from math import isnan
+    from math import isinf, isnan
 
     from .inference import load_run
     from .match import match_files, write_syx, write_wavs
@@ -151,14 +170,28 @@ def match(
     for v in result.voices:
         given = {tuple(s.note) for s in v.scores}
         filled = [f"{p}:{q}" for p, q in loaded.input_notes if (p, q) not in given]
+        if len(loaded.input_notes) == 1:
+            filled = []   # a 1-note model's input is its file, shifted if named by another note
         note = f" (notes {', '.join(filled)} filled by pitch-shifting)" if filled else ""
         typer.echo(f"voice {v.name.strip()!r}{note}")
         for s in v.scores:
+            if s.shift_semitones:
+                model_note = loaded.input_notes[0]
+                typer.echo(f"  {s.file}: note {s.note[0]}:{s.note[1]} from its name, pitch-shifted "
+                           f"{s.shift_semitones:+d} semitones to the model's note {model_note[0]}:{model_note[1]}")
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
             if isnan(s.pitch_offset_cents):
                 pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"
+            level = "level silent" if isinf(s.level_db) and s.level_db < 0 else f"level {s.level_db:+.1f} dB"
             typer.echo(f"  {s.file}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
-                       f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}")
+                       f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}  {level}")
+            if s.much_quieter:
+                how = "silent (all zeros)" if isinf(s.level_db) else f"{-s.level_db:.1f} dB quieter than the input (RMS)"
+                typer.echo(f"  warning: the re-render of {s.file} is {how}; the inferred voice barely sounds on "
+                           f"this note, so its scores compare the input with near-silence", err=True)
+    typer.echo("(similarity: 1 − spectral convergence, 1 = same spectrogram, 0 = error as large as the input; "
+               "log-spectral MAE: mean |dB difference|, 0 = same; level: re-render RMS re the input's; "
+               "see `preset-model match --help`)")
     kind = "single voice" if len(result.voices) == 1 else f"bank of {len(result.voices)} voices"
     typer.echo(f"wrote {output} ({kind})")
     if wav is not None:
@@ -173,7 +206,8 @@ def interpolate(
     b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1; a single-voice file needs no :N)."),
     steps: int = typer.Option(8, "--steps", help="Voices in the bank, both ends included (2-32)."),
     output: Path = typer.Option(..., "-o", "--output", help="Bank .syx to write."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Not needed: the run holds its render settings "
+                                        "(older runs: the dataset they were trained on, if it moved)."),
 ) -> None:
     """Voices on the straight latent path from A to B (inverse regression flow), written as a bank."""
     from .interpolate import interpolate as morph, read_voice
@@ -182,8 +216,11 @@ def interpolate(
     va, vb = read_voice(a), read_voice(b)
     m = morph(run, va, vb, steps, data)
     write_syx(output, m.raw, m.names)
-    typer.echo(f"{va.source} ({va.name.strip()}) → {vb.source} ({vb.name.strip()}): {steps} voices in {output}; "
-               f"endpoints reproduce all but {m.endpoint_errors[0]} / {m.endpoint_errors[1]} of 144 parameters")
+    typer.echo(f"{va.source} ({va.name.strip()}) → {vb.source} ({vb.name.strip()}): {steps} voices in {output}")
+    for label, voice, missed in (("first", va, m.endpoint_errors[0]), ("last", vb, m.endpoint_errors[1])):
+        typer.echo(f"  the {label} voice reproduces {voice.source} exactly" if missed == 0 else
+                   f"  the {label} voice differs from {voice.source} in {missed} of its 144 learnable parameters "
+                   f"(the latent round trip is not exact for it)")
 
 
 def main() -> None:

@@ -175,3 +175,24 @@ class Encoding:
 def get_encoding(name: str) -> Encoding:
     """The :class:`Encoding` called ``name`` (``"num"``, ``"numcat"``, ``"numcat++"``), built once."""
     return Encoding(name)
+
+
+def decode_targets(targets) -> np.ndarray:
+    """Encoded presets ``(..., D)`` of any encoding → raw voice values ``(..., 145)`` uint8.
+
+    ``D`` names the encoding: 144 Num, 224 NumCat, 610 NumCat++ (the targets that
+    :class:`preset_model.data.SpectrogramDataset` yields, or a model's outputs). Decoding is
+    :meth:`Encoding.decode`: exact on encoded presets, TRANSPOSE set to its fixed 24.
+
+    Example::
+
+        >>> raw = np.full(145, 1, dtype=np.uint8); raw[144] = 24
+        >>> [bool((decode_targets(get_encoding(n).encode(raw)) == raw).all()) for n in ENCODINGS]
+        [True, True, True]
+    """
+    v = np.asarray(targets.detach().cpu().numpy() if hasattr(targets, "detach") else targets, np.float32)
+    by_length = {length: name for name, length in _LENGTHS.items()}
+    if v.ndim == 0 or v.shape[-1] not in by_length:
+        raise PresetModelError(f"encoded presets have {', '.join(map(str, sorted(by_length)))} elements on the last "
+                               f"axis (num, numcat, numcat++), got shape {v.shape}")
+    return get_encoding(by_length[v.shape[-1]]).decode(v)

@@ -1,15 +1,28 @@
 """Using a trained run: load it, turn audio into presets, presets into latents and back.
 
 A run is only usable together with the settings its training audio was made with (engine,
-sample rate, notes, note length, mel spectrogram settings): they are read from the dataset the
-run was trained on (the path stored in the checkpoint, or ``data=`` when it has moved).
+sample rate, notes, note length, mel spectrogram settings, scaling bounds). Checkpoints store
+them (``"render"`` and ``"mel_bounds"``), so a run folder copied anywhere matches and
+interpolates on its own. Older checkpoints without ``"render"`` read them from the dataset the
+run was trained on. Only evaluation needs the dataset itself (its presets and stored
+spectrograms): it is looked for at the absolute path the checkpoint recorded, then beside the
+run folder under its file name, and the error says which ``--data`` to pass when both fail.
 
-Example::
+Example (``runs/paper`` is a run folder written by ``preset-model fit``)::
 
-    >>> from preset_model.inference import load_run
-    >>> run = load_run("runs/paper")                                  # doctest: +SKIP
-    >>> raw = run.infer_db(mel_db_batch)          # (B, K, mels, frames) dB → (B, 145) uint8  # doctest: +SKIP
-    >>> z = run.preset_to_latent(raw)             # flow head only                       # doctest: +SKIP
+    >>> import preset_model
+    >>> run = preset_model.load_run("runs/paper")
+    >>> run.input_notes                                   # (pitch, velocity) of the model's inputs
+    ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
+    >>> result = run.match("piano_60-85.wav")             # audio file(s) → inferred voice(s)
+    >>> result.voices[0].raw.shape
+    (145,)
+    >>> morph = run.interpolate("presets/toolkit_bank_a.syx:1", "presets/toolkit_bank_b.syx:5", steps=4)
+    >>> morph.raw.shape
+    (4, 145)
+    >>> params = run.decode(run.encoding.encode(morph.raw[0]))  # encoded (610,) → raw (145,)
+    >>> bool((params == morph.raw[0]).all())
+    True
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from dexed_data.features import MelConfig, mel_db
 
 from .checkpoint import load_model
 from .data import read_info
+from .encoding import decode_targets
 from .errors import CheckpointError, PresetModelError
 from .model import PresetModel
 
@@ -63,6 +77,25 @@ class RenderSettings:
         return EngineSpec(self.engine, int(self.sample_rate), self.plugin)
 
 
+def settings_from_checkpoint(render: dict) -> RenderSettings:
+    """The :class:`RenderSettings` a checkpoint's ``"render"`` dict holds (written by ``fit``).
+
+    The dict has ``engine``, ``sample_rate``, ``notes`` (``[[pitch, velocity], ...]``), ``hold``,
+    ``release`` (s), ``mel_config`` (the dataset's ``mel_config`` attribute) and optionally
+    ``plugin``; ``engine_version`` and ``fixed_params`` are kept for the record.
+    """
+    try:
+        mel = dict(render.get("mel_config") or {})
+        fields = {k: mel[k] for k in ("sample_rate", "n_fft", "hop", "n_mels", "floor_db") if k in mel}
+        fields.setdefault("sample_rate", int(render["sample_rate"]))
+        return RenderSettings(str(render["engine"]), int(render["sample_rate"]),
+                              tuple((int(p), int(v)) for p, v in render["notes"]), float(render["hold"]),
+                              float(render["release"]), MelConfig(**fields), render.get("plugin") or None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"the checkpoint's render settings are incomplete ({type(exc).__name__}: {exc}); "
+                              "use a checkpoint written by `preset-model fit`") from None
+
+
 def read_render_settings(path: str | Path) -> RenderSettings:
     """The :class:`RenderSettings` stored in a ``dataset.h5``'s attributes."""
     info = read_info(path)  # checks the format
@@ -90,18 +123,31 @@ class Run:
     Attributes:
         path: the run folder.
         model: the :class:`~preset_model.model.PresetModel`, eval mode, on CPU.
-        checkpoint: the checkpoint dict (configs, split, bounds, ...).
-        data: the dataset file the settings were read from.
+        checkpoint: the checkpoint dict (configs, split, bounds, render settings, ...).
         settings: how the training audio was made.
         note_index: indices into ``settings.notes`` of the model's input notes.
+        dataset: the dataset the run was trained on, if it was found (``None`` otherwise);
+            :attr:`data` raises a clear error instead of returning ``None``.
     """
 
     path: Path
     model: PresetModel
     checkpoint: dict
-    data: Path
     settings: RenderSettings
     note_index: tuple[int, ...]
+    dataset: Path | None = None
+    dataset_error: str = ""
+
+    @property
+    def data(self) -> Path:
+        """The dataset file the run was trained on (for evaluation).
+
+        Raises:
+            CheckpointError: it was not found; the message says which ``--data`` to pass.
+        """
+        if self.dataset is None:
+            raise CheckpointError(self.dataset_error or f"{self.path}: the run's dataset was not found; pass --data")
+        return self.dataset
 
     @property
     def encoding(self):
@@ -153,9 +199,124 @@ class Run:
         v = self.model.activation(self.model.regress(z.float()))
         return self.encoding.decode(v.numpy())
 
+    def decode(self, targets) -> np.ndarray:
+        """Encoded presets ``(..., D)`` → raw values ``(..., 145)`` uint8 (voice order, TRANSPOSE = 24).
+
+        ``D`` is 144, 224 or 610 (Num, NumCat, NumCat++: the targets of ``preset_model.data``
+        and the model's outputs); the encoding is recognised by the length, so targets of any
+        encoding decode, not only this run's. Use :func:`dexed_data.schema.params_dict` (or
+        ``dexed_data.open_dataset(...).params``) to name the values.
+        """
+        return decode_targets(targets)
+
+    def match(self, audio, *, sample_rate: int | None = None, note: tuple[int, int] | None = None,
+              each: bool = False, gain_db: float = 0.0):
+        """Infer DX7 voices from recordings; see :mod:`preset_model.match` for the rules.
+
+        Args:
+            audio: an audio file, a list of files (grouped into sounds as ``preset-model match``
+                groups them), or a 1-D float array (one recording at full scale = 1.0).
+            sample_rate: Hz of an array ``audio`` (default: the run's rate).
+            note: ``(pitch, velocity)`` an array recording was played on (default: 60:85); one of
+                :attr:`input_notes` for a several-note model, any note for a 1-note model (it is
+                pitch-shifted to the model's note).
+            each, gain_db: as the command's ``--each`` and ``--gain-db``.
+
+        Returns:
+            :class:`~preset_model.match.MatchResult`: one voice per sound, with its raw values,
+            name, re-render and per-file scores.
+        """
+        import tempfile
+
+        from .match import match_files
+
+        if isinstance(audio, (str, Path)):
+            return match_files(self, [audio], each=each, gain_db=gain_db)
+        if isinstance(audio, (list, tuple)) and all(isinstance(a, (str, Path)) for a in audio):
+            return match_files(self, list(audio), each=each, gain_db=gain_db)
+        import soundfile as sf
+
+        x = np.asarray(audio, np.float32)
+        if x.ndim != 1:
+            raise PresetModelError(f"audio arrays must be 1-D (samples,), got shape {x.shape}; pass files for "
+                                   "several notes")
+        pitch, velocity = note or (60, 85)
+        if len(self.input_notes) > 1 and (int(pitch), int(velocity)) not in self.input_notes:
+            raise PresetModelError(f"note {pitch}:{velocity} is not one of this model's input notes "
+                                   f"({', '.join(f'{p}:{v}' for p, v in self.input_notes)}); record one of them")
+        with tempfile.TemporaryDirectory() as tmp:   # the file path is the one the command takes
+            path = Path(tmp) / f"AUDIO_{int(pitch)}-{int(velocity)}.wav"
+            sf.write(path, x, int(sample_rate or self.settings.sample_rate), subtype="FLOAT")
+            return match_files(self, [path], each=True, gain_db=gain_db)
+
+    def interpolate(self, a, b, steps: int = 8):
+        """``steps`` voices on the straight latent path from ``a`` to ``b`` (flow head only).
+
+        ``a``, ``b``: ``"FILE.syx:N"`` (N from 1), raw values ``(145,)``, or
+        :class:`~preset_model.interpolate.Voice`. Returns :class:`~preset_model.interpolate.Morph`.
+        """
+        from .interpolate import Voice, interpolate, read_voice
+        from dexed_data.schema import apply_fixed
+
+        def voice(v, label):
+            if isinstance(v, Voice):
+                return v
+            if isinstance(v, (str, Path)):
+                return read_voice(str(v))
+            return Voice(apply_fixed(np.asarray(v, np.uint8).reshape(145)), label.ljust(10), label)
+
+        return interpolate(self, voice(a, "A"), voice(b, "B"), steps)
+
+
+def find_dataset(ckpt: dict, run_dir: Path, data: str | Path | None = None) -> tuple[Path | None, str]:
+    """Where the dataset a checkpoint was trained on is now: ``(path, "")`` or ``(None, why)``.
+
+    Looked for, in order: ``data`` if given (it must exist); the path the checkpoint recorded
+    (absolute since checkpoints record it so; an older relative one is tried from the current
+    folder); a file of the recorded name beside the run folder or inside it. ``why`` names the
+    places tried and the ``--data`` to pass.
+    """
+    if data is not None:
+        path = Path(data)
+        return (path, "") if path.is_file() else (None, f"{path}: no such dataset file (--data)")
+    record = ckpt.get("dataset") or {}
+    recorded = Path(str(record.get("path", "")))
+    name = record.get("name") or recorded.name
+    tried = [recorded] if str(recorded) not in ("", ".") else []
+    if name:
+        tried += [run_dir.parent / name, run_dir / name]
+    for path in tried:
+        if path.is_file():
+            return path, ""
+    what = f"the dataset `{name}`" if name else "its dataset"
+    details = ", ".join(f"{k} {record[k]}" for k in ("n_presets", "schema_hash") if k in record)
+    return None, (f"{run_dir}: {what}{f' ({details})' if details else ''} that the run was trained on is not at "
+                  + " nor ".join(str(p) for p in tried)
+                  + f"; pass it with --data PATH/{name or 'dataset.h5'} (in Python: data=...)")
+
+
+def _dataset_mismatch(path: Path, ckpt: dict, settings: RenderSettings) -> str:
+    """Why ``path`` is not the dataset the checkpoint was trained on, or ``""``."""
+    try:
+        info = read_info(path)
+    except PresetModelError as exc:   # not a dataset at all (another file of that name)
+        return str(exc)
+    if info.schema_hash != ckpt["schema_hash"]:
+        return (f"{path}: dataset schema {info.schema_hash} differs from the checkpoint's {ckpt['schema_hash']}; "
+                f"pass the dataset the run was trained on")
+    if list(info.notes) != list(settings.notes):
+        return (f"{path}: rendered on notes {list(info.notes)}, but the model was trained on {list(settings.notes)}; "
+                f"pass the dataset the run was trained on")
+    return ""
+
 
 def load_run(run: str | Path, checkpoint: str = "best.pt", data: str | Path | None = None) -> Run:
     """Load ``run/checkpoint`` (a run folder, or a ``.pt`` file directly) and its render settings.
+
+    Matching and interpolation need only the run folder. The dataset (for evaluation, and for
+    the render settings of checkpoints older than the ``"render"`` record) is found as
+    :func:`find_dataset` says; :attr:`Run.data` raises with the ``--data`` to pass when it is
+    not found.
 
     Args:
         run: run folder written by ``preset-model fit``, or a checkpoint file.
@@ -163,21 +324,32 @@ def load_run(run: str | Path, checkpoint: str = "best.pt", data: str | Path | No
         data: the dataset the run was trained on, if it is no longer where the checkpoint says.
 
     Raises:
-        CheckpointError: missing/foreign checkpoint, or its dataset cannot be found.
+        CheckpointError: missing/foreign checkpoint; an older checkpoint whose dataset cannot
+            be found; a dataset of another schema or other notes.
     """
     run = Path(run)
     path = run if run.is_file() else run / checkpoint
     model, ckpt = load_model(path)
-    data_path = Path(data) if data is not None else Path(ckpt["dataset"]["path"])
-    if not data_path.is_file():
-        raise CheckpointError(f"{path}: the dataset it was trained on ({data_path}) is not there; pass --data with "
-                              f"that dataset (its render settings and test split are needed)")
-    settings = read_render_settings(data_path)
-    if data is not None and read_info(data_path).schema_hash != ckpt["schema_hash"]:
-        raise CheckpointError(f"{data_path}: dataset schema differs from the checkpoint's {ckpt['schema_hash']}")
+    run_dir = run if run.is_dir() else run.parent
+    data_path, why = find_dataset(ckpt, run_dir, data)
+    if data is not None and data_path is None:
+        raise CheckpointError(why)
+    if "render" in ckpt:
+        settings = settings_from_checkpoint(ckpt["render"])
+    elif data_path is None:
+        raise CheckpointError(f"{path} records no render settings (a checkpoint of an older version), so it needs "
+                              f"its dataset: {why}")
+    else:
+        settings = read_render_settings(data_path)
+    if data_path is not None:
+        problem = _dataset_mismatch(data_path, ckpt, settings)
+        if problem and (data is not None or "render" not in ckpt):
+            raise CheckpointError(problem)
+        if problem:   # a file of the same name that is not the run's dataset: inference does not need it
+            data_path, why = None, problem
     note_index = tuple(int(i) for i in ckpt.get("note_index", range(model.cfg.notes)))
     saved_notes = [tuple(n) for n in ckpt.get("notes", settings.notes)]
     if list(settings.notes) != saved_notes:
         raise CheckpointError(f"{data_path}: rendered on notes {list(settings.notes)}, but the model was trained on "
                               f"{saved_notes}; pass the dataset the run was trained on")
-    return Run(run if run.is_dir() else run.parent, model, ckpt, data_path, settings, note_index)
+    return Run(run_dir, model, ckpt, settings, note_index, data_path, why)

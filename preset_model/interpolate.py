@@ -40,27 +40,16 @@ class Voice:
 
 
 def read_voice(spec: str) -> Voice:
-    """``"FILE.syx:N"`` (N from 1) or ``"FILE.syx"`` (a file with exactly one voice) → :class:`Voice`."""
-    from dexed_data.sysex import decode_file
+    """``"FILE.syx:N"`` (N from 1) or ``"FILE.syx"`` (a file with exactly one voice) → :class:`Voice`
+    with the paper's fixed bytes applied (:func:`dexed_data.voice.load_voice` reads it)."""
+    from dexed_data.errors import DexedDataError
+    from dexed_data.voice import load_voice
 
-    path, sep, index = spec.rpartition(":")
-    if not sep or not index.isdigit():
-        path, index = spec, ""
-    if not Path(path).is_file():
-        raise PresetModelError(f"{path}: no such file (write voices as FILE.syx:N, N from 1)")
-    voices = decode_file(path).voices
-    if not voices:
-        raise PresetModelError(f"{path}: no DX7 voice found in the file")
-    if not index:
-        if len(voices) != 1:
-            raise PresetModelError(f"{path} holds {len(voices)} voices; say which, e.g. {path}:1 (counted from 1)")
-        n = 1
-    else:
-        n = int(index)
-        if not 1 <= n <= len(voices):
-            raise PresetModelError(f"{spec}: voice {n} does not exist; {path} holds voices 1–{len(voices)}")
-    v = voices[n - 1]
-    return Voice(apply_fixed(v.raw), v.name, f"{path}:{n}")
+    try:
+        v = load_voice(spec)
+    except DexedDataError as exc:
+        raise PresetModelError(str(exc)) from None
+    return Voice(apply_fixed(v.raw), v.name, v.source)
 
 
 @dataclass

@@ -8,7 +8,10 @@ the Dexed plug-in's output (use ``gain_db`` for recordings at another level).
 How files become voices, for a model with K input notes (listed by ``preset-model match``
 and in :attr:`preset_model.inference.Run.input_notes`):
 
-* K = 1: every file is one sound, played on the model's note → one voice per file.
+* K = 1: every file is one sound → one voice per file. A file named by a note
+  (``GANJA_BASS_40-85.wav``: any MIDI pitch 0–127 and velocity 1–127 after the last ``_``, space
+  or ``-``) is that note, pitch-shifted to the model's note for the model's input, as missing
+  notes are filled below; other files are taken as played on the model's note.
 * K > 1, files named by note: a file whose name ends in ``_PITCH-VELOCITY`` with one of the
   model's notes (``piano_40-85.wav``, as ``dexed-data export-wav`` writes) is that note, whatever
   the order on the command line. Files whose names differ only by that suffix are one sound → one
@@ -21,14 +24,18 @@ and in :attr:`preset_model.inference.Run.input_notes`):
 
 A missing note is filled with the given recording pitch-shifted by resampling (the envelope
 speeds up or slows down with it, as a DX7's keyboard rate scaling roughly does). Only the given
-notes are scored. Voice names come from the file names (the note suffix and a leading
+notes are scored, each against the re-render on the note the file was played on. Voice names
+come from the file names (the note suffix and a leading
 ``export-wav`` id removed; for K positional files, their common beginning).
 
 Scores per input file (re-render of its note vs the input): ``similarity`` = 1 − spectral
 convergence (0–1, 1 = same magnitude spectrogram), the log-spectral MAE in dB, and the pitch
 offset of the re-render in cents (:func:`preset_model.metrics.pitch_offset_cents`): the paper
 found inferred presets slightly detuned (its master-tune issue), so the offset is reported (NaN
-when the input or the re-render is near-silent, where no pitch can be measured).
+when the input or the re-render is near-silent, where no pitch can be measured). ``level_db`` is
+the re-render's RMS level relative to the input's: a re-render more than :data:`QUIET_DB` dB
+quieter than its input is flagged (``preset-model match`` prints a warning), since the scores
+then compare a sound against near-silence.
 
 Example::
 
@@ -52,6 +59,8 @@ from .metrics import audio_metrics, pitch_offset_cents, similarity
 
 #: The note a lone recording is taken to be (PAPER.md's single-note input).
 LONE_NOTE = (60, 85)
+#: A re-render this many dB (RMS) quieter than its input is flagged as much quieter.
+QUIET_DB = 20.0
 #: A note named at the end of a file name, ``…_PITCH-VELOCITY`` (``dexed-data export-wav``'s names).
 _NOTE_SUFFIX = re.compile(r"([_ -])(\d{1,3})-(\d{1,3})$")
 #: The preset id ``dexed-data export-wav`` puts first (16 hex digits and ``_``).
@@ -111,6 +120,14 @@ class Score:
     log_spectral_mae: float
     pitch_offset_cents: float              # NaN when the input or the re-render is near-silent
     rerender_silent: bool = False          # the inferred voice is near-silent on this note
+    level_db: float = 0.0                  # re-render RMS re the input's RMS, dB (−inf: silent re-render)
+    shift_semitones: int = 0               # 1-note models: the file's named note → the model's note
+    rerender: np.ndarray | None = None     # (samples,) the re-render on ``note``
+
+    @property
+    def much_quieter(self) -> bool:
+        """The re-render is more than :data:`QUIET_DB` dB quieter than the input."""
+        return self.level_db < -QUIET_DB
 
 
 @dataclass
@@ -129,6 +146,19 @@ class MatchResult:
     voices: list[MatchedVoice]
     notes: tuple[tuple[int, int], ...]     # the dataset's notes (rows of each render)
     sample_rate: int
+
+
+def named_note(path: str | Path) -> tuple[int, int] | None:
+    """The ``(pitch, velocity)`` a file's name ends with (``…_PITCH-VELOCITY``), if a valid MIDI note."""
+    m = _NOTE_SUFFIX.search(Path(path).stem)
+    if m is None or not (0 <= int(m[2]) <= 127 and 1 <= int(m[3]) <= 127):
+        return None
+    return int(m[2]), int(m[3])
+
+
+def _rms_db(x: np.ndarray) -> float:
+    ms = float(np.mean(np.square(x, dtype=np.float64)))
+    return 10.0 * np.log10(ms) if ms > 0 else float("-inf")
 
 
 def note_of_file(path: str | Path, notes: tuple[tuple[int, int], ...]) -> int | None:
@@ -205,11 +235,16 @@ def match_files(run: str | Path | Run, files: list[str | Path], each: bool = Fal
     files = [str(f) for f in files]
     groups = group_files(files, notes, each)
     n = s.note_samples
-    inputs, given = [], []
+    inputs, given, played = [], [], []
     for group in groups:
         audio: list[np.ndarray | None] = [None] * len(notes)
+        originals: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
         for j, f in group:
-            audio[j] = load_audio(f, s.sample_rate, n, gain_db)
+            x = load_audio(f, s.sample_rate, n, gain_db)
+            note = named_note(f) if len(notes) == 1 else None   # K > 1: names are matched in group_files
+            note = note or notes[j]
+            originals[j] = (x, note)
+            audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])
         for j in range(len(notes)):
             if audio[j] is None:  # from the given note nearest in pitch, then in velocity
                 src = min((g for g, _ in group), key=lambda g: (abs(notes[g][0] - notes[j][0]),
@@ -217,20 +252,24 @@ def match_files(run: str | Path | Run, files: list[str | Path], each: bool = Fal
                 audio[j] = shift_pitch(audio[src], notes[j][0] - notes[src][0])
         inputs.append(np.stack(audio))
         given.append(group)
+        played.append(originals)
     db = np.stack([loaded.spectrogram(a) for a in inputs])
     raws = loaded.infer_db(db)
     engine = make_engine(s.engine_spec)
     voices = []
-    for group, audio, raw in zip(given, inputs, raws):
+    for group, originals, raw in zip(given, played, raws):
         render = engine.render(raw, s.notes, s.hold, s.release).audio
         voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render)
         for j, f in group:
-            ref, est = audio[j], render[loaded.note_index[j]]
+            ref, note = originals[j]
+            est = (render[s.notes.index(note)] if note in s.notes
+                   else engine.render(raw, [note], s.hold, s.release).audio[0])
             quiet = silent_notes(np.stack([ref, est]))
             cents = float("nan") if quiet.any() else pitch_offset_cents(ref, est, s.sample_rate)
-            voice.scores.append(Score(f, notes[j], similarity(ref, est),
+            voice.scores.append(Score(f, note, similarity(ref, est),
                                       audio_metrics(ref, est, s.sample_rate)["log_spectral_mae"],
-                                      cents, bool(quiet[1])))
+                                      cents, bool(quiet[1]), _rms_db(est) - _rms_db(ref),
+                                      notes[j][0] - note[0], est))
         voices.append(voice)
     return MatchResult(voices, s.notes, s.sample_rate)
 
@@ -256,8 +295,11 @@ def write_wavs(result: MatchResult, folder: str | Path) -> list[Path]:
     out = []
     for v in result.voices:
         for score in v.scores:
-            j = [tuple(n) for n in result.notes].index(tuple(score.note))
+            if score.rerender is not None:
+                audio = score.rerender
+            else:
+                audio = v.render[[tuple(n) for n in result.notes].index(tuple(score.note))]
             path = folder / f"{Path(score.file).stem}.rerender.wav"
-            sf.write(str(path), v.render[j], result.sample_rate, subtype="FLOAT")
+            sf.write(str(path), audio, result.sample_rate, subtype="FLOAT")
             out.append(path)
     return out

@@ -149,7 +149,7 @@ def test_format_md_example_runs(tmp_path, capsys):
     src = fake_dataset(path, ds.StorageConfig(("audio", "mel")))
     exec(compile(example.replace('"dataset.h5"', repr(str(path))), "FORMAT.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "FAKE 0" in out and f"ALGORITHM={src['raw'][0][voice_index('ALGORITHM')]}" in out
+    assert "FAKE 0" in out and f"ALGORITHM {src['raw'][0][voice_index('ALGORITHM')] + 1} of 1-32" in out
 
 
 def test_fast_float16_conversion_equals_numpy():

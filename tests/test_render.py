@@ -294,6 +294,6 @@ def test_cli_errors_are_one_line(work, catalogue):
     assert "plug-in not found" in res.output and "no-such-Dexed.vst3" in res.output
     res = invoke("render", catalogue, "-o", work / "x.h5", "--notes", "60", "--no-progress")
     assert res.exit_code == 2 and "pitch:velocity" in res.output
-    res = invoke("export-wav", work / "missing.h5", "--ids", "0", "-o", work / "w")
+    res = invoke("export-wav", work / "missing.h5", "--ids", "0" * 16, "-o", work / "w")
     assert res.exit_code == 2 and "no such dataset" in res.output
     assert not (work / "x.h5").exists()

@@ -1,0 +1,185 @@
+"""Reading a rendered dataset from Python: presets, parameters, spectrograms, audio, a torch Dataset.
+
+:func:`open_dataset` opens a ``dataset.h5`` with :class:`~dexed_data.dataset.DatasetReader`
+(which checks the format version, the parameter schema and completeness) and adds what a
+researcher's own code wants: the presets table with provenance, parameters by name, audio
+re-rendered exactly when the file stores none, and a PyTorch ``Dataset`` that needs nothing
+from ``preset_model``. :func:`preset_table` lists a catalogue's or a dataset's presets without
+loading anything else (what ``dexed-data list`` prints).
+
+Example (``dataset.h5`` written by ``dexed-data render``)::
+
+    >>> import dexed_data
+    >>> ds = dexed_data.open_dataset("dataset.h5")
+    >>> p = ds.presets[0]                                  # id, name, raw values, where it was found
+    >>> len(p.id), p.sources[0].path
+    (16, 'toolkit_bank_b.syx')
+    >>> ds.params(0)["ALGORITHM"]                          # raw DX7 value 0–31: algorithm 1 on a DX7
+    0
+    >>> ds.mel(0).shape[:2], ds.audio(0).shape[0]          # (notes, mels, frames), (notes, samples)
+    ((6, 257), 6)
+    >>> mel, raw = ds.torch_dataset()[0]                   # torch tensors: scaled mel, raw values
+    >>> tuple(mel.shape[:2]), raw.dtype
+    ((6, 257), torch.int64)
+    >>> ds.close()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from .dataset import STATUS_OK, DatasetReader
+from .errors import DatasetError, DexedDataError
+from .schema import params_dict
+
+__all__ = ["Source", "Preset", "RenderedDataset", "open_dataset", "preset_table", "printable_name"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a preset was found: file (relative to the import root), message and voice (0-based),
+    and the name there (the 10 bytes as found; control bytes such as NUL occur)."""
+
+    path: str
+    message: int
+    voice: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One row of a catalogue or dataset: ``row``, content-hash ``id`` (16 hex digits), ``name``
+    (10 characters), ``raw`` values ``(145,)`` uint8 and every ``sources`` occurrence, first
+    one first."""
+
+    row: int
+    id: str
+    name: str
+    raw: np.ndarray
+    sources: tuple[Source, ...]
+
+
+def printable_name(name: str) -> str:
+    """A voice name for display: control bytes (NULs are common in real banks) shown as "·"."""
+    return "".join(c if " " <= c < "\x7f" else "·" for c in name).rstrip()
+
+
+def preset_table(path: str | Path) -> list[Preset]:
+    """The presets of a catalogue (``presets.h5``) or a dataset (``dataset.h5``), rows in order.
+
+    Reads only ``/presets`` and ``/occurrences`` (small), so it is quick on a 30k-preset file.
+
+    Raises:
+        DexedDataError: not a readable catalogue or dataset.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DexedDataError(f"{path}: no such file; give a catalogue (presets.h5) or a dataset (dataset.h5)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DexedDataError(f"{path}: not an HDF5 file ({exc}); give a catalogue or a dataset") from None
+    with f:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt not in ("dexed-catalogue", "dexed-dataset") or "presets" not in f or "occurrences" not in f:
+            raise DexedDataError(f"{path}: HDF5 file of format {fmt!r}; expected a dexed-catalogue or dexed-dataset")
+        p, o = f["presets"], f["occurrences"]
+        ids = [x.decode() for x in p["id"][...]]
+        names = [bytes(x).decode("latin-1").ljust(10) for x in p["name"][...]]
+        raw = p["raw"][...].astype(np.uint8)
+        preset = o["preset"][...].astype(np.int64)
+        paths = o["path"].asstr()[...]
+        message, voice = o["message"][...], o["voice"][...]
+        occ_names = [bytes(x).decode("latin-1").ljust(10) for x in o["name"][...]]
+    order = np.argsort(preset, kind="stable")
+    starts = np.searchsorted(preset[order], np.arange(len(ids) + 1))
+    out = []
+    for r in range(len(ids)):
+        idx = order[starts[r]:starts[r + 1]]
+        out.append(Preset(r, ids[r], names[r], raw[r],
+                          tuple(Source(str(paths[i]), int(message[i]), int(voice[i]), occ_names[i]) for i in idx)))
+    return out
+
+
+class RenderedDataset(DatasetReader):
+    """A ``dataset.h5`` opened for use in Python (a :class:`~dexed_data.dataset.DatasetReader`).
+
+    Besides the reader's ``ids``, ``names``, ``raw``, ``status``, ``silent``, ``usable()``,
+    ``mel(i)``, ``mel_bounds`` and ``info`` (render settings, in ``info.header``):
+
+    * :attr:`presets`: the :class:`Preset` table, provenance included;
+    * :meth:`params`: a row's parameters by name;
+    * :meth:`audio`: stored audio, or the preset rendered again exactly;
+    * :meth:`torch_dataset`: a ``torch.utils.data.Dataset`` of spectrograms and parameters.
+    """
+
+    def __init__(self, path, allow_incomplete: bool = False):
+        super().__init__(path, allow_incomplete)
+        self._presets: list[Preset] | None = None
+        self._engine = None
+
+    @property
+    def presets(self) -> list[Preset]:
+        """Every row's :class:`Preset` (read once, on first use)."""
+        if self._presets is None:
+            self._presets = preset_table(self.path)
+        return self._presets
+
+    def params(self, i: int) -> dict[str, int]:
+        """Parameters of row ``i``: ``{name: raw value}`` for the 145 voice parameters (voice order,
+        OP6 first; names and ranges from :mod:`dexed_data.schema`), with the fixed TRANSPOSE = 24
+        the render used."""
+        return params_dict(self.raw[int(i)])
+
+    def audio(self, i: int) -> np.ndarray:
+        """Audio of row ``i``: ``(K, T)`` float32 at the plug-in's scale (1.0 = full scale).
+
+        The stored ``/audio`` when the file has it (``--store audio,mel``); otherwise the preset is
+        rendered again with the file's engine and settings (notes, hold, release, sample rate),
+        which gives exactly the audio the dataset was made from (rendering is deterministic).
+
+        Raises:
+            DatasetError: the row failed to render, or no audio is stored and the file's engine
+                (name and version) is not the one available here.
+        """
+        i = int(i)
+        if self.status[i] != STATUS_OK:
+            raise DatasetError(f"{self.path}: row {i} ({self.ids[i]}) failed to render; it has no audio")
+        if "audio" in self.file:
+            return super().audio(i)
+        h = self.info.header
+        if self._engine is None:
+            from .engines import EngineSpec, make_engine
+
+            engine = make_engine(EngineSpec(h.engine, h.sample_rate)) if h.engine == "dexed" else None
+            if engine is None or engine.version != h.engine_version:
+                raise DatasetError(f"{self.path}: audio is not stored and cannot be re-rendered here (made with "
+                                   f"{h.engine} {h.engine_version}); render with --store audio,mel")
+            self._engine = engine
+        return self._engine.render(self.raw[i], h.notes, h.hold, h.release).audio
+
+    def torch_dataset(self, rows: Sequence[int] | None = None, notes: Sequence[int] | None = None,
+                      scale: bool = True) -> "MelDataset":
+        """A PyTorch ``Dataset`` over this file's spectrograms (see :class:`MelDataset`).
+
+        ``rows`` default to :meth:`usable` (rendered, not silent, not a duplicate by sound).
+        """
+        from .torch_dataset import MelDataset
+
+        return MelDataset(self.path, self.usable() if rows is None else rows, notes,
+                          self.mel_bounds if scale else None)
+
+
+def open_dataset(path: str | Path) -> RenderedDataset:
+    """Open a complete ``dataset.h5`` (see :class:`RenderedDataset`; also a context manager).
+
+    Raises:
+        DatasetError: not a dataset, another format version or parameter schema, or incomplete.
+    """
+    return RenderedDataset(path)

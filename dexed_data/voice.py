@@ -1,0 +1,118 @@
+"""One DX7 voice from wherever it is (a ``.syx`` file, a catalogue or dataset row, raw values),
+rendered exactly as ``dexed-data render`` renders it.
+
+``dexed-data render`` applies the paper's fixed voice byte (TRANSPOSE = 24, no transpose) before
+rendering; the engine's output stage holds the other fixed parameters (filter open, unity output,
+master tune centred, all operators on). :func:`render_voice` does the same, so a preset rendered
+here equals its row of a dataset rendered with the same settings, sample for sample.
+
+It is also what ``dexed_data.render(...)`` calls (the ``dexed_data.render`` module is callable).
+
+Example::
+
+    >>> import dexed_data
+    >>> from dexed_data.voice import load_voice
+    >>> v = load_voice("presets/toolkit_bank_a.syx:1")          # N counted from 1, as on a DX7
+    >>> v.name, v.raw.shape
+    ('TINE EP   ', (145,))
+    >>> audio = dexed_data.render(v, notes=[(60, 85), (72, 100)], hold=0.5, release=0.25)
+    >>> audio.shape, audio.dtype                                # (notes, samples) at 22,050 Hz
+    ((2, 16537), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DexedDataError
+from .schema import SOUND_BYTES, apply_fixed
+
+#: The paper's six (MIDI pitch, velocity) pairs, ``dexed-data render``'s default.
+DEFAULT_NOTES: tuple[tuple[int, int], ...] = ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A DX7 voice: raw values ``(145,)`` uint8 in voice order (as found, fixed bytes not applied),
+    its 10-character name and where it came from (``"FILE.syx:N"``, N from 1)."""
+
+    raw: np.ndarray
+    name: str
+    source: str = ""
+
+
+def load_voice(spec: str | Path) -> Voice:
+    """``"FILE.syx:N"`` (N from 1, as on the DX7) or ``"FILE.syx"`` (a file with exactly one voice).
+
+    Any file ``dexed-data import-sysex`` reads works (banks, single-voice dumps, ``.mid``, raw
+    voice data); voices come out repaired as the import repairs them.
+
+    Raises:
+        DexedDataError: no such file, no voice in it, or N out of range.
+    """
+    from .sysex import decode_file
+
+    path, sep, index = str(spec).rpartition(":")
+    if not sep or not index.isdigit():
+        path, index = str(spec), ""
+    if not Path(path).is_file():
+        raise DexedDataError(f"{path}: no such file (write voices as FILE.syx:N, N from 1)")
+    voices = decode_file(path).voices
+    if not voices:
+        raise DexedDataError(f"{path}: no DX7 voice found in the file")
+    if not index:
+        if len(voices) != 1:
+            raise DexedDataError(f"{path} holds {len(voices)} voices; say which, e.g. {path}:1 (counted from 1)")
+        n = 1
+    else:
+        n = int(index)
+        if not 1 <= n <= len(voices):
+            raise DexedDataError(f"{spec}: voice {n} does not exist; {path} holds voices 1–{len(voices)}")
+    v = voices[n - 1]
+    return Voice(np.array(v.raw, np.uint8), v.name, f"{path}:{n}")
+
+
+def _raw_of(voice) -> np.ndarray:
+    if isinstance(voice, (str, Path)):
+        return load_voice(voice).raw
+    raw = np.asarray(getattr(voice, "raw", voice))
+    if raw.shape != (SOUND_BYTES,):
+        raise DexedDataError(f"a voice is raw values of shape ({SOUND_BYTES},), a 'FILE.syx:N' string, or an "
+                             f"object with .raw (a Voice, a dataset preset); got shape {raw.shape}")
+    return raw
+
+
+def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: float = 3.0,
+                 release: float = 1.0, *, sample_rate: int = 22050, engine: str = "dexed",
+                 plugin: str | None = None) -> np.ndarray:
+    """Render one voice on ``notes`` as ``dexed-data render`` does: ``(notes, samples)`` float32.
+
+    Args:
+        voice: a :class:`Voice`, ``"FILE.syx:N"``, raw values ``(145,)`` (e.g. a catalogue's
+            ``read_catalogue(path).raw[row]``), or any object with ``.raw`` (a preset of
+            :func:`dexed_data.open_dataset`, a :class:`~dexed_data.sysex.DecodedVoice`).
+        notes: ``(midi_pitch, velocity)`` pairs; default the paper's six.
+        hold, release: seconds the note is held, then rendered after its note-off.
+        sample_rate: Hz.
+        engine, plugin: ``"dexed"`` (dexed-py, default) or ``"dawdreamer"`` with a plug-in path.
+
+    Returns:
+        Audio at the Dexed plug-in's scale (1.0 = full scale), never clipped;
+        ``int((hold + release) · sample_rate)`` samples per note.
+    """
+    from .engines import EngineSpec, make_engine
+
+    raw = apply_fixed(_raw_of(voice))
+    eng = _ENGINES.get((engine, sample_rate, plugin))
+    if eng is None:
+        eng = _ENGINES[(engine, sample_rate, plugin)] = make_engine(EngineSpec(engine, int(sample_rate), plugin))
+    return eng.render(raw, list(notes), hold, release).audio
+
+
+# Engines are kept per setting: each render starts from a fresh voice state, and building a
+# plug-in host is slow.
+_ENGINES: dict = {}

@@ -37,6 +37,8 @@ Layout of ``presets.h5`` (plain h5py; ``format_version`` 1)::
     /presets/id            (N,) |S16        16 hex chars of sha256(raw bytes)
     /presets/name          (N,) |S10        name of the first occurrence
     /presets/sound_group   (N,) int32       row of the representative of its sound class
+    /presets/near_group    (N,) int32       row of the first preset of its near-copy group
+                                            (same name or ≤ 3 learnable parameters apart, dexed_data.nearcopy)
     /occurrences/preset    (M,) int32       row in /presets
     /occurrences/path      (M,) str (UTF-8) relative path of the source file
     /occurrences/message   (M,) int32       DX7 message index in the file (0-based)
@@ -341,6 +343,8 @@ class Catalogue:
         ids: N ids, 16 hex chars each.
         names: N names, 10 chars each (name of the first occurrence).
         sound_group: ``(N,) int32`` row of the representative of each row's sound class.
+        near_group: ``(N,) int32`` row of the first preset of each row's near-copy group
+            (:func:`dexed_data.nearcopy.near_copy_groups` over the whole catalogue).
         occurrences: ``preset`` (M,) int32, ``path`` (M,) str objects, ``message`` (M,) int32,
             ``voice`` (M,) int32, ``name`` (M,) str objects.
         command: the command line that wrote the file.
@@ -358,6 +362,13 @@ class Catalogue:
     sound_group: np.ndarray
     occurrences: dict[str, np.ndarray]
     command: str = ""
+    near_group: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.near_group is None:   # a catalogue written before near-copy groups: group it now
+            from .nearcopy import near_copy_groups
+
+            self.near_group = near_copy_groups(self.raw, self.names).astype(np.int32)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -426,7 +437,10 @@ def write_catalogue(path, raw, names, occurrences=None, command: str = "") -> No
         occ = _empty_occurrences()
     else:
         occ = _sorted_occurrences(occurrences, rank[inverse] if raw.shape[0] else np.zeros(0, np.int64))
-    _write_file(Path(path), rows_raw, rows_ids, rows_names, sound_groups(rows_raw), occ, command)
+    from .nearcopy import near_copy_groups
+
+    _write_file(Path(path), rows_raw, rows_ids, rows_names, sound_groups(rows_raw), occ, command,
+                near_copy_groups(rows_raw, rows_names))
 
 
 def _sorted_occurrences(occurrences: dict, row_of_input: np.ndarray) -> dict[str, np.ndarray]:
@@ -455,7 +469,7 @@ def _sorted_occurrences(occurrences: dict, row_of_input: np.ndarray) -> dict[str
             "name": np.asarray(onames, dtype=object)[order] if m else np.zeros(0, object)}
 
 
-def _write_file(path: Path, raw, ids, names, sound_group, occ, command) -> None:
+def _write_file(path: Path, raw, ids, names, sound_group, occ, command, near_group) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -471,6 +485,7 @@ def _write_file(path: Path, raw, ids, names, sound_group, occ, command) -> None:
             p.create_dataset("id", data=np.array(ids, dtype="S16").reshape(-1))
             p.create_dataset("name", data=_names_s10(names).reshape(-1))
             p.create_dataset("sound_group", data=np.asarray(sound_group, np.int32))
+            p.create_dataset("near_group", data=np.asarray(near_group, np.int32))
             o = f.create_group("occurrences")
             o.create_dataset("preset", data=occ["preset"])
             o.create_dataset("path", data=np.asarray(occ["path"], dtype=object), dtype=h5py.string_dtype())
@@ -525,6 +540,7 @@ def read_catalogue(path) -> Catalogue:
                 ids=[i.decode() for i in p["id"][()]],
                 names=_decode_s10(p["name"][()]),
                 sound_group=p["sound_group"][()].astype(np.int32),
+                near_group=p["near_group"][()].astype(np.int32) if "near_group" in p else None,
                 occurrences={
                     "preset": o["preset"][()].astype(np.int32),
                     "path": np.asarray(o["path"].asstr()[()], dtype=object),

@@ -255,6 +255,7 @@ class PresetTable:
     sound_group: np.ndarray          # (n,) int32
     catalogue_row: np.ndarray        # (n,) int32
     occurrences: dict[str, np.ndarray]
+    near_group: np.ndarray | None = None   # (n,) |S16 id of the first preset of the near-copy group (catalogue-wide)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -444,6 +445,8 @@ def _write_presets(f: h5py.File, p: PresetTable) -> None:
     g.create_dataset("name", data=np.asarray(p.names, "S10"), track_times=False)
     g.create_dataset("sound_group", data=np.asarray(p.sound_group, np.int32), track_times=False)
     g.create_dataset("catalogue_row", data=np.asarray(p.catalogue_row, np.int32), track_times=False)
+    if p.near_group is not None:
+        g.create_dataset("near_group", data=np.asarray(p.near_group, "S16"), track_times=False)
     # the parameter schema itself, so that plain-h5py readers can name the raw values
     f.create_group("schema", track_order=False).attrs["table"] = json.dumps(schema_table())
     occ = f.create_group("occurrences", track_order=False)
@@ -471,7 +474,7 @@ def _read_presets(f: h5py.File) -> PresetTable:
         else:
             occurrences[key] = d[...]
     return PresetTable(g["raw"][...], g["id"][...], g["name"][...], g["sound_group"][...],
-                       g["catalogue_row"][...], occurrences)
+                       g["catalogue_row"][...], occurrences, g["near_group"][...] if "near_group" in g else None)
 
 
 def select_occurrences(occurrences: dict[str, np.ndarray], preset_rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -778,8 +781,9 @@ def merge(shard_paths: Sequence, out_path) -> Path:
         occ_order = np.argsort(occ["preset"], kind="stable")
         occ = {k: v[occ_order] for k, v in occ.items()}
         occ["preset"] = occ["preset"].astype(np.int32)
+        near = cat("near_group") if all(t.near_group is not None for t in tables) else None
         table = PresetTable(cat("raw"), cat("ids"), cat("names"), cat("sound_group"),
-                            merged_rows.astype(np.int32), occ)
+                            merged_rows.astype(np.int32), occ, near)
         blocks = [Block(f, np.arange(len(t)), np.searchsorted(merged_rows, t.catalogue_row),
                         (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"])))
                   for f, t in zip(files, tables)]

@@ -347,7 +347,8 @@ def _plan(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | 
     table = ds.PresetTable(raw[rows], np.asarray([cat.ids[i] for i in cat_rows], "S16"),
                            np.asarray([cat.names[i].encode("ascii", "replace") for i in cat_rows], "S10"),
                            cat.sound_group[cat_rows].astype(np.int32), cat_rows.astype(np.int32),
-                           ds.select_occurrences(cat.occurrences, cat_rows))
+                           ds.select_occurrences(cat.occurrences, cat_rows),
+                           np.asarray([cat.ids[i] for i in cat.near_group[cat_rows]], "S16"))
     return _Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(raw, sel_ids), len(sel),
                 canonical_command(catalogue_path, config, ids_file, limit), segment_size)
 

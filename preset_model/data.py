@@ -148,11 +148,11 @@ def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[s
 
     Usable: rendered ok, not silent and, unless ``keep_duplicates``, not a duplicate by sound
     (``/duplicate_of >= 0``: its audio equals an earlier preset's). Keys come from
-    :func:`preset_model.split.near_copy_groups` over every row of the file (same name, at most
-    :data:`~preset_model.split.NEAR_PARAMS` differing learnable parameters, same near
+    :func:`preset_model.split.split_keys` (near-copy groups: same name, at most
+    :data:`~dexed_data.nearcopy.NEAR_PARAMS` differing learnable parameters, same near
     fingerprint), so near-copies never straddle train and test.
     """
-    from .split import group_keys, near_copy_groups
+    from .split import split_keys
 
     with h5py.File(path, "r") as h5:
         ids = [b.decode() if isinstance(b, bytes) else str(b) for b in h5["presets/id"][:]]
@@ -160,13 +160,14 @@ def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[s
         rendered = h5["status"][:] == 1 if "status" in h5 else np.ones(n, bool)
         silent = h5["silent"][:].astype(bool) if "silent" in h5 else np.zeros(n, bool)
         dup = h5["duplicate_of"][:].astype(np.int64) if "duplicate_of" in h5 else np.full(n, -1, np.int64)
-        raw = h5["presets/raw"][:]
-        names = h5["presets/name"][:]
+        near_group = h5["presets/near_group"][:] if "presets/near_group" in h5 else None
+        raw = h5["presets/raw"][:] if near_group is None else None
+        names = h5["presets/name"][:] if near_group is None else None
         near = h5["near_fingerprint"][:] if "near_fingerprint" in h5 else None
     ok = rendered & ~silent
     if not keep_duplicates:
         ok &= dup < 0
-    keys = group_keys(ids, near_copy_groups(raw, names, near, rendered & ~silent))
+    keys = list(split_keys(ids, near_group, raw, names, near, rendered & ~silent))
     return ids, np.flatnonzero(ok), keys
 
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from dexed_data.schema import LEARNABLE_PARAMS
 from preset_model.data import split_ids
-from preset_model.split import NEAR_PARAMS, group_keys, near_copy_groups, near_pairs, nearest_distance
+from dexed_data.nearcopy import NEAR_PARAMS, near_copy_groups, near_pairs, nearest_distance
+from preset_model.split import group_keys, split_keys
 
 COLS = np.array([p.voice_offset for p in LEARNABLE_PARAMS])
 MAXES = np.array([p.max for p in LEARNABLE_PARAMS])
@@ -69,24 +70,45 @@ def test_near_copies_share_a_side_and_unrelated_presets_spread():
     assert len(set(blank.tolist())) == 3
 
 
-def test_split_is_stable_across_subsets_when_groups_are_whole():
-    """A subset that keeps each group's smallest id assigns every preset as the whole set does."""
+def test_split_keys_are_stable_across_rendered_subsets_of_a_catalogue(tmp_path):
+    """import-sysex groups the whole catalogue; a dataset of any subset carries the same keys."""
+    from dexed_data.catalogue import write_catalogue
+    from dexed_data.render import RenderConfig, render_dataset
+    from preset_model.data import read_usable
+
     rng = np.random.default_rng(3)
-    base = random_presets(400, seed=3)
+    base = random_presets(20, seed=3)
+    base[:, COLS[:8]] = 60      # loud, sustained first operators: most presets render audibly
     raw = np.concatenate([base, np.stack([mutate(r, 2, rng) for r in base])])
-    ids = random_ids(800, rng)
-    names = [f"N{i}" for i in range(800)]
-    full_keys = group_keys(ids, near_copy_groups(raw, names))
-    full = split_ids(ids, 0, groups=full_keys)
-    side = {i: s for s in ("train", "valid", "test") for i in getattr(full, s)}
-    # drop a random half of the presets, but never a group's key holder
-    keep = [r for r in range(800) if ids[r] == full_keys[r] or rng.random() < 0.5]
-    sub_ids = [ids[r] for r in keep]
-    sub_keys = group_keys(sub_ids, near_copy_groups(raw[keep], [names[r] for r in keep]))
-    assert sub_keys == [full_keys[r] for r in keep]
-    sub = split_ids(sub_ids, 0, groups=sub_keys)
-    for s in ("train", "valid", "test"):
-        assert all(side[i] == s for i in getattr(sub, s))
+    cat = tmp_path / "presets.h5"
+    write_catalogue(cat, raw, [f"N{i}" for i in range(40)])
+    cfg = RenderConfig(notes=((60, 85),), hold=0.1, release=0.05, operators=False)
+    render_dataset(cat, tmp_path / "all.h5", cfg, jobs=1, progress=False)
+    ids, _, keys = read_usable(tmp_path / "all.h5", keep_duplicates=True)
+    full = dict(zip(ids, keys))
+    assert len(set(keys)) < len(keys)                           # near-copies were grouped
+    half = sorted(rng.choice(ids, 20, replace=False))
+    (tmp_path / "half.txt").write_text("\n".join(half))
+    render_dataset(cat, tmp_path / "half.h5", cfg, jobs=1, progress=False, ids_file=tmp_path / "half.txt")
+    sub_ids, _, sub_keys = read_usable(tmp_path / "half.h5", keep_duplicates=True)
+    assert sorted(sub_ids) == half
+    assert [full[i] for i in sub_ids] == list(sub_keys)
+    import h5py
+
+    with h5py.File(tmp_path / "all.h5") as a, h5py.File(tmp_path / "half.h5") as b:
+        groups = dict(zip(a["presets/id"][:], a["presets/near_group"][:]))
+        assert [groups[i] for i in b["presets/id"][:]] == list(b["presets/near_group"][:])
+
+
+def test_split_keys_join_groups_by_near_fingerprint():
+    ids = ["a1", "b2", "c3", "d4"]
+    groups = np.array([b"a1", b"a1", b"c3", b"d4"])
+    fp = np.zeros((4, 16), np.uint8)
+    fp[3] = 9
+    assert split_keys(ids, groups).tolist() == ["a1", "a1", "c3", "d4"]
+    assert split_keys(ids, groups, near_fingerprints=fp).tolist() == ["a1", "a1", "a1", "d4"]
+    assert split_keys(ids, groups, near_fingerprints=fp, fingerprint_valid=np.array([1, 1, 0, 1], bool)).tolist() \
+        == ["a1", "a1", "c3", "d4"]
 
 
 def test_nearest_distance_counts_differing_learnable_parameters():

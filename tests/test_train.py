@@ -44,6 +44,9 @@ def test_fit_writes_a_complete_run_folder(dataset, tmp_path):
     assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.csv", "split.json"}
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,step,beta")
+    header = rows[0].split(",")
+    assert {"valid_param", "train_minutes", "loader_share", "lr"} <= set(header)
+    assert all(0 <= float(r.split(",")[header.index("loader_share")]) <= 1 for r in rows[1:])
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["model_config"]["encoding"] == "numcat"
     assert ckpt["dataset"]["n_mels"] == 32 and ckpt["epoch"] + 1 == int(rows[-1].split(",")[0])

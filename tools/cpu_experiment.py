@@ -131,6 +131,40 @@ def near_copy_counts(data: Path, split: Split, limit: int) -> dict:
     return {"test_presets": len(test), **{f"within_{k}": float((dist <= k).mean()) for k in (1, 5, 10)}}
 
 
+def split_stability(data: Path, catalogue: Path, fractions=(0.5, 0.1), seed: int = 0) -> dict:
+    """Share of usable presets whose side changes when only a random part of the catalogue is rendered.
+
+    Simulates ``render --ids`` of a random subset: catalogue-wide near-copy groups (as
+    ``import-sysex`` stores them), near fingerprints only among the subset.
+    """
+    from dexed_data.catalogue import read_catalogue
+    from preset_model.split import split_keys
+
+    cat = read_catalogue(catalogue)
+    group_id = {i: cat.ids[g] for i, g in zip(cat.ids, cat.near_group)}
+    with h5py.File(data, "r") as h5:
+        ids = [b.decode() for b in h5["presets/id"][:]]
+        near = h5["near_fingerprint"][:]
+        valid = (h5["status"][:] == 1) & ~h5["silent"][:].astype(bool)
+    _, usable, _ = read_usable(data)
+    usable_set = set(usable.tolist())
+
+    def sides(rows):
+        keys = split_keys([ids[r] for r in rows], np.array([group_id[ids[r]] for r in rows], "S16"),
+                          near_fingerprints=near[rows], fingerprint_valid=valid[rows])
+        kept = [(ids[r], k) for r, k in zip(rows, keys) if r in usable_set]
+        s = split_ids([i for i, _ in kept], 0, groups=[k for _, k in kept])
+        return {i: name for name in ("train", "valid", "test") for i in getattr(s, name)}
+
+    full = sides(np.arange(len(ids)))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for f in fractions:
+        part = sides(np.sort(rng.choice(len(ids), int(f * len(ids)), replace=False)))
+        out[str(f)] = sum(full[i] != s for i, s in part.items()) / max(len(part), 1)
+    return out
+
+
 def knn_on_split(args, data: Path, split: Split, run: Path) -> dict:
     """kNN baseline scored on ``split`` (the same code path as ``evaluate --baseline knn``)."""
     out = args.out / "eval" / "knn-old-split.json"
@@ -251,6 +285,9 @@ MFCC-40 {knn['audio']['mfcc40_mae']['mean']:.2f}; the best model {best['params']
 **Near copies.** Test presets (the scored ones) that still have a training preset within 1, 5 and 10
 learnable parameters: {nc['within_1']:.1%}, {nc['within_5']:.1%}, {nc['within_10']:.1%} on this split; on the old
 split (ids hashed alone, only identical sounds grouped) {old['within_1']:.1%}, {old['within_5']:.1%}, {old['within_10']:.1%}.
+Stability: rendering only a random half (a tenth) of the catalogue moves {res['stability']['0.5']:.1%}
+({res['stability']['0.1']:.1%}) of the presets to another side, all through near-fingerprint links between
+catalogue groups (the name and parameter groups come from the whole catalogue and never move).
 kNN's MFCC-40 MAE goes from {res['eval']['knn-old']['audio']['mfcc40_mae']['mean']:.2f} on the old split to
 {knn['audio']['mfcc40_mae']['mean']:.2f} on this one: that difference is what copies bought it.
 
@@ -328,7 +365,8 @@ def main(argv=None) -> None:
            "training": {f"seed-{s}": training_summary(r) for s, r in zip(args.seeds, runs)},
            "eval": reports, "best_seed": best_seed, "knn_verdict": verdict,
            "near_copies": near_copy_counts(data, new, args.eval_limit),
-           "near_copies_old": near_copy_counts(data, old, args.eval_limit)}
+           "near_copies_old": near_copy_counts(data, old, args.eval_limit),
+           "stability": split_stability(data, args.out / "presets.h5")}
     (args.out / "results.json").write_text(json.dumps(res, indent=1))
     log(f"wrote {args.out / 'results.json'}")
     if args.results is not None:

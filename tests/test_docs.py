@@ -82,10 +82,25 @@ def test_readme_render_and_training_defaults_are_the_code_defaults():
     assert f"({mel.n_mels} mels, n_fft {mel.n_fft}, hop {mel.hop}, dB floor −{-mel.floor_db:g}, float16)" in readme
     t, model = TrainConfig(), ModelConfig()
     assert (model.encoding, model.head, model.notes, t.batch_size, t.lr) == ("numcat++", "flow", 6, 160, 2e-4)
-    assert "Defaults are the paper's: NumCat++ encoding, flow regression head, 6 notes, batch 160, Adam\n2e-4" in readme
+    flat = " ".join(readme.split())
+    assert ("Defaults are the paper's and its reference code's: NumCat++ encoding, flow regression head, 6 notes, "
+            "batch 160, Adam 2e-4 with weight decay 1e-4, the learning rate warmed up over 6 epochs from 0.1× and "
+            "cut by 5 when the validation parameter loss stalls for 6 epochs") in flat
+    assert (t.weight_decay, t.warmup_epochs, t.warmup_start, t.plateau_factor, t.plateau_patience) == \
+        (1e-4, 6, 0.1, 0.2, 6)
+    assert "dropout 0.3 in the autoencoder's fully connected layers and 0.4 in the MLP head" in flat
+    assert (model.dropout, model.head_dropout) == (0.3, 0.4)
     assert "num + 0.2·cat" in readme and t.categorical_weight == 0.2
-    assert "(warm-up 0.1 → 0.2 over 25 epochs)" in readme
-    assert (t.beta_start, t.beta, t.beta_warmup_epochs) == (0.1, 0.2, 25)
+    assert "β warm-up 0.1 → 0.2" in flat
+    assert (t.beta_start, t.beta) == (0.1, 0.2)
+    from dexed_data.nearcopy import NEAR_PARAMS
+
+    assert f"within {NEAR_PARAMS} of the 144 learnable parameters" in flat
+    from preset_model.model import model_config, parameter_count
+
+    for size in ("tiny", "small", "paper"):    # "`tiny` 1.0 M parameters, `small` 7.8 M, `paper` 41.8 M at 257 × 345"
+        count = parameter_count(model_config(size, n_mels=257, frames=345))
+        assert f"`{size}` {count / 1e6:.1f} M" in flat, (size, count)
 
 
 def test_quality_md_info_example_is_what_info_prints(tmp_path):

@@ -98,13 +98,19 @@ def evaluate(
 
 @app.command()
 def match(
-    run: Path = typer.Argument(..., help="Run folder (or checkpoint .pt)."),
-    files: list[Path] = typer.Argument(..., help="Audio files (WAV/FLAC/OGG/AIFF; any rate, length, channels)."),
+    paths: list[Path] = typer.Argument(..., metavar="[RUN] FILES...",
+                                       help="Run folder (or checkpoint .pt), unless --data alone is given; then "
+                                            "audio files (WAV/FLAC/OGG/AIFF; any rate, length, channels)."),
     output: Path = typer.Option(..., "-o", "--output", help=".syx to write: one voice → single-voice dump, more → bank."),
     wav: Optional[Path] = typer.Option(None, "--wav", help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
     each: bool = typer.Option(False, "--each", help="Every file is its own sound (its note from its name, else 60:85)."),
     gain_db: float = typer.Option(0.0, "--gain-db", help="Gain applied to the inputs (they should be at Dexed's output level)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved (render settings)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved (render settings); "
+                                                             "without RUN, the dataset whose presets are matched."),
+    refine: int = typer.Option(0, "--refine", help="Search N renders for a better voice from the model's voice, the "
+                                                   "nearest training presets and samples around them (0: no search)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes rendering the search's voices."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search (same seed, same voice)."),
 ) -> None:
     """Infer DX7 voices from recordings, write them as .syx, re-render and score each file.
 
@@ -119,21 +125,42 @@ def match(
     - or one file, taken as note 60:85.
 
     Missing notes are filled by pitch-shifting the given note nearest in pitch.
+
+    Without RUN, --data DATASET matches from the dataset's training presets: the nearest one by spectrogram,
+    or with --refine N a search from the nearest ones.
     """
     from math import isnan
 
     from .inference import load_run
     from .match import match_files, write_syx, write_wavs
 
-    loaded = load_run(run, data=data)
-    typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
-    result = match_files(loaded, files, each=each, gain_db=gain_db)
+    run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
+    files = paths[1:] if run is not None else paths
+    if run is None and data is None:
+        raise PresetModelError(f"{paths[0]} is not a run folder or checkpoint: give RUN first, or --data DATASET "
+                               f"to match from a dataset's presets alone")
+    if refine < 0:
+        raise PresetModelError(f"--refine must be 0 or a number of renders, got {refine}")
+    loaded = load_run(run, data=data) if run is not None else None
+    if loaded is not None:
+        typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
+    result = match_files(loaded, files, each=each, gain_db=gain_db, data=data, refine=refine, jobs=jobs, seed=seed,
+                         progress=refine > 0)
+    notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
+    if loaded is None:
+        typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))
     write_syx(output, [v.raw for v in result.voices], [v.name for v in result.voices])
     for v in result.voices:
         given = {tuple(s.note) for s in v.scores}
-        filled = [f"{p}:{q}" for p, q in loaded.input_notes if (p, q) not in given]
-        note = f" (notes {', '.join(filled)} filled by pitch-shifting)" if filled else ""
+        filled = [f"{p}:{q}" for p, q in notes if (p, q) not in given]
+        note = f" (notes {', '.join(filled)} filled by pitch-shifting)" if filled and loaded is not None else ""
         typer.echo(f"voice {v.name.strip()!r}{note}")
+        if v.search is not None:
+            r = v.search
+            parts = [f"{what} {d:.2f}" for what, d in (("model", r.candidate("model")),
+                                                          ("nearest preset", r.candidate("nearest-1"))) if d is not None]
+            typer.echo("  distance (lower is better): " + ", ".join(parts + [f"refined {r.distance:.2f}"])
+                       + f"; {r.renders} renders in {r.seconds:.1f} s")
         for s in v.scores:
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
             if isnan(s.pitch_offset_cents):

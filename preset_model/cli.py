@@ -80,14 +80,16 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N presets of the split."),
     checkpoint: str = typer.Option("best.pt", "--checkpoint", help="best.pt | last.pt."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Report path without extension (default RUN/eval-SPLIT[-BASELINE])."),
+                                          help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
+    refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
+                                                   "true sound (candidates: it, the nearest training presets)."),
 ) -> None:
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
     from .evaluate import evaluate as run_evaluation, write_report
 
-    report = run_evaluation(run, data, split, baseline, jobs, limit, checkpoint)
+    report = run_evaluation(run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
     folder = run if run.is_dir() else run.parent
-    out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else ""))
+    out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
     js, md = write_report(report, out)
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "

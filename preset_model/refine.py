@@ -26,7 +26,7 @@ bins) alike; the MFCC term weighs the spectral envelope. (A third, n_fft 256, co
 time per render.) A voice that is near-silent on every given note while the input is not
 (:func:`dexed_data.features.silent_notes`) scores ``inf``: it is never chosen.
 
-**Search** (``method="es"``, the default): a (1+λ) evolution strategy on integer steps, λ = 8
+**Search**: a (1+λ) evolution strategy on integer steps, λ = 8
 children per generation whatever ``jobs`` is (so the result does not depend on it). A child
 changes 1–4 parameters of the best voice so far: a numerical one by ±max(1, round(|N(0, σ)|·max))
 steps, clipped to its range; a categorical one to another of its values, uniformly. Parameters
@@ -35,8 +35,9 @@ operators that are off, but their output level; the LFO's shape when both its de
 picked ten times less often than the others (:func:`_weights`). σ (a fraction
 of the range) grows by 1.5 after a generation that improved and shrinks by 0.8 otherwise, within
 [0.01, 0.5]. A child replaces the best when it is at least as good (moves across plateaus of
-parameters that do not change the sound). ``method="nevergrad"`` runs nevergrad's
-``DiscreteLenglerOnePlusOne`` over the same integer vector instead (the benchmark compares both).
+parameters that do not change the sound). It beat nevergrad's ``DiscreteLenglerOnePlusOne`` over
+the same integer vector (docs/RESULTS.md, "Matching with re-render search"), so no optimiser
+package is needed.
 
 Guarantees: the result is never worse than the best candidate (it starts from it and only
 accepts better or equal voices); it is deterministic for a seed (fixed batch structure, one
@@ -66,13 +67,14 @@ import numpy as np
 from dexed_data.engines import EngineSpec
 from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, apply_fixed
 
+from .baselines import INDEX_BYTES
 from .errors import PresetModelError
 
 #: STFT sizes of the multi-resolution log-spectral term (hop = n_fft / 4).
 RESOLUTIONS: tuple[int, ...] = (1024, 4096)
 FLOOR_DB = -120.0
 MFCC_FFT, MFCC_HOP, MFCC_MELS, MFCC_COEFFS = 1024, 256, 128, 40
-METHODS: tuple[str, ...] = ("es", "nevergrad")
+assert MFCC_FFT in RESOLUTIONS and MFCC_HOP == MFCC_FFT // 4  # the MFCCs reuse that resolution's STFT
 
 _OFFSETS = np.array([p.voice_offset for p in LEARNABLE_PARAMS])
 _MAXES = np.array([p.max for p in LEARNABLE_PARAMS])
@@ -93,7 +95,7 @@ def _window(n_fft: int):
 
 @functools.lru_cache(maxsize=4)
 def _mfcc_matrix(sample_rate: int):
-    """``(40, bins)``-free pieces: the mel basis ``(128, 513)`` and the DCT ``(40, 128)`` as torch tensors."""
+    """The mel basis ``(128, 513)`` and the orthonormal DCT-II ``(40, 128)`` of the MFCCs, as torch tensors."""
     import librosa
     import torch
 
@@ -117,8 +119,6 @@ def spectral_features(audio: np.ndarray, sample_rate: int) -> list:
         out.append(20.0 * torch.log10(spec.clamp_min(10.0 ** (FLOOR_DB / 20.0))))
         if n_fft == MFCC_FFT:
             power = spec.square()
-    if MFCC_FFT not in RESOLUTIONS:  # pragma: no cover - RESOLUTIONS holds it
-        raise AssertionError
     basis, dct = _mfcc_matrix(int(sample_rate))
     out.append(dct @ (10.0 * torch.log10((basis @ power).clamp_min(10.0 ** (FLOOR_DB / 10.0)))))
     return out
@@ -205,7 +205,8 @@ class NearestPresets:
     Args:
         data: ``dataset.h5``.
         rows: its rows that may be returned (the training split), ascending.
-        budget: bytes of the in-memory index.
+        budget: bytes of the in-memory index (the same as ``evaluate --baseline knn``'s, so the
+            nearest preset is that baseline's on all notes).
 
     Example::
 
@@ -213,7 +214,7 @@ class NearestPresets:
         >>> raws, d = index.query(db_given_notes, note_index=[3], k=8)                  # doctest: +SKIP
     """
 
-    def __init__(self, data: str | Path, rows: np.ndarray, budget: int = 512 << 20) -> None:
+    def __init__(self, data: str | Path, rows: np.ndarray, budget: int = INDEX_BYTES) -> None:
         import h5py
         import torch
 
@@ -315,7 +316,6 @@ class RefineConfig:
         model_samples: voices sampled around the model's (z₀ ~ q(z₀|x)), besides its mean voice.
         offspring: children per generation (λ); fixed, so the result does not depend on ``jobs``.
         seed: seed of the search (and of the model's samples).
-        method: ``"es"`` (the built-in (1+λ) evolution strategy) or ``"nevergrad"``.
     """
 
     budget: int = 300
@@ -323,7 +323,6 @@ class RefineConfig:
     model_samples: int = 4
     offspring: int = 8
     seed: int = 0
-    method: str = "es"
 
 
 @dataclass
@@ -435,7 +434,7 @@ def _weights(raw: np.ndarray) -> np.ndarray:
 def _mutate(x: np.ndarray, rng: np.random.Generator, sigma: float, weights: np.ndarray | None = None) -> np.ndarray:
     """A child of learnable values ``x (144,)``: 1–4 parameters moved on their integer steps."""
     y = x.copy()
-    m = min(1 + rng.geometric(0.5) - 1, 4)
+    m = min(int(rng.geometric(0.5)), 4)          # 1 with p 1/2, 2 with p 1/4, ...; at most 4
     for i in rng.choice(len(x), size=m, replace=False, p=weights):
         if _CATEGORICAL[i]:
             y[i] = (x[i] + rng.integers(1, _MAXES[i] + 1)) % (_MAXES[i] + 1)
@@ -464,17 +463,15 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
         notes: the given ``(pitch, velocity)`` notes, one per row of ``target``.
         candidates: ``(label, raw (145,) uint8)``; at least one.
         spec, hold, release: how to render (the dataset's engine and note length).
-        cfg: budget, seed, method.
+        cfg: budget, seed.
         jobs: render processes.
         progress: show a tqdm bar with the best distance so far.
 
     Raises:
-        PresetModelError: no candidates, or an unknown method.
+        PresetModelError: no candidates.
     """
     if not candidates:
         raise PresetModelError("refine needs at least one candidate voice")
-    if cfg.method not in METHODS:
-        raise PresetModelError(f"unknown search method {cfg.method!r}; use one of {', '.join(METHODS)}")
     t0 = time.perf_counter()
     target = np.atleast_2d(np.asarray(target, np.float32))
     render = _Renderer(target, spec, notes, hold, release, jobs)
@@ -502,10 +499,7 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
     left = cfg.budget - render.count
     if left > 0:
         start = best[1]      # the first candidate with the lowest distance (score keeps the earliest of ties)
-        if cfg.method == "es":
-            _es(start, score, left, cfg, best)
-        else:
-            _nevergrad(start, score, left, cfg, best)
+        _es(start, score, left, cfg, best)
     if bar is not None:
         bar.close()
     return Refined(best[1].copy(), float(best[0]), best[2], [(k, d) for (k, _), d in zip(candidates, cand_d)],
@@ -529,28 +523,6 @@ def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) ->
             x, fx = kids[i], ds[i]
             w = _weights(_voice(start, x))
         sigma = min(0.5, sigma * 1.5) if improved else max(0.01, sigma * 0.8)
-
-
-def _nevergrad(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) -> None:
-    """nevergrad's DiscreteLenglerOnePlusOne over the learnable values (integer casting of an array in [0, max])."""
-    try:
-        import nevergrad as ng
-    except ImportError:
-        raise PresetModelError("method 'nevergrad' needs the nevergrad package: pip install nevergrad") from None
-    x0 = start[_OFFSETS].astype(np.float64)
-    param = ng.p.Array(init=x0, lower=np.zeros(len(x0)), upper=_MAXES.astype(np.float64)).set_integer_casting()
-    param.random_state = np.random.RandomState(cfg.seed)
-    opt = ng.optimizers.registry["DiscreteLenglerOnePlusOne"](parametrization=param, budget=budget,
-                                                               num_workers=cfg.offspring)
-    opt.tell(opt.parametrization.spawn_child(new_value=x0), best[0]) if np.isfinite(best[0]) else None
-    while budget > 0:
-        n = min(cfg.offspring, budget)
-        asked = [opt.ask() for _ in range(n)]
-        vals = [np.clip(np.rint(a.value), 0, _MAXES).astype(np.int64) for a in asked]
-        ds = score([_voice(start, v) for v in vals])
-        for a, d in zip(asked, ds):
-            opt.tell(a, d if np.isfinite(d) else 1e9)
-        budget -= n
 
 
 def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.ndarray, pred: np.ndarray,

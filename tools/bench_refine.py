@@ -17,7 +17,7 @@ tables to ``--out`` with ``.md``.
 Usage::
 
     nice -n 5 python tools/bench_refine.py --data dataset.h5 --sounds 100 --budget 300 --jobs 1 --out bench.json
-    python tools/bench_refine.py --data dataset.h5 --sounds 20 --method nevergrad --sets test --out ng.json
+    python tools/bench_refine.py --data dataset.h5 --sounds 20 --budget 100 --sets test --out quick.json
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ def main() -> None:
     ap.add_argument("--sounds", type=int, default=100)
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--method", default="es")
     ap.add_argument("--perturb", type=int, default=10)
     ap.add_argument("--sets", default="test,perturbed")
     ap.add_argument("--seed", type=int, default=0)
@@ -98,11 +97,11 @@ def main() -> None:
     with h5py.File(a.data, "r") as h5:
         raw_all = h5["presets/raw"][:]
     train_raw = raw_all[train]
-    cfg = RefineConfig(budget=a.budget, seed=a.seed, method=a.method)
+    cfg = RefineConfig(budget=a.budget, seed=a.seed)
     print(f"{a.data}: {len(usable)} usable presets, {len(train)} training, {len(test_rows)} test; "
-          f"{len(pick)} sounds per set, budget {a.budget}, method {a.method}, jobs {a.jobs}; "
+          f"{len(pick)} sounds per set, budget {a.budget}, jobs {a.jobs}; "
           f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)
-    results: dict = {"data": str(a.data), "budget": a.budget, "method": a.method, "jobs": a.jobs,
+    results: dict = {"data": str(a.data), "budget": a.budget, "jobs": a.jobs,
                      "neighbours": cfg.neighbours, "perturb": a.perturb, "index_seconds": t_index,
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
                                 f"{os.getloadavg()[0]:.1f} at start", "sets": {}}

@@ -109,14 +109,16 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N presets of the split."),
     checkpoint: str = typer.Option("best.pt", "--checkpoint", help="best.pt | last.pt."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Report path without extension (default RUN/eval-SPLIT[-BASELINE])."),
+                                          help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
+    refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
+                                                   "true sound (candidates: it, the nearest training presets)."),
 ) -> None:
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
     from .evaluate import evaluate as run_evaluation, write_report
 
-    report = run_evaluation(run, data, split, baseline, jobs, limit, checkpoint)
+    report = run_evaluation(run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
     folder = run if run.is_dir() else run.parent
-    out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else ""))
+    out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
     js, md = write_report(report, out)
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
@@ -127,14 +129,20 @@ def evaluate(
 
 @app.command()
 def match(
-    run: Path = typer.Argument(..., help="Run folder (or checkpoint .pt)."),
-    files: list[Path] = typer.Argument(..., help="Audio files (WAV/FLAC/OGG/AIFF; any rate, length, channels)."),
+    paths: list[Path] = typer.Argument(..., metavar="[RUN] FILES...",
+                                       help="Run folder (or checkpoint .pt), unless --data alone is given; then "
+                                            "audio files (WAV/FLAC/OGG/AIFF; any rate, length, channels)."),
     output: Path = typer.Option(..., "-o", "--output", help=".syx to write: one voice → single-voice dump, more → bank."),
     wav: Optional[Path] = typer.Option(None, "--wav", help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
     each: bool = typer.Option(False, "--each", help="Every file is its own sound (its note from its name, else 60:85)."),
     gain_db: float = typer.Option(0.0, "--gain-db", help="Gain applied to the inputs (they should be at Dexed's output level)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Not needed: the run holds its render settings "
-                                        "(older runs: the dataset they were trained on, if it moved)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Without RUN: the dataset whose training presets are "
+                                        "matched. With RUN: not needed (the run holds its render settings; older "
+                                        "runs: the dataset they were trained on, if it moved)."),
+    refine: int = typer.Option(0, "--refine", help="Search N renders for a better voice from the model's voice, the "
+                                                   "nearest training presets and samples around them (0: no search)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes rendering the search's voices."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search (same seed, same voice)."),
 ) -> None:
     """Infer DX7 voices from recordings, write them as .syx, re-render and score each file.
 
@@ -157,23 +165,44 @@ def match(
     never below 0); log-spectral MAE = mean |dB difference| of the spectrograms (0 = identical);
     pitch offset = re-render vs input, cents; level = re-render RMS relative to the input's, dB
     (a warning when it is more than 20 dB quieter: the scores then compare with near-silence).
+
+    Without RUN, --data DATASET matches from the dataset's training presets: the nearest one by spectrogram,
+    or with --refine N a search from the nearest ones (distance: preset_model/refine.py).
     """
     from math import isinf, isnan
 
     from .inference import load_run
     from .match import match_files, write_syx, write_wavs
 
-    loaded = load_run(run, data=data)
-    typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
-    result = match_files(loaded, files, each=each, gain_db=gain_db)
+    run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
+    files = paths[1:] if run is not None else paths
+    if run is None and data is None:
+        raise PresetModelError(f"{paths[0]} is not a run folder or checkpoint: give RUN first, or --data DATASET "
+                               f"to match from a dataset's presets alone")
+    if refine < 0:
+        raise PresetModelError(f"--refine must be 0 or a number of renders, got {refine}")
+    loaded = load_run(run, data=data) if run is not None else None
+    if loaded is not None:
+        typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
+    result = match_files(loaded, files, each=each, gain_db=gain_db, data=data, refine=refine, jobs=jobs, seed=seed,
+                         progress=refine > 0)
+    notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
+    if loaded is None:
+        typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))
     write_syx(output, [v.raw for v in result.voices], [v.name for v in result.voices])
     for v in result.voices:
         given = {tuple(s.note) for s in v.scores}
-        filled = [f"{p}:{q}" for p, q in loaded.input_notes if (p, q) not in given]
-        if len(loaded.input_notes) == 1:
+        filled = [f"{p}:{q}" for p, q in notes if (p, q) not in given]
+        if loaded is None or len(notes) == 1:
             filled = []   # a 1-note model's input is its file, shifted if named by another note
         note = f" (notes {', '.join(filled)} filled by pitch-shifting)" if filled else ""
         typer.echo(f"voice {v.name.strip()!r}{note}")
+        if v.search is not None:
+            r = v.search
+            parts = [f"{what} {d:.2f}" for what, d in (("model", r.candidate("model")),
+                                                          ("nearest preset", r.candidate("nearest-1"))) if d is not None]
+            typer.echo("  distance (lower is better): " + ", ".join(parts + [f"refined {r.distance:.2f}"])
+                       + f"; {r.renders} renders in {r.seconds:.1f} s")
         for s in v.scores:
             if s.shift_semitones:
                 model_note = loaded.input_notes[0]

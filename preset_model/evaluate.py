@@ -122,7 +122,7 @@ def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSett
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", baseline: str | None = None,
-             jobs: int = 1, limit: int | None = None, checkpoint: str = "best.pt") -> dict:
+             jobs: int = 1, limit: int | None = None, checkpoint: str = "best.pt", refine: int = 0) -> dict:
     """Evaluate a run (or a baseline on the run's split and input notes); returns the report dict.
 
     Args:
@@ -133,6 +133,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         jobs: render processes.
         limit: evaluate only the first ``limit`` presets of the split (by row; for quick checks).
         checkpoint: ``best.pt`` or ``last.pt``.
+        refine: N > 0 refines each inferred preset by a re-render search of N renders against the
+            true preset's sound (:func:`preset_model.refine.refine_presets`).
     """
     t0 = time.perf_counter()
     loaded = load_run(run, checkpoint, data)
@@ -143,6 +145,10 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if limit is not None:
         rows = rows[:limit]
     pred = predict(loaded, data, rows, train_rows, baseline)
+    if refine > 0:
+        from .refine import refine_presets
+
+        pred = refine_presets(loaded.settings, data, rows, train_rows, pred, refine, jobs)
     import h5py
 
     with h5py.File(data, "r") as h5:
@@ -159,7 +165,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     return {
         "format": "preset-model-evaluation", "format_version": 1,
         "run": str(loaded.path), "checkpoint": checkpoint, "epoch": int(loaded.checkpoint.get("epoch", -1)) + 1,
-        "method": baseline or "model",
+        "method": (baseline or "model") + (f"+refine{refine}" if refine > 0 else ""),
         "model": None if baseline else {"encoding": cfg.encoding, "head": cfg.head, "notes": cfg.notes},
         "input_notes": [list(n) for n in loaded.input_notes],
         "dataset": str(data), "split": split, "presets": int(len(rows)), "train_presets": int(len(train_rows)),

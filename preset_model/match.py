@@ -37,6 +37,12 @@ the re-render's RMS level relative to the input's: a re-render more than :data:`
 quieter than its input is flagged (``preset-model match`` prints a warning), since the scores
 then compare a sound against near-silence.
 
+With ``refine=N`` the voice is searched for instead of taken as inferred: the model's voice, voices
+sampled around it, the nearest training presets by spectrogram and a sine voice are rendered on
+the given notes and scored, and the best is improved by a local search within N renders
+(:mod:`preset_model.refine`). Without a run (``run=None, data=DATASET``) the dataset's training
+presets are the candidates: the nearest one, or the search from them with ``refine``.
+
 Example::
 
     >>> from preset_model.match import match_files
@@ -47,15 +53,16 @@ Example::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 
 from .errors import PresetModelError
-from .inference import Run, load_run
+from .inference import Run, load_run, read_render_settings
 from .metrics import audio_metrics, pitch_offset_cents, similarity
+from .refine import NearestPresets, RefineConfig, Refined, refine as search, sound_candidates, training_rows
 
 #: The note a lone recording is taken to be (PAPER.md's single-note input).
 LONE_NOTE = (60, 85)
@@ -139,6 +146,7 @@ class MatchedVoice:
     files: list[str]
     render: np.ndarray                     # (K_dataset, samples) re-render on every dataset note
     scores: list[Score] = field(default_factory=list)
+    search: Refined | None = None          # the re-render search (refine > 0): candidates' and final distances
 
 
 @dataclass
@@ -223,15 +231,33 @@ def sound_name(files: list[str | Path]) -> str:
     return _dx7_name(common or stems[0])
 
 
-def match_files(run: str | Path | Run, files: list[str | Path], each: bool = False, gain_db: float = 0.0,
-                data: str | Path | None = None) -> MatchResult:
-    """Infer one voice per sound in ``files`` (grouping as in the module docstring), re-render and score it."""
+def match_files(run: str | Path | Run | None, files: list[str | Path], each: bool = False, gain_db: float = 0.0,
+                data: str | Path | None = None, refine: int = 0, jobs: int = 1, seed: int = 0,
+                progress: bool = False) -> MatchResult:
+    """Infer one voice per sound in ``files`` (grouping as in the module docstring), re-render and score it.
+
+    Args:
+        run: a run (folder, checkpoint or loaded), or None to match from ``data``'s presets alone
+            (its notes are then the dataset's notes).
+        data: the run's dataset if it moved; without a run, the dataset whose training presets are searched.
+        refine: 0 keeps the model's voice (without a run: the nearest training preset by
+            spectrogram); N > 0 runs :func:`preset_model.refine.refine` with a budget of N renders
+            from the model's voice, samples around it, the nearest training presets and a sine voice.
+        jobs: render processes of the search.
+        seed: seed of the search.
+        progress: show the search's progress bar.
+    """
     from dexed_data.engines import make_engine
     from dexed_data.features import silent_notes
 
-    loaded = run if isinstance(run, Run) else load_run(run, data=data)
-    s = loaded.settings
-    notes = loaded.input_notes
+    if run is None:
+        if data is None:
+            raise PresetModelError("give a run, or --data DATASET to match from the dataset's presets alone")
+        loaded, s = None, read_render_settings(data)
+        notes, note_index, data_path = s.notes, tuple(range(len(s.notes))), Path(data)
+    else:
+        loaded = run if isinstance(run, Run) else load_run(run, data=data)
+        s, notes, note_index, data_path = loaded.settings, loaded.input_notes, loaded.note_index, loaded.dataset
     files = [str(f) for f in files]
     groups = group_files(files, notes, each)
     n = s.note_samples
@@ -253,13 +279,35 @@ def match_files(run: str | Path | Run, files: list[str | Path], each: bool = Fal
         inputs.append(np.stack(audio))
         given.append(group)
         played.append(originals)
-    db = np.stack([loaded.spectrogram(a) for a in inputs])
-    raws = loaded.infer_db(db)
+    db = np.stack([loaded.spectrogram(a) for a in inputs]) if loaded is not None else None
+    index = None
+    if (refine > 0 or loaded is None) and data_path is not None and Path(data_path).is_file():
+        train_ids = loaded.checkpoint["split"]["train"] if loaded is not None else None
+        index = NearestPresets(data_path, training_rows(data_path, train_ids))
+    if loaded is None and index is None:
+        raise PresetModelError(f"{data}: no dataset to take presets from")
+    cfg = RefineConfig(budget=refine, seed=seed)
+    raws, searches = [], []
+    for i, (group, audio) in enumerate(zip(given, inputs)):
+        idx = [note_index[j] for j, _ in group]                           # given notes among the dataset's
+        target = np.stack([audio[j] for j, _ in group])
+        found = None
+        if refine > 0:
+            cands = sound_candidates(target, idx, s.mel, loaded, None if db is None else db[i], index, cfg)
+            found = search(target, [s.notes[k] for k in idx], cands, s.engine_spec, s.hold, s.release, cfg, jobs,
+                           progress, desc=sound_name([f for _, f in group]).strip() or "sound")
+            raw = found.raw
+        elif loaded is not None:
+            raw = loaded.infer_db(db[i:i + 1])[0]
+        else:
+            raw = sound_candidates(target, idx, s.mel, None, None, index, replace(cfg, neighbours=1))[0][1]
+        raws.append(raw)
+        searches.append(found)
     engine = make_engine(s.engine_spec)
     voices = []
-    for group, originals, raw in zip(given, played, raws):
+    for group, originals, raw, found in zip(given, played, raws, searches):
         render = engine.render(raw, s.notes, s.hold, s.release).audio
-        voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render)
+        voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render, search=found)
         for j, f in group:
             ref, note = originals[j]
             est = (render[s.notes.index(note)] if note in s.notes

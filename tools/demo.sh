@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole toolkit on the bundled presets: import → render → fit a tiny model → evaluate it and the
-# two baselines → match a test preset's rendered notes back to a .syx → interpolate between two voices.
+# two baselines → match a test preset's rendered notes back to a .syx (also by re-render search, with and
+# without the model) → interpolate between two voices.
 # Usage: bash tools/demo.sh [WORK_DIR]   (default: demo-run/, ignored by git; JOBS=2, EPOCHS=3)
 # A 3-epoch tiny model only shows that every step runs; its voices are not expected to sound right.
 set -euo pipefail
@@ -25,6 +26,10 @@ first_test=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['te
 rm -rf "$work/wav"
 dexed-data export-wav "$work/dataset.h5" --ids "$first_test" -o "$work/wav" > /dev/null
 preset-model match "$run" "$work"/wav/*.wav -o "$work/matched.syx" --wav "$work/rerender"
+# the same sound by re-render search (a small budget keeps the demo short; 300 is the usual one):
+# from the model's voice and the nearest presets, then from the dataset alone (no model)
+preset-model match "$run" "$work"/wav/*.wav --refine 40 --jobs "$jobs" -o "$work/refined.syx" --wav "$work/rerender-refined"
+preset-model match --data "$work/dataset.h5" "$work"/wav/*.wav --refine 40 --jobs "$jobs" -o "$work/refined-data.syx"
 
 preset-model interpolate "$run" presets/toolkit_bank_a.syx:1 presets/toolkit_bank_b.syx:1 --steps 8 -o "$work/morph.syx"
 
@@ -37,5 +42,7 @@ demo done; everything is in $work/:
   runs/tiny/eval-test*.md      evaluation reports (.json beside them): model, knn and mean baselines
   wav/ → matched.syx           a test preset's notes and the voice inferred from them
   rerender/                    that voice re-rendered on each note
+  refined.syx, rerender-refined/   the voice found by a 40-render search (model + nearest presets), re-rendered
+  refined-data.syx             the voice found from the dataset's presets alone (match --data)
   morph.syx                    8 voices from toolkit_bank_a.syx:1 to toolkit_bank_b.syx:1
 DONE

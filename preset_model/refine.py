@@ -1,0 +1,552 @@
+"""Sound matching by re-render search: candidates → render and score → local search within a budget.
+
+A model's one forward pass (or the nearest training preset) is only a guess; the synth can check
+it. :func:`refine` takes candidate voices, renders each on the notes the user gave, scores it
+against the recording with :func:`spectral_distance`, and then improves the best one by a local
+search over the 144 learnable parameters until ``budget`` renders have been spent.
+
+**Candidates** (:func:`refine` takes them as ``(label, raw)`` pairs; this module builds them):
+
+* the model's inference (``z₀ = μ``) and ``model_samples`` voices decoded from ``z₀ ~ q(z₀|x)``
+  (:func:`model_candidates`; any head, the samples are drawn in the encoder's latent space);
+* the ``neighbours`` nearest training presets by spectrogram on the given notes
+  (:class:`NearestPresets`, L2 on the dataset's scaled, average-pooled mel spectrograms);
+* a plain sine voice (:func:`sine_voice`), so that some candidate is audible whatever the input.
+
+**Distance** (:func:`spectral_distance`, lower is better, 0 for identical audio), on the given
+notes only (pitch-shifted fill-ins of missing notes are not the user's sound):
+
+``D = mean over notes of [ mean over n_fft ∈ {1024, 4096} of LSD(n_fft) + MFCC40 ]``
+
+where ``LSD(n_fft)`` is the mean |difference| of the STFT magnitude in dB re full scale (Hann,
+hop n_fft/4, floor −120 dB, as :mod:`preset_model.metrics`), and ``MFCC40`` the mean |difference|
+of the first 40 MFCCs (orthonormal DCT-II of a 128-band log-mel power spectrogram, n_fft 1024,
+hop 256). The two resolutions see attacks (1024: 11.6 ms hops) and close partials (4096: 5.4 Hz
+bins) alike; the MFCC term weighs the spectral envelope. (A third, n_fft 256, cost a fifth more
+time per render.) A voice that is near-silent on every given note while the input is not
+(:func:`dexed_data.features.silent_notes`) scores ``inf``: it is never chosen.
+
+**Search**: a (1+λ) evolution strategy on integer steps, λ = 8
+children per generation whatever ``jobs`` is (so the result does not depend on it). A child
+changes 1–4 parameters of the best voice so far: a numerical one by ±max(1, round(|N(0, σ)|·max))
+steps, clipped to its range; a categorical one to another of its values, uniformly. Parameters
+that cannot change the sound of the current voice (those of operators that are off or feed only
+operators that are off, but their output level; the LFO's shape when both its depths are 0) are
+picked ten times less often than the others (:func:`_weights`). σ (a fraction
+of the range) grows by 1.5 after a generation that improved and shrinks by 0.8 otherwise, within
+[0.01, 0.5]. A child replaces the best when it is at least as good (moves across plateaus of
+parameters that do not change the sound). It beat nevergrad's ``DiscreteLenglerOnePlusOne`` over
+the same integer vector (docs/RESULTS.md, "Matching with re-render search"), so no optimiser
+package is needed.
+
+Guarantees: the result is never worse than the best candidate (it starts from it and only
+accepts better or equal voices); it is deterministic for a seed (fixed batch structure, one
+``numpy`` generator); its values lie in each parameter's range, TRANSPOSE stays 24.
+
+Example::
+
+    >>> from preset_model.refine import RefineConfig, refine, sine_voice
+    >>> from dexed_data.engines import EngineSpec
+    >>> import numpy as np
+    >>> t = np.arange(11025) / 22050
+    >>> target = (0.1 * np.sin(2 * np.pi * 261.6 * t))[None].astype(np.float32)   # one note, 0.5 s
+    >>> r = refine(target, [(60, 85)], [("sine", sine_voice())], EngineSpec(), 0.4, 0.1, RefineConfig(budget=20))
+    >>> r.renders, r.distance <= r.candidates[0][1]
+    (20, True)
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dexed_data.engines import EngineSpec
+from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, apply_fixed
+
+from .baselines import INDEX_BYTES
+from .errors import PresetModelError
+
+#: STFT sizes of the multi-resolution log-spectral term (hop = n_fft / 4).
+RESOLUTIONS: tuple[int, ...] = (1024, 4096)
+FLOOR_DB = -120.0
+MFCC_FFT, MFCC_HOP, MFCC_MELS, MFCC_COEFFS = 1024, 256, 128, 40
+assert MFCC_FFT in RESOLUTIONS and MFCC_HOP == MFCC_FFT // 4  # the MFCCs reuse that resolution's STFT
+
+_OFFSETS = np.array([p.voice_offset for p in LEARNABLE_PARAMS])
+_MAXES = np.array([p.max for p in LEARNABLE_PARAMS])
+_CATEGORICAL = np.array([p.kind == "categorical" for p in LEARNABLE_PARAMS])
+_OPERATOR = np.array([p.operator or 0 for p in LEARNABLE_PARAMS])
+_IS_LEVEL = np.array([p.name.endswith("OUTPUT LEVEL") for p in LEARNABLE_PARAMS])
+_LFO_SHAPE = np.array([p.name in ("LFO SPEED", "LFO DELAY", "LFO KEY SYNC", "LFO WAVE") for p in LEARNABLE_PARAMS])
+
+
+# ----------------------------------------------------------------------------------------- distance
+
+@functools.lru_cache(maxsize=8)
+def _window(n_fft: int):
+    import torch
+
+    return torch.hann_window(n_fft, periodic=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _mfcc_matrix(sample_rate: int):
+    """The mel basis ``(128, 513)`` and the orthonormal DCT-II ``(40, 128)`` of the MFCCs, as torch tensors."""
+    import librosa
+    import torch
+
+    basis = torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=MFCC_FFT, n_mels=MFCC_MELS, dtype=np.float32))
+    i, q = np.arange(MFCC_MELS)[None, :], np.arange(MFCC_COEFFS)[:, None]
+    dct = np.cos(np.pi * (i + 0.5) * q / MFCC_MELS) * np.sqrt(2.0 / MFCC_MELS)
+    dct[0] /= np.sqrt(2.0)
+    return basis, torch.from_numpy(dct.astype(np.float32))
+
+
+def spectral_features(audio: np.ndarray, sample_rate: int) -> list:
+    """What :func:`spectral_distance` compares: per resolution ``(notes, bins, frames)`` dB, then MFCCs ``(notes, 40, frames)``."""
+    import torch
+
+    x = torch.as_tensor(np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32))
+    out = []
+    for n_fft in RESOLUTIONS:
+        win = _window(n_fft)
+        spec = torch.stft(x, n_fft, hop_length=n_fft // 4, window=win, center=True, pad_mode="constant",
+                          return_complex=True).abs() * (2.0 / float(win.sum()))
+        out.append(20.0 * torch.log10(spec.clamp_min(10.0 ** (FLOOR_DB / 20.0))))
+        if n_fft == MFCC_FFT:
+            power = spec.square()
+    basis, dct = _mfcc_matrix(int(sample_rate))
+    out.append(dct @ (10.0 * torch.log10((basis @ power).clamp_min(10.0 ** (FLOOR_DB / 10.0)))))
+    return out
+
+
+def feature_distance(ref: list, est: list) -> float:
+    """:func:`spectral_distance` between two :func:`spectral_features` results."""
+    lsd = sum(float((a - b).abs().mean()) for a, b in zip(ref[:-1], est[:-1])) / (len(ref) - 1)
+    return lsd + float((ref[-1] - est[-1]).abs().mean())
+
+
+def spectral_distance(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """The search's distance between two ``(notes, samples)`` renders (module docstring); 0 when identical."""
+    return feature_distance(spectral_features(reference, sample_rate), spectral_features(estimate, sample_rate))
+
+
+# --------------------------------------------------------------------------------------- candidates
+
+def sine_voice() -> np.ndarray:
+    """A plain audible voice ``(145,)`` uint8: algorithm 32, OP1 a sine carrier at full level, the rest off."""
+    from dexed_data.schema import operator_offsets
+
+    raw = np.zeros(145, np.uint8)
+    raw[PARAM_BY_NAME["ALGORITHM"].voice_offset] = 31
+    for op in range(1, 7):
+        o = operator_offsets(op)
+        for k in ("EG RATE 1", "EG RATE 2", "EG RATE 3", "EG RATE 4"):
+            raw[o[k]] = 99 if k != "EG RATE 4" else 60
+        raw[o["EG LEVEL 1"]] = raw[o["EG LEVEL 2"]] = raw[o["EG LEVEL 3"]] = 99
+        raw[o["F COARSE"]] = 1
+        raw[o["OSC DETUNE"]] = 7
+        raw[o["OUTPUT LEVEL"]] = 99 if op == 1 else 0
+    for k in ("PITCH EG LEVEL 1", "PITCH EG LEVEL 2", "PITCH EG LEVEL 3", "PITCH EG LEVEL 4"):
+        raw[PARAM_BY_NAME[k].voice_offset] = 50
+    for k in ("PITCH EG RATE 1", "PITCH EG RATE 2", "PITCH EG RATE 3", "PITCH EG RATE 4"):
+        raw[PARAM_BY_NAME[k].voice_offset] = 99
+    raw[PARAM_BY_NAME["LFO SPEED"].voice_offset] = 35
+    return apply_fixed(raw)
+
+
+def model_candidates(run, db: np.ndarray, samples: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """The model's voice for ``db (K, mels, frames)`` (z₀ = μ), then ``samples`` voices with z₀ ~ q(z₀|x); each ``(145,)`` uint8."""
+    import torch
+
+    from .inference import scale_mel
+
+    model = run.model
+    model.eval()
+    x = torch.from_numpy(scale_mel(np.asarray(db, np.float32)[None], run.mel_bounds))
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        mu, logvar = model.encoder(x)
+        mu, logvar = mu.float(), logvar.float()
+        eps = torch.randn((samples, mu.shape[1]), generator=g)
+        z0 = torch.cat([mu, mu + eps * (0.5 * logvar).exp()])
+        zk, _ = model.latent_flow(z0)
+        v = model.activation(model.regress(zk))
+    return [apply_fixed(r) for r in model.encoding.decode(v.numpy())]
+
+
+def _read_mel_rows(path: str | Path, rows: np.ndarray, block: int = 256):
+    """Yield ``(rows_chunk, mel (len, K, mels, frames) float32)`` for sorted ``rows``, reading contiguous slices."""
+    import h5py
+
+    rows = np.asarray(rows, np.int64)
+    with h5py.File(path, "r") as h5:
+        mel = h5["mel"]
+        i = 0
+        while i < len(rows):
+            lo = rows[i]
+            j = int(np.searchsorted(rows, lo + block))
+            chunk = rows[i:j]
+            yield chunk, mel[lo:chunk[-1] + 1][chunk - lo].astype(np.float32)
+            i = j
+
+
+class NearestPresets:
+    """The training presets nearest to a sound by spectrogram, on any subset of the dataset's notes.
+
+    Per preset and note, the dataset's dB mel spectrogram scaled to [-1, 1] with the dataset's
+    bounds and average-pooled so the index stays under ``budget`` bytes; the distance of a query
+    is the L2 distance summed over the notes it gives.
+
+    Args:
+        data: ``dataset.h5``.
+        rows: its rows that may be returned (the training split), ascending.
+        budget: bytes of the in-memory index (the same as ``evaluate --baseline knn``'s, so the
+            nearest preset is that baseline's on all notes).
+
+    Example::
+
+        >>> index = NearestPresets("dataset.h5", train_rows)                           # doctest: +SKIP
+        >>> raws, d = index.query(db_given_notes, note_index=[3], k=8)                  # doctest: +SKIP
+    """
+
+    def __init__(self, data: str | Path, rows: np.ndarray, budget: int = INDEX_BYTES) -> None:
+        import h5py
+        import torch
+
+        from .data import read_info
+        from .inference import scale_mel
+
+        info = read_info(data)
+        self.data, self.bounds = Path(data), info.mel_bounds
+        self.rows = np.asarray(sorted(int(r) for r in rows), np.int64)
+        if len(self.rows) == 0:
+            raise PresetModelError(f"{data}: no training presets to search; the dataset is too small")
+        k = len(info.notes)
+        self.pool = 1
+        while (len(self.rows) * k * (info.n_mels // self.pool) * (info.frames // self.pool) * 4 > budget
+               and min(info.n_mels, info.frames) // (2 * self.pool) >= 1):
+            self.pool *= 2
+        feats = []
+        for _, mel in _read_mel_rows(data, self.rows):
+            feats.append(self._pool(torch.from_numpy(scale_mel(mel, self.bounds))))
+        self.features = torch.cat(feats)                                     # (N, K, F)
+        self.sq = self.features.square().sum(-1)                             # (N, K)
+        with h5py.File(data, "r") as h5:
+            self.raw = h5["presets/raw"][:][self.rows]
+
+    def _pool(self, x):
+        import torch.nn.functional as F
+
+        n, k = x.shape[:2]
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
+        return x.reshape(n, k, -1).contiguous()
+
+    def query(self, db: np.ndarray, note_index, k: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest ``k`` presets to one sound: ``db (len(note_index), mels, frames)`` dB on those dataset notes.
+
+        Returns:
+            raw presets ``(k, 145)`` uint8 and their squared distances ``(k,)``, nearest first
+            (ties: lowest row).
+        """
+        import torch
+
+        from .inference import scale_mel
+
+        idx = list(note_index)
+        q = self._pool(torch.from_numpy(scale_mel(np.asarray(db, np.float32)[None], self.bounds)))[0]   # (n, F)
+        d = (self.sq[:, idx].sum(1) - 2.0 * torch.einsum("nkf,kf->n", self.features[:, idx], q)
+             + q.square().sum())
+        k = min(k, len(d))
+        order = np.lexsort((np.arange(len(d)), d.numpy()))[:k]
+        return self.raw[order], d.numpy()[order]
+
+
+def training_rows(data: str | Path, train_ids=None) -> np.ndarray:
+    """Usable rows of ``data`` in the training split: of ``train_ids`` (a run's), else of :func:`~preset_model.data.split_ids` (fold 0)."""
+    from .data import read_usable, split_ids
+
+    ids, usable, keys = read_usable(data)
+    if train_ids is None:
+        train_ids = split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable]).train
+    row_of = {ids[r]: r for r in usable}
+    return np.asarray(sorted(row_of[i] for i in train_ids if i in row_of), np.int64)
+
+
+def sound_candidates(target: np.ndarray, given, mel_cfg, run=None, model_db: np.ndarray | None = None,
+                     index: NearestPresets | None = None, cfg: "RefineConfig | None" = None
+                     ) -> list[tuple[str, np.ndarray]]:
+    """The candidates for one sound, labelled ``model``, ``model-sample-N``, ``nearest-N`` (1 = nearest), ``sine``.
+
+    Args:
+        target: ``(len(given), samples)`` the input on the given notes.
+        given: indices of those notes among the dataset's notes.
+        mel_cfg: the dataset's :class:`~dexed_data.features.MelConfig` (for the nearest-preset query).
+        run, model_db: a loaded run and its input ``(K, mels, frames)`` dB (missing notes filled), or None.
+        index: nearest training presets, or None.
+    """
+    from dexed_data.features import mel_db
+
+    cfg = cfg or RefineConfig()
+    out: list[tuple[str, np.ndarray]] = []
+    if run is not None and model_db is not None:
+        raws = model_candidates(run, model_db, cfg.model_samples, cfg.seed)
+        out += [("model", raws[0])] + [(f"model-sample-{i}", r) for i, r in enumerate(raws[1:], 1)]
+    if index is not None and cfg.neighbours > 0:
+        raws, _ = index.query(mel_db(np.asarray(target, np.float32), mel_cfg), list(given), cfg.neighbours)
+        out += [(f"nearest-{i}", r) for i, r in enumerate(raws, 1)]
+    out.append(("sine", sine_voice()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- search
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Settings of the search.
+
+    Attributes:
+        budget: renders in all, candidates included (the search gets what they leave).
+        neighbours: nearest training presets taken as candidates.
+        model_samples: voices sampled around the model's (z₀ ~ q(z₀|x)), besides its mean voice.
+        offspring: children per generation (λ); fixed, so the result does not depend on ``jobs``.
+        seed: seed of the search (and of the model's samples).
+    """
+
+    budget: int = 300
+    neighbours: int = 16
+    model_samples: int = 4
+    offspring: int = 8
+    seed: int = 0
+
+
+@dataclass
+class Refined:
+    """The outcome of :func:`refine` for one sound.
+
+    Attributes:
+        raw: the final voice ``(145,)`` uint8.
+        distance: its :func:`spectral_distance` to the input (given notes).
+        render: ``(notes, samples)`` its render on the given notes.
+        candidates: ``(label, distance)`` of every candidate, in the order given.
+        renders: renders spent (≤ budget, or the number of candidates if that is more).
+        seconds: wall-clock time.
+        trace: best distance after each render.
+    """
+
+    raw: np.ndarray
+    distance: float
+    render: np.ndarray
+    candidates: list[tuple[str, float]]
+    renders: int
+    seconds: float
+    trace: list[float] = field(default_factory=list)
+
+    def candidate(self, prefix: str) -> float | None:
+        """Best distance among candidates whose label starts with ``prefix`` (None if there is none)."""
+        d = [v for k, v in self.candidates if k.startswith(prefix)]
+        return min(d) if d else None
+
+
+_WORKER: dict = {}
+
+
+def _render_scores(raws: list[np.ndarray], spec: EngineSpec, notes, hold: float, release: float,
+                   target_key, target: np.ndarray | None) -> list[tuple[float, np.ndarray | None]]:
+    """Worker: render each raw on ``notes``; its distance to the target (inf if silent where the target is not)."""
+    from dexed_data.engines import make_engine
+    from dexed_data.features import silent_notes
+
+    if _WORKER.get("spec") != spec:
+        import torch
+
+        torch.set_num_threads(1)
+        _WORKER.update(spec=spec, engine=make_engine(spec))
+    if _WORKER.get("key") != target_key:
+        _WORKER.update(key=target_key, feats=spectral_features(target, spec.sample_rate),
+                       loud=not bool(silent_notes(target).all()))
+    out = []
+    for raw in raws:
+        audio = _WORKER["engine"].render(raw, notes, hold, release).audio
+        if _WORKER["loud"] and silent_notes(audio).all():
+            out.append((float("inf"), audio))
+        else:
+            out.append((feature_distance(_WORKER["feats"], spectral_features(audio, spec.sample_rate)), audio))
+    return out
+
+
+class _Renderer:
+    """Scores batches of voices, in this process (``jobs`` ≤ 1) or in ``jobs`` loky workers."""
+
+    def __init__(self, target: np.ndarray, spec: EngineSpec, notes, hold: float, release: float, jobs: int) -> None:
+        self.args = (spec, [tuple(n) for n in notes], hold, release)
+        self.target = np.ascontiguousarray(target, np.float32)
+        self.key = (id(self), hash(self.target.tobytes()))
+        self.jobs = max(1, int(jobs))
+        self.count = 0
+        if self.jobs > 1:
+            from joblib.externals.loky import get_reusable_executor
+
+            from .evaluate import _THREAD_ENV
+
+            self.ex = get_reusable_executor(max_workers=self.jobs, env=_THREAD_ENV, timeout=120)
+
+    def __call__(self, raws: list[np.ndarray]) -> list[tuple[float, np.ndarray]]:
+        self.count += len(raws)
+        if self.jobs == 1 or len(raws) == 1:
+            return _render_scores(raws, *self.args, self.key, self.target)
+        parts = np.array_split(np.arange(len(raws)), min(self.jobs, len(raws)))
+        futures = [self.ex.submit(_render_scores, [raws[i] for i in p], *self.args, self.key, self.target)
+                   for p in parts]
+        return [r for f in futures for r in f.result()]
+
+
+def _weights(raw: np.ndarray) -> np.ndarray:
+    """Chance of each learnable parameter to be mutated ``(144,)``: low for parameters that cannot change the sound.
+
+    An operator is heard when its output level is above 0 and it is a carrier or modulates a heard
+    operator (the algorithm's graph). The parameters of an unheard operator (but its output level,
+    which can bring it in) and the LFO's shape when both LFO depths are 0 get a tenth of the weight.
+    """
+    import dexed
+
+    alg = dexed.algorithms[int(raw[PARAM_BY_NAME["ALGORITHM"].voice_offset])]
+    mods = np.asarray(alg.mod_matrix, bool)                 # mods[t, m]: operator m modulates t (0 = OP1)
+    level = [int(raw[PARAM_BY_NAME[f"OP{k + 1} OUTPUT LEVEL"].voice_offset]) for k in range(6)]
+    heard = {c for c in alg.carriers if level[c] > 0}
+    grew = True
+    while grew:
+        more = {m for t in heard for m in range(6) if mods[t, m] and level[m] > 0} - heard
+        heard |= more
+        grew = bool(more)
+    w = np.ones(len(LEARNABLE_PARAMS))
+    w[(_OPERATOR > 0) & ~_IS_LEVEL & ~np.isin(_OPERATOR - 1, list(heard))] = 0.1
+    if raw[PARAM_BY_NAME["LFO PM DEPTH"].voice_offset] == 0 and raw[PARAM_BY_NAME["LFO AM DEPTH"].voice_offset] == 0:
+        w[_LFO_SHAPE] = 0.1
+    return w / w.sum()
+
+
+def _mutate(x: np.ndarray, rng: np.random.Generator, sigma: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """A child of learnable values ``x (144,)``: 1–4 parameters moved on their integer steps."""
+    y = x.copy()
+    m = min(int(rng.geometric(0.5)), 4)          # 1 with p 1/2, 2 with p 1/4, ...; at most 4
+    for i in rng.choice(len(x), size=m, replace=False, p=weights):
+        if _CATEGORICAL[i]:
+            y[i] = (x[i] + rng.integers(1, _MAXES[i] + 1)) % (_MAXES[i] + 1)
+        else:
+            step = max(1, int(round(abs(rng.normal()) * sigma * _MAXES[i])))
+            y[i] = np.clip(x[i] + (step if rng.random() < 0.5 else -step), 0, _MAXES[i])
+            if y[i] == x[i]:  # at a bound: step inwards instead
+                y[i] = np.clip(x[i] - (step if x[i] == _MAXES[i] else -step), 0, _MAXES[i])
+    return y
+
+
+def _voice(base: np.ndarray, x: np.ndarray) -> np.ndarray:
+    raw = base.copy()
+    raw[_OFFSETS] = x
+    return apply_fixed(raw)
+
+
+def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], spec: EngineSpec,
+           hold: float, release: float, cfg: RefineConfig = RefineConfig(), jobs: int = 1,
+           progress: bool = False, desc: str = "refine") -> Refined:
+    """Render and score ``candidates`` against ``target``, then search from the best one (module docstring).
+
+    Args:
+        target: ``(len(notes), samples)`` float32, the input on each given note, plug-in scale;
+            samples = ``int((hold + release) · spec.sample_rate)``.
+        notes: the given ``(pitch, velocity)`` notes, one per row of ``target``.
+        candidates: ``(label, raw (145,) uint8)``; at least one.
+        spec, hold, release: how to render (the dataset's engine and note length).
+        cfg: budget, seed.
+        jobs: render processes.
+        progress: show a tqdm bar with the best distance so far.
+
+    Raises:
+        PresetModelError: no candidates.
+    """
+    if not candidates:
+        raise PresetModelError("refine needs at least one candidate voice")
+    t0 = time.perf_counter()
+    target = np.atleast_2d(np.asarray(target, np.float32))
+    render = _Renderer(target, spec, notes, hold, release, jobs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max(cfg.budget, len(candidates)), desc=desc, unit="render", leave=False)
+    trace: list[float] = []
+    best: list = [float("inf"), None, None]     # distance, raw, audio
+
+    def score(raws: list[np.ndarray]) -> list[float]:
+        out = render(raws)
+        for raw, (d, audio) in zip(raws, out):
+            if d < best[0] or best[1] is None:
+                best[:] = [d, raw, audio]
+            trace.append(best[0])
+        if bar is not None:
+            bar.update(len(raws))
+            bar.set_postfix(best=f"{best[0]:.2f}")
+        return [d for d, _ in out]
+
+    raws = [apply_fixed(np.asarray(r, np.uint8).reshape(145)) for _, r in candidates]
+    cand_d = score(raws)
+    left = cfg.budget - render.count
+    if left > 0:
+        start = best[1]      # the first candidate with the lowest distance (score keeps the earliest of ties)
+        _es(start, score, left, cfg, best)
+    if bar is not None:
+        bar.close()
+    return Refined(best[1].copy(), float(best[0]), best[2], [(k, d) for (k, _), d in zip(candidates, cand_d)],
+                   render.count, time.perf_counter() - t0, trace)
+
+
+def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) -> None:
+    """The (1+λ) evolution strategy on integer steps (module docstring); updates ``best`` through ``score``."""
+    rng = np.random.default_rng(cfg.seed)
+    x, fx = start[_OFFSETS].astype(np.int64), best[0]
+    sigma = 0.1
+    w = _weights(start)
+    while budget > 0:
+        n = min(cfg.offspring, budget)
+        kids = [_mutate(x, rng, sigma, w) for _ in range(n)]
+        ds = score([_voice(start, k) for k in kids])
+        budget -= n
+        i = int(np.argmin(ds))
+        improved = ds[i] < fx
+        if ds[i] <= fx:
+            x, fx = kids[i], ds[i]
+            w = _weights(_voice(start, x))
+        sigma = min(0.5, sigma * 1.5) if improved else max(0.01, sigma * 0.8)
+
+
+def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.ndarray, pred: np.ndarray,
+                   budget: int, jobs: int = 1, seed: int = 0, progress: bool = False) -> np.ndarray:
+    """``preset-model evaluate --refine N``: each predicted preset ``pred (len(rows), 145)`` refined against its row's sound.
+
+    The true preset of each dataset row is rendered on all the dataset's notes (``settings``:
+    :class:`~preset_model.inference.RenderSettings`); the candidates are the prediction, the
+    nearest presets among ``train_rows`` and a sine voice; returns the refined presets ``(len(rows), 145)`` uint8.
+    """
+    import h5py
+
+    from dexed_data.engines import make_engine
+
+    with h5py.File(data, "r") as h5:
+        raw_all = h5["presets/raw"][:]
+    index = NearestPresets(data, train_rows)
+    engine = make_engine(settings.engine_spec)
+    cfg = RefineConfig(budget=budget, seed=seed)
+    notes = list(settings.notes)
+    out = []
+    for r, p in zip(np.asarray(rows), np.asarray(pred, np.uint8)):
+        target = engine.render(raw_all[r], notes, settings.hold, settings.release).audio
+        cands = [("prediction", p)] + sound_candidates(target, range(len(notes)), settings.mel, None, None, index, cfg)
+        out.append(refine(target, notes, cands, settings.engine_spec, settings.hold, settings.release, cfg, jobs,
+                          progress, desc=f"row {r}").raw)
+    return np.stack(out) if out else np.zeros((0, 145), np.uint8)

@@ -1,0 +1,159 @@
+"""Re-render search (preset_model.refine) and `match --refine` / `match --data` / `evaluate --refine`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from dexed_data.engines import EngineSpec, make_engine, validate_raw
+from dexed_data.features import silent_notes
+from dexed_data.schema import FIXED_TRANSPOSE, LEARNABLE_PARAMS, TRANSPOSE_OFFSET, apply_fixed
+from dexed_data.sysex import decode_file
+from preset_model.cli import app
+from preset_model.evaluate import evaluate
+from preset_model.match import match_files
+from preset_model.refine import (RefineConfig, _mutate, refine, sine_voice, spectral_distance)
+from run_fixtures import HOLD, NOTES, RELEASE, build
+
+SR = 22050
+SPEC = EngineSpec()
+SHORT = dict(hold=0.3, release=0.1)      # seconds: a short note keeps each render ~2 ms
+TWO = [(48, 85), (60, 100)]
+
+
+@pytest.fixture(scope="module")
+def voices(presets_dir):
+    return [apply_fixed(v.raw) for f in sorted(presets_dir.glob("toolkit_bank_*.syx")) for v in decode_file(f).voices]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    return build(tmp_path_factory.getbasetemp() / "fitted")
+
+
+def _render(raw, notes=TWO):
+    return make_engine(SPEC).render(raw, notes, SHORT["hold"], SHORT["release"]).audio
+
+
+def test_distance_is_zero_for_identical_audio_and_grows_with_difference(voices):
+    a, b = _render(voices[0]), _render(voices[1])
+    assert spectral_distance(a, a, SR) == 0.0
+    assert spectral_distance(a, b, SR) > 1.0
+    assert spectral_distance(a, 0.5 * a, SR) < spectral_distance(a, 0.1 * a, SR)
+
+
+def test_refine_never_worse_than_best_candidate_and_reports_its_render(voices):
+    target = _render(voices[5])
+    cands = [(f"v{i}", voices[i]) for i in (1, 2, 3)] + [("sine", sine_voice())]
+    r = refine(target, TWO, cands, SPEC, **SHORT, cfg=RefineConfig(budget=40))
+    best = min(d for _, d in r.candidates)
+    assert r.distance <= best and r.renders == 40 and len(r.trace) == 40
+    assert np.all(np.diff(r.trace) <= 0)                                   # best-so-far only falls
+    assert r.distance == pytest.approx(spectral_distance(target, _render(r.raw), SR), abs=1e-4)
+    assert np.array_equal(r.render, _render(r.raw))
+    # a budget smaller than the candidates only scores them: the best candidate is returned
+    r0 = refine(target, TWO, cands, SPEC, **SHORT, cfg=RefineConfig(budget=2))
+    assert r0.renders == len(cands) and r0.distance == best
+    assert np.array_equal(r0.raw, cands[int(np.argmin([d for _, d in r0.candidates]))][1])
+
+
+def test_refine_is_deterministic_for_a_seed_whatever_the_jobs(voices):
+    target = _render(voices[9])
+    cands = [("a", voices[4]), ("b", voices[7])]
+    run = lambda seed, jobs=1: refine(target, TWO, cands, SPEC, **SHORT, cfg=RefineConfig(budget=30, seed=seed),  # noqa: E731
+                                      jobs=jobs)
+    a, b, c = run(0), run(0), run(0, jobs=2)
+    assert np.array_equal(a.raw, b.raw) and a.trace == b.trace
+    assert np.array_equal(a.raw, c.raw) and a.trace == c.trace
+    assert run(1).trace != a.trace                                          # another seed, another search
+
+
+def test_mutations_stay_in_range_and_on_steps():
+    rng = np.random.default_rng(0)
+    maxes = np.array([p.max for p in LEARNABLE_PARAMS])
+    for start in (np.zeros(144, np.int64), maxes.copy(), rng.integers(0, maxes + 1)):
+        for sigma in (0.01, 0.5):
+            for _ in range(200):
+                y = _mutate(start, rng, sigma)
+                changed = np.flatnonzero(y != start)
+                assert 1 <= len(changed) <= 4
+                assert np.all((y >= 0) & (y <= maxes)) and y.dtype.kind == "i"
+
+
+def test_refined_voice_is_a_valid_raw_voice(voices):
+    r = refine(_render(voices[12]), TWO, [("a", voices[20])], SPEC, **SHORT, cfg=RefineConfig(budget=30, seed=3))
+    assert r.raw.dtype == np.uint8 and r.raw.shape == (145,)
+    validate_raw(r.raw)                                                     # every byte within its range
+    assert r.raw[TRANSPOSE_OFFSET] == FIXED_TRANSPOSE
+
+
+def test_silent_candidates_lose_to_any_audible_one(voices):
+    silent = apply_fixed(np.zeros(145, np.uint8))
+    target = _render(voices[2])
+    r = refine(target, TWO, [("silent", silent), ("sine", sine_voice())], SPEC, **SHORT, cfg=RefineConfig(budget=2))
+    assert r.candidates[0][1] == float("inf") and not silent_notes(r.render).all()
+
+
+def _non_dx7_inputs(folder):
+    t = np.arange(int(1.5 * 44100)) / 44100
+    sweep = 0.3 * np.sin(2 * np.pi * 100 * (2 ** (t * 4) - 1) / (4 * np.log(2)))   # 100 Hz → 1.6 kHz, stereo
+    noise = 0.05 * np.random.default_rng(0).standard_normal(int(0.2 * 8000))        # white noise at 8 kHz, short
+    sf.write(folder / "sweep.wav", np.stack([sweep, sweep], 1), 44100)
+    sf.write(folder / "hiss.flac", noise, 8000)
+    return [folder / "sweep.wav", folder / "hiss.flac"]
+
+
+def test_match_data_alone_non_dx7_inputs_give_valid_audible_voices(fitted, tmp_path):
+    files = _non_dx7_inputs(tmp_path)
+    out = tmp_path / "odd.syx"
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), *map(str, files), "--each", "--refine", "25",
+                                   "-o", str(out), "--wav", str(tmp_path / "wav")])
+    assert res.exit_code == 0, res.output
+    assert "nearest preset" in res.output and "refined" in res.output and "25 renders" in res.output
+    decoded = decode_file(out)
+    assert len(decoded.voices) == 32 and not [p for p in decoded.problems if not p.repaired]
+    engine = make_engine(EngineSpec())
+    for v in decoded.voices[:2]:
+        audio = engine.render(apply_fixed(v.raw), [(60, 85)], HOLD, RELEASE).audio
+        assert not silent_notes(audio).all()
+    assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["hiss.rerender.wav", "sweep.rerender.wav"]
+
+
+def test_match_data_alone_without_refine_returns_the_nearest_preset(fitted, tmp_path):
+    from preset_model.refine import training_rows
+    import h5py
+
+    row = int(training_rows(fitted.data)[0])
+    with h5py.File(fitted.data, "r") as h5:
+        raw = h5["presets/raw"][row]
+    audio = make_engine(EngineSpec()).render(raw, NOTES, HOLD, RELEASE).audio
+    files = []
+    for (p, v), a in zip(NOTES, audio):
+        files.append(tmp_path / f"known_{p}-{v}.wav")
+        sf.write(files[-1], a, SR, subtype="FLOAT")
+    (voice,) = match_files(None, files, data=fitted.data).voices
+    assert np.array_equal(voice.raw, raw) and voice.search is None
+    assert min(s.similarity for s in voice.scores) > 0.999
+
+
+def test_match_run_refine_beats_or_equals_the_models_voice(fitted, tmp_path):
+    (f,) = _non_dx7_inputs(tmp_path)[:1]
+    (voice,) = match_files(fitted.flow6, [f], refine=30).voices
+    r = voice.search
+    assert r.candidate("model") is not None and r.candidate("model-sample-") is not None
+    assert r.candidate("nearest-1") is not None and r.distance <= min(d for _, d in r.candidates)
+    assert r.renders == 30 and not silent_notes(voice.render).all()
+
+
+def test_cli_match_refuses_audio_without_run_or_data(tmp_path):
+    (f,) = _non_dx7_inputs(tmp_path)[:1]
+    res = CliRunner().invoke(app, ["match", str(f), "-o", str(tmp_path / "x.syx")])
+    assert res.exit_code != 0 and not (tmp_path / "x.syx").exists()
+
+
+def test_evaluate_refine_hook(fitted):
+    report = evaluate(fitted.flow6, limit=2, refine=10, baseline="knn")
+    assert report["method"] == "knn+refine10" and report["presets"] == 2
+    assert report["silent_fraction"] == 0.0

@@ -1,0 +1,168 @@
+"""Benchmark: sound matching by re-render search (preset_model.refine) against the nearest-preset baseline.
+
+For test presets of the split (``read_usable`` + ``split_ids``, fold 0), rendered on the dataset's
+notes, and for the same presets with ``--perturb`` random learnable parameters changed (sounds that
+are not in the dataset), it compares on the same sounds:
+
+* ``knn``: the nearest training preset by spectrogram (the ``--baseline knn`` of evaluate);
+* ``refined``: ``preset_model.refine.refine`` with a budget of ``--budget`` renders from the
+  nearest training presets and a sine voice (no model: what ``match --data`` does).
+
+Audio metrics are those of ``preset-model evaluate`` (log-spectral MAE in dB, MFCC-40 MAE), on all
+notes. It prints presets/s and renders/s per CPU second of this process (``--jobs 1``: one core,
+so the numbers hold on a shared machine; wall-clock seconds beside them), the parameter distance of each
+set to its nearest training preset, and writes every per-sound number to ``--out`` (JSON) and the
+tables to ``--out`` with ``.md``.
+
+Usage::
+
+    nice -n 5 python tools/bench_refine.py --data dataset.h5 --sounds 100 --budget 300 --jobs 1 --out bench.json
+    python tools/bench_refine.py --data dataset.h5 --sounds 20 --budget 100 --sets test --out quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+for _k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_k, "1")
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dexed_data.engines import make_engine  # noqa: E402
+from dexed_data.features import mel_db, silent_notes  # noqa: E402
+from dexed_data.schema import LEARNABLE_PARAMS, apply_fixed  # noqa: E402
+from preset_model.data import read_usable, split_ids  # noqa: E402
+from preset_model.inference import read_render_settings  # noqa: E402
+from preset_model.metrics import audio_metrics  # noqa: E402
+from preset_model.refine import NearestPresets, RefineConfig, refine, sound_candidates, training_rows  # noqa: E402
+
+OFFSETS = np.array([p.voice_offset for p in LEARNABLE_PARAMS])
+MAXES = np.array([p.max for p in LEARNABLE_PARAMS])
+NUMERICAL = np.array([p.kind != "categorical" for p in LEARNABLE_PARAMS])
+
+
+def perturb(raw: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``raw`` with ``n`` random learnable parameters set to another value of their range, uniformly."""
+    out = raw.copy()
+    for i in rng.choice(len(OFFSETS), size=n, replace=False):
+        out[OFFSETS[i]] = (int(raw[OFFSETS[i]]) + rng.integers(1, MAXES[i] + 1)) % (MAXES[i] + 1)
+    return apply_fixed(out)
+
+
+def param_distance(raw: np.ndarray, train_raw: np.ndarray) -> tuple[int, float]:
+    """(fewest learnable parameters that differ, smallest numerical MAE in fractions of range) to any training preset."""
+    a, t = raw[OFFSETS].astype(np.int64), train_raw[:, OFFSETS].astype(np.int64)
+    differ = (a != t).sum(1)
+    mae = (np.abs(a - t)[:, NUMERICAL] / MAXES[NUMERICAL]).mean(1)
+    return int(differ.min()), float(mae.min())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--sounds", type=int, default=100)
+    ap.add_argument("--budget", type=int, default=300)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--perturb", type=int, default=10)
+    ap.add_argument("--sets", default="test,perturbed")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    s = read_render_settings(a.data)
+    engine = make_engine(s.engine_spec)
+    ids, usable, keys = read_usable(a.data)
+    split = split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable])
+    test = set(split.test)
+    test_rows = np.array([r for r in usable if ids[r] in test], np.int64)
+    rng = np.random.default_rng(a.seed)
+    pick = np.sort(rng.choice(test_rows, size=min(a.sounds, len(test_rows)), replace=False))
+    t0 = time.perf_counter()
+    train = training_rows(a.data)
+    index = NearestPresets(a.data, train)
+    t_index = time.perf_counter() - t0
+    with h5py.File(a.data, "r") as h5:
+        raw_all = h5["presets/raw"][:]
+    train_raw = raw_all[train]
+    cfg = RefineConfig(budget=a.budget, seed=a.seed)
+    print(f"{a.data}: {len(usable)} usable presets, {len(train)} training, {len(test_rows)} test; "
+          f"{len(pick)} sounds per set, budget {a.budget}, jobs {a.jobs}; "
+          f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)
+    results: dict = {"data": str(a.data), "budget": a.budget, "jobs": a.jobs,
+                     "neighbours": cfg.neighbours, "perturb": a.perturb, "index_seconds": t_index,
+                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
+                                f"{os.getloadavg()[0]:.1f} at start", "sets": {}}
+    for name in a.sets.split(","):
+        prng = np.random.default_rng(a.seed + 1)
+        rows = []
+        for n_done, r in enumerate(pick):
+            raw = raw_all[r]
+            if name == "perturbed":
+                for _ in range(20):  # a perturbed preset may fall silent; draw again
+                    cand = perturb(raw, a.perturb, prng)
+                    target = engine.render(cand, s.notes, s.hold, s.release).audio
+                    if not silent_notes(target).all():
+                        raw = cand
+                        break
+            target = engine.render(raw, s.notes, s.hold, s.release).audio
+            t1, c1 = time.perf_counter(), time.process_time()
+            cands = sound_candidates(target, range(len(s.notes)), s.mel, None, None, index, cfg)
+            knn = engine.render(cands[0][1], s.notes, s.hold, s.release).audio
+            res = refine(target, s.notes, cands, s.engine_spec, s.hold, s.release, cfg, a.jobs)
+            sec, cpu = time.perf_counter() - t1, time.process_time() - c1
+            mk, mr = audio_metrics(target, knn, s.sample_rate), audio_metrics(target, res.render, s.sample_rate)
+            differ, pmae = param_distance(raw, train_raw)
+            rows.append({"row": int(r), "knn": mk, "refined": mr, "distance_knn": res.candidate("nearest-1"),
+                         "distance_best_candidate": min(d for _, d in res.candidates), "distance_refined": res.distance,
+                         "renders": res.renders, "seconds": sec, "cpu_seconds": cpu, "params_differ_nearest_train": differ,
+                         "num_mae_nearest_train": pmae, "refined_silent": bool(silent_notes(res.render).all())})
+            print(f"{name} {n_done + 1}/{len(pick)} row {r}: log-spec {mk['log_spectral_mae']:.2f} → "
+                  f"{mr['log_spectral_mae']:.2f} dB, MFCC-40 {mk['mfcc40_mae']:.2f} → {mr['mfcc40_mae']:.2f}, "
+                  f"{res.renders} renders in {sec:.1f} s ({cpu:.1f} s CPU)", flush=True)
+            results["sets"][name] = rows
+            tmp = a.out.with_name(a.out.name + ".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            os.replace(tmp, a.out)
+    md = report(results)
+    a.out.with_suffix(".md").write_text(md)
+    print(md)
+
+
+def report(results: dict) -> str:
+    """The markdown tables of a results dict (also usable on a partial run)."""
+    lines = ["| sounds | set | log-spectral MAE, knn → refined (dB) | change | MFCC-40 MAE, knn → refined | change "
+             "| refined silent | CPU s per sound | presets/s (one core) | renders/s (one core) | wall s per sound "
+             "| params differing from nearest training preset (of 144, mean / min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, rows in results["sets"].items():
+        if not rows:
+            continue
+        k = {m: np.mean([x["knn"][m] for x in rows]) for m in ("log_spectral_mae", "mfcc40_mae")}
+        f = {m: np.mean([x["refined"][m] for x in rows]) for m in ("log_spectral_mae", "mfcc40_mae")}
+        sec = np.mean([x["cpu_seconds"] for x in rows])
+        wall = np.mean([x["seconds"] for x in rows])
+        renders = np.sum([x["renders"] for x in rows]) / np.sum([x["cpu_seconds"] for x in rows])
+        differ = [x["params_differ_nearest_train"] for x in rows]
+        lines.append(f"| {len(rows)} | {name} | {k['log_spectral_mae']:.2f} → {f['log_spectral_mae']:.2f} | "
+                     f"{f['log_spectral_mae'] / k['log_spectral_mae'] - 1:+.0%} | {k['mfcc40_mae']:.2f} → "
+                     f"{f['mfcc40_mae']:.2f} | {f['mfcc40_mae'] / k['mfcc40_mae'] - 1:+.0%} | "
+                     f"{np.mean([x['refined_silent'] for x in rows]):.0%} | {sec:.1f} | {1 / sec:.3f} | {renders:.1f} | {wall:.1f} | "
+                     f"{np.mean(differ):.1f} / {min(differ)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

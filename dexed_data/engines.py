@@ -428,6 +428,10 @@ class DawDreamerEngine:
         self._uses = 0
         engine, proc = self._load()
         self._index = self._check(proc)
+        # voice position → plug-in parameter index and max, for the mapped voice parameters
+        self._mapped = [PARAM_BY_NAME[n].voice_offset for n in self._param_map]
+        self._slot = {PARAM_BY_NAME[n].voice_offset: self._index[m] for n, m in self._param_map.items()}
+        self._max = {p.voice_offset: p.max for p in VOICE_PARAMS}
         #: "dexed": one instance, reset render before each note; "fresh": new instance per preset.
         self.reset = "dexed" if all(self._param_map.get(n) == n for n in _RESET_NEEDS) and \
             len(self._param_map) == len(VOICE_PARAMS) else "fresh"
@@ -467,8 +471,8 @@ class DawDreamerEngine:
     def _check(self, proc) -> dict[str, int]:
         """Map plug-in parameter names to indices; refuse a plug-in that lacks a needed name."""
         index: dict[str, int] = {}
-        for i in range(int(proc.get_plugin_parameter_size())):
-            index.setdefault(proc.get_parameter_name(i), i)
+        for i, name in enumerate(self._parameter_names(proc)):
+            index.setdefault(name, i)
         wanted = list(self._required) + [n for n in self._param_map.values() if n not in self._required]
         missing = [n for n in wanted if n not in index]
         if missing:
@@ -482,6 +486,10 @@ class DawDreamerEngine:
                 "param_map that targets its names)")
         return index
 
+    def _parameter_names(self, proc) -> list[str]:
+        """The plug-in's parameter names by index (155 in Dexed 0.9.x, 2,238 in the 1.0.x VST3)."""
+        return [proc.get_parameter_name(i) for i in range(int(proc.get_plugin_parameter_size()))]
+
     # Every write to the plug-in goes through here (tests override it to simulate a refusing plug-in).
     def _write(self, proc, index: int, value: float) -> None:
         proc.set_parameter(index, value)
@@ -491,10 +499,12 @@ class DawDreamerEngine:
             if name in self._index:  # e.g. MonoMode exists only in newer Dexed builds
                 self._write(proc, self._index[name], float(value))
 
-    def _set_voice(self, proc, raw: np.ndarray) -> None:
-        for schema_name, plugin_name in self._param_map.items():
-            p = PARAM_BY_NAME[schema_name]
-            self._write(proc, self._index[plugin_name], float(raw[p.voice_offset]) / p.max)
+    def _set_voice(self, proc, raw: np.ndarray, positions=None) -> None:
+        """Send voice values (all mapped ones, or those at voice ``positions``) as ``raw / max``."""
+        if positions is None:
+            positions = self._mapped
+        for k in positions:
+            self._write(proc, self._slot[k], float(raw[k]) / self._max[k])
 
     def check_readback(self, proc, raw: np.ndarray) -> None:
         """Read every mapped voice parameter back from the plug-in; it must equal what was sent.
@@ -514,10 +524,10 @@ class DawDreamerEngine:
                               f"the voice parameter(s) set by name: {'; '.join(bad[:4])}"
                               f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}")
 
-    def _reset_render(self, engine, proc) -> None:
+    def _reset_render(self, engine, proc, raw: np.ndarray) -> None:
         """The clean-state reset before a note (class docstring): LFO phase 0, voices dead, DC 0."""
         sr, block, recipe = self.spec.sample_rate, self._block, self._recipe
-        self._set_voice(proc, _RESET_VOICE)
+        self._set_voice(proc, _RESET_VOICE, np.flatnonzero(_RESET_VOICE != raw))
         n = len(recipe.speeds)
         proc.set_automation(self._index["LFO SPEED"],
                             np.repeat(np.asarray(recipe.speeds, np.float32) / 99.0, block))
@@ -550,6 +560,7 @@ class DawDreamerEngine:
         audio = np.zeros((len(notes), t), np.float32)
         if self.reset == "dexed":
             engine, proc = self._live
+            self._set_voice(proc, raw)   # the whole voice: the reset below only swaps what differs
         else:
             engine, proc = self._load()
             self._setup(proc)
@@ -559,8 +570,9 @@ class DawDreamerEngine:
             engine.render(self._block / self.spec.sample_rate)  # throw-away render: settles the first block
         for i, (pitch, velocity) in enumerate(notes):
             if self.reset == "dexed":
-                self._reset_render(engine, proc)
-                self._set_voice(proc, raw)    # also ends the reset's automation
+                self._reset_render(engine, proc, raw)
+                # back to the preset (the automated LFO SPEED and TRANSPOSE always: this ends their automation)
+                self._set_voice(proc, raw, np.flatnonzero((_RESET_VOICE != raw) | _AUTOMATED))
                 if i == 0:
                     self.check_readback(proc, raw)
             proc.clear_midi()
@@ -572,6 +584,8 @@ class DawDreamerEngine:
 
 
 _RESET_VOICE = _reset_voice()
+#: Voice positions the reset automates (their automation must be ended by setting them again).
+_AUTOMATED = np.isin(np.arange(SOUND_BYTES), [PARAM_BY_NAME[n].voice_offset for n in ("LFO SPEED", "TRANSPOSE")])
 #: Dexed's polyphony (MAX_ACTIVE_NOTES): the reset plays one key-down per voice.
 _DEXED_VOICES = 16
 #: Samples the reset's key-downs are held: long enough for the feedback memory to settle.

@@ -39,6 +39,7 @@ __all__ = [
     "EngineSpec", "Render", "Engine", "DexedEngine", "DawDreamerEngine", "make_engine",
     "validate_raw", "validate_notes", "dc_block", "PLUGIN_GAIN", "DEXED_REQUIRED_NAMES", "lfo_recipe",
     "lfo_deltas", "LfoRecipe", "lfo_audible", "host_resettable",
+    "dexed_voice_from_state",
 ]
 
 #: dexed-py's output is 8× (+18.06 dB) the plug-in's (golden README).
@@ -436,7 +437,7 @@ class DawDreamerEngine:
         self.reset = "dexed" if all(self._param_map.get(n) == n for n in _RESET_NEEDS) and \
             len(self._param_map) == len(VOICE_PARAMS) else "fresh"
         self._live = None
-        self._last_raw: np.ndarray | None = None
+        self._state_file: str | None = None
         if self.reset == "dexed":
             self._recipe = lfo_recipe(spec.sample_rate, block_size)
             self._live = (engine, proc)
@@ -507,22 +508,54 @@ class DawDreamerEngine:
             self._write(proc, self._slot[k], float(raw[k]) / self._max[k])
 
     def check_readback(self, proc, raw: np.ndarray) -> None:
-        """Read every mapped voice parameter back from the plug-in; it must equal what was sent.
+        """Read every mapped voice parameter back; it must equal what was sent.
+
+        With Dexed, the values are read from the plug-in's own saved state (its 161-byte voice
+        buffer, :func:`dexed_voice_from_state`), i.e. what it will play; ``get_parameter`` only
+        returns the host's copy of what was sent. Other plug-ins: ``get_parameter``, rounded.
 
         Raises:
             EngineError: naming the first parameters whose value differs (hosts have seen plug-ins
                 ignore host-set parameters: DawDreamer #149, Dexed #407).
         """
+        held = self._state_voice(proc) if self.reset == "dexed" else None
         bad = []
-        for schema_name, plugin_name in self._param_map.items():
-            p = PARAM_BY_NAME[schema_name]
-            got = float(proc.get_parameter(self._index[plugin_name]))
-            if round(got * p.max) != int(raw[p.voice_offset]):
-                bad.append(f"{plugin_name} = {got:.4f} (≈{got * p.max:.2f}), sent {int(raw[p.voice_offset])}/{p.max}")
+        for k in self._mapped:
+            p = VOICE_PARAMS[k]
+            name = self._param_map[p.name]
+            if held is not None:
+                got = int(held[k])
+                shown = f"{got}"
+            else:
+                value = float(proc.get_parameter(self._slot[k]))
+                got = round(value * p.max)
+                shown = f"{value:.4f} (≈{value * p.max:.2f})"
+            if got != int(raw[k]):
+                bad.append(f"{name} = {shown}, sent {int(raw[k])}/{p.max}")
         if bad:
             raise EngineError(f"plug-in {os.path.basename(os.path.normpath(self.spec.plugin))} did not take "
                               f"the voice parameter(s) set by name: {'; '.join(bad[:4])}"
                               f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}")
+
+    def _state_voice(self, proc) -> np.ndarray:
+        """The voice bytes (≥ 145) Dexed holds, from its saved state (a temporary file, ~1 ms)."""
+        if self._state_file is None:
+            import tempfile
+
+            fd, self._state_file = tempfile.mkstemp(prefix="dexed-state-", suffix=".bin")
+            os.close(fd)
+        proc.save_state(self._state_file)
+        with open(self._state_file, "rb") as f:
+            data = f.read()
+        return dexed_voice_from_state(data, self.spec.plugin)
+
+    def __del__(self) -> None:
+        path = getattr(self, "_state_file", None)
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
     def _reset_render(self, engine, proc, raw: np.ndarray) -> None:
         """The clean-state reset before a note (class docstring): LFO phase 0, voices dead, DC 0."""
@@ -573,14 +606,66 @@ class DawDreamerEngine:
                 self._reset_render(engine, proc, raw)
                 # back to the preset (the automated LFO SPEED and TRANSPOSE always: this ends their automation)
                 self._set_voice(proc, raw, np.flatnonzero((_RESET_VOICE != raw) | _AUTOMATED))
-                if i == 0:
-                    self.check_readback(proc, raw)
             proc.clear_midi()
             proc.add_midi_note(pitch, velocity, 0.0, hold)
             engine.render(hold + release)
+            if i == 0 and self.reset == "dexed":
+                self.check_readback(proc, raw)   # Dexed took the host's values in that render
             out = np.asarray(engine.get_audio(), dtype=np.float32)[0]
             audio[i, : min(t, out.size)] = out[:t]
         return Render(audio, None, int(raw[PARAM_BY_NAME["ALGORITHM"].voice_offset]))
+
+
+#: JUCE's base64 alphabet (MemoryBlock::toBase64Encoding: "<bytes>.<chars>", 6 bits a char, LSB first).
+_JUCE_B64 = np.full(256, 255, np.uint8)
+_JUCE_B64[np.frombuffer(b".ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+", np.uint8)] = np.arange(64)
+
+
+def _juce_base64(text: str) -> bytes:
+    size, _, chars = text.partition(".")
+    values = _JUCE_B64[np.frombuffer(chars.encode("ascii"), np.uint8)]
+    if (values == 255).any():
+        raise ValueError("not JUCE base64")
+    bits = np.unpackbits(values[:, None], axis=1, bitorder="little")[:, :6].ravel()
+    return np.packbits(bits, bitorder="little").tobytes()[: int(size)]
+
+
+def _juce_xml_text(data: bytes) -> str | None:
+    """The text of a JUCE ``copyXmlToBinary`` block ("VC2!", uint32 size, UTF-8 XML) inside ``data``."""
+    at = data.find(b"VC2!")
+    if at < 0:
+        return None
+    size = int.from_bytes(data[at + 4:at + 8], "little")
+    return data[at + 8:at + 8 + size].rstrip(b"\0").decode("utf-8", "replace")
+
+
+def dexed_voice_from_state(state: bytes, plugin: str = "plug-in") -> np.ndarray:
+    """Dexed's current voice (``data``, 161 bytes: the 155 unpacked voice bytes first) from a state
+    saved by DawDreamer (``save_state``): a VST3 state (the component state, JUCE base64, inside
+    the host's XML) or a VST2 chunk, holding Dexed's ``dexedState`` XML, whose ``dexedBlob`` has
+    the attribute ``base64:program="161.…"``. Read with patterns, not an XML parser: JUCE writes
+    that attribute name with an undeclared namespace prefix.
+
+    Raises:
+        EngineError: no Dexed voice found in the state.
+    """
+    import re
+
+    try:
+        text = _juce_xml_text(state) or ""
+        if "<dexedState" not in text:
+            component = re.search(r"<IComponent>\s*([0-9]+\.[^<\s]*)\s*</IComponent>", text)
+            text = _juce_xml_text(_juce_base64(component.group(1))) if component else ""
+        program = re.search(r'base64:program="([0-9]+\.[^"]*)"', text or "")
+        if not program:
+            raise ValueError("no dexedBlob program in it")
+        voice = np.frombuffer(_juce_base64(program.group(1)), np.uint8)
+        if voice.size < SOUND_BYTES:
+            raise ValueError(f"a voice of {voice.size} bytes")
+        return voice
+    except Exception as exc:  # noqa: BLE001 - any malformed state means the same to the caller
+        raise EngineError(f"cannot read the voice back from the saved state of {plugin!r} ({exc}); "
+                          "is it a Dexed build?") from None
 
 
 _RESET_VOICE = _reset_voice()

@@ -157,3 +157,38 @@ def test_check_plugin_command(dexed_plugin):
     assert "presets/s" in out and "verdict      OK" in out and "2238 parameters" in out
     bad = CliRunner().invoke(app, ["check-plugin", "--plugin", "/no/such/Dexed.vst3", "-n", "2"])
     assert bad.exit_code == 2 and "error: plug-in not found" in bad.output
+
+
+def test_render_command_same_audio_with_jobs_1_and_2(dexed_plugin, rom1a, dexed_engine, tmp_path):
+    import h5py
+
+    from dexed_data.catalogue import import_sysex
+    from dexed_data.render import shutdown_workers
+    from dexed_data.sysex import encode_bank
+
+    names = ["BRASS   1", "STRINGS 1", "E.PIANO 1"]
+    sample_hold = rom1a["BRASS   1"].copy()
+    sample_hold[voice_index("LFO WAVE")] = 5
+    bank = tmp_path / "four.syx"
+    bank.write_bytes(encode_bank(np.stack([rom1a[n] for n in names] + [sample_hold]), names + ["S&H BRASS"]))
+    import_sysex([bank], tmp_path / "presets.h5", progress=False)
+    common = ["--engine", "dawdreamer", "--plugin", dexed_plugin, "--notes", "60:85,48:100", "--hold", "0.6",
+              "--release", "0.2", "--store", "audio", "--audio-dtype", "float32", "--no-operators", "--no-progress"]
+    try:
+        for jobs in (1, 2):
+            res = CliRunner().invoke(app, ["render", str(tmp_path / "presets.h5"), "-o", str(tmp_path / f"j{jobs}.h5"),
+                                           "--jobs", str(jobs), *common])
+            assert res.exit_code == 0, res.output
+    finally:
+        shutdown_workers()
+    with h5py.File(tmp_path / "j1.h5", "r") as a, h5py.File(tmp_path / "j2.h5", "r") as b:
+        np.testing.assert_array_equal(a["audio"][()], b["audio"][()])
+        status, raws = a["status"][()], a["presets/raw"][()]
+        errors = [e.decode() if isinstance(e, bytes) else e for e in a["error"][()]]
+        audio = a["audio"][()]
+    refused = [i for i, r in enumerate(raws) if r[voice_index("LFO WAVE")] == 5 and not host_resettable(r)]
+    assert len(refused) == 1 and status[refused[0]] == 2 and "SAMPLE&HOLD" in errors[refused[0]]
+    for i in set(range(len(raws))) - set(refused):
+        assert status[i] == 1
+        ref = dexed_engine.render(raws[i], [(60, 85), (48, 100)], 0.6, 0.2).audio
+        assert np.abs(audio[i] - ref).max() <= TOLERANCE

@@ -52,6 +52,7 @@ class PresetCheck:
     diff: float = float("nan")
     repeatable: bool | None = None
     error: str = ""
+    worst_note: tuple[int, int] | None = None
 
 
 @dataclass
@@ -94,7 +95,8 @@ class PluginCheck:
                          f"(max |plug-in − dexed| per preset: median {np.median(diffs):.2g}, "
                          f"max {diffs.max():.2g})")
             order = sorted(done, key=lambda p: -p.diff)[:worst]
-            lines.append(f"{'worst':<13}" + ", ".join(f"{p.name.strip() or '?'} {p.diff:.2g}" for p in order))
+            lines.append(f"{'worst':<13}" + ", ".join(f"{p.name.strip() or '?'} {p.diff:.2g} (note "
+                                                       f"{p.worst_note[0]}:{p.worst_note[1]})" for p in order))
             same = sum(bool(p.repeatable) for p in done)
             lines.append(f"{'repeatable':<13}{same}/{len(done)} bit-identical when rendered again "
                          "(new instance, reverse order)")
@@ -107,7 +109,8 @@ class PluginCheck:
                      f"{self.dexed_rate:.1f} presets/s ({len(self.notes)} notes each, one core)")
         lines.append(f"{'verdict':<13}" + ("OK: this build can stand in for the default engine"
                                            if self.ok else "NOT OK: datasets rendered with it would "
-                                           "differ from the default engine's (see above)"))
+                                           "differ from the default engine's (see above; docs/FORMAT.md, "
+                                           "'What cannot be made equal')"))
         return "\n".join(lines)
 
 
@@ -172,10 +175,13 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
     result.plugin_rate = len(audio) / max(time.perf_counter() - t0, 1e-9)
 
     dexed = make_engine(EngineSpec(sample_rate=sample_rate))
+    dexed.render(raws[0], notes[:1], 0.1, 0.0)   # warm up (imports scipy) before timing
     t0 = time.perf_counter()
     for i, a in audio.items():
         ref = dexed.render(raws[i], notes, hold, release).audio
-        result.presets[i].diff = float(np.abs(a - ref).max())
+        per_note = np.abs(a - ref).max(axis=1)
+        result.presets[i].diff = float(per_note.max())
+        result.presets[i].worst_note = notes[int(per_note.argmax())]
     result.dexed_rate = len(audio) / max(time.perf_counter() - t0, 1e-9)
 
     second = make_engine(spec)

@@ -379,9 +379,9 @@ class DawDreamerEngine:
        every voice and zero its oscillators (``panic``), then renders ~16k silent samples, after
        which the DC blocker's memory is exactly 0.
 
-    Then the preset's voice parameters are set again and read back (:meth:`check_readback`),
-    and the note is rendered from sample 0 (TRANSPOSE's return to the preset value kills the
-    reset's voices again). The fixed output stage (Cutoff 1, Resonance 0, Output 1, MASTER TUNE
+    Then the preset's voice parameters are set again and the note is rendered from sample 0
+    (TRANSPOSE's return to the preset value kills the reset's voices again); after the first
+    note, the voice is read back from the plug-in's saved state (:meth:`check_readback`). The fixed output stage (Cutoff 1, Resonance 0, Output 1, MASTER TUNE
     ADJ 0.5, MonoMode 0 where the build has it, OP1–OP6 SWITCH on) is set once. The left channel
     is kept; the plug-in's output stage is the reference scale, so nothing is rescaled.
     ``operators`` are not available (``None``).

@@ -246,9 +246,9 @@ _LFO_SOURCE = (
 )
 #: Dexed computes its voices in chunks of 64 samples (msfa synth.h, N = 1 << LG_N).
 DEXED_CHUNK = 64
-#: Silent blocks rendered after the reset's key-downs: Dexed's DC blocker (y = x − x₋₁ + r·y₋₁)
-#: keeps the last output, which decays to exactly 0 (flushed denormals) after ~15,300 samples.
-_FLUSH_SAMPLES = 16384
+#: Extra silent samples at the end of the reset render (none needed: DawDreamer re-prepares the
+#: plug-in at every render, which clears Dexed's DC blocker; measured bit-identical either way).
+_FLUSH_SAMPLES = 0
 
 
 def lfo_deltas(sample_rate: int) -> list[int]:
@@ -367,24 +367,27 @@ class DawDreamerEngine:
     """A Dexed VST2/VST3 plug-in hosted by DawDreamer, every parameter set and read back by name.
 
     Every note is the sound of a fresh Dexed playing that note from a clean state, bit for bit
-    the same whatever was rendered before (other presets, other notes, another process), and
-    equal to the ``"dexed"`` engine within ~2e-3 (docs/FORMAT.md). One plug-in instance serves
+    the same whatever was rendered before (other presets, other notes, another process). One
+    plug-in instance serves
     every preset (a new one costs ~80 ms); before each note a *reset render* (discarded):
 
     1. plays 16 key-downs (one per Dexed voice) of a fixed reset voice with LFO KEY SYNC on,
        which sets the LFO phase to 2^31 − 1 and overwrites each voice's uninitialised feedback
        memory, then renders blocks at the LFO speeds of :func:`lfo_recipe`, which bring the
        phase to exactly 0 — where dexed-py starts every note;
-    2. changes TRANSPOSE (automated: at the start and a few blocks in), which makes Dexed kill
-       every voice and zero its oscillators (``panic``), then renders ~16k silent samples, after
-       which the DC blocker's memory is exactly 0.
+    2. changes TRANSPOSE (automated: at block 0 and block 5), which makes Dexed kill every
+       voice and zero its oscillators (``panic``).
 
     Then the preset's voice parameters are set again and the note is rendered from sample 0
-    (TRANSPOSE's return to the preset value kills the reset's voices again); after the first
-    note, the voice is read back from the plug-in's saved state (:meth:`check_readback`). The fixed output stage (Cutoff 1, Resonance 0, Output 1, MASTER TUNE
-    ADJ 0.5, MonoMode 0 where the build has it, OP1–OP6 SWITCH on) is set once. The left channel
-    is kept; the plug-in's output stage is the reference scale, so nothing is rescaled.
-    ``operators`` are not available (``None``).
+    (TRANSPOSE's return to the preset value kills the reset's voices again; DawDreamer's
+    render re-prepares the plug-in, which clears its DC blocker). After the first note, the
+    voice is read back from the plug-in's saved state (:meth:`check_readback`). The fixed
+    output stage (Cutoff 1, Resonance 0, Output 1, MASTER TUNE ADJ 0.5, MonoMode 0 where the
+    build has it, OP1–OP6 SWITCH on) is set once. The left channel is kept; the plug-in's output
+    stage is the reference scale, so nothing is rescaled. ``operators`` are not available (``None``).
+
+    Voices with a sample-and-hold LFO that can be heard are refused (:func:`host_resettable`).
+    What still differs from the ``"dexed"`` engine is arithmetic, not state: docs/FORMAT.md.
 
     A plug-in driven through a partial ``param_map`` (a stand-in synth in tests) lacks the
     parameters the reset needs: it gets a fresh instance per preset instead.

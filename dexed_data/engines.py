@@ -330,7 +330,8 @@ def _reset_voice() -> np.ndarray:
         if p.operator is not None:
             suffix = p.name[4:]
             value = {"EG RATE 1": 99, "EG RATE 2": 99, "EG RATE 3": 99, "EG RATE 4": 99, "EG LEVEL 1": 99,
-                     "EG LEVEL 2": 99, "EG LEVEL 3": 99, "F COARSE": 1, "OSC DETUNE": 7, "BREAK POINT": 39}.get(suffix, 0)
+                     "EG LEVEL 2": 99, "EG LEVEL 3": 99, "F COARSE": 1, "OSC DETUNE": 7,
+                     "BREAK POINT": 39}.get(suffix, 0)
             if p.operator == 6:
                 value = {"OUTPUT LEVEL": 99, "MODE": 1, "F COARSE": 0, "F FINE": 0}.get(suffix, value)
             raw[p.voice_offset] = value

@@ -105,7 +105,8 @@ def main() -> None:
               f"(past start-up {rates[jobs][1]:.1f}; start-up {startup:.1f} s)")
     j1, j2 = rates[1], rates[2]
     print(f"--jobs 1 / raw:     {j1[0] / raw:.2f} whole command, {j1[1] / raw:.2f} past start-up   (target ≥ 0.8)")
-    print(f"--jobs 2 / --jobs 1: {j2[0] / j1[0]:.2f} whole command, {j2[1] / j1[1]:.2f} past start-up   (target ≥ 1.7)")
+    print(f"--jobs 2 / --jobs 1: {j2[0] / j1[0]:.2f} whole command, {j2[1] / j1[1]:.2f} past start-up   "
+          "(target ≥ 1.7)")
 
 
 if __name__ == "__main__":

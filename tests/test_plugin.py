@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dexed_data.cli import app
-from dexed_data.engines import (DawDreamerEngine, EngineSpec, host_resettable, lfo_deltas, lfo_recipe,
-                                make_engine)
+from dexed_data.engines import (DawDreamerEngine, EngineSpec, dexed_voice_from_state, host_resettable, lfo_deltas,
+                                lfo_recipe, make_engine)
 from dexed_data.errors import EngineError
-from dexed_data.schema import PARAMS, VOICE_PARAMS, apply_fixed, voice_index
+from dexed_data.schema import PARAM_BY_NAME, PARAMS, VOICE_PARAMS, apply_fixed, voice_index
 from dexed_data.sysex import decode_file
 
 #: Max |plug-in − dexed engine| (float32 audio, full scale 1.0) the plug-in path promises.
@@ -80,6 +80,15 @@ def test_equal_to_golden_plugin_renders(plugin_engine, golden_dir):
         np.testing.assert_array_equal(r[:, 1024:], gold[:, 1024:], err_msg=name)
 
 
+def test_voice_is_read_from_dexeds_own_state(plugin_engine, rom1a, tmp_path):
+    plugin_engine.render(rom1a["KOTO"], [(60, 85)], 0.2, 0.1)
+    state = tmp_path / "state.bin"
+    plugin_engine._live[1].save_state(str(state))
+    np.testing.assert_array_equal(dexed_voice_from_state(state.read_bytes())[:145], rom1a["KOTO"])
+    with pytest.raises(EngineError, match="cannot read the voice back"):
+        dexed_voice_from_state(b"VC2!\x05\x00\x00\x00<a/>\x00")
+
+
 class _Refusing(DawDreamerEngine):
     """A plug-in that silently ignores host writes to one parameter (as in DawDreamer #149, Dexed #407)."""
 
@@ -127,8 +136,7 @@ class _Layout(DawDreamerEngine):
 
 def test_both_dexed_generations_map_by_name_and_a_missing_parameter_is_named(dexed_plugin, plugin_engine):
     assert plugin_engine.n_parameters == 2238 and plugin_engine._index["MonoMode"] == 3
-    assert plugin_engine._index["OP1 EG RATE 1"] == PARAMS[PARAMS.index(next(
-        p for p in PARAMS if p.name == "OP1 EG RATE 1"))].dexed_index + 1   # one later than in 0.9.x
+    assert plugin_engine._index["OP1 EG RATE 1"] == PARAM_BY_NAME["OP1 EG RATE 1"].dexed_index + 1  # after MonoMode
     spec = EngineSpec(name="dawdreamer", plugin=dexed_plugin)
     _Layout.names = [p.name for p in PARAMS]          # Dexed 0.9.x: 155 parameters, no MonoMode
     old = _Layout(spec)

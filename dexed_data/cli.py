@@ -268,6 +268,29 @@ def export_wav_command(
         typer.echo(str(path))
 
 
+# --- check-plugin: owned by dexed_data.plugin_check -------------------------------------------------
+
+
+@app.command("check-plugin")
+def check_plugin_command(
+    plugin: Path = typer.Option(..., "--plugin", help="Dexed VST2 .so / VST3 bundle to check."),
+    presets: Optional[Path] = typer.Option(None, "--presets", help="Catalogue to sample (default: the bundled presets/ banks)."),
+    n: int = typer.Option(64, "-n", help="Presets to check (spread evenly over the catalogue)."),
+    notes: str = typer.Option("40:85,50:85,60:42,60:85,60:127,70:85", "--notes", help="pitch:velocity pairs per preset."),
+    hold: float = typer.Option(3.0, "--hold", help="Seconds each note is held."),
+    release: float = typer.Option(1.0, "--release", help="Seconds rendered after the note-off."),
+) -> None:
+    """Compare a Dexed plug-in with the default engine: agreement, repeatability, speed (exit 1 if not OK)."""
+    from .plugin_check import check_plugin
+    from .render import parse_notes
+
+    result = _plain_errors(lambda: check_plugin(plugin, presets, n, notes=parse_notes(notes), hold=hold,
+                                                release=release))
+    typer.echo(result.format())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 # --- report: owned by dexed_data.report ------------------------------------------------------------
 
 

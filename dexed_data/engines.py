@@ -37,7 +37,9 @@ from .schema import FIXED_PARAMS, N_OPERATORS, PARAM_BY_NAME, SOUND_BYTES, VOICE
 
 __all__ = [
     "EngineSpec", "Render", "Engine", "DexedEngine", "DawDreamerEngine", "make_engine",
-    "validate_raw", "validate_notes", "dc_block", "PLUGIN_GAIN", "DEXED_REQUIRED_NAMES",
+    "validate_raw", "validate_notes", "dc_block", "PLUGIN_GAIN", "DEXED_REQUIRED_NAMES", "lfo_recipe",
+    "lfo_deltas", "LfoRecipe", "lfo_audible", "host_resettable",
+    "dexed_voice_from_state",
 ]
 
 #: dexed-py's output is 8× (+18.06 dB) the plug-in's (golden README).
@@ -220,30 +222,190 @@ _PLUGIN_FIXED: dict[str, float] = {
     "MonoMode": 0.0,
 }
 
+# --- Dexed's LFO, as far as a host can reach it ----------------------------------------------------
+#
+# Dexed's LFO phase (msfa lfo.cc) is never initialised: a new instance starts from whatever its
+# memory held, and the phase runs on between notes and renders. Only a key-down with LFO KEY SYNC
+# on sets it (to 2^31 − 1); every 64-sample chunk then adds ``delta`` (a function of LFO SPEED and
+# the sample rate). dexed-py starts every note from phase 0. So before each note the engine plays
+# a key-down with sync on, then renders chunks at LFO speeds chosen so that the phase lands on 0
+# exactly (mod 2^32): :func:`lfo_recipe`.
+
+#: Dexed's lfoSource table (LFO SPEED 0–99 → Hz), msfa lfo.cc.
+_LFO_SOURCE = (
+    0.062541, 0.125031, 0.312393, 0.437120, 0.624610, 0.750694, 0.936330, 1.125302, 1.249609, 1.436782,
+    1.560915, 1.752081, 1.875117, 2.062494, 2.247191, 2.374451, 2.560492, 2.686728, 2.873976, 2.998950,
+    3.188013, 3.369840, 3.500175, 3.682224, 3.812065, 4.000800, 4.186202, 4.310716, 4.501260, 4.623209,
+    4.814636, 4.930480, 5.121901, 5.315191, 5.434783, 5.617346, 5.750431, 5.946717, 6.062811, 6.248438,
+    6.431695, 6.564264, 6.749460, 6.868132, 7.052186, 7.250580, 7.375719, 7.556294, 7.687577, 7.877738,
+    7.993605, 8.181967, 8.372405, 8.504848, 8.685079, 8.810573, 8.986341, 9.122423, 9.300595, 9.500285,
+    9.607994, 9.798158, 9.950249, 10.117361, 11.251125, 11.384335, 12.562814, 13.676149, 13.904338, 15.092062,
+    16.366612, 16.638935, 17.869907, 19.193858, 19.425019, 20.833333, 21.034918, 22.502250, 24.003841, 24.260068,
+    25.746653, 27.173913, 27.578599, 29.052876, 30.693677, 31.191516, 32.658393, 34.317090, 34.674064, 36.416606,
+    38.197097, 38.550501, 40.387722, 40.749796, 42.625746, 44.326241, 44.883303, 46.772685, 48.590865, 49.261084,
+)
+#: Dexed computes its voices in chunks of 64 samples (msfa synth.h, N = 1 << LG_N).
+DEXED_CHUNK = 64
+#: Extra silent samples at the end of the reset render (none needed: DawDreamer re-prepares the
+#: plug-in at every render, which clears Dexed's DC blocker; measured bit-identical either way).
+_FLUSH_SAMPLES = 0
+
+
+def lfo_deltas(sample_rate: int) -> list[int]:
+    """Dexed's LFO phase increment per 64-sample chunk for LFO SPEED 0–99 (uint32, as lfo.cc computes)."""
+    ratio = int(4437500000.0 * DEXED_CHUNK / sample_rate) & 0xFFFFFFFF   # Lfo::lforatio_ (uint32)
+    return [int(s * float(ratio)) & 0xFFFFFFFF for s in _LFO_SOURCE]
+
+
+@dataclass(frozen=True)
+class LfoRecipe:
+    """A reset render that brings Dexed's LFO phase to 0 (see :func:`lfo_recipe`).
+
+    Attributes:
+        keydown_chunk: 64-sample chunk of the first block where the sync key-downs are played.
+        speeds: LFO SPEED (0–99) of each block of the reset render; the host's one extra block
+            after a render runs at the last one.
+    """
+
+    keydown_chunk: int
+    speeds: tuple[int, ...]
+
+
+_RECIPES: dict[tuple[int, int], LfoRecipe] = {}
+
+
+def lfo_recipe(sample_rate: int, block_size: int) -> LfoRecipe:
+    """Find LFO speeds whose phase increments take the synced phase 2^31 − 1 to 0 (mod 2^32).
+
+    The reset render has B blocks of ``block_size`` samples (c = block_size / 64 chunks each):
+    the key-down at chunk ``a`` of block 0 sets the phase, then (c − a) chunks run at speed s₀,
+    c at each of s₁…s₄, and c at the last speed for every further block plus the host's
+    trailing block. A meet-in-the-middle search over pairs of speeds finds one (~0.3 s; cached).
+
+    Raises:
+        EngineError: ``block_size`` is not a multiple of 64, or no recipe exists (not seen).
+    """
+    key = (int(sample_rate), int(block_size))
+    if key in _RECIPES:
+        return _RECIPES[key]
+    if block_size % DEXED_CHUNK:
+        raise EngineError(f"block_size must be a multiple of {DEXED_CHUNK} for the Dexed reset, got {block_size}")
+    c = block_size // DEXED_CHUNK
+    flush = -(-_FLUSH_SAMPLES // block_size)
+    d = np.array(lfo_deltas(sample_rate), np.uint64)
+    mod, target = np.uint64(1 << 32), np.uint64((1 << 31) + 1)   # 2^31 − 1 + Σ ≡ 0
+    i, j = np.triu_indices(d.size)
+    pair = (d[i] + d[j]) % mod
+    for a in range(c - 1, 0, -1):
+        if (c - a) % 2 == 0:
+            continue   # every other term is a multiple of c (even): the first one must be odd
+        left = ((np.uint64(c - a) * d)[:, None] + np.uint64(c) * pair[None, :]) % mod
+        right = ((np.uint64(c) * pair)[:, None] + (np.uint64(c * (flush + 2)) * d)[None, :]) % mod
+        need = ((target + mod - left) % mod).ravel()
+        order = np.argsort(right, axis=None, kind="stable")
+        ordered = right.ravel()[order]
+        pos = np.minimum(np.searchsorted(ordered, need), ordered.size - 1)
+        hit = np.flatnonzero(ordered[pos] == need)
+        if hit.size:
+            s0, p = divmod(int(hit[0]), pair.size)
+            q, last = divmod(int(order[pos[hit[0]]]), d.size)
+            speeds = (s0, int(i[p]), int(j[p]), int(i[q]), int(j[q])) + (last,) * (flush + 1)
+            _RECIPES[key] = LfoRecipe(a, speeds)
+            return _RECIPES[key]
+    raise EngineError(f"no LFO reset recipe for sample rate {sample_rate} Hz, block {block_size}")
+
+
+def _reset_voice() -> np.ndarray:
+    """The voice the reset's key-downs play: it leaves every voice's feedback memory at exactly 0.
+
+    Dexed never initialises a voice's feedback memory (Dx7Note::fb_buf_): a note inherits the
+    last two outputs of the feedback operator of whatever that voice played before, which
+    changes its first samples (up to ~6e-3 on ROM1B CLAV 2). Here the feedback operator (OP6,
+    algorithm 1, feedback 1) runs at a fixed 1 Hz from phase 0, so its sine stays in the first
+    quarter of a cycle, and dies away fast: its last outputs, at an inaudible level, are
+    exactly 0 (EngineMkI's mkiSin), as after a fresh instance. Every other operator is silent.
+    """
+    raw = np.zeros(SOUND_BYTES, np.uint8)
+    for p in VOICE_PARAMS:
+        if p.operator is not None:
+            suffix = p.name[4:]
+            value = {"EG RATE 1": 99, "EG RATE 2": 99, "EG RATE 3": 99, "EG RATE 4": 99, "EG LEVEL 1": 99,
+                     "EG LEVEL 2": 99, "EG LEVEL 3": 99, "F COARSE": 1, "OSC DETUNE": 7,
+                     "BREAK POINT": 39}.get(suffix, 0)
+            if p.operator == 6:
+                value = {"OUTPUT LEVEL": 99, "MODE": 1, "F COARSE": 0, "F FINE": 0}.get(suffix, value)
+            raw[p.voice_offset] = value
+    for name, value in {"ALGORITHM": 0, "FEEDBACK": 1, "OSC KEY SYNC": 1, "LFO KEY SYNC": 1, "LFO WAVE": 0,
+                        "LFO SPEED": 35, "TRANSPOSE": 24, "PITCH EG LEVEL 1": 50, "PITCH EG LEVEL 2": 50,
+                        "PITCH EG LEVEL 3": 50, "PITCH EG LEVEL 4": 50, "PITCH EG RATE 1": 99,
+                        "PITCH EG RATE 2": 99, "PITCH EG RATE 3": 99, "PITCH EG RATE 4": 99}.items():
+        raw[PARAM_BY_NAME[name].voice_offset] = value
+    return raw
+
+
+def lfo_audible(raw: np.ndarray) -> bool:
+    """Whether a voice's LFO can be heard: pitch depth × sensitivity or amplitude depth × an
+    operator's AM sensitivity is non-zero (else the LFO's state cannot change the sound)."""
+    value = lambda name: int(raw[PARAM_BY_NAME[name].voice_offset])  # noqa: E731
+    pitch = value("LFO PM DEPTH") > 0 and value("P MODE SENS.") > 0
+    amp = value("LFO AM DEPTH") > 0 and any(value(f"OP{op} A MOD SENS.") > 0 for op in range(1, N_OPERATORS + 1))
+    return pitch or amp
+
+
+def host_resettable(raw: np.ndarray) -> bool:
+    """False for the one class of voices a host cannot render from a clean state in Dexed:
+    LFO WAVE = SAMPLE&HOLD with an audible LFO. Dexed's random generator (Lfo::randstate_) is
+    never initialised and only ever steps forward (a full-period LCG), so no host action can
+    bring it back to dexed-py's starting value; such a voice sounds different run to run."""
+    return not (int(raw[PARAM_BY_NAME["LFO WAVE"].voice_offset]) == 5 and lfo_audible(raw))
+
+
+#: Voice parameters the clean-state reset drives (all Dexed builds have them).
+_RESET_NEEDS = ("LFO SPEED", "LFO KEY SYNC", "TRANSPOSE")
+
 
 class DawDreamerEngine:
-    """A Dexed VST2/VST3 plug-in hosted by DawDreamer, every parameter set by name.
+    """A Dexed VST2/VST3 plug-in hosted by DawDreamer, every parameter set and read back by name.
 
-    Per preset: a fresh plug-in instance; the fixed output stage (Cutoff 1, Resonance 0, Output 1,
-    MASTER TUNE ADJ 0.5, MonoMode 0 if the build has it, OP1–OP6 SWITCH on) and every voice
-    parameter as ``raw / max`` are set before any note starts (MonoMode and TRANSPOSE silence
-    sounding notes); one throw-away render (the first render after a load differs by 1 LSB);
-    then each note in order; the left channel is kept. The plug-in's own output stage already
-    is the reference scale, so nothing is rescaled. ``operators`` are not available (``None``).
+    Every note is the sound of a fresh Dexed playing that note from a clean state, bit for bit
+    the same whatever was rendered before (other presets, other notes, another process). One
+    plug-in instance serves
+    every preset (a new one costs ~80 ms); before each note a *reset render* (discarded):
+
+    1. plays 16 key-downs (one per Dexed voice) of a fixed reset voice with LFO KEY SYNC on,
+       which sets the LFO phase to 2^31 − 1 and overwrites each voice's uninitialised feedback
+       memory, then renders blocks at the LFO speeds of :func:`lfo_recipe`, which bring the
+       phase to exactly 0 — where dexed-py starts every note;
+    2. changes TRANSPOSE (automated: at block 0 and block 5), which makes Dexed kill every
+       voice and zero its oscillators (``panic``).
+
+    Then the preset's voice parameters are set again and the note is rendered from sample 0
+    (TRANSPOSE's return to the preset value kills the reset's voices again; DawDreamer's
+    render re-prepares the plug-in, which clears its DC blocker). After the first note, the
+    voice is read back from the plug-in's saved state (:meth:`check_readback`). The fixed
+    output stage (Cutoff 1, Resonance 0, Output 1, MASTER TUNE ADJ 0.5, MonoMode 0 where the
+    build has it, OP1–OP6 SWITCH on) is set once. The left channel is kept; the plug-in's output
+    stage is the reference scale, so nothing is rescaled. ``operators`` are not available (``None``).
+
+    Voices with a sample-and-hold LFO that can be heard are refused (:func:`host_resettable`).
+    What still differs from the ``"dexed"`` engine is arithmetic, not state: docs/FORMAT.md.
+
+    A plug-in driven through a partial ``param_map`` (a stand-in synth in tests) lacks the
+    parameters the reset needs: it gets a fresh instance per preset instead.
 
     Args:
         spec: ``EngineSpec(name="dawdreamer", plugin=PATH)``.
         param_map: schema parameter name → plug-in parameter name; default: the schema's names
-            (Dexed's own). Only mapped parameters are set: a stand-in synth can be driven by
-            mapping a few schema names onto its parameters (tests do).
+            (Dexed's own, in both the 155-parameter 0.9.x builds and the 2,238-parameter 1.0.x
+            VST3, whose MonoMode and MIDI-CC entries are ignored).
         fixed: plug-in parameter name → normalized value set before the voice; default: the
             paper's fixed output stage. Names the plug-in lacks are skipped.
         required: plug-in parameter names that must exist (the "Dexed-like" check).
-        block_size: DawDreamer's processing block, samples.
+        block_size: DawDreamer's processing block, samples (a multiple of 64 for the reset).
 
     Raises:
         EngineError: the plug-in path does not exist, DawDreamer cannot load it, or it lacks
-            the required / mapped parameter names (the message lists some of its names).
+            the required / mapped parameter names (the message names them).
     """
 
     def __init__(self, spec: EngineSpec, *, param_map: Mapping[str, str] | None = None,
@@ -269,10 +431,26 @@ class DawDreamerEngine:
         self._fixed = dict(fixed) if fixed is not None else dict(_PLUGIN_FIXED)
         self._required = tuple(required)
         self._uses = 0
-        _, proc = self._load()
+        engine, proc = self._load()
         self._index = self._check(proc)
+        # voice position → plug-in parameter index and max, for the mapped voice parameters
+        self._mapped = [PARAM_BY_NAME[n].voice_offset for n in self._param_map]
+        self._slot = {PARAM_BY_NAME[n].voice_offset: self._index[m] for n, m in self._param_map.items()}
+        self._max = {p.voice_offset: p.max for p in VOICE_PARAMS}
+        #: "dexed": one instance, reset render before each note; "fresh": new instance per preset.
+        self.reset = "dexed" if all(self._param_map.get(n) == n for n in _RESET_NEEDS) and \
+            len(self._param_map) == len(VOICE_PARAMS) else "fresh"
+        self._live = None
+        self._state_file: str | None = None
+        if self.reset == "dexed":
+            self._recipe = lfo_recipe(spec.sample_rate, block_size)
+            self._live = (engine, proc)
+            self._setup(proc)
+            engine.load_graph([(proc, [])])
+        self.n_parameters = int(proc.get_plugin_parameter_size())
         self.version = (f"dawdreamer {getattr(dawdreamer, '__version__', '?')} + "
-                        f"{os.path.basename(os.path.normpath(spec.plugin))} ({os.path.getsize(spec.plugin)} bytes)")
+                        f"{os.path.basename(os.path.normpath(spec.plugin))} ({_plugin_size(spec.plugin)} bytes, "
+                        f"{self.n_parameters} parameters; reset: {self.reset})")
 
     def __getstate__(self) -> dict:
         return {"spec": self.spec, "param_map": self._param_map, "fixed": self._fixed,
@@ -283,7 +461,7 @@ class DawDreamerEngine:
                       required=state["required"], block_size=state["block_size"])
 
     def _load(self):
-        """A fresh RenderEngine and plug-in instance (the paper's fresh state per preset)."""
+        """A new RenderEngine and plug-in instance."""
         self._uses += 1
         engine = self._dd.RenderEngine(float(self.spec.sample_rate), self._block)
         try:
@@ -296,10 +474,10 @@ class DawDreamerEngine:
         return engine, proc
 
     def _check(self, proc) -> dict[str, int]:
-        """Map plug-in parameter names to indices; refuse a plug-in that is not Dexed-like."""
+        """Map plug-in parameter names to indices; refuse a plug-in that lacks a needed name."""
         index: dict[str, int] = {}
-        for d in proc.get_parameters_description():
-            index.setdefault(d["name"], d["index"])
+        for i, name in enumerate(self._parameter_names(proc)):
+            index.setdefault(name, i)
         wanted = list(self._required) + [n for n in self._param_map.values() if n not in self._required]
         missing = [n for n in wanted if n not in index]
         if missing:
@@ -307,34 +485,209 @@ class DawDreamerEngine:
             shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
             raise EngineError(
                 f"plug-in {self.spec.plugin!r} is not Dexed-like: it lacks the parameter(s) "
-                f"{', '.join(repr(n) for n in missing[:5])}{' ...' if len(missing) > 5 else ''}; "
+                f"{', '.join(repr(n) for n in missing[:5])}{' ...' if len(missing) > 5 else ''}"
+                f"{f' ({len(missing)} missing)' if len(missing) > 5 else ''}; "
                 f"its {len(names)} parameters are {shown} (use a Dexed VST2/VST3 build, or pass a "
                 "param_map that targets its names)")
         return index
 
-    def render(self, raw: np.ndarray, notes: Notes, hold: float = 3.0, release: float = 1.0, *,
-               operators: bool = False) -> Render:
-        """Render ``raw`` (145,) on each note in a fresh plug-in instance; ``operators`` is ignored (None)."""
-        raw = validate_raw(raw)
-        notes = validate_notes(notes, hold, release)
-        engine, proc = self._load()
+    def _parameter_names(self, proc) -> list[str]:
+        """The plug-in's parameter names by index (155 in Dexed 0.9.x, 2,238 in the 1.0.x VST3)."""
+        return [proc.get_parameter_name(i) for i in range(int(proc.get_plugin_parameter_size()))]
+
+    # Every write to the plug-in goes through here (tests override it to simulate a refusing plug-in).
+    def _write(self, proc, index: int, value: float) -> None:
+        proc.set_parameter(index, value)
+
+    def _setup(self, proc) -> None:
         for name, value in self._fixed.items():
             if name in self._index:  # e.g. MonoMode exists only in newer Dexed builds
-                proc.set_parameter(self._index[name], float(value))
-        for schema_name, plugin_name in self._param_map.items():
-            p = PARAM_BY_NAME[schema_name]
-            proc.set_parameter(self._index[plugin_name], float(raw[p.voice_offset]) / p.max)
-        engine.load_graph([(proc, [])])
-        engine.render(self._block / self.spec.sample_rate)  # throw-away render: settles the first block
+                self._write(proc, self._index[name], float(value))
+
+    def _set_voice(self, proc, raw: np.ndarray, positions=None) -> None:
+        """Send voice values (all mapped ones, or those at voice ``positions``) as ``raw / max``."""
+        if positions is None:
+            positions = self._mapped
+        for k in positions:
+            self._write(proc, self._slot[k], float(raw[k]) / self._max[k])
+
+    def check_readback(self, proc, raw: np.ndarray) -> None:
+        """Read every mapped voice parameter back; it must equal what was sent.
+
+        With Dexed, the values are read from the plug-in's own saved state (its 161-byte voice
+        buffer, :func:`dexed_voice_from_state`), i.e. what it will play; ``get_parameter`` only
+        returns the host's copy of what was sent. Other plug-ins: ``get_parameter``, rounded.
+
+        Raises:
+            EngineError: naming the first parameters whose value differs (hosts have seen plug-ins
+                ignore host-set parameters: DawDreamer #149, Dexed #407).
+        """
+        held = self._state_voice(proc) if self.reset == "dexed" else None
+        bad = []
+        for k in self._mapped:
+            p = VOICE_PARAMS[k]
+            name = self._param_map[p.name]
+            if held is not None:
+                got = int(held[k])
+                shown = f"{got}"
+            else:
+                value = float(proc.get_parameter(self._slot[k]))
+                got = round(value * p.max)
+                shown = f"{value:.4f} (≈{value * p.max:.2f})"
+            if got != int(raw[k]):
+                bad.append(f"{name} = {shown}, sent {int(raw[k])}/{p.max}")
+        if bad:
+            raise EngineError(f"plug-in {os.path.basename(os.path.normpath(self.spec.plugin))} did not take "
+                              f"the voice parameter(s) set by name: {'; '.join(bad[:4])}"
+                              f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}")
+
+    def _state_voice(self, proc) -> np.ndarray:
+        """The voice bytes (≥ 145) Dexed holds, from its saved state (a temporary file, ~1 ms)."""
+        if self._state_file is None:
+            import tempfile
+
+            fd, self._state_file = tempfile.mkstemp(prefix="dexed-state-", suffix=".bin")
+            os.close(fd)
+        proc.save_state(self._state_file)
+        with open(self._state_file, "rb") as f:
+            data = f.read()
+        return dexed_voice_from_state(data, self.spec.plugin)
+
+    def __del__(self) -> None:
+        path = getattr(self, "_state_file", None)
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def _reset_render(self, engine, proc, raw: np.ndarray) -> None:
+        """The clean-state reset before a note (class docstring): LFO phase 0, voices dead, DC 0."""
+        sr, block, recipe = self.spec.sample_rate, self._block, self._recipe
+        self._set_voice(proc, _RESET_VOICE, np.flatnonzero(_RESET_VOICE != raw))
+        n = len(recipe.speeds)
+        proc.set_automation(self._index["LFO SPEED"],
+                            np.repeat(np.asarray(recipe.speeds, np.float32) / 99.0, block))
+        # A TRANSPOSE change makes Dexed kill every voice and zero its oscillators (panic()): at
+        # block 0, before the key-downs (so none steals a still-sounding voice, which would keep
+        # its oscillator phases), and again once the reset voice has died away.
+        transpose = np.full(n * block, 23 / 48, np.float32)
+        transpose[_PANIC_BLOCK * block:] = 22 / 48
+        proc.set_automation(self._index["TRANSPOSE"], transpose)
+        proc.clear_midi()
+        start = recipe.keydown_chunk * DEXED_CHUNK / sr
+        for pitch in range(48, 48 + _DEXED_VOICES):   # one key-down per voice (16 in Dexed)
+            proc.add_midi_note(pitch, 100, start, _RESET_HOLD / sr)
+        engine.render(n * block / sr)
+
+    def render(self, raw: np.ndarray, notes: Notes, hold: float = 3.0, release: float = 1.0, *,
+               operators: bool = False) -> Render:
+        """Render ``raw`` (145,) on each note from a clean state; ``operators`` is ignored (None).
+
+        Raises:
+            EngineError: bad input, or the plug-in did not take a voice parameter (named).
+        """
+        raw = validate_raw(raw)
+        notes = validate_notes(notes, hold, release)
+        if self.reset == "dexed" and not host_resettable(raw):
+            raise EngineError("LFO WAVE is SAMPLE&HOLD with an audible LFO: Dexed's random generator "
+                              "cannot be reset by a host, so this voice would sound different on every "
+                              "run (docs/FORMAT.md, 'The DawDreamer path'); render it with --engine dexed")
         t = n_samples(hold, release, self.spec.sample_rate)
         audio = np.zeros((len(notes), t), np.float32)
+        if self.reset == "dexed":
+            engine, proc = self._live
+            self._set_voice(proc, raw)   # the whole voice: the reset below only swaps what differs
+        else:
+            engine, proc = self._load()
+            self._setup(proc)
+            self._set_voice(proc, raw)
+            self.check_readback(proc, raw)
+            engine.load_graph([(proc, [])])
+            engine.render(self._block / self.spec.sample_rate)  # throw-away render: settles the first block
         for i, (pitch, velocity) in enumerate(notes):
+            if self.reset == "dexed":
+                self._reset_render(engine, proc, raw)
+                # back to the preset (the automated LFO SPEED and TRANSPOSE always: this ends their automation)
+                self._set_voice(proc, raw, np.flatnonzero((_RESET_VOICE != raw) | _AUTOMATED))
             proc.clear_midi()
             proc.add_midi_note(pitch, velocity, 0.0, hold)
             engine.render(hold + release)
+            if i == 0 and self.reset == "dexed":
+                self.check_readback(proc, raw)   # Dexed took the host's values in that render
             out = np.asarray(engine.get_audio(), dtype=np.float32)[0]
             audio[i, : min(t, out.size)] = out[:t]
         return Render(audio, None, int(raw[PARAM_BY_NAME["ALGORITHM"].voice_offset]))
+
+
+#: JUCE's base64 alphabet (MemoryBlock::toBase64Encoding: "<bytes>.<chars>", 6 bits a char, LSB first).
+_JUCE_B64 = np.full(256, 255, np.uint8)
+_JUCE_B64[np.frombuffer(b".ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+", np.uint8)] = np.arange(64)
+
+
+def _juce_base64(text: str) -> bytes:
+    size, _, chars = text.partition(".")
+    values = _JUCE_B64[np.frombuffer(chars.encode("ascii"), np.uint8)]
+    if (values == 255).any():
+        raise ValueError("not JUCE base64")
+    bits = np.unpackbits(values[:, None], axis=1, bitorder="little")[:, :6].ravel()
+    return np.packbits(bits, bitorder="little").tobytes()[: int(size)]
+
+
+def _juce_xml_text(data: bytes) -> str | None:
+    """The text of a JUCE ``copyXmlToBinary`` block ("VC2!", uint32 size, UTF-8 XML) inside ``data``."""
+    at = data.find(b"VC2!")
+    if at < 0:
+        return None
+    size = int.from_bytes(data[at + 4:at + 8], "little")
+    return data[at + 8:at + 8 + size].rstrip(b"\0").decode("utf-8", "replace")
+
+
+def dexed_voice_from_state(state: bytes, plugin: str = "plug-in") -> np.ndarray:
+    """Dexed's current voice (``data``, 161 bytes: the 155 unpacked voice bytes first) from a state
+    saved by DawDreamer (``save_state``): a VST3 state (the component state, JUCE base64, inside
+    the host's XML) or a VST2 chunk, holding Dexed's ``dexedState`` XML, whose ``dexedBlob`` has
+    the attribute ``base64:program="161.…"``. Read with patterns, not an XML parser: JUCE writes
+    that attribute name with an undeclared namespace prefix.
+
+    Raises:
+        EngineError: no Dexed voice found in the state.
+    """
+    import re
+
+    try:
+        text = _juce_xml_text(state) or ""
+        if "<dexedState" not in text:
+            component = re.search(r"<IComponent>\s*([0-9]+\.[^<\s]*)\s*</IComponent>", text)
+            text = _juce_xml_text(_juce_base64(component.group(1))) if component else ""
+        program = re.search(r'base64:program="([0-9]+\.[^"]*)"', text or "")
+        if not program:
+            raise ValueError("no dexedBlob program in it")
+        voice = np.frombuffer(_juce_base64(program.group(1)), np.uint8)
+        if voice.size < SOUND_BYTES:
+            raise ValueError(f"a voice of {voice.size} bytes")
+        return voice
+    except Exception as exc:  # noqa: BLE001 - any malformed state means the same to the caller
+        raise EngineError(f"cannot read the voice back from the saved state of {plugin!r} ({exc}); "
+                          "is it a Dexed build?") from None
+
+
+_RESET_VOICE = _reset_voice()
+#: Voice positions the reset automates (their automation must be ended by setting them again).
+_AUTOMATED = np.isin(np.arange(SOUND_BYTES), [PARAM_BY_NAME[n].voice_offset for n in ("LFO SPEED", "TRANSPOSE")])
+#: Dexed's polyphony (MAX_ACTIVE_NOTES): the reset plays one key-down per voice.
+_DEXED_VOICES = 16
+#: Samples the reset's key-downs are held: long enough for the feedback memory to settle.
+_RESET_HOLD = 1024
+#: Block of the reset render where TRANSPOSE changes (the reset voice has died away by then).
+_PANIC_BLOCK = 5
+
+
+def _plugin_size(path: str) -> int:
+    """Bytes of a plug-in file, or of every file in a bundle folder (identifies the build)."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    return os.path.getsize(path)
 
 
 def make_engine(spec: EngineSpec) -> Engine:

@@ -1,7 +1,8 @@
-"""Shared fixtures: paths to the real CC0 corpus (../shared/corpus/dx7-cc0) and its ROM1A bank.
+"""Shared fixtures: paths to the real CC0 corpus (../shared/corpus/dx7-cc0) and its ROM1A bank,
+the golden plug-in renders, and the real Dexed plug-in (../shared/plugins/Dexed.vst3).
 
-Tests that need the corpus skip with a clear reason when it is absent (a fresh clone has none);
-under CI (``CI`` set) a missing corpus is an error instead, so nothing skips silently there.
+Tests that need them skip with a clear reason when they are absent (a fresh clone has none);
+under CI (``CI`` set) a missing one is an error instead, so nothing skips silently there.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ _DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "dx7-cc0"
 _DEFAULT_GOLDEN = REPO.parent / "shared" / "reference" / "golden"
 
 
+_DEFAULT_PLUGIN = REPO.parent / "shared" / "plugins" / "Dexed.vst3"
+
+
 def _need(path: Path, what: str, env: str) -> Path:
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix == ".so"):
         return path
     reason = f"{what} not found at {path} (set {env} to its folder)"
     if os.environ.get("CI"):
@@ -47,3 +51,16 @@ def golden_dir() -> Path:
 def presets_dir() -> Path:
     """The bundled, project-authored presets folder."""
     return REPO / "presets"
+
+
+@pytest.fixture(scope="session")
+def dexed_plugin(tmp_path_factory):
+    """The real Dexed plug-in (a VST3 bundle, or a VST2 .so given by DEXED_PLUGIN), loaded with
+    ``HOME`` in a temporary folder for the rest of the session: Dexed writes its settings under
+    ``~/.local/share/DigitalSuburban`` when it loads."""
+    path = _need(Path(os.environ.get("DEXED_PLUGIN", _DEFAULT_PLUGIN)), "the real Dexed plug-in", "DEXED_PLUGIN")
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
+    yield str(path)
+    if old is not None:
+        os.environ["HOME"] = old

@@ -44,8 +44,10 @@ Layout of ``presets.h5`` (plain h5py; ``format_version`` 1)::
     /occurrences/name      (M,) |S10        the name this occurrence carried
     /schema                attrs: table (JSON of dexed_data.schema.schema_table())
 
-Files are written to a temporary file beside the output and renamed into place, so a crash never
-leaves a half-written file under the output name; an existing output is replaced.
+Files are written by the policy of :mod:`dexed_data.outputs`: a temporary file beside the output,
+fsync'd and renamed into place, so a crash or a full disk never leaves a half-written file under
+the output name; the command line refuses an existing output unless ``--force``, and an output
+that is one of the inputs always.
 
 Example::
 
@@ -455,9 +457,9 @@ def _sorted_occurrences(occurrences: dict, row_of_input: np.ndarray) -> dict[str
 
 
 def _write_file(path: Path, raw, ids, names, sound_group, occ, command) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    from .outputs import atomic_path
+
+    with atomic_path(Path(path), "catalogue") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
@@ -477,22 +479,15 @@ def _write_file(path: Path, raw, ids, names, sound_group, occ, command) -> None:
             o.create_dataset("voice", data=occ["voice"])
             o.create_dataset("name", data=_names_s10(occ["name"]).reshape(-1))
             f.create_group("schema").attrs["table"] = json.dumps(schema_table())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CatalogueError(f"cannot write {path}: {exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _open_checked(path) -> h5py.File:
+    from .inputs import open_hdf5
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CatalogueError(f"{path}: no such catalogue file; create one with `dexed-data import-sysex`")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise CatalogueError(f"{path}: not an HDF5 file ({exc})") from None
+    f = open_hdf5(path, "catalogue", CatalogueError)
     fmt = f.attrs.get("format")
     version = f.attrs.get("format_version")
     schema = f.attrs.get("schema_hash")
@@ -535,11 +530,16 @@ def read_catalogue(path) -> Catalogue:
             )
         except KeyError as exc:
             raise CatalogueError(f"{path}: malformed catalogue, missing {exc}") from None
+        except (OSError, ValueError, TypeError) as exc:   # data cut off, or a dataset of the wrong kind
+            from .inputs import damaged
+
+            raise damaged(path, exc, CatalogueError) from None
     return cat
 
 
 def describe_catalogue(path, top: int = 10) -> dict:
     """Summary of a catalogue for ``dexed-data info``: version, schema match, counts, top sources."""
+    cat = read_catalogue(path)  # refuses (clearly) a damaged file or a version or schema this code cannot read
     with h5py.File(path, "r") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     out: dict = {
@@ -550,7 +550,6 @@ def describe_catalogue(path, top: int = 10) -> dict:
         "schema_matches": attrs.get("schema_hash") == SCHEMA_HASH,
         "command": attrs.get("command", ""),
     }
-    cat = read_catalogue(path)  # refuses (clearly) a version or schema this code cannot read
     occ = cat.occurrences
     top_dirs = Counter(p.split("/", 1)[0] if "/" in p else p for p in occ["path"])
     per_file = Counter(occ["path"])
@@ -634,8 +633,10 @@ class ImportReport:
 
     def write_json(self, path) -> None:
         """Write the report as JSON (UTF-8, indented)."""
+        from .outputs import write_text
+
         # Compact: the per-file problem lists are long, and only the compact encoder is C-fast.
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n", "report")
 
     def format_summary(self) -> str:
         """The summary as a few human lines for the terminal."""
@@ -819,7 +820,7 @@ def _progress(total: int, enabled: bool):
 
 
 def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, progress: bool = False,
-                 command: str = "") -> ImportReport:
+                 command: str = "", force: bool = False) -> ImportReport:
     """Import SysEx files and folders into a catalogue at ``output`` (see the module docstring).
 
     Args:
@@ -830,15 +831,23 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         report: optional path of the JSON report to write.
         progress: show a tqdm progress bar on stderr (only when stderr is a terminal).
         command: command line stored in the file and the report.
+        force: replace an existing ``output`` / ``report`` (see :mod:`dexed_data.outputs`).
 
     Returns:
         The :class:`ImportReport` (also written to ``report`` when given).
 
     Raises:
-        DexedDataError: a PATH does not exist or the output cannot be written. Bad input content
-        never raises: it is reported.
+        DexedDataError: a PATH does not exist, or the output or report cannot be written (exists
+        without ``force``, is one of the inputs, bad folder, full disk). Bad input content never
+        raises: it is reported.
     """
+    from .outputs import check_output
+
     files = collect_files(paths)
+    sources = [p for p, _ in files]
+    check_output(output, inputs=sources, force=force, what="catalogue")
+    if report is not None:
+        check_output(report, inputs=sources + [Path(output)], force=force, what="report")
     acc = _Accumulator()
     totals: Counter = Counter()
     repaired_by: Counter = Counter()
@@ -914,10 +923,7 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
     }
     rep = ImportReport(summary=summary, files=entries, output=str(output), command=command, strict=strict)
     if report is not None:
-        try:
-            rep.write_json(report)
-        except OSError as exc:
-            raise CatalogueError(f"cannot write the report {report}: {exc}") from None
+        rep.write_json(report)
     return rep
 
 
@@ -926,12 +932,28 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
 
 def parse_ids(spec: str) -> list[str]:
     """Ids from ``--ids``: a comma/space-separated list, or the path of a file holding such a list."""
-    text = Path(spec).read_text() if os.path.isfile(spec) else spec
+    text = read_ids_text(spec) if os.path.isfile(spec) else spec
     return [t for t in text.replace(",", " ").split() if t]
 
 
+def read_ids_text(path) -> str:
+    """The text of an ids file; an HDF5, binary or unreadable file is refused with one line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CatalogueError(f"--ids {path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise CatalogueError(f"--ids {path}: not a text file of ids (binary data, e.g. an HDF5 file); give a "
+                             "text file with one id per line, or comma-separated ids")
+    return text
+
+
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
-                 single: bool = False) -> list[Path]:
+                 single: bool = False, force: bool = False) -> list[Path]:
     """Write presets of a catalogue as DX7 SysEx files; returns the files written.
 
     Args:
@@ -940,34 +962,40 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         ids: ids in the wanted order; ``None`` means every preset (in id order).
         limit: keep at most this many (after ``ids``).
         single: one single-voice message (163 bytes) per file instead of 32-voice banks.
+        force: replace existing files (see :mod:`dexed_data.outputs`; never the catalogue itself).
 
     Files are numbered by one rule: ``bank.syx``, ``bank_2.syx``, ``bank_3.syx``... each holding
     up to 32 voices (a bank; a last partial bank is padded by :func:`sysex.encode_bank`) or one
     voice with ``single``.
 
     Raises:
-        CatalogueError: unknown ids, nothing selected, or the output cannot be written.
+        CatalogueError: unknown ids, nothing selected, a negative limit.
+        OutputError: an output exists (without ``force``), is the catalogue, or cannot be written.
     """
+    from .outputs import check_output, write_bytes
+
+    if limit is not None and limit < 1:
+        raise CatalogueError(f"--limit {limit}: must be ≥ 1")
     cat = read_catalogue(catalogue)
     rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
     if limit is not None:
-        rows = rows[: max(0, limit)]
+        rows = rows[:limit]
     if not rows:
         raise CatalogueError(f"{catalogue}: no presets selected to export")
     output = Path(output)
     size = 1 if single else 32
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+    targets = [output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")
+               for k in range(len(chunks))]
+    for target in targets:   # all checked before the first is written
+        check_output(target, inputs=[catalogue], force=force)
     written = []
-    for k, chunk in enumerate(chunks):
-        target = output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")
+    for target, chunk in zip(targets, chunks):
         if single:
             data = sysex.encode_single(cat.raw[chunk[0]], cat.names[chunk[0]])
         else:
             data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
-        try:
-            target.write_bytes(data)
-        except OSError as exc:
-            raise CatalogueError(f"cannot write {target}: {exc}") from None
+        write_bytes(target, data)
         written.append(target)
     return written
 

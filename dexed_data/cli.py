@@ -33,6 +33,17 @@ def _plain_errors(fn, *args, **kwargs):
         raise typer.Exit(2) from None
 
 
+def _fail(message: str) -> None:
+    """One ``error: ...`` line and exit status 2 (a bad option value)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _check_limit(limit: Optional[int]) -> None:
+    if limit is not None and limit < 1:
+        _fail(f"--limit {limit}: must be ≥ 1")
+
+
 def _command_line() -> str:
     return " ".join(["dexed-data", *sys.argv[1:]])
 
@@ -40,16 +51,17 @@ def _command_line() -> str:
 @app.command("import-sysex")
 def import_sysex_command(
     paths: List[Path] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); replaced atomically."),
+    output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); written atomically."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON import report here."),
     strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (terminals only)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""
     from .catalogue import import_sysex
 
     result = _plain_errors(import_sysex, paths, output, strict=strict, report=report, progress=progress,
-                           command=_command_line())
+                           command=_command_line(), force=force)
     typer.echo(result.format_summary())
     if report is not None:
         typer.echo(f"{'report':<20}{'':>8}   {report}")
@@ -63,6 +75,7 @@ def export_command(
     all_: bool = typer.Option(False, "--all", help="Export every preset (in id order)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
     single: bool = typer.Option(False, "--single", help="One single-voice dump per file instead of 32-voice banks."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE)."""
     from .catalogue import export_sysex, parse_ids
@@ -73,8 +86,9 @@ def export_command(
     if ids is None and not all_ and limit is None:
         typer.echo("error: choose presets with --ids, --all or --limit N", err=True)
         raise typer.Exit(2)
-    chosen = parse_ids(ids) if ids is not None else None
-    written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single)
+    _check_limit(limit)
+    chosen = _plain_errors(parse_ids, ids) if ids is not None else None
+    written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single, force=force)
     for path in written:
         typer.echo(str(path))
 
@@ -198,11 +212,12 @@ def render_command(
 def merge_command(
     shards: List[Path] = typer.Argument(..., help="The N shard files of one render (--shard K/N)."),
     output: Path = typer.Option(..., "-o", "--output", help="Dataset to write; equals a single run's file."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Join the shard files of one render job into one dataset."""
     from .dataset import merge
 
-    path = _plain_errors(merge, shards, output)
+    path = _plain_errors(merge, shards, output, force=force)
     typer.echo(f"wrote {path}")
 
 
@@ -212,13 +227,15 @@ def export_wav_command(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the wav files (created)."),
     ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids, or a file listing ids."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
     from .catalogue import parse_ids
     from .dataset import export_wav
 
-    chosen = parse_ids(ids) if ids is not None else None
-    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit)
+    _check_limit(limit)
+    chosen = _plain_errors(parse_ids, ids) if ids is not None else None
+    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit, force=force)
     for path in written:
         typer.echo(str(path))
 
@@ -233,11 +250,14 @@ def report_command(
     examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms."),
     groups: int = typer.Option(10, "--groups", help="Largest groups of identical-sounding presets listed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the choice of example presets."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write a self-contained HTML report (counts, parameter histograms, levels, examples, duplicates)."""
     from .report import write_report
 
-    index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed)
+    if examples < 0 or groups < 0:
+        _fail(f"--examples {examples} / --groups {groups}: must be ≥ 0")
+    index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed, force=force)
     typer.echo(str(index))
 
 

@@ -344,7 +344,9 @@ class SegmentWriter:
         lo, hi = _combine_bounds(self._bounds)
         self._f.attrs.update({"mel_min_db": lo, "mel_max_db": hi})
         self._f.close()
-        os.replace(self.tmp, self.path)
+        from .outputs import publish
+
+        publish(self.tmp, self.path)
 
     def abandon(self) -> None:
         """Close without publishing (Ctrl-C); the ``.tmp`` is removed when the job restarts."""
@@ -391,6 +393,22 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
                            "rerun the render (or give every shard to merge)")
 
     partial = path.with_name(path.name + ".partial")
+    try:
+        _write_partial(partial, header, presets, blocks, extra_attrs, src_block, src_local)
+        from .outputs import publish
+
+        publish(partial, path)
+    except OSError as exc:   # a full disk, a folder that vanished: nothing half-written stays behind
+        from .inputs import first_line
+
+        raise DatasetError(f"cannot write {path}: {first_line(exc)}; nothing was written") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_partial(partial: Path, header: DatasetHeader, presets: PresetTable, blocks: Sequence[Block],
+                   extra_attrs: dict | None, src_block: np.ndarray, src_local: np.ndarray) -> None:
+    n = len(presets)
     k = header.shapes.notes
     with h5py.File(partial, "w") as f:
         attrs = header.attrs()
@@ -434,7 +452,6 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
         lo, hi = _combine_bounds(block.bounds for block in blocks)
         f.attrs["mel_min_db"], f.attrs["mel_max_db"] = lo, hi
         f.attrs["complete"] = True
-    os.replace(partial, path)
 
 
 def _write_presets(f: h5py.File, p: PresetTable) -> None:
@@ -534,6 +551,25 @@ def check_file(f: h5py.File, path, allow_incomplete: bool = False) -> None:
                            "render command to finish it")
 
 
+#: Datasets every dataset file holds (besides ``/audio`` and ``/mel``, listed in its ``stored`` attribute).
+REQUIRED = ("presets/raw", "presets/id", "presets/name", "presets/sound_group", "presets/catalogue_row",
+            "status", "silent", "audible", "operator_db", "peak", "rms", "error")
+
+
+def check_datasets(f: h5py.File, path) -> None:
+    """Refuse a file whose attributes are right but whose datasets are missing or of the wrong size."""
+    stored = tuple(a for a in str(f.attrs.get("stored", "")).split(",") if a)
+    missing = [name for name in REQUIRED + stored if not isinstance(f.get(name), h5py.Dataset)]
+    if missing:
+        raise DatasetError(f"{path}: malformed dataset, missing /{', /'.join(missing[:4])}"
+                           + (" ..." if len(missing) > 4 else "") + "; render it again")
+    n = f["presets/id"].shape[0]
+    wrong = [name for name in REQUIRED[4:] + stored if f[name].shape[:1] != (n,)]
+    if wrong:
+        raise DatasetError(f"{path}: malformed dataset, /{wrong[0]} does not have one row per preset ({n}); "
+                           "render it again")
+
+
 class DatasetReader:
     """Read a rendered dataset; small arrays are loaded at open, audio/mel per preset on demand.
 
@@ -545,15 +581,13 @@ class DatasetReader:
     """
 
     def __init__(self, path, allow_incomplete: bool = False):
+        from .inputs import damaged, open_hdf5
+
         self.path = str(path)
-        try:
-            self._f = h5py.File(self.path, "r")
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: no such dataset file") from None
-        except OSError as exc:
-            raise DatasetError(f"{path}: not a readable HDF5 file ({exc}); if a render was killed, rerun it") from None
+        self._f = open_hdf5(path, "dataset", DatasetError)
         try:
             check_file(self._f, self.path, allow_incomplete)
+            check_datasets(self._f, self.path)
             a = self._f.attrs
             self.info = DatasetInfo(self.path, int(a["format_version"]), str(a["schema_hash"]),
                                     bool(a["complete"]), DatasetHeader.from_attrs(a),
@@ -575,6 +609,9 @@ class DatasetReader:
                                             else np.zeros((n, 16), np.uint8))
             self.duplicate_of: np.ndarray = (self._f["duplicate_of"][...] if "duplicate_of" in self._f
                                              else np.full(n, -1, np.int32))
+        except (KeyError, OSError, ValueError, TypeError) as exc:   # cut-off data, malformed attributes
+            self._f.close()
+            raise damaged(self.path, exc, DatasetError) from None
         except Exception:
             self._f.close()
             raise
@@ -674,7 +711,20 @@ def describe(path) -> str:
     return "\n".join(lines)
 
 
-def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None) -> list[Path]:
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """A 32-bit float mono WAV file of ``audio`` ``(T,)`` (not clipped), built in memory so that
+    writing it goes through the one atomic, disk-full-safe path (libsndfile's own writes do not)."""
+    import io
+
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.asarray(audio, np.float32), int(sample_rate), subtype="FLOAT", format="WAV")
+    return buf.getvalue()
+
+
+def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None,
+               force: bool = False) -> list[Path]:
     """Write presets' audio as 32-bit float wav files (not clipped), one per note; returns the files.
 
     Files are named ``ID_NAME_PITCH-VELOCITY.wav`` (name made file-safe). ``ids`` picks presets in
@@ -682,13 +732,23 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
     file stores no audio (the default), the presets are rendered again from ``/presets/raw`` with
     the file's settings: rendering is deterministic, so this is the audio the dataset was made from.
 
+    Each file is written atomically; existing files of the same names are refused unless
+    ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written.
+
     Raises:
         DatasetError: unknown id, a preset that failed to render, or no audio stored and the
             file's engine cannot be rebuilt here (another engine version, a plug-in).
+        OutputError: a file exists (without ``force``) or the folder cannot be written.
     """
-    import soundfile
+    from .outputs import check_folder, write_bytes
 
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit {limit}: must be ≥ 1")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        from .errors import OutputError
+
+        raise OutputError(f"output folder {out_dir} is a file; give a folder")
     with DatasetReader(path) as ds:
         h = ds.info.header
         engine = None   # re-render when the file has no audio (rendering is deterministic)
@@ -706,14 +766,17 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
             failed = [ds.ids[r] for r in rows if ds.status[r] != STATUS_OK]
             if failed:
                 raise DatasetError(f"{path}: preset(s) {', '.join(failed[:5])} failed to render; no audio to export")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        def names(r: int) -> list[str]:
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.names[r].strip()) or "unnamed"
+            return [f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav" for pitch, velocity in ds.info.notes]
+
+        check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
         written = []
         for r in rows:
             audio = ds.audio(r) if engine is None else engine.render(ds.raw[r], h.notes, h.hold, h.release).audio
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.names[r].strip()) or "unnamed"
-            for (pitch, velocity), note in zip(ds.info.notes, audio):
-                target = out_dir / f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav"
-                soundfile.write(target, note, ds.info.sample_rate, subtype="FLOAT")
+            for name, note in zip(names(r), audio):
+                target = out_dir / name
+                write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
                 written.append(target)
     return written
 
@@ -727,22 +790,26 @@ _JOB_ATTRS = ("engine", "engine_version", "sample_rate", "hold", "release", "fix
               "selection_size", "segment_size")
 
 
-def merge(shard_paths: Sequence, out_path) -> Path:
+def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
     """Join the shard files of one job (``--shard K/N``, all N of them) into one dataset.
 
-    The result equals the file a single run of the same command writes. Returns ``out_path``.
+    The result equals the file a single run of the same command writes. Returns ``out_path``,
+    which may not be one of the shards and is refused if it exists, unless ``force``
+    (see :mod:`dexed_data.outputs`).
     """
+    from .inputs import damaged, open_hdf5
+    from .outputs import check_output
+
     if not shard_paths:
         raise DatasetError("merge: give the shard files to join")
+    check_output(out_path, inputs=shard_paths, force=force)
     files: list[h5py.File] = []
     try:
         for p in shard_paths:
-            try:
-                f = h5py.File(p, "r")
-            except OSError as exc:
-                raise DatasetError(f"{p}: cannot open as HDF5 ({exc})") from None
+            f = open_hdf5(p, "shard", DatasetError)
             files.append(f)
             check_file(f, p)
+            check_datasets(f, p)
             if "shard" not in f.attrs:
                 raise DatasetError(f"{p}: not a shard file (rendered without --shard); nothing to merge")
         first = files[0].attrs
@@ -785,6 +852,8 @@ def merge(shard_paths: Sequence, out_path) -> Path:
                   for f, t in zip(files, tables)]
         header = DatasetHeader.from_attrs(first)
         write_dataset(Path(out_path), header, table, blocks)
+    except (KeyError, ValueError, TypeError) as exc:   # a shard whose attributes or data are malformed
+        raise damaged(shard_paths[len(files) - 1] if files else out_path, exc, DatasetError) from None
     finally:
         for f in files:
             f.close()

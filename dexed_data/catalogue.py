@@ -457,28 +457,32 @@ def _sorted_occurrences(occurrences: dict, row_of_input: np.ndarray) -> dict[str
 
 
 def _write_file(path: Path, raw, ids, names, sound_group, occ, command) -> None:
-    from .outputs import atomic_path
+    from .outputs import write_bytes
 
-    with atomic_path(Path(path), "catalogue") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["schema_hash"] = SCHEMA_HASH
-            f.attrs["sound_key_version"] = SOUND_KEY_VERSION
-            f.attrs["command"] = command
-            f.attrs["created_by"] = f"dexed_data {__version__}"
-            p = f.create_group("presets")
-            p.create_dataset("raw", data=np.asarray(raw, np.uint8).reshape(-1, SOUND_BYTES))
-            p.create_dataset("id", data=np.array(ids, dtype="S16").reshape(-1))
-            p.create_dataset("name", data=_names_s10(names).reshape(-1))
-            p.create_dataset("sound_group", data=np.asarray(sound_group, np.int32))
-            o = f.create_group("occurrences")
-            o.create_dataset("preset", data=occ["preset"])
-            o.create_dataset("path", data=np.asarray(occ["path"], dtype=object), dtype=h5py.string_dtype())
-            o.create_dataset("message", data=occ["message"])
-            o.create_dataset("voice", data=occ["voice"])
-            o.create_dataset("name", data=_names_s10(occ["name"]).reshape(-1))
-            f.create_group("schema").attrs["table"] = json.dumps(schema_table())
+    # Built in memory, then written as bytes: a full disk then fails in a plain write (old file
+    # kept, clean error) instead of inside HDF5, whose half-closed file can crash the interpreter.
+    with h5py.File(f"catalogue-{os.getpid()}", "w", driver="core", backing_store=False) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["schema_hash"] = SCHEMA_HASH
+        f.attrs["sound_key_version"] = SOUND_KEY_VERSION
+        f.attrs["command"] = command
+        f.attrs["created_by"] = f"dexed_data {__version__}"
+        p = f.create_group("presets")
+        p.create_dataset("raw", data=np.asarray(raw, np.uint8).reshape(-1, SOUND_BYTES))
+        p.create_dataset("id", data=np.array(ids, dtype="S16").reshape(-1))
+        p.create_dataset("name", data=_names_s10(names).reshape(-1))
+        p.create_dataset("sound_group", data=np.asarray(sound_group, np.int32))
+        o = f.create_group("occurrences")
+        o.create_dataset("preset", data=occ["preset"])
+        o.create_dataset("path", data=np.asarray(occ["path"], dtype=object), dtype=h5py.string_dtype())
+        o.create_dataset("message", data=occ["message"])
+        o.create_dataset("voice", data=occ["voice"])
+        o.create_dataset("name", data=_names_s10(occ["name"]).reshape(-1))
+        f.create_group("schema").attrs["table"] = json.dumps(schema_table())
+        f.flush()
+        image = f.id.get_file_image()
+    write_bytes(path, image, "catalogue")
 
 
 def _open_checked(path) -> h5py.File:

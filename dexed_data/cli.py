@@ -116,10 +116,14 @@ def _info(file: Path) -> None:
     from .catalogue import describe_catalogue, describe_sysex
     from .errors import DexedDataError as _Error
 
+    from .inputs import open_hdf5
+
     if not file.is_file():
         raise _Error(f"{file}: no such file")
-    if h5py.is_hdf5(file):
-        with h5py.File(file, "r") as f:
+    with open(file, "rb") as f:
+        signature = f.read(8)
+    if signature == b"\x89HDF\r\n\x1a\n" or h5py.is_hdf5(file):   # a truncated HDF5 file still starts so
+        with open_hdf5(file, "HDF5", _Error) as f:
             fmt = f.attrs.get("format")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         if fmt == CATALOGUE_FORMAT:

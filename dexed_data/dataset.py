@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -289,10 +290,10 @@ def _combine_bounds(bounds: Iterable[tuple[float, float]]) -> tuple[float, float
 
 
 class SegmentWriter:
-    """Collect the rows ``[start, stop)`` of a job into ``<final>.tmp``; :meth:`finish` renames it.
+    """Collect the rows ``[start, stop)`` of a job in memory; :meth:`finish` writes the segment file.
 
-    A segment file only exists under its final name once every row is in it and the file is
-    closed, so a kill at any moment leaves either a whole segment or a ``.tmp`` to throw away.
+    A segment file only exists under its final name once every row is in it (written atomically
+    by :func:`dexed_data.outputs.write_bytes`), so a kill at any moment leaves whole segments only.
     The big arrays' chunks go to the file as they come; the small per-preset arrays are kept in
     memory and written by :meth:`finish` (one h5py write per preset and array costs the single
     writer ~5 ms per preset, as much as a tenth of a worker's render).
@@ -300,8 +301,10 @@ class SegmentWriter:
 
     def __init__(self, path: Path, start: int, stop: int, storage: StorageConfig, shapes: Shapes):
         self.path, self.start, self.stop = Path(path), start, stop
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self._f = h5py.File(self.tmp, "w", track_order=False)
+        # In memory until finished (a segment is ~64 MB), then written as plain bytes: a full disk
+        # fails in one ordinary write (clean error, no half-written HDF5 that can crash h5py).
+        self._f = h5py.File(f"{self.path.name}-{os.getpid()}", "w", driver="core", backing_store=False,
+                            track_order=False)
         n = stop - start
         self._f.attrs.update({"start": start, "stop": stop})
         self._big = {name: self._f.create_dataset(name, shape=(n,) + shapes.of(name), dtype=storage.dtype(name),
@@ -343,13 +346,15 @@ class SegmentWriter:
                                track_times=False)
         lo, hi = _combine_bounds(self._bounds)
         self._f.attrs.update({"mel_min_db": lo, "mel_max_db": hi})
+        self._f.flush()
+        image = self._f.id.get_file_image()
         self._f.close()
-        from .outputs import publish
+        from .outputs import write_bytes
 
-        publish(self.tmp, self.path)
+        write_bytes(self.path, image, "segment")
 
     def abandon(self) -> None:
-        """Close without publishing (Ctrl-C); the ``.tmp`` is removed when the job restarts."""
+        """Close without publishing (Ctrl-C, an error): nothing of the segment is on disk."""
         try:
             self._f.close()
         except Exception:  # noqa: BLE001 - closing a half-written temp file must not mask the interrupt
@@ -393,6 +398,11 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
                            "rerun the render (or give every shard to merge)")
 
     partial = path.with_name(path.name + ".partial")
+    need = _bytes_needed(presets, blocks, header)
+    free = shutil.disk_usage(path.parent).free
+    if need > free:   # refuse before HDF5 meets a full disk half-way (see SegmentWriter)
+        raise DatasetError(f"cannot write {path}: it needs about {need / 1e6:,.1f} MB and only {free / 1e6:,.1f} MB "
+                           f"are free on that disk; free space and rerun")
     try:
         _write_partial(partial, header, presets, blocks, extra_attrs, src_block, src_local)
         from .outputs import publish
@@ -404,6 +414,17 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
         raise DatasetError(f"cannot write {path}: {first_line(exc)}; nothing was written") from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _bytes_needed(presets: PresetTable, blocks: Sequence[Block], header: DatasetHeader) -> int:
+    """A generous estimate of a dataset file's size: its chunks as stored in the blocks, plus the
+    small arrays and provenance (x 2) and 1 MB of HDF5 metadata."""
+    big = sum(block.file[name].id.get_storage_size() for block in blocks for name in header.storage.arrays
+              if name in block.file)
+    small = sum(np.asarray(v).nbytes if np.asarray(v).dtype.kind != "O" else 64 * len(v)
+                for v in presets.occurrences.values())
+    small += len(presets) * (145 + 64 + 64 * header.shapes.notes)
+    return int(big + 2 * small + 1_000_000)
 
 
 def _write_partial(partial: Path, header: DatasetHeader, presets: PresetTable, blocks: Sequence[Block],

@@ -4,10 +4,16 @@
 (loky processes: engine + features + chunk compression, one thread each) ──► one writer (this
 process) ──► ``OUT.parts/seg-NNNNNN.h5`` ──► assembled into ``OUT`` at the end.
 
-Crash safety: a segment file appears under its final name only when complete (written as
-``.tmp``, closed, renamed), and the dataset itself is written as ``OUT.partial`` and renamed at
-the very end. Killing the job at any moment (Ctrl-C or ``kill -9``) loses at most the segments in
-progress; rerunning the same command skips the finished segments. ``OUT`` exists only complete.
+Crash safety: a segment is built in memory and written under its final name only when complete
+(temporary file, fsync, rename), and the dataset itself is written as ``OUT.partial`` and renamed
+at the very end. Killing the job at any moment (Ctrl-C or ``kill -9``) loses at most the segments
+in progress; rerunning the same command skips the finished segments. ``OUT`` exists only complete.
+A full disk ends the job with one error line and keeps the finished segments for the rerun.
+
+One job per output: a render holds an exclusive lock (``.OUT.lock`` beside it) for its whole
+run, so a second job on the same output stops at once with a clear message. Workers exit when
+the main process dies (``kill -9``). A resumed job reuses segments only when the engine and
+package versions recorded in ``OUT.parts/job.json`` are this run's.
 
 A preset whose render raises is recorded as failed with the exception; one that runs longer than
 ``RenderConfig.timeout`` seconds has its worker killed and is recorded as timed out; a worker that
@@ -40,7 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from . import dataset as ds
-from .errors import DexedDataError, RenderError
+from .errors import DexedDataError, OutputError, RenderError
 from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
 
 #: The paper's six (MIDI pitch, velocity) pairs.
@@ -564,13 +570,12 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         rendered = sum(b - a for _, a, b in todo_segments)
         if todo_segments:
             _run(job, todo_segments, seg_path, shapes, jobs, progress, executor)
-    except OSError as exc:   # a full disk while writing segments: the finished ones are kept for a rerun
+    except (OSError, OutputError) as exc:   # a full disk while writing segments: finished ones are kept
         from .inputs import first_line
 
         for leftover in parts.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
-        raise RenderError(f"cannot write the segments in {parts}: {first_line(exc)}; free space and rerun "
-                          "the same command to continue") from None
+        raise RenderError(f"{first_line(exc)}; free space and rerun the same command to continue") from None
 
     # assemble: rows of the output are the job's rows in order; segment s holds positions [a, b)
     import h5py
@@ -716,15 +721,17 @@ def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: 
             for fut in [f for f in inflight if f in done]:
                 row, _ = inflight.pop(fut)
                 try:
-                    store(fut.result())
+                    result = fut.result()
                     solo.discard(row)
                 except BrokenProcessPool:
                     broken = True
                     inflight[fut] = [row, None]     # handled below with the others
+                    continue
                 except DexedDataError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled
-                    store(ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}"))
+                    result = ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
+                store(result)   # outside the handlers: a write error (full disk) ends the job cleanly
             if broken:
                 rows = [r for r, _ in inflight.values()]
                 inflight.clear()

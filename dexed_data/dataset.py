@@ -41,6 +41,9 @@ FORMAT_VERSION = 1
 BIG_ARRAYS = ("audio", "mel")
 #: Per-preset small arrays, always stored: name → (dtype, shape after (N,), with K = notes).
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
+#: What the float arrays (``/mel``, ``/audio``, ``/peak``, ``/rms``, ``/operator_db``) hold in the
+#: rows of failed presets: NaN, which no reader can take for sound (zeros in /mel are full scale).
+FAILED_FILL = float("nan")
 COMPRESSIONS = ("none", "lzf") + tuple(f"gzip-{n}" for n in range(1, 10))
 
 
@@ -309,10 +312,11 @@ class SegmentWriter:
         self._f.attrs.update({"start": start, "stop": stop})
         self._big = {name: self._f.create_dataset(name, shape=(n,) + shapes.of(name), dtype=storage.dtype(name),
                                                   chunks=(1,) + shapes.of(name), track_times=False,
-                                                  **storage.filters())
+                                                  fillvalue=FAILED_FILL, **storage.filters())
                      for name in storage.arrays}
         self._zeros = {name: (0,) * len(shapes.of(name)) for name in storage.arrays}
-        self._small = {name: np.zeros((n,) + shape, dtype) for name, (dtype, shape) in _small_specs(shapes.notes).items()}
+        self._small = {name: np.full((n,) + shape, FAILED_FILL if dtype.kind == "f" else 0, dtype)
+                       for name, (dtype, shape) in _small_specs(shapes.notes).items()}
         self._errors = [""] * n
         self._bounds: list[tuple[float, float]] = []
         self._filled = 0
@@ -454,7 +458,8 @@ def _write_partial(partial: Path, header: DatasetHeader, presets: PresetTable, b
         for name in header.storage.arrays:
             shape = header.shapes.of(name)
             d = f.create_dataset(name, shape=(n,) + shape, dtype=header.storage.dtype(name),
-                                 chunks=(1,) + shape, track_times=False, **header.storage.filters())
+                                 chunks=(1,) + shape, track_times=False, fillvalue=FAILED_FILL,
+                                 **header.storage.filters())
             zeros = (0,) * len(shape)
             for row in np.flatnonzero(status == STATUS_OK):
                 src = blocks[src_block[row]].file[name]

@@ -654,21 +654,38 @@ class ImportReport:
             return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
         lines = [
-            line("files seen", s["files_seen"], reasons(s["files_by_outcome"])),
-            line("messages", s["messages"]),
+            line("files seen", s["files_seen"], "files: " + reasons(s["files_by_outcome"])),
+            line("messages", s["messages"], "DX7 voice messages decoded (banks, single voices, raw blocks)"),
             line("voices", s["voices"], f"imported {s['voices_imported']}, repaired {s['voices_repaired']}, "
                  f"rejected {s['voices_rejected']}"),
-            line("duplicates", s["duplicates"]),
+            line("duplicates", s["duplicates"], "voices"),
             line("unique presets", u["raw_values"], f"by raw values; by packed bytes as found "
                  f"{u['packed_as_found']}, bit 7 masked {u['packed_masked']}, sound-equivalent {u['sound_equivalent']}"),
         ]
-        for label, key in (("repaired (voices)", "repaired_by_reason"), ("rejected", "rejected_by_reason"),
-                           ("skipped", "skipped_by_reason")):
-            if s[key]:
-                lines.append(f"{label:<20}{'':>8}   {reasons(s[key])}")
+        # each count in its own unit: the reasons of rejection concern files, messages or voices
+        rejected = s["rejected_by_reason"]
+        by_unit = {unit: {k: v for k, v in rejected.items() if _rejection_unit(k) == unit}
+                   for unit in ("files", "messages", "voices")}
+        for label, counts in (("repaired (voices)", s["repaired_by_reason"]),
+                              *((f"rejected ({unit})", by_unit[unit]) for unit in ("files", "messages", "voices")),
+                              ("skipped (byte runs)", s["skipped_by_reason"])):
+            if counts:
+                lines.append(f"{label:<20}{'':>8}   {reasons(counts)}")
         if self.output:
             lines.append(f"{'wrote':<20}{'':>8}   {self.output}")
         return "\n".join(lines)
+
+
+#: Rejection reasons that count files (the others count messages, or voices: see _rejection_unit).
+FILE_REJECTIONS = frozenset({"no_sysex", "midi_error", "unreadable", "decoder_error"})
+
+
+def _rejection_unit(code: str) -> str:
+    if code in FILE_REJECTIONS:
+        return "files"
+    if code.startswith("strict:") or code == "out_of_range_unrepaired":
+        return "voices"
+    return "messages"
 
 
 def _problem_dict(p) -> dict:

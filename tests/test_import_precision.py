@@ -81,3 +81,4 @@ def test_truncated_mid_keeps_the_messages_before_the_cut():
     result = decode_bytes(data[:-2000])
     assert len(result.voices) == 32
     assert any(p.code == "midi_error" for p in result.problems)
+

@@ -402,6 +402,9 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
                            "rerun the render (or give every shard to merge)")
 
     partial = path.with_name(path.name + ".partial")
+    from .outputs import make_parents
+
+    make_parents(path)
     need = _bytes_needed(presets, blocks, header)
     free = shutil.disk_usage(path.parent).free
     if need > free:   # refuse before HDF5 meets a full disk half-way (see SegmentWriter)

@@ -66,7 +66,8 @@ PROBLEM_CODES = (
     "bit7_set",           # repaired: bit 7 of data bytes cleared
     "out_of_range",       # repaired: value clamped to the parameter's max
     "no_header",          # repaired: raw voice data without SysEx framing, decoded anyway
-    "truncated",          # rejected: the message ends before its data does
+    "truncated_bank",     # repaired: a bank cut short; its complete voices kept, the others lost
+    "truncated",          # rejected: the message ends before its first voice does
     "not_dx7",            # rejected: another Yamaha synth's dump (TX81Z/DX21 4-op, ...)
     "dx7ii_supplement",   # rejected: DX7II/TX802 supplement, performance or system data
     "unknown_message",    # rejected: any other SysEx message
@@ -374,6 +375,17 @@ def _dx7_message(data: bytes, s: int, base: int, scan: _Scan) -> int:
     nxt = _NEXT_YAMAHA.search(data, body)
     stop = n if nxt is None else nxt.start()
     if stop < cs_at:
+        whole = (stop - body) // PACKED_VOICE_BYTES if is_bank else 0
+        if whole and tuple(data[s + 4:s + 6]) == (0x20, 0x00):
+            # A bank cut short (a file copied or downloaded in part): its complete voices are kept.
+            # With no checksum to vouch for them, the six exact header bytes must be there.
+            scan.problem("truncated_bank", f"{kind} holds only {stop - body} of its {size} data bytes; "
+                         f"its first {whole} complete voice(s) were imported, the other "
+                         f"{VOICES_PER_BANK - whole} are lost (find a complete copy of the file)",
+                         base + s, repaired=True)
+            packed = np.frombuffer(data[body:body + whole * PACKED_VOICE_BYTES], dtype=np.uint8)
+            _add_packed(packed.reshape(whole, PACKED_VOICE_BYTES), base + s, base + body, scan)
+            return stop
         scan.problem("truncated", f"{kind} holds only {stop - body} of its {size} data bytes; its "
                      f"voices were not imported (find a complete copy of the file)", base + s)
         return stop

@@ -142,8 +142,9 @@ def fit(
     if int(os.environ.get("RANK", "0")) == 0:
         missing = [n for n in ("last.pt", "best.pt", "metrics.csv") if not (out / n).is_file()]
         if missing:   # e.g. a resumed run that had nothing left to do after a failed save
-            _fail(f"{out}: training ended but {', '.join(missing)} is missing; the last save failed "
-                  "(full disk?): free space and rerun with a higher --epochs and --resume")
+            _fail(f"{out}: training ended but {', '.join(missing)} is missing (a save failed, e.g. on a full "
+                  "disk, or no epoch gave a finite validation loss); free space and rerun with --resume and a "
+                  "higher --epochs")
         typer.echo(f"done: best validation loss {result.best_valid:.4f}; checkpoints in {result.out}")
 
 

@@ -264,8 +264,8 @@ def _leftovers(folder: Path) -> list[Path]:
 
 
 def _classify(proc: subprocess.CompletedProcess, case: Case) -> str:
-    if "Traceback" in proc.stderr or proc.returncode not in (0, 2):
-        return "traceback"
+    """The worst outcome: data loss (files not as they must be), then traceback (or crash), then
+    accepted bad input (exit 0), else a clean error."""
     if case.check is not None:
         try:
             good = case.check()
@@ -273,6 +273,8 @@ def _classify(proc: subprocess.CompletedProcess, case: Case) -> str:
             good = False
         if not good:
             return "data loss"
+    if "Traceback" in proc.stderr or proc.returncode not in (0, 2):
+        return "traceback"
     if case.expect == "ok":
         return "ok" if proc.returncode == 0 else "clean"
     if proc.returncode == 0:

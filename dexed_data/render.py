@@ -463,6 +463,8 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     """
     t0 = time.perf_counter()
     check_jobs(jobs)
+    if limit is not None and limit < 1:   # before any worker starts
+        raise RenderError(f"--limit {limit}: must be ≥ 1")
     if segment_size < 1:
         raise RenderError(f"--segment-size {segment_size}: must be ≥ 1")
     if isinstance(shard, str):

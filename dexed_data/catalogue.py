@@ -46,8 +46,10 @@ Layout of ``presets.h5`` (plain h5py; ``format_version`` 1)::
     /occurrences/name      (M,) |S10        the name this occurrence carried
     /schema                attrs: table (JSON of dexed_data.schema.schema_table())
 
-Files are written to a temporary file beside the output and renamed into place, so a crash never
-leaves a half-written file under the output name; an existing output is replaced.
+Files are written by the policy of :mod:`dexed_data.outputs`: a temporary file beside the output,
+fsync'd and renamed into place, so a crash or a full disk never leaves a half-written file under
+the output name; the command line refuses an existing output unless ``--force``, and an output
+that is one of the inputs always.
 
 Example::
 
@@ -470,45 +472,42 @@ def _sorted_occurrences(occurrences: dict, row_of_input: np.ndarray) -> dict[str
 
 
 def _write_file(path: Path, raw, ids, names, sound_group, occ, command, near_group) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["schema_hash"] = SCHEMA_HASH
-            f.attrs["sound_key_version"] = SOUND_KEY_VERSION
-            f.attrs["command"] = command
-            f.attrs["created_by"] = f"dexed_data {__version__}"
-            p = f.create_group("presets")
-            p.create_dataset("raw", data=np.asarray(raw, np.uint8).reshape(-1, SOUND_BYTES))
-            p.create_dataset("id", data=np.array(ids, dtype="S16").reshape(-1))
-            p.create_dataset("name", data=_names_s10(names).reshape(-1))
-            p.create_dataset("sound_group", data=np.asarray(sound_group, np.int32))
-            p.create_dataset("near_group", data=np.asarray(near_group, np.int32))
-            o = f.create_group("occurrences")
-            o.create_dataset("preset", data=occ["preset"])
-            o.create_dataset("path", data=np.asarray(occ["path"], dtype=object), dtype=h5py.string_dtype())
-            o.create_dataset("message", data=occ["message"])
-            o.create_dataset("voice", data=occ["voice"])
-            o.create_dataset("name", data=_names_s10(occ["name"]).reshape(-1))
-            f.create_group("schema").attrs["table"] = json.dumps(schema_table())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CatalogueError(f"cannot write {path}: {exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from .outputs import write_bytes
+
+    # Built in memory, then written as bytes: a full disk then fails in a plain write (old file
+    # kept, clean error) instead of inside HDF5, whose half-closed file can crash the interpreter.
+    with h5py.File(f"catalogue-{os.getpid()}", "w", driver="core", backing_store=False) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["schema_hash"] = SCHEMA_HASH
+        f.attrs["sound_key_version"] = SOUND_KEY_VERSION
+        f.attrs["command"] = command
+        f.attrs["created_by"] = f"dexed_data {__version__}"
+        p = f.create_group("presets")
+        p.create_dataset("raw", data=np.asarray(raw, np.uint8).reshape(-1, SOUND_BYTES))
+        p.create_dataset("id", data=np.array(ids, dtype="S16").reshape(-1))
+        p.create_dataset("name", data=_names_s10(names).reshape(-1))
+        p.create_dataset("sound_group", data=np.asarray(sound_group, np.int32))
+        p.create_dataset("near_group", data=np.asarray(near_group, np.int32))
+        o = f.create_group("occurrences")
+        o.create_dataset("preset", data=occ["preset"])
+        o.create_dataset("path", data=np.asarray(occ["path"], dtype=object), dtype=h5py.string_dtype())
+        o.create_dataset("message", data=occ["message"])
+        o.create_dataset("voice", data=occ["voice"])
+        o.create_dataset("name", data=_names_s10(occ["name"]).reshape(-1))
+        f.create_group("schema").attrs["table"] = json.dumps(schema_table())
+        f.flush()
+        image = f.id.get_file_image()
+    write_bytes(path, image, "catalogue")
 
 
 def _open_checked(path) -> h5py.File:
+    from .inputs import open_hdf5
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CatalogueError(f"{path}: no such catalogue file; create one with `dexed-data import-sysex`")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise CatalogueError(f"{path}: not an HDF5 file ({exc})") from None
+    f = open_hdf5(path, "catalogue", CatalogueError)
     fmt = f.attrs.get("format")
     version = f.attrs.get("format_version")
     schema = f.attrs.get("schema_hash")
@@ -552,11 +551,16 @@ def read_catalogue(path) -> Catalogue:
             )
         except KeyError as exc:
             raise CatalogueError(f"{path}: malformed catalogue, missing {exc}") from None
+        except (OSError, ValueError, TypeError) as exc:   # data cut off, or a dataset of the wrong kind
+            from .inputs import damaged
+
+            raise damaged(path, exc, CatalogueError) from None
     return cat
 
 
 def describe_catalogue(path, top: int = 10) -> dict:
     """Summary of a catalogue for ``dexed-data info``: version, schema match, counts, top sources."""
+    cat = read_catalogue(path)  # refuses (clearly) a damaged file or a version or schema this code cannot read
     with h5py.File(path, "r") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     out: dict = {
@@ -567,7 +571,6 @@ def describe_catalogue(path, top: int = 10) -> dict:
         "schema_matches": attrs.get("schema_hash") == SCHEMA_HASH,
         "command": attrs.get("command", ""),
     }
-    cat = read_catalogue(path)  # refuses (clearly) a version or schema this code cannot read
     occ = cat.occurrences
     top_dirs = Counter(p.split("/", 1)[0] if "/" in p else p for p in occ["path"])
     per_file = Counter(occ["path"])
@@ -651,8 +654,10 @@ class ImportReport:
 
     def write_json(self, path) -> None:
         """Write the report as JSON (UTF-8, indented)."""
+        from .outputs import write_text
+
         # Compact: the per-file problem lists are long, and only the compact encoder is C-fast.
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n", "report")
 
     def format_summary(self) -> str:
         """The summary as a few human lines for the terminal."""
@@ -666,21 +671,38 @@ class ImportReport:
             return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
         lines = [
-            line("files seen", s["files_seen"], reasons(s["files_by_outcome"])),
-            line("messages", s["messages"]),
+            line("files seen", s["files_seen"], "files: " + reasons(s["files_by_outcome"])),
+            line("messages", s["messages"], "DX7 voice messages decoded (banks, single voices, raw blocks)"),
             line("voices", s["voices"], f"imported {s['voices_imported']}, repaired {s['voices_repaired']}, "
                  f"rejected {s['voices_rejected']}"),
-            line("duplicates", s["duplicates"]),
+            line("duplicates", s["duplicates"], "voices"),
             line("unique presets", u["raw_values"], f"by raw values; by packed bytes as found "
                  f"{u['packed_as_found']}, bit 7 masked {u['packed_masked']}, sound-equivalent {u['sound_equivalent']}"),
         ]
-        for label, key in (("repaired (voices)", "repaired_by_reason"), ("rejected", "rejected_by_reason"),
-                           ("skipped", "skipped_by_reason")):
-            if s[key]:
-                lines.append(f"{label:<20}{'':>8}   {reasons(s[key])}")
+        # each count in its own unit: the reasons of rejection concern files, messages or voices
+        rejected = s["rejected_by_reason"]
+        by_unit = {unit: {k: v for k, v in rejected.items() if _rejection_unit(k) == unit}
+                   for unit in ("files", "messages", "voices")}
+        for label, counts in (("repaired (voices)", s["repaired_by_reason"]),
+                              *((f"rejected ({unit})", by_unit[unit]) for unit in ("files", "messages", "voices")),
+                              ("skipped (byte runs)", s["skipped_by_reason"])):
+            if counts:
+                lines.append(f"{label:<20}{'':>8}   {reasons(counts)}")
         if self.output:
             lines.append(f"{'wrote':<20}{'':>8}   {self.output}")
         return "\n".join(lines)
+
+
+#: Rejection reasons that count files (the others count messages, or voices: see _rejection_unit).
+FILE_REJECTIONS = frozenset({"no_sysex", "midi_error", "unreadable", "decoder_error"})
+
+
+def _rejection_unit(code: str) -> str:
+    if code in FILE_REJECTIONS:
+        return "files"
+    if code.startswith("strict:") or code == "out_of_range_unrepaired":
+        return "voices"
+    return "messages"
 
 
 def _problem_dict(p) -> dict:
@@ -836,7 +858,7 @@ def _progress(total: int, enabled: bool):
 
 
 def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, progress: bool = False,
-                 command: str = "") -> ImportReport:
+                 command: str = "", force: bool = False) -> ImportReport:
     """Import SysEx files and folders into a catalogue at ``output`` (see the module docstring).
 
     Args:
@@ -847,15 +869,23 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         report: optional path of the JSON report to write.
         progress: show a tqdm progress bar on stderr (only when stderr is a terminal).
         command: command line stored in the file and the report.
+        force: replace an existing ``output`` / ``report`` (see :mod:`dexed_data.outputs`).
 
     Returns:
         The :class:`ImportReport` (also written to ``report`` when given).
 
     Raises:
-        DexedDataError: a PATH does not exist or the output cannot be written. Bad input content
-        never raises: it is reported.
+        DexedDataError: a PATH does not exist, or the output or report cannot be written (exists
+        without ``force``, is one of the inputs, bad folder, full disk). Bad input content never
+        raises: it is reported.
     """
+    from .outputs import check_output
+
     files = collect_files(paths)
+    sources = [p for p, _ in files]
+    check_output(output, inputs=sources, force=force, what="catalogue")
+    if report is not None:
+        check_output(report, inputs=sources + [Path(output)], force=force, what="report")
     acc = _Accumulator()
     totals: Counter = Counter()
     repaired_by: Counter = Counter()
@@ -931,10 +961,7 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
     }
     rep = ImportReport(summary=summary, files=entries, output=str(output), command=command, strict=strict)
     if report is not None:
-        try:
-            rep.write_json(report)
-        except OSError as exc:
-            raise CatalogueError(f"cannot write the report {report}: {exc}") from None
+        rep.write_json(report)
     return rep
 
 
@@ -952,7 +979,8 @@ def parse_ids(spec) -> list[str]:
     whitespace, commas or new lines; ``#`` starts a comment).
 
     Raises:
-        CatalogueError: an unreadable file, something that is neither a file nor ids, or no ids.
+        CatalogueError: an unreadable or binary file (e.g. HDF5), something that is neither a file
+            nor ids, or no ids.
 
     Example::
 
@@ -961,10 +989,7 @@ def parse_ids(spec) -> list[str]:
     """
     spec = str(spec)
     if os.path.isfile(spec):
-        try:
-            text = Path(spec).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CatalogueError(f"--ids {spec}: cannot read the file ({exc})") from None
+        text = read_ids_text(spec)
         ids = [t for line in text.splitlines() for t in line.split("#")[0].replace(",", " ").split()]
     else:
         ids = spec.replace(",", " ").split()
@@ -977,8 +1002,24 @@ def parse_ids(spec) -> list[str]:
     return ids
 
 
+def read_ids_text(path) -> str:
+    """The text of an ids file; an HDF5, binary or unreadable file is refused with one line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CatalogueError(f"--ids {path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise CatalogueError(f"--ids {path}: not a text file of ids (binary data, e.g. an HDF5 file); give a "
+                             "text file with one id per line, or comma-separated ids")
+    return text
+
+
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
-                 single: bool = False) -> list[Path]:
+                 single: bool = False, force: bool = False) -> list[Path]:
     """Write presets of a catalogue as DX7 SysEx files; returns the files written.
 
     Args:
@@ -987,34 +1028,40 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         ids: ids in the wanted order; ``None`` means every preset (in id order).
         limit: keep at most this many (after ``ids``).
         single: one single-voice message (163 bytes) per file instead of 32-voice banks.
+        force: replace existing files (see :mod:`dexed_data.outputs`; never the catalogue itself).
 
     Files are numbered by one rule: ``bank.syx``, ``bank_2.syx``, ``bank_3.syx``... each holding
     up to 32 voices (a bank; a last partial bank is padded by :func:`sysex.encode_bank`) or one
     voice with ``single``.
 
     Raises:
-        CatalogueError: unknown ids, nothing selected, or the output cannot be written.
+        CatalogueError: unknown ids, nothing selected, a negative limit.
+        OutputError: an output exists (without ``force``), is the catalogue, or cannot be written.
     """
+    from .outputs import check_output, write_bytes
+
+    if limit is not None and limit < 1:
+        raise CatalogueError(f"--limit {limit}: must be ≥ 1")
     cat = read_catalogue(catalogue)
     rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
     if limit is not None:
-        rows = rows[: max(0, limit)]
+        rows = rows[:limit]
     if not rows:
         raise CatalogueError(f"{catalogue}: no presets selected to export")
     output = Path(output)
     size = 1 if single else 32
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+    targets = [output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")
+               for k in range(len(chunks))]
+    for target in targets:   # all checked before the first is written
+        check_output(target, inputs=[catalogue], force=force)
     written = []
-    for k, chunk in enumerate(chunks):
-        target = output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")
+    for target, chunk in zip(targets, chunks):
         if single:
             data = sysex.encode_single(cat.raw[chunk[0]], cat.names[chunk[0]])
         else:
             data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
-        try:
-            target.write_bytes(data)
-        except OSError as exc:
-            raise CatalogueError(f"cannot write {target}: {exc}") from None
+        write_bytes(target, data)
         written.append(target)
     return written
 

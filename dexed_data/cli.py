@@ -50,6 +50,17 @@ def _plain_errors(fn, *args, **kwargs):
         raise typer.Exit(2) from None
 
 
+def _fail(message: str) -> None:
+    """One ``error: ...`` line and exit status 2 (a bad option value)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _check_limit(limit: Optional[int]) -> None:
+    if limit is not None and limit < 1:
+        _fail(f"--limit {limit}: must be ≥ 1")
+
+
 def _command_line() -> str:
     return " ".join(["dexed-data", *sys.argv[1:]])
 
@@ -57,16 +68,17 @@ def _command_line() -> str:
 @app.command("import-sysex")
 def import_sysex_command(
     paths: List[Path] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); replaced atomically."),
+    output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); written atomically."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON import report here."),
     strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (terminals only)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""
     from .catalogue import import_sysex
 
     result = _plain_errors(import_sysex, paths, output, strict=strict, report=report, progress=progress,
-                           command=_command_line())
+                           command=_command_line(), force=force)
     typer.echo(result.format_summary())
     if report is not None:
         typer.echo(f"{'report':<20}{'':>8}   {report}")
@@ -80,6 +92,7 @@ def export_command(
     all_: bool = typer.Option(False, "--all", help="Export every preset (in id order)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
     single: bool = typer.Option(False, "--single", help="One single-voice dump per file instead of 32-voice banks."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE)."""
     from .catalogue import export_sysex, parse_ids
@@ -90,8 +103,9 @@ def export_command(
     if ids is None and not all_ and limit is None:
         typer.echo("error: choose presets with --ids, --all or --limit N", err=True)
         raise typer.Exit(2)
+    _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None
-    written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single)
+    written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single, force=force)
     for path in written:
         typer.echo(str(path))
 
@@ -147,10 +161,14 @@ def _info(file: Path) -> None:
     from .catalogue import describe_catalogue, describe_sysex
     from .errors import DexedDataError as _Error
 
+    from .inputs import open_hdf5
+
     if not file.is_file():
         raise _Error(f"{file}: no such file")
-    if h5py.is_hdf5(file):
-        with h5py.File(file, "r") as f:
+    with open(file, "rb") as f:
+        signature = f.read(8)
+    if signature == b"\x89HDF\r\n\x1a\n" or h5py.is_hdf5(file):   # a truncated HDF5 file still starts so
+        with open_hdf5(file, "HDF5", _Error) as f:
             fmt = f.attrs.get("format")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         if fmt == CATALOGUE_FORMAT:
@@ -243,11 +261,12 @@ def render_command(
 def merge_command(
     shards: List[Path] = typer.Argument(..., help="The N shard files of one render (--shard K/N)."),
     output: Path = typer.Option(..., "-o", "--output", help="Dataset to write; equals a single run's file."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Join the shard files of one render job into one dataset."""
     from .dataset import merge
 
-    path = _plain_errors(merge, shards, output)
+    path = _plain_errors(merge, shards, output, force=force)
     typer.echo(f"wrote {path}")
 
 
@@ -257,13 +276,15 @@ def export_wav_command(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the wav files (created)."),
     ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
     from .catalogue import parse_ids
     from .dataset import export_wav
 
+    _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None
-    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit)
+    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit, force=force)
     for path in written:
         typer.echo(str(path))
 
@@ -301,11 +322,14 @@ def report_command(
     examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms."),
     groups: int = typer.Option(10, "--groups", help="Largest groups of identical-sounding presets listed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the choice of example presets."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write a self-contained HTML report, one file with its figures embedded (counts, parameter histograms, levels, examples, duplicates)."""
     from .report import write_report
 
-    index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed)
+    if examples < 0 or groups < 0:
+        _fail(f"--examples {examples} / --groups {groups}: must be ≥ 0")
+    index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed, force=force)
     typer.echo(str(index))
 
 

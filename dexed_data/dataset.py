@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -40,6 +41,9 @@ FORMAT_VERSION = 1
 BIG_ARRAYS = ("audio", "mel")
 #: Per-preset small arrays, always stored: name → (dtype, shape after (N,), with K = notes).
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
+#: What the float arrays (``/mel``, ``/audio``, ``/peak``, ``/rms``, ``/operator_db``) hold in the
+#: rows of failed presets: NaN, which no reader can take for sound (zeros in /mel are full scale).
+FAILED_FILL = float("nan")
 COMPRESSIONS = ("none", "lzf") + tuple(f"gzip-{n}" for n in range(1, 10))
 
 
@@ -290,10 +294,10 @@ def _combine_bounds(bounds: Iterable[tuple[float, float]]) -> tuple[float, float
 
 
 class SegmentWriter:
-    """Collect the rows ``[start, stop)`` of a job into ``<final>.tmp``; :meth:`finish` renames it.
+    """Collect the rows ``[start, stop)`` of a job in memory; :meth:`finish` writes the segment file.
 
-    A segment file only exists under its final name once every row is in it and the file is
-    closed, so a kill at any moment leaves either a whole segment or a ``.tmp`` to throw away.
+    A segment file only exists under its final name once every row is in it (written atomically
+    by :func:`dexed_data.outputs.write_bytes`), so a kill at any moment leaves whole segments only.
     The big arrays' chunks go to the file as they come; the small per-preset arrays are kept in
     memory and written by :meth:`finish` (one h5py write per preset and array costs the single
     writer ~5 ms per preset, as much as a tenth of a worker's render).
@@ -301,16 +305,19 @@ class SegmentWriter:
 
     def __init__(self, path: Path, start: int, stop: int, storage: StorageConfig, shapes: Shapes):
         self.path, self.start, self.stop = Path(path), start, stop
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self._f = h5py.File(self.tmp, "w", track_order=False)
+        # In memory until finished (a segment is ~64 MB), then written as plain bytes: a full disk
+        # fails in one ordinary write (clean error, no half-written HDF5 that can crash h5py).
+        self._f = h5py.File(f"{self.path.name}-{os.getpid()}", "w", driver="core", backing_store=False,
+                            track_order=False)
         n = stop - start
         self._f.attrs.update({"start": start, "stop": stop})
         self._big = {name: self._f.create_dataset(name, shape=(n,) + shapes.of(name), dtype=storage.dtype(name),
                                                   chunks=(1,) + shapes.of(name), track_times=False,
-                                                  **storage.filters())
+                                                  fillvalue=FAILED_FILL, **storage.filters())
                      for name in storage.arrays}
         self._zeros = {name: (0,) * len(shapes.of(name)) for name in storage.arrays}
-        self._small = {name: np.zeros((n,) + shape, dtype) for name, (dtype, shape) in _small_specs(shapes.notes).items()}
+        self._small = {name: np.full((n,) + shape, FAILED_FILL if dtype.kind == "f" else 0, dtype)
+                       for name, (dtype, shape) in _small_specs(shapes.notes).items()}
         self._errors = [""] * n
         self._bounds: list[tuple[float, float]] = []
         self._filled = 0
@@ -344,11 +351,15 @@ class SegmentWriter:
                                track_times=False)
         lo, hi = _combine_bounds(self._bounds)
         self._f.attrs.update({"mel_min_db": lo, "mel_max_db": hi})
+        self._f.flush()
+        image = self._f.id.get_file_image()
         self._f.close()
-        os.replace(self.tmp, self.path)
+        from .outputs import write_bytes
+
+        write_bytes(self.path, image, "segment")
 
     def abandon(self) -> None:
-        """Close without publishing (Ctrl-C); the ``.tmp`` is removed when the job restarts."""
+        """Close without publishing (Ctrl-C, an error): nothing of the segment is on disk."""
         try:
             self._f.close()
         except Exception:  # noqa: BLE001 - closing a half-written temp file must not mask the interrupt
@@ -392,6 +403,41 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
                            "rerun the render (or give every shard to merge)")
 
     partial = path.with_name(path.name + ".partial")
+    from .outputs import make_parents
+
+    make_parents(path)
+    need = _bytes_needed(presets, blocks, header)
+    free = shutil.disk_usage(path.parent).free
+    if need > free:   # refuse before HDF5 meets a full disk half-way (see SegmentWriter)
+        raise DatasetError(f"cannot write {path}: it needs about {need / 1e6:,.1f} MB and only {free / 1e6:,.1f} MB "
+                           f"are free on that disk; free space and rerun")
+    try:
+        _write_partial(partial, header, presets, blocks, extra_attrs, src_block, src_local)
+        from .outputs import publish
+
+        publish(partial, path)
+    except OSError as exc:   # a full disk, a folder that vanished: nothing half-written stays behind
+        from .inputs import first_line
+
+        raise DatasetError(f"cannot write {path}: {first_line(exc)}; nothing was written") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _bytes_needed(presets: PresetTable, blocks: Sequence[Block], header: DatasetHeader) -> int:
+    """A generous estimate of a dataset file's size: its chunks as stored in the blocks, plus the
+    small arrays and provenance (x 2) and 1 MB of HDF5 metadata."""
+    big = sum(block.file[name].id.get_storage_size() for block in blocks for name in header.storage.arrays
+              if name in block.file)
+    small = sum(np.asarray(v).nbytes if np.asarray(v).dtype.kind != "O" else 64 * len(v)
+                for v in presets.occurrences.values())
+    small += len(presets) * (145 + 64 + 64 * header.shapes.notes)
+    return int(big + 2 * small + 1_000_000)
+
+
+def _write_partial(partial: Path, header: DatasetHeader, presets: PresetTable, blocks: Sequence[Block],
+                   extra_attrs: dict | None, src_block: np.ndarray, src_local: np.ndarray) -> None:
+    n = len(presets)
     k = header.shapes.notes
     with h5py.File(partial, "w") as f:
         attrs = header.attrs()
@@ -416,7 +462,8 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
         for name in header.storage.arrays:
             shape = header.shapes.of(name)
             d = f.create_dataset(name, shape=(n,) + shape, dtype=header.storage.dtype(name),
-                                 chunks=(1,) + shape, track_times=False, **header.storage.filters())
+                                 chunks=(1,) + shape, track_times=False, fillvalue=FAILED_FILL,
+                                 **header.storage.filters())
             zeros = (0,) * len(shape)
             for row in np.flatnonzero(status == STATUS_OK):
                 src = blocks[src_block[row]].file[name]
@@ -435,7 +482,6 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
         lo, hi = _combine_bounds(block.bounds for block in blocks)
         f.attrs["mel_min_db"], f.attrs["mel_max_db"] = lo, hi
         f.attrs["complete"] = True
-    os.replace(partial, path)
 
 
 def _write_presets(f: h5py.File, p: PresetTable) -> None:
@@ -537,6 +583,25 @@ def check_file(f: h5py.File, path, allow_incomplete: bool = False) -> None:
                            "render command to finish it")
 
 
+#: Datasets every dataset file holds (besides ``/audio`` and ``/mel``, listed in its ``stored`` attribute).
+REQUIRED = ("presets/raw", "presets/id", "presets/name", "presets/sound_group", "presets/catalogue_row",
+            "status", "silent", "audible", "operator_db", "peak", "rms", "error")
+
+
+def check_datasets(f: h5py.File, path) -> None:
+    """Refuse a file whose attributes are right but whose datasets are missing or of the wrong size."""
+    stored = tuple(a for a in str(f.attrs.get("stored", "")).split(",") if a)
+    missing = [name for name in REQUIRED + stored if not isinstance(f.get(name), h5py.Dataset)]
+    if missing:
+        raise DatasetError(f"{path}: malformed dataset, missing /{', /'.join(missing[:4])}"
+                           + (" ..." if len(missing) > 4 else "") + "; render it again")
+    n = f["presets/id"].shape[0]
+    wrong = [name for name in REQUIRED[4:] + stored if f[name].shape[:1] != (n,)]
+    if wrong:
+        raise DatasetError(f"{path}: malformed dataset, /{wrong[0]} does not have one row per preset ({n}); "
+                           "render it again")
+
+
 class DatasetReader:
     """Read a rendered dataset; small arrays are loaded at open, audio/mel per preset on demand.
 
@@ -548,15 +613,13 @@ class DatasetReader:
     """
 
     def __init__(self, path, allow_incomplete: bool = False):
+        from .inputs import damaged, open_hdf5
+
         self.path = str(path)
-        try:
-            self._f = h5py.File(self.path, "r")
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: no such dataset file") from None
-        except OSError as exc:
-            raise DatasetError(f"{path}: not a readable HDF5 file ({exc}); if a render was killed, rerun it") from None
+        self._f = open_hdf5(path, "dataset", DatasetError)
         try:
             check_file(self._f, self.path, allow_incomplete)
+            check_datasets(self._f, self.path)
             a = self._f.attrs
             self.info = DatasetInfo(self.path, int(a["format_version"]), str(a["schema_hash"]),
                                     bool(a["complete"]), DatasetHeader.from_attrs(a),
@@ -578,6 +641,9 @@ class DatasetReader:
                                             else np.zeros((n, 16), np.uint8))
             self.duplicate_of: np.ndarray = (self._f["duplicate_of"][...] if "duplicate_of" in self._f
                                              else np.full(n, -1, np.int32))
+        except (KeyError, OSError, ValueError, TypeError) as exc:   # cut-off data, malformed attributes
+            self._f.close()
+            raise damaged(self.path, exc, DatasetError) from None
         except Exception:
             self._f.close()
             raise
@@ -677,7 +743,20 @@ def describe(path) -> str:
     return "\n".join(lines)
 
 
-def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None) -> list[Path]:
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """A 32-bit float mono WAV file of ``audio`` ``(T,)`` (not clipped), built in memory so that
+    writing it goes through the one atomic, disk-full-safe path (libsndfile's own writes do not)."""
+    import io
+
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.asarray(audio, np.float32), int(sample_rate), subtype="FLOAT", format="WAV")
+    return buf.getvalue()
+
+
+def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None,
+               force: bool = False) -> list[Path]:
     """Write presets' audio as 32-bit float wav files (not clipped), one per note; returns the files.
 
     Files are named ``ID_NAME_PITCH-VELOCITY.wav`` (name made file-safe). ``ids`` picks presets in
@@ -685,13 +764,23 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
     file stores no audio (the default), the presets are rendered again from ``/presets/raw`` with
     the file's settings: rendering is deterministic, so this is the audio the dataset was made from.
 
+    Each file is written atomically; existing files of the same names are refused unless
+    ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written.
+
     Raises:
         DatasetError: unknown id, a preset that failed to render, or no audio stored and the
             file's engine cannot be rebuilt here (another engine version, a plug-in).
+        OutputError: a file exists (without ``force``) or the folder cannot be written.
     """
-    import soundfile
+    from .outputs import check_folder, write_bytes
 
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit {limit}: must be ≥ 1")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        from .errors import OutputError
+
+        raise OutputError(f"output folder {out_dir} is a file; give a folder")
     with DatasetReader(path) as ds:
         h = ds.info.header
         engine = None   # re-render when the file has no audio (rendering is deterministic)
@@ -709,14 +798,17 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
             failed = [ds.ids[r] for r in rows if ds.status[r] != STATUS_OK]
             if failed:
                 raise DatasetError(f"{path}: preset(s) {', '.join(failed[:5])} failed to render; no audio to export")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        def names(r: int) -> list[str]:
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.names[r].strip()) or "unnamed"
+            return [f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav" for pitch, velocity in ds.info.notes]
+
+        check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
         written = []
         for r in rows:
             audio = ds.audio(r) if engine is None else engine.render(ds.raw[r], h.notes, h.hold, h.release).audio
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.names[r].strip()) or "unnamed"
-            for (pitch, velocity), note in zip(ds.info.notes, audio):
-                target = out_dir / f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav"
-                soundfile.write(target, note, ds.info.sample_rate, subtype="FLOAT")
+            for name, note in zip(names(r), audio):
+                target = out_dir / name
+                write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
                 written.append(target)
     return written
 
@@ -730,22 +822,26 @@ _JOB_ATTRS = ("engine", "engine_version", "sample_rate", "hold", "release", "fix
               "selection_size", "segment_size")
 
 
-def merge(shard_paths: Sequence, out_path) -> Path:
+def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
     """Join the shard files of one job (``--shard K/N``, all N of them) into one dataset.
 
-    The result equals the file a single run of the same command writes. Returns ``out_path``.
+    The result equals the file a single run of the same command writes. Returns ``out_path``,
+    which may not be one of the shards and is refused if it exists, unless ``force``
+    (see :mod:`dexed_data.outputs`).
     """
+    from .inputs import damaged, open_hdf5
+    from .outputs import check_output
+
     if not shard_paths:
         raise DatasetError("merge: give the shard files to join")
+    check_output(out_path, inputs=shard_paths, force=force)
     files: list[h5py.File] = []
     try:
         for p in shard_paths:
-            try:
-                f = h5py.File(p, "r")
-            except OSError as exc:
-                raise DatasetError(f"{p}: cannot open as HDF5 ({exc})") from None
+            f = open_hdf5(p, "shard", DatasetError)
             files.append(f)
             check_file(f, p)
+            check_datasets(f, p)
             if "shard" not in f.attrs:
                 raise DatasetError(f"{p}: not a shard file (rendered without --shard); nothing to merge")
         first = files[0].attrs
@@ -789,6 +885,8 @@ def merge(shard_paths: Sequence, out_path) -> Path:
                   for f, t in zip(files, tables)]
         header = DatasetHeader.from_attrs(first)
         write_dataset(Path(out_path), header, table, blocks)
+    except (KeyError, ValueError, TypeError) as exc:   # a shard whose attributes or data are malformed
+        raise damaged(shard_paths[len(files) - 1] if files else out_path, exc, DatasetError) from None
     finally:
         for f in files:
             f.close()

@@ -26,3 +26,7 @@ class EngineError(DexedDataError):
 
 class RenderError(DexedDataError):
     """A render job cannot start or continue (bad options, output belongs to another job, ...)."""
+
+
+class OutputError(DexedDataError):
+    """An output cannot be written: it exists (no ``--force``), is an input, or its folder or disk refuses it."""

@@ -4,10 +4,16 @@
 (loky processes: engine + features + chunk compression, one thread each) ──► one writer (this
 process) ──► ``OUT.parts/seg-NNNNNN.h5`` ──► assembled into ``OUT`` at the end.
 
-Crash safety: a segment file appears under its final name only when complete (written as
-``.tmp``, closed, renamed), and the dataset itself is written as ``OUT.partial`` and renamed at
-the very end. Killing the job at any moment (Ctrl-C or ``kill -9``) loses at most the segments in
-progress; rerunning the same command skips the finished segments. ``OUT`` exists only complete.
+Crash safety: a segment is built in memory and written under its final name only when complete
+(temporary file, fsync, rename), and the dataset itself is written as ``OUT.partial`` and renamed
+at the very end. Killing the job at any moment (Ctrl-C or ``kill -9``) loses at most the segments
+in progress; rerunning the same command skips the finished segments. ``OUT`` exists only complete.
+A full disk ends the job with one error line and keeps the finished segments for the rerun.
+
+One job per output: a render holds an exclusive lock (``.OUT.lock`` beside it) for its whole
+run, so a second job on the same output stops at once with a clear message. Workers exit when
+the main process dies (``kill -9``). A resumed job reuses segments only when the engine and
+package versions recorded in ``OUT.parts/job.json`` are this run's.
 
 A preset whose render raises is recorded as failed with the exception; one that runs longer than
 ``RenderConfig.timeout`` seconds has its worker killed and is recorded as timed out; a worker that
@@ -27,6 +33,7 @@ from __future__ import annotations
 import faulthandler
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -39,13 +46,17 @@ from typing import Sequence
 import numpy as np
 
 from . import dataset as ds
-from .errors import DexedDataError, RenderError
+from .errors import DexedDataError, OutputError, RenderError
 from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
 
 #: The paper's six (MIDI pitch, velocity) pairs.
 DEFAULT_NOTES: tuple[tuple[int, int], ...] = ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
 #: Presets per segment file: the unit of crash recovery and of shard assignment.
 SEGMENT_SIZE = 64
+#: Longest ``hold`` or ``release`` (s): a note of 2 × 60 s at 192 kHz is already 88 MB per preset.
+MAX_SECONDS = 60.0
+#: ``jobs`` may be at most this many times ``os.cpu_count()`` (more only adds memory and start-up).
+MAX_JOBS_PER_CORE = 4
 _THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
 
@@ -93,8 +104,17 @@ class RenderConfig:
         object.__setattr__(self, "notes", tuple((int(p), int(v)) for p, v in self.notes))
         object.__setattr__(self, "store", tuple(self.store))
         self.storage  # validates store/compression/dtype  # noqa: B018
-        if self.timeout <= 0:
-            raise RenderError(f"timeout must be > 0 s, got {self.timeout}")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise RenderError(f"--timeout {self.timeout}: must be a finite number of seconds > 0")
+        if not (math.isfinite(self.hold) and 0 < self.hold <= MAX_SECONDS):
+            raise RenderError(f"--hold {self.hold}: must be > 0 and ≤ {MAX_SECONDS:g} s")
+        if not (math.isfinite(self.release) and 0 <= self.release <= MAX_SECONDS):
+            raise RenderError(f"--release {self.release}: must be ≥ 0 and ≤ {MAX_SECONDS:g} s")
+        if not 8000 <= int(self.sample_rate) <= 192000:
+            raise RenderError(f"--sample-rate {self.sample_rate}: must be between 8000 and 192000 Hz")
+        bad = [f"{p}:{v}" for p, v in self.notes if not (0 <= p <= 127 and 1 <= v <= 127)]
+        if bad:
+            raise RenderError(f"--notes {', '.join(bad)}: pitch must be 0–127 and velocity 1–127")
         if not (8 <= self.n_fft <= 16384 and 1 <= self.hop <= self.n_fft and 1 <= self.n_mels <= self.n_fft // 2 + 1):
             raise RenderError(f"mel settings n_fft {self.n_fft}, hop {self.hop}, n_mels {self.n_mels}: need "
                               f"8 ≤ n_fft ≤ 16384, 1 ≤ hop ≤ n_fft and 1 ≤ n_mels ≤ n_fft/2 + 1")
@@ -205,8 +225,8 @@ def select_rows(catalogue, ids: Sequence[str] | None = None, limit: int | None =
     """Catalogue rows to render, ascending (catalogue order): ``ids`` if given, then the first ``limit``."""
     rows = np.arange(len(catalogue)) if ids is None else np.unique(np.asarray(catalogue.rows(list(ids)), np.int64))
     if limit is not None:
-        if limit < 0:
-            raise RenderError(f"--limit {limit}: must be ≥ 0")
+        if limit < 1:
+            raise RenderError(f"--limit {limit}: must be ≥ 1")
         rows = rows[:limit]
     return rows.astype(np.int64)
 
@@ -247,16 +267,43 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
 _WORKER: dict = {}
 
 
-def _init_worker(config: RenderConfig) -> None:
+def _exit_with_parent(interval: float = 1.0) -> None:
+    """End this worker when the process that started it dies (``kill -9`` of the render command).
+
+    A daemon thread polls the parent's pid: once the worker is re-parented (to init or a
+    subreaper) it exits at once instead of rendering on for minutes. Polling rather than
+    ``PR_SET_PDEATHSIG``, which fires when the *thread* that forked the worker ends (loky starts
+    workers from its manager thread), not the process.
+    """
+    import threading
+
+    if _WORKER.get("watchdog"):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    _WORKER["watchdog"] = True
+
+
+def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
     """Per worker process: one thread for torch/BLAS, own engine, own chunk encoder."""
+    if in_worker:
+        _exit_with_parent()
     for k, v in _THREAD_ENV.items():
         os.environ[k] = v
     from .engines import make_engine
     from .features import limit_threads
 
     limit_threads()
+    watchdog = _WORKER.get("watchdog", False)
     _WORKER.clear()
-    _WORKER.update(config=config, engine=make_engine(config.engine_spec), encoder=ds.ChunkEncoder(config.storage))
+    _WORKER.update(watchdog=watchdog, config=config, engine=make_engine(config.engine_spec), encoder=ds.ChunkEncoder(config.storage))
     # Warm up on a silent voice: every lazy import (scipy, librosa) and buffer is in place before
     # loky measures the worker's reference memory after its first task. Otherwise the first real
     # presets add >300 MB over that reference, loky takes it for a leak and restarts the worker
@@ -273,7 +320,7 @@ def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) ->
     from .fingerprint import exact_fingerprint, near_fingerprint
 
     if config is not None and _WORKER.get("config") != config:
-        _init_worker(config)
+        _init_worker(config, in_worker=False)
     cfg: RenderConfig = _WORKER["config"]
     try:
         render = _WORKER["engine"].render(raw, cfg.notes, cfg.hold, cfg.release, operators=cfg.operators)
@@ -353,11 +400,16 @@ def _plan(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | 
                 canonical_command(catalogue_path, config, ids_file, limit), segment_size)
 
 
-def _job_record(job: _Job) -> dict:
-    return {"format": "dexed-render-job", "format_version": ds.FORMAT_VERSION, "schema_hash": SCHEMA_HASH,
-            "config": job.config.job_key(), "selection_hash": job.selection_hash,
-            "selection_size": job.selection_size, "shard": str(job.shard) if job.shard else None,
-            "segment_size": job.segment_size}
+def _job_record(job: _Job, engine_version: str | None = None) -> dict:
+    record = {"format": "dexed-render-job", "format_version": ds.FORMAT_VERSION, "schema_hash": SCHEMA_HASH,
+              "config": job.config.job_key(), "selection_hash": job.selection_hash,
+              "selection_size": job.selection_size, "shard": str(job.shard) if job.shard else None,
+              "segment_size": job.segment_size}
+    if engine_version is not None:   # segments of another engine or package version are not resumed
+        from . import __version__
+
+        record.update(engine_version=engine_version, package_version=f"dexed_data {__version__}")
+    return record
 
 
 def _probe(config: RenderConfig, raw: np.ndarray) -> tuple[str, ds.Shapes, dict]:
@@ -410,11 +462,83 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
         CatalogueError, EngineError: unreadable catalogue, engine or plug-in cannot be loaded.
     """
     t0 = time.perf_counter()
-    if jobs < 1:
-        raise RenderError(f"--jobs {jobs}: must be ≥ 1")
+    check_jobs(jobs)
+    if limit is not None and limit < 1:   # before any worker starts
+        raise RenderError(f"--limit {limit}: must be ≥ 1")
+    if segment_size < 1:
+        raise RenderError(f"--segment-size {segment_size}: must be ≥ 1")
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     out = Path(out_path)
+    from .outputs import check_output
+
+    # Not the catalogue or the ids file, not a folder, a writable place; an existing file is
+    # handled by the resume rules below (force=True here only skips the "exists" refusal).
+    check_output(out, inputs=[catalogue_path, ids_file], force=True)
+    with JobLock(out):
+        return _render_locked(catalogue_path, out, config, jobs, shard, progress, ids_file, limit, segment_size, t0)
+
+
+def check_jobs(jobs: int) -> None:
+    """Refuse a worker count below 1 or above :data:`MAX_JOBS_PER_CORE` × the CPU cores."""
+    most = MAX_JOBS_PER_CORE * (os.cpu_count() or 1)
+    if not 1 <= jobs <= most:
+        raise RenderError(f"--jobs {jobs}: must be between 1 and {most} ({MAX_JOBS_PER_CORE} × the "
+                          f"{os.cpu_count() or 1} CPU cores); use about one per core")
+
+
+class JobLock:
+    """An exclusive lock on a render's output: ``.NAME.lock`` beside it, held with ``fcntl.flock``.
+
+    A second job on the same output fails at once with a clear message instead of writing the
+    same segment files (the lock dies with its process, so a killed job never leaves a stale
+    lock). The lock file is removed on release; a job that locked a file just removed by the
+    previous holder notices (the path no longer names its file) and locks the new one.
+    """
+
+    def __init__(self, out: Path):
+        self.path = out.with_name(f".{out.name}.lock")
+        self.fd: int | None = None
+
+    def __enter__(self) -> "JobLock":
+        import fcntl
+
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise RenderError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise RenderError(f"another render job{f' (pid {owner})' if owner else ''} is writing "
+                                  f"{self.path.name[1:-5]} in {self.path.parent}; wait for it to finish "
+                                  "(or stop it) and rerun this command to reuse its work") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)   # the previous holder removed the file while we waited for it: retry
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+
+def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, shard: Shard | None,
+                   progress: bool, ids_file, limit, segment_size: int, t0: float) -> RenderSummary:
     if out.exists():   # finished already (or another job's file): no workers needed
         _check_existing(out, _plan(catalogue_path, config, ids_file, limit, shard, segment_size))
         return _summary(out, 0, time.perf_counter() - t0)
@@ -431,22 +555,29 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     except BaseException:
         wait([probe, *warm])   # leave the (reusable) workers idle for the next job
         raise
-    record = _job_record(job)
+    record = _job_record(job, engine_version)
     startup = time.perf_counter() - t0
 
     parts = out.with_name(out.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
-    claim_job_file(parts / "job.json", record,
-                   f"{parts} holds an unfinished render of another job (other options, selection or "
-                   f"catalogue); rerun that command to finish it, or delete {parts} to start over")
-    for leftover in parts.glob("*.tmp"):
-        leftover.unlink()
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+        claim_job_file(parts / "job.json", record,
+                       f"{parts} holds an unfinished render of another job (other options, selection, catalogue, "
+                       f"engine or package version); rerun that command to finish it, or delete {parts} to start over")
+        for leftover in parts.glob("*.tmp"):
+            leftover.unlink()
 
-    seg_path = {s: parts / f"seg-{s:06d}.h5" for s, _, _ in job.segments}
-    todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
-    rendered = sum(b - a for _, a, b in todo_segments)
-    if todo_segments:
-        _run(job, todo_segments, seg_path, shapes, jobs, progress, executor)
+        seg_path = {s: parts / f"seg-{s:06d}.h5" for s, _, _ in job.segments}
+        todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
+        rendered = sum(b - a for _, a, b in todo_segments)
+        if todo_segments:
+            _run(job, todo_segments, seg_path, shapes, jobs, progress, executor)
+    except (OSError, OutputError) as exc:   # a full disk while writing segments: finished ones are kept
+        from .inputs import first_line
+
+        for leftover in parts.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        raise RenderError(f"{first_line(exc)}; free space and rerun the same command to continue") from None
 
     # assemble: rows of the output are the job's rows in order; segment s holds positions [a, b)
     import h5py
@@ -482,11 +613,14 @@ def claim_job_file(job_file: Path, record: dict, other_job: str) -> bool:
         except (OSError, ValueError):
             previous = None
         if previous != record:
+            if isinstance(previous, dict):
+                differ = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
+                other_job += f" (differs in: {', '.join(differ)})"
             raise RenderError(other_job)
         return True
-    tmp = job_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, job_file)
+    from .outputs import write_text
+
+    write_text(job_file, json.dumps(record, indent=1, sort_keys=True), "job record")
     return False
 
 
@@ -589,15 +723,17 @@ def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: 
             for fut in [f for f in inflight if f in done]:
                 row, _ = inflight.pop(fut)
                 try:
-                    store(fut.result())
+                    result = fut.result()
                     solo.discard(row)
                 except BrokenProcessPool:
                     broken = True
                     inflight[fut] = [row, None]     # handled below with the others
+                    continue
                 except DexedDataError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled
-                    store(ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}"))
+                    result = ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
+                store(result)   # outside the handlers: a write error (full disk) ends the job cleanly
             if broken:
                 rows = [r for r, _ in inflight.values()]
                 inflight.clear()

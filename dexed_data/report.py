@@ -169,6 +169,10 @@ def _save(fig, out: Path, name: str) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: Every file :func:`write_report` writes in its folder (the figures are embedded in the page).
+REPORT_FILES = ("index.html",)
+
+
 def _param_grid(raw: np.ndarray, params, title: str, out: Path, name: str, color: str = "tab:blue") -> str:
     """One histogram of raw values per parameter (``params``: schema entries), six to a row."""
     plt = _pyplot()
@@ -312,17 +316,24 @@ def _provenance(ds: DatasetReader, groups: int) -> str:
     return _table(["kept preset", "presets", "members: id name: first occurrence (file #voice)"], rows)
 
 
-def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, seed: int = 0) -> Path:
+def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, seed: int = 0,
+                 force: bool = False) -> Path:
     """Write ``out_dir/index.html`` and its PNG figures for a dataset; returns the page's path.
 
     Args:
         dataset_path: a complete ``dataset.h5``.
-        out_dir: folder to write (created; existing files of the same names are replaced).
-        examples: random usable presets shown as mel spectrograms (seeded by ``seed``).
-        groups: largest duplicate groups listed with their provenance.
+        out_dir: folder to write (created; existing files of the same names are refused unless
+            ``force``, see :mod:`dexed_data.outputs`). Each file is written atomically, the page last.
+        examples: random usable presets shown as mel spectrograms (seeded by ``seed``), ≥ 0.
+        groups: largest duplicate groups listed with their provenance, ≥ 0.
+        force: replace the files of an earlier report.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .errors import DatasetError
+    from .outputs import check_folder, write_text
+
+    if examples < 0 or groups < 0:
+        raise DatasetError(f"--examples {examples} / --groups {groups}: must be ≥ 0")
+    out = check_folder(out_dir, REPORT_FILES, force=force, what="report folder")
     with DatasetReader(dataset_path) as ds:
         summary = summarize(ds)
         info = ds.info
@@ -387,5 +398,5 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         parts.append(_table(["id", "reason"], [[f"<code>{i}</code>", html.escape(r)] for i, r in failures[:20]]))
     parts.append("</body></html>")
     index = out / "index.html"
-    index.write_text("\n".join(parts), encoding="utf-8")
+    write_text(index, "\n".join(parts), "report")
     return index

@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -32,13 +31,26 @@ CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` plus format/version/schema fields to ``path`` atomically (temp file, then rename)."""
+    """Write ``state`` plus format/version/schema fields to ``path`` atomically.
+
+    Written by :func:`dexed_data.outputs.atomic_path`: a temporary file beside ``path``, fsync'd,
+    renamed. A full disk (or any error) leaves the previous checkpoint intact and no temporary
+    file; it raises :class:`CheckpointError`.
+    """
+    from dexed_data.errors import OutputError
+    from dexed_data.outputs import atomic_path
+
     path = Path(path)
     full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "schema_hash": SCHEMA_HASH,
             "package_version": __version__, "torch_version": str(torch.__version__), **state}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(full, tmp)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, "checkpoint") as tmp:
+            try:
+                torch.save(full, tmp)
+            except RuntimeError as exc:   # torch reports a failed write (full disk) as RuntimeError
+                raise OSError(str(exc).splitlines()[0] if str(exc) else "write failed") from None
+    except OutputError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

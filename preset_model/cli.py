@@ -29,6 +29,62 @@ def _group(version: bool = typer.Option(False, "--version", callback=_version, i
     """Train and use the DAFx 2021 VAE-flow preset model on dexed_data datasets."""
 
 
+# --- option checks: every value refused here with one line names its allowed range ----------------
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _plain(fn, *args, **kwargs):
+    """Run a library call; an expected error (ours, dexed_data's, a full disk) becomes one line and exit 2."""
+    from dexed_data.errors import DexedDataError
+
+    try:
+        return fn(*args, **kwargs)
+    except (PresetModelError, DexedDataError) as exc:
+        _fail(str(exc))
+    except OSError as exc:   # the run folder's disk is full or gone: no traceback for that
+        _fail(f"{getattr(exc, 'filename', None) or ''}{': ' if getattr(exc, 'filename', None) else ''}"
+              f"{exc.strerror or exc}")
+
+
+def _check_device(device: str) -> None:
+    import re
+
+    import torch
+
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("auto", "cpu"):
+        return
+    if m is None:
+        _fail(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        _fail(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+              "use --device cpu or auto")
+    if m[1] is not None and int(m[1]) >= torch.cuda.device_count():
+        _fail(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 … "
+              f"cuda:{torch.cuda.device_count() - 1}")
+
+
+def _check_jobs(jobs: int) -> None:
+    from dexed_data.render import MAX_JOBS_PER_CORE
+
+    most = MAX_JOBS_PER_CORE * (os.cpu_count() or 1)
+    if not 1 <= jobs <= most:
+        _fail(f"--jobs {jobs}: must be between 1 and {most} ({MAX_JOBS_PER_CORE} × the CPU cores)")
+
+
+def _outputs(paths: list[Path], inputs: list, force: bool) -> None:
+    from dexed_data.outputs import check_output
+
+    _plain(lambda: [check_output(p, inputs=inputs, force=force) for p in paths])
+
+
+FORCE = typer.Option(False, "--force", help="Replace existing output files (never an input).")
+
+
 @app.command()
 def fit(
     data: Path = typer.Option(..., "--data", help="dataset.h5 written by `dexed-data render`."),
@@ -62,7 +118,24 @@ def fit(
                                                    help="Epochs after an LR cut before the next can happen (default 6)."),
 ) -> None:
     """Train the VAE-flow preset model; defaults are the paper's. Run under `torchrun` for several GPUs/nodes."""
+    import math
     from dataclasses import replace
+
+    if epochs < 1:
+        _fail(f"--epochs {epochs}: must be ≥ 1")
+    if batch_size is not None and batch_size < 1:
+        _fail(f"--batch-size {batch_size}: must be ≥ 1")
+    if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
+        _fail(f"--lr {lr}: must be a finite number > 0 and ≤ 1")
+    if workers < 0 or workers > 4 * (os.cpu_count() or 1):
+        _fail(f"--workers {workers}: must be between 0 and {4 * (os.cpu_count() or 1)} (4 × the CPU cores)")
+    if fold is not None and not 0 <= fold <= 4:
+        _fail(f"--fold {fold}: must be 0–4")
+    if max_steps is not None and max_steps < 1:
+        _fail(f"--max-steps {max_steps}: must be ≥ 1")
+    _check_device(device)
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; give a run folder")
 
     from .model import model_config
     from .train import TrainConfig, fit as fit_model
@@ -78,7 +151,7 @@ def fit(
         from .checkpoint import load_checkpoint
         from .model import SIZES, ModelConfig
 
-        ckpt = load_checkpoint(out / "last.pt")
+        ckpt = _plain(load_checkpoint, out / "last.pt")
         base = TrainConfig(**ckpt["train_config"])
         saved = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
         if model_args or size:
@@ -87,12 +160,13 @@ def fit(
         model_cfg = model_config(size or "paper", **model_args)
     cfg = replace(base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps,
                   max_minutes=max_minutes, in_memory=in_memory, **train_args)
-    result = fit_model(data, out, model_cfg, cfg, resume=resume, progress=progress)
+    result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
-        missing = [n for n in ("best.pt", "last.pt", "metrics.csv") if not (result.out / n).is_file()]
-        if missing:
-            raise PresetModelError(f"{result.out}: training ended without writing {', '.join(missing)}; "
-                                   f"run the same command with --resume")
+        missing = [n for n in ("last.pt", "best.pt", "metrics.csv") if not (out / n).is_file()]
+        if missing:   # e.g. a resumed run that had nothing left to do after a failed save
+            _fail(f"{out}: training ended but {', '.join(missing)} is missing (a save failed, e.g. on a full "
+                  "disk, or no epoch gave a finite validation loss); free space and rerun with --resume and a "
+                  "higher --epochs")
         why = "time budget spent" if result.out_of_time else f"{result.epoch + 1} epochs"
         typer.echo(f"done ({why}): best validation parameter loss {result.best_valid:.4f} (num + 0.2·cat); "
                    f"checkpoints in {result.out}")
@@ -112,14 +186,29 @@ def evaluate(
                                           help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
     refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
                                                    "true sound (candidates: it, the nearest training presets)."),
+    force: bool = FORCE,
 ) -> None:
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
-    from .evaluate import evaluate as run_evaluation, write_report
+    import json
 
-    report = run_evaluation(run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
+    from dexed_data.outputs import write_text
+
+    from .evaluate import evaluate as run_evaluation, report_markdown
+
+    if limit is not None and limit < 1:
+        _fail(f"--limit {limit}: must be ≥ 1")
+    if refine < 0:
+        _fail(f"--refine {refine}: must be 0 or a number of renders")
+    _check_jobs(jobs)
     folder = run if run.is_dir() else run.parent
     out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
-    js, md = write_report(report, out)
+    if out.suffix in (".json", ".md"):
+        out = out.with_suffix("")
+    js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
+    _outputs([js, md], [run, data], force)   # before the (long) evaluation
+    report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
+    _plain(write_text, js, json.dumps(report, indent=1), "report")
+    _plain(write_text, md, report_markdown(report), "report")
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())
@@ -143,6 +232,7 @@ def match(
                                                    "nearest training presets and samples around them (0: no search)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes rendering the search's voices."),
     seed: int = typer.Option(0, "--seed", help="Seed of the search (same seed, same voice)."),
+    force: bool = FORCE,
 ) -> None:
     """Infer DX7 voices from recordings, write them as .syx, re-render and score each file.
 
@@ -171,25 +261,34 @@ def match(
     """
     from math import isinf, isnan
 
+    from dexed_data.outputs import check_folder
+
     from .inference import load_run
-    from .match import match_files, write_syx, write_wavs
+    from .match import check_gain, match_files, rerender_names, write_syx, write_wavs
 
     run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
     files = paths[1:] if run is not None else paths
+    if not files:
+        _fail("give the audio files to match (after RUN, if any)")
     if run is None and data is None:
-        raise PresetModelError(f"{paths[0]} is not a run folder or checkpoint: give RUN first, or --data DATASET "
-                               f"to match from a dataset's presets alone")
+        _fail(f"{paths[0]} is not a run folder or checkpoint: give RUN first, or --data DATASET "
+              f"to match from a dataset's presets alone")
     if refine < 0:
-        raise PresetModelError(f"--refine must be 0 or a number of renders, got {refine}")
-    loaded = load_run(run, data=data) if run is not None else None
+        _fail(f"--refine {refine}: must be 0 or a number of renders")
+    _check_jobs(jobs)
+    _plain(check_gain, gain_db)
+    _outputs([output], [*files, run, data], force)
+    if wav is not None:
+        _plain(check_folder, wav, rerender_names(files), force=force, inputs=[*files, output])
+    loaded = _plain(load_run, run, data=data) if run is not None else None
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
-    result = match_files(loaded, files, each=each, gain_db=gain_db, data=data, refine=refine, jobs=jobs, seed=seed,
-                         progress=refine > 0)
+    result = _plain(match_files, loaded, files, each=each, gain_db=gain_db, data=data, refine=refine, jobs=jobs,
+                    seed=seed, progress=refine > 0)
     notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
     if loaded is None:
         typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))
-    write_syx(output, [v.raw for v in result.voices], [v.name for v in result.voices])
+    _plain(write_syx, output, [v.raw for v in result.voices], [v.name for v in result.voices])
     for v in result.voices:
         given = {tuple(s.note) for s in v.scores}
         filled = [f"{p}:{q}" for p, q in notes if (p, q) not in given]
@@ -224,7 +323,7 @@ def match(
     kind = "single voice" if len(result.voices) == 1 else f"bank of {len(result.voices)} voices"
     typer.echo(f"wrote {output} ({kind})")
     if wav is not None:
-        paths = write_wavs(result, wav)
+        paths = _plain(write_wavs, result, wav)
         typer.echo(f"wrote {len(paths)} re-render(s) to {wav}/")
 
 
@@ -237,14 +336,18 @@ def interpolate(
     output: Path = typer.Option(..., "-o", "--output", help="Bank .syx to write."),
     data: Optional[Path] = typer.Option(None, "--data", help="Not needed: the run holds its render settings "
                                         "(older runs: the dataset they were trained on, if it moved)."),
+    force: bool = FORCE,
 ) -> None:
     """Voices on the straight latent path from A to B (inverse regression flow), written as a bank."""
     from .interpolate import interpolate as morph, read_voice
     from .match import write_syx
 
-    va, vb = read_voice(a), read_voice(b)
-    m = morph(run, va, vb, steps, data)
-    write_syx(output, m.raw, m.names)
+    if not 2 <= steps <= 32:
+        _fail(f"--steps {steps}: must be between 2 and 32 (one DX7 bank)")
+    _outputs([output], [a.rpartition(":")[0] or a, a, b.rpartition(":")[0] or b, b, run, data], force)
+    va, vb = _plain(read_voice, a), _plain(read_voice, b)
+    m = _plain(morph, run, va, vb, steps, data)
+    _plain(write_syx, output, m.raw, m.names)
     typer.echo(f"{va.source} ({va.name.strip()}) → {vb.source} ({vb.name.strip()}): {steps} voices in {output}")
     for label, voice, missed in (("first", va, m.endpoint_errors[0]), ("last", vb, m.endpoint_errors[1])):
         typer.echo(f"  the {label} voice reproduces {voice.source} exactly" if missed == 0 else
@@ -254,9 +357,11 @@ def interpolate(
 
 def main() -> None:
     """Console entry point: run the app, turning expected errors into one clear line and exit 2."""
+    from dexed_data.errors import DexedDataError
+
     try:
         app()
-    except PresetModelError as exc:
+    except (PresetModelError, DexedDataError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

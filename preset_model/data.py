@@ -69,14 +69,19 @@ class DatasetInfo:
 
 def read_info(path: str | Path) -> DatasetInfo:
     """Read and check a dataset's attributes. Raises :class:`DataError` on another format or a missing /mel."""
+    from dexed_data.inputs import open_hdf5  # one clear line for an empty, text, foreign or truncated file
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such dataset file; build one with `dexed-data render`")
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "dataset", DataError) as h5:
         a = h5.attrs
         if a.get("format") != DATASET_FORMAT or int(a.get("format_version", -1)) not in SUPPORTED_VERSIONS:
             raise DataError(f"{path}: not a {DATASET_FORMAT} file of version {SUPPORTED_VERSIONS} "
                             f"(format={a.get('format')!r}, format_version={a.get('format_version')!r})")
+        if not bool(a.get("complete", False)):  # docs/FORMAT.md: readers refuse an incomplete file
+            raise DataError(f"{path}: the dataset is incomplete (its render was interrupted); rerun the same "
+                            "render command to finish it")
         if "mel" not in h5:
             raise DataError(f"{path}: has no /mel spectrograms; render it with mel storage enabled")
         for key in ("mel_min_db", "mel_max_db"):

@@ -78,19 +78,48 @@ class AudioInputError(PresetModelError):
     """An audio file cannot be read or the files do not fit the model's notes."""
 
 
+#: Longest audio file accepted (s), judged from its header before reading it.
+MAX_AUDIO_SECONDS = 600.0
+#: Largest ``gain_db`` magnitude accepted.
+MAX_GAIN_DB = 120.0
+
+
+def check_gain(gain_db: float) -> None:
+    """Refuse a gain that is not a finite number of dB within ±:data:`MAX_GAIN_DB`."""
+    if not (np.isfinite(gain_db) and abs(gain_db) <= MAX_GAIN_DB):
+        raise AudioInputError(f"--gain-db {gain_db}: must be a finite number of dB between "
+                              f"-{MAX_GAIN_DB:g} and {MAX_GAIN_DB:g}")
+
+
 def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: float = 0.0) -> np.ndarray:
-    """Read ``path`` → ``(n_samples,)`` float32 mono at ``sample_rate`` Hz (resampled, trimmed/padded)."""
+    """Read ``path`` → ``(n_samples,)`` float32 mono at ``sample_rate`` Hz (resampled, trimmed/padded).
+
+    Only the samples needed are read. Refused: a file longer than :data:`MAX_AUDIO_SECONDS` (by
+    its header, before reading), samples that are NaN or infinite, a non-finite ``gain_db``.
+    """
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    check_gain(gain_db)
     if not Path(path).is_file():
         raise AudioInputError(f"{path}: no such file")
     try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        head = sf.info(str(path))
+        if head.frames / head.samplerate > MAX_AUDIO_SECONDS:
+            raise AudioInputError(f"{path}: {head.frames / head.samplerate:.0f} s of audio; at most "
+                                  f"{MAX_AUDIO_SECONDS:g} s is accepted (only the first note length is used: "
+                                  "cut the file)")
+        need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + 64   # + resampling filter margin
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True, frames=need)
+    except AudioInputError:
+        raise
     except Exception as exc:  # soundfile raises its own error types and RuntimeError
-        raise AudioInputError(f"{path}: cannot read audio ({exc}); use WAV, FLAC, OGG or AIFF") from None
+        raise AudioInputError(f"{path}: cannot read audio ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                              "use WAV, FLAC, OGG or AIFF") from None
     if x.size == 0:
         raise AudioInputError(f"{path}: the file holds no samples")
+    if not np.isfinite(x).all():
+        raise AudioInputError(f"{path}: holds NaN or infinite samples; fix or re-export the recording")
     mono = x.mean(axis=1)
     if sr != sample_rate:
         g = gcd(int(sr), int(sample_rate))
@@ -330,24 +359,39 @@ def write_syx(path: str | Path, raws: np.ndarray, names: list[str]) -> bytes:
     if len(raws) > 32:
         raise PresetModelError(f"{len(raws)} voices do not fit one DX7 bank (32); split the input into several runs")
     data = encode_single(raws[0], names[0]) if len(raws) == 1 else encode_bank(raws, list(names))
-    Path(path).write_bytes(data)
+    from dexed_data.outputs import write_bytes
+
+    write_bytes(path, data)   # atomic: a full disk leaves the previous file intact
     return data
 
 
+def rerender_names(files: list[str | Path]) -> list[str]:
+    """File names of the re-renders of ``files``, in order: ``STEM.rerender.wav``, and
+    ``STEM-2.rerender.wav``, ``STEM-3…`` for later files with the same stem (from other folders)."""
+    seen: dict[str, int] = {}
+    names = []
+    for f in files:
+        stem = Path(f).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(f"{stem}.rerender.wav" if seen[stem] == 1 else f"{stem}-{seen[stem]}.rerender.wav")
+    return names
+
+
 def write_wavs(result: MatchResult, folder: str | Path) -> list[Path]:
-    """Write each input file's re-rendered note to ``folder/STEM.rerender.wav``; returns the paths."""
-    import soundfile as sf
+    """Write each input file's re-rendered note to ``folder/STEM.rerender.wav`` (see :func:`rerender_names`);
+    returns the paths, in the order of the scores. Each file is written atomically."""
+    from dexed_data.dataset import wav_bytes
+    from dexed_data.outputs import write_bytes
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    scores = [(v, s) for v in result.voices for s in v.scores]
     out = []
-    for v in result.voices:
-        for score in v.scores:
-            if score.rerender is not None:
-                audio = score.rerender
-            else:
-                audio = v.render[[tuple(n) for n in result.notes].index(tuple(score.note))]
-            path = folder / f"{Path(score.file).stem}.rerender.wav"
-            sf.write(str(path), audio, result.sample_rate, subtype="FLOAT")
-            out.append(path)
+    for (v, score), name in zip(scores, rerender_names([s.file for _, s in scores])):
+        if score.rerender is not None:
+            audio = score.rerender
+        else:
+            audio = v.render[[tuple(n) for n in result.notes].index(tuple(score.note))]
+        path = folder / name
+        write_bytes(path, wav_bytes(audio, result.sample_rate), "wav file")
+        out.append(path)
     return out

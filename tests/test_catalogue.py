@@ -291,7 +291,7 @@ def make_collection(root: Path) -> np.ndarray:
     bad[-2] ^= 0x01  # bad checksum: repaired
     (root / "banks" / "b.bin").write_bytes(bytes(bad))
     (root / "notes.txt").write_text("not a sysex file\n")
-    (root / "cut.syx").write_bytes(sysex.encode_bank(raws[:1], ["C"])[:1000])  # truncated
+    (root / "cut.syx").write_bytes(sysex.encode_bank(raws[:1], ["C"])[:100])  # truncated before its first voice
     (root / "empty.syx").write_bytes(b"")
     return raws
 
@@ -436,6 +436,6 @@ def test_corpus_every_file_accounted_and_unique_counts(corpus_dir, tmp_path):
             if data[v.offset + 3] == 0x09:  # bank messages only, as the reference counted
                 packed.append(np.frombuffer(_as_found(data, v), np.uint8))
                 masked.append(np.frombuffer(v.packed_sound, np.uint8))
-    assert len(packed) == 114_688
+    assert len(packed) == 114_692   # the reference's 114,688 + the 4 whole voices of the cut-off STOCK.SYX
     assert count_unique_rows(np.stack(packed)) == 30_631
     assert count_unique_rows(np.stack(masked)) in (30_623, 30_624)  # reference: 30,623

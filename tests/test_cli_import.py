@@ -49,7 +49,9 @@ def test_import_info_export_end_to_end(collection, tmp_path):
     rep = json.loads(report.read_text())
     assert rep["format"] == "dexed-import-report" and rep["summary"]["files_seen"] == 6
     outcomes = {f["path"]: f["outcome"] for f in rep["files"]}
-    assert outcomes["deep/er/broken"] == "repaired" and outcomes["deep/er/half.syx"] == "rejected"
+    assert outcomes["deep/er/broken"] == "repaired" and outcomes["deep/er/half.syx"] == "repaired"
+    half = next(f for f in rep["files"] if f["path"] == "deep/er/half.syx")   # cut off: its 15 whole voices kept
+    assert half["imported"] == 15 and half["repaired"] == {"truncated_bank": 15}
     assert outcomes["readme.txt"] == "no_dx7_data" and outcomes["junk.mid"] == "rejected"
     assert set(rep["summary"]["unique"]) == {"packed_as_found", "packed_masked", "raw_values", "sound_equivalent"}
     cat = read_catalogue(out)
@@ -84,7 +86,8 @@ def test_strict(collection, tmp_path):
     assert result.exit_code == 0, result.output
     s = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert s["rejected_by_reason"]["strict:bad_checksum"] == 32
-    assert s["voices_rejected"] == 32 and s["repaired_by_reason"] == {}
+    assert s["rejected_by_reason"]["strict:truncated_bank"] == 15   # the whole voices of the cut-off bank
+    assert s["voices_rejected"] == 32 + 15 and s["repaired_by_reason"] == {}
 
 
 def test_errors_are_one_plain_line(tmp_path):

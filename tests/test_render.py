@@ -213,7 +213,8 @@ def test_failed_preset_is_recorded_and_the_job_goes_on(work, catalogue):
         assert r.status.tolist() == [ds.STATUS_FAILED] + [ds.STATUS_OK] * 5
         assert "ALGORITHM=99" in r.errors[r.ids[0]]
         assert 0 not in r.usable()
-        assert np.all(r.file["mel"][0] == 0)     # nothing stored for it
+        assert np.all(np.isnan(r.file["mel"][0]))   # nothing stored for it: NaN, which no one takes for sound
+        assert np.all(np.isnan(r.peak[0])) and np.all(np.isfinite(r.file["mel"][1]))
 
 
 def test_shards_and_merge_equal_a_single_run(work, catalogue, serial):

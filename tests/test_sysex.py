@@ -180,12 +180,16 @@ def test_checksum_byte_f7_or_f0_does_not_split_the_message():
         assert set(codes(result)) <= {"bad_checksum"}
 
 
-def test_truncated_bank_is_rejected_and_next_message_kept():
+def test_truncated_bank_keeps_its_whole_voices_and_the_next_message():
     raws, _, bank = bank_of()
-    result = decode_bytes(bank[:2000] + bank, "cut.syx")
-    assert codes(result) == ["truncated"] and not result.problems[0].repaired
-    assert len(result.voices) == 32 and result.voices[0].offset == 2000
-    assert codes(decode_bytes(bank[:-100])) == ["truncated"]
+    result = decode_bytes(bank[:2000] + bank, "cut.syx")   # 15 whole voices, then a complete bank
+    assert codes(result) == ["truncated_bank"] and result.problems[0].repaired
+    assert "first 15 complete voice(s) were imported, the other 17 are lost" in result.problems[0].message
+    assert len(result.voices) == 15 + 32 and result.voices[15].offset == 2000
+    assert all(np.array_equal(v.raw, r) for v, r in zip(result.voices[:15], raws))
+    assert codes(decode_bytes(bank[:-100])) == ["truncated_bank"] and len(decode_bytes(bank[:-100]).voices) == 31
+    cut = decode_bytes(bank[:100])                          # not one whole voice: rejected
+    assert codes(cut) == ["truncated"] and not cut.problems[0].repaired and cut.voices == []
 
 
 def test_missing_checksum_keeps_data():

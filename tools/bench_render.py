@@ -44,7 +44,7 @@ def _catalogue(source: str, work: Path) -> Path:
     folder = {"corpus": Path(os.environ.get("DEXED_CORPUS", REPO.parent / "shared" / "corpus" / "dx7-cc0")),
               "bundled": REPO / "presets"}.get(source, Path(source))
     out = work / "presets.h5"
-    import_sysex([folder], out, progress=False)
+    import_sysex([folder], out, progress=False, force=True)
     return out
 
 

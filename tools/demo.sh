@@ -11,27 +11,27 @@ jobs="${JOBS:-2}"
 run="$work/runs/tiny"
 mkdir -p "$work"
 
-dexed-data import-sysex presets -o "$work/presets.h5" --report "$work/import.json"
+dexed-data import-sysex presets -o "$work/presets.h5" --report "$work/import.json" --force
 dexed-data render "$work/presets.h5" -o "$work/dataset.h5" --jobs "$jobs"
 dexed-data info "$work/dataset.h5"
 resume=(); [[ -f "$run/last.pt" ]] && resume=(--resume)   # a second demo run continues the first
 preset-model fit --data "$work/dataset.h5" --out "$run" --size tiny --epochs "${EPOCHS:-3}" --batch-size 16 "${resume[@]}"
 
-preset-model evaluate "$run" --jobs "$jobs"
-preset-model evaluate "$run" --jobs "$jobs" --baseline knn
-preset-model evaluate "$run" --jobs "$jobs" --baseline mean
+preset-model evaluate "$run" --jobs "$jobs" --force
+preset-model evaluate "$run" --jobs "$jobs" --baseline knn --force
+preset-model evaluate "$run" --jobs "$jobs" --baseline mean --force
 
 # the first test preset's six notes, named ID_NAME_PITCH-VELOCITY.wav: match reads each file's note from its name
 first_test=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['test'][0])" "$run/split.json")
 rm -rf "$work/wav"
 dexed-data export-wav "$work/dataset.h5" --ids "$first_test" -o "$work/wav" > /dev/null
-preset-model match "$run" "$work"/wav/*.wav -o "$work/matched.syx" --wav "$work/rerender"
+preset-model match "$run" "$work"/wav/*.wav -o "$work/matched.syx" --wav "$work/rerender" --force
 # the same sound by re-render search (a small budget keeps the demo short; 300 is the usual one):
 # from the model's voice and the nearest presets, then from the dataset alone (no model)
-preset-model match "$run" "$work"/wav/*.wav --refine 40 --jobs "$jobs" -o "$work/refined.syx" --wav "$work/rerender-refined"
-preset-model match --data "$work/dataset.h5" "$work"/wav/*.wav --refine 40 --jobs "$jobs" -o "$work/refined-data.syx"
+preset-model match "$run" "$work"/wav/*.wav --refine 40 --jobs "$jobs" -o "$work/refined.syx" --wav "$work/rerender-refined" --force
+preset-model match --data "$work/dataset.h5" "$work"/wav/*.wav --refine 40 --jobs "$jobs" -o "$work/refined-data.syx" --force
 
-preset-model interpolate "$run" presets/toolkit_bank_a.syx:1 presets/toolkit_bank_b.syx:1 --steps 8 -o "$work/morph.syx"
+preset-model interpolate "$run" presets/toolkit_bank_a.syx:1 presets/toolkit_bank_b.syx:1 --steps 8 -o "$work/morph.syx" --force
 
 cat <<DONE
 

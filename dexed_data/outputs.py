@@ -1,0 +1,202 @@
+"""The one policy for every file a command writes (``dexed-data`` and ``preset-model`` alike).
+
+1. **Atomic.** A file is written to a hidden temporary file beside its target
+   (``.NAME.PID.tmp``), flushed, ``fsync``'d and renamed over the target, then the folder is
+   ``fsync``'d. The target is whole or absent; a file it replaces stays intact until the new one
+   is complete. On any error (a full disk included) the temporary file is removed.
+2. **Never an input.** An output that is the same file as one of the command's inputs is refused,
+   even with ``--force`` (same inode, or the same resolved path for a file not yet written).
+3. **No silent overwrite.** An existing output is refused unless ``force=True`` (``--force``),
+   always with the same words: ``X already exists; pass --force to replace it``. (``render``
+   keeps its own rule: rerunning the same command finishes or reuses its own file.)
+4. **Folders.** Missing parent folders are created. A target that is a folder, a path below a
+   regular file, or a folder that cannot be written (read-only or virtual file system such as
+   ``/proc``) is refused before any work is done, with one line naming the path.
+
+Example::
+
+    >>> from dexed_data.outputs import check_output, write_bytes
+    >>> target = check_output("/tmp/doc_outputs.bin", force=True)
+    >>> write_bytes(target, b"abc")
+    >>> open(target, "rb").read()
+    b'abc'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import OutputError
+
+#: The one wording of rule 3, shared by every command.
+EXISTS = "{path} already exists; pass --force to replace it (or choose another output)"
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary file beside ``path`` that :func:`atomic_path` writes first."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return exc.strerror or str(exc)
+
+
+def _check_parent(path: Path, what: str) -> None:
+    """The deepest existing ancestor of ``path`` must be a writable folder."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():   # a dangling link: mkdir would fail later
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {what} {path}: the folder {ancestor} is not writable")
+
+
+def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
+                 what: str = "output") -> Path:
+    """Check rules 2–4 for the file ``path`` before any work; returns it as a :class:`Path`.
+
+    Args:
+        path: the file the command will write.
+        inputs: files the command reads (an output may not be one of them).
+        force: replace an existing file (``--force``).
+        what: how messages name the file (``"output"``, ``"report"``, ...).
+
+    Raises:
+        OutputError: one line saying what is wrong and what to do.
+    """
+    path = Path(path)
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise OutputError(f"{what} {path} is also an input of this command ({source}); "
+                              "write to another file")
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    if path.exists() or path.is_symlink():
+        if not force:
+            raise OutputError(EXISTS.format(path=path))
+        if not path.is_file():
+            raise OutputError(f"{what} {path} exists and is not a regular file; choose another output")
+    _check_parent(path, what)
+    if path.parent.is_dir():   # a probe: a virtual file system (/proc) or a full quota says no here
+        probe = temp_path(path)
+        try:
+            with open(probe, "xb"):
+                pass
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
+        else:
+            probe.unlink(missing_ok=True)
+    return path
+
+
+def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force: bool = False,
+                 inputs: Iterable[str | os.PathLike] = (), what: str = "output folder") -> Path:
+    """Check an output folder and the files ``names`` to be written in it (rules 2–4 for each file).
+
+    The folder may exist (its other files are left alone) or not (it is created when written).
+    """
+    folder = Path(folder)
+    names = list(names)
+    for source in inputs:
+        for n in names:
+            if source is not None and _same_file(folder / n, Path(source)):
+                raise OutputError(f"{folder / n} would replace an input of this command ({source}); "
+                                  "write to another folder")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} {folder} is a file; give a folder")
+    if not folder.exists():
+        _check_parent(folder / "x", what)
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {what} {folder}: not writable")
+    if not force:
+        taken = [n for n in names if (folder / n).exists()]
+        if taken:
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            raise OutputError(EXISTS.format(path=folder / taken[0]) + more)
+    return folder
+
+
+def make_parents(path: str | os.PathLike) -> None:
+    """Create the missing folders above ``path`` (rule 4); a clean :class:`OutputError` if impossible."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {parent}: {_reason(exc)}") from None
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a closed file (or a folder's entries) to the disk."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """``fsync`` the finished ``tmp``, rename it to ``path`` and ``fsync`` the folder (rule 1)."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):   # some file systems cannot fsync a folder; the rename is done
+        fsync_path(Path(path).parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; on success it becomes ``path``.
+
+    Any exception inside the block (or while publishing) removes the temporary file and leaves
+    ``path`` as it was; an ``OSError`` (disk full, ...) becomes an :class:`OutputError`.
+
+    Example::
+
+        >>> with atomic_path("/tmp/doc_outputs.txt") as tmp:
+        ...     _ = tmp.write_text("whole or nothing")
+    """
+    path = Path(path)
+    make_parents(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        publish(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {path}: {_reason(exc)}; "
+                          + ("the previous file is unchanged" if path.exists() else "nothing was written")) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> None:
+    """Write ``data`` to ``path`` atomically (rule 1)."""
+    with atomic_path(path, what) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def write_text(path: str | os.PathLike, text: str, what: str = "output") -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (rule 1)."""
+    write_bytes(path, text.encode("utf-8"), what)

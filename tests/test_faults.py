@@ -1,0 +1,415 @@
+"""Fault injection: every command under bad input, bad options, unwritable outputs and full disks.
+
+Each case asserts the exit code, that the message is one ``error: ...`` line (no traceback), and
+the state of the files afterwards: an old file intact, nothing partial (no ``.tmp``, ``.partial``
+or 0-byte file) left behind. A full disk is simulated with ``RLIMIT_FSIZE`` in a child process
+(writes past the limit fail with EFBIG, the same path as ENOSPC; no root needed). Concurrency and
+``kill -9`` cases run real subprocesses: see test_render_jobs.py.
+
+Data: the 64 bundled presets, renders of one short note (60:85, 0.2 s + 0.1 s).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from dexed_data.cli import app as data_app
+from preset_model.cli import app as model_app
+from run_fixtures import build
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT = ["--notes", "60:85", "--hold", "0.2", "--release", "0.1", "--no-progress"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run(app, *args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_clean_error(res, *needles):
+    """Exit 2, one ``error:`` line on stderr (no traceback), containing each needle."""
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary, partial or empty files under ``folder`` (what a failed write must not leave)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and (
+        p.name.endswith((".tmp", ".partial")) or ".tmp" in p.name or p.stat().st_size == 0))
+
+
+def snapshot(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def run_limited(args: list[str], limit: int, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``python -m ARGS`` (or ``python -c CODE ...``) with file writes limited to ``limit`` bytes: a disk that fills up."""
+    def limit_writes():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, *args] if args[0] == "-c" else [sys.executable, "-m", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          preexec_fn=limit_writes, timeout=300)
+
+
+def assert_clean_process_error(proc: subprocess.CompletedProcess, *needles) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "it/s" not in line]
+    assert lines and lines[-1].startswith("error: "), proc.stderr
+    for n in needles:
+        assert n in lines[-1], (n, lines[-1])
+    return lines[-1]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def catalogue(work) -> Path:
+    from dexed_data.catalogue import import_sysex
+
+    path = work / "presets.h5"
+    import_sysex([REPO / "presets"], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(work, catalogue) -> Path:
+    from dexed_data.render import RenderConfig, render_dataset
+
+    path = work / "dataset.h5"
+    render_dataset(catalogue, path, RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1,
+                   progress=False, limit=4)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    return build(tmp_path_factory.getbasetemp() / "fitted")
+
+
+@pytest.fixture()
+def bank(tmp_path) -> Path:
+    """A copy of a bundled 32-voice bank."""
+    path = tmp_path / "bank.syx"
+    path.write_bytes((REPO / "presets" / "toolkit_bank_a.syx").read_bytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def broken(work, dataset) -> dict[str, Path]:
+    """Files that are not usable datasets, each broken in one way."""
+    folder = work / "broken"
+    folder.mkdir()
+    out = {}
+    out["empty"] = folder / "empty.h5"
+    out["empty"].write_bytes(b"")
+    out["text"] = folder / "text.h5"
+    out["text"].write_text("id\n0123456789abcdef\n")
+    data = dataset.read_bytes()
+    out["truncated"] = folder / "truncated.h5"
+    out["truncated"].write_bytes(data[: len(data) // 3])
+    out["attrs_only"] = folder / "attrs_only.h5"
+    with h5py.File(dataset, "r") as src, h5py.File(out["attrs_only"], "w") as f:
+        f.attrs.update(dict(src.attrs))
+    out["incomplete"] = folder / "incomplete.h5"
+    out["incomplete"].write_bytes(data)
+    with h5py.File(out["incomplete"], "r+") as f:
+        f.attrs["complete"] = False
+    out["catalogue"] = folder / "catalogue.h5"
+    return out
+
+
+# --------------------------------------------------------------------------- output policy
+
+
+def test_existing_output_is_refused_without_force_and_replaced_with_it(catalogue, bank, tmp_path):
+    old = snapshot(bank)
+    res = run(data_app, "export", catalogue, "--limit", "3", "-o", bank)
+    assert_clean_error(res, "already exists", "--force")
+    assert snapshot(bank) == old
+    res = run(data_app, "export", catalogue, "--limit", "3", "-o", bank, "--force")
+    assert res.exit_code == 0, res.output
+    assert snapshot(bank) != old and len(snapshot(bank)) == 4104
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["import-sysex", "export"])
+def test_output_equal_to_input_is_refused_even_with_force(command, catalogue, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    target = folder / "bank.syx"
+    target.write_bytes((REPO / "presets" / "toolkit_bank_a.syx").read_bytes())
+    old = snapshot(target)
+    if command == "import-sysex":
+        res = run(data_app, "import-sysex", folder, "-o", target, "--force")
+    else:
+        cat = folder / "cat.h5"
+        cat.write_bytes(catalogue.read_bytes())
+        target, old = cat, snapshot(cat)
+        res = run(data_app, "export", cat, "--limit", "3", "-o", cat, "--force")
+    assert_clean_error(res, "is also an input")
+    assert snapshot(target) == old
+
+
+@pytest.mark.parametrize("where", ["under_file", "proc", "folder"])
+def test_unwritable_output_paths(where, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    target = {"under_file": blocker / "sub" / "p.h5", "proc": Path("/proc/p.h5"), "folder": tmp_path}[where]
+    res = run(data_app, "import-sysex", REPO / "presets", "-o", target)
+    assert_clean_error(res)
+    assert blocker.read_text() == "x"
+    assert leftovers(tmp_path) == []
+
+
+def test_missing_parent_folders_are_created(tmp_path, catalogue):
+    res = run(data_app, "export", catalogue, "--limit", "1", "--single", "-o", tmp_path / "a" / "b" / "v.syx")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "b" / "v.syx").stat().st_size == 163
+
+
+def test_import_report_checked_before_writing_anything(tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    res = run(data_app, "import-sysex", REPO / "presets", "-o", tmp_path / "p.h5", "--report", report)
+    assert_clean_error(res, "r.json", "already exists")
+    assert not (tmp_path / "p.h5").exists() and report.read_text() == "{}"
+
+
+def test_export_wav_and_report_refuse_existing_files(dataset, tmp_path):
+    res = run(data_app, "export-wav", dataset, "--limit", "1", "-o", tmp_path / "wav")
+    assert res.exit_code == 0, res.output
+    first = sorted((tmp_path / "wav").iterdir())
+    before = [p.read_bytes() for p in first]
+    res = run(data_app, "export-wav", dataset, "--limit", "1", "-o", tmp_path / "wav")
+    assert_clean_error(res, "already exists", "--force")
+    assert [p.read_bytes() for p in first] == before
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "index.html").write_text("mine")
+    res = run(data_app, "report", dataset, "-o", tmp_path / "rep")
+    assert_clean_error(res, "index.html", "already exists")
+    assert (tmp_path / "rep" / "index.html").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["index.html"]
+
+
+def test_merge_refuses_a_shard_as_output_and_a_shard_without_mel(work, catalogue, tmp_path):
+    from dexed_data.render import RenderConfig, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1)
+    shards = []
+    for k in range(2):
+        shards.append(tmp_path / f"s{k}.h5")
+        render_dataset(catalogue, shards[-1], cfg, jobs=1, shard=f"{k}/2", progress=False, limit=4, segment_size=2)
+    old = snapshot(shards[0])
+    res = run(data_app, "merge", *shards, "-o", shards[0], "--force")
+    assert_clean_error(res, "is also an input")
+    assert snapshot(shards[0]) == old
+    with h5py.File(shards[1], "r+") as f:
+        del f["mel"]
+    res = run(data_app, "merge", *shards, "-o", tmp_path / "m.h5")
+    assert_clean_error(res, "s1.h5", "/mel")
+    assert not (tmp_path / "m.h5").exists() and leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- damaged inputs
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "attrs_only"])
+@pytest.mark.parametrize("command", ["info", "report", "export-wav"])
+def test_damaged_dataset_files(command, kind, broken, tmp_path):
+    args = {"info": [], "report": ["-o", tmp_path / "rep"], "export-wav": ["-o", tmp_path / "wav"]}[command]
+    res = run(data_app, command, broken[kind], *args)
+    if command == "info" and kind == "empty":   # info describes any file: an empty one holds no DX7 data
+        assert res.exit_code == 0 and "voices: 0" in res.output
+        return
+    assert_clean_error(res, broken[kind].name)
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "wav").exists()
+
+
+@pytest.mark.parametrize("command", ["report", "export-wav"])
+def test_incomplete_dataset_is_refused(command, broken, tmp_path):
+    res = run(data_app, command, broken["incomplete"], "-o", tmp_path / "out")
+    assert_clean_error(res, "incomplete")
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "incomplete"])
+def test_fit_refuses_unusable_datasets(kind, broken, tmp_path):
+    res = run(model_app, "fit", "--data", broken[kind], "--out", tmp_path / "run", "--size", "tiny",
+              "--epochs", "1", "--workers", "0", "--device", "cpu", "--no-progress")
+    assert_clean_error(res, broken[kind].name)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_ids_file_that_is_hdf5_is_refused(catalogue, dataset, tmp_path):
+    res = run(data_app, "export", catalogue, "--ids", dataset, "-o", tmp_path / "x.syx")
+    assert_clean_error(res, "not a text file of ids")
+    res = run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", "--ids", dataset, *SHORT)
+    assert_clean_error(res, "not a text file of ids")
+    assert not (tmp_path / "x.syx").exists() and not (tmp_path / "d.h5").exists()
+
+
+# --------------------------------------------------------------------------- option ranges
+
+
+@pytest.mark.parametrize("option", [
+    ["--hold", "inf"], ["--hold", "nan"], ["--hold", "1e300"], ["--hold", "100000"], ["--hold", "0"],
+    ["--release", "-1"], ["--release", "inf"], ["--jobs", "0"], ["--jobs", "1000"], ["--limit", "-1"],
+    ["--limit", "0"], ["--timeout", "nan"], ["--sample-rate", "10"], ["--notes", "60:0"],
+])
+def test_render_option_ranges(option, catalogue, tmp_path):
+    args = [*SHORT]
+    i = args.index(option[0]) if option[0] in args else -1
+    if i >= 0:
+        args[i + 1] = option[1]
+    else:
+        args += option
+    res = run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", *args)
+    assert_clean_error(res, option[0].lstrip("-"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command,args,needle", [
+    ("export", ["--limit", "-1"], "--limit"), ("export", ["--limit", "0"], "--limit"),
+    ("report", ["--examples", "-1"], "--examples"), ("export-wav", ["--limit", "0"], "--limit"),
+])
+def test_data_option_ranges(command, args, needle, catalogue, dataset, tmp_path):
+    src = catalogue if command == "export" else dataset
+    res = run(data_app, command, src, "-o", tmp_path / "o", *args)
+    assert_clean_error(res, needle)
+
+
+@pytest.mark.parametrize("option,needle", [
+    (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-5"], "--batch-size"), (["--lr", "-1"], "--lr"),
+    (["--lr", "nan"], "--lr"), (["--workers", "-1"], "--workers"), (["--epochs", "0"], "--epochs"),
+    (["--device", "foo"], "--device"),
+] + ([] if __import__("torch").cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
+def test_fit_option_ranges(option, needle, dataset, tmp_path):
+    res = run(model_app, "fit", "--data", dataset, "--out", tmp_path / "run", "--size", "tiny", "--workers", "0",
+              "--device", "cpu", "--no-progress", *option)
+    assert_clean_error(res, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_limit_and_jobs(fitted, tmp_path):
+    for args, needle in ((["--limit", "0"], "--limit"), (["--jobs", "0"], "--jobs")):
+        res = run(model_app, "evaluate", fitted.flow6, "-o", tmp_path / "e", *args)
+        assert_clean_error(res, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- match and interpolate
+
+
+def test_match_refuses_bad_audio_and_gain(fitted, tmp_path):
+    good = tmp_path / "ok.wav"
+    sf.write(good, np.zeros(2205, np.float32), 22050, subtype="FLOAT")
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(2205, np.nan, np.float32), 22050, subtype="FLOAT")
+    long = tmp_path / "long.wav"   # 11 minutes at 8 kHz: refused from its header
+    sf.write(long, np.zeros(11 * 60 * 8000, np.int16), 8000, subtype="PCM_16")
+    for files, extra, needle in (([nan], [], "NaN"), ([long], [], "at most 600 s"),
+                                 ([good], ["--gain-db", "nan"], "--gain-db")):
+        res = run(model_app, "match", fitted.mlp1, *files, "-o", tmp_path / "m.syx", *extra)
+        assert_clean_error(res, needle)
+        assert not (tmp_path / "m.syx").exists()
+
+
+def test_match_outputs_follow_the_policy(fitted, tmp_path, bank):
+    from dexed_data.engines import EngineSpec, make_engine
+    from dexed_data.schema import apply_fixed
+    from dexed_data.sysex import decode_file
+
+    engine = make_engine(EngineSpec())
+    files = []
+    for k, folder in enumerate(("a", "b")):   # two inputs with the same stem, different sounds
+        (tmp_path / folder).mkdir()
+        voice = decode_file(fitted.bank).voices[k]
+        audio = engine.render(apply_fixed(voice.raw), [(60, 85)], 0.5, 0.25).audio[0]
+        files.append(tmp_path / folder / "x.wav")
+        sf.write(files[-1], audio, 22050, subtype="FLOAT")
+    old = snapshot(bank)
+    res = run(model_app, "match", fitted.mlp1, *files, "--each", "-o", bank)
+    assert_clean_error(res, "already exists")
+    res = run(model_app, "match", fitted.mlp1, *files, "--each", "-o", files[0], "--force")
+    assert_clean_error(res, "is also an input")
+    assert snapshot(bank) == old
+    res = run(model_app, "match", fitted.mlp1, *files, "--each", "-o", tmp_path / "m.syx", "--wav", tmp_path / "re")
+    assert res.exit_code == 0, res.output
+    written = sorted(p.name for p in (tmp_path / "re").iterdir())
+    assert written == ["x-2.rerender.wav", "x.rerender.wav"]
+    assert leftovers(tmp_path) == []
+
+
+def test_interpolate_refuses_its_input_as_output(fitted, bank):
+    old = snapshot(bank)
+    res = run(model_app, "interpolate", fitted.flow6, f"{bank}:1", f"{bank}:2", "--steps", "4", "-o", bank, "--force")
+    assert_clean_error(res, "is also an input")
+    assert snapshot(bank) == old
+
+
+def test_evaluate_refuses_an_existing_report(fitted, tmp_path):
+    (tmp_path / "e.json").write_text("{}")
+    res = run(model_app, "evaluate", fitted.flow6, "--limit", "2", "-o", tmp_path / "e")
+    assert_clean_error(res, "e.json", "already exists")
+    assert (tmp_path / "e.json").read_text() == "{}" and not (tmp_path / "e.md").exists()
+
+
+# --------------------------------------------------------------------------- full disk
+
+
+@pytest.mark.parametrize("command", ["export", "import-sysex"])
+def test_full_disk_keeps_the_old_file(command, catalogue, tmp_path):
+    target = tmp_path / ("bank.syx" if command == "export" else "presets.h5")
+    target.write_bytes(b"OLD" * 10)
+    args = (["dexed_data", "export", str(catalogue), "--limit", "3", "-o", str(target), "--force"]
+            if command == "export" else
+            ["dexed_data", "import-sysex", str(REPO / "presets"), "-o", str(target), "--force", "--no-progress"])
+    proc = run_limited(args, 2000, tmp_path)
+    assert_clean_process_error(proc, str(target.name))
+    assert target.read_bytes() == b"OLD" * 10
+    assert leftovers(tmp_path) == []
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
+    code = ("import torch, sys\n"
+            "from preset_model.checkpoint import save_checkpoint\n"
+            "from preset_model.errors import CheckpointError\n"
+            "try:\n"
+            "    save_checkpoint(sys.argv[1], {'model': {'w': torch.zeros(100000)}})\n"
+            "except CheckpointError as e:\n"
+            "    print('error:', e, file=sys.stderr); sys.exit(2)\n")
+    from preset_model.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": np.ones(3).tolist()}, "epoch": 7})
+    before = snapshot(path)
+    proc = run_limited(["-c", code, str(path)], 100_000, tmp_path)   # python -c: "-m" is not needed
+    assert_clean_process_error(proc, "last.pt")
+    assert snapshot(path) == before and load_checkpoint(path)["epoch"] == 7
+    assert leftovers(tmp_path) == []

@@ -1,0 +1,157 @@
+"""Render jobs as processes: two jobs on one output, ``kill -9`` of the main process, resume
+across versions, a full disk while writing segments. Real ``dexed-data render`` subprocesses on a
+few bundled presets and one short note."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT = ["--notes", "60:85", "--hold", "0.2", "--release", "0.1", "--no-progress"]
+
+
+def render_cmd(catalogue: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dexed_data", "render", str(catalogue), "-o", str(out), *SHORT, *extra]
+
+
+def env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> Path:
+    from dexed_data.catalogue import import_sysex
+
+    path = tmp_path_factory.mktemp("jobs") / "presets.h5"
+    import_sysex([REPO / "presets"], path)
+    return path
+
+
+def content(path: Path) -> dict:
+    """Everything a reader sees in a dataset file (its arrays and attributes)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        out["attrs"] = {k: np.asarray(v).tolist() for k, v in f.attrs.items()}
+    return out
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if k == "attrs":
+            assert a[k] == b[k]
+        else:
+            assert np.array_equal(np.asarray(a[k]), np.asarray(b[k]), equal_nan=np.asarray(a[k]).dtype.kind == "f"), k
+
+
+def test_two_renders_on_one_output_never_give_a_bad_file(catalogue, tmp_path):
+    single = tmp_path / "single.h5"
+    subprocess.run(render_cmd(catalogue, single, "--limit", "6", "--segment-size", "2"), env=env(), check=True,
+                   capture_output=True)
+    reference = content(single)
+    for trial in range(2):
+        out = tmp_path / f"both{trial}.h5"
+        procs = [subprocess.Popen(render_cmd(catalogue, out, "--limit", "6", "--segment-size", "2", "--jobs", "2"),
+                                  env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        for rc, err in results:
+            assert "Traceback" not in err, err
+            assert rc == 0 or (rc == 2 and "another render job" in err and err.count("\n") == 1), (rc, err)
+        assert any(rc == 0 for rc, _ in results)
+        assert_same(content(out), reference)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((f"both{trial}", f".both{trial}"))) \
+            == [f"both{trial}.h5"]
+
+
+def test_a_locked_output_stops_a_second_job_at_once(catalogue, tmp_path):
+    out = tmp_path / "d.h5"
+    with open(tmp_path / ".d.h5.lock", "w") as lock:
+        lock.write("12345")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        proc = subprocess.run(render_cmd(catalogue, out, "--limit", "2"), env=env(), capture_output=True, text=True)
+        assert time.monotonic() - t0 < 30
+    assert proc.returncode == 2 and proc.stderr.startswith("error: another render job (pid 12345)"), proc.stderr
+    assert not out.exists() and not (tmp_path / "d.h5.parts").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_exit_when_the_main_process_is_killed(catalogue, tmp_path):
+    out = tmp_path / "d.h5"
+    proc = subprocess.Popen(render_cmd(catalogue, out, "--jobs", "2", "--limit", "64", "--segment-size", "4"),
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and not list((tmp_path / "d.h5.parts").glob("seg-*.h5")):
+        time.sleep(0.2)   # wait until the workers render (a finished segment)
+    workers = _children(proc.pid)
+    assert workers, "no worker processes found"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    left = [w for w in workers if _alive(w)]
+    for w in left:   # do not leak them into the rest of the session
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(workers)} child processes still running 20 s after kill -9"
+    # and the job resumes: the same command finishes the file
+    proc = subprocess.run(render_cmd(catalogue, out, "--jobs", "2", "--limit", "64", "--segment-size", "4"),
+                          env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and not (tmp_path / "d.h5.parts").exists()
+
+
+def test_resume_refuses_segments_of_another_version(catalogue, tmp_path):
+    out = tmp_path / "d.h5"
+    parts = tmp_path / "d.h5.parts"
+    # a first run stopped by a full disk at its first segment (files limited to 20 kB, a segment is ~40 kB)
+    proc = subprocess.run(render_cmd(catalogue, out, "--limit", "8", "--segment-size", "2"), env=env(),
+                          capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: ") and "rerun the same command" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in parts.iterdir()) == ["job.json"]   # no partial segment
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5.parts"]   # no lock, no temporary file
+    record = json.loads((parts / "job.json").read_text())
+    record["engine_version"] = "dexed-py 0.0.1 + dc_block(x/8)"
+    (parts / "job.json").write_text(json.dumps(record))
+    proc = subprocess.run(render_cmd(catalogue, out, "--limit", "8", "--segment-size", "2"), env=env(),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "engine_version" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not out.exists()

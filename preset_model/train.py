@@ -385,16 +385,14 @@ def _unwrap(model) -> PresetModel:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write a run-folder text file whole or not at all (:func:`dexed_data.outputs.write_text`)."""
+    from dexed_data.errors import OutputError
+    from dexed_data.outputs import write_text
+
     try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        write_text(path, text, "run file")
+    except OutputError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

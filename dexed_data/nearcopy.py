@@ -105,6 +105,13 @@ def _chain(groups: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64)
 
 
+def fingerprint_links(near_fingerprints: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Pairs of rows with equal near fingerprints, among the ``valid`` ones (rendered OK, not silent)."""
+    fp = np.asarray(near_fingerprints)
+    rows = np.flatnonzero(np.ones(len(fp), bool) if valid is None else np.asarray(valid, bool))
+    return _chain([rows[g] for g in _equal_row_groups(fp[rows])])
+
+
 def near_copy_groups(raw: np.ndarray, names, near_fingerprints: np.ndarray | None = None,
                      fingerprint_valid: np.ndarray | None = None, k: int = NEAR_PARAMS) -> np.ndarray:
     """Group of every preset: the smallest row of its near-copy component, ``(N,)`` int64.
@@ -123,9 +130,7 @@ def near_copy_groups(raw: np.ndarray, names, near_fingerprints: np.ndarray | Non
     links = [near_pairs(learnable_values(raw), k),
              _chain([np.flatnonzero(named)[g] for g in _equal_row_groups(name_codes[named][:, None])])]
     if near_fingerprints is not None:
-        valid = np.ones(n, bool) if fingerprint_valid is None else np.asarray(fingerprint_valid, bool)
-        rows = np.flatnonzero(valid)
-        links.append(_chain([rows[g] for g in _equal_row_groups(np.asarray(near_fingerprints)[rows])]))
+        links.append(fingerprint_links(near_fingerprints, fingerprint_valid))
     return _components(n, np.concatenate(links))
 
 

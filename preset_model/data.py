@@ -271,7 +271,7 @@ def fits_in_memory(n_rows: int, note_count: int, info: "DatasetInfo", share: flo
     return need <= share * available
 
 
-def training_bounds(ds: SpectrogramDataset, floor_db: float | None = None) -> tuple[float, float]:
+def training_bounds(ds: SpectrogramDataset) -> tuple[float, float]:
     """``(min_db, max_db)`` over the spectrograms ``ds`` serves (the training split: PAPER.md's bounds).
 
     Reads them from RAM when held there, else one block of rows at a time from the file.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dexed_data.nearcopy import NEAR_PARAMS, _chain, _components, _equal_row_groups, near_copy_groups, nearest_distance
+from dexed_data.nearcopy import NEAR_PARAMS, _chain, _components, fingerprint_links, near_copy_groups, nearest_distance
 
 __all__ = ["NEAR_PARAMS", "group_keys", "nearest_distance", "split_keys"]
 
@@ -63,9 +63,7 @@ def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None
         base = np.array([g.decode() if isinstance(g, bytes) else str(g) for g in near_group], dtype=object)
     links = [_chain([np.flatnonzero(base == k) for k in set(base.tolist())]) if n else np.zeros((0, 2), np.int64)]
     if near_fingerprints is not None:
-        valid = np.ones(n, bool) if fingerprint_valid is None else np.asarray(fingerprint_valid, bool)
-        rows = np.flatnonzero(valid)
-        links.append(_chain([rows[g] for g in _equal_row_groups(np.asarray(near_fingerprints)[rows])]))
+        links.append(fingerprint_links(near_fingerprints, fingerprint_valid))
     comp = _components(n, np.concatenate(links))
     smallest: dict[int, str] = {}
     for c, k in zip(comp.tolist(), base.tolist()):

@@ -113,13 +113,20 @@ def _alive(pid: int) -> bool:
 
 def test_workers_exit_when_the_main_process_is_killed(catalogue, tmp_path):
     out = tmp_path / "d.h5"
-    proc = subprocess.Popen(render_cmd(catalogue, out, "--jobs", "2", "--limit", "64", "--segment-size", "4"),
+    # six 12 s notes per preset: ~4 s of rendering on two workers, so the job is still running
+    # when it is killed (with the short notes it could finish between two polls on a fast machine)
+    slow = ["--notes", "40:85,50:85,60:42,60:85,60:127,70:85", "--hold", "12", "--release", "0.5",
+            "--jobs", "2", "--limit", "64", "--segment-size", "4"]
+    proc = subprocess.Popen(render_cmd(catalogue, out, *slow),
                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     workers: list[int] = []
-    while time.monotonic() < deadline and not list((tmp_path / "d.h5.parts").glob("seg-*.h5")):
-        time.sleep(0.2)   # wait until the workers render (a finished segment)
-    workers = _children(proc.pid)
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        if workers and list((tmp_path / "d.h5.parts").glob("seg-*.h5")):
+            break   # the workers render (a finished segment)
+        time.sleep(0.05)
+    assert proc.poll() is None, "the render finished before it could be killed; make the job longer"
     assert workers, "no worker processes found"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -131,8 +138,7 @@ def test_workers_exit_when_the_main_process_is_killed(catalogue, tmp_path):
         os.kill(w, signal.SIGKILL)
     assert not left, f"{len(left)} of {len(workers)} child processes still running 20 s after kill -9"
     # and the job resumes: the same command finishes the file
-    proc = subprocess.run(render_cmd(catalogue, out, "--jobs", "2", "--limit", "64", "--segment-size", "4"),
-                          env=env(), capture_output=True, text=True)
+    proc = subprocess.run(render_cmd(catalogue, out, *slow), env=env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.exists() and not (tmp_path / "d.h5.parts").exists()
 

@@ -354,6 +354,66 @@ def _render_guarded(row: int, raw: np.ndarray, config: RenderConfig) -> ds.RowRe
         faulthandler.cancel_dump_traceback_later()
 
 
+class _SegmentOutput:
+    """Where a segment's rows go: its segment file (small arrays; big ones too when compressed)
+    and, for an in-place layout, the rows of the dataset file itself (:class:`~dexed_data.dataset.RowSink`).
+
+    Used by a worker for a whole segment, and by the main process when it re-runs a segment
+    whose worker died, one preset per task.
+    """
+
+    def __init__(self, seg_path: str, start: int, stop: int, out_rows: np.ndarray, header: ds.DatasetHeader,
+                 partial: str | None):
+        self.start, self.out_rows = start, out_rows
+        self.segment = ds.SegmentWriter(Path(seg_path), start, stop, header.storage, header.shapes,
+                                        big=partial is None)
+        self.sink = ds.RowSink(Path(partial), header) if partial else None
+
+    def add(self, result: ds.RowResult) -> None:
+        if self.sink is not None:
+            self.sink.write(int(self.out_rows[result.row - self.start]), result)
+        self.segment.add(result)
+
+    @property
+    def full(self) -> bool:
+        return self.segment.full
+
+    def finish(self) -> None:
+        """Rows durable first, then the segment file that says they are there."""
+        if self.sink is not None:
+            self.sink.sync()
+            self.sink.close()
+        self.segment.finish()
+
+    def abandon(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+        self.segment.abandon()
+
+
+def _render_segment(start: int, raws: np.ndarray, out_rows: np.ndarray, config: RenderConfig, seg_path: str,
+                    header: ds.DatasetHeader, partial: str | None) -> tuple[int, int]:
+    """In a worker: render the presets of one segment (selection positions ``start`` …), write
+    their rows and publish the segment file. Returns (ok, failed) counts.
+
+    The main process only counts finished segments: no per-preset work in it, whatever the
+    number of workers. A preset that hangs ends the worker (the watchdog of
+    :func:`_render_guarded`); the main process then re-runs the segment one preset at a time.
+    """
+    out = _SegmentOutput(seg_path, start, start + len(raws), out_rows, header, partial)
+    counts = [0, 0]
+    try:
+        for i, raw in enumerate(raws):
+            result = _render_guarded(start + i, raw, config)
+            out.add(result)
+            counts[result.status != ds.STATUS_OK] += 1
+        out.finish()
+    except BaseException:
+        out.abandon()
+        raise
+    return counts[0], counts[1]
+
+
 # ------------------------------------------------------------------------------------------------
 # the job
 # ------------------------------------------------------------------------------------------------
@@ -558,7 +618,10 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     record = _job_record(job, engine_version)
     startup = time.perf_counter() - t0
 
+    header = _header(job, engine_version, shapes, mel_config)
+    extra = {"shard": str(shard), "segment_size": segment_size} if shard is not None else None
     parts = out.with_name(out.name + ".parts")
+    partial = parts / "dataset.h5"
     try:
         parts.mkdir(parents=True, exist_ok=True)
         claim_job_file(parts / "job.json", record,
@@ -566,39 +629,70 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                        f"engine or package version); rerun that command to finish it, or delete {parts} to start over")
         for leftover in parts.glob("*.tmp"):
             leftover.unlink()
-
         seg_path = {s: parts / f"seg-{s:06d}.h5" for s, _, _ in job.segments}
+        if not _layout_matches(partial, header, extra, len(job.table)):
+            # none yet, or one this job cannot vouch for: the segments' rows live in it, so they go too
+            for stale in parts.glob("seg-*.h5"):
+                stale.unlink()
+            partial.unlink(missing_ok=True)
+            ds.create_layout(partial, header, job.table, extra)
         todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
         rendered = sum(b - a for _, a, b in todo_segments)
         if todo_segments:
-            _run(job, todo_segments, seg_path, shapes, jobs, progress, executor)
-    except (OSError, OutputError) as exc:   # a full disk while writing segments: finished ones are kept
+            _run(job, todo_segments, seg_path, header, jobs, progress, executor,
+                 str(partial) if ds.in_place(header.storage) else None)
+        # finish: the small arrays from the segment files (and compressed chunks), then publish
+        import h5py
+
+        files, blocks = [], []
+        try:
+            for s, a, b in job.segments:
+                f = h5py.File(seg_path[s], "r")
+                files.append(f)
+                blocks.append(ds.Block(f, np.arange(b - a), _out_rows(job, a, b),
+                                       (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"]))))
+            ds.finish_layout(partial, header, blocks)
+        finally:
+            for f in files:
+                f.close()
+        from .outputs import publish
+
+        publish(partial, out)
+    except (OSError, OutputError) as exc:   # a full disk: finished segments are kept for the rerun
         from .inputs import first_line
 
         for leftover in parts.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
+        if not any(parts.glob("seg-*.h5")):   # nothing rendered yet: no half-made file to keep either
+            partial.unlink(missing_ok=True)
         raise RenderError(f"{first_line(exc)}; free space and rerun the same command to continue") from None
-
-    # assemble: rows of the output are the job's rows in order; segment s holds positions [a, b)
-    import h5py
-
-    files, blocks = [], []
-    try:
-        for s, a, b in job.segments:
-            f = h5py.File(seg_path[s], "r")
-            files.append(f)
-            out_rows = np.searchsorted(job.rows, np.arange(a, b))
-            blocks.append(ds.Block(f, np.arange(b - a), out_rows,
-                                   (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"]))))
-        extra = {"shard": str(shard), "segment_size": segment_size} if shard is not None else None
-        ds.write_dataset(out, _header(job, engine_version, shapes, mel_config), job.table, blocks, extra)
-    finally:
-        for f in files:
-            f.close()
     shutil.rmtree(parts, ignore_errors=True)
     summary = _summary(out, rendered, time.perf_counter() - t0)
     summary.startup = startup
     return summary
+
+
+def _out_rows(job: _Job, start: int, stop: int) -> np.ndarray:
+    """Rows of the output file of selection positions ``[start, stop)`` (a shard's file holds its segments only)."""
+    return np.searchsorted(job.rows, np.arange(start, stop))
+
+
+def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None, n: int) -> bool:
+    """Whether ``partial`` is this job's unfinished dataset file (same attributes, rows and layout)."""
+    if not partial.exists():
+        return False
+    import h5py
+
+    want = {**header.attrs(), **(extra or {})}
+    try:
+        with h5py.File(partial, "r") as f:
+            same = all(np.array_equal(np.asarray(f.attrs.get(k)), np.asarray(v)) for k, v in want.items())
+            same = same and f["presets/id"].shape[0] == n
+        if same and ds.in_place(header.storage):
+            ds.RowSink(partial, header).close()   # its arrays are where rows can be written
+        return same
+    except Exception:  # noqa: BLE001 - unreadable or damaged: made again
+        return False
 
 
 def claim_job_file(job_file: Path, record: dict, other_job: str) -> bool:
@@ -666,39 +760,102 @@ def shutdown_workers() -> None:
         _EXECUTORS.pop().shutdown(wait=True, kill_workers=True)
 
 
-def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: bool, executor=None) -> None:
-    """Render the rows of ``segments`` with ``jobs`` workers; this process writes every segment file."""
+def _run(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, progress: bool, executor,
+         partial: str | None) -> None:
+    """Render ``segments`` with ``jobs`` workers, one segment per task: each worker writes its rows
+    and publishes its segment file, and this process only counts finished segments.
+
+    When a worker dies (a crash, or a preset hung past the timeout), every segment it took down is
+    re-run one preset per task (:func:`_run_isolated`), which finds and records the culprit.
+    """
     from joblib.externals.loky.process_executor import BrokenProcessPool
     from tqdm import tqdm
 
     config = job.config
     pos_of = {int(r): i for i, r in enumerate(job.rows)}   # selection position → row of job.table
+    pending: deque = deque(segments)
+    inflight: dict = {}                       # future → segment
+    bar = tqdm(total=sum(b - a for _, a, b in segments), unit=" presets", disable=not progress, smoothing=0.05,
+               dynamic_ncols=True)
+    failed = 0
+    try:
+        while pending or inflight:
+            while pending and len(inflight) < 2 * jobs:
+                seg = pending.popleft()
+                _, a, b = seg
+                raws = job.table.raw[pos_of[a]: pos_of[a] + (b - a)]
+                fut = executor.submit(_render_segment, a, raws, _out_rows(job, a, b), config, str(seg_path[seg[0]]),
+                                      header, partial)
+                inflight[fut] = seg
+            done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
+            lost = []
+            for fut in done:
+                seg = inflight.pop(fut)
+                try:
+                    ok, bad = fut.result()
+                except BrokenProcessPool:
+                    lost.append(seg)
+                    continue
+                except DexedDataError:   # a full disk (OutputError) ends the job cleanly
+                    raise
+                except OSError as exc:
+                    raise OutputError(f"cannot write {seg_path[seg[0]].parent}: {exc.strerror or exc}") from None
+                except Exception:  # noqa: BLE001 - e.g. a result that cannot be unpickled: isolate the segment
+                    lost.append(seg)
+                    continue
+                failed += bad
+                bar.update(ok + bad)
+                if failed:
+                    bar.set_postfix(failed=failed, refresh=False)
+            if lost:   # a worker died: every segment in flight went down with the pool
+                lost += list(inflight.values())
+                inflight.clear()
+                executor.shutdown(wait=False, kill_workers=True)
+                executor = _new_executor(jobs)
+                executor = _run_isolated(job, sorted(lost), seg_path, header, jobs, bar, executor, partial)
+    except BaseException:
+        executor.shutdown(wait=False, kill_workers=True)
+        bar.close()
+        raise
+    bar.close()
+
+
+def _run_isolated(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, bar, executor,
+                  partial: str | None):
+    """Re-run ``segments`` one preset per task; this process writes their rows and segment files.
+
+    A preset whose worker dies is run alone to be sure it is the culprit, then recorded as failed;
+    one that runs past ``timeout`` seconds has its worker killed and is recorded as timed out.
+    Returns the executor (a new one when workers were restarted).
+    """
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+
+    config = job.config
+    pos_of = {int(r): i for i, r in enumerate(job.rows)}
     seg_of: dict[int, tuple[int, int, int]] = {}
     for seg in segments:
         for r in range(seg[1], seg[2]):
             seg_of[r] = seg
     pending: deque[int] = deque(r for _, a, b in segments for r in range(a, b))
-    writers: dict[int, ds.SegmentWriter] = {}
+    outputs: dict[int, _SegmentOutput] = {}
     inflight: OrderedDict = OrderedDict()     # future → [row, started_at or None]
     solo: set[int] = set()                    # rows to run alone (a worker died while they ran)
     window = 2 * jobs
-    executor = executor or _new_executor(jobs)
-    bar = tqdm(total=len(pending), unit=" presets", disable=not progress, smoothing=0.05, dynamic_ncols=True)
-    counts = {"ok": 0, "failed": 0}
+    failed = [0]
 
     def store(result: ds.RowResult) -> None:
         s, a, b = seg_of[result.row]
-        w = writers.get(s)
-        if w is None:
-            w = writers[s] = ds.SegmentWriter(seg_path[s], a, b, config.storage, shapes)
-        w.add(result)
-        if w.full:
-            w.finish()
-            del writers[s]
-        counts["ok" if result.status == ds.STATUS_OK else "failed"] += 1
+        out = outputs.get(s)
+        if out is None:
+            out = outputs[s] = _SegmentOutput(str(seg_path[s]), a, b, _out_rows(job, a, b), header, partial)
+        out.add(result)
+        if out.full:
+            out.finish()
+            del outputs[s]
+        failed[0] += result.status != ds.STATUS_OK
         bar.update(1)
-        if counts["failed"]:
-            bar.set_postfix(failed=counts["failed"], refresh=False)
+        if failed[0]:
+            bar.set_postfix(failed=failed[0], refresh=False)
 
     def restart() -> None:
         nonlocal executor
@@ -758,14 +915,12 @@ def _run(job: _Job, segments, seg_path, shapes: ds.Shapes, jobs: int, progress: 
                 pending.extendleft(reversed([r for r in rows if r not in late]))
                 restart()
     except BaseException:
-        executor.shutdown(wait=False, kill_workers=True)
-        for w in writers.values():
-            w.abandon()
-        bar.close()
+        for out in outputs.values():
+            out.abandon()
         raise
-    bar.close()
-    if writers:  # cannot happen: every row of every segment was stored
-        raise RenderError(f"internal error: segments {sorted(writers)} incomplete")
+    if outputs:  # cannot happen: every row of every segment was stored
+        raise RenderError(f"internal error: segments {sorted(outputs)} incomplete")
+    return executor
 
 
 class _CallableModule(type(os)):

@@ -116,6 +116,8 @@ def fit(
                                                    help="Epochs without improvement before the LR is cut by 5 (default 6)."),
     plateau_cooldown: Optional[int] = typer.Option(None, "--plateau-cooldown",
                                                    help="Epochs after an LR cut before the next can happen (default 6)."),
+    beta: Optional[float] = typer.Option(None, "--beta",
+                                         help="KL weight β reached after the β warm-up, which starts at β/2 (default 0.2)."),
 ) -> None:
     """Train the VAE-flow preset model; defaults are the paper's. Run under `torchrun` for several GPUs/nodes."""
     import math
@@ -133,6 +135,8 @@ def fit(
         _fail(f"--fold {fold}: must be 0–4")
     if max_steps is not None and max_steps < 1:
         _fail(f"--max-steps {max_steps}: must be ≥ 1")
+    if beta is not None and not (math.isfinite(beta) and 0 <= beta <= 10):
+        _fail(f"--beta {beta}: must be a number between 0 and 10")
     _check_device(device)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a run folder")
@@ -144,6 +148,8 @@ def fit(
     train_args = {k: v for k, v in dict(batch_size=batch_size, lr=lr, fold=fold, seed=seed, weight_decay=weight_decay,
                                         warmup_epochs=warmup_epochs, plateau_patience=plateau_patience,
                                         plateau_cooldown=plateau_cooldown).items() if v is not None}
+    if beta is not None:
+        train_args.update(beta=beta, beta_start=beta / 2)
     if keep_duplicates:
         train_args["keep_duplicates"] = True
     base, model_cfg = TrainConfig(), None

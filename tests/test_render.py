@@ -7,6 +7,8 @@ serial reference every job uses ``jobs=2`` (resizing the pool would restart work
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import signal
@@ -163,12 +165,18 @@ def test_fixed_params_notes_and_velocities(work):
     assert peak[2] < 0.5 * peak[1]            # velocity 30 is quieter than velocity 100
 
 
-def test_resume_after_kill_equals_uninterrupted(work, catalogue, serial):
-    out = work / "killed.h5"
+@pytest.mark.parametrize("compression", ["gzip-1", "none"])
+def test_resume_after_kill_equals_uninterrupted(work, catalogue, serial, compression):
+    # gzip-1: segments hold the chunks and are copied at the end; none: rows written in place
+    config = dataclasses.replace(SMALL, compression=compression)
+    reference = serial if compression == SMALL.compression else work / f"serial-{compression}.h5"
+    if not reference.exists():
+        render_dataset(catalogue, reference, config, jobs=1, progress=False, limit=N, segment_size=SEG)
+    out = work / f"killed-{compression}.h5"
     parts = Path(str(out) + ".parts")
     code = ("from dexed_data.render import RenderConfig, render_dataset\n"
             f"render_dataset({str(catalogue)!r}, {str(out)!r}, RenderConfig(notes=((48, 100), (60, 85)), hold=0.3, "
-            f"release=0.2, store=('audio', 'mel'), compression='gzip-1'), jobs=1, progress=False, limit={N}, "
+            f"release=0.2, store=('audio', 'mel'), compression={compression!r}), jobs=1, progress=False, limit={N}, "
             f"segment_size={SEG})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
@@ -181,9 +189,9 @@ def test_resume_after_kill_equals_uninterrupted(work, catalogue, serial):
     done = list(parts.glob("seg-*.h5"))
     assert 0 < len(done) < N // SEG, "the kill should land mid-run"
     assert not out.exists()                    # an interrupted job leaves no dataset under its name
-    summary = render_dataset(catalogue, out, SMALL, jobs=2, progress=False, limit=N, segment_size=SEG)
+    summary = render_dataset(catalogue, out, config, jobs=2, progress=False, limit=N, segment_size=SEG)
     assert 0 < summary.rendered < N            # finished segments were kept
-    assert out.read_bytes() == serial.read_bytes()
+    assert out.read_bytes() == reference.read_bytes()
 
 
 def test_incomplete_file_is_never_taken_for_complete(work, serial):

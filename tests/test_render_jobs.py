@@ -161,3 +161,38 @@ def test_resume_refuses_segments_of_another_version(catalogue, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "engine_version" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not out.exists()
+
+
+def _disk_use(folder: Path) -> int:
+    """Bytes allocated on disk by the files under ``folder`` (files may vanish while counted)."""
+    used = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file():
+                used += p.stat().st_blocks * 512
+        except OSError:
+            pass
+    return used
+
+
+def test_peak_disk_is_the_final_file_written_once(catalogue, tmp_path):
+    """Uncompressed (the default), rows go straight into the dataset file: the disk never holds a
+    second copy, and the file that appears is the one the workers wrote (renamed, not copied)."""
+    out = tmp_path / "d.h5"
+    proc = subprocess.Popen(render_cmd(catalogue, out, "--notes", "40:85,50:85,60:42,60:85,60:127,70:85",
+                                       "--hold", "2", "--jobs", "2", "--segment-size", "4"),
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak, inodes = 0, set()
+    partial = tmp_path / "d.h5.parts" / "dataset.h5"
+    while proc.poll() is None:
+        peak = max(peak, _disk_use(tmp_path))
+        try:
+            inodes.add(partial.stat().st_ino)
+        except OSError:
+            pass
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read()
+    final = out.stat().st_blocks * 512
+    assert final > 20e6                        # 64 presets × ~1 MB of spectrograms
+    assert peak <= 1.2 * final, (peak, final)
+    assert out.stat().st_ino in inodes         # the unfinished file itself became the dataset

@@ -73,7 +73,7 @@ def fit_command(args, data: Path, run: Path, seed: int) -> list[str]:
            "--encoding", "numcat++", "--head", "flow", "--notes", "6", "--seed", str(seed),
            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--epochs", "1000",
            "--max-steps", str(args.steps), "--max-minutes", str(args.minutes), "--warmup-epochs", "2",
-           "--plateau-patience", "3", "--plateau-cooldown", "1", "--in-memory", "--no-progress"]
+           "--plateau-patience", "3", "--plateau-cooldown", "1", "--beta", str(args.beta), "--in-memory", "--no-progress"]
     return cmd + (["--resume"] if (run / "last.pt").exists() else [])
 
 
@@ -325,7 +325,8 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1", help="Comma-separated seeds, trained at once (one core each).")
     p.add_argument("--steps", type=int, default=200, help="Batches per epoch.")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta", type=float, default=0.02, help="KL weight β after its warm-up (paper: 0.2).")
     p.add_argument("--eval-limit", type=int, default=800, help="Test presets scored (the first N by id).")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="Render/evaluation processes.")
     args = p.parse_args(argv)

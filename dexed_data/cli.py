@@ -264,7 +264,7 @@ def merge_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Join the shard files of one render job into one dataset."""
-    from .dataset import merge
+    from .merge import merge
 
     path = _plain_errors(merge, shards, output, force=force)
     typer.echo(f"wrote {path}")
@@ -280,7 +280,7 @@ def export_wav_command(
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
     from .catalogue import parse_ids
-    from .dataset import export_wav
+    from .wav import export_wav
 
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None

@@ -2,7 +2,7 @@
 
 ``presets.h5`` ──► plan (shards of whole segments, fixed by the selection alone) ──► one Dask task
 per shard: :func:`~dexed_data.render.render_dataset` with ``shard=K/N, jobs=1`` on a worker, into
-``WORK_DIR/shard-K-of-N.h5`` ──► :func:`~dexed_data.dataset.merge` by the client ──► ``OUT``.
+``WORK_DIR/shard-K-of-N.h5`` ──► :func:`~dexed_data.merge.merge` by the client ──► ``OUT``.
 
 ``WORK_DIR`` must be storage every worker and the client see under the same path (NFS, Lustre,
 a shared home); so must the catalogue. The plan depends only on the selection (never on how many
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import render
-from .dataset import merge
+from .merge import merge
 from .errors import RenderError
 
 #: A job is cut into at least this many segments when it has enough presets, so that a few dozen
@@ -127,10 +127,10 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
     # a file of ids must be found by the workers; comma-separated ids travel as they are
     ids = Path(ids_file).absolute() if ids_file is not None and Path(ids_file).is_file() else ids_file
     # the whole selection, to size the plan and to recognise a finished output; read here, not on workers
-    job = render._plan(catalogue_path, config, ids_file, limit, None, render.SEGMENT_SIZE)
+    job = render.plan_job(catalogue_path, config, ids_file, limit, None, render.SEGMENT_SIZE)
     if out.exists():
-        render._check_existing(out, job)
-        return render._summary(out, 0, time.perf_counter() - t0)
+        render.check_finished(out, job)
+        return render.summarize_output(out, 0, time.perf_counter() - t0)
     plan = ClusterPlan.for_selection(job.selection_size, shards)
     work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
     _claim_work_dir(work, job, plan)
@@ -149,12 +149,12 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
         work.rmdir()   # only when empty: it may be a shared folder holding other things
     except OSError:
         pass
-    return render._summary(out, rendered, time.perf_counter() - t0)
+    return render.summarize_output(out, rendered, time.perf_counter() - t0)
 
 
 def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
     """Record the job in ``work/job.json``; refuse a folder that holds another job's shards."""
-    record = {"format": "dexed-cluster-job", **render._job_record(job), "command": job.command,
+    record = {"format": "dexed-cluster-job", **render.job_record(job), "command": job.command,
               "shards": plan.shards, "segment_size": plan.segment_size}
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "job.json").exists() and any(work.glob("shard-*")):
@@ -175,7 +175,11 @@ def _connect(cluster: str):
             n = 0
         if n < 1:
             raise RenderError(f"--cluster {cluster!r}: write local:N with N ≥ 1 worker processes, e.g. local:4")
-        lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        import dask
+
+        # worker processes that may start the render's own worker process (see _render_shard)
+        with dask.config.set({"distributed.worker.daemon": False}):
+            lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(lc), lc
     try:
         return Client(cluster, timeout="30s"), None
@@ -223,10 +227,14 @@ def _render_shard(k: int, n: int, shard_path: str, catalogue: str, config: rende
     """On a worker: render shard ``k`` of ``n`` into ``shard_path`` (resuming its finished segments)."""
     from distributed import Lock
 
-    # Dask's nanny starts workers as daemonic processes, which multiprocessing forbids to have
-    # children; the render's own worker process (loky, with its per-preset timeout and crash
-    # isolation) is one. It is reused by the worker's next shard and exits after 5 idle minutes.
-    multiprocessing.current_process()._config["daemon"] = False
+    # The render runs in its own worker process (loky: per-preset timeout, crash isolation), reused
+    # by the worker's next shard, gone after 5 idle minutes. Daemonic processes may not have
+    # children, and Dask starts its workers as daemons unless told otherwise.
+    if multiprocessing.current_process().daemon:
+        raise RenderError("this Dask worker runs as a daemon process, which cannot start the render's worker "
+                          "process; start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False in their "
+                          "environment, e.g. `DASK_DISTRIBUTED__WORKER__DAEMON=False dask worker ADDR "
+                          "--nworkers N --nthreads 1` (docs/SCALING.md)")
     # One writer per shard file. A client that stops does not stop the tasks already running: when
     # it is restarted, its new task for the same shard may land on another worker and must wait
     # for the first to finish (and then finds the shard complete). The scheduler frees the lease
@@ -248,6 +256,6 @@ def _render_pool_cleanup():
         idempotent = True   # registering again (the next job) must not end the warm render process
 
         def teardown(self, worker) -> None:
-            render._new_executor(1).shutdown(wait=False, kill_workers=True)
+            render.shutdown_workers()
 
     return RenderPoolCleanup()

@@ -1,13 +1,21 @@
 """The render job: catalogue presets → rendered dataset, in parallel, resumable, shardable.
 
 ``presets.h5`` ──► selection (``--ids``, ``--limit``) ──► segments of 64 presets ──► workers
-(loky processes: engine + features + chunk compression, one thread each) ──► one writer (this
-process) ──► ``OUT.parts/seg-NNNNNN.h5`` ──► assembled into ``OUT`` at the end.
+(loky processes, one thread each: each renders a whole segment, analyses it, writes its rows
+and publishes its segment file) ──► ``OUT.parts/dataset.h5`` finished and renamed to ``OUT``.
+The main process only hands out segments and counts the finished ones: nothing it does grows
+with the number of presets or workers (see :mod:`dexed_data.writer` for the file's making).
 
-Crash safety: a segment is built in memory and written under its final name only when complete
-(temporary file, fsync, rename), and the dataset itself is written as ``OUT.partial`` and renamed
-at the very end. Killing the job at any moment (Ctrl-C or ``kill -9``) loses at most the segments
-in progress; rerunning the same command skips the finished segments. ``OUT`` exists only complete.
+Uncompressed (the default), the workers ``pwrite`` their rows straight into their place in
+``OUT.parts/dataset.h5``, whose space is reserved when the job starts: every byte is written once
+and the disk never holds more than the final file. Compressed (``--compression lzf|gzip-N``),
+rows have no fixed size; the workers put the compressed chunks into their segment files, which
+are copied into the file at the end (written twice; the disk peaks at twice the final file).
+
+Crash safety: a segment file is built in memory and published (temporary file, fsync, rename)
+only after its rows are durable (fdatasync), so it is the job's journal: killing the job at any
+moment (Ctrl-C or ``kill -9``) loses at most the segments in progress, and rerunning the same
+command skips the finished ones and gives the same file. ``OUT`` exists only complete.
 A full disk ends the job with one error line and keeps the finished segments for the rerun.
 
 One job per output: a render holds an exclusive lock (``.OUT.lock`` beside it) for its whole
@@ -15,9 +23,10 @@ run, so a second job on the same output stops at once with a clear message. Work
 the main process dies (``kill -9``). A resumed job reuses segments only when the engine and
 package versions recorded in ``OUT.parts/job.json`` are this run's.
 
-A preset whose render raises is recorded as failed with the exception; one that runs longer than
-``RenderConfig.timeout`` seconds has its worker killed and is recorded as timed out; a worker that
-dies (segfault) is found by re-running the presets it had, one at a time. The job goes on.
+A preset whose render raises is recorded as failed with the exception. When a worker dies (a
+segfault, or a preset that hangs: its watchdog ends the worker), the segments it took down are
+re-run one preset per task, which records the culprit as failed (or timed out after
+``RenderConfig.timeout`` seconds). The job goes on.
 
 Example::
 
@@ -46,6 +55,7 @@ from typing import Sequence
 import numpy as np
 
 from . import dataset as ds
+from . import storage, writer
 from .errors import DexedDataError, OutputError, RenderError
 from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
 
@@ -133,8 +143,8 @@ class RenderConfig:
                          n_mels=int(self.n_mels))
 
     @property
-    def storage(self) -> ds.StorageConfig:
-        return ds.StorageConfig(self.store, self.compression, self.audio_dtype)
+    def storage(self) -> storage.StorageConfig:
+        return storage.StorageConfig(self.store, self.compression, self.audio_dtype)
 
     def job_key(self) -> dict:
         """What must not change between a run and its resumption (everything but the timeout)."""
@@ -303,7 +313,7 @@ def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
     limit_threads()
     watchdog = _WORKER.get("watchdog", False)
     _WORKER.clear()
-    _WORKER.update(watchdog=watchdog, config=config, engine=make_engine(config.engine_spec), encoder=ds.ChunkEncoder(config.storage))
+    _WORKER.update(watchdog=watchdog, config=config, engine=make_engine(config.engine_spec), encoder=storage.ChunkEncoder(config.storage))
     # Warm up on a silent voice: every lazy import (scipy, librosa) and buffer is in place before
     # loky measures the worker's reference memory after its first task. Otherwise the first real
     # presets add >300 MB over that reference, loky takes it for a leak and restarts the worker
@@ -311,7 +321,7 @@ def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
     render_one(-1, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
 
 
-def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) -> ds.RowResult:
+def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) -> writer.RowResult:
     """Render and analyse one preset (raw values with the fixed bytes applied) → encoded :class:`RowResult`.
 
     Runs in a worker; an exception from the engine or the features becomes a failed result.
@@ -326,23 +336,23 @@ def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) ->
         render = _WORKER["engine"].render(raw, cfg.notes, cfg.hold, cfg.release, operators=cfg.operators)
         feats = compute_features(render, cfg.mel_config)
         silent = bool(np.all(feats.silent))
-        mel16 = ds.as_dtype(feats.mel, np.float16)
+        mel16 = storage.as_dtype(feats.mel, np.float16)
         chunks = {}
-        enc: ds.ChunkEncoder = _WORKER["encoder"]
+        enc: storage.ChunkEncoder = _WORKER["encoder"]
         if "audio" in cfg.storage.arrays:
             chunks["audio"] = enc.encode("audio", render.audio)
         if "mel" in cfg.storage.arrays:
             chunks["mel"] = enc.encode("mel", mel16)
-        return ds.RowResult(row, ds.STATUS_OK, "", chunks, feats.operator_db.astype(np.float32),
+        return writer.RowResult(row, ds.STATUS_OK, "", chunks, feats.operator_db.astype(np.float32),
                             feats.audible.astype(bool), feats.peak.astype(np.float32), feats.rms.astype(np.float32),
                             silent, float(np.float16(feats.mel.min())), float(np.float16(feats.mel.max())),
                             fingerprint=exact_fingerprint(render.audio),
                             near_fingerprint=near_fingerprint(render.audio, cfg.sample_rate))
     except Exception as exc:  # noqa: BLE001 - any failure of one preset is recorded, the job goes on
-        return ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
+        return writer.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
 
 
-def _render_guarded(row: int, raw: np.ndarray, config: RenderConfig) -> ds.RowResult:
+def _render_guarded(row: int, raw: np.ndarray, config: RenderConfig) -> writer.RowResult:
     # A render stuck inside native code cannot be interrupted from Python; this watchdog thread
     # ends the whole worker instead, which the parent sees as a dead worker and handles.
     if _WORKER.get("config") != config:
@@ -365,11 +375,11 @@ class _SegmentOutput:
     def __init__(self, seg_path: str, start: int, stop: int, out_rows: np.ndarray, header: ds.DatasetHeader,
                  partial: str | None):
         self.start, self.out_rows = start, out_rows
-        self.segment = ds.SegmentWriter(Path(seg_path), start, stop, header.storage, header.shapes,
+        self.segment = writer.SegmentWriter(Path(seg_path), start, stop, header.storage, header.shapes,
                                         big=partial is None)
-        self.sink = ds.RowSink(Path(partial), header) if partial else None
+        self.sink = writer.RowSink(Path(partial), header) if partial else None
 
-    def add(self, result: ds.RowResult) -> None:
+    def add(self, result: writer.RowResult) -> None:
         if self.sink is not None:
             self.sink.write(int(self.out_rows[result.row - self.start]), result)
         self.segment.add(result)
@@ -415,12 +425,15 @@ def _render_segment(start: int, raws: np.ndarray, out_rows: np.ndarray, config: 
 
 
 # ------------------------------------------------------------------------------------------------
-# the job
+# the job: a small public API that the local path (render_dataset) and dexed_data.cluster share
 # ------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Job:
+class Job:
+    """One render job's plan: what it renders (all of a selection, or one shard of it), in which
+    segments, and what its output file's preset table and creation command are (:func:`plan_job`)."""
+
     catalogue_path: str
     config: RenderConfig
     shard: Shard | None
@@ -433,7 +446,9 @@ class _Job:
     segment_size: int
 
 
-def _plan(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | None, segment_size: int) -> _Job:
+def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | None, segment_size: int) -> Job:
+    """Read the catalogue and plan the job: the selection (``ids_file``, ``limit``), its segments
+    of ``segment_size`` presets (only shard ``shard``'s, if given) and the output's preset table."""
     from .catalogue import read_catalogue
 
     cat = read_catalogue(catalogue_path)
@@ -456,11 +471,12 @@ def _plan(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | 
                            cat.sound_group[cat_rows].astype(np.int32), cat_rows.astype(np.int32),
                            ds.select_occurrences(cat.occurrences, cat_rows),
                            np.asarray([cat.ids[i] for i in cat.near_group[cat_rows]], "S16"))
-    return _Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(raw, sel_ids), len(sel),
+    return Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(raw, sel_ids), len(sel),
                 canonical_command(catalogue_path, config, ids_file, limit), segment_size)
 
 
-def _job_record(job: _Job, engine_version: str | None = None) -> dict:
+def job_record(job: Job, engine_version: str | None = None) -> dict:
+    """What identifies a job in ``job.json``: a resumed or concurrent job must have the same record."""
     record = {"format": "dexed-render-job", "format_version": ds.FORMAT_VERSION, "schema_hash": SCHEMA_HASH,
               "config": job.config.job_key(), "selection_hash": job.selection_hash,
               "selection_size": job.selection_size, "shard": str(job.shard) if job.shard else None,
@@ -490,7 +506,7 @@ def _probe(config: RenderConfig, raw: np.ndarray) -> tuple[str, ds.Shapes, dict]
     return engine.version, ds.Shapes(len(config.notes), t, mel.n_mels, n_frames(t, mel)), asdict(mel)
 
 
-def _header(job: _Job, engine_version: str, shapes: ds.Shapes, mel_config: dict | None = None) -> ds.DatasetHeader:
+def _header(job: Job, engine_version: str, shapes: ds.Shapes, mel_config: dict | None = None) -> ds.DatasetHeader:
     c = job.config
     mel_config = asdict(c.mel_config) if mel_config is None else mel_config   # from the probe: no torch here
     return ds.DatasetHeader(c.engine, engine_version, int(c.sample_rate), c.notes, float(c.hold), float(c.release),
@@ -600,8 +616,10 @@ class JobLock:
 def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, shard: Shard | None,
                    progress: bool, ids_file, limit, segment_size: int, t0: float) -> RenderSummary:
     if out.exists():   # finished already (or another job's file): no workers needed
-        _check_existing(out, _plan(catalogue_path, config, ids_file, limit, shard, segment_size))
-        return _summary(out, 0, time.perf_counter() - t0)
+        check_finished(out, plan_job(catalogue_path, config, ids_file, limit, shard, segment_size))
+        # a job killed between publishing OUT and removing OUT.parts leaves the latter behind
+        shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
+        return summarize_output(out, 0, time.perf_counter() - t0)
 
     # Workers start first: their imports (torch, scipy: seconds) overlap reading the catalogue.
     executor = _new_executor(jobs)
@@ -610,12 +628,12 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     probe = executor.submit(_probe, config, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
     warm = [executor.submit(_init_worker, config) for _ in range(jobs - 1)]   # the other workers too
     try:
-        job = _plan(catalogue_path, config, ids_file, limit, shard, segment_size)
+        job = plan_job(catalogue_path, config, ids_file, limit, shard, segment_size)
         engine_version, shapes, mel_config = probe.result()
     except BaseException:
         wait([probe, *warm])   # leave the (reusable) workers idle for the next job
         raise
-    record = _job_record(job, engine_version)
+    record = job_record(job, engine_version)
     startup = time.perf_counter() - t0
 
     header = _header(job, engine_version, shapes, mel_config)
@@ -635,12 +653,12 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             for stale in parts.glob("seg-*.h5"):
                 stale.unlink()
             partial.unlink(missing_ok=True)
-            ds.create_layout(partial, header, job.table, extra)
+            writer.create_layout(partial, header, job.table, extra)
         todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
         rendered = sum(b - a for _, a, b in todo_segments)
         if todo_segments:
             _run(job, todo_segments, seg_path, header, jobs, progress, executor,
-                 str(partial) if ds.in_place(header.storage) else None)
+                 str(partial) if writer.in_place(header.storage) else None)
         # finish: the small arrays from the segment files (and compressed chunks), then publish
         import h5py
 
@@ -649,9 +667,9 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             for s, a, b in job.segments:
                 f = h5py.File(seg_path[s], "r")
                 files.append(f)
-                blocks.append(ds.Block(f, np.arange(b - a), _out_rows(job, a, b),
+                blocks.append(writer.Block(f, np.arange(b - a), _out_rows(job, a, b),
                                        (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"]))))
-            ds.finish_layout(partial, header, blocks)
+            writer.finish_layout(partial, header, blocks)
         finally:
             for f in files:
                 f.close()
@@ -667,12 +685,12 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             partial.unlink(missing_ok=True)
         raise RenderError(f"{first_line(exc)}; free space and rerun the same command to continue") from None
     shutil.rmtree(parts, ignore_errors=True)
-    summary = _summary(out, rendered, time.perf_counter() - t0)
+    summary = summarize_output(out, rendered, time.perf_counter() - t0)
     summary.startup = startup
     return summary
 
 
-def _out_rows(job: _Job, start: int, stop: int) -> np.ndarray:
+def _out_rows(job: Job, start: int, stop: int) -> np.ndarray:
     """Rows of the output file of selection positions ``[start, stop)`` (a shard's file holds its segments only)."""
     return np.searchsorted(job.rows, np.arange(start, stop))
 
@@ -688,8 +706,8 @@ def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None,
         with h5py.File(partial, "r") as f:
             same = all(np.array_equal(np.asarray(f.attrs.get(k)), np.asarray(v)) for k, v in want.items())
             same = same and f["presets/id"].shape[0] == n
-        if same and ds.in_place(header.storage):
-            ds.RowSink(partial, header).close()   # its arrays are where rows can be written
+        if same and writer.in_place(header.storage):
+            writer.RowSink(partial, header).close()   # its arrays are where rows can be written
         return same
     except Exception:  # noqa: BLE001 - unreadable or damaged: made again
         return False
@@ -718,7 +736,8 @@ def claim_job_file(job_file: Path, record: dict, other_job: str) -> bool:
     return False
 
 
-def _check_existing(out: Path, job: _Job) -> None:
+def check_finished(out: Path, job: Job) -> None:
+    """``out`` exists: accept it only when it is the complete output of this very job."""
     import h5py
 
     try:
@@ -732,7 +751,8 @@ def _check_existing(out: Path, job: _Job) -> None:
         raise RenderError(f"{out} already exists and was not made by this command; choose another -o or delete it")
 
 
-def _summary(out: Path, rendered: int, seconds: float) -> RenderSummary:
+def summarize_output(out: Path, rendered: int, seconds: float) -> RenderSummary:
+    """The :class:`RenderSummary` of a finished output file (``rendered`` presets by this run)."""
     with ds.DatasetReader(out) as r:
         ok = r.status == ds.STATUS_OK
         failures = list(r.errors.items())[:10]
@@ -760,7 +780,7 @@ def shutdown_workers() -> None:
         _EXECUTORS.pop().shutdown(wait=True, kill_workers=True)
 
 
-def _run(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, progress: bool, executor,
+def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, progress: bool, executor,
          partial: str | None) -> None:
     """Render ``segments`` with ``jobs`` workers, one segment per task: each worker writes its rows
     and publishes its segment file, and this process only counts finished segments.
@@ -820,7 +840,7 @@ def _run(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, pro
     bar.close()
 
 
-def _run_isolated(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, bar, executor,
+def _run_isolated(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, bar, executor,
                   partial: str | None):
     """Re-run ``segments`` one preset per task; this process writes their rows and segment files.
 
@@ -843,7 +863,7 @@ def _run_isolated(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs:
     window = 2 * jobs
     failed = [0]
 
-    def store(result: ds.RowResult) -> None:
+    def store(result: writer.RowResult) -> None:
         s, a, b = seg_of[result.row]
         out = outputs.get(s)
         if out is None:
@@ -889,14 +909,14 @@ def _run_isolated(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs:
                 except DexedDataError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled
-                    result = ds.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
+                    result = writer.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
                 store(result)   # outside the handlers: a write error (full disk) ends the job cleanly
             if broken:
                 rows = [r for r, _ in inflight.values()]
                 inflight.clear()
                 if len(rows) == 1:
                     solo.discard(rows[0])
-                    store(ds.RowResult(rows[0], ds.STATUS_FAILED,
+                    store(writer.RowResult(rows[0], ds.STATUS_FAILED,
                                        f"the worker process died while rendering this preset "
                                        f"(crash, or hung for more than {config.timeout:g} s)"))
                 else:
@@ -911,7 +931,7 @@ def _run_isolated(job: _Job, segments, seg_path, header: ds.DatasetHeader, jobs:
                 late = {inflight[f][0] for f in expired}
                 inflight.clear()
                 for r in late:
-                    store(ds.RowResult(r, ds.STATUS_FAILED, f"timed out: rendering took more than {config.timeout:g} s"))
+                    store(writer.RowResult(r, ds.STATUS_FAILED, f"timed out: rendering took more than {config.timeout:g} s"))
                 pending.extendleft(reversed([r for r in rows if r not in late]))
                 restart()
     except BaseException:

@@ -380,7 +380,7 @@ def rerender_names(files: list[str | Path]) -> list[str]:
 def write_wavs(result: MatchResult, folder: str | Path) -> list[Path]:
     """Write each input file's re-rendered note to ``folder/STEM.rerender.wav`` (see :func:`rerender_names`);
     returns the paths, in the order of the scores. Each file is written atomically."""
-    from dexed_data.dataset import wav_bytes
+    from dexed_data.wav import wav_bytes
     from dexed_data.outputs import write_bytes
 
     folder = Path(folder)

@@ -135,7 +135,7 @@ def test_open_dataset_presets_params_mel_and_exact_audio(workdir):
         assert [params[q.name] for q in VOICE_PARAMS] == ds.raw[5].tolist() and params["TRANSPOSE"] == 24
         audio = ds.audio(5)                       # not stored: re-rendered with the file's settings
         assert "audio" not in ds.file and audio.shape == (6, int((HOLD + RELEASE) * 22050))
-        from dexed_data.dataset import as_dtype
+        from dexed_data.storage import as_dtype
         from dexed_data.features import MelConfig, mel_db
 
         mel_again = as_dtype(mel_db(audio, MelConfig(**ds.info.header.mel_config)), np.float16).astype(np.float32)

@@ -45,14 +45,16 @@ def reference(catalogue, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def scheduler():
-    """A scheduler and 2 single-threaded worker processes (each under a nanny that restarts it).
+    """A scheduler and 2 single-threaded worker processes (each under a nanny that restarts it),
+    started as docs/SCALING.md says (``DASK_DISTRIBUTED__WORKER__DAEMON=False``: not daemons).
 
     A dead worker's shard lock is freed after 2 s here instead of 30 s.
     """
     import dask
 
     with dask.config.set({"distributed.scheduler.locks.lease-timeout": "2s",
-                          "distributed.scheduler.locks.lease-validation-interval": "0.5s"}):
+                          "distributed.scheduler.locks.lease-validation-interval": "0.5s",
+                          "distributed.worker.daemon": False}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                       host="127.0.0.1") as lc:
             yield lc.scheduler_address
@@ -188,3 +190,17 @@ def test_jobs_with_cluster_is_refused_not_ignored(catalogue, tmp_path):
                                    "--jobs", "4", "--work-dir", str(tmp_path / "w"), "--no-progress"])
     assert res.exit_code == 2 and "--jobs is for one machine" in res.output, res.output
     assert not (tmp_path / "y.h5").exists() and not (tmp_path / "w").exists()
+
+
+def test_daemon_workers_get_the_instruction_not_a_traceback(catalogue, tmp_path):
+    """Dask starts workers as daemons by default; they cannot start the render's worker process,
+    and the job says how to start them instead."""
+    import dask
+
+    with dask.config.set({"distributed.worker.daemon": True}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                     host="127.0.0.1") as lc:
+        with pytest.raises(RenderError, match="DASK_DISTRIBUTED__WORKER__DAEMON=False"):
+            render_on_cluster(catalogue, tmp_path / "out.h5", CFG, cluster=lc.scheduler_address,
+                              work_dir=tmp_path / "shared", limit=4, progress=False)
+    assert not (tmp_path / "out.h5").exists()

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 from dexed_data import dataset as ds
+
+from dexed_data import storage, wav, writer
+from dexed_data import merge as merge_mod
 from dexed_data.errors import DatasetError
 from dexed_data.schema import FIXED_PARAMS, VOICE_MAX, apply_fixed, voice_index
 
@@ -20,7 +23,7 @@ SHAPES = ds.Shapes(notes=2, samples=2205, mels=257, frames=9)
 MEL_CONFIG = {"sample_rate": 22050, "n_fft": 1024, "hop": 256, "n_mels": 257, "floor_db": -120.0}
 
 
-def fake_dataset(path: Path, storage: ds.StorageConfig, n: int = 6, failed=(2,), seed: int = 0,
+def fake_dataset(path: Path, config: storage.StorageConfig, n: int = 6, failed=(2,), seed: int = 0,
                  occurrence_names=None) -> dict:
     """Write a dataset of ``n`` synthetic presets through the real writer; return what went in."""
     rng = np.random.default_rng(seed)
@@ -34,24 +37,24 @@ def fake_dataset(path: Path, storage: ds.StorageConfig, n: int = 6, failed=(2,),
                             if occurrence_names is None else occurrence_names})
     audio = (rng.standard_normal((n,) + SHAPES.of("audio")) * 0.1).astype(np.float32)   # noise: LZF gives up
     mel = np.clip(np.round(rng.standard_normal((n,) + SHAPES.of("mel")) * 4) - 90, -120, 0).astype(np.float16)
-    enc = ds.ChunkEncoder(storage)
+    enc = storage.ChunkEncoder(config)
     seg = path.with_name(path.name + ".seg.h5")
-    w = ds.SegmentWriter(seg, 0, n, storage, SHAPES)
+    w = writer.SegmentWriter(seg, 0, n, config, SHAPES)
     for i in range(n):
         if i in failed:
-            w.add(ds.RowResult(i, ds.STATUS_FAILED, "EngineError: boom"))
+            w.add(writer.RowResult(i, ds.STATUS_FAILED, "EngineError: boom"))
             continue
-        chunks = {name: enc.encode(name, {"audio": audio, "mel": mel}[name][i]) for name in storage.arrays}
-        w.add(ds.RowResult(i, ds.STATUS_OK, "", chunks, np.full((2, 6), -10, np.float32), np.ones((2, 6), bool),
+        chunks = {name: enc.encode(name, {"audio": audio, "mel": mel}[name][i]) for name in config.arrays}
+        w.add(writer.RowResult(i, ds.STATUS_OK, "", chunks, np.full((2, 6), -10, np.float32), np.ones((2, 6), bool),
                            np.abs(audio[i]).max(-1), np.ones(2, np.float32), False,
                            float(mel[i].min()), float(mel[i].max()),
                            fingerprint=np.full(16, i, np.uint8), near_fingerprint=np.zeros(16, np.uint8)))
     assert w.full
     w.finish()
     header = ds.DatasetHeader("dexed", "test", 22050, NOTES, 0.05, 0.05, dict(FIXED_PARAMS), MEL_CONFIG,
-                              True, storage, SHAPES, "dexed-data render test", "0" * 16, n)
+                              True, config, SHAPES, "dexed-data render test", "0" * 16, n)
     with h5py.File(seg, "r") as f:
-        ds.write_dataset(path, header, table, [ds.Block(f, np.arange(n), np.arange(n), (-120.0, 0.0))])
+        writer.write_dataset(path, header, table, [writer.Block(f, np.arange(n), np.arange(n), (-120.0, 0.0))])
     seg.unlink()
     return {"raw": raw, "audio": audio, "mel": mel, "failed": failed}
 
@@ -60,19 +63,19 @@ def test_occurrence_names_keep_their_bytes_nuls_included(tmp_path):
     # read_catalogue gives names as str objects; real banks have NULs inside names (131 in the corpus)
     names = np.array(["E.ORG\x00N 7 ", "PLAIN     ", "X\x00\x00\x00\x00\x00\x00\x00\x00\x00", "A", "B", "C"], object)
     path = tmp_path / "d.h5"
-    fake_dataset(path, ds.StorageConfig(("mel",), "none"), occurrence_names=names)
+    fake_dataset(path, storage.StorageConfig(("mel",), "none"), occurrence_names=names)
     with h5py.File(path, "r") as f:
         assert f["occurrences/name"][0] == b"E.ORG\x00N 7 " and f["occurrences/name"][1] == b"PLAIN     "
     with h5py.File(path, "r") as f:
-        back = ds._read_presets(f).occurrences["name"]
+        back = ds.read_presets(f).occurrences["name"]
     assert list(back[:2]) == ["E.ORG\x00N 7 ", "PLAIN     "] and back[3] == "A         "
 
 
 @pytest.mark.parametrize("compression", ["none", "lzf", "gzip-4"])
 def test_writer_round_trip_through_plain_h5py(tmp_path, compression):
-    storage = ds.StorageConfig(("audio", "mel"), compression)
+    config = storage.StorageConfig(("audio", "mel"), compression)
     path = tmp_path / "d.h5"
-    src = fake_dataset(path, storage)
+    src = fake_dataset(path, config)
     ok = [i for i in range(6) if i not in src["failed"]]
     with h5py.File(path, "r") as f:
         assert f["mel"].compression == (None if compression == "none" else compression[:4])
@@ -95,18 +98,18 @@ def test_writer_round_trip_through_plain_h5py(tmp_path, compression):
 
 
 def test_storage_config_is_canonical_and_checked():
-    assert ds.StorageConfig.parse("mel,audio", "gzip-1").arrays == ("audio", "mel")
+    assert storage.StorageConfig.parse("mel,audio", "gzip-1").arrays == ("audio", "mel")
     with pytest.raises(DatasetError, match="choose among"):
-        ds.StorageConfig.parse("audio,wav")
+        storage.StorageConfig.parse("audio,wav")
     with pytest.raises(DatasetError, match="gzip-1"):
-        ds.StorageConfig(compression="gzip-0")
+        storage.StorageConfig(compression="gzip-0")
     with pytest.raises(DatasetError, match="float16"):
-        ds.StorageConfig(audio_dtype="int16")
+        storage.StorageConfig(audio_dtype="int16")
 
 
 def test_reader_refuses_other_versions_schemas_and_incomplete_files(tmp_path):
     path = tmp_path / "d.h5"
-    fake_dataset(path, ds.StorageConfig(("mel",)))
+    fake_dataset(path, storage.StorageConfig(("mel",)))
     for key, value, message in [("format_version", 99, "version 99"), ("schema_hash", "0123456789abcdef", "schema"),
                                 ("complete", False, "incomplete"), ("format", "dexed-catalogue", "not a dexed dataset")]:
         bad = tmp_path / f"bad-{key}.h5"
@@ -121,23 +124,23 @@ def test_reader_refuses_other_versions_schemas_and_incomplete_files(tmp_path):
 
 def test_merge_refuses_files_that_are_not_shards(tmp_path):
     path = tmp_path / "d.h5"
-    fake_dataset(path, ds.StorageConfig(("mel",)))
+    fake_dataset(path, storage.StorageConfig(("mel",)))
     with pytest.raises(DatasetError, match="not a shard file"):
-        ds.merge([path], tmp_path / "m.h5")
+        merge_mod.merge([path], tmp_path / "m.h5")
     with pytest.raises(DatasetError, match="give the shard files"):
-        ds.merge([], tmp_path / "m.h5")
+        merge_mod.merge([], tmp_path / "m.h5")
 
 
 def test_export_wav_without_stored_audio_needs_the_same_engine(tmp_path):
     path = tmp_path / "d.h5"
-    fake_dataset(path, ds.StorageConfig(("mel",)))      # engine_version "test": cannot be re-rendered
+    fake_dataset(path, storage.StorageConfig(("mel",)))      # engine_version "test": cannot be re-rendered
     with pytest.raises(DatasetError, match="--store audio,mel"):
-        ds.export_wav(path, tmp_path / "wav")
+        wav.export_wav(path, tmp_path / "wav")
 
 
 def test_describe_summarises(tmp_path):
     path = tmp_path / "d.h5"
-    fake_dataset(path, ds.StorageConfig(("audio", "mel"), "gzip-1"))
+    fake_dataset(path, storage.StorageConfig(("audio", "mel"), "gzip-1"))
     text = ds.describe(path)
     assert "format version 1" in text and "6 (5 ok, 1 failed" in text and "gzip-1" in text
     assert "EngineError: boom" in text
@@ -149,7 +152,7 @@ def test_format_md_example_runs(tmp_path, capsys):
     example = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
     assert len(example.strip().splitlines()) <= 10
     path = tmp_path / "d.h5"
-    src = fake_dataset(path, ds.StorageConfig(("audio", "mel")))
+    src = fake_dataset(path, storage.StorageConfig(("audio", "mel")))
     exec(compile(example.replace('"dataset.h5"', repr(str(path))), "FORMAT.md", "exec"), {})
     out = capsys.readouterr().out
     assert "FAKE 0" in out and f"ALGORITHM {src['raw'][0][voice_index('ALGORITHM')] + 1} of 1-32" in out
@@ -162,8 +165,8 @@ def test_fast_float16_conversion_equals_numpy():
                         np.array([0.0, -0.0, 65504.0, 65520.0, 1e6, -1e6, 6e-8, 3e-8, 2.98e-8, np.inf, -np.inf],
                                  np.float32)])
     assert x.dtype == np.float32
-    fast = ds.as_dtype(x.reshape(-1, 1), np.float16)
+    fast = storage.as_dtype(x.reshape(-1, 1), np.float16)
     assert fast.dtype == np.float16 and fast.flags["C_CONTIGUOUS"]
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(fast.view(np.uint16).ravel(), x.astype(np.float16).view(np.uint16))
-    assert ds.as_dtype(x, np.float32) is not None and ds.as_dtype(x[:3], np.float32).dtype == np.float32
+    assert storage.as_dtype(x, np.float32) is not None and storage.as_dtype(x[:3], np.float32).dtype == np.float32

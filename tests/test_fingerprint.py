@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from dexed_data import dataset as ds
+
+from dexed_data import merge as merge_mod
+from dexed_data import writer
 from dexed_data import sysex
 from dexed_data.catalogue import write_catalogue
 from dexed_data.fingerprint import (count_distinct, duplicate_groups, duplicate_of, exact_fingerprint,
@@ -111,7 +114,7 @@ def test_merge_finds_duplicates_across_shards(tmp_path, catalogue, single):
         render_dataset(catalogue, p, CFG, jobs=1, shard=f"{k}/{count}", progress=False, segment_size=1)
         with h5py.File(p, "r") as f:
             assert np.all(f["duplicate_of"][...] == -1)        # each shard alone has one twin
-    merged = ds.merge(shards, tmp_path / "merged.h5")
+    merged = merge_mod.merge(shards, tmp_path / "merged.h5")
     with ds.DatasetReader(merged) as m, ds.DatasetReader(single) as s:
         assert m.duplicate_of[b] == a
         assert np.array_equal(m.duplicate_of, s.duplicate_of)
@@ -120,15 +123,15 @@ def test_merge_finds_duplicates_across_shards(tmp_path, catalogue, single):
 
 def test_resume_keeps_marks(tmp_path, catalogue, single, monkeypatch):
     out = tmp_path / "resumed.h5"
-    real = ds.write_dataset
+    real = writer.finish_layout
 
     def crash(*args, **kwargs):
-        raise KeyboardInterrupt("killed before assembly")
+        raise KeyboardInterrupt("killed before the file was finished")
 
-    monkeypatch.setattr(ds, "write_dataset", crash)
+    monkeypatch.setattr(writer, "finish_layout", crash)
     with pytest.raises(KeyboardInterrupt):
         render_dataset(catalogue, out, CFG, jobs=1, progress=False, segment_size=2)
-    monkeypatch.setattr(ds, "write_dataset", real)
+    monkeypatch.setattr(writer, "finish_layout", real)
     summary = render_dataset(catalogue, out, CFG, jobs=1, progress=False, segment_size=2)
     assert summary.rendered == 0                                     # every segment came from the first run
     with h5py.File(out, "r") as f, h5py.File(single, "r") as g:

@@ -24,6 +24,8 @@ import soundfile
 from typer.testing import CliRunner
 
 from dexed_data import dataset as ds
+
+from dexed_data import merge as merge_mod
 from dexed_data.catalogue import import_sysex, write_catalogue
 from dexed_data.cli import app
 from dexed_data.errors import DatasetError, RenderError
@@ -202,7 +204,7 @@ def test_incomplete_file_is_never_taken_for_complete(work, serial):
     with pytest.raises(DatasetError, match="incomplete"):
         ds.DatasetReader(partial)
     with pytest.raises(DatasetError, match="incomplete"):
-        ds.merge([partial], work / "never.h5")
+        merge_mod.merge([partial], work / "never.h5")
     truncated = work / "truncated.h5"
     truncated.write_bytes(serial.read_bytes()[:4096])
     with pytest.raises(DatasetError):
@@ -234,10 +236,10 @@ def test_shards_and_merge_equal_a_single_run(work, catalogue, serial):
     with ds.DatasetReader(shards[1]) as r:
         assert r.info.shard == "1/3" and len(r) == 8   # segments 1 and 4 of 5
     merged = work / "merged.h5"
-    ds.merge(list(reversed(shards)), merged)
+    merge_mod.merge(list(reversed(shards)), merged)
     assert merged.read_bytes() == serial.read_bytes()
     with pytest.raises(DatasetError, match="missing"):
-        ds.merge(shards[:2], work / "short.h5")
+        merge_mod.merge(shards[:2], work / "short.h5")
 
 
 def test_options_are_checked():

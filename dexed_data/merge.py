@@ -1,0 +1,88 @@
+"""Joining the shard files of one render job (``--shard K/N``) into one dataset (``dexed-data merge``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from .dataset import DatasetHeader, PresetTable, check_datasets, check_file, read_presets
+from .errors import DatasetError
+from .writer import Block, write_dataset
+
+_JOB_ATTRS = ("engine", "engine_version", "sample_rate", "hold", "release", "fixed_params", "mel_config",
+              "operators", "stored", "compression", "audio_dtype", "shapes", "command", "selection_hash",
+              "selection_size", "segment_size")
+
+
+def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
+    """Join the shard files of one job (``--shard K/N``, all N of them) into one dataset.
+
+    The result equals the file a single run of the same command writes. Returns ``out_path``,
+    which may not be one of the shards and is refused if it exists, unless ``force``
+    (see :mod:`dexed_data.outputs`).
+    """
+    from .inputs import damaged, open_hdf5
+    from .outputs import check_output
+
+    if not shard_paths:
+        raise DatasetError("merge: give the shard files to join")
+    check_output(out_path, inputs=shard_paths, force=force)
+    files: list[h5py.File] = []
+    try:
+        for p in shard_paths:
+            f = open_hdf5(p, "shard", DatasetError)
+            files.append(f)
+            check_file(f, p)
+            check_datasets(f, p)
+            if "shard" not in f.attrs:
+                raise DatasetError(f"{p}: not a shard file (rendered without --shard); nothing to merge")
+        first = files[0].attrs
+        for p, f in zip(shard_paths, files):
+            for key in _JOB_ATTRS:
+                if not np.array_equal(np.asarray(f.attrs.get(key)), np.asarray(first.get(key))) or \
+                        not np.array_equal(f.attrs["notes"], first["notes"]):
+                    raise DatasetError(f"{p}: {key} differs from {shard_paths[0]}'s; shards must come from one "
+                                       "render command")
+        count = int(str(first["shard"]).split("/")[1])
+        seen = sorted(int(str(f.attrs["shard"]).split("/")[0]) for f in files)
+        if seen != list(range(count)):
+            missing = sorted(set(range(count)) - set(seen))
+            raise DatasetError(f"merge needs each of the {count} shards once; got shard indices {seen}"
+                               + (f", missing {missing}" if missing else ""))
+        tables = [read_presets(f) for f in files]
+        cat_rows = np.concatenate([t.catalogue_row for t in tables]).astype(np.int64)
+        order = np.argsort(cat_rows, kind="stable")
+        merged_rows = cat_rows[order]
+        if len(merged_rows) != int(first["selection_size"]) or np.any(np.diff(merged_rows) <= 0):
+            raise DatasetError("merge: the shards do not partition one selection (rows missing or repeated)")
+
+        def cat(attr):
+            return np.concatenate([getattr(t, attr) for t in tables])[order]
+
+        occ_parts = []
+        for t in tables:
+            o = dict(t.occurrences)
+            o["preset"] = np.searchsorted(merged_rows, t.catalogue_row[np.asarray(o["preset"], np.int64)])
+            occ_parts.append(o)
+        keys = sorted(occ_parts[0])
+        occ = {k: np.concatenate([np.asarray(o[k]) for o in occ_parts]) for k in keys}
+        occ_order = np.argsort(occ["preset"], kind="stable")
+        occ = {k: v[occ_order] for k, v in occ.items()}
+        occ["preset"] = occ["preset"].astype(np.int32)
+        near = cat("near_group") if all(t.near_group is not None for t in tables) else None
+        table = PresetTable(cat("raw"), cat("ids"), cat("names"), cat("sound_group"),
+                            merged_rows.astype(np.int32), occ, near)
+        blocks = [Block(f, np.arange(len(t)), np.searchsorted(merged_rows, t.catalogue_row),
+                        (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"])))
+                  for f, t in zip(files, tables)]
+        header = DatasetHeader.from_attrs(first)
+        write_dataset(Path(out_path), header, table, blocks)
+    except (KeyError, ValueError, TypeError) as exc:   # a shard whose attributes or data are malformed
+        raise damaged(shard_paths[len(files) - 1] if files else out_path, exc, DatasetError) from None
+    finally:
+        for f in files:
+            f.close()
+    return Path(out_path)

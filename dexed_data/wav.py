@@ -1,0 +1,81 @@
+"""WAV files out of a dataset: `dexed-data export-wav` (stored audio, or re-rendered exactly when not stored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .dataset import STATUS_OK, DatasetReader
+from .errors import DatasetError
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """A 32-bit float mono WAV file of ``audio`` ``(T,)`` (not clipped), built in memory so that
+    writing it goes through the one atomic, disk-full-safe path (libsndfile's own writes do not)."""
+    import io
+
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.asarray(audio, np.float32), int(sample_rate), subtype="FLOAT", format="WAV")
+    return buf.getvalue()
+
+
+def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None,
+               force: bool = False) -> list[Path]:
+    """Write presets' audio as 32-bit float wav files (not clipped), one per note; returns the files.
+
+    Files are named ``ID_NAME_PITCH-VELOCITY.wav`` (name made file-safe). ``ids`` picks presets in
+    the order given; without ``ids``, the first ``limit`` (default 10) rendered presets. When the
+    file stores no audio (the default), the presets are rendered again from ``/presets/raw`` with
+    the file's settings: rendering is deterministic, so this is the audio the dataset was made from.
+
+    Each file is written atomically; existing files of the same names are refused unless
+    ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written.
+
+    Raises:
+        DatasetError: unknown id, a preset that failed to render, or no audio stored and the
+            file's engine cannot be rebuilt here (another engine version, a plug-in).
+        OutputError: a file exists (without ``force``) or the folder cannot be written.
+    """
+    from .outputs import check_folder, write_bytes
+
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit {limit}: must be ≥ 1")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        from .errors import OutputError
+
+        raise OutputError(f"output folder {out_dir} is a file; give a folder")
+    with DatasetReader(path) as ds:
+        h = ds.info.header
+        engine = None   # re-render when the file has no audio (rendering is deterministic)
+        if "audio" not in ds.file:
+            from .engines import EngineSpec, make_engine
+
+            engine = make_engine(EngineSpec(h.engine, h.sample_rate)) if h.engine == "dexed" else None
+            if engine is None or engine.version != h.engine_version:
+                raise DatasetError(f"{path}: audio is not stored and cannot be re-rendered here (made with "
+                                   f"{h.engine} {h.engine_version}); render with --store audio,mel")
+        if ids is None:
+            rows = list(np.flatnonzero(ds.status == STATUS_OK)[: 10 if limit is None else limit])
+        else:
+            rows = [ds.index(i) for i in ids][:limit]
+            failed = [ds.ids[r] for r in rows if ds.status[r] != STATUS_OK]
+            if failed:
+                raise DatasetError(f"{path}: preset(s) {', '.join(failed[:5])} failed to render; no audio to export")
+        def names(r: int) -> list[str]:
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.names[r].strip()) or "unnamed"
+            return [f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav" for pitch, velocity in ds.info.notes]
+
+        check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
+        written = []
+        for r in rows:
+            audio = ds.audio(r) if engine is None else engine.render(ds.raw[r], h.notes, h.hold, h.release).audio
+            for name, note in zip(names(r), audio):
+                target = out_dir / name
+                write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
+                written.append(target)
+    return written

@@ -373,11 +373,11 @@ class _SegmentOutput:
     """
 
     def __init__(self, seg_path: str, start: int, stop: int, out_rows: np.ndarray, header: ds.DatasetHeader,
-                 partial: str | None):
+                 partial: tuple[str, dict] | None):
         self.start, self.out_rows = start, out_rows
         self.segment = writer.SegmentWriter(Path(seg_path), start, stop, header.storage, header.shapes,
-                                        big=partial is None)
-        self.sink = writer.RowSink(Path(partial), header) if partial else None
+                                            big=partial is None)
+        self.sink = writer.RowSink(Path(partial[0]), header, partial[1]) if partial else None
 
     def add(self, result: writer.RowResult) -> None:
         if self.sink is not None:
@@ -402,7 +402,7 @@ class _SegmentOutput:
 
 
 def _render_segment(start: int, raws: np.ndarray, out_rows: np.ndarray, config: RenderConfig, seg_path: str,
-                    header: ds.DatasetHeader, partial: str | None) -> tuple[int, int]:
+                    header: ds.DatasetHeader, partial: tuple[str, dict] | None) -> tuple[int, int]:
     """In a worker: render the presets of one segment (selection positions ``start`` …), write
     their rows and publish the segment file. Returns (ok, failed) counts.
 
@@ -657,8 +657,9 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
         rendered = sum(b - a for _, a, b in todo_segments)
         if todo_segments:
-            _run(job, todo_segments, seg_path, header, jobs, progress, executor,
-                 str(partial) if writer.in_place(header.storage) else None)
+            # in place: the file and its rows' addresses ((offset, bytes per row) of each big array)
+            target = (str(partial), writer.row_slots(partial, header)) if writer.in_place(header.storage) else None
+            _run(job, todo_segments, seg_path, header, jobs, progress, executor, target)
         # finish: the small arrays from the segment files (and compressed chunks), then publish
         import h5py
 
@@ -781,7 +782,7 @@ def shutdown_workers() -> None:
 
 
 def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, progress: bool, executor,
-         partial: str | None) -> None:
+         partial: tuple[str, dict] | None) -> None:
     """Render ``segments`` with ``jobs`` workers, one segment per task: each worker writes its rows
     and publishes its segment file, and this process only counts finished segments.
 
@@ -841,7 +842,7 @@ def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, prog
 
 
 def _run_isolated(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, bar, executor,
-                  partial: str | None):
+                  partial: tuple[str, dict] | None):
     """Re-run ``segments`` one preset per task; this process writes their rows and segment files.
 
     A preset whose worker dies is run alone to be sure it is the culprit, then recorded as failed;

@@ -214,7 +214,7 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
         if in_place(header.storage):
             fd = os.open(tmp, os.O_RDWR)
             try:
-                for offset, size in _slots(tmp, header).values():
+                for offset, size in row_slots(tmp, header).values():
                     os.posix_fallocate(fd, offset, size * n)
             finally:
                 os.close(fd)
@@ -228,7 +228,7 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
         tmp.unlink(missing_ok=True)
 
 
-def _slots(path: Path, header: DatasetHeader) -> dict[str, tuple[int, int]]:
+def row_slots(path: Path, header: DatasetHeader) -> dict[str, tuple[int, int]]:
     """Big array name → (byte offset of row 0 in the file, bytes per row), for an in-place layout."""
     with h5py.File(path, "r") as f:
         out = {}
@@ -249,9 +249,10 @@ class RowSink:
     before the segment file that records them is published.
     """
 
-    def __init__(self, path: Path, header: DatasetHeader):
+    def __init__(self, path: Path, header: DatasetHeader, slots: dict[str, tuple[int, int]] | None = None):
         self.path = Path(path)
-        self.slots = _slots(self.path, header)
+        # given by the job (read once from the file), so that workers never open it with HDF5
+        self.slots = row_slots(self.path, header) if slots is None else slots
         self._nan = {name: np.full(header.shapes.of(name), FAILED_FILL, header.storage.dtype(name)).tobytes()
                      for name in header.storage.arrays}
         self._fd = os.open(self.path, os.O_WRONLY)

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from .dataset import FAILED_FILL, STATUS_OK, STATUS_PENDING, DatasetHeader, PresetTable, Shapes
-from .errors import DatasetError
+from .errors import DatasetError, OutputError
 from .schema import schema_table
 from .storage import StorageConfig
 
@@ -220,7 +220,6 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
                 os.close(fd)
         publish(tmp, partial)
     except RuntimeError as exc:   # HDF5 reports a failed write (full disk, file size limit) this way
-        from .errors import OutputError
         from .inputs import first_line
 
         raise OutputError(f"cannot write {partial}: {first_line(exc)}") from None
@@ -349,7 +348,7 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
                 sink.sync()
         finish_layout(partial, header, blocks)
         publish(partial, path)
-    except OSError as exc:   # a full disk, a folder that vanished: nothing half-written stays behind
+    except (OSError, OutputError) as exc:   # a full disk, a folder that vanished: nothing half-written stays behind
         from .inputs import first_line
 
         raise DatasetError(f"cannot write {path}: {first_line(exc)}; nothing was written") from None
@@ -379,6 +378,15 @@ def finish_layout(partial: Path, header: DatasetHeader, blocks: Sequence[Block])
     Compressed big arrays are copied here from the blocks' chunks; in-place ones are already
     written. Safe to run again on a file it was interrupted on.
     """
+    try:
+        _finish(partial, header, blocks)
+    except RuntimeError as exc:   # HDF5 reports a failed write (full disk) this way
+        from .inputs import first_line
+
+        raise OutputError(f"cannot finish {partial}: {first_line(exc)}") from None
+
+
+def _finish(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> None:
     with h5py.File(partial, "r+") as f:
         n = f["presets/id"].shape[0]
         src_block, src_local = _sources(blocks, n)
@@ -393,6 +401,13 @@ def finish_layout(partial: Path, header: DatasetHeader, blocks: Sequence[Block])
         if np.any(status == STATUS_PENDING):
             raise DatasetError(f"{int(np.sum(status == STATUS_PENDING))} presets were never rendered; rerun the render")
         if not in_place(header.storage):
+            need = sum(b.file[name].id.get_storage_size() for b in blocks for name in header.storage.arrays
+                       if name in b.file) + 1_000_000
+            free = shutil.disk_usage(Path(partial).parent).free
+            if need > free:   # refuse before HDF5 meets a full disk half-way through the copy
+                raise DatasetError(f"cannot finish {partial}: copying the compressed rows needs about "
+                                   f"{need / 1e6:,.1f} MB and only {free / 1e6:,.1f} MB are free on that disk; "
+                                   "free space and rerun the same command")
             for name in header.storage.arrays:
                 d = f[name]
                 zeros = (0,) * (d.ndim - 1)

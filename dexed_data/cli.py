@@ -16,7 +16,7 @@ from .errors import DexedDataError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn DX7 SysEx collections into a clean, rendered HDF5 dataset.")
 
-#: The ``--ids`` help shared by every command that takes ids (one syntax: dexed_data.catalogue.parse_ids).
+#: The ``--ids`` help shared by every command that takes ids (one syntax: dexed_data.ids.parse_ids).
 IDS_HELP = "Comma-separated preset ids (16 hex digits, see `dexed-data list`), or a file listing ids."
 
 
@@ -34,7 +34,7 @@ def _group(version: bool = typer.Option(False, "--version", callback=_version, i
     """Turn DX7 SysEx collections into a clean, rendered HDF5 dataset."""
 
 
-# --- import-sysex, export, info: owned by dexed_data.catalogue -----------------------------------
+# --- import-sysex, export, info: owned by dexed_data.importer, .export, .info -----------------------------------
 
 
 def _plain_errors(fn, *args, **kwargs):
@@ -75,7 +75,7 @@ def import_sysex_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""
-    from .catalogue import import_sysex
+    from .importer import import_sysex
 
     result = _plain_errors(import_sysex, paths, output, strict=strict, report=report, progress=progress,
                            command=_command_line(), force=force)
@@ -95,7 +95,8 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE)."""
-    from .catalogue import export_sysex, parse_ids
+    from .export import export_sysex
+    from .ids import parse_ids
 
     if ids is not None and all_:
         typer.echo("error: give either --ids or --all, not both", err=True)
@@ -158,7 +159,8 @@ def _info(file: Path) -> None:
     import h5py
 
     from .catalogue import FORMAT as CATALOGUE_FORMAT
-    from .catalogue import describe_catalogue, describe_sysex
+    from .catalogue import describe_catalogue
+    from .sysex import describe_sysex
     from .errors import DexedDataError as _Error
 
     from .inputs import open_hdf5
@@ -279,8 +281,8 @@ def export_wav_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
-    from .catalogue import parse_ids
     from .dataset import export_wav
+    from .ids import parse_ids
 
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None

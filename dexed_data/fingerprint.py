@@ -2,7 +2,7 @@
 
 Voices that differ in parameter values can still render the same audio (a silent operator's
 settings, an LFO with no depth...; DX7.md §6: 30,245 voices of the CC0 corpus give 28,378
-distinct signals). Parameter-level keys (:func:`dexed_data.catalogue.sound_key`) catch the cases
+distinct signals). Parameter-level keys (:func:`dexed_data.sound_key.sound_key`) catch the cases
 that can be proven from the values; the rendered audio catches all of them.
 
 Two fingerprints per preset, computed by the render workers from the float32 audio of all K notes

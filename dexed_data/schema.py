@@ -270,3 +270,36 @@ def format_fixed(fixed: dict[str, float]) -> str:
         else:
             other.append(f"{name}={value:g}")
     return "; ".join(voice + ([", ".join(other) + " (normalised 0–1)"] if other else []))
+
+
+# --- the 10-character voice name ---------------------------------------------------------------
+# Files store names as 10 bytes (``|S10``): real banks hold NULs and other control bytes, which
+# HDF5 variable-length strings cannot. Written as ASCII (other characters become "?"), read back
+# padded with spaces to 10 (numpy drops trailing NULs of ``S10`` values).
+
+
+def pad_name(name: str) -> str:
+    """A voice name cut or right-padded with spaces to :data:`NAME_LENGTH` (10) characters."""
+    return str(name)[:NAME_LENGTH].ljust(NAME_LENGTH)
+
+
+def encode_names(names) -> np.ndarray:
+    """Names (str) → ``(n,) |S10`` as stored in files: padded to 10, ASCII, "?" for other characters.
+
+    Example::
+
+        >>> encode_names(["E.PIANO 1", "Flûte"]).tolist()
+        [b'E.PIANO 1 ', b'Fl?te     ']
+    """
+    return np.array([pad_name(n).encode("ascii", "replace") for n in names], dtype=f"S{NAME_LENGTH}")
+
+
+def decode_names(values) -> list[str]:
+    """Stored names (``|S10`` values, bytes) → str, 10 characters each (undecodable bytes → U+FFFD).
+
+    Example::
+
+        >>> decode_names(encode_names(["SINE"]))
+        ['SINE      ']
+    """
+    return [bytes(v).decode("ascii", "replace").ljust(NAME_LENGTH) for v in values]

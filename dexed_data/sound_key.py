@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rows import unique_rows
+from .rows import group_rows
 from .schema import N_OPERATORS, OP_BLOCK, SOUND_BYTES
 
 __all__ = ["SOUND_KEY_VERSION", "relevant_operators", "silent_operators", "sound_groups", "sound_key"]
@@ -204,11 +204,4 @@ def sound_groups(raw: np.ndarray) -> np.ndarray:
 
     With rows sorted by id, the smallest row index is the member with the smallest id.
     """
-    n = raw.shape[0]
-    if n == 0:
-        return np.zeros(0, np.int32)
-    _, inverse = unique_rows(sound_key(raw))
-    first = np.full(inverse.max() + 1, n, dtype=np.int64)
-    np.minimum.at(first, inverse, np.arange(n))
-    return first[inverse].astype(np.int32)
-
+    return group_rows(sound_key(raw))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .rows import group_rows
-from .schema import N_OPERATORS, OP_BLOCK, SOUND_BYTES
+from .schema import N_OPERATORS, OP_BLOCK, SOUND_BYTES, algorithm
 
 __all__ = ["SOUND_KEY_VERSION", "relevant_operators", "silent_operators", "sound_groups", "sound_key"]
 
@@ -46,30 +46,15 @@ def _algorithm_tables() -> tuple[np.ndarray, np.ndarray]:
     given that the operators in the 6-bit silent mask are silent; and ``feedback (32, 2) int``:
     the two operators of the algorithm's feedback edge (the same one twice for self-feedback).
     """
-    import dexed  # the engine's own algorithm graphs, so the key follows what the renders compute
-
     relevant = np.zeros((32, 64), dtype=np.uint8)
     feedback = np.zeros((32, 2), dtype=np.int64)
     for a in range(32):
-        alg = dexed.algorithms[a]
-        mod = np.asarray(alg.mod_matrix, dtype=bool)  # mod[i, j]: op j modulates op i
-        src, dst = alg.feedback_edge
-        feedback[a] = (src, dst)
-        # Feedback is a modulation edge too; for every DX7 algorithm it closes a loop that the
-        # ordinary edges already make relevant, but including it keeps the rule obviously safe.
-        mod = mod.copy()
-        mod[dst, src] = mod[src, dst] = True if src != dst else mod[src, dst]
+        alg = algorithm(a)
+        feedback[a] = alg.feedback
         for silent_mask in range(64):
-            silent = [(silent_mask >> i) & 1 == 1 for i in range(N_OPERATORS)]
-            rel = [False] * N_OPERATORS
-            for c in alg.carriers:
-                rel[c] = not silent[c]
-            changed = True
-            while changed:
-                changed = False
-                for j in range(N_OPERATORS):
-                    if not rel[j] and not silent[j] and any(rel[i] and mod[i, j] for i in range(N_OPERATORS)):
-                        rel[j] = changed = True
+            # Feedback is a modulation edge too; for every DX7 algorithm it closes a loop that the
+            # ordinary edges already make relevant, but including it keeps the rule obviously safe.
+            rel = alg.reaching([(silent_mask >> i) & 1 == 0 for i in range(N_OPERATORS)], through_feedback=True)
             relevant[a, silent_mask] = sum(1 << i for i in range(N_OPERATORS) if rel[i])
     return relevant, feedback
 

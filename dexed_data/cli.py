@@ -139,57 +139,12 @@ def list_command(
     typer.echo(f"{len(shown)} of {len(presets)} presets" + (f" named like {name!r}" if name else ""), err=True)
 
 
-def _print_mapping(info: dict) -> None:
-    for key, value in info.items():
-        if isinstance(value, list):
-            typer.echo(f"{key}:")
-            for item in value:
-                typer.echo(f"  {item[0]}  {item[1]}" if isinstance(item, (list, tuple)) and len(item) == 2 else f"  {item}")
-        else:
-            typer.echo(f"{key}: {value}")
-
-
 @app.command("info")
 def info_command(file: Path = typer.Argument(..., help="A catalogue, a dataset, or a SysEx file.")) -> None:
     """Describe a catalogue, a dataset or a SysEx file (its terms: docs/QUALITY.md in the repository)."""
-    _plain_errors(_info, file)
+    from .info import describe
 
-
-def _info(file: Path) -> None:
-    import h5py
-
-    from .catalogue import FORMAT as CATALOGUE_FORMAT
-    from .catalogue import describe_catalogue
-    from .sysex import describe_sysex
-    from .errors import DexedDataError as _Error
-
-    from .inputs import open_hdf5
-
-    if not file.is_file():
-        raise _Error(f"{file}: no such file")
-    with open(file, "rb") as f:
-        signature = f.read(8)
-    if signature == b"\x89HDF\r\n\x1a\n" or h5py.is_hdf5(file):   # a truncated HDF5 file still starts so
-        with open_hdf5(file, "HDF5", _Error) as f:
-            fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt == CATALOGUE_FORMAT:
-            _print_mapping(describe_catalogue(file))
-        elif fmt == "dexed-dataset":
-            try:
-                from . import dataset  # lazily: owned by another module, may not exist yet
-            except ImportError as exc:
-                raise _Error(f"{file} is a rendered dataset, but dexed_data.dataset cannot be imported "
-                             f"({exc}); update the package") from None
-            described = dataset.describe(file)
-            if isinstance(described, dict):
-                _print_mapping(described)
-            elif described is not None:
-                typer.echo(str(described))
-        else:
-            raise _Error(f"{file}: HDF5 file of unknown format {fmt!r}; expected 'dexed-catalogue' or 'dexed-dataset'")
-    else:
-        _print_mapping(describe_sysex(file))
+    typer.echo(_plain_errors(describe, file))
 
 
 # --- render, merge, export-wav: owned by dexed_data.render / dexed_data.dataset ------------------

@@ -35,7 +35,7 @@ import numpy as np
 
 from .dataset import STATUS_OK, DatasetReader
 from .errors import DatasetError, DexedDataError
-from .schema import params_dict
+from .schema import decode_names, params_dict
 
 __all__ = ["Source", "Preset", "RenderedDataset", "open_dataset", "preset_table", "printable_name"]
 
@@ -91,12 +91,12 @@ def preset_table(path: str | Path) -> list[Preset]:
             raise DexedDataError(f"{path}: HDF5 file of format {fmt!r}; expected a dexed-catalogue or dexed-dataset")
         p, o = f["presets"], f["occurrences"]
         ids = [x.decode() for x in p["id"][...]]
-        names = [bytes(x).decode("latin-1").ljust(10) for x in p["name"][...]]
+        names = decode_names(p["name"][...])
         raw = p["raw"][...].astype(np.uint8)
         preset = o["preset"][...].astype(np.int64)
         paths = o["path"].asstr()[...]
         message, voice = o["message"][...], o["voice"][...]
-        occ_names = [bytes(x).decode("latin-1").ljust(10) for x in o["name"][...]]
+        occ_names = decode_names(o["name"][...])
     order = np.argsort(preset, kind="stable")
     starts = np.searchsorted(preset[order], np.arange(len(ids) + 1))
     out = []

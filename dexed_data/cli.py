@@ -16,7 +16,7 @@ from .errors import DexedDataError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn DX7 SysEx collections into a clean, rendered HDF5 dataset.")
 
-#: The ``--ids`` help shared by every command that takes ids (one syntax: dexed_data.catalogue.parse_ids).
+#: The ``--ids`` help shared by every command that takes ids (one syntax: dexed_data.ids.parse_ids).
 IDS_HELP = "Comma-separated preset ids (16 hex digits, see `dexed-data list`), or a file listing ids."
 
 
@@ -34,7 +34,7 @@ def _group(version: bool = typer.Option(False, "--version", callback=_version, i
     """Turn DX7 SysEx collections into a clean, rendered HDF5 dataset."""
 
 
-# --- import-sysex, export, info: owned by dexed_data.catalogue -----------------------------------
+# --- import-sysex, export, info: owned by dexed_data.importer, .export, .info -----------------------------------
 
 
 def _plain_errors(fn, *args, **kwargs):
@@ -75,7 +75,7 @@ def import_sysex_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""
-    from .catalogue import import_sysex
+    from .importer import import_sysex
 
     result = _plain_errors(import_sysex, paths, output, strict=strict, report=report, progress=progress,
                            command=_command_line(), force=force)
@@ -95,7 +95,8 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE)."""
-    from .catalogue import export_sysex, parse_ids
+    from .export import export_sysex
+    from .ids import parse_ids
 
     if ids is not None and all_:
         typer.echo("error: give either --ids or --all, not both", err=True)
@@ -138,56 +139,12 @@ def list_command(
     typer.echo(f"{len(shown)} of {len(presets)} presets" + (f" named like {name!r}" if name else ""), err=True)
 
 
-def _print_mapping(info: dict) -> None:
-    for key, value in info.items():
-        if isinstance(value, list):
-            typer.echo(f"{key}:")
-            for item in value:
-                typer.echo(f"  {item[0]}  {item[1]}" if isinstance(item, (list, tuple)) and len(item) == 2 else f"  {item}")
-        else:
-            typer.echo(f"{key}: {value}")
-
-
 @app.command("info")
 def info_command(file: Path = typer.Argument(..., help="A catalogue, a dataset, or a SysEx file.")) -> None:
     """Describe a catalogue, a dataset or a SysEx file (its terms: docs/QUALITY.md in the repository)."""
-    _plain_errors(_info, file)
+    from .info import describe
 
-
-def _info(file: Path) -> None:
-    import h5py
-
-    from .catalogue import FORMAT as CATALOGUE_FORMAT
-    from .catalogue import describe_catalogue, describe_sysex
-    from .errors import DexedDataError as _Error
-
-    from .inputs import open_hdf5
-
-    if not file.is_file():
-        raise _Error(f"{file}: no such file")
-    with open(file, "rb") as f:
-        signature = f.read(8)
-    if signature == b"\x89HDF\r\n\x1a\n" or h5py.is_hdf5(file):   # a truncated HDF5 file still starts so
-        with open_hdf5(file, "HDF5", _Error) as f:
-            fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt == CATALOGUE_FORMAT:
-            _print_mapping(describe_catalogue(file))
-        elif fmt == "dexed-dataset":
-            try:
-                from . import dataset  # lazily: owned by another module, may not exist yet
-            except ImportError as exc:
-                raise _Error(f"{file} is a rendered dataset, but dexed_data.dataset cannot be imported "
-                             f"({exc}); update the package") from None
-            described = dataset.describe(file)
-            if isinstance(described, dict):
-                _print_mapping(described)
-            elif described is not None:
-                typer.echo(str(described))
-        else:
-            raise _Error(f"{file}: HDF5 file of unknown format {fmt!r}; expected 'dexed-catalogue' or 'dexed-dataset'")
-    else:
-        _print_mapping(describe_sysex(file))
+    typer.echo(_plain_errors(describe, file))
 
 
 # --- render, merge, export-wav: owned by dexed_data.render / dexed_data.dataset ------------------
@@ -279,7 +236,7 @@ def export_wav_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
-    from .catalogue import parse_ids
+    from .ids import parse_ids
     from .wav import export_wav
 
     _check_limit(limit)

@@ -18,15 +18,14 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
 from .errors import DatasetError
-from .schema import SCHEMA_HASH, format_fixed
-from .storage import BIG_ARRAYS, StorageConfig
+from .schema import SCHEMA_HASH, decode_names
+from .storage import StorageConfig
 
 FORMAT = "dexed-dataset"
 FORMAT_VERSION = 1
@@ -130,7 +129,7 @@ def read_presets(f: h5py.File) -> PresetTable:
     for key in occ:
         d = occ[key]
         if d.dtype.kind == "S":   # names: decoded as the catalogue does
-            occurrences[key] = np.asarray([v.decode("ascii", "replace").ljust(10) for v in d[...]], dtype=object)
+            occurrences[key] = np.asarray(decode_names(d[...]), dtype=object)
         elif h5py.check_string_dtype(d.dtype):
             occurrences[key] = d.asstr()[...].astype(object)
         else:
@@ -243,7 +242,7 @@ class DatasetReader:
                                     str(a["shard"]) if "shard" in a else None)
             p = self._f["presets"]
             self.ids: list[str] = [x.decode() for x in p["id"][...]]
-            self.names: list[str] = [x.decode("ascii", "replace").ljust(10) for x in p["name"][...]]
+            self.names: list[str] = decode_names(p["name"][...])
             self.raw: np.ndarray = p["raw"][...]
             self.sound_group: np.ndarray = p["sound_group"][...]
             self.status: np.ndarray = self._f["status"][...]
@@ -320,40 +319,3 @@ class DatasetReader:
         if not keep_duplicates:
             keep &= self.duplicate_of < 0
         return np.flatnonzero(keep)
-
-
-def describe(path) -> str:
-    """A human summary of a dataset file (what ``dexed-data info`` prints for a dataset)."""
-    with DatasetReader(path, allow_incomplete=True) as ds:
-        h, info = ds.info.header, ds.info
-        n = len(ds)
-        ok = int(np.sum(ds.status == STATUS_OK))
-        failed = int(np.sum(ds.status == STATUS_FAILED))
-        silent = int(np.sum(ds.silent & (ds.status == STATUS_OK)))
-        lines = [
-            f"{path}: dexed dataset, format version {info.format_version}, schema {info.schema_hash}"
-            + ("" if info.complete else "  ** INCOMPLETE **") + (f", shard {info.shard}" if info.shard else ""),
-            f"  engine        {h.engine} {h.engine_version}, {h.sample_rate} Hz, hold {h.hold:g} s + release {h.release:g} s",
-            f"  notes         {', '.join(f'{p}:{v}' for p, v in h.notes)}",
-            f"  presets       {n} ({ok} ok, {failed} failed, {silent} near-silent; {len(ds.usable())} usable)",
-            f"  mel bounds    {info.mel_min_db:.2f} … {info.mel_max_db:.2f} dB",
-            f"  fixed params  {format_fixed(h.fixed_params)}",
-        ]
-        from .report import summarize  # dataset quality: dedup by sound, silence per note
-
-        lines += summarize(ds).lines()
-        for name in BIG_ARRAYS:
-            if name in ds.file:
-                d = ds.file[name]
-                stored = d.id.get_storage_size()
-                lines.append(f"  {name:<13} {d.shape} {d.dtype}, {h.storage.compression}, "
-                             f"{stored / max(ok, 1) / 1e6:.3f} MB/preset, {stored / 1e9:.2f} GB")
-            else:
-                lines.append(f"  {name:<13} not stored")
-        size = os.path.getsize(path)
-        lines.append(f"  file size     {size / 1e9:.3f} GB")
-        lines.append(f"  command       {h.command}")
-        if failed:
-            for pid, reason in list(ds.errors.items())[:5]:
-                lines.append(f"  failed        {pid}: {reason}")
-    return "\n".join(lines)

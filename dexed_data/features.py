@@ -30,6 +30,7 @@ from .engines import Render
 if TYPE_CHECKING:  # torch is imported where it is used: the writer process never needs it
     import torch
 from .schema import N_OPERATORS
+from .schema import algorithm as schema_algorithm   # the argument of operator_levels_db is named algorithm
 
 __all__ = [
     "MelConfig", "mel_db", "mel_filterbank", "n_frames", "operator_levels_db", "audible_operators",
@@ -158,7 +159,7 @@ def operator_levels_db(operators: np.ndarray, audio: np.ndarray, algorithm: int)
     """Estimated contribution of each operator to each note, dB relative to the note's output RMS.
 
     * A carrier's contribution is its own signal: ``rms(carrier) / rms(audio)``.
-    * A modulator changes the output of the operators it modulates (``dexed.algorithms[alg]
+    * A modulator changes the output of the operators it modulates (``dexed_data.schema.algorithm(alg)
       .mod_matrix``) by roughly ``modulator_dB + MODULATION_GAIN_DB`` relative to their own
       contribution while the modulation index is small, and by at most their whole contribution
       when it is large. So, from the carriers up the graph (transitively),
@@ -177,13 +178,11 @@ def operator_levels_db(operators: np.ndarray, audio: np.ndarray, algorithm: int)
     Returns:
         ``(notes, 6)`` float32 dB, floored at −120; all −120 for a note whose RMS is below −120 dBFS.
     """
-    import dexed
-
     ops = np.asarray(operators, dtype=np.float32)
     if ops.ndim != 3 or ops.shape[1] != N_OPERATORS:
         raise ValueError(f"operators must be (notes, 6, samples), got {ops.shape}")
-    alg = dexed.algorithms[int(algorithm)]
-    mods = np.asarray(alg.mod_matrix, dtype=bool)  # mods[i, j]: operator j modulates operator i
+    alg = schema_algorithm(int(algorithm))
+    mods = alg.mod_matrix  # mods[i, j]: operator j modulates operator i
     # mean square by a float32 dot product per signal (~6× cheaper than a float64 copy; ~1e-4 dB)
     op_db = _db(np.sqrt(np.einsum("nos,nos->no", ops, ops).astype(np.float64) / ops.shape[-1]), -400.0)  # (notes, 6)
     out_db = _db(np.sqrt(np.mean(np.square(np.asarray(audio, np.float64)), axis=-1)), -400.0)  # (notes,)

@@ -2,7 +2,7 @@
 
 Voices that differ in parameter values can still render the same audio (a silent operator's
 settings, an LFO with no depth...; DX7.md §6: 30,245 voices of the CC0 corpus give 28,378
-distinct signals). Parameter-level keys (:func:`dexed_data.catalogue.sound_key`) catch the cases
+distinct signals). Parameter-level keys (:func:`dexed_data.sound_key.sound_key`) catch the cases
 that can be proven from the values; the rendered audio catches all of them.
 
 Two fingerprints per preset, computed by the render workers from the float32 audio of all K notes
@@ -38,6 +38,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
+from .rows import group_rows
 
 __all__ = [
     "FINGERPRINT_BYTES", "NEAR_STEP_DB", "NEAR_FLOOR_DB", "NEAR_BLOCKS", "NEAR_BAND_EDGES_HZ",
@@ -116,20 +118,7 @@ def group_of(fingerprints: np.ndarray, valid: np.ndarray | None = None) -> np.nd
     ``fingerprints``: ``(N, B) uint8``. Rows where ``valid`` is False (failed renders) get −1
     and are in no group.
     """
-    fp = np.ascontiguousarray(fingerprints, np.uint8)
-    n = fp.shape[0]
-    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
-    out = np.full(n, -1, np.int32)
-    rows = np.flatnonzero(valid)
-    if rows.size == 0:
-        return out
-    keys = fp[rows].view(np.dtype((np.void, fp.shape[1]))).ravel()
-    _, inverse = np.unique(keys, return_inverse=True)
-    inverse = inverse.ravel()
-    first = np.full(inverse.max() + 1, n, np.int64)
-    np.minimum.at(first, inverse, rows)
-    out[rows] = first[inverse]
-    return out
+    return group_rows(fingerprints, valid)
 
 
 def duplicate_of(fingerprints: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .rows import unique_rows
 from .schema import LEARNABLE_PARAMS
 
 #: Presets within this many differing learnable parameters are near-copies (see the module docstring).
@@ -50,9 +51,9 @@ def _equal_row_groups(keys: np.ndarray) -> list[np.ndarray]:
     """Row indices of each set of ≥ 2 equal rows of ``keys`` (2-D array)."""
     if len(keys) == 0:
         return []
-    void = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
-    _, inverse, counts = np.unique(void, return_inverse=True, return_counts=True)
-    order = np.argsort(inverse.ravel(), kind="stable")
+    _, inverse = unique_rows(keys)
+    counts = np.bincount(inverse)
+    order = np.argsort(inverse, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
     return [order[starts[g]:starts[g + 1]] for g in np.flatnonzero(counts > 1)]
 

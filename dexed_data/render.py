@@ -225,8 +225,8 @@ def parse_notes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def read_ids_file(path) -> list[str]:
-    """Ids of ``--ids``: comma-separated ids or a file listing them (:func:`dexed_data.catalogue.parse_ids`)."""
-    from .catalogue import parse_ids
+    """Ids of ``--ids``: comma-separated ids or a file listing them (:func:`dexed_data.ids.parse_ids`)."""
+    from .ids import parse_ids
 
     return parse_ids(path)
 

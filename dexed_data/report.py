@@ -31,6 +31,7 @@ import numpy as np
 
 from .dataset import STATUS_FAILED, STATUS_OK, DatasetReader
 from .fingerprint import count_distinct, duplicate_groups, exact_fingerprint
+from .rows import count_unique_rows
 from .schema import ALGORITHM_LABELS, VOICE_PARAMS
 
 __all__ = ["QualitySummary", "summarize", "write_report", "SILENT_NOTE_DB"]
@@ -122,15 +123,13 @@ def summarize(ds: DatasetReader) -> QualitySummary:
     f = ds.file
     ok = ds.status == STATUS_OK
     occ_path = f["occurrences/path"].asstr()[...] if "occurrences/path" in f else np.zeros(0, object)
-    raw = np.ascontiguousarray(ds.raw, np.uint8)
-    unique_values = int(np.unique(raw.view(np.dtype((np.void, raw.shape[1]))).ravel()).size) if len(raw) else 0
     near = count_distinct(f["near_fingerprint"][...], ok) if "near_fingerprint" in f else None
     per_note = _silent_per_note(ds.peak)[ok].sum(axis=0)
     shapes = ds.info.header.shapes
     zero = exact_fingerprint(np.zeros((shapes.notes, shapes.samples), np.float32))
     return QualitySummary(
         presets=len(ds), source_files=int(np.unique(occ_path).size), occurrences=int(len(occ_path)),
-        unique_by_values=unique_values, sound_groups=int(np.unique(ds.sound_group).size),
+        unique_by_values=count_unique_rows(ds.raw), sound_groups=int(np.unique(ds.sound_group).size),
         ok=int(ok.sum()), failed=int(np.sum(ds.status == STATUS_FAILED)),
         distinct_by_sound=count_distinct(ds.fingerprint, ok), duplicates=int(np.sum(ds.duplicate_of >= 0)),
         distinct_near=near, silent=int(np.sum(ds.silent & ok)),

@@ -27,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
+from functools import lru_cache
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -270,3 +271,99 @@ def format_fixed(fixed: dict[str, float]) -> str:
         else:
             other.append(f"{name}={value:g}")
     return "; ".join(voice + ([", ".join(other) + " (normalised 0–1)"] if other else []))
+
+
+# --- the 10-character voice name ---------------------------------------------------------------
+# Files store names as 10 bytes (``|S10``): real banks hold NULs and other control bytes, which
+# HDF5 variable-length strings cannot. Written as ASCII (other characters become "?"), read back
+# padded with spaces to 10 (numpy drops trailing NULs of ``S10`` values).
+
+
+def pad_name(name: str) -> str:
+    """A voice name cut or right-padded with spaces to :data:`NAME_LENGTH` (10) characters."""
+    return str(name)[:NAME_LENGTH].ljust(NAME_LENGTH)
+
+
+def encode_names(names) -> np.ndarray:
+    """Names (str) → ``(n,) |S10`` as stored in files: padded to 10, ASCII, "?" for other characters.
+
+    Example::
+
+        >>> encode_names(["E.PIANO 1", "Flûte"]).tolist()
+        [b'E.PIANO 1 ', b'Fl?te     ']
+    """
+    return np.array([pad_name(n).encode("ascii", "replace") for n in names], dtype=f"S{NAME_LENGTH}")
+
+
+def decode_names(values) -> list[str]:
+    """Stored names (``|S10`` values, bytes) → str, 10 characters each (undecodable bytes → U+FFFD).
+
+    Example::
+
+        >>> decode_names(encode_names(["SINE"]))
+        ['SINE      ']
+    """
+    return [bytes(v).decode("ascii", "replace").ljust(NAME_LENGTH) for v in values]
+
+
+# --- the 32 algorithms ---------------------------------------------------------------------------
+# Taken from the engine (dexed-py's ``dexed.algorithms``), so that every judgement about which
+# operators are heard follows the graphs the renders compute.
+
+
+@dataclass(frozen=True, eq=False)
+class Algorithm:
+    """One of the DX7's 32 operator graphs; operators are numbered 0 = OP1 … 5 = OP6.
+
+    Attributes:
+        value: the raw ALGORITHM value 0–31 (algorithm ``value + 1`` on a DX7).
+        carriers: operators whose outputs are summed into the audio.
+        mod_matrix: ``(6, 6)`` bool, read-only; ``mod_matrix[i, j]``: operator j modulates operator i
+            (the feedback edge not included).
+        feedback: ``(src, dst)``: the feedback edge, the same operator twice for self-feedback.
+
+    Example::
+
+        >>> alg = algorithm(31)                      # algorithm 32: six carriers
+        >>> alg.carriers, alg.reaching([True, False, True, True, True, True])
+        ((0, 1, 2, 3, 4, 5), (True, False, True, True, True, True))
+    """
+
+    value: int
+    carriers: tuple[int, ...]
+    mod_matrix: np.ndarray
+    feedback: tuple[int, int]
+
+    def reaching(self, active: Sequence[bool], *, through_feedback: bool = False) -> tuple[bool, ...]:
+        """Operators whose output can reach the audio, ``(6,)`` bool, OP1 first.
+
+        An operator reaches the audio when it is ``active`` and it is a carrier or modulates an
+        operator that reaches it (transitively). With ``through_feedback`` the feedback edge counts
+        as a modulation in both directions.
+        """
+        mod = self.mod_matrix.copy()
+        src, dst = self.feedback
+        if through_feedback and src != dst:
+            mod[dst, src] = mod[src, dst] = True
+        reach = [False] * N_OPERATORS
+        for c in self.carriers:
+            reach[c] = bool(active[c])
+        grew = True
+        while grew:
+            grew = False
+            for j in range(N_OPERATORS):
+                if not reach[j] and active[j] and any(reach[i] and mod[i, j] for i in range(N_OPERATORS)):
+                    reach[j] = grew = True
+        return tuple(reach)
+
+
+@lru_cache(maxsize=None)
+def algorithm(value: int) -> Algorithm:
+    """The operator graph of raw ALGORITHM ``value`` (0–31; algorithm ``value + 1`` on a DX7)."""
+    import dexed   # the engine's own graphs; imported on first use so that the schema stays light
+
+    alg = dexed.algorithms[int(value)]
+    mod = np.array(alg.mod_matrix, dtype=bool)
+    mod.setflags(write=False)
+    src, dst = alg.feedback_edge
+    return Algorithm(int(value), tuple(int(c) for c in alg.carriers), mod, (int(src), int(dst)))

@@ -664,3 +664,11 @@ def decode_file(path: str | PathLike[str]) -> FileResult:
     except OSError as error:
         raise SysexError(f"cannot read {path}: {error.strerror}; check the path and permissions") from error
     return decode_bytes(data, str(path))
+
+
+def describe_sysex(path: str | PathLike[str]) -> dict:
+    """Summary of a SysEx (or any) file for ``dexed-data info``: messages, voices, names, problems."""
+    result = decode_file(path)
+    return {"file": str(path), "format": "sysex", "messages": result.messages, "voices": len(result.voices),
+            "names": [v.name for v in result.voices],
+            "problems": [f"{p.code}{'' if p.repaired else ' (rejected)'}: {p.message}" for p in result.problems]}

@@ -28,7 +28,7 @@ import numpy as np
 
 from .dataset import FAILED_FILL, STATUS_OK, STATUS_PENDING, DatasetHeader, PresetTable, Shapes
 from .errors import DatasetError, OutputError
-from .schema import schema_table
+from .schema import encode_names, schema_table
 from .storage import StorageConfig
 
 
@@ -447,9 +447,7 @@ def _write_presets(f: h5py.File, p: PresetTable) -> None:
     for key in sorted(p.occurrences):
         a = np.asarray(p.occurrences[key])
         if key == "name":  # 10 DX7 name bytes, like /presets/name: real names hold NULs, which HDF5 strings cannot
-            from .catalogue import _names_s10
-
-            occ.create_dataset(key, data=a if a.dtype.kind == "S" else _names_s10(a), track_times=False)
+            occ.create_dataset(key, data=a if a.dtype.kind == "S" else encode_names(a), track_times=False)
         elif a.dtype.kind in "OU":
             occ.create_dataset(key, data=a.astype(str).astype(object), dtype=h5py.string_dtype(), track_times=False)
         else:

@@ -256,14 +256,14 @@ class Run:
         :class:`~preset_model.interpolate.Voice`. Returns :class:`~preset_model.interpolate.Morph`.
         """
         from .interpolate import Voice, interpolate, read_voice
-        from dexed_data.schema import apply_fixed
+        from dexed_data.schema import apply_fixed, pad_name
 
         def voice(v, label):
             if isinstance(v, Voice):
                 return v
             if isinstance(v, (str, Path)):
                 return read_voice(str(v))
-            return Voice(apply_fixed(np.asarray(v, np.uint8).reshape(145)), label.ljust(10), label)
+            return Voice(apply_fixed(np.asarray(v, np.uint8).reshape(145)), pad_name(label), label)
 
         return interpolate(self, voice(a, "A"), voice(b, "B"), steps)
 

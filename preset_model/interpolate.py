@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dexed_data.schema import apply_fixed
+from dexed_data.schema import apply_fixed, pad_name
 
 from .errors import PresetModelError
 from .inference import Run, load_run
@@ -71,5 +71,5 @@ def interpolate(run: str | Path | Run, a: Voice, b: Voice, steps: int = 8, data:
     raw = loaded.latent_to_preset((1 - tt) * z[0] + tt * z[1])
     err_num, ok_cat = parameter_errors(np.stack([a.raw, b.raw]), raw[[0, -1]])
     missed = (err_num > 0).sum(1) + (~ok_cat).sum(1)
-    names = [f"MORPH {i + 1:02d}".ljust(10) for i in range(steps)]
+    names = [pad_name(f"MORPH {i + 1:02d}") for i in range(steps)]
     return Morph(raw, names, t, (int(missed[0]), int(missed[1])))

@@ -59,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dexed_data.schema import pad_name
+
 from .errors import PresetModelError
 from .inference import Run, load_run, read_render_settings
 from .metrics import audio_metrics, pitch_offset_cents, similarity
@@ -143,7 +145,7 @@ def voice_name(path: str | Path) -> str:
 
 
 def _dx7_name(text: str) -> str:
-    return re.sub(r"[^ -~]", "_", text).upper()[:10].ljust(10)
+    return pad_name(re.sub(r"[^ -~]", "_", text).upper())
 
 
 @dataclass

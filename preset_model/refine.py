@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from dexed_data.engines import EngineSpec
-from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, apply_fixed
+from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, algorithm, apply_fixed
 
 from .baselines import INDEX_BYTES
 from .errors import PresetModelError
@@ -413,19 +413,11 @@ def _weights(raw: np.ndarray) -> np.ndarray:
     operator (the algorithm's graph). The parameters of an unheard operator (but its output level,
     which can bring it in) and the LFO's shape when both LFO depths are 0 get a tenth of the weight.
     """
-    import dexed
-
-    alg = dexed.algorithms[int(raw[PARAM_BY_NAME["ALGORITHM"].voice_offset])]
-    mods = np.asarray(alg.mod_matrix, bool)                 # mods[t, m]: operator m modulates t (0 = OP1)
+    alg = algorithm(int(raw[PARAM_BY_NAME["ALGORITHM"].voice_offset]))
     level = [int(raw[PARAM_BY_NAME[f"OP{k + 1} OUTPUT LEVEL"].voice_offset]) for k in range(6)]
-    heard = {c for c in alg.carriers if level[c] > 0}
-    grew = True
-    while grew:
-        more = {m for t in heard for m in range(6) if mods[t, m] and level[m] > 0} - heard
-        heard |= more
-        grew = bool(more)
+    heard = [k for k, h in enumerate(alg.reaching([v > 0 for v in level])) if h]   # 0 = OP1
     w = np.ones(len(LEARNABLE_PARAMS))
-    w[(_OPERATOR > 0) & ~_IS_LEVEL & ~np.isin(_OPERATOR - 1, list(heard))] = 0.1
+    w[(_OPERATOR > 0) & ~_IS_LEVEL & ~np.isin(_OPERATOR - 1, heard)] = 0.1
     if raw[PARAM_BY_NAME["LFO PM DEPTH"].voice_offset] == 0 and raw[PARAM_BY_NAME["LFO AM DEPTH"].voice_offset] == 0:
         w[_LFO_SHAPE] = 0.1
     return w / w.sum()

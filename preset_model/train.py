@@ -344,7 +344,7 @@ def _move(batch, device):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, beta: float, categorical_weight: float, autocast) -> dict[str, float]:
+def validation_losses(model, loader, device, beta: float, categorical_weight: float, autocast) -> dict[str, float]:
     """Mean loss terms over ``loader`` (eval mode, z₀ = μ), summed across DDP ranks."""
     model.eval()
     sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64, device=device)
@@ -575,7 +575,7 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             spent += elapsed
             out_of_time = budget is not None and spent >= budget
             train = {k: v / max(done, 1) for k, v in sums.items()}
-            valid = evaluate(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast)
+            valid = validation_losses(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast)
             valid["param"] = valid["num"] + cfg.categorical_weight * valid["cat"]
             if epoch + 1 >= cfg.warmup_epochs:
                 plateau.step(valid["param"], cfg)

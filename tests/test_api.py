@@ -63,7 +63,7 @@ def fitted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workdir(fitted, tmp_path_factory) -> Path:
-    from dexed_data.catalogue import import_sysex
+    from dexed_data.importer import import_sysex
     from dexed_data.render import RenderConfig, render_dataset
     from dexed_data.voice import load_voice, render_voice
 
@@ -96,10 +96,10 @@ def test_api_docstring_examples_run(name, workdir, monkeypatch):
 
 
 def test_parse_ids_example():
-    from dexed_data import catalogue
+    from dexed_data import ids
 
     finder = doctest.DocTestFinder()
-    (test,) = finder.find(catalogue.parse_ids, "parse_ids", globs=vars(catalogue))
+    (test,) = finder.find(ids.parse_ids, "parse_ids", globs=vars(ids))
     assert doctest.DocTestRunner().run(test).failed == 0
 
 

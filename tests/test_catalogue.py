@@ -15,21 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dexed_data import sysex
-from dexed_data.catalogue import (
-    _as_found,
-    FORMAT_VERSION,
-    collect_files,
-    count_unique_rows,
-    export_sysex,
-    import_sysex,
-    preset_ids,
-    read_catalogue,
-    relevant_operators,
-    silent_operators,
-    sound_groups,
-    sound_key,
-    write_catalogue,
-)
+from dexed_data.catalogue import FORMAT_VERSION, read_catalogue, write_catalogue
+from dexed_data.export import export_sysex
+from dexed_data.ids import preset_ids
+from dexed_data.importer import _as_found, collect_files, import_sysex
+from dexed_data.rows import count_unique_rows
+from dexed_data.sound_key import relevant_operators, silent_operators, sound_groups, sound_key
 from dexed_data.errors import CatalogueError
 from dexed_data.schema import SCHEMA_HASH, VOICE_MAX, operator_offsets, voice_index
 

@@ -20,7 +20,7 @@ distributed = pytest.importorskip("distributed",
 psutil = pytest.importorskip("psutil")
 
 from dexed_data import cluster  # noqa: E402
-from dexed_data.catalogue import import_sysex  # noqa: E402
+from dexed_data.importer import import_sysex  # noqa: E402
 from dexed_data.cluster import ClusterPlan, render_on_cluster  # noqa: E402
 from dexed_data.errors import RenderError  # noqa: E402
 from dexed_data.render import RenderConfig, render_dataset  # noqa: E402

@@ -15,6 +15,7 @@ from dexed_data import dataset as ds
 from dexed_data import storage, wav, writer
 from dexed_data import merge as merge_mod
 from dexed_data.errors import DatasetError
+from dexed_data.info import describe
 from dexed_data.schema import FIXED_PARAMS, VOICE_MAX, apply_fixed, voice_index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +142,7 @@ def test_export_wav_without_stored_audio_needs_the_same_engine(tmp_path):
 def test_describe_summarises(tmp_path):
     path = tmp_path / "d.h5"
     fake_dataset(path, storage.StorageConfig(("audio", "mel"), "gzip-1"))
-    text = ds.describe(path)
+    text = describe(path)
     assert "format version 1" in text and "6 (5 ok, 1 failed" in text and "gzip-1" in text
     assert "EngineError: boom" in text
 

@@ -105,8 +105,8 @@ def test_readme_render_and_training_defaults_are_the_code_defaults():
 
 def test_quality_md_info_example_is_what_info_prints(tmp_path):
     """docs/QUALITY.md quotes `dexed-data info` on the 64 bundled presets rendered with the defaults."""
-    from dexed_data.catalogue import import_sysex
-    from dexed_data.dataset import describe
+    from dexed_data.importer import import_sysex
+    from dexed_data.info import describe
     from dexed_data.render import RenderConfig, render_dataset
 
     import_sysex([REPO / "presets"], tmp_path / "presets.h5")

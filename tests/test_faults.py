@@ -91,7 +91,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def catalogue(work) -> Path:
-    from dexed_data.catalogue import import_sysex
+    from dexed_data.importer import import_sysex
 
     path = work / "presets.h5"
     import_sysex([REPO / "presets"], path)

@@ -140,7 +140,9 @@ def test_resume_keeps_marks(tmp_path, catalogue, single, monkeypatch):
 
 
 def test_info_prints_sound_counts(single):
-    text = ds.describe(single)
+    from dexed_data.info import describe
+
+    text = describe(single)
     assert "distinct by sound" in text and "duplicates" in text and "silent per note" in text
     line = next(x for x in text.splitlines() if "distinct by sound" in x)
     assert line.split()[3] == "5"          # six presets, one pair renders identically

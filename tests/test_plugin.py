@@ -170,7 +170,7 @@ def test_check_plugin_command(dexed_plugin):
 def test_render_command_same_audio_with_jobs_1_and_2(dexed_plugin, rom1a, dexed_engine, tmp_path):
     import h5py
 
-    from dexed_data.catalogue import import_sysex
+    from dexed_data.importer import import_sysex
     from dexed_data.render import shutdown_workers
     from dexed_data.sysex import encode_bank
 

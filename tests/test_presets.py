@@ -15,13 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from dexed_data import sysex
 
-try:
-    from dexed_data import sysex
-except ImportError as exc:  # the codec arrives in a parallel change
-    pytest.skip(f"dexed_data.sysex is not importable yet ({exc}); the preset tests need its "
-                f"decode_file/encode_bank", allow_module_level=True)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_make_presets():

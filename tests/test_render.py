@@ -24,9 +24,9 @@ import soundfile
 from typer.testing import CliRunner
 
 from dexed_data import dataset as ds
-
 from dexed_data import merge as merge_mod
-from dexed_data.catalogue import import_sysex, write_catalogue
+from dexed_data.catalogue import write_catalogue
+from dexed_data.importer import import_sysex
 from dexed_data.cli import app
 from dexed_data.errors import DatasetError, RenderError
 from dexed_data.render import RenderConfig, Shard, parse_notes, render_dataset, render_one

@@ -32,7 +32,7 @@ def env() -> dict:
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory) -> Path:
-    from dexed_data.catalogue import import_sysex
+    from dexed_data.importer import import_sysex
 
     path = tmp_path_factory.mktemp("jobs") / "presets.h5"
     import_sysex([REPO / "presets"], path)

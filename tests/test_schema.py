@@ -1,7 +1,6 @@
 """The parameter table agrees with DX7.md and with dexed-py, and its hash is stable."""
 
 import numpy as np
-import pytest
 
 from dexed_data import schema
 
@@ -53,7 +52,8 @@ def test_numcat_lengths_follow_from_the_table():
 
 
 def test_offsets_agree_with_dexed_py():
-    dexed = pytest.importorskip("dexed")
+    import dexed
+
     patch = dexed.Patch()
     patch.algorithm = 17
     patch.feedback = 5
@@ -84,3 +84,32 @@ def test_hash_is_stable_and_content_sensitive():
     import hashlib, json
     other = hashlib.sha256(json.dumps(table, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert other != schema.SCHEMA_HASH
+
+
+def test_algorithms_are_dexed_pys():
+    import dexed
+
+    for value in range(32):
+        alg, theirs = schema.algorithm(value), dexed.algorithms[value]
+        assert alg.carriers == tuple(theirs.carriers) and alg.feedback == tuple(theirs.feedback_edge)
+        assert np.array_equal(alg.mod_matrix, np.asarray(theirs.mod_matrix, bool))
+    assert schema.algorithm(0) is schema.algorithm(0)          # built once
+
+
+def test_reaching_follows_the_graph():
+    alg = schema.algorithm(0)     # algorithm 1: OP2 → OP1 and OP6 → OP5 → OP4 → OP3, carriers OP1 and OP3
+    assert alg.carriers == (0, 2)
+    every = [True] * 6
+    assert alg.reaching(every) == (True,) * 6
+    no_op4 = [True, True, True, False, True, True]             # OP4 silent: OP5 and OP6 reach nothing
+    assert alg.reaching(no_op4) == (True, True, True, False, False, False)
+    no_op1 = [False, True, True, True, True, True]             # a carrier silent: its modulator is unheard
+    assert alg.reaching(no_op1) == (False, False, True, True, True, True)
+
+
+def test_names_round_trip_as_stored():
+    names = ["E.PIANO 1", "AB\x00\x00", "TOO LONG A NAME", "Flûte"]
+    stored = schema.encode_names(names)
+    assert stored.dtype == np.dtype("S10")
+    assert schema.decode_names(stored) == ["E.PIANO 1 ", "AB\x00\x00      ", "TOO LONG A", "Fl?te     "]
+    assert all(len(n) == schema.NAME_LENGTH for n in schema.decode_names(stored))

@@ -143,7 +143,8 @@ def test_rom1a_golden_values(rom1a_path):
 
 
 def test_agrees_with_dexed_py(rom1a_path):
-    dexed = pytest.importorskip("dexed")
+    import dexed
+
     patches = dexed.Patch.load_bank(str(rom1a_path))
     for patch, voice in zip(patches, decode_file(rom1a_path).voices, strict=True):
         assert patch.to_sysex()[:155] == to_dexed_sysex(voice.raw, voice.name)[:155]
@@ -235,7 +236,8 @@ def test_several_messages_in_one_file():
 
 
 def test_midi_file_with_sysex(tmp_path):
-    mido = pytest.importorskip("mido")
+    import mido
+
     raws, _, bank = bank_of()
     midi = mido.MidiFile()
     track = mido.MidiTrack()

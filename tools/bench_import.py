@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dexed_data.catalogue import import_sysex
+from dexed_data.importer import import_sysex
 
 TARGET_S = 10.0
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dx7-cc0"

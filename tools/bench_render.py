@@ -45,7 +45,7 @@ STORAGES = (("mel", "none"), ("audio,mel", "none"), ("mel", "lzf"), ("mel", "gzi
 def _catalogue(source: str, work: Path) -> Path:
     if source.endswith(".h5"):
         return Path(source)
-    from dexed_data.catalogue import import_sysex
+    from dexed_data.importer import import_sysex
 
     folder = {"corpus": Path(os.environ.get("DEXED_CORPUS", REPO.parent / "shared" / "corpus" / "dx7-cc0")),
               "bundled": REPO / "presets"}.get(source, Path(source))

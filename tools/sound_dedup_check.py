@@ -77,7 +77,8 @@ def main(argv=None) -> int:
                     help="render the voices as stored (own TRANSPOSE) instead of with the paper's fixed values")
     args = ap.parse_args(argv)
 
-    from dexed_data.catalogue import import_sysex, read_catalogue
+    from dexed_data.catalogue import read_catalogue
+    from dexed_data.importer import import_sysex
     from dexed_data.fingerprint import count_distinct, duplicate_of, exact_fingerprint, group_of
     from dexed_data.render import DEFAULT_NOTES
     from dexed_data.schema import apply_fixed

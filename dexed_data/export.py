@@ -1,0 +1,67 @@
+"""Catalogue presets → DX7 SysEx files (``dexed-data export``): 32-voice banks or single-voice dumps.
+
+Example::
+
+    >>> from dexed_data.export import export_sysex
+    >>> export_sysex("/tmp/doc_presets.h5", "/tmp/doc_bank.syx", force=True)   # doctest: +SKIP
+    [PosixPath('/tmp/doc_bank.syx')]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from . import sysex
+from .catalogue import read_catalogue
+from .errors import CatalogueError
+
+__all__ = ["export_sysex"]
+
+
+def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
+                 single: bool = False, force: bool = False) -> list[Path]:
+    """Write presets of a catalogue as DX7 SysEx files; returns the files written.
+
+    Args:
+        catalogue: path of ``presets.h5``.
+        output: first output file, e.g. ``bank.syx``.
+        ids: ids in the wanted order; ``None`` means every preset (in id order).
+        limit: keep at most this many (after ``ids``).
+        single: one single-voice message (163 bytes) per file instead of 32-voice banks.
+        force: replace existing files (see :mod:`dexed_data.outputs`; never the catalogue itself).
+
+    Files are numbered by one rule: ``bank.syx``, ``bank_2.syx``, ``bank_3.syx``... each holding
+    up to 32 voices (a bank; a last partial bank is padded by :func:`sysex.encode_bank`) or one
+    voice with ``single``.
+
+    Raises:
+        CatalogueError: unknown ids, nothing selected, a negative limit.
+        OutputError: an output exists (without ``force``), is the catalogue, or cannot be written.
+    """
+    from .outputs import check_output, write_bytes
+
+    if limit is not None and limit < 1:
+        raise CatalogueError(f"--limit {limit}: must be ≥ 1")
+    cat = read_catalogue(catalogue)
+    rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows:
+        raise CatalogueError(f"{catalogue}: no presets selected to export")
+    output = Path(output)
+    size = 1 if single else 32
+    chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+    targets = [output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")
+               for k in range(len(chunks))]
+    for target in targets:   # all checked before the first is written
+        check_output(target, inputs=[catalogue], force=force)
+    written = []
+    for target, chunk in zip(targets, chunks):
+        if single:
+            data = sysex.encode_single(cat.raw[chunk[0]], cat.names[chunk[0]])
+        else:
+            data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
+        write_bytes(target, data)
+        written.append(target)
+    return written

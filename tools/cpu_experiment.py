@@ -273,9 +273,9 @@ parameter at its training mean, every categorical one at its mode.
 
 {chr(10).join(lines)}
 
-**Against the targets** (best seed {res['best_seed']} vs the mean preset): num MAE {rel(g['num MAE']):+.0%} lower
-(target ≥ 25 %), log-spectral MAE {rel(g['log-spectral MAE (dB)']):+.0%} lower (target ≥ 20 %), MFCC-40 MAE
-{rel(g['MFCC-40 MAE']):+.0%} lower (target ≥ 20 %), categorical accuracy {best['params']['cat_accuracy']:.3f} vs
+**Against the targets** (best seed {res['best_seed']} vs the mean preset): num MAE {rel(g['num MAE']):.0%} lower
+(target ≥ 25 %), log-spectral MAE {rel(g['log-spectral MAE (dB)']):.0%} lower (target ≥ 20 %), MFCC-40 MAE
+{rel(g['MFCC-40 MAE']):.0%} lower (target ≥ 20 %), categorical accuracy {best['params']['cat_accuracy']:.3f} vs
 {mean['params']['cat_accuracy']:.3f} (target: higher), silent presets {best['silent_fraction']:.1%} (target ≤ 5 %).
 
 **The gap to kNN.** kNN scores num MAE {knn['params']['num_mae']:.4f}, log-spectral {knn['audio']['log_spectral_mae']['mean']:.2f} dB,

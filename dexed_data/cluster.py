@@ -83,8 +83,8 @@ class ClusterPlan:
 
     def shard_presets(self, k: int) -> int:
         """Presets in shard ``k``."""
-        return sum(min(self.presets, (s + 1) * self.segment_size) - s * self.segment_size
-                   for s in range(k, self.segments, self.shards))
+        bounds = render.segment_bounds(self.presets, self.segment_size)
+        return sum(b - a for a, b in bounds[k::self.shards])
 
     def shard_path(self, work_dir, k: int) -> Path:
         """Where shard ``k`` is written (a complete dataset shard file; its ``.parts`` while in progress)."""

@@ -1,6 +1,6 @@
 """The render job: catalogue presets → rendered dataset, in parallel, resumable, shardable.
 
-``presets.h5`` ──► selection (``--ids``, ``--limit``) ──► segments of 64 presets ──► workers
+``presets.h5`` ──► selection (``--ids``, ``--limit``) ──► segments of up to 64 presets (equal sizes) ──► workers
 (loky processes, one thread each: each renders a whole segment, analyses it, writes its rows
 and publishes its segment file) ──► ``OUT.parts/dataset.h5`` finished and renamed to ``OUT``.
 The main process only hands out segments and counts the finished ones: nothing it does grows
@@ -446,6 +446,23 @@ class Job:
     segment_size: int
 
 
+def segment_bounds(n: int, segment_size: int) -> list[tuple[int, int]]:
+    """The segments of a selection of ``n`` presets: ⌈n / segment_size⌉ of them, of equal sizes ±1
+    (none larger than ``segment_size``), as ``(start, stop)`` selection positions.
+
+    Equal sizes rather than full segments and a short last one, so that the workers run out of
+    work together (a short last segment leaves one worker idle while the others finish theirs).
+
+    Example::
+
+        >>> segment_bounds(10, 4)
+        [(0, 3), (3, 6), (6, 10)]
+    """
+    count = -(-n // segment_size)
+    edges = [s * n // count for s in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | None, segment_size: int) -> Job:
     """Read the catalogue and plan the job: the selection (``ids_file``, ``limit``), its segments
     of ``segment_size`` presets (only shard ``shard``'s, if given) and the output's preset table."""
@@ -458,9 +475,9 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
         raise RenderError(f"{catalogue_path}: nothing to render (empty selection)")
     raw = apply_fixed(cat.raw[sel])
     sel_ids = [cat.ids[i] for i in sel]
-    n_seg = -(-len(sel) // segment_size)
-    segs = [(s, s * segment_size, min(len(sel), (s + 1) * segment_size)) for s in range(n_seg)
-            if shard is None or s % shard.count == shard.index]
+    bounds = segment_bounds(len(sel), segment_size)
+    n_seg = len(bounds)
+    segs = [(s, a, b) for s, (a, b) in enumerate(bounds) if shard is None or s % shard.count == shard.index]
     if not segs:
         raise RenderError(f"shard {shard} of a {len(sel)}-preset selection is empty "
                           f"({n_seg} segments of {segment_size}); use fewer shards")

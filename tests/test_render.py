@@ -308,3 +308,15 @@ def test_cli_errors_are_one_line(work, catalogue):
     res = invoke("export-wav", work / "missing.h5", "--ids", "0" * 16, "-o", work / "w")
     assert res.exit_code == 2 and "no such dataset" in res.output
     assert not (work / "x.h5").exists()
+
+
+def test_segments_cover_the_selection_in_equal_sizes():
+    from dexed_data.render import segment_bounds
+
+    for n in range(1, 200):
+        for size in (1, 2, 3, 7, 64):
+            bounds = segment_bounds(n, size)
+            sizes = [b - a for a, b in bounds]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n and len(bounds) == -(-n // size)
+            assert all(x[1] == y[0] for x, y in zip(bounds, bounds[1:]))
+            assert max(sizes) <= size and max(sizes) - min(sizes) <= 1   # no short last segment

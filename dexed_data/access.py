@@ -154,15 +154,21 @@ class RenderedDataset(DatasetReader):
         if "audio" in self.file:
             return super().audio(i)
         h = self.info.header
+        return self.rerender_engine().render(self.raw[i], h.notes, h.hold, h.release).audio
+
+    def rerender_engine(self):
+        """The engine that renders this file's presets again (built once): the file's own engine
+        and version, or :class:`~dexed_data.errors.DatasetError` when it is not the one available here."""
         if self._engine is None:
             from .engines import EngineSpec, make_engine
 
+            h = self.info.header
             engine = make_engine(EngineSpec(h.engine, h.sample_rate)) if h.engine == "dexed" else None
             if engine is None or engine.version != h.engine_version:
                 raise DatasetError(f"{self.path}: audio is not stored and cannot be re-rendered here (made with "
                                    f"{h.engine} {h.engine_version}); render with --store audio,mel")
             self._engine = engine
-        return self._engine.render(self.raw[i], h.notes, h.hold, h.release).audio
+        return self._engine
 
     def torch_dataset(self, rows: Sequence[int] | None = None, notes: Sequence[int] | None = None,
                       scale: bool = True) -> "MelDataset":

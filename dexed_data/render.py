@@ -725,7 +725,7 @@ def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None,
             same = all(np.array_equal(np.asarray(f.attrs.get(k)), np.asarray(v)) for k, v in want.items())
             same = same and f["presets/id"].shape[0] == n
         if same and writer.in_place(header.storage):
-            writer.RowSink(partial, header).close()   # its arrays are where rows can be written
+            writer.row_slots(partial, header)   # its arrays are where rows can be written
         return same
     except Exception:  # noqa: BLE001 - unreadable or damaged: made again
         return False
@@ -810,7 +810,6 @@ def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, prog
     from tqdm import tqdm
 
     config = job.config
-    pos_of = {int(r): i for i, r in enumerate(job.rows)}   # selection position → row of job.table
     pending: deque = deque(segments)
     inflight: dict = {}                       # future → segment
     bar = tqdm(total=sum(b - a for _, a, b in segments), unit=" presets", disable=not progress, smoothing=0.05,
@@ -821,8 +820,8 @@ def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, prog
             while pending and len(inflight) < 2 * jobs:
                 seg = pending.popleft()
                 _, a, b = seg
-                raws = job.table.raw[pos_of[a]: pos_of[a] + (b - a)]
-                fut = executor.submit(_render_segment, a, raws, _out_rows(job, a, b), config, str(seg_path[seg[0]]),
+                rows = _out_rows(job, a, b)   # the output's rows are job.table's
+                fut = executor.submit(_render_segment, a, job.table.raw[rows], rows, config, str(seg_path[seg[0]]),
                                       header, partial)
                 inflight[fut] = seg
             done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
@@ -869,7 +868,7 @@ def _run_isolated(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: 
     from joblib.externals.loky.process_executor import BrokenProcessPool
 
     config = job.config
-    pos_of = {int(r): i for i, r in enumerate(job.rows)}
+    pos_of = {int(r): i for i, r in enumerate(job.rows)}   # selection position → row of job.table
     seg_of: dict[int, tuple[int, int, int]] = {}
     for seg in segments:
         for r in range(seg[1], seg[2]):

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .dataset import STATUS_OK, DatasetReader
+from .dataset import STATUS_OK
 from .errors import DatasetError
 
 
@@ -49,16 +49,11 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
         from .errors import OutputError
 
         raise OutputError(f"output folder {out_dir} is a file; give a folder")
-    with DatasetReader(path) as ds:
-        h = ds.info.header
-        engine = None   # re-render when the file has no audio (rendering is deterministic)
-        if "audio" not in ds.file:
-            from .engines import EngineSpec, make_engine
+    from .access import open_dataset
 
-            engine = make_engine(EngineSpec(h.engine, h.sample_rate)) if h.engine == "dexed" else None
-            if engine is None or engine.version != h.engine_version:
-                raise DatasetError(f"{path}: audio is not stored and cannot be re-rendered here (made with "
-                                   f"{h.engine} {h.engine_version}); render with --store audio,mel")
+    with open_dataset(path) as ds:
+        if "audio" not in ds.file:
+            ds.rerender_engine()   # before any file is written: the audio can be made again here
         if ids is None:
             rows = list(np.flatnonzero(ds.status == STATUS_OK)[: 10 if limit is None else limit])
         else:
@@ -73,7 +68,7 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
         check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
         written = []
         for r in rows:
-            audio = ds.audio(r) if engine is None else engine.render(ds.raw[r], h.notes, h.hold, h.release).audio
+            audio = ds.audio(r)   # stored, or rendered again exactly
             for name, note in zip(names(r), audio):
                 target = out_dir / name
                 write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")

@@ -331,11 +331,7 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
     from .outputs import make_parents, publish
 
     make_parents(path)
-    need = _bytes_needed(presets, blocks, header)
-    free = shutil.disk_usage(path.parent).free
-    if need > free:   # refuse before HDF5 meets a full disk half-way (see SegmentWriter)
-        raise DatasetError(f"cannot write {path}: it needs about {need / 1e6:,.1f} MB and only {free / 1e6:,.1f} MB "
-                           f"are free on that disk; free space and rerun")
+    _check_space(path, _bytes_needed(presets, blocks, header), f"cannot write {path}: it", "rerun")
     try:
         create_layout(partial, header, presets, extra_attrs)
         if in_place(header.storage):
@@ -354,6 +350,15 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
         raise DatasetError(f"cannot write {path}: {first_line(exc)}; nothing was written") from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _check_space(target: Path, need: int, what: str, then: str) -> None:
+    """Refuse before HDF5 meets a full disk half-way through a write (it can crash there):
+    ``need`` bytes must be free on ``target``'s disk."""
+    free = shutil.disk_usage(target.parent).free
+    if need > free:
+        raise DatasetError(f"{what} needs about {need / 1e6:,.1f} MB and only {free / 1e6:,.1f} MB are free on "
+                           f"that disk; free space and {then}")
 
 
 def _bytes_needed(presets: PresetTable, blocks: Sequence[Block], header: DatasetHeader) -> int:
@@ -403,11 +408,8 @@ def _finish(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> No
         if not in_place(header.storage):
             need = sum(b.file[name].id.get_storage_size() for b in blocks for name in header.storage.arrays
                        if name in b.file) + 1_000_000
-            free = shutil.disk_usage(Path(partial).parent).free
-            if need > free:   # refuse before HDF5 meets a full disk half-way through the copy
-                raise DatasetError(f"cannot finish {partial}: copying the compressed rows needs about "
-                                   f"{need / 1e6:,.1f} MB and only {free / 1e6:,.1f} MB are free on that disk; "
-                                   "free space and rerun the same command")
+            _check_space(Path(partial), need, f"cannot finish {partial}: copying the compressed rows",
+                         "rerun the same command")
             for name in header.storage.arrays:
                 d = f[name]
                 zeros = (0,) * (d.ndim - 1)

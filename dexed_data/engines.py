@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -137,15 +138,46 @@ def validate_notes(notes: Notes, hold: float, release: float) -> list[tuple[int,
     return out
 
 
+_DC_BLOCK = 256   # samples per block of dc_block's recursion
+
+
+@functools.lru_cache(maxsize=8)
+def _dc_tables(pole: float, blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pole^0 … pole^B``, their inverses ``pole^-0 … pole^-(B-1)``, and the ``(blocks, blocks)``
+    matrix that carries each block's end value into the later blocks: ``[k, b] = pole^(B·(b−1−k))``
+    for ``k < b``, else 0 (B = :data:`_DC_BLOCK`)."""
+    powers = pole ** np.arange(_DC_BLOCK + 1)
+    k = np.arange(blocks)
+    lag = k[None, :] - 1 - k[:, None]
+    carry = np.where(lag >= 0, powers[_DC_BLOCK] ** np.maximum(lag, 0), 0.0)
+    return powers, 1.0 / powers[:_DC_BLOCK], carry
+
+
 def dc_block(x: np.ndarray, sample_rate: int) -> np.ndarray:
     """Dexed's output DC blocker along the last axis: ``y[n] = x[n] − x[n−1] + (1 − 126/sr)·y[n−1]``.
 
-    A ~20 Hz one-pole high-pass starting from rest; computed in float64, returned as float32.
+    A ~20 Hz one-pole high-pass starting from rest; computed in float64, returned as float32. The
+    recursion runs in blocks of 256 samples: inside a block it is a scaled cumulative sum (the
+    pole's powers stay within 1 … 4.3 there, so nothing is lost to rounding), and one matrix
+    product carries each block's end into the blocks after it. The float32 result equals
+    ``scipy.signal.lfilter([1, −1], [1, −pole], x)``'s (tested), at the same speed, without
+    importing scipy.signal, which cost every render worker ~1 s of start-up.
     """
-    from scipy.signal import lfilter  # lazily: importing scipy.signal takes ~1.4 s
-
-    pole = 1.0 - 126.0 / sample_rate
-    return lfilter([1.0, -1.0], [1.0, -pole], np.asarray(x, dtype=np.float64), axis=-1).astype(np.float32)
+    x = np.asarray(x)
+    n, lead = x.shape[-1], x.shape[:-1]
+    if n == 0:
+        return x.astype(np.float32)
+    blocks = -(-n // _DC_BLOCK)
+    powers, inverse, carry = _dc_tables(1.0 - 126.0 / sample_rate, blocks)
+    y = np.zeros(lead + (blocks * _DC_BLOCK,))
+    y[..., 0] = x[..., 0]
+    np.subtract(x[..., 1:], x[..., :-1], out=y[..., 1:n], dtype=np.float64)   # x[n] − x[n−1], x[−1] = 0
+    y = y.reshape(lead + (blocks, _DC_BLOCK))
+    y *= inverse
+    np.cumsum(y, axis=-1, out=y)
+    y *= powers[:_DC_BLOCK]                                                    # each block from rest
+    y += (y[..., -1] @ carry)[..., None] * powers[1:]                          # + the earlier blocks' tails
+    return y.reshape(lead + (blocks * _DC_BLOCK,))[..., :n].astype(np.float32)
 
 
 def n_samples(hold: float, release: float, sample_rate: int) -> int:

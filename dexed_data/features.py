@@ -33,7 +33,7 @@ from .schema import N_OPERATORS
 from .schema import algorithm as schema_algorithm   # the argument of operator_levels_db is named algorithm
 
 __all__ = [
-    "MelConfig", "mel_db", "mel_filterbank", "n_frames", "operator_levels_db", "audible_operators",
+    "MelConfig", "mel_db", "mel_filterbank", "slaney_filterbank", "n_frames", "operator_levels_db", "audible_operators",
     "peak_rms", "silent_notes", "Features", "compute_features", "limit_threads",
     "AUDIBLE_THRESHOLD_DB", "SILENT_THRESHOLD_DB", "MODULATION_GAIN_DB", "LEVEL_FLOOR_DB",
 ]
@@ -89,6 +89,38 @@ def n_frames(n_samples: int, cfg: MelConfig = MelConfig()) -> int:
     return 1 + n_samples // cfg.hop
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, logarithmic above."""
+    hz = np.asanyarray(hz, dtype=np.float64)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    mels = hz / f_sp
+    return np.where(hz >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep, mels)
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+
+
+def slaney_filterbank(sample_rate: int, n_fft: int, n_mels: int, area_norm: bool = False) -> np.ndarray:
+    """``(n_mels, n_fft // 2 + 1)`` float32 mel triangles from 0 Hz to Nyquist on Slaney's scale: the
+    same numbers as ``librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, norm=None if not
+    area_norm else "slaney", dtype=np.float32)`` (tested equal), in plain numpy: importing librosa and
+    its first call cost a render worker ~1 s of start-up.
+    """
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_hz)
+    ramps = np.subtract.outer(mel_hz, fft_hz)
+    weights = np.zeros((n_mels, len(fft_hz)), dtype=np.float32)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    if area_norm:
+        weights *= (2.0 / (mel_hz[2:n_mels + 2] - mel_hz[:n_mels]))[:, None]
+    return weights
+
+
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(cfg: MelConfig) -> "torch.Tensor":
     """``(n_mels, n_fft // 2 + 1)`` float32 triangles (Slaney scale, peak weight 1, no area norm), cached.
@@ -96,12 +128,9 @@ def mel_filterbank(cfg: MelConfig) -> "torch.Tensor":
     Unnormalised triangles keep the "dB re full scale" meaning: the bands that cover a sine's
     frequency have weights summing to 1, so a full-scale sine reads 0 to −3 dB in its top band.
     """
-    import librosa
     import torch
 
-    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, norm=None,
-                             dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(fb))
+    return torch.from_numpy(slaney_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels))
 
 
 @functools.lru_cache(maxsize=8)

@@ -175,7 +175,7 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
     result.plugin_rate = len(audio) / max(time.perf_counter() - t0, 1e-9)
 
     dexed = make_engine(EngineSpec(sample_rate=sample_rate))
-    dexed.render(raws[0], notes[:1], 0.1, 0.0)   # warm up (imports scipy) before timing
+    dexed.render(raws[0], notes[:1], 0.1, 0.0)   # warm up (imports, buffers) before timing
     t0 = time.perf_counter()
     for i, a in audio.items():
         ref = dexed.render(raws[i], notes, hold, release).audio

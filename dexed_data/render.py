@@ -314,7 +314,7 @@ def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
     watchdog = _WORKER.get("watchdog", False)
     _WORKER.clear()
     _WORKER.update(watchdog=watchdog, config=config, engine=make_engine(config.engine_spec), encoder=storage.ChunkEncoder(config.storage))
-    # Warm up on a silent voice: every lazy import (scipy, librosa) and buffer is in place before
+    # Warm up on a silent voice: every lazy import (torch) and buffer is in place before
     # loky measures the worker's reference memory after its first task. Otherwise the first real
     # presets add >300 MB over that reference, loky takes it for a leak and restarts the worker
     # (seconds of imports again, mid-job).
@@ -638,7 +638,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
         return summarize_output(out, 0, time.perf_counter() - t0)
 
-    # Workers start first: their imports (torch, scipy: seconds) overlap reading the catalogue.
+    # Workers start first: their imports (torch: a second) overlap reading the catalogue.
     executor = _new_executor(jobs)
     # Probe before anything is written, so that a bad plug-in leaves nothing behind; with a plain
     # all-zero voice, as the selection's first preset may be one that fails.
@@ -780,7 +780,7 @@ def summarize_output(out: Path, rendered: int, seconds: float) -> RenderSummary:
 
 def _new_executor(jobs: int):
     # Reusable: a second job in the same process (tests, notebooks) skips the workers' start-up
-    # (importing torch and librosa takes seconds); workers re-initialise when the config changes.
+    # (importing torch takes a second); workers re-initialise when the config changes.
     from joblib.externals.loky import get_reusable_executor
 
     _EXECUTORS.append(get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300))

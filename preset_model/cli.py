@@ -118,6 +118,9 @@ def fit(
                                                    help="Epochs after an LR cut before the next can happen (default 6)."),
     beta: Optional[float] = typer.Option(None, "--beta",
                                          help="KL weight β reached after the β warm-up, which starts at β/2 (default 0.2)."),
+    anneal: Optional[float] = typer.Option(None, "--anneal",
+                                           help="Last fraction of the run (of --max-minutes if given, else of --epochs) "
+                                                "over which the LR falls to 0 along a half cosine (default 0: off)."),
 ) -> None:
     """Train the VAE-flow preset model; defaults are the paper's. Run under `torchrun` for several GPUs/nodes."""
     import math
@@ -137,6 +140,8 @@ def fit(
         _fail(f"--max-steps {max_steps}: must be ≥ 1")
     if beta is not None and not (math.isfinite(beta) and 0 <= beta <= 10):
         _fail(f"--beta {beta}: must be a number between 0 and 10")
+    if anneal is not None and not (math.isfinite(anneal) and 0 <= anneal <= 1):
+        _fail(f"--anneal {anneal}: must be a fraction between 0 and 1")
     _check_device(device)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a run folder")
@@ -147,7 +152,8 @@ def fit(
     model_args = {k: v for k, v in dict(encoding=encoding, head=head, notes=notes).items() if v is not None}
     train_args = {k: v for k, v in dict(batch_size=batch_size, lr=lr, fold=fold, seed=seed, weight_decay=weight_decay,
                                         warmup_epochs=warmup_epochs, plateau_patience=plateau_patience,
-                                        plateau_cooldown=plateau_cooldown).items() if v is not None}
+                                        plateau_cooldown=plateau_cooldown, anneal_fraction=anneal).items()
+                  if v is not None}
     if beta is not None:
         train_args.update(beta=beta, beta_start=beta / 2)
     if keep_duplicates:

@@ -79,9 +79,9 @@ def parameter_metrics(true_raw: np.ndarray, pred_raw: np.ndarray) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _mel_basis(sample_rate: int) -> torch.Tensor:
-    import librosa
+    from dexed_data.features import slaney_filterbank   # librosa.filters.mel's numbers, without its import
 
-    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=MFCC_MELS, dtype=np.float32))
+    return torch.from_numpy(slaney_filterbank(sample_rate, N_FFT, MFCC_MELS, area_norm=True))
 
 
 @functools.lru_cache(maxsize=4)

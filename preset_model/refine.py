@@ -96,10 +96,11 @@ def _window(n_fft: int):
 @functools.lru_cache(maxsize=4)
 def _mfcc_matrix(sample_rate: int):
     """The mel basis ``(128, 513)`` and the orthonormal DCT-II ``(40, 128)`` of the MFCCs, as torch tensors."""
-    import librosa
     import torch
 
-    basis = torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=MFCC_FFT, n_mels=MFCC_MELS, dtype=np.float32))
+    from dexed_data.features import slaney_filterbank   # librosa.filters.mel's numbers, without its import
+
+    basis = torch.from_numpy(slaney_filterbank(sample_rate, MFCC_FFT, MFCC_MELS, area_norm=True))
     i, q = np.arange(MFCC_MELS)[None, :], np.arange(MFCC_COEFFS)[:, None]
     dct = np.cos(np.pi * (i + 0.5) * q / MFCC_MELS) * np.sqrt(2.0 / MFCC_MELS)
     dct[0] /= np.sqrt(2.0)

@@ -90,6 +90,10 @@ class TrainConfig:
             ``plateau_cooldown`` epochs (torch's ReduceLROnPlateau rule; reference: 0.2, 6, 6).
         max_minutes: stop when this many minutes of training (summed over resumptions) are spent,
             ending the epoch early, validating and checkpointing it; None = no limit.
+        anneal_fraction: over this last fraction of the run (of ``max_minutes`` when it is set,
+            else of ``epochs``), the learning rate falls along a half cosine to 0, step by step,
+            on top of warm-up and plateau (0 = off, the reference code's recipe). A fixed time
+            budget otherwise ends at a high learning rate when the plateau never fires.
         in_memory: hold the spectrograms in RAM (None: when they fit in a quarter of the available
             memory); DataLoader workers are not used then.
     """
@@ -115,6 +119,7 @@ class TrainConfig:
     plateau_patience: int = 6
     plateau_cooldown: int = 6
     max_minutes: float | None = None
+    anneal_fraction: float = 0.0
     in_memory: bool | None = None
 
     def __post_init__(self) -> None:
@@ -126,13 +131,14 @@ class TrainConfig:
                   "plateau_cooldown": self.plateau_cooldown >= 0,
                   "max_minutes": self.max_minutes is None or (math.isfinite(self.max_minutes) and self.max_minutes > 0),
                   "max_steps": self.max_steps is None or self.max_steps >= 1,
+                  "anneal_fraction": 0 <= self.anneal_fraction <= 1,
                   "fold": 0 <= self.fold < 5, "beta": math.isfinite(self.beta) and self.beta >= 0,
                   "categorical_weight": math.isfinite(self.categorical_weight) and self.categorical_weight >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise PresetModelError("training settings out of range: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
                                    + " (epochs, batch size ≥ 1; lr finite > 0; workers ≥ 0; warm-up start in (0, 1]; "
-                                     "plateau factor in (0, 1]; max minutes finite > 0; fold 0-4)")
+                                     "plateau factor in (0, 1]; max minutes finite > 0; anneal fraction in [0, 1]; fold 0-4)")
 
     def warmup_factor(self, epoch: int) -> float:
         """Learning-rate factor of the warm-up at (0-based) ``epoch``: ``warmup_start`` → 1."""
@@ -178,6 +184,20 @@ class Plateau:
             self.scale *= cfg.plateau_factor
             self.cooldown, self.bad_epochs = cfg.plateau_cooldown, 0
         return self.scale
+
+
+def anneal_factor(cfg: TrainConfig, progress: float) -> float:
+    """Learning-rate factor of the final anneal at ``progress`` (0 → 1) through the run: 1 until
+    ``1 − anneal_fraction``, then a half cosine down to 0 at the end.
+
+        >>> cfg = TrainConfig(anneal_fraction=0.5)
+        >>> [round(anneal_factor(cfg, p), 3) for p in (0.0, 0.5, 0.75, 1.0)]
+        [1.0, 1.0, 0.5, 0.0]
+    """
+    if cfg.anneal_fraction <= 0:
+        return 1.0
+    t = (progress - (1.0 - cfg.anneal_fraction)) / cfg.anneal_fraction
+    return 1.0 if t <= 0 else 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
 
 def lr_at(cfg: TrainConfig, epoch: int, plateau: Plateau) -> float:
@@ -380,6 +400,17 @@ def _time_is_up(budget: float | None, seconds: float, device: torch.device) -> b
     return up
 
 
+def _progress(budget: float, seconds: float, device: torch.device) -> float:
+    """Fraction of the time budget spent; under DDP the ranks agree on it (the latest clock), so
+    that they step with one learning rate."""
+    progress = seconds / budget
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor(progress, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        progress = float(flag.item())
+    return progress
+
+
 def _unwrap(model) -> PresetModel:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -549,6 +580,11 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 waited += time.perf_counter() - asked      # time the step waited for the loader
                 if i == n_batches or _time_is_up(budget, spent + time.perf_counter() - t0, device):
                     break
+                if cfg.anneal_fraction > 0:
+                    through = (_progress(budget, spent + time.perf_counter() - t0, device) if budget is not None
+                               else (epoch + i / max(n_batches, 1)) / cfg.epochs)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr * anneal_factor(cfg, through)
                 mel, target, mask = _move(batch, device)
                 with autocast:
                     out_ = model(mel, eps=_global_noise(len(mel), model_cfg.latent_dim, world, rank, device))
@@ -596,6 +632,7 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                                      "schema_hash": info.schema_hash, "n_mels": info.n_mels, "frames": info.frames,
                                      "n_presets": info.n_presets},
                          "render": read_render_attrs(data)}
+                lr = optimizer.param_groups[0]["lr"]          # the last step's (after the anneal)
                 row = {"epoch": epoch + 1, "step": step, "beta": beta, "lr": lr,
                        **{f"train_{k}": v for k, v in train.items()},
                        **{f"valid_{k}": v for k, v in valid.items()},

@@ -102,6 +102,23 @@ def test_no_clipping_and_plugin_scale(engine):
     assert dc_block(x, SR)[0, 0] == 8.0  # the output stage itself never clips
 
 
+def test_dc_block_equals_scipy_lfilter(engine):
+    # dc_block runs its recursion in numpy blocks (no scipy.signal import in the workers); its float32
+    # output must be scipy's one-pole filter's, on real renders (attacks, DC offsets) and on edge lengths.
+    from scipy.signal import lfilter
+
+    pole = 1.0 - 126.0 / SR
+    rng = np.random.default_rng(0)
+    signals = [rng.standard_normal((6, 17640)).astype(np.float32) * 4 + 1.5,
+               np.ones((2, 1000), np.float32), rng.standard_normal((3, 255)).astype(np.float32),
+               rng.standard_normal(257).astype(np.float32), np.zeros((1, 1), np.float32)]
+    signals.append(engine.render(simple_voice(levels=(99, 80, 0, 0, 0, 0), algorithm=0), [(40, 127), (70, 60)],
+                                 hold=0.5, release=0.3).audio * 8)
+    for x in signals:
+        ref = lfilter([1.0, -1.0], [1.0, -pole], x.astype(np.float64), axis=-1).astype(np.float32)
+        np.testing.assert_array_equal(dc_block(x, SR), ref)
+
+
 def test_out_of_range_and_bad_input_raise(engine):
     raw = simple_voice()
     raw[voice_index("OP3 F COARSE")] = 32

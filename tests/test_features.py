@@ -51,6 +51,17 @@ def test_mel_equals_torch_stft_with_a_dense_filterbank():
         np.testing.assert_allclose(mel_db(audio, cfg), ref.numpy(), atol=1e-3)
 
 
+def test_filterbank_equals_librosa():
+    # The workers build the mel triangles in numpy (no librosa import); they must be librosa's numbers.
+    from dexed_data.features import slaney_filterbank
+
+    for sr, n_fft, n_mels in ((22050, 1024, 257), (22050, 2048, 64), (22050, 2048, 128), (44100, 512, 40)):
+        for area_norm in (False, True):
+            ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, norm="slaney" if area_norm else None,
+                                      dtype=np.float32)
+            np.testing.assert_array_equal(slaney_filterbank(sr, n_fft, n_mels, area_norm), ref)
+
+
 def test_mel_known_values_of_a_sine():
     m = mel_db(np.stack([sine(1000.0), sine(1000.0, 0.1)]), CFG)
     centres = librosa.mel_frequencies(CFG.n_mels + 2, fmax=SR / 2)[1:-1]

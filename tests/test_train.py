@@ -307,6 +307,22 @@ def test_warmup_and_plateau_follow_their_config(dataset, tmp_path):
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best
 
 
+def test_final_anneal_follows_its_config(dataset, tmp_path):
+    """With anneal_fraction, each step's lr is the warm-up/plateau lr × a half cosine over the last
+    part of the run: metrics.csv's lr (the epoch's last step) follows anneal_factor exactly."""
+    import csv
+
+    from preset_model.train import anneal_factor
+
+    cfg = replace(FAST, epochs=4, lr=1e-3, max_steps=2, warmup_epochs=0, plateau_patience=100, anneal_fraction=0.5)
+    fit(dataset, tmp_path / "run", TINY, cfg, progress=False)
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))]
+    expected = [1e-3 * anneal_factor(cfg, (e + 0.5) / 4) for e in range(4)]      # last of 2 steps: i = 1
+    assert lrs == pytest.approx(expected) and lrs[:2] == pytest.approx([1e-3, 1e-3])
+    assert lrs[2] < 1e-3 and 0 < lrs[3] < lrs[2]
+    assert anneal_factor(cfg, 1.0) == 0.0 and anneal_factor(replace(cfg, anneal_fraction=0.0), 0.99) == 1.0
+
+
 def test_max_minutes_stops_checkpoints_and_resumes(dataset, tmp_path):
     cfg = replace(FAST, epochs=50, max_minutes=1e-4)       # 6 ms: spent within the first step
     result = fit(dataset, tmp_path / "run", TINY, cfg, progress=False)
@@ -323,6 +339,6 @@ def test_training_settings_are_validated():
     from preset_model.errors import PresetModelError
 
     for bad in (dict(batch_size=0), dict(lr=-1.0), dict(lr=float("nan")), dict(epochs=0), dict(workers=-1),
-                dict(max_minutes=0.0), dict(warmup_start=0.0)):
+                dict(max_minutes=0.0), dict(warmup_start=0.0), dict(anneal_fraction=1.5)):
         with pytest.raises(PresetModelError, match="out of range"):
             TrainConfig(**bad)

@@ -73,7 +73,7 @@ def fit_command(args, data: Path, run: Path, seed: int) -> list[str]:
            "--encoding", "numcat++", "--head", "flow", "--notes", "6", "--seed", str(seed),
            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--epochs", "1000",
            "--max-steps", str(args.steps), "--max-minutes", str(args.minutes), "--warmup-epochs", "2",
-           "--plateau-patience", "3", "--plateau-cooldown", "1", "--beta", str(args.beta), "--in-memory", "--no-progress"]
+           "--plateau-patience", "3", "--plateau-cooldown", "1", "--beta", str(args.beta), "--anneal", str(args.anneal), "--in-memory", "--no-progress"]
     return cmd + (["--resume"] if (run / "last.pt").exists() else [])
 
 
@@ -329,8 +329,10 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1", help="Comma-separated seeds, trained at once (one core each).")
     p.add_argument("--steps", type=int, default=200, help="Batches per epoch.")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--beta", type=float, default=0.02, help="KL weight β after its warm-up (paper: 0.2).")
+    p.add_argument("--anneal", type=float, default=0.3,
+                   help="Last fraction of --minutes over which the LR falls to 0 (half cosine; 0 = off).")
     p.add_argument("--eval-limit", type=int, default=800, help="Test presets scored (the first N by id).")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="Render/evaluation processes.")
     args = p.parse_args(argv)
@@ -363,7 +365,7 @@ def main(argv=None) -> None:
     res = {"out_name": args.out.name, "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "presets": n_presets, "usable": int(len(usable)),
            "seeds": args.seeds, "minutes": args.minutes, "steps": args.steps, "batch_size": args.batch_size,
-           "lr": args.lr, "beta": args.beta, "eval_limit": args.eval_limit, "near_params": __import__("preset_model.split").split.NEAR_PARAMS,
+           "lr": args.lr, "beta": args.beta, "anneal": args.anneal, "eval_limit": args.eval_limit, "near_params": __import__("preset_model.split").split.NEAR_PARAMS,
            "split_sizes": {k: len(getattr(new, k)) for k in ("train", "valid", "test")},
            "parameters": int(sum(v.numel() for k, v in ckpt["model"].items() if "running" not in k
                                  and "num_batches" not in k)),

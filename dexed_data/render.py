@@ -446,20 +446,34 @@ class Job:
     segment_size: int
 
 
-def segment_bounds(n: int, segment_size: int) -> list[tuple[int, int]]:
-    """The segments of a selection of ``n`` presets: ⌈n / segment_size⌉ of them, of equal sizes ±1
-    (none larger than ``segment_size``), as ``(start, stop)`` selection positions.
+#: Jobs of at least this many segments end in quarter segments (:func:`segment_bounds`).
+TAPER_MIN_SEGMENTS = 8
 
-    Equal sizes rather than full segments and a short last one, so that the workers run out of
-    work together (a short last segment leaves one worker idle while the others finish theirs).
+
+def segment_bounds(n: int, segment_size: int) -> list[tuple[int, int]]:
+    """The segments of a selection of ``n`` presets, as ``(start, stop)`` selection positions:
+    ⌈n / segment_size⌉ segments of equal sizes ±1 (none larger than ``segment_size``), of which the
+    last eighth (at least two) is cut in quarters when there are at least
+    :data:`TAPER_MIN_SEGMENTS` segments of at least 16 presets.
+
+    So that the workers run out of work together: with a short last segment, or whole segments to
+    the end, one worker renders its last segment while the others wait (up to one segment's time;
+    at 1,000 presets on 2 cores, ~5 % of the job). Quarter segments at the end cut that wait to a
+    quarter; the job's other segments keep the full size, so there are few segment files.
 
     Example::
 
         >>> segment_bounds(10, 4)
         [(0, 3), (3, 6), (6, 10)]
+        >>> [b - a for a, b in segment_bounds(1000, 64)]
+        [62, 63, 62, 63, 62, 63, 62, 63, 62, 63, 62, 63, 62, 63, 15, 16, 15, 16, 16, 15, 16, 16]
     """
     count = -(-n // segment_size)
     edges = [s * n // count for s in range(count + 1)]
+    if count >= TAPER_MIN_SEGMENTS and segment_size >= 16:
+        first = count - max(2, count // 8)
+        edges = edges[:first] + [edges[first] + q * (n - edges[first]) // (4 * (count - first))
+                                 for q in range(4 * (count - first) + 1)]
     return list(zip(edges[:-1], edges[1:]))
 
 
@@ -497,7 +511,9 @@ def job_record(job: Job, engine_version: str | None = None) -> dict:
     record = {"format": "dexed-render-job", "format_version": ds.FORMAT_VERSION, "schema_hash": SCHEMA_HASH,
               "config": job.config.job_key(), "selection_hash": job.selection_hash,
               "selection_size": job.selection_size, "shard": str(job.shard) if job.shard else None,
-              "segment_size": job.segment_size}
+              "segment_size": job.segment_size,
+              # the segments' bounds: an unfinished job of another segmenting rule is not resumed
+              "segments_hash": hashlib.sha256(json.dumps(job.segments).encode()).hexdigest()[:16]}
     if engine_version is not None:   # segments of another engine or package version are not resumed
         from . import __version__
 

@@ -26,6 +26,10 @@ bins) alike; the MFCC term weighs the spectral envelope. (A third, n_fft 256, co
 time per render.) A voice that is near-silent on every given note while the input is not
 (:func:`dexed_data.features.silent_notes`) scores ``inf``: it is never chosen.
 
+**Crossover** (:func:`_crossover`): before the search, each of the ``donors`` candidates after the
+best lends its operators, one at a time, and its global parameters to the best voice (7 children
+per donor, fewer where they agree); the best child is kept when it is better.
+
 **Search**: a (1+λ) evolution strategy on integer steps, λ = 8
 children per generation whatever ``jobs`` is (so the result does not depend on it). A child
 changes 1–4 parameters of the best voice so far: a numerical one by ±max(1, round(|N(0, σ)|·max))
@@ -316,6 +320,8 @@ class RefineConfig:
         neighbours: nearest training presets taken as candidates.
         model_samples: voices sampled around the model's (z₀ ~ q(z₀|x)), besides its mean voice.
         offspring: children per generation (λ); fixed, so the result does not depend on ``jobs``.
+        donors: candidates after the best (by distance) whose operators are tried in the best
+            voice before the search (:func:`_crossover`); 0 = none.
         seed: seed of the search (and of the model's samples).
     """
 
@@ -323,6 +329,7 @@ class RefineConfig:
     neighbours: int = 16
     model_samples: int = 4
     offspring: int = 8
+    donors: int = 4
     seed: int = 0
 
 
@@ -489,14 +496,40 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
 
     raws = [apply_fixed(np.asarray(r, np.uint8).reshape(145)) for _, r in candidates]
     cand_d = score(raws)
+    order = sorted(range(len(raws)), key=lambda i: (cand_d[i], i))
+    donors = [raws[i] for i in order[1:1 + cfg.donors] if np.isfinite(cand_d[i])]
+    if donors and cfg.budget - render.count > 0:
+        _crossover(donors, score, cfg.budget - render.count, best)
     left = cfg.budget - render.count
     if left > 0:
-        start = best[1]      # the first candidate with the lowest distance (score keeps the earliest of ties)
+        start = best[1]      # the best voice so far (score keeps the earliest of ties)
         _es(start, score, left, cfg, best)
     if bar is not None:
         bar.close()
     return Refined(best[1].copy(), float(best[0]), best[2], [(k, d) for (k, _), d in zip(candidates, cand_d)],
                    render.count, time.perf_counter() - t0, trace)
+
+
+#: The blocks :func:`_crossover` exchanges: each operator's parameters, then the voice's own.
+_BLOCKS: tuple[np.ndarray, ...] = tuple([_OPERATOR == k for k in range(1, 7)] + [_OPERATOR == 0])
+
+
+def _crossover(donors: list[np.ndarray], score, budget: int, best: list) -> None:
+    """Try each donor's operators in the best voice: per donor (nearest first), one batch of
+    children that each take one block of :data:`_BLOCKS` (an operator, or the voice's global
+    parameters) from the donor where it differs; the best child replaces the best voice when it is
+    better. Neighbouring presets often hold the target's operator where the nearest one
+    does not; a whole operator is a move the one-parameter steps of the search rarely make."""
+    for donor in donors:
+        x = best[1][_OFFSETS]
+        kids = [np.where(block, donor[_OFFSETS], x) for block in _BLOCKS]
+        kids = [k for k in kids if not np.array_equal(k, x)][:budget]
+        if not kids:
+            continue
+        score([_voice(best[1], k) for k in kids])   # score() keeps the best (ties: the earlier voice)
+        budget -= len(kids)
+        if budget <= 0:
+            return
 
 
 def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) -> None:

@@ -320,3 +320,19 @@ def test_segments_cover_the_selection_in_equal_sizes():
             assert bounds[0][0] == 0 and bounds[-1][1] == n and len(bounds) == -(-n // size)
             assert all(x[1] == y[0] for x, y in zip(bounds, bounds[1:]))
             assert max(sizes) <= size and max(sizes) - min(sizes) <= 1   # no short last segment
+
+
+def test_segments_end_in_quarter_segments_for_large_jobs():
+    from dexed_data.render import TAPER_MIN_SEGMENTS, segment_bounds
+
+    for n, size in ((1000, 64), (30000, 64), (TAPER_MIN_SEGMENTS * 16, 16), (12345, 100), (129, 16)):
+        bounds = segment_bounds(n, size)
+        sizes = [b - a for a, b in bounds]
+        count = -(-n // size)
+        tail = 4 * max(2, count // 8)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n and all(x[1] == y[0] for x, y in zip(bounds, bounds[1:]))
+        assert len(bounds) == count - tail // 4 + tail
+        body, end = sizes[:-tail], sizes[-tail:]
+        assert max(body) <= size and max(body) - min(body) <= 1
+        assert max(end) - min(end) <= 1 and max(end) <= -(-max(body) // 4) + 1 and min(end) >= min(body) // 4 - 1
+    assert len(segment_bounds(7 * 64, 64)) == 7          # fewer than TAPER_MIN_SEGMENTS: equal sizes only

@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--perturb", type=int, default=10)
     ap.add_argument("--sets", default="test,perturbed")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--donors", type=int, default=RefineConfig.donors,
+                    help="Candidates whose operators are tried in the best one before the search (0: none).")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
 
@@ -97,7 +99,7 @@ def main() -> None:
     with h5py.File(a.data, "r") as h5:
         raw_all = h5["presets/raw"][:]
     train_raw = raw_all[train]
-    cfg = RefineConfig(budget=a.budget, seed=a.seed)
+    cfg = RefineConfig(budget=a.budget, seed=a.seed, donors=a.donors)
     print(f"{a.data}: {len(usable)} usable presets, {len(train)} training, {len(test_rows)} test; "
           f"{len(pick)} sounds per set, budget {a.budget}, jobs {a.jobs}; "
           f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)

@@ -267,7 +267,7 @@ def markdown(res: dict) -> str:
     text = f"""# Results: does the model learn? (CPU scale, whole CC0 corpus, near-copy split)
 
 Made by one command, `python tools/cpu_experiment.py --corpus ../shared/corpus/dx7-cc0 --out {res['out_name']}
---results docs/RESULTS.md` ({res['date']}, {res['machine']}). Every number below is in
+--results docs/RESULTS.md{' --compare ' + Path(res['compare']['path']).parent.name + '/results.json' if 'compare' in res else ''}` ({res['date']}, {res['machine']}). Every number below is in
 `{res['out_name']}/results.json`; the run folders hold `metrics.csv` per epoch.
 
 **Data.** The whole CC0 corpus: {res['presets']:,} unique presets imported, rendered on the paper's six notes
@@ -328,8 +328,8 @@ kNN's MFCC-40 MAE goes from {res['eval']['knn-old']['audio']['mfcc40_mae']['mean
   0.289 with the MLP head; 0.285 with β 0.02 and no dropout): at this budget the latent carries more of
   the preset when the KL term weighs less.
 - A final anneal of the learning rate over the last {res.get('anneal', 0):.0%} of the time budget (`fit --anneal`; the
-  reference code has only its plateau rule, which a fixed budget of this length never triggered:
-  the previous experiment ended at its full lr). 12-minute runs, same settings otherwise: 0.280 at lr
+  reference code has only its plateau rule, which need not fire within a fixed budget: the
+  previous experiment ended both seeds at their full lr). 12-minute runs, same settings otherwise: 0.280 at lr
   1e-3 without it, 0.280 at lr 1e-3 with it, 0.274 at lr 2e-3 with it; the anneal lets the higher
   learning rate pay off.
 - The regression flow head has no dropout (zuko's coupling networks take none; the reference code's 0.4

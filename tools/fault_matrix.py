@@ -324,13 +324,20 @@ def _kill(py, cat: Path, work: Path, env: dict) -> str:
     target = work / "killed.h5"
     for p in work.glob("killed.h5*"):
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+    # six 12-s notes per preset, so the job is still running when it is killed (with short notes it
+    # can finish between two polls now that the workers start in ~1.5 s)
+    slow = ["--notes", "40:85,50:85,60:42,60:85,60:127,70:85", "--hold", "12", "--release", "0.5", "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "dexed_data", "render", cat, "-o", target, "--jobs", "2",
-                             "--segment-size", "4", *SHORT], env={**os.environ, "PYTHONPATH": env["PYTHONPATH"]},
+                             "--segment-size", "4", *slow], env={**os.environ, "PYTHONPATH": env["PYTHONPATH"]},
                             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((work / "killed.h5.parts").glob("seg-*.h5")):
+    while (time.monotonic() < deadline and proc.poll() is None
+           and not list((work / "killed.h5.parts").glob("seg-*.h5"))):
         time.sleep(0.2)
     children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == proc.pid]
+    if proc.poll() is not None:
+        print(f"{'skipped':<10} kill -9 of render: the job ended (rc {proc.returncode}) before it could be killed")
+        return "skipped"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(20)

@@ -77,10 +77,6 @@ class ClusterPlan:
         segments = -(-presets // segment_size)
         return cls(presets, segment_size, min(segments, shards or MAX_SHARDS))
 
-    @property
-    def segments(self) -> int:
-        return -(-self.presets // self.segment_size)
-
     def shard_presets(self, k: int) -> int:
         """Presets in shard ``k``."""
         bounds = render.segment_bounds(self.presets, self.segment_size)

@@ -89,18 +89,17 @@ def n_frames(n_samples: int, cfg: MelConfig = MelConfig()) -> int:
     return 1 + n_samples // cfg.hop
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, logarithmic above."""
-    hz = np.asanyarray(hz, dtype=np.float64)
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-    mels = hz / f_sp
-    return np.where(hz >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep, mels)
+#: Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz (200/3 Hz per mel),
+#: logarithmic above (a factor 6.4 every 27 mels).
+_MEL_HZ, _LOG_HZ, _LOG_STEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float) -> float:
+    return hz / _MEL_HZ if hz < _LOG_HZ else _LOG_HZ / _MEL_HZ + np.log(hz / _LOG_HZ) / _LOG_STEP
 
 
 def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-    min_log_mel = min_log_hz / f_sp
-    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+    return np.where(mels >= _LOG_HZ / _MEL_HZ, _LOG_HZ * np.exp(_LOG_STEP * (mels - _LOG_HZ / _MEL_HZ)), _MEL_HZ * mels)
 
 
 def slaney_filterbank(sample_rate: int, n_fft: int, n_mels: int, area_norm: bool = False) -> np.ndarray:

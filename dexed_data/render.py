@@ -884,7 +884,6 @@ def _run_isolated(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: 
     from joblib.externals.loky.process_executor import BrokenProcessPool
 
     config = job.config
-    pos_of = {int(r): i for i, r in enumerate(job.rows)}   # selection position → row of job.table
     seg_of: dict[int, tuple[int, int, int]] = {}
     for seg in segments:
         for r in range(seg[1], seg[2]):
@@ -921,7 +920,7 @@ def _run_isolated(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: 
             limit = 1 if isolate else window
             while pending and len(inflight) < limit and not (inflight and pending[0] in solo):
                 row = pending.popleft()
-                fut = executor.submit(_render_guarded, row, job.table.raw[pos_of[row]], config)
+                fut = executor.submit(_render_guarded, row, job.table.raw[_out_rows(job, row, row + 1)[0]], config)
                 inflight[fut] = [row, None]
             now = time.monotonic()
             # loky hands tasks out in order: the oldest `jobs` unfinished ones are the running ones

@@ -78,14 +78,15 @@ def parameter_metrics(true_raw: np.ndarray, pred_raw: np.ndarray) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _mel_basis(sample_rate: int) -> torch.Tensor:
+def mel_basis(sample_rate: int) -> torch.Tensor:
+    """The MFCCs' ``(128, 513)`` mel basis (librosa's default: Slaney scale and area norm), cached."""
     from dexed_data.features import slaney_filterbank   # librosa.filters.mel's numbers, without its import
 
     return torch.from_numpy(slaney_filterbank(sample_rate, N_FFT, MFCC_MELS, area_norm=True))
 
 
 @functools.lru_cache(maxsize=4)
-def _dct(n: int, k: int) -> torch.Tensor:
+def dct_matrix(n: int, k: int) -> torch.Tensor:
     """``(k, n)`` orthonormal DCT-II matrix (first ``k`` coefficients)."""
     i = np.arange(n)[None, :]
     q = np.arange(k)[:, None]
@@ -124,11 +125,11 @@ def audio_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int)
     lsd = (_db(a, False) - _db(b, False)).abs().mean(dim=(1, 2))
     silent = float(np.abs(ref).max(initial=0.0)) < 10.0 ** (SILENT_DB / 20.0)
     sc = float("nan") if silent else float(torch.linalg.norm(a - b) / torch.linalg.norm(a))
-    basis = _mel_basis(int(sample_rate))
+    basis = mel_basis(int(sample_rate))
     ma, mb = _db(basis @ a.square(), True), _db(basis @ b.square(), True)   # (notes, mels, frames)
     out = {"log_spectral_mae": float(lsd.mean()), "spectral_convergence": sc}
     for k in (13, 40):
-        dct = _dct(MFCC_MELS, k)
+        dct = dct_matrix(MFCC_MELS, k)
         out[f"mfcc{k}_mae"] = float((dct @ ma - dct @ mb).abs().mean())
     return out
 

@@ -97,18 +97,13 @@ def _window(n_fft: int):
     return torch.hann_window(n_fft, periodic=True)
 
 
-@functools.lru_cache(maxsize=4)
 def _mfcc_matrix(sample_rate: int):
-    """The mel basis ``(128, 513)`` and the orthonormal DCT-II ``(40, 128)`` of the MFCCs, as torch tensors."""
-    import torch
+    """The mel basis ``(128, 513)`` and the orthonormal DCT-II ``(40, 128)`` of the MFCCs, as torch
+    tensors: :mod:`preset_model.metrics`' own, so that the search and the evaluation mean the same MFCCs."""
+    from . import metrics
 
-    from dexed_data.features import slaney_filterbank   # librosa.filters.mel's numbers, without its import
-
-    basis = torch.from_numpy(slaney_filterbank(sample_rate, MFCC_FFT, MFCC_MELS, area_norm=True))
-    i, q = np.arange(MFCC_MELS)[None, :], np.arange(MFCC_COEFFS)[:, None]
-    dct = np.cos(np.pi * (i + 0.5) * q / MFCC_MELS) * np.sqrt(2.0 / MFCC_MELS)
-    dct[0] /= np.sqrt(2.0)
-    return basis, torch.from_numpy(dct.astype(np.float32))
+    assert (metrics.N_FFT, metrics.MFCC_MELS) == (MFCC_FFT, MFCC_MELS)
+    return metrics.mel_basis(sample_rate), metrics.dct_matrix(MFCC_MELS, MFCC_COEFFS)
 
 
 def spectral_features(audio: np.ndarray, sample_rate: int) -> list:

@@ -388,27 +388,14 @@ def _gpu_utilisation(device: torch.device) -> float:
         return float("nan")
 
 
-def _time_is_up(budget: float | None, seconds: float, device: torch.device) -> bool:
-    """Whether the training time budget is spent; under DDP the ranks decide together (any rank's clock)."""
-    if budget is None:
-        return False
-    up = seconds >= budget
+def _clock(seconds: float, device: torch.device) -> float:
+    """Training seconds spent, agreed by the DDP ranks (the latest rank's clock), so that they stop
+    together and step with one learning rate; this process's own clock without DDP."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        flag = torch.tensor(float(up), device=device)
+        flag = torch.tensor(seconds, dtype=torch.float64, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        up = bool(flag.item())
-    return up
-
-
-def _progress(budget: float, seconds: float, device: torch.device) -> float:
-    """Fraction of the time budget spent; under DDP the ranks agree on it (the latest clock), so
-    that they step with one learning rate."""
-    progress = seconds / budget
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        flag = torch.tensor(progress, device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        progress = float(flag.item())
-    return progress
+        seconds = float(flag.item())
+    return seconds
 
 
 def _unwrap(model) -> PresetModel:
@@ -578,11 +565,11 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             asked = time.perf_counter()
             for i, batch in enumerate(bar):
                 waited += time.perf_counter() - asked      # time the step waited for the loader
-                if i == n_batches or _time_is_up(budget, spent + time.perf_counter() - t0, device):
+                now = None if budget is None else _clock(spent + time.perf_counter() - t0, device)
+                if i == n_batches or (now is not None and now >= budget):
                     break
                 if cfg.anneal_fraction > 0:
-                    through = (_progress(budget, spent + time.perf_counter() - t0, device) if budget is not None
-                               else (epoch + i / max(n_batches, 1)) / cfg.epochs)
+                    through = now / budget if now is not None else (epoch + i / max(n_batches, 1)) / cfg.epochs
                     for group in optimizer.param_groups:
                         group["lr"] = lr * anneal_factor(cfg, through)
                 mel, target, mask = _move(batch, device)

@@ -58,6 +58,24 @@ def test_real_spectrogram_size_shapes():
     assert out.mel.shape == (2, 6, 257, 347) and out.preset.shape == (2, 610)
 
 
+@pytest.mark.parametrize("n_mels, frames", [(64, 87), (33, 65), (64, 64)])
+def test_decoder_crops_after_every_layer(n_mels, frames):
+    """The decoder never computes more than twice the rows and frames it keeps at any layer, and
+    its output is the input's size; the channels-last layout used in training gives the same values."""
+    cfg = model_config("tiny", n_mels=n_mels, frames=frames, notes=2)
+    model = PresetModel(cfg).eval()
+    sizes = model.decoder.sizes
+    assert sizes[-1] == (n_mels, frames)
+    for (h0, w0), (h1, w1) in zip([(model.decoder.h0, model.decoder.w0)] + sizes[:-1], sizes):
+        assert h1 <= 2 * h0 and w1 <= 2 * w0 and 2 * h0 - h1 <= 1 and 2 * w0 - w1 <= 1
+    x = torch.randn(3, 2, n_mels, frames)
+    with torch.no_grad():
+        a = model(x).mel
+        b = model.to(memory_format=torch.channels_last)(x).mel
+    assert a.shape == (3, 2, n_mels, frames)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_paper_config():
     cfg = model_config("paper")
     assert (cfg.latent_dim, cfg.notes, cfg.flow_layers, cfg.flow_hidden, cfg.mlp_layers, cfg.mlp_hidden,

@@ -220,14 +220,18 @@ METRICS = (("num MAE", lambda r: r["params"]["num_mae"], "{:.4f}"),
 def _before(res: dict) -> str:
     c, best = res["compare"], res["eval"][f"seed-{res['best_seed']}"]
     b = c["best"]
-    return (f"**Before this recipe** (`{Path(c['path']).parent.name}/results.json`: lr {c['lr']:g}, β {c['beta']:g}, "
+    seen = ""
+    if all(c.get("steps", {}).get(k) for k in res["training"]):
+        seen = ("; training steps in the budget " + ", ".join(f"{c['steps'][k]:,}" for k in res["training"]) + " → "
+                + ", ".join(f"{v['steps']:,}" for v in res["training"].values()))
+    return (f"**The earlier run** (`{Path(c['path']).parent.name}/results.json`: lr {c['lr']:g}, β {c['beta']:g}, "
             f"anneal {c['anneal']:.0%}, {c['minutes']:g} minutes per seed, seeds {', '.join(map(str, c['seeds']))}, the same "
             f"split, data and scored presets): best seed num MAE {b['num_mae']:.4f} → {best['params']['num_mae']:.4f}, "
             f"categorical accuracy {b['cat_accuracy']:.3f} → {best['params']['cat_accuracy']:.3f}, log-spectral MAE "
             f"{b['log_spectral_mae']:.2f} → {best['audio']['log_spectral_mae']['mean']:.2f} dB, MFCC-40 MAE "
             f"{b['mfcc40_mae']:.2f} → {best['audio']['mfcc40_mae']['mean']:.2f}; best validation parameter loss "
             + ", ".join(f"{v:.4f}" for v in c["best_valid_param"].values()) + " → "
-            + ", ".join(f"{v['best_valid_param']:.4f}" for v in res["training"].values()) + ".\n\n")
+            + ", ".join(f"{v['best_valid_param']:.4f}" for v in res["training"].values()) + seen + ".\n\n")
 
 
 def earlier_recipe(path: Path) -> dict:
@@ -239,7 +243,8 @@ def earlier_recipe(path: Path) -> dict:
             "best": {"num_mae": best["params"]["num_mae"], "cat_accuracy": best["params"]["cat_accuracy"],
                      "log_spectral_mae": best["audio"]["log_spectral_mae"]["mean"],
                      "mfcc40_mae": best["audio"]["mfcc40_mae"]["mean"], "silent_fraction": best["silent_fraction"]},
-            "best_valid_param": {k: v["best_valid_param"] for k, v in old["training"].items()}}
+            "best_valid_param": {k: v["best_valid_param"] for k, v in old["training"].items()},
+            "steps": {k: v.get("steps") for k, v in old["training"].items()}}
 
 
 def markdown(res: dict) -> str:

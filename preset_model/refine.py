@@ -16,14 +16,14 @@ search over the 144 learnable parameters until ``budget`` renders have been spen
 **Distance** (:func:`spectral_distance`, lower is better, 0 for identical audio), on the given
 notes only (pitch-shifted fill-ins of missing notes are not the user's sound):
 
-``D = mean over notes of [ mean over n_fft ∈ {1024, 4096} of LSD(n_fft) + MFCC40 ]``
+``D = mean over notes of [ LSD + MFCC40 ]``
 
-where ``LSD(n_fft)`` is the mean |difference| of the STFT magnitude in dB re full scale (Hann,
-hop n_fft/4, floor −120 dB, as :mod:`preset_model.metrics`), and ``MFCC40`` the mean |difference|
-of the first 40 MFCCs (orthonormal DCT-II of a 128-band log-mel power spectrogram, n_fft 1024,
-hop 256). The two resolutions see attacks (1024: 11.6 ms hops) and close partials (4096: 5.4 Hz
-bins) alike; the MFCC term weighs the spectral envelope. (A third, n_fft 256, cost a fifth more
-time per render.) A voice that is near-silent on every given note while the input is not
+where ``LSD`` is the mean |difference| of the STFT magnitude in dB re full scale (n_fft 1024, Hann,
+hop 256, floor −120 dB), and ``MFCC40`` the mean |difference| of the first 40 MFCCs (orthonormal
+DCT-II of a 128-band log-mel power spectrogram of the same STFT): the log-spectral and MFCC-40
+MAE of :mod:`preset_model.metrics`, the measures the matching is judged by. (A second
+log-spectral term at n_fft 4096, for close partials, scored worse on the benchmark's sounds:
+docs/RESULTS.md.) A voice that is near-silent on every given note while the input is not
 (:func:`dexed_data.features.silent_notes`) scores ``inf``: it is never chosen.
 
 **Crossover** (:func:`_crossover`): before the search, each of the ``donors`` candidates after the
@@ -74,8 +74,8 @@ from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, algorithm, apply_
 from .baselines import INDEX_BYTES
 from .errors import PresetModelError
 
-#: STFT sizes of the multi-resolution log-spectral term (hop = n_fft / 4).
-RESOLUTIONS: tuple[int, ...] = (1024, 4096)
+#: STFT sizes of the log-spectral term (hop = n_fft / 4; more than one are averaged).
+RESOLUTIONS: tuple[int, ...] = (1024,)
 FLOOR_DB = -120.0
 MFCC_FFT, MFCC_HOP, MFCC_MELS, MFCC_COEFFS = 1024, 256, 128, 40
 assert MFCC_FFT in RESOLUTIONS and MFCC_HOP == MFCC_FFT // 4  # the MFCCs reuse that resolution's STFT

@@ -324,7 +324,7 @@ class RefineConfig:
     neighbours: int = 16
     model_samples: int = 4
     offspring: int = 8
-    donors: int = 4
+    donors: int = 8
     seed: int = 0
 
 

@@ -89,4 +89,4 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
     model = PresetModel(cfg)
     model.load_state_dict(ckpt["model"])
-    return model.to(map_location, memory_format=torch.channels_last).eval(), ckpt
+    return model.to(map_location).eval(), ckpt

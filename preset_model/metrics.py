@@ -95,14 +95,16 @@ def dct_matrix(n: int, k: int) -> torch.Tensor:
     return torch.from_numpy(m.astype(np.float32))
 
 
-def _magnitude(audio: np.ndarray) -> torch.Tensor:
+def magnitude(audio: np.ndarray) -> torch.Tensor:
+    """``(notes, samples)`` audio → STFT magnitude ``(notes, 513, frames)`` (n_fft 1024, hop 256, Hann)."""
     x = torch.as_tensor(np.ascontiguousarray(audio, dtype=np.float32))
     win = torch.hann_window(N_FFT, periodic=True)
     spec = torch.stft(x, N_FFT, hop_length=HOP, window=win, center=True, pad_mode="constant", return_complex=True)
     return spec.abs() * (2.0 / float(win.sum()))  # a full-scale sine reads ~1 at its bin
 
 
-def _db(x: torch.Tensor, power: bool) -> torch.Tensor:
+def to_db(x: torch.Tensor, power: bool) -> torch.Tensor:
+    """Magnitudes (``power`` False) or powers (True) in dB, floored at ``FLOOR_DB``."""
     floor = 10.0 ** (FLOOR_DB / (10.0 if power else 20.0))
     return (10.0 if power else 20.0) * torch.log10(x.clamp_min(floor))
 
@@ -121,12 +123,12 @@ def audio_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int)
     ref, est = np.atleast_2d(reference), np.atleast_2d(estimate)
     if ref.shape != est.shape:
         raise ValueError(f"reference {ref.shape} and estimate {est.shape} must have the same shape")
-    a, b = _magnitude(ref), _magnitude(est)                        # (notes, bins, frames)
-    lsd = (_db(a, False) - _db(b, False)).abs().mean(dim=(1, 2))
+    a, b = magnitude(ref), magnitude(est)                        # (notes, bins, frames)
+    lsd = (to_db(a, False) - to_db(b, False)).abs().mean(dim=(1, 2))
     silent = float(np.abs(ref).max(initial=0.0)) < 10.0 ** (SILENT_DB / 20.0)
     sc = float("nan") if silent else float(torch.linalg.norm(a - b) / torch.linalg.norm(a))
     basis = mel_basis(int(sample_rate))
-    ma, mb = _db(basis @ a.square(), True), _db(basis @ b.square(), True)   # (notes, mels, frames)
+    ma, mb = to_db(basis @ a.square(), True), to_db(basis @ b.square(), True)   # (notes, mels, frames)
     out = {"log_spectral_mae": float(lsd.mean()), "spectral_convergence": sc}
     for k in (13, 40):
         dct = dct_matrix(MFCC_MELS, k)
@@ -136,7 +138,7 @@ def audio_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int)
 
 def similarity(reference: np.ndarray, estimate: np.ndarray) -> float:
     """A 0–1 score for people: ``max(0, 1 − spectral convergence)`` (1 = identical magnitude spectra)."""
-    a, b = _magnitude(np.atleast_2d(reference)), _magnitude(np.atleast_2d(estimate))
+    a, b = magnitude(np.atleast_2d(reference)), magnitude(np.atleast_2d(estimate))
     sc = float(torch.linalg.norm(a - b) / torch.linalg.norm(a).clamp_min(1e-12))
     return max(0.0, 1.0 - sc)
 

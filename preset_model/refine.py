@@ -61,7 +61,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,11 +73,8 @@ from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, algorithm, apply_
 from .baselines import INDEX_BYTES
 from .errors import PresetModelError
 
-#: STFT sizes of the log-spectral term (hop = n_fft / 4; more than one are averaged).
-RESOLUTIONS: tuple[int, ...] = (1024,)
-FLOOR_DB = -120.0
-MFCC_FFT, MFCC_HOP, MFCC_MELS, MFCC_COEFFS = 1024, 256, 128, 40
-assert MFCC_FFT in RESOLUTIONS and MFCC_HOP == MFCC_FFT // 4  # the MFCCs reuse that resolution's STFT
+#: MFCCs compared by the distance (the MFCC-40 MAE of :mod:`preset_model.metrics`).
+MFCC_COEFFS = 40
 
 _OFFSETS = np.array([p.voice_offset for p in LEARNABLE_PARAMS])
 _MAXES = np.array([p.max for p in LEARNABLE_PARAMS])
@@ -90,44 +86,19 @@ _LFO_SHAPE = np.array([p.name in ("LFO SPEED", "LFO DELAY", "LFO KEY SYNC", "LFO
 
 # ----------------------------------------------------------------------------------------- distance
 
-@functools.lru_cache(maxsize=8)
-def _window(n_fft: int):
-    import torch
-
-    return torch.hann_window(n_fft, periodic=True)
-
-
-def _mfcc_matrix(sample_rate: int):
-    """The mel basis ``(128, 513)`` and the orthonormal DCT-II ``(40, 128)`` of the MFCCs, as torch
-    tensors: :mod:`preset_model.metrics`' own, so that the search and the evaluation mean the same MFCCs."""
+def spectral_features(audio: np.ndarray, sample_rate: int) -> tuple:
+    """What :func:`spectral_distance` compares, computed as :func:`preset_model.metrics.audio_metrics`
+    does: the dB magnitude spectrogram ``(notes, 513, frames)`` and the MFCCs ``(notes, 40, frames)``."""
     from . import metrics
 
-    assert (metrics.N_FFT, metrics.MFCC_MELS) == (MFCC_FFT, MFCC_MELS)
-    return metrics.mel_basis(sample_rate), metrics.dct_matrix(MFCC_MELS, MFCC_COEFFS)
+    mag = metrics.magnitude(np.atleast_2d(audio))
+    log_mel = metrics.to_db(metrics.mel_basis(int(sample_rate)) @ mag.square(), True)
+    return metrics.to_db(mag, False), metrics.dct_matrix(metrics.MFCC_MELS, MFCC_COEFFS) @ log_mel
 
 
-def spectral_features(audio: np.ndarray, sample_rate: int) -> list:
-    """What :func:`spectral_distance` compares: per resolution ``(notes, bins, frames)`` dB, then MFCCs ``(notes, 40, frames)``."""
-    import torch
-
-    x = torch.as_tensor(np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32))
-    out = []
-    for n_fft in RESOLUTIONS:
-        win = _window(n_fft)
-        spec = torch.stft(x, n_fft, hop_length=n_fft // 4, window=win, center=True, pad_mode="constant",
-                          return_complex=True).abs() * (2.0 / float(win.sum()))
-        out.append(20.0 * torch.log10(spec.clamp_min(10.0 ** (FLOOR_DB / 20.0))))
-        if n_fft == MFCC_FFT:
-            power = spec.square()
-    basis, dct = _mfcc_matrix(int(sample_rate))
-    out.append(dct @ (10.0 * torch.log10((basis @ power).clamp_min(10.0 ** (FLOOR_DB / 10.0)))))
-    return out
-
-
-def feature_distance(ref: list, est: list) -> float:
+def feature_distance(ref: tuple, est: tuple) -> float:
     """:func:`spectral_distance` between two :func:`spectral_features` results."""
-    lsd = sum(float((a - b).abs().mean()) for a, b in zip(ref[:-1], est[:-1])) / (len(ref) - 1)
-    return lsd + float((ref[-1] - est[-1]).abs().mean())
+    return sum(float((a - b).abs().mean()) for a, b in zip(ref, est))
 
 
 def spectral_distance(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:

@@ -71,7 +71,7 @@ def test_decoder_crops_after_every_layer(n_mels, frames):
     x = torch.randn(3, 2, n_mels, frames)
     with torch.no_grad():
         a = model(x).mel
-        b = model.to(memory_format=torch.channels_last)(x).mel
+        b = model.to(memory_format=torch.contiguous_format)(x).mel
     assert a.shape == (3, 2, n_mels, frames)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 

@@ -41,8 +41,7 @@ def train_rate(size: str, notes: int, n_mels: int, frames: int, batch: int, step
                amp: bool) -> tuple[float, int]:
     """Samples/s of full training steps (forward, loss, backward, Adam) on random inputs; and the parameter count."""
     torch.manual_seed(0)
-    model = PresetModel(model_config(size, notes=notes, n_mels=n_mels, frames=frames)).to(
-        device, memory_format=torch.channels_last)
+    model = PresetModel(model_config(size, notes=notes, n_mels=n_mels, frames=frames)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     mel = torch.rand(batch, notes, n_mels, frames, device=device) * 2 - 1
     d = model.cfg.latent_dim

@@ -121,6 +121,8 @@ def fit(
     anneal: Optional[float] = typer.Option(None, "--anneal",
                                            help="Last fraction of the run (of --max-minutes if given, else of --epochs) "
                                                 "over which the LR falls to 0 along a half cosine (default 0: off)."),
+    num_loss: Optional[str] = typer.Option(None, "--num-loss",
+                                           help="Loss of the numerical parameters: mse (the paper's, default) | l1."),
 ) -> None:
     """Train the VAE-flow preset model; defaults are the paper's. Run under `torchrun` for several GPUs/nodes."""
     import math
@@ -142,6 +144,8 @@ def fit(
         _fail(f"--beta {beta}: must be a number between 0 and 10")
     if anneal is not None and not (math.isfinite(anneal) and 0 <= anneal <= 1):
         _fail(f"--anneal {anneal}: must be a fraction between 0 and 1")
+    if num_loss is not None and num_loss not in ("mse", "l1"):
+        _fail(f"--num-loss {num_loss!r}: choose mse or l1")
     _check_device(device)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a run folder")
@@ -152,7 +156,8 @@ def fit(
     model_args = {k: v for k, v in dict(encoding=encoding, head=head, notes=notes).items() if v is not None}
     train_args = {k: v for k, v in dict(batch_size=batch_size, lr=lr, fold=fold, seed=seed, weight_decay=weight_decay,
                                         warmup_epochs=warmup_epochs, plateau_patience=plateau_patience,
-                                        plateau_cooldown=plateau_cooldown, anneal_fraction=anneal).items()
+                                        plateau_cooldown=plateau_cooldown, anneal_fraction=anneal,
+                                        numerical_loss=num_loss).items()
                   if v is not None}
     if beta is not None:
         train_args.update(beta=beta, beta_start=beta / 2)

@@ -49,6 +49,7 @@ from .errors import CheckpointError, PresetModelError
 from .model import ModelConfig, ModelOutput, PresetModel
 
 TERMS = ("loss", "rec", "kl", "logdet", "num", "cat")
+NUMERICAL_LOSSES = ("mse", "l1")
 #: What the terms mean (printed by ``fit``, columns of metrics.csv as ``train_*`` / ``valid_*``):
 TERM_HELP = {
     "loss": "the total training loss: rec + beta*(kl - logdet) + num + cat_weight*cat",
@@ -73,6 +74,9 @@ class TrainConfig:
         beta_start, beta, beta_warmup_epochs: β rises linearly from ``beta_start`` to ``beta``
             over the first ``beta_warmup_epochs`` epochs.
         categorical_weight: weight of the categorical cross-entropy (paper: 0.2).
+        numerical_loss: ``"mse"`` (the paper's) or ``"l1"``: the loss of the numerical outputs.
+            L1 is minimised by the median of what a sound leaves undetermined, the mean absolute
+            error's own optimum, where MSE is minimised by the mean.
         seed: seeds the model init, the shuffling and the latent noise.
         workers: DataLoader worker processes per rank.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
@@ -106,6 +110,7 @@ class TrainConfig:
     beta: float = 0.2
     beta_warmup_epochs: int = 25
     categorical_weight: float = 0.2
+    numerical_loss: str = "mse"
     seed: int = 0
     workers: int = 2
     device: str = "auto"
@@ -133,12 +138,14 @@ class TrainConfig:
                   "max_steps": self.max_steps is None or self.max_steps >= 1,
                   "anneal_fraction": 0 <= self.anneal_fraction <= 1,
                   "fold": 0 <= self.fold < 5, "beta": math.isfinite(self.beta) and self.beta >= 0,
-                  "categorical_weight": math.isfinite(self.categorical_weight) and self.categorical_weight >= 0}
+                  "categorical_weight": math.isfinite(self.categorical_weight) and self.categorical_weight >= 0,
+                  "numerical_loss": self.numerical_loss in NUMERICAL_LOSSES}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise PresetModelError("training settings out of range: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
                                    + " (epochs, batch size ≥ 1; lr finite > 0; workers ≥ 0; warm-up start in (0, 1]; "
-                                     "plateau factor in (0, 1]; max minutes finite > 0; anneal fraction in [0, 1]; fold 0-4)")
+                                     "plateau factor in (0, 1]; max minutes finite > 0; anneal fraction in [0, 1]; fold 0-4; "
+                                     "numerical loss mse or l1)")
 
     def warmup_factor(self, epoch: int) -> float:
         """Learning-rate factor of the warm-up at (0-based) ``epoch``: ``warmup_start`` → 1."""
@@ -207,7 +214,7 @@ def lr_at(cfg: TrainConfig, epoch: int, plateau: Plateau) -> float:
 
 def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, model: PresetModel,
                  beta: float, categorical_weight: float = 0.2, *,
-                 global_counts: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+                 global_counts: bool = False, numerical_loss: str = "mse") -> tuple[Tensor, dict[str, Tensor]]:
     """The paper's loss and its terms (detached), for one batch.
 
     ``loss = rec + β·(kl − logdet) + num + categorical_weight·cat`` where
@@ -216,7 +223,8 @@ def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, mo
     * ``kl``: ``log q₀(z₀|x) − log p(z_K)`` (one sample; in eval mode z₀ = μ), ``logdet``: the
       latent flow's Σ log|det|, so that ``kl − logdet`` is KL(q(z_K|x) ‖ N(0, I)); both per latent
       dimension (divided by D) so that β means the same for the three encodings;
-    * ``num``: MSE of the head's float outputs (unclamped) against ``raw / max``;
+    * ``num``: MSE (or with ``numerical_loss="l1"`` the absolute error) of the head's float
+      outputs (unclamped) against ``raw / max``;
     * ``cat``: cross-entropy of softmax(u / T) per one-hot group;
 
     ``num`` and ``cat`` are means over the elements/groups whose ``mask`` is 1 (operators
@@ -239,8 +247,9 @@ def compute_loss(out: ModelOutput, mel: Tensor, target: Tensor, mask: Tensor, mo
     logdet = out.logdet.mean() / d
     act = model.activation
     w = mask[:, act.float_index]
-    sq = (out.logits[:, act.float_index] - target[:, act.float_index]) ** 2
-    num = (sq * w).sum() / _count(w.sum(), global_counts)
+    diff = out.logits[:, act.float_index] - target[:, act.float_index]
+    err = diff.abs() if numerical_loss == "l1" else diff ** 2
+    num = (err * w).sum() / _count(w.sum(), global_counts)
     ce_sum, count = out.logits.new_zeros(()), out.logits.new_zeros(())
     for idx, logits in zip(act.group_index, act.group_logits(out.logits)):
         wg = mask[:, idx[:, 0]]                                   # (B, groups of this size)
@@ -364,7 +373,8 @@ def _move(batch, device):
 
 
 @torch.no_grad()
-def validation_losses(model, loader, device, beta: float, categorical_weight: float, autocast) -> dict[str, float]:
+def validation_losses(model, loader, device, beta: float, categorical_weight: float, autocast,
+                      numerical_loss: str = "mse") -> dict[str, float]:
     """Mean loss terms over ``loader`` (eval mode, z₀ = μ), summed across DDP ranks."""
     model.eval()
     sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64, device=device)
@@ -372,7 +382,8 @@ def validation_losses(model, loader, device, beta: float, categorical_weight: fl
         mel, target, mask = _move((mel, target, mask), device)
         with autocast:
             out = model(mel)
-        _, terms = compute_loss(out, mel, target, mask, _unwrap(model), beta, categorical_weight)
+        _, terms = compute_loss(out, mel, target, mask, _unwrap(model), beta, categorical_weight,
+                                numerical_loss=numerical_loss)
         sums += torch.stack([*(terms[k].double() * len(mel) for k in TERMS), torch.tensor(len(mel), device=device)])
     if dist.is_initialized():
         dist.all_reduce(sums)
@@ -576,7 +587,7 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 with autocast:
                     out_ = model(mel, eps=_global_noise(len(mel), model_cfg.latent_dim, world, rank, device))
                 loss, terms = compute_loss(out_, mel, target, mask, _unwrap(model), beta, cfg.categorical_weight,
-                                           global_counts=True)
+                                           global_counts=True, numerical_loss=cfg.numerical_loss)
                 if not torch.isfinite(loss):
                     raise PresetModelError(f"epoch {epoch}, step {step}: loss is {loss.item()} "
                                            f"({ {k: round(v.item(), 4) for k, v in terms.items()} }); lower --lr")
@@ -598,7 +609,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             spent += elapsed
             out_of_time = budget is not None and spent >= budget
             train = {k: v / max(done, 1) for k, v in sums.items()}
-            valid = validation_losses(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast)
+            valid = validation_losses(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast,
+                                      cfg.numerical_loss)
             valid["param"] = valid["num"] + cfg.categorical_weight * valid["cat"]
             if epoch + 1 >= cfg.warmup_epochs:
                 plateau.step(valid["param"], cfg)

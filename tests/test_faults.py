@@ -308,6 +308,7 @@ def test_data_option_ranges(command, args, needle, catalogue, dataset, tmp_path)
     (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-5"], "--batch-size"), (["--lr", "-1"], "--lr"),
     (["--lr", "nan"], "--lr"), (["--workers", "-1"], "--workers"), (["--epochs", "0"], "--epochs"),
     (["--device", "foo"], "--device"), (["--anneal", "1.5"], "--anneal"), (["--beta", "-1"], "--beta"),
+    (["--num-loss", "huber"], "--num-loss"),
 ] + ([] if __import__("torch").cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
 def test_fit_option_ranges(option, needle, dataset, tmp_path):
     res = run(model_app, "fit", "--data", dataset, "--out", tmp_path / "run", "--size", "tiny", "--workers", "0",

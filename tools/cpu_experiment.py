@@ -73,7 +73,8 @@ def fit_command(args, data: Path, run: Path, seed: int) -> list[str]:
            "--encoding", "numcat++", "--head", "flow", "--notes", "6", "--seed", str(seed),
            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--epochs", "1000",
            "--max-steps", str(args.steps), "--max-minutes", str(args.minutes), "--warmup-epochs", "2",
-           "--plateau-patience", "3", "--plateau-cooldown", "1", "--beta", str(args.beta), "--anneal", str(args.anneal), "--in-memory", "--no-progress"]
+           "--plateau-patience", "3", "--plateau-cooldown", "1", "--beta", str(args.beta), "--anneal", str(args.anneal), "--num-loss", args.num_loss,
+           "--in-memory", "--no-progress"]
     return cmd + (["--resume"] if (run / "last.pt").exists() else [])
 
 
@@ -369,6 +370,8 @@ def main(argv=None) -> None:
     p.add_argument("--beta", type=float, default=0.02, help="KL weight β after its warm-up (paper: 0.2).")
     p.add_argument("--anneal", type=float, default=0.3,
                    help="Last fraction of --minutes over which the LR falls to 0 (half cosine; 0 = off).")
+    p.add_argument("--num-loss", default="l1", choices=("mse", "l1"),
+                   help="Loss of the numerical parameters (fit --num-loss; paper: mse).")
     p.add_argument("--compare", type=Path, default=None,
                    help="results.json of an earlier run of this tool (another recipe) to quote beside this one.")
     p.add_argument("--eval-limit", type=int, default=800, help="Test presets scored (the first N by id).")
@@ -403,7 +406,7 @@ def main(argv=None) -> None:
     res = {"out_name": args.out.name, "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "presets": n_presets, "usable": int(len(usable)),
            "seeds": args.seeds, "minutes": args.minutes, "steps": args.steps, "batch_size": args.batch_size,
-           "lr": args.lr, "beta": args.beta, "anneal": args.anneal, "eval_limit": args.eval_limit, "near_params": __import__("preset_model.split").split.NEAR_PARAMS,
+           "lr": args.lr, "beta": args.beta, "anneal": args.anneal, "num_loss": args.num_loss, "eval_limit": args.eval_limit, "near_params": __import__("preset_model.split").split.NEAR_PARAMS,
            "split_sizes": {k: len(getattr(new, k)) for k in ("train", "valid", "test")},
            "parameters": int(sum(v.numel() for k, v in ckpt["model"].items() if "running" not in k
                                  and "num_batches" not in k)),

@@ -25,13 +25,19 @@ from dexed_data.schema import LEARNABLE_PARAMS, apply_fixed
 
 from .inference import scale_mel
 
-BASELINES: tuple[str, ...] = ("knn", "mean")
+BASELINES: tuple[str, ...] = ("knn", "mean", "median")
 #: Index size above which spectrograms are average-pooled before the distance (bytes of float32).
 INDEX_BYTES = 1 << 30
 
 
-def mean_preset(train_raw: np.ndarray) -> np.ndarray:
-    """The mean/mode preset of ``train_raw (N, 145)``: ``(145,)`` uint8 (fixed bytes applied)."""
+def mean_preset(train_raw: np.ndarray, center: str = "mean") -> np.ndarray:
+    """The mean/mode preset of ``train_raw (N, 145)``: ``(145,)`` uint8 (fixed bytes applied).
+
+    With ``center="median"`` the numerical parameters take their median instead: the constant with
+    the least mean absolute error (the right reference for a model trained with an L1 loss).
+    """
+    if center not in ("mean", "median"):
+        raise ValueError(f"center must be 'mean' or 'median', got {center!r}")
     raw = np.asarray(train_raw).reshape(-1, 145)
     out = raw[0].copy()
     for p in LEARNABLE_PARAMS:
@@ -39,7 +45,8 @@ def mean_preset(train_raw: np.ndarray) -> np.ndarray:
         if p.kind == "categorical":
             out[p.voice_offset] = np.bincount(col, minlength=p.max + 1).argmax()
         else:
-            out[p.voice_offset] = int(np.clip(np.rint(col.mean()), 0, p.max))
+            mid = col.mean() if center == "mean" else np.median(col)
+            out[p.voice_offset] = int(np.clip(np.rint(mid), 0, p.max))
     return apply_fixed(out)
 
 

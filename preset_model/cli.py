@@ -195,7 +195,10 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset (default: the one the run was trained on, at "
                                         "its recorded path or beside the run folder)."),
     split: str = typer.Option("test", "--split", help="test | valid | train: the run's saved split."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Evaluate a baseline instead of the model: knn | mean."),
+    baseline: Optional[str] = typer.Option(None, "--baseline",
+                                           help="Evaluate a baseline instead of the model: knn | mean | median "
+                                                "(numerical parameters at their training mean or median, "
+                                                "categorical ones at their mode)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes re-rendering presets."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N presets of the split."),
     checkpoint: str = typer.Option("best.pt", "--checkpoint", help="best.pt | last.pt."),

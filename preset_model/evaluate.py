@@ -3,7 +3,7 @@
 For each preset of the split (the run's saved split, ``test`` by default):
 
 1. infer a preset: the model from the stored spectrograms of its input notes, or a baseline
-   (``knn``: the nearest training preset by those spectrograms; ``mean``: the mean/mode preset);
+   (``knn``: the nearest training preset by those spectrograms; ``mean`` / ``median``: the mean/mode or median/mode preset);
 2. parameter metrics against the true raw values (:func:`preset_model.metrics.parameter_metrics`);
 3. re-render the true and the inferred preset with the dataset's engine, notes and note length
    (in ``jobs`` worker processes) and compare them (:func:`preset_model.metrics.audio_metrics`).
@@ -67,8 +67,8 @@ def predict(run: Run, data: Path, rows: np.ndarray, train_rows: np.ndarray, base
 
     with h5py.File(data, "r") as h5:
         raw_all = h5["presets/raw"][:]
-    if baseline == "mean":
-        return np.tile(mean_preset(raw_all[train_rows]), (len(rows), 1))
+    if baseline in ("mean", "median"):
+        return np.tile(mean_preset(raw_all[train_rows], baseline), (len(rows), 1))
     if baseline == "knn":
         shape = (len(run.note_index), run.model.cfg.n_mels, run.model.cfg.frames)
         pool = pool_factor(len(train_rows), shape)
@@ -129,7 +129,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         run: run folder (or checkpoint file).
         data: dataset (default: the one the run was trained on).
         split: ``test`` (default), ``valid`` or ``train``.
-        baseline: None for the model, ``"knn"`` or ``"mean"``.
+        baseline: None for the model, ``"knn"``, ``"mean"`` or ``"median"``.
         jobs: render processes.
         limit: evaluate only the first ``limit`` presets of the split (by row; for quick checks).
         checkpoint: ``best.pt`` or ``last.pt``.

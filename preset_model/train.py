@@ -56,7 +56,8 @@ TERM_HELP = {
     "rec": "spectrogram reconstruction MSE (model-input scale, [-1, 1])",
     "kl": "log q(z0|x) - log p(zK) per latent dimension (one sample; z0 = mu in validation)",
     "logdet": "the latent flow's log-determinant per latent dimension (kl - logdet is the KL to the prior)",
-    "num": "MSE of the numerical parameters (fractions of their ranges), audible operators only",
+    "num": "MSE (--num-loss l1: mean absolute error) of the numerical parameters (fractions of their ranges), "
+           "audible operators only",
     "cat": "cross-entropy of the categorical parameters, audible operators only",
     "param": "num + cat_weight*cat: the validation parameter loss that selects best.pt and drives the LR plateau",
 }

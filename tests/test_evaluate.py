@@ -73,6 +73,10 @@ def test_mean_preset_takes_mean_of_numbers_and_mode_of_categories():
     m = mean_preset(raw)
     assert m[off] == 30 and m[coff] == 2 and m.shape == (145,)
     assert (m <= VOICE_MAX).all()
+    med = mean_preset(raw, "median")  # median 20: the constant with the least absolute error
+    assert med[off] == 20 and med[coff] == 2
+    with pytest.raises(ValueError, match="median"):
+        mean_preset(raw, "mode")
 
 
 def test_pool_factor_keeps_index_under_budget():
@@ -137,6 +141,8 @@ def test_evaluate_reports_model_and_baselines(fitted):
     assert all(v["mean"] == 0.0 for v in knn["audio"].values())
     assert knn["near_copies"]["within_1"] == 1.0          # training presets are their own nearest copies
     mean = evaluate(fitted.mlp1, baseline="mean", limit=2, jobs=1)
+    median = evaluate(fitted.mlp1, baseline="median", limit=2, jobs=1)
+    assert median["method"] == "median" and median["presets"] == mean["presets"] == 2
     # a baseline's report names the run's split and input notes, not the model's encoding or head
     assert mean["method"] == "mean" and mean["model"] is None and mean["input_notes"] == [[60, 85]]
 

@@ -6,7 +6,9 @@ are not in the dataset), it compares on the same sounds:
 
 * ``knn``: the nearest training preset by spectrogram (the ``--baseline knn`` of evaluate);
 * ``refined``: ``preset_model.refine.refine`` with a budget of ``--budget`` renders from the
-  nearest training presets and a sine voice (no model: what ``match --data`` does).
+  nearest training presets and a sine voice (no model: what ``match --data`` does), and with
+  ``--run RUN`` also from the model's voice and its samples (what ``match RUN --refine`` does; the
+  run must have been trained on ``--data`` with the same split).
 
 Audio metrics are those of ``preset-model evaluate`` (log-spectral MAE in dB, MFCC-40 MAE), on all
 notes. It prints presets/s and renders/s per CPU second of this process (``--jobs 1``: one core,
@@ -78,6 +80,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--donors", type=int, default=RefineConfig.donors,
                     help="Candidates whose operators are tried in the best one before the search (0: none).")
+    ap.add_argument("--run", type=Path, default=None,
+                    help="A run trained on --data: its voice and samples join the candidates (match RUN --refine).")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
 
@@ -100,11 +104,19 @@ def main() -> None:
         raw_all = h5["presets/raw"][:]
     train_raw = raw_all[train]
     cfg = RefineConfig(budget=a.budget, seed=a.seed, donors=a.donors)
+    loaded = None
+    if a.run is not None:
+        from preset_model.inference import load_run
+
+        loaded = load_run(a.run, data=a.data)
+        if sorted(loaded.checkpoint["split"]["train"]) != sorted(ids[r] for r in train):
+            sys.exit(f"{a.run} was not trained on the training split of {a.data}")
     print(f"{a.data}: {len(usable)} usable presets, {len(train)} training, {len(test_rows)} test; "
           f"{len(pick)} sounds per set, budget {a.budget}, jobs {a.jobs}; "
           f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)
     results: dict = {"data": str(a.data), "budget": a.budget, "jobs": a.jobs,
-                     "neighbours": cfg.neighbours, "perturb": a.perturb, "index_seconds": t_index,
+                     "neighbours": cfg.neighbours, "perturb": a.perturb,
+                     "run": None if a.run is None else str(a.run), "model_samples": cfg.model_samples if a.run else 0, "index_seconds": t_index,
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
                                 f"{os.getloadavg()[0]:.1f} at start", "sets": {}}
     for name in a.sets.split(","):
@@ -121,8 +133,9 @@ def main() -> None:
                         break
             target = engine.render(raw, s.notes, s.hold, s.release).audio
             t1, c1 = time.perf_counter(), time.process_time()
-            cands = sound_candidates(target, range(len(s.notes)), s.mel, None, None, index, cfg)
-            knn = engine.render(cands[0][1], s.notes, s.hold, s.release).audio
+            db = None if loaded is None else loaded.spectrogram(target)
+            cands = sound_candidates(target, range(len(s.notes)), s.mel, loaded, db, index, cfg)
+            knn = engine.render(dict(cands)["nearest-1"], s.notes, s.hold, s.release).audio
             res = refine(target, s.notes, cands, s.engine_spec, s.hold, s.release, cfg, a.jobs)
             sec, cpu = time.perf_counter() - t1, time.process_time() - c1
             mk, mr = audio_metrics(target, knn, s.sample_rate), audio_metrics(target, res.render, s.sample_rate)

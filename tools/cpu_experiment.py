@@ -225,14 +225,29 @@ def _before(res: dict) -> str:
     if all(c.get("steps", {}).get(k) for k in res["training"]):
         seen = ("; training steps in the budget " + ", ".join(f"{c['steps'][k]:,}" for k in res["training"]) + " → "
                 + ", ".join(f"{v['steps']:,}" for v in res["training"].values()))
+    same_loss = c.get("num_loss", "mse") == res.get("num_loss", "mse")
+    valid = (", ".join(f"{v:.4f}" for v in c["best_valid_param"].values()) + " → "
+             + ", ".join(f"{v['best_valid_param']:.4f}" for v in res["training"].values())) if same_loss else \
+        f"not comparable ({c.get('num_loss', 'mse')} → {res.get('num_loss', 'mse')} numerical loss)"
     return (f"**The earlier run** (`{Path(c['path']).parent.name}/results.json`: lr {c['lr']:g}, β {c['beta']:g}, "
-            f"anneal {c['anneal']:.0%}, {c['minutes']:g} minutes per seed, seeds {', '.join(map(str, c['seeds']))}, the same "
+            f"anneal {c['anneal']:.0%}, numerical loss {c.get('num_loss', 'mse').upper()}, {c['minutes']:g} minutes per seed, seeds {', '.join(map(str, c['seeds']))}, the same "
             f"split, data and scored presets): best seed num MAE {b['num_mae']:.4f} → {best['params']['num_mae']:.4f}, "
             f"categorical accuracy {b['cat_accuracy']:.3f} → {best['params']['cat_accuracy']:.3f}, log-spectral MAE "
             f"{b['log_spectral_mae']:.2f} → {best['audio']['log_spectral_mae']['mean']:.2f} dB, MFCC-40 MAE "
             f"{b['mfcc40_mae']:.2f} → {best['audio']['mfcc40_mae']['mean']:.2f}; best validation parameter loss "
-            + ", ".join(f"{v:.4f}" for v in c["best_valid_param"].values()) + " → "
-            + ", ".join(f"{v['best_valid_param']:.4f}" for v in res["training"].values()) + seen + ".\n\n")
+            + valid + seen + ".\n\n")
+
+
+def _convergence_note(best: dict, mean: dict) -> str:
+    """A sentence on spectral convergence (no target) when the model's mean is worse than the mean preset's."""
+    sc, ref = best["audio"]["spectral_convergence"], mean["audio"]["spectral_convergence"]
+    if sc["mean"] <= ref["mean"]:
+        return ""
+    worst = np.nanmax(np.asarray(best.get("per_preset", {}).get("spectral_convergence", [np.nan]), float))
+    return (f"Spectral convergence (no target) is the one measure where the mean preset is ahead on the mean "
+            f"({sc['mean']:.3f} against {ref['mean']:.3f}) but not on the median ({sc['median']:.3f} against "
+            f"{ref['median']:.3f}): it divides by the reference's energy, so a few voices inferred much louder "
+            f"than a quiet reference weigh heavily (worst {worst:.0f}).\n")
 
 
 def earlier_recipe(path: Path) -> dict:
@@ -240,6 +255,7 @@ def earlier_recipe(path: Path) -> dict:
     old = json.loads(path.read_text())
     best = old["eval"][f"seed-{old['best_seed']}"]
     return {"path": str(path), "lr": old["lr"], "beta": old.get("beta", 0.2), "anneal": old.get("anneal", 0.0),
+            "num_loss": old.get("num_loss", "mse"),
             "minutes": old["minutes"], "seeds": old["seeds"], "eval_limit": old["eval_limit"],
             "best": {"num_mae": best["params"]["num_mae"], "cat_accuracy": best["params"]["cat_accuracy"],
                      "log_spectral_mae": best["audio"]["log_spectral_mae"]["mean"],
@@ -271,6 +287,9 @@ def markdown(res: dict) -> str:
         return 1 - get(best) / get(mean)
 
     g = dict((m[0], m[1]) for m in METRICS)
+    num_loss = "an L1 (absolute error) loss, `fit --num-loss l1`" if res.get("num_loss") == "l1" else "the paper's MSE"
+    median_note = ("; median preset = the same with every numerical parameter at its training median (the constant "
+                   "with the least absolute error,\nso the fair constant for a model trained with an L1 loss)") if extra else ""
     nc, old = res["near_copies"], res["near_copies_old"]
     tr = res["training"]
     text = f"""# Results: does the model learn? (CPU scale, whole CC0 corpus, near-copy split)
@@ -300,14 +319,12 @@ regression head, six input notes; Adam lr {res['lr']:g}, batch {res['batch_size'
 falls along a half cosine to 0 over the last {res.get('anneal', 0):.0%} of the time budget, dropout 0.3 in the
 autoencoder's fully connected layers, β {res.get('beta', 0.2) / 2:g} → {res.get('beta', 0.2):g} over 25 epochs, best.pt chosen on the validation
 parameter loss, spectrogram bounds from the training split; numerical parameters trained with
-{'an L1 (absolute error) loss, `fit --num-loss l1`' if res.get('num_loss', 'mse') == 'l1' else "the paper's MSE"}.
+{num_loss}.
 
 **Scoring.** The first {res['eval_limit']} test presets by id (the same for every column), each re-rendered
 with the inferred preset on all six notes. Lower is better except accuracy. "spread" is half the range over
 the seeds. kNN = the training preset with the nearest spectrograms; mean preset = every numerical
-parameter at its training mean, every categorical one at its mode{'; median preset = the same with
-every numerical parameter at its training median (the constant with the least absolute error, so the
-fair constant for a model trained with an L1 loss)' if extra else ''}.
+parameter at its training mean, every categorical one at its mode{median_note}.
 
 {chr(10).join(lines)}
 
@@ -317,7 +334,7 @@ fair constant for a model trained with an L1 loss)' if extra else ''}.
 {mean['params']['cat_accuracy']:.3f} (target: higher), silent presets {best['silent_fraction']:.1%} (target ≤ 5 %).
 """ + (f"""Against the median preset: num MAE {1 - g['num MAE'](best) / g['num MAE'](res['eval']['median']):.0%} lower, log-spectral MAE
 {1 - g['log-spectral MAE (dB)'](best) / g['log-spectral MAE (dB)'](res['eval']['median']):.0%} lower, MFCC-40 MAE {1 - g['MFCC-40 MAE'](best) / g['MFCC-40 MAE'](res['eval']['median']):.0%} lower.
-""" if extra else "") + f"""
+""" if extra else "") + _convergence_note(best, mean) + f"""
 
 """ + (_before(res) if "compare" in res else "") + f"""**The gap to kNN.** kNN scores num MAE {knn['params']['num_mae']:.4f}, log-spectral {knn['audio']['log_spectral_mae']['mean']:.2f} dB,
 MFCC-40 {knn['audio']['mfcc40_mae']['mean']:.2f}; the best model {best['params']['num_mae']:.4f}, {best['audio']['log_spectral_mae']['mean']:.2f} dB,
@@ -347,8 +364,8 @@ kNN's MFCC-40 MAE goes from {res['eval']['knn-old']['audio']['mfcc40_mae']['mean
   previous experiment ended both seeds at their full lr). 12-minute runs, same settings otherwise: 0.280 at lr
   1e-3 without it, 0.280 at lr 1e-3 with it, 0.274 at lr 2e-3 with it; the anneal lets the higher
   learning rate pay off.
-- Numerical parameters trained with an L1 loss (`fit --num-loss l1`; paper: MSE), when
-  `num_loss` in results.json is `l1`. Chosen by 24-minute runs of one seed (four at once on the two
+- Numerical parameters trained with an L1 loss (`fit --num-loss l1`, the tool's default; this run:
+  {res.get('num_loss', 'mse').upper()}; paper: MSE). Chosen by 24-minute runs of one seed (four at once on the two
   cores, so about 12 minutes of one core each; lr 2e-3, anneal 30 %, scored on the first 400 test presets):
   MSE → L1 moved num MAE 0.143 → 0.126, log-spectral MAE 13.78 → 8.90 dB and MFCC-40 MAE 17.03 → 12.34;
   a wider `small` model (last convolutions 128 channels, mix 256, flows of 256 units; 15 % slower) gave

@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--donors", type=int, default=RefineConfig.donors,
                     help="Candidates whose operators are tried in the best one before the search (0: none).")
+    ap.add_argument("--offspring", type=int, default=RefineConfig.offspring,
+                    help="Children per generation of the evolution strategy (λ).")
     ap.add_argument("--run", type=Path, default=None,
                     help="A run trained on --data: its voice and samples join the candidates (match RUN --refine).")
     ap.add_argument("--out", type=Path, required=True)
@@ -103,7 +105,7 @@ def main() -> None:
     with h5py.File(a.data, "r") as h5:
         raw_all = h5["presets/raw"][:]
     train_raw = raw_all[train]
-    cfg = RefineConfig(budget=a.budget, seed=a.seed, donors=a.donors)
+    cfg = RefineConfig(budget=a.budget, seed=a.seed, donors=a.donors, offspring=a.offspring)
     loaded = None
     if a.run is not None:
         from preset_model.inference import load_run

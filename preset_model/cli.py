@@ -144,8 +144,10 @@ def fit(
         _fail(f"--beta {beta}: must be a number between 0 and 10")
     if anneal is not None and not (math.isfinite(anneal) and 0 <= anneal <= 1):
         _fail(f"--anneal {anneal}: must be a fraction between 0 and 1")
-    if num_loss is not None and num_loss not in ("mse", "l1"):
-        _fail(f"--num-loss {num_loss!r}: choose mse or l1")
+    from .train import NUMERICAL_LOSSES
+
+    if num_loss is not None and num_loss not in NUMERICAL_LOSSES:
+        _fail(f"--num-loss {num_loss!r}: choose {' or '.join(NUMERICAL_LOSSES)}")
     _check_device(device)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a run folder")

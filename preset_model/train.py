@@ -49,6 +49,7 @@ from .errors import CheckpointError, PresetModelError
 from .model import ModelConfig, ModelOutput, PresetModel
 
 TERMS = ("loss", "rec", "kl", "logdet", "num", "cat")
+#: Losses of the numerical parameters (``TrainConfig.numerical_loss``, ``fit --num-loss``).
 NUMERICAL_LOSSES = ("mse", "l1")
 #: What the terms mean (printed by ``fit``, columns of metrics.csv as ``train_*`` / ``valid_*``):
 TERM_HELP = {
@@ -146,7 +147,7 @@ class TrainConfig:
             raise PresetModelError("training settings out of range: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
                                    + " (epochs, batch size ≥ 1; lr finite > 0; workers ≥ 0; warm-up start in (0, 1]; "
                                      "plateau factor in (0, 1]; max minutes finite > 0; anneal fraction in [0, 1]; fold 0-4; "
-                                     "numerical loss mse or l1)")
+                                     f"numerical loss {' or '.join(NUMERICAL_LOSSES)})")
 
     def warmup_factor(self, epoch: int) -> float:
         """Learning-rate factor of the warm-up at (0-based) ``epoch``: ``warmup_start`` → 1."""

@@ -118,7 +118,8 @@ def main() -> None:
           f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)
     results: dict = {"data": str(a.data), "budget": a.budget, "jobs": a.jobs,
                      "neighbours": cfg.neighbours, "perturb": a.perturb,
-                     "run": None if a.run is None else str(a.run), "model_samples": cfg.model_samples if a.run else 0, "index_seconds": t_index,
+                     "run": None if a.run is None else str(a.run), "model_samples": cfg.model_samples if a.run else 0,
+                     "index_seconds": t_index,
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
                                 f"{os.getloadavg()[0]:.1f} at start", "sets": {}}
     for name in a.sets.split(","):

@@ -33,7 +33,9 @@ per donor, fewer where they agree); the best child is kept when it is better.
 **Search**: a (1+λ) evolution strategy on integer steps, λ = 8
 children per generation whatever ``jobs`` is (so the result does not depend on it). A child
 changes 1–4 parameters of the best voice so far: a numerical one by ±max(1, round(|N(0, σ)|·max))
-steps, clipped to its range; a categorical one to another of its values, uniformly. Parameters
+steps, clipped to its range (with probability ``jump``, 0 by default, it jumps to another value
+of its range drawn uniformly instead: measured, not better); a categorical one to another of its
+values, uniformly. Parameters
 that cannot change the sound of the current voice (those of operators that are off or feed only
 operators that are off, but their output level; the LFO's shape when both its depths are 0) are
 picked ten times less often than the others (:func:`_weights`). σ (a fraction
@@ -288,6 +290,8 @@ class RefineConfig:
         offspring: children per generation (λ); fixed, so the result does not depend on ``jobs``.
         donors: candidates after the best (by distance) whose operators are tried in the best
             voice before the search (:func:`_crossover`); 0 = none.
+        jump: chance that a numerical parameter a child changes jumps to a value drawn uniformly
+            from its range instead of taking a Gaussian step (:func:`_mutate`).
         seed: seed of the search (and of the model's samples).
     """
 
@@ -296,6 +300,7 @@ class RefineConfig:
     model_samples: int = 4
     offspring: int = 8
     donors: int = 8
+    jump: float = 0.0
     seed: int = 0
 
 
@@ -397,12 +402,17 @@ def _weights(raw: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def _mutate(x: np.ndarray, rng: np.random.Generator, sigma: float, weights: np.ndarray | None = None) -> np.ndarray:
-    """A child of learnable values ``x (144,)``: 1–4 parameters moved on their integer steps."""
+def _mutate(x: np.ndarray, rng: np.random.Generator, sigma: float, weights: np.ndarray | None = None,
+            jump: float = 0.0) -> np.ndarray:
+    """A child of learnable values ``x (144,)``: 1–4 parameters moved on their integer steps.
+
+    A categorical parameter, and a numerical one with probability ``jump``, takes another value of
+    its range drawn uniformly; other numerical ones move by a Gaussian step of ``sigma`` × range.
+    """
     y = x.copy()
     m = min(int(rng.geometric(0.5)), 4)          # 1 with p 1/2, 2 with p 1/4, ...; at most 4
     for i in rng.choice(len(x), size=m, replace=False, p=weights):
-        if _CATEGORICAL[i]:
+        if _CATEGORICAL[i] or (jump > 0 and rng.random() < jump):
             y[i] = (x[i] + rng.integers(1, _MAXES[i] + 1)) % (_MAXES[i] + 1)
         else:
             step = max(1, int(round(abs(rng.normal()) * sigma * _MAXES[i])))
@@ -506,7 +516,7 @@ def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) ->
     w = _weights(start)
     while budget > 0:
         n = min(cfg.offspring, budget)
-        kids = [_mutate(x, rng, sigma, w) for _ in range(n)]
+        kids = [_mutate(x, rng, sigma, w, cfg.jump) for _ in range(n)]
         ds = score([_voice(start, k) for k in kids])
         budget -= n
         i = int(np.argmin(ds))

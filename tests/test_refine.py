@@ -74,12 +74,24 @@ def test_mutations_stay_in_range_and_on_steps():
     rng = np.random.default_rng(0)
     maxes = np.array([p.max for p in LEARNABLE_PARAMS])
     for start in (np.zeros(144, np.int64), maxes.copy(), rng.integers(0, maxes + 1)):
-        for sigma in (0.01, 0.5):
+        for sigma, jump in ((0.01, 0.0), (0.5, 0.0), (0.01, 1.0)):
             for _ in range(200):
-                y = _mutate(start, rng, sigma)
+                y = _mutate(start, rng, sigma, jump=jump)
                 changed = np.flatnonzero(y != start)
                 assert 1 <= len(changed) <= 4
                 assert np.all((y >= 0) & (y <= maxes)) and y.dtype.kind == "i"
+
+
+def test_jumps_reach_the_whole_range_where_small_steps_stay_near():
+    rng = np.random.default_rng(1)
+    start = np.array([p.max // 2 for p in LEARNABLE_PARAMS], np.int64)
+    numerical = np.array([p.kind != "categorical" and p.max == 99 for p in LEARNABLE_PARAMS])
+    w = numerical / numerical.sum()
+    moves = lambda jump: np.concatenate([np.abs(_mutate(start, rng, 0.01, w, jump) - start)  # noqa: E731
+                                         for _ in range(300)])
+    assert moves(0.0).max() <= 5                     # σ = 1 % of the range: a step or two
+    far = moves(1.0)
+    assert far.max() >= 45 and (far[far > 0] > 5).mean() > 0.8   # uniform over the range
 
 
 def test_refined_voice_is_a_valid_raw_voice(voices):

@@ -1,0 +1,116 @@
+"""Where the log-spectral MAE of a match comes from: by the target's level, and after one-step changes.
+
+The matching benchmark (tools/bench_refine.py) judges a voice by the log-spectral MAE of
+``preset_model.metrics`` (STFT magnitude in dB, floor −120 dB, averaged over every bin and frame of
+the six notes). This tool shows what that number is made of, on test presets of the split:
+
+1. **By the target's level.** The |dB error| of the nearest training preset (the kNN baseline),
+   split by the level of the target's bin (−120 dB floor, −120…−110, …, above −40 dB): each band's
+   share of the bins, its mean error and its contribution to the MAE.
+2. **One step off.** The true preset with one learnable numerical parameter of an operator that
+   is heard (or a global one) moved by one step, scored against the true preset's render: the
+   MAE a match that is one step away gets, per parameter kind.
+
+Usage::
+
+    python tools/lsd_anatomy.py --data dataset.h5 --sounds 20 --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+for _k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_k, "1")
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dexed_data.engines import make_engine  # noqa: E402
+from dexed_data.features import mel_db  # noqa: E402
+from dexed_data.schema import LEARNABLE_PARAMS  # noqa: E402
+from preset_model import metrics  # noqa: E402
+from preset_model.data import read_usable, split_ids  # noqa: E402
+from preset_model.inference import read_render_settings  # noqa: E402
+from preset_model.refine import (_CATEGORICAL, _MAXES, _OFFSETS, NearestPresets, _voice, _weights,  # noqa: E402
+                                  training_rows)
+
+BANDS = (-120.0, -119.99, -110.0, -100.0, -90.0, -70.0, -40.0)
+
+
+def db(audio: np.ndarray) -> np.ndarray:
+    return metrics.to_db(metrics.magnitude(audio), False).numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--sounds", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=6, help="one-step changes tried per sound")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    s = read_render_settings(a.data)
+    engine = make_engine(s.engine_spec)
+    ids, usable, keys = read_usable(a.data)
+    test = set(split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable]).test)
+    test_rows = np.array([r for r in usable if ids[r] in test], np.int64)
+    rng = np.random.default_rng(a.seed)
+    pick = np.sort(rng.choice(test_rows, size=min(a.sounds, len(test_rows)), replace=False))
+    index = NearestPresets(a.data, training_rows(a.data))
+    with h5py.File(a.data, "r") as h5:
+        raw_all = h5["presets/raw"][:]
+
+    err_sum, count = np.zeros(len(BANDS)), np.zeros(len(BANDS))
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    knn_mae = []
+    for r in pick:
+        render = lambda raw: engine.render(raw, s.notes, s.hold, s.release).audio  # noqa: E731
+        target = render(raw_all[r])
+        t_db = db(target)
+        near, _ = index.query(mel_db(target, s.mel), range(len(s.notes)), 1)
+        err = np.abs(t_db - db(render(near[0])))
+        knn_mae.append(err.mean())
+        band = np.clip(np.searchsorted(BANDS, t_db, side="right") - 1, 0, len(BANDS) - 1)
+        for b in range(len(BANDS)):
+            err_sum[b] += err[band == b].sum()
+            count[b] += (band == b).sum()
+        x = raw_all[r][_OFFSETS].astype(np.int64)
+        w = _weights(raw_all[r]) * ~_CATEGORICAL
+        w[w < w.max()] = 0                          # only parameters that can change the sound
+        for i in rng.choice(len(x), size=a.steps, replace=False, p=w / w.sum()):
+            y = x.copy()
+            y[i] = x[i] + 1 if x[i] < _MAXES[i] else x[i] - 1
+            p = LEARNABLE_PARAMS[i]
+            kind = p.name.split(" ", 1)[1] if p.operator else p.name
+            by_kind[kind].append(float(np.abs(t_db - db(render(_voice(raw_all[r], y)))).mean()))
+
+    total = count.sum()
+    print(f"{a.data}: {len(pick)} test presets, kNN log-spectral MAE {np.mean(knn_mae):.2f} dB\n")
+    print("| target's level (dB) | share of bins | mean error of the kNN (dB) | contribution to its MAE (dB) |")
+    print("|---|---:|---:|---:|")
+    names = ["−120 (floor)"] + [f"{lo:g} … {hi:g}" for lo, hi in zip(BANDS[1:], BANDS[2:])] + [f"above {BANDS[-1]:g}"]
+    names = [n.replace("-", "−") for n in names]
+    names[1] = "−120 … −110"
+    for b, name in enumerate(names):
+        print(f"| {name} | {count[b] / total:.1%} | {err_sum[b] / max(count[b], 1):.2f} | {err_sum[b] / total:.2f} |")
+    allv = [v for vs in by_kind.values() for v in vs]
+    print(f"\nOne step off the true preset ({len(allv)} changes): log-spectral MAE mean {np.mean(allv):.2f} dB, "
+          f"median {np.median(allv):.2f}\n")
+    print("| parameter | changes | mean log-spectral MAE (dB) |")
+    print("|---|---:|---:|")
+    for kind, v in sorted(by_kind.items(), key=lambda kv: -np.mean(kv[1])):
+        print(f"| {kind} | {len(v)} | {np.mean(v):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

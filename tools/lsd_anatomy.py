@@ -6,14 +6,15 @@ the six notes). This tool shows what that number is made of, on test presets of 
 
 1. **By the target's level.** The |dB error| of the nearest training preset (the kNN baseline),
    split by the level of the target's bin (−120 dB floor, −120…−110, …, above −40 dB): each band's
-   share of the bins, its mean error and its contribution to the MAE.
+   share of the bins, its mean error and its contribution to the MAE; with ``--refine N`` the same
+   for the voice ``preset_model.refine`` finds in N renders (what ``match --data`` does).
 2. **One step off.** The true preset with one learnable numerical parameter of an operator that
    is heard (or a global one) moved by one step, scored against the true preset's render: the
    MAE a match that is one step away gets, per parameter kind.
 
 Usage::
 
-    python tools/lsd_anatomy.py --data dataset.h5 --sounds 20 --steps 6
+    python tools/lsd_anatomy.py --data dataset.h5 --sounds 20 --steps 6 [--refine 300]
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from dexed_data.schema import LEARNABLE_PARAMS  # noqa: E402
 from preset_model import metrics  # noqa: E402
 from preset_model.data import read_usable, split_ids  # noqa: E402
 from preset_model.inference import read_render_settings  # noqa: E402
-from preset_model.refine import (_CATEGORICAL, _MAXES, _OFFSETS, NearestPresets, _voice, _weights,  # noqa: E402
-                                  training_rows)
+from preset_model.refine import (_CATEGORICAL, _MAXES, _OFFSETS, NearestPresets, RefineConfig,  # noqa: E402
+                                  _voice, _weights, refine, sound_candidates, training_rows)
 
 BANDS = (-120.0, -119.99, -110.0, -100.0, -90.0, -70.0, -40.0)
 
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--sounds", type=int, default=20)
     ap.add_argument("--steps", type=int, default=6, help="one-step changes tried per sound")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refine", type=int, default=0, help="also split the error of the refined voice (budget)")
     a = ap.parse_args()
 
     import torch
@@ -70,20 +72,27 @@ def main() -> None:
     with h5py.File(a.data, "r") as h5:
         raw_all = h5["presets/raw"][:]
 
-    err_sum, count = np.zeros(len(BANDS)), np.zeros(len(BANDS))
+    err_sum, count = np.zeros((2, len(BANDS))), np.zeros(len(BANDS))
     by_kind: dict[str, list[float]] = defaultdict(list)
-    knn_mae = []
+    mae: list[list[float]] = [[], []]
+    cfg = RefineConfig(budget=a.refine, seed=a.seed)
     for r in pick:
         render = lambda raw: engine.render(raw, s.notes, s.hold, s.release).audio  # noqa: E731
         target = render(raw_all[r])
         t_db = db(target)
         near, _ = index.query(mel_db(target, s.mel), range(len(s.notes)), 1)
-        err = np.abs(t_db - db(render(near[0])))
-        knn_mae.append(err.mean())
+        estimates = [render(near[0])]
+        if a.refine:
+            cands = sound_candidates(target, range(len(s.notes)), s.mel, None, None, index, cfg)
+            estimates.append(refine(target, s.notes, cands, s.engine_spec, s.hold, s.release, cfg).render)
         band = np.clip(np.searchsorted(BANDS, t_db, side="right") - 1, 0, len(BANDS) - 1)
         for b in range(len(BANDS)):
-            err_sum[b] += err[band == b].sum()
             count[b] += (band == b).sum()
+        for e, est in enumerate(estimates):
+            err = np.abs(t_db - db(est))
+            mae[e].append(err.mean())
+            for b in range(len(BANDS)):
+                err_sum[e, b] += err[band == b].sum()
         x = raw_all[r][_OFFSETS].astype(np.int64)
         w = _weights(raw_all[r]) * ~_CATEGORICAL
         w[w < w.max()] = 0                          # only parameters that can change the sound
@@ -95,15 +104,21 @@ def main() -> None:
             by_kind[kind].append(float(np.abs(t_db - db(render(_voice(raw_all[r], y)))).mean()))
 
     total = count.sum()
-    print(f"{a.data}: {len(pick)} test presets, kNN log-spectral MAE {np.mean(knn_mae):.2f} dB\n")
-    print("| target's level (dB) | share of bins | mean error of the kNN (dB) | contribution to its MAE (dB) |")
-    print("|---|---:|---:|---:|")
+    who = ["kNN"] + ([f"refined ({a.refine} renders)"] if a.refine else [])
+    print(f"{a.data}: {len(pick)} test presets, log-spectral MAE "
+          + ", ".join(f"{w} {np.mean(m):.2f} dB" for w, m in zip(who, mae)) + "\n")
+    print("| target's level (dB) | share of bins | " + " | ".join(f"mean error, {w} (dB) | contribution, {w} (dB)"
+                                                         for w in who) + " |")
+    print("|---|---:|" + "---:|---:|" * len(who))
     names = ["−120 (floor)"] + [f"{lo:g} … {hi:g}" for lo, hi in zip(BANDS[1:], BANDS[2:])] + [f"above {BANDS[-1]:g}"]
     names = [n.replace("-", "−") for n in names]
     names[1] = "−120 … −110"
     for b, name in enumerate(names):
-        print(f"| {name} | {count[b] / total:.1%} | {err_sum[b] / max(count[b], 1):.2f} | {err_sum[b] / total:.2f} |")
+        cells = " | ".join(f"{err_sum[e, b] / max(count[b], 1):.2f} | {err_sum[e, b] / total:.2f}" for e in range(len(who)))
+        print(f"| {name} | {count[b] / total:.1%} | {cells} |")
     allv = [v for vs in by_kind.values() for v in vs]
+    if not allv:
+        return
     print(f"\nOne step off the true preset ({len(allv)} changes): log-spectral MAE mean {np.mean(allv):.2f} dB, "
           f"median {np.median(allv):.2f}\n")
     print("| parameter | changes | mean log-spectral MAE (dB) |")

@@ -169,3 +169,24 @@ def test_evaluate_refine_hook(fitted):
     report = evaluate(fitted.flow6, limit=2, refine=10, baseline="knn")
     assert report["method"] == "knn+refine10" and report["presets"] == 2
     assert report["silent_fraction"] == 0.0
+
+
+def test_lsd_anatomy_tool_splits_the_error_consistently(fitted):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "lsd_anatomy.py"
+    out = subprocess.run([sys.executable, str(tool), "--data", str(fitted.data), "--sounds", "3", "--steps", "2",
+                          "--refine", "12"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    knn, ref = (float(v) for v in re.search(r"kNN ([\d.]+) dB, refined \(12 renders\) ([\d.]+) dB", out.stdout).groups())
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| −") or line.startswith("| above")]
+    assert len(rows) == 7                                          # the seven level bands
+    share = sum(float(r[1].strip(" %")) for r in rows)
+    assert abs(share - 100) < 0.5
+    for col, mae in ((3, knn), (5, ref)):                          # the bands' contributions add up to the MAE
+        assert abs(sum(float(r[col]) for r in rows) - mae) < 0.05
+    changes = re.search(r"One step off the true preset \((\d+) changes\)", out.stdout)
+    assert changes and int(changes.group(1)) == 6                 # 3 sounds × 2 steps

@@ -41,9 +41,16 @@ operators that are off, but their output level; the LFO's shape when both its de
 picked ten times less often than the others (:func:`_weights`). σ (a fraction
 of the range) grows by 1.5 after a generation that improved and shrinks by 0.8 otherwise, within
 [0.01, 0.5]. A child replaces the best when it is at least as good (moves across plateaus of
-parameters that do not change the sound). It beat nevergrad's ``DiscreteLenglerOnePlusOne`` over
-the same integer vector (docs/RESULTS.md, "Matching with re-render search"), so no optimiser
-package is needed.
+parameters that do not change the sound).
+
+**Screening** (``screen``, 64): each generation draws 64 children and renders only the λ that an
+additive model of the search's own past predicts best (:func:`_predict`). A *move* is a parameter
+and a direction (a parameter and its new value, if categorical); each rendered child credits its
+moves with its distance minus its parent's; a child's prediction is the mean over its moves of
+their mean credit, 0 for a move not tried yet. Moves that made the voice worse are drawn again
+but rendered less, untried ones sooner. It costs no render (~0.1 ms per child drawn). The
+search without screening beat nevergrad's ``DiscreteLenglerOnePlusOne`` over the same integer
+vector (docs/RESULTS.md, "Matching with re-render search"), so no optimiser package is needed.
 
 Guarantees: the result is never worse than the best candidate (it starts from it and only
 accepts better or equal voices); it is deterministic for a seed (fixed batch structure, one
@@ -290,6 +297,8 @@ class RefineConfig:
         offspring: children per generation (λ); fixed, so the result does not depend on ``jobs``.
         donors: candidates after the best (by distance) whose operators are tried in the best
             voice before the search (:func:`_crossover`); 0 = none.
+        screen: children drawn per generation, of which the ``offspring`` predicted best are
+            rendered (:func:`_predict`); ``offspring`` or less: every child drawn is rendered.
         jump: chance that a numerical parameter a child changes jumps to a value drawn uniformly
             from its range instead of taking a Gaussian step (:func:`_mutate`).
         seed: seed of the search (and of the model's samples).
@@ -301,6 +310,7 @@ class RefineConfig:
     offspring: int = 8
     donors: int = 8
     jump: float = 0.0
+    screen: int = 64
     seed: int = 0
 
 
@@ -508,16 +518,39 @@ def _crossover(donors: list[np.ndarray], score, budget: int, best: list) -> None
             return
 
 
+def _moves(x: np.ndarray, child: np.ndarray) -> list[tuple[int, int]]:
+    """The moves that make ``child`` from ``x``: (parameter, direction ±1), or (parameter, value) if categorical."""
+    return [(int(j), int(child[j]) if _CATEGORICAL[j] else int(np.sign(child[j] - x[j])))
+            for j in np.flatnonzero(child != x)]
+
+
+def _predict(history: dict, moves: list) -> float:
+    """Predicted change of distance of a child: the mean over its moves of their mean past change (0 if untried)."""
+    return sum(history[m][0] / history[m][1] if m in history else 0.0 for m in moves) / max(1, len(moves))
+
+
 def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) -> None:
     """The (1+λ) evolution strategy on integer steps (module docstring); updates ``best`` through ``score``."""
     rng = np.random.default_rng(cfg.seed)
     x, fx = start[_OFFSETS].astype(np.int64), best[0]
     sigma = 0.1
     w = _weights(start)
+    history: dict = {}                    # move → [sum of distance changes, count]
     while budget > 0:
         n = min(cfg.offspring, budget)
-        kids = [_mutate(x, rng, sigma, w, cfg.jump) for _ in range(n)]
+        if cfg.screen > n:
+            drawn = [_mutate(x, rng, sigma, w, cfg.jump) for _ in range(cfg.screen)]
+            pred = np.array([_predict(history, _moves(x, k)) for k in drawn]) + rng.random(len(drawn)) * 1e-6
+            kids = [drawn[j] for j in np.argsort(pred, kind="stable")[:n]]
+        else:
+            kids = [_mutate(x, rng, sigma, w, cfg.jump) for _ in range(n)]
         ds = score([_voice(start, k) for k in kids])
+        if cfg.screen > n:
+            for k, d in zip(kids, ds):
+                if np.isfinite(d):
+                    for m in _moves(x, k):
+                        h = history.setdefault(m, [0.0, 0])
+                        h[0], h[1] = h[0] + (d - fx), h[1] + 1
         budget -= n
         i = int(np.argmin(ds))
         improved = ds[i] < fx

@@ -14,7 +14,7 @@ from dexed_data.sysex import decode_file
 from preset_model.cli import app
 from preset_model.evaluate import evaluate
 from preset_model.match import match_files
-from preset_model.refine import (RefineConfig, _mutate, refine, sine_voice, spectral_distance)
+from preset_model.refine import (RefineConfig, _moves, _mutate, _predict, refine, sine_voice, spectral_distance)
 from run_fixtures import HOLD, NOTES, RELEASE, build
 
 SR = 22050
@@ -92,6 +92,31 @@ def test_jumps_reach_the_whole_range_where_small_steps_stay_near():
     assert moves(0.0).max() <= 5                     # σ = 1 % of the range: a step or two
     far = moves(1.0)
     assert far.max() >= 45 and (far[far > 0] > 5).mean() > 0.8   # uniform over the range
+
+
+def test_screening_prefers_untried_moves_to_ones_that_made_the_voice_worse():
+    names = [p.name for p in LEARNABLE_PARAMS]
+    level, alg = names.index("OP1 OUTPUT LEVEL"), names.index("ALGORITHM")
+    x = np.zeros(144, np.int64)
+    up, cat = x.copy(), x.copy()
+    up[level], cat[alg] = 3, 5
+    assert _moves(x, up) == [(level, 1)] and _moves(x, cat) == [(alg, 5)]   # a direction; a category's value
+    history = {(level, 1): [6.0, 2]}                                         # two renders, each 3 worse
+    assert _predict(history, _moves(x, up)) == 3.0
+    assert _predict(history, [(level, -1)]) == 0.0 < _predict(history, _moves(x, up))
+    assert _predict(history, [(level, 1), (alg, 5)]) == 1.5                  # the mean over a child's moves
+
+
+def test_screening_spends_the_same_renders_and_keeps_its_guarantees(voices):
+    target = _render(voices[9])
+    cands = [("a", voices[4]), ("b", voices[7])]
+    run = lambda screen: refine(target, TWO, cands, SPEC, **SHORT,  # noqa: E731
+                                cfg=RefineConfig(budget=40, seed=2, donors=0, screen=screen))
+    plain, screened = run(0), run(64)
+    assert plain.renders == screened.renders == 40
+    assert screened.distance <= min(d for _, d in screened.candidates)
+    assert screened.trace != plain.trace                                     # the screen chose other children
+    assert np.array_equal(run(64).raw, screened.raw)                         # deterministic
 
 
 def test_refined_voice_is_a_valid_raw_voice(voices):

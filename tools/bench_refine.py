@@ -82,6 +82,8 @@ def main() -> None:
                     help="Candidates whose operators are tried in the best one before the search (0: none).")
     ap.add_argument("--offspring", type=int, default=RefineConfig.offspring,
                     help="Children per generation of the evolution strategy (λ).")
+    ap.add_argument("--screen", type=int, default=RefineConfig.screen,
+                    help="Children drawn per generation, of which the λ predicted best are rendered (0: all drawn).")
     ap.add_argument("--jump", type=float, default=RefineConfig.jump,
                     help="Chance that a numerical parameter of a child jumps to a uniform value of its range.")
     ap.add_argument("--run", type=Path, default=None,
@@ -108,7 +110,7 @@ def main() -> None:
         raw_all = h5["presets/raw"][:]
     train_raw = raw_all[train]
     cfg = RefineConfig(budget=a.budget, seed=a.seed, donors=a.donors, offspring=a.offspring,
-                       jump=a.jump)
+                       jump=a.jump, screen=a.screen)
     loaded = None
     if a.run is not None:
         from preset_model.inference import load_run
@@ -121,7 +123,7 @@ def main() -> None:
           f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)
     results: dict = {"data": str(a.data), "budget": a.budget, "jobs": a.jobs,
                      "neighbours": cfg.neighbours, "perturb": a.perturb,
-                     "offspring": cfg.offspring, "donors": cfg.donors, "jump": cfg.jump,
+                     "offspring": cfg.offspring, "donors": cfg.donors, "jump": cfg.jump, "screen": cfg.screen,
                      "run": None if a.run is None else str(a.run), "model_samples": cfg.model_samples if a.run else 0,
                      "index_seconds": t_index,
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "

@@ -538,17 +538,19 @@ def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) ->
     history: dict = {}                    # move → [sum of distance changes, count]
     while budget > 0:
         n = min(cfg.offspring, budget)
-        if cfg.screen > n:
-            drawn = [_mutate(x, rng, sigma, w, cfg.jump) for _ in range(cfg.screen)]
-            pred = np.array([_predict(history, _moves(x, k)) for k in drawn]) + rng.random(len(drawn)) * 1e-6
-            kids = [drawn[j] for j in np.argsort(pred, kind="stable")[:n]]
-        else:
-            kids = [_mutate(x, rng, sigma, w, cfg.jump) for _ in range(n)]
+        screening = cfg.screen > n
+        drawn = [_mutate(x, rng, sigma, w, cfg.jump) for _ in range(cfg.screen if screening else n)]
+        picked = range(n)
+        if screening:
+            moves = [_moves(x, k) for k in drawn]
+            pred = np.array([_predict(history, m) for m in moves]) + rng.random(len(drawn)) * 1e-6
+            picked = np.argsort(pred, kind="stable")[:n]
+        kids = [drawn[j] for j in picked]
         ds = score([_voice(start, k) for k in kids])
-        if cfg.screen > n:
-            for k, d in zip(kids, ds):
+        if screening:
+            for j, d in zip(picked, ds):
                 if np.isfinite(d):
-                    for m in _moves(x, k):
+                    for m in moves[j]:
                         h = history.setdefault(m, [0.0, 0])
                         h[0], h[1] = h[0] + (d - fx), h[1] + 1
         budget -= n

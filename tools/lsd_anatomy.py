@@ -42,7 +42,9 @@ from preset_model.inference import read_render_settings  # noqa: E402
 from preset_model.refine import (_CATEGORICAL, _MAXES, _OFFSETS, NearestPresets, RefineConfig,  # noqa: E402
                                   _voice, _weights, refine, sound_candidates, training_rows)
 
+#: Lower edges of the level bands (dB) and their names.
 BANDS = (-120.0, -119.99, -110.0, -100.0, -90.0, -70.0, -40.0)
+BAND_NAMES = ("−120 (floor)", "−120 … −110", "−110 … −100", "−100 … −90", "−90 … −70", "−70 … −40", "above −40")
 
 
 def db(audio: np.ndarray) -> np.ndarray:
@@ -76,8 +78,8 @@ def main() -> None:
     by_kind: dict[str, list[float]] = defaultdict(list)
     mae: list[list[float]] = [[], []]
     cfg = RefineConfig(budget=a.refine, seed=a.seed)
+    render = lambda raw: engine.render(raw, s.notes, s.hold, s.release).audio  # noqa: E731
     for r in pick:
-        render = lambda raw: engine.render(raw, s.notes, s.hold, s.release).audio  # noqa: E731
         target = render(raw_all[r])
         t_db = db(target)
         near, _ = index.query(mel_db(target, s.mel), range(len(s.notes)), 1)
@@ -110,10 +112,7 @@ def main() -> None:
     print("| target's level (dB) | share of bins | " + " | ".join(f"mean error, {w} (dB) | contribution, {w} (dB)"
                                                          for w in who) + " |")
     print("|---|---:|" + "---:|---:|" * len(who))
-    names = ["−120 (floor)"] + [f"{lo:g} … {hi:g}" for lo, hi in zip(BANDS[1:], BANDS[2:])] + [f"above {BANDS[-1]:g}"]
-    names = [n.replace("-", "−") for n in names]
-    names[1] = "−120 … −110"
-    for b, name in enumerate(names):
+    for b, name in enumerate(BAND_NAMES):
         cells = " | ".join(f"{err_sum[e, b] / max(count[b], 1):.2f} | {err_sum[e, b] / total:.2f}" for e in range(len(who)))
         print(f"| {name} | {count[b] / total:.1%} | {cells} |")
     allv = [v for vs in by_kind.values() for v in vs]

@@ -189,4 +189,9 @@ def report(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from preset_model.errors import PresetModelError
+
+    try:
+        main()
+    except PresetModelError as e:    # a bad --data: its message names the file and what to do
+        sys.exit(f"error: {e}")

@@ -11,7 +11,13 @@ search over the 144 learnable parameters until ``budget`` renders have been spen
   (:func:`model_candidates`; any head, the samples are drawn in the encoder's latent space);
 * the ``neighbours`` nearest training presets by spectrogram on the given notes
   (:class:`NearestPresets`, L2 on the dataset's scaled, average-pooled mel spectrograms);
-* a plain sine voice (:func:`sine_voice`), so that some candidate is audible whatever the input.
+* a plain sine voice (:func:`sine_voice`), so that some candidate is audible whatever the input;
+* after they are scored, the ``transpose`` best of them again, moved onto the input's pitch
+  (:func:`transpose_voice`: every ratio-mode operator's frequency scaled by the same factor) when
+  their partials sit 20 cents or more off the input's (log-frequency cross-correlation of the
+  long-term spectra, :func:`~preset_model.metrics.pitch_offset_cents`): a recording played a few
+  semitones from the note it is matched on, or slightly out of tune, has no nearby preset, and the
+  search's one-parameter steps rarely move all the frequencies of a voice together.
 
 **Distance** (:func:`spectral_distance`, lower is better, 0 for identical audio), on the given
 notes only (pitch-shifted fill-ins of missing notes are not the user's sound):
@@ -159,6 +165,31 @@ def model_candidates(run, db: np.ndarray, samples: int = 4, seed: int = 0) -> li
     return [apply_fixed(r) for r in model.encoding.decode(v.numpy())]
 
 
+#: Frequency ratio of every (F COARSE, F FINE) pair of a ratio-mode operator, ``(32, 100)`` (COARSE 0 = 0.5).
+_LOG2_RATIO = np.log2(np.maximum(np.arange(32), 0.5)[:, None] * (1 + np.arange(100) / 100)[None, :])
+
+
+def transpose_voice(raw: np.ndarray, cents: float, tolerance: float = 30.0) -> np.ndarray | None:
+    """``raw`` with every ratio-mode operator's frequency moved by ``cents``: the (F COARSE, F FINE)
+    pair nearest the shifted ratio (the same COARSE when another gives the same ratio), so that all
+    its partials move together and the timbre is kept. Fixed-frequency operators stay. None when
+    some operator cannot get within ``tolerance`` cents of its shifted ratio (ratios run from 0.5
+    to 61.7) or nothing changes."""
+    out = raw.copy()
+    for op in range(1, 7):
+        if raw[PARAM_BY_NAME[f"OP{op} MODE"].voice_offset]:
+            continue
+        co, fo = PARAM_BY_NAME[f"OP{op} F COARSE"].voice_offset, PARAM_BY_NAME[f"OP{op} F FINE"].voice_offset
+        c, f = int(raw[co]), int(raw[fo])
+        err = np.abs(_LOG2_RATIO - (_LOG2_RATIO[c, f] + cents / 1200.0))
+        err[c] -= 1e-9                                   # ties: keep COARSE
+        c2, f2 = np.unravel_index(int(np.argmin(err)), err.shape)
+        if err[c2, f2] * 1200.0 > tolerance:
+            return None
+        out[co], out[fo] = c2, f2
+    return None if np.array_equal(out, raw) else apply_fixed(out)
+
+
 def _read_mel_rows(path: str | Path, rows: np.ndarray, block: int = 256):
     """Yield ``(rows_chunk, mel (len, K, mels, frames) float32)`` for sorted ``rows``, reading contiguous slices."""
     import h5py
@@ -301,6 +332,9 @@ class RefineConfig:
             rendered (:func:`_predict`); ``offspring`` or less: every child drawn is rendered.
         jump: chance that a numerical parameter a child changes jumps to a value drawn uniformly
             from its range instead of taking a Gaussian step (:func:`_mutate`).
+        transpose: candidates, best first, whose partials are compared with the input's
+            (:func:`~preset_model.metrics.pitch_offset_cents`); one that sits ``TRANSPOSE_CENTS`` or
+            more off is tried again moved onto the input's pitch (:func:`transpose_voice`); 0 = none.
         seed: seed of the search (and of the model's samples).
     """
 
@@ -311,6 +345,7 @@ class RefineConfig:
     donors: int = 8
     jump: float = 0.0
     screen: int = 64
+    transpose: int = 4
     seed: int = 0
 
 
@@ -322,7 +357,8 @@ class Refined:
         raw: the final voice ``(145,)`` uint8.
         distance: its :func:`spectral_distance` to the input (given notes).
         render: ``(notes, samples)`` its render on the given notes.
-        candidates: ``(label, distance)`` of every candidate, in the order given.
+        candidates: ``(label, distance)`` of every candidate, in the order given, then the
+            transposed ones (labelled ``"LABEL moved by ±C cents"``).
         renders: renders spent (≤ budget, or the number of candidates if that is more).
         seconds: wall-clock time.
         trace: best distance after each render.
@@ -469,7 +505,7 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
     trace: list[float] = []
     best: list = [float("inf"), None, None]     # distance, raw, audio
 
-    def score(raws: list[np.ndarray]) -> list[float]:
+    def score(raws: list[np.ndarray], audio_out: list | None = None) -> list[float]:
         out = render(raws)
         for raw, (d, audio) in zip(raws, out):
             if d < best[0] or best[1] is None:
@@ -478,10 +514,21 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
         if bar is not None:
             bar.update(len(raws))
             bar.set_postfix(best=f"{best[0]:.2f}")
+        if audio_out is not None:
+            audio_out.extend(a for _, a in out)
         return [d for d, _ in out]
 
+    labels = [k for k, _ in candidates]
     raws = [apply_fixed(np.asarray(r, np.uint8).reshape(145)) for _, r in candidates]
-    cand_d = score(raws)
+    audios: list = []
+    cand_d = score(raws, audios)
+    if cfg.transpose > 0 and cfg.budget - render.count > 0:
+        moved = _transposed(target, labels, raws, cand_d, audios, spec.sample_rate, cfg.transpose)
+        moved = moved[:cfg.budget - render.count]
+        if moved:
+            cand_d += score([r for _, r in moved])
+            labels += [k for k, _ in moved]
+            raws += [r for _, r in moved]
     order = sorted(range(len(raws)), key=lambda i: (cand_d[i], i))
     donors = [raws[i] for i in order[1:1 + cfg.donors] if np.isfinite(cand_d[i])]
     if donors and cfg.budget - render.count > 0:
@@ -492,8 +539,30 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
         _es(start, score, left, cfg, best)
     if bar is not None:
         bar.close()
-    return Refined(best[1].copy(), float(best[0]), best[2], [(k, d) for (k, _), d in zip(candidates, cand_d)],
+    return Refined(best[1].copy(), float(best[0]), best[2], list(zip(labels, cand_d)),
                    render.count, time.perf_counter() - t0, trace)
+
+
+#: A candidate whose partials sit this many cents or more off the input's is tried transposed.
+TRANSPOSE_CENTS = 20.0
+
+
+def _transposed(target: np.ndarray, labels: list[str], raws: list[np.ndarray], dist: list[float],
+                audios: list[np.ndarray], sample_rate: int, n: int) -> list[tuple[str, np.ndarray]]:
+    """The ``n`` best audible candidates moved onto the input's pitch where they sit off it:
+    ``(label + " moved by ±C cents", raw)``, none for a candidate within :data:`TRANSPOSE_CENTS`
+    or one :func:`transpose_voice` cannot move. The shift is the log-frequency cross-correlation of
+    the long-term spectra on all given notes (±600 cents), so it needs no fundamental."""
+    from .metrics import pitch_offset_cents
+
+    out = []
+    for i in sorted((i for i in range(len(raws)) if np.isfinite(dist[i])), key=lambda i: (dist[i], i))[:n]:
+        cents = pitch_offset_cents(target, audios[i], sample_rate)
+        if np.isfinite(cents) and abs(cents) >= TRANSPOSE_CENTS:
+            moved = transpose_voice(raws[i], -cents)
+            if moved is not None:
+                out.append((f"{labels[i]} moved by {-cents:+.0f} cents", moved))
+    return out
 
 
 #: The blocks :func:`_crossover` exchanges: each operator's parameters, then the voice's own.

@@ -9,12 +9,14 @@ from typer.testing import CliRunner
 
 from dexed_data.engines import EngineSpec, make_engine, validate_raw
 from dexed_data.features import silent_notes
-from dexed_data.schema import FIXED_TRANSPOSE, LEARNABLE_PARAMS, TRANSPOSE_OFFSET, apply_fixed
+from dexed_data.schema import FIXED_TRANSPOSE, LEARNABLE_PARAMS, PARAM_BY_NAME, TRANSPOSE_OFFSET, apply_fixed
 from dexed_data.sysex import decode_file
 from preset_model.cli import app
 from preset_model.evaluate import evaluate
 from preset_model.match import match_files
-from preset_model.refine import (RefineConfig, _moves, _mutate, _predict, refine, sine_voice, spectral_distance)
+from preset_model.metrics import pitch_offset_cents
+from preset_model.refine import (RefineConfig, _moves, _mutate, _predict, refine, sine_voice, spectral_distance,
+                                 transpose_voice)
 from run_fixtures import HOLD, NOTES, RELEASE, build
 
 SR = 22050
@@ -117,6 +119,44 @@ def test_screening_spends_the_same_renders_and_keeps_its_guarantees(voices):
     assert screened.distance <= min(d for _, d in screened.candidates)
     assert screened.trace != plain.trace                                     # the screen chose other children
     assert np.array_equal(run(64).raw, screened.raw)                         # deterministic
+
+
+def _op(raw, op, name):
+    return int(raw[PARAM_BY_NAME[f"OP{op} {name}"].voice_offset])
+
+
+def test_transpose_voice_moves_ratio_operators_together_and_leaves_fixed_ones(voices):
+    up = transpose_voice(sine_voice(), 400)                                  # 4 semitones: ratio 1 → 1.26
+    assert (_op(up, 1, "F COARSE"), _op(up, 1, "F FINE")) == (1, 26)
+    down = transpose_voice(sine_voice(), -1200)                              # an octave down: ratio 0.5
+    assert (_op(down, 1, "F COARSE"), _op(down, 1, "F FINE")) == (0, 0)
+    assert transpose_voice(sine_voice(), -1300) is None                      # below the lowest ratio
+    assert transpose_voice(sine_voice(), 3) is None                          # no step that small
+    fixed = sine_voice()
+    fixed[PARAM_BY_NAME["OP2 MODE"].voice_offset] = 1
+    fixed[PARAM_BY_NAME["OP2 F COARSE"].voice_offset] = 2
+    moved = transpose_voice(fixed, 700)
+    assert _op(moved, 2, "F COARSE") == 2 and _op(moved, 2, "F FINE") == 0  # a fixed frequency stays
+    for v in voices[:20]:                                                    # every ratio within ~9 cents
+        m = transpose_voice(v, 300)
+        if m is not None:
+            validate_raw(m)
+            for op in range(1, 7):
+                if not _op(v, op, "MODE"):
+                    ratio = lambda r: max(_op(r, op, "F COARSE"), 0.5) * (1 + _op(r, op, "F FINE") / 100)  # noqa: E731
+                    assert abs(1200 * np.log2(ratio(m) / ratio(v)) - 300) < 9
+
+
+def test_refine_tries_candidates_moved_onto_the_inputs_pitch():
+    t = np.arange(int(0.4 * SR)) / SR
+    target = (0.05 * np.sin(2 * np.pi * 330.0 * t))[None].astype(np.float32)   # E4, matched as note 60 (C4)
+    run = lambda transpose: refine(target, [(60, 85)], [("sine", sine_voice())], SPEC, **SHORT,  # noqa: E731
+                                   cfg=RefineConfig(budget=20, transpose=transpose))
+    moved, plain = run(4), run(0)
+    assert [k for k, _ in moved.candidates] == ["sine", "sine moved by +403 cents"]
+    assert moved.renders == plain.renders == 20
+    assert abs(pitch_offset_cents(target, moved.render, SR)) < 20                # on pitch
+    assert moved.distance < 0.5 * plain.distance
 
 
 def test_refined_voice_is_a_valid_raw_voice(voices):

@@ -1,8 +1,10 @@
 """Benchmark: sound matching by re-render search (preset_model.refine) against the nearest-preset baseline.
 
 For test presets of the split (``read_usable`` + ``split_ids``, fold 0), rendered on the dataset's
-notes, and for the same presets with ``--perturb`` random learnable parameters changed (sounds that
-are not in the dataset), it compares on the same sounds:
+notes, for the same presets with ``--perturb`` random learnable parameters changed (sounds that
+are not in the dataset), and for the same presets played 1–5 semitones above or below the notes
+they are matched on (set ``transposed``: a recording whose note is not the one assumed), it
+compares on the same sounds:
 
 * ``knn``: the nearest training preset by spectrogram (the ``--baseline knn`` of evaluate);
 * ``refined``: ``preset_model.refine.refine`` with a budget of ``--budget`` renders from the
@@ -84,12 +86,17 @@ def main() -> None:
                     help="Children per generation of the evolution strategy (λ).")
     ap.add_argument("--screen", type=int, default=RefineConfig.screen,
                     help="Children drawn per generation, of which the λ predicted best are rendered (0: all drawn).")
+    ap.add_argument("--transpose", type=int, default=RefineConfig.transpose,
+                    help="Best candidates tried again moved onto the input's pitch when off it (0: none).")
     ap.add_argument("--jump", type=float, default=RefineConfig.jump,
                     help="Chance that a numerical parameter of a child jumps to a uniform value of its range.")
     ap.add_argument("--run", type=Path, default=None,
                     help="A run trained on --data: its voice and samples join the candidates (match RUN --refine).")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    unknown = set(a.sets.split(",")) - {"test", "perturbed", "transposed"}
+    if unknown:
+        sys.exit(f"--sets: unknown set(s) {', '.join(sorted(unknown))}; choose from test, perturbed, transposed")
 
     import torch
 
@@ -110,7 +117,7 @@ def main() -> None:
         raw_all = h5["presets/raw"][:]
     train_raw = raw_all[train]
     cfg = RefineConfig(budget=a.budget, seed=a.seed, donors=a.donors, offspring=a.offspring,
-                       jump=a.jump, screen=a.screen)
+                       jump=a.jump, screen=a.screen, transpose=a.transpose)
     loaded = None
     if a.run is not None:
         from preset_model.inference import load_run
@@ -123,13 +130,14 @@ def main() -> None:
           f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)
     results: dict = {"data": str(a.data), "budget": a.budget, "jobs": a.jobs,
                      "neighbours": cfg.neighbours, "perturb": a.perturb,
-                     "offspring": cfg.offspring, "donors": cfg.donors, "jump": cfg.jump, "screen": cfg.screen,
+                     "offspring": cfg.offspring, "donors": cfg.donors, "jump": cfg.jump, "screen": cfg.screen, "transpose": cfg.transpose,
                      "run": None if a.run is None else str(a.run), "model_samples": cfg.model_samples if a.run else 0,
                      "index_seconds": t_index,
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
                                 f"{os.getloadavg()[0]:.1f} at start", "sets": {}}
     for name in a.sets.split(","):
         prng = np.random.default_rng(a.seed + 1)
+        trng = np.random.default_rng(a.seed + 2)
         rows = []
         for n_done, r in enumerate(pick):
             raw = raw_all[r]
@@ -140,7 +148,10 @@ def main() -> None:
                     if not silent_notes(target).all():
                         raw = cand
                         break
-            target = engine.render(raw, s.notes, s.hold, s.release).audio
+            shift = 0
+            if name == "transposed":
+                shift = int(trng.choice([-5, -4, -3, -2, -1, 1, 2, 3, 4, 5]))
+            target = engine.render(raw, [(p + shift, v) for p, v in s.notes], s.hold, s.release).audio
             t1, c1 = time.perf_counter(), time.process_time()
             db = None if loaded is None else loaded.spectrogram(target)
             cands = sound_candidates(target, range(len(s.notes)), s.mel, loaded, db, index, cfg)
@@ -152,7 +163,7 @@ def main() -> None:
             rows.append({"row": int(r), "knn": mk, "refined": mr, "distance_knn": res.candidate("nearest-1"),
                          "distance_best_candidate": min(d for _, d in res.candidates), "distance_refined": res.distance,
                          "renders": res.renders, "seconds": sec, "cpu_seconds": cpu, "params_differ_nearest_train": differ,
-                         "num_mae_nearest_train": pmae, "refined_silent": bool(silent_notes(res.render).all())})
+                         "num_mae_nearest_train": pmae, "semitones": shift, "refined_silent": bool(silent_notes(res.render).all())})
             print(f"{name} {n_done + 1}/{len(pick)} row {r}: log-spec {mk['log_spectral_mae']:.2f} → "
                   f"{mr['log_spectral_mae']:.2f} dB, MFCC-40 {mk['mfcc40_mae']:.2f} → {mr['mfcc40_mae']:.2f}, "
                   f"{res.renders} renders in {sec:.1f} s ({cpu:.1f} s CPU)", flush=True)

@@ -246,7 +246,9 @@ def match(
     output: Path = typer.Option(..., "-o", "--output", help=".syx to write: one voice → single-voice dump, more → bank."),
     wav: Optional[Path] = typer.Option(None, "--wav", help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
     each: bool = typer.Option(False, "--each", help="Every file is its own sound (its note from its name, else 60:85)."),
-    gain_db: float = typer.Option(0.0, "--gain-db", help="Gain applied to the inputs (they should be at Dexed's output level)."),
+    gain_db: str = typer.Option("0", "--gain-db", help="Gain in dB applied to the inputs (they should be at Dexed's "
+                                "output level), or 'auto': each sound's loudest file brought to a typical voice's "
+                                "peak (-14.5 dBFS), for normalised recordings."),
     data: Optional[Path] = typer.Option(None, "--data", help="Without RUN: the dataset whose training presets are "
                                         "matched. With RUN: not needed (the run holds its render settings; older "
                                         "runs: the dataset they were trained on, if it moved)."),
@@ -286,7 +288,7 @@ def match(
     from dexed_data.outputs import check_folder
 
     from .inference import load_run
-    from .match import check_gain, match_files, rerender_names, write_syx, write_wavs
+    from .match import AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, parse_gain, rerender_names, write_syx, write_wavs
 
     run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
     files = paths[1:] if run is not None else paths
@@ -298,14 +300,14 @@ def match(
     if refine < 0:
         _fail(f"--refine {refine}: must be 0 or a number of renders")
     _check_jobs(jobs)
-    _plain(check_gain, gain_db)
+    gain = _plain(parse_gain, gain_db)
     _outputs([output], [*files, run, data], force)
     if wav is not None:
         _plain(check_folder, wav, rerender_names(files), force=force, inputs=[*files, output])
     loaded = _plain(load_run, run, data=data) if run is not None else None
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
-    result = _plain(match_files, loaded, files, each=each, gain_db=gain_db, data=data, refine=refine, jobs=jobs,
+    result = _plain(match_files, loaded, files, each=each, gain_db=gain, data=data, refine=refine, jobs=jobs,
                     seed=seed, progress=refine > 0)
     notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
     if loaded is None:
@@ -318,6 +320,12 @@ def match(
             filled = []   # a 1-note model's input is its file, shifted if named by another note
         note = f" (notes {', '.join(filled)} filled by pitch-shifting)" if filled else ""
         typer.echo(f"voice {v.name.strip()!r}{note}")
+        if gain == "auto":
+            typer.echo(f"  gain {v.gain_db:+.1f} dB (auto: the loudest file's peak brought to {AUTO_PEAK_DB:g} dBFS)")
+        elif v.peak_db > LOUD_PEAK_DB:
+            typer.echo(f"  note: its input peaks at {v.peak_db:.1f} dBFS, louder than almost any DX7 voice "
+                       f"(a typical one peaks near {AUTO_PEAK_DB:g}); for a normalised recording, --gain-db auto "
+                       "matches at a voice's level", err=True)
         if v.search is not None:
             r = v.search
             parts = [f"{what} {d:.2f}" for what, d in (("model", r.candidate("model")),
@@ -341,8 +349,9 @@ def match(
                        f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}  {level}")
             if s.much_quieter:
                 how = "silent (all zeros)" if isinf(s.level_db) else f"{-s.level_db:.1f} dB quieter than the input (RMS)"
+                hint = "" if gain == "auto" else " (for a recording normalised near 0 dBFS, try --gain-db auto)"
                 typer.echo(f"  warning: the re-render of {s.file} is {how}; the inferred voice barely sounds on "
-                           f"this note, so its scores compare the input with near-silence", err=True)
+                           f"this note, so its scores compare the input with near-silence{hint}", err=True)
     typer.echo("(similarity: 1 − spectral convergence, 1 = same spectrogram, 0 = error as large as the input; "
                "log-spectral MAE: mean |dB difference|, 0 = same; level: re-render RMS re the input's; "
                "see `preset-model match --help`)")

@@ -3,7 +3,8 @@
 Audio files (any format soundfile reads, any sample rate, length or channel count) are mixed to
 mono, resampled to the run's rate, and trimmed or zero-padded to the run's note length (hold +
 release), starting at the file's first sample. Levels are taken as they are: 1.0 = full scale of
-the Dexed plug-in's output (use ``gain_db`` for recordings at another level).
+the Dexed plug-in's output (use ``gain_db`` for recordings at another level, or ``gain_db="auto"``
+to bring each sound's loudest file to the peak of a typical voice, :data:`AUTO_PEAK_DB`).
 
 How files become voices, for a model with K input notes (listed by ``preset-model match``
 and in :attr:`preset_model.inference.Run.input_notes`):
@@ -52,6 +53,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass, field, replace
 from math import gcd
@@ -86,23 +88,59 @@ MAX_AUDIO_SECONDS = 600.0
 MAX_GAIN_DB = 120.0
 
 
-def check_gain(gain_db: float) -> None:
-    """Refuse a gain that is not a finite number of dB within ±:data:`MAX_GAIN_DB`."""
-    if not (np.isfinite(gain_db) and abs(gain_db) <= MAX_GAIN_DB):
-        raise AudioInputError(f"--gain-db {gain_db}: must be a finite number of dB between "
+#: ``gain_db="auto"``: each sound is scaled so that its loudest given file peaks here (dBFS of the
+#: plug-in's output): the median peak of the CC0 corpus's voices on note 60:85 (−14.6 dBFS; −12.6 to
+#: −17.6 on the paper's six notes). A recording normalised near 0 dBFS is 15 dB louder than a
+#: typical voice, and a search at that level trades timbre for loudness.
+AUTO_PEAK_DB = -14.5
+
+#: A sound whose loudest file peaks above this (dBFS, after ``gain_db``) is louder than 99.7 % of the
+#: corpus's voices on their loudest note: ``preset-model match`` suggests ``--gain-db auto``.
+LOUD_PEAK_DB = -3.0
+
+
+def check_gain(gain_db: float | str) -> None:
+    """Refuse a gain that is not ``"auto"`` or a finite number of dB within ±:data:`MAX_GAIN_DB`."""
+    if isinstance(gain_db, str) and gain_db == "auto":
+        return
+    if not (isinstance(gain_db, numbers.Real) and np.isfinite(gain_db) and abs(gain_db) <= MAX_GAIN_DB):
+        raise AudioInputError(f"--gain-db {gain_db}: must be 'auto' or a finite number of dB between "
                               f"-{MAX_GAIN_DB:g} and {MAX_GAIN_DB:g}")
+
+
+def parse_gain(text: str) -> float | str:
+    """``--gain-db``'s text → ``"auto"`` or a number of dB (checked by :func:`check_gain`)."""
+    value: float | str = text.strip().lower()
+    if value != "auto":
+        try:
+            value = float(value)
+        except ValueError:
+            raise AudioInputError(f"--gain-db {text}: must be 'auto' or a number of dB") from None
+    check_gain(value)
+    return value
+
+
+def auto_gain_db(audio: list[np.ndarray]) -> float:
+    """The gain (dB) that brings the loudest peak of ``audio`` to :data:`AUTO_PEAK_DB`; 0 for silence."""
+    peak = max((float(np.abs(x).max()) for x in audio if x.size), default=0.0)
+    if peak <= 1e-6:
+        return 0.0
+    return float(np.clip(AUTO_PEAK_DB - 20.0 * np.log10(peak), -MAX_GAIN_DB, MAX_GAIN_DB))
 
 
 def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: float = 0.0) -> np.ndarray:
     """Read ``path`` → ``(n_samples,)`` float32 mono at ``sample_rate`` Hz (resampled, trimmed/padded).
 
     Only the samples needed are read. Refused: a file longer than :data:`MAX_AUDIO_SECONDS` (by
-    its header, before reading), samples that are NaN or infinite, a non-finite ``gain_db``.
+    its header, before reading), samples that are NaN or infinite, a non-finite ``gain_db``
+    (``"auto"`` is applied per sound by :func:`match_files`, not here).
     """
     import soundfile as sf
     from scipy.signal import resample_poly
 
     check_gain(gain_db)
+    if gain_db == "auto":
+        raise ValueError("load_audio takes a number of dB; match_files applies gain_db='auto'")
     if not Path(path).is_file():
         raise AudioInputError(f"{path}: no such file")
     try:
@@ -178,6 +216,8 @@ class MatchedVoice:
     render: np.ndarray                     # (K_dataset, samples) re-render on every dataset note
     scores: list[Score] = field(default_factory=list)
     search: Refined | None = None          # the re-render search (refine > 0): candidates' and final distances
+    gain_db: float = 0.0                   # gain applied to its files (dB; per sound with gain_db="auto")
+    peak_db: float = float("-inf")         # its loudest file's peak after that gain, dBFS
 
 
 @dataclass
@@ -262,7 +302,7 @@ def sound_name(files: list[str | Path]) -> str:
     return _dx7_name(common or stems[0])
 
 
-def match_files(run: str | Path | Run | None, files: list[str | Path], each: bool = False, gain_db: float = 0.0,
+def match_files(run: str | Path | Run | None, files: list[str | Path], each: bool = False, gain_db: float | str = 0.0,
                 data: str | Path | None = None, refine: int = 0, jobs: int = 1, seed: int = 0,
                 progress: bool = False) -> MatchResult:
     """Infer one voice per sound in ``files`` (grouping as in the module docstring), re-render and score it.
@@ -270,6 +310,9 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
     Args:
         run: a run (folder, checkpoint or loaded), or None to match from ``data``'s presets alone
             (its notes are then the dataset's notes).
+        gain_db: dB applied to every file, or ``"auto"``: per sound, the gain that brings its
+            loudest file's peak to :data:`AUTO_PEAK_DB` (:func:`auto_gain_db`; reported in
+            :attr:`MatchedVoice.gain_db`).
         data: the run's dataset if it moved; without a run, the dataset whose training presets are searched.
         refine: 0 keeps the model's voice (without a run: the nearest training preset by
             spectrogram); N > 0 runs :func:`preset_model.refine.refine` with a budget of N renders
@@ -292,12 +335,18 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
     files = [str(f) for f in files]
     groups = group_files(files, notes, each)
     n = s.note_samples
-    inputs, given, played = [], [], []
+    check_gain(gain_db)
+    inputs, given, played, gains = [], [], [], []
     for group in groups:
         audio: list[np.ndarray | None] = [None] * len(notes)
         originals: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
-        for j, f in group:
-            x = load_audio(f, s.sample_rate, n, gain_db)
+        read = [load_audio(f, s.sample_rate, n, 0.0 if gain_db == "auto" else gain_db) for _, f in group]
+        gain = auto_gain_db(read) if gain_db == "auto" else float(gain_db)
+        peak = max(float(np.abs(x).max()) for x in read) * 10.0 ** ((gain if gain_db == "auto" else 0.0) / 20.0)
+        gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
+        for (j, f), x in zip(group, read):
+            if gain_db == "auto":
+                x = x * np.float32(10.0 ** (gain / 20.0))
             note = named_note(f) if len(notes) == 1 else None   # K > 1: names are matched in group_files
             note = note or notes[j]
             originals[j] = (x, note)
@@ -336,9 +385,10 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         searches.append(found)
     engine = make_engine(s.engine_spec)
     voices = []
-    for group, originals, raw, found in zip(given, played, raws, searches):
+    for group, originals, raw, found, (gain, peak) in zip(given, played, raws, searches, gains):
         render = engine.render(raw, s.notes, s.hold, s.release).audio
-        voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render, search=found)
+        voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render, search=found,
+                             gain_db=gain, peak_db=peak)
         for j, f in group:
             ref, note = originals[j]
             est = (render[s.notes.index(note)] if note in s.notes

@@ -335,7 +335,9 @@ def test_match_refuses_bad_audio_and_gain(fitted, tmp_path):
     long = tmp_path / "long.wav"   # 11 minutes at 8 kHz: refused from its header
     sf.write(long, np.zeros(11 * 60 * 8000, np.int16), 8000, subtype="PCM_16")
     for files, extra, needle in (([nan], [], "NaN"), ([long], [], "at most 600 s"),
-                                 ([good], ["--gain-db", "nan"], "--gain-db")):
+                                 ([good], ["--gain-db", "nan"], "--gain-db"),
+                                 ([good], ["--gain-db", "loud"], "'auto' or a number of dB"),
+                                 ([good], ["--gain-db", "200"], "between -120 and 120")):
         res = run(model_app, "match", fitted.mlp1, *files, "-o", tmp_path / "m.syx", *extra)
         assert_clean_error(res, needle)
         assert not (tmp_path / "m.syx").exists()

@@ -13,7 +13,7 @@ from dexed_data.schema import FIXED_TRANSPOSE, LEARNABLE_PARAMS, PARAM_BY_NAME, 
 from dexed_data.sysex import decode_file
 from preset_model.cli import app
 from preset_model.evaluate import evaluate
-from preset_model.match import match_files
+from preset_model.match import AUTO_PEAK_DB, auto_gain_db, match_files, parse_gain
 from preset_model.metrics import pitch_offset_cents
 from preset_model.refine import (RefineConfig, _moves, _mutate, _predict, refine, sine_voice, spectral_distance,
                                  transpose_voice)
@@ -255,3 +255,47 @@ def test_lsd_anatomy_tool_splits_the_error_consistently(fitted):
         assert abs(sum(float(r[col]) for r in rows) - mae) < 0.05
     changes = re.search(r"One step off the true preset \((\d+) changes\)", out.stdout)
     assert changes and int(changes.group(1)) == 6                 # 3 sounds × 2 steps
+
+
+def test_gain_auto_brings_each_sounds_loudest_file_to_a_typical_voices_peak(fitted, tmp_path):
+    assert parse_gain("auto") == "auto" and parse_gain(" -6 ") == -6.0
+    assert auto_gain_db([np.zeros(10, np.float32)]) == 0.0                       # silence: no gain
+    assert auto_gain_db([np.full(4, 0.5), np.full(4, -1.0)]) == pytest.approx(AUTO_PEAK_DB)
+    t = np.arange(int(0.5 * SR)) / SR
+    peaks = []
+    for name, amp in (("loud.wav", 0.9), ("quiet.wav", 0.001)):
+        x = (amp * np.sin(2 * np.pi * 261.6 * t)).astype(np.float32)
+        sf.write(tmp_path / name, x, SR, subtype="FLOAT")
+        peaks.append(20 * np.log10(np.abs(x).max()))
+    files = [tmp_path / "loud.wav", tmp_path / "quiet.wav"]
+    auto = match_files(None, files, each=True, gain_db="auto", data=fitted.data)
+    for v, peak in zip(auto.voices, peaks):
+        assert v.gain_db == pytest.approx(AUTO_PEAK_DB - peak, abs=1e-3)
+        assert v.peak_db == pytest.approx(AUTO_PEAK_DB, abs=1e-3)
+    plain = match_files(None, files, each=True, data=fitted.data)
+    assert [v.gain_db for v in plain.voices] == [0.0, 0.0]
+    assert [v.peak_db for v in plain.voices] == pytest.approx(peaks, abs=1e-3)
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(files[0]), "-o", str(tmp_path / "l.syx")])
+    assert res.exit_code == 0 and "--gain-db auto" in res.output                 # a hint for a normalised file
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(files[0]), "--gain-db", "auto",
+                                   "-o", str(tmp_path / "a.syx")])
+    assert res.exit_code == 0 and f"gain {AUTO_PEAK_DB - 20 * np.log10(0.9):+.1f} dB (auto" in res.output
+
+
+def test_bench_gain_tool_scores_the_four_input_levels(fitted):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_gain.py"
+    out = subprocess.run([sys.executable, str(tool), "--data", str(fitted.data), "--sounds", "2", "--budget", "20"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = {r[0].strip(): [float(v) for v in r[1:]] for r in
+            (line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line)
+            if r[0].strip() != "input level"}
+    assert list(rows) == ["as given", "auto", "true level", "peak -18"]
+    assert all(np.isfinite(v).all() and v[0] >= 0 and v[1] >= 0 for v in rows.values())
+    bad = subprocess.run([sys.executable, str(tool), "--data", str(fitted.data), "--sounds", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "at least 1" in bad.stderr

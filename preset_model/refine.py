@@ -373,8 +373,9 @@ class Refined:
     trace: list[float] = field(default_factory=list)
 
     def candidate(self, prefix: str) -> float | None:
-        """Best distance among candidates whose label starts with ``prefix`` (None if there is none)."""
-        d = [v for k, v in self.candidates if k.startswith(prefix)]
+        """Best distance among candidates whose label starts with ``prefix`` (None if there is none);
+        the transposed ones count only when ``prefix`` names them (``"nearest-1 moved"``)."""
+        d = [v for k, v in self.candidates if k.startswith(prefix) and (" moved by " not in k or " moved" in prefix)]
         return min(d) if d else None
 
 

@@ -154,6 +154,7 @@ def test_refine_tries_candidates_moved_onto_the_inputs_pitch():
                                    cfg=RefineConfig(budget=20, transpose=transpose))
     moved, plain = run(4), run(0)
     assert [k for k, _ in moved.candidates] == ["sine", "sine moved by +403 cents"]
+    assert moved.candidate("sine") == moved.candidates[0][1] > moved.candidate("sine moved") == moved.candidates[1][1]
     assert moved.renders == plain.renders == 20
     assert abs(pitch_offset_cents(target, moved.render, SR)) < 20                # on pitch
     assert moved.distance < 0.5 * plain.distance

@@ -330,10 +330,9 @@ def match(
             r = v.search
             parts = [f"{what} {d:.2f}" for what, d in (("model", r.candidate("model")),
                                                           ("nearest preset", r.candidate("nearest-1"))) if d is not None]
-            moved = [(d, k) for k, d in r.candidates if " moved by " in k]
-            if moved:
-                d, k = min(moved)
-                parts.append(f"best candidate moved onto the input's pitch {d:.2f} ({k})")
+            moved = min(((d, k) for k, d in r.candidates if " moved by " in k), default=None)
+            if moved and moved[0] < min(d for k, d in r.candidates if " moved by " not in k):
+                parts.append(f"moved onto the input's pitch {moved[0]:.2f} ({moved[1]})")   # the search began there
             typer.echo("  distance (lower is better): " + ", ".join(parts + [f"refined {r.distance:.2f}"])
                        + f"; {r.renders} renders in {r.seconds:.1f} s")
         for s in v.scores:

@@ -300,3 +300,14 @@ def test_bench_gain_tool_scores_the_four_input_levels(fitted):
     bad = subprocess.run([sys.executable, str(tool), "--data", str(fitted.data), "--sounds", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "at least 1" in bad.stderr
+
+
+def test_match_says_when_the_search_began_from_a_candidate_moved_onto_the_inputs_pitch(fitted, tmp_path):
+    t = np.arange(int((HOLD + RELEASE) * SR)) / SR
+    sf.write(tmp_path / "e4.wav", (0.05 * np.sin(2 * np.pi * 329.6 * t)).astype(np.float32), SR, subtype="FLOAT")
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "e4.wav"), "--refine", "30",
+                                   "-o", str(tmp_path / "e4.syx")])
+    assert res.exit_code == 0, res.output
+    assert "moved onto the input's pitch" in res.output and "moved by +4" in res.output   # ~ +400 cents
+    cents = float(res.output.split("pitch offset ")[1].split(" cents")[0])
+    assert abs(cents) < 20

@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--perturb", type=int, default=10)
     ap.add_argument("--sets", default="test,perturbed")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--neighbours", type=int, default=RefineConfig.neighbours,
+                    help="Nearest training presets taken as candidates.")
     ap.add_argument("--donors", type=int, default=RefineConfig.donors,
                     help="Candidates whose operators are tried in the best one before the search (0: none).")
     ap.add_argument("--offspring", type=int, default=RefineConfig.offspring,
@@ -116,7 +118,7 @@ def main() -> None:
     with h5py.File(a.data, "r") as h5:
         raw_all = h5["presets/raw"][:]
     train_raw = raw_all[train]
-    cfg = RefineConfig(budget=a.budget, seed=a.seed, donors=a.donors, offspring=a.offspring,
+    cfg = RefineConfig(budget=a.budget, seed=a.seed, neighbours=a.neighbours, donors=a.donors, offspring=a.offspring,
                        jump=a.jump, screen=a.screen, transpose=a.transpose)
     loaded = None
     if a.run is not None:

@@ -289,6 +289,7 @@ def match(
 
     from .inference import load_run
     from .match import AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, parse_gain, rerender_names, write_syx, write_wavs
+    from .refine import MOVED
 
     run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
     files = paths[1:] if run is not None else paths
@@ -330,8 +331,8 @@ def match(
             r = v.search
             parts = [f"{what} {d:.2f}" for what, d in (("model", r.candidate("model")),
                                                           ("nearest preset", r.candidate("nearest-1"))) if d is not None]
-            moved = min(((d, k) for k, d in r.candidates if " moved by " in k), default=None)
-            if moved and moved[0] < min(d for k, d in r.candidates if " moved by " not in k):
+            moved = min(((d, k) for k, d in r.candidates if MOVED in k), default=None)
+            if moved and moved[0] < min(d for k, d in r.candidates if MOVED not in k):
                 parts.append(f"moved onto the input's pitch {moved[0]:.2f} ({moved[1]})")   # the search began there
             typer.echo("  distance (lower is better): " + ", ".join(parts + [f"refined {r.distance:.2f}"])
                        + f"; {r.renders} renders in {r.seconds:.1f} s")

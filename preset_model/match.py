@@ -99,10 +99,9 @@ AUTO_PEAK_DB = -14.5
 LOUD_PEAK_DB = -3.0
 
 
-def check_gain(gain_db: float | str) -> None:
-    """Refuse a gain that is not ``"auto"`` or a finite number of dB within ±:data:`MAX_GAIN_DB`."""
-    if isinstance(gain_db, str) and gain_db == "auto":
-        return
+def check_gain(gain_db: float) -> None:
+    """Refuse a gain that is not a finite number of dB within ±:data:`MAX_GAIN_DB` (``"auto"`` is
+    :func:`match_files`'s, checked there)."""
     if not (isinstance(gain_db, numbers.Real) and np.isfinite(gain_db) and abs(gain_db) <= MAX_GAIN_DB):
         raise AudioInputError(f"--gain-db {gain_db}: must be 'auto' or a finite number of dB between "
                               f"-{MAX_GAIN_DB:g} and {MAX_GAIN_DB:g}")
@@ -110,12 +109,12 @@ def check_gain(gain_db: float | str) -> None:
 
 def parse_gain(text: str) -> float | str:
     """``--gain-db``'s text → ``"auto"`` or a number of dB (checked by :func:`check_gain`)."""
-    value: float | str = text.strip().lower()
-    if value != "auto":
-        try:
-            value = float(value)
-        except ValueError:
-            raise AudioInputError(f"--gain-db {text}: must be 'auto' or a number of dB") from None
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise AudioInputError(f"--gain-db {text}: must be 'auto' or a number of dB") from None
     check_gain(value)
     return value
 
@@ -132,15 +131,12 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     """Read ``path`` → ``(n_samples,)`` float32 mono at ``sample_rate`` Hz (resampled, trimmed/padded).
 
     Only the samples needed are read. Refused: a file longer than :data:`MAX_AUDIO_SECONDS` (by
-    its header, before reading), samples that are NaN or infinite, a non-finite ``gain_db``
-    (``"auto"`` is applied per sound by :func:`match_files`, not here).
+    its header, before reading), samples that are NaN or infinite, a non-finite ``gain_db``.
     """
     import soundfile as sf
     from scipy.signal import resample_poly
 
     check_gain(gain_db)
-    if gain_db == "auto":
-        raise ValueError("load_audio takes a number of dB; match_files applies gain_db='auto'")
     if not Path(path).is_file():
         raise AudioInputError(f"{path}: no such file")
     try:
@@ -335,18 +331,18 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
     files = [str(f) for f in files]
     groups = group_files(files, notes, each)
     n = s.note_samples
-    check_gain(gain_db)
+    if gain_db != "auto":
+        check_gain(gain_db)
     inputs, given, played, gains = [], [], [], []
     for group in groups:
         audio: list[np.ndarray | None] = [None] * len(notes)
         originals: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
-        read = [load_audio(f, s.sample_rate, n, 0.0 if gain_db == "auto" else gain_db) for _, f in group]
+        read = [load_audio(f, s.sample_rate, n) for _, f in group]
         gain = auto_gain_db(read) if gain_db == "auto" else float(gain_db)
-        peak = max(float(np.abs(x).max()) for x in read) * 10.0 ** ((gain if gain_db == "auto" else 0.0) / 20.0)
+        read = [x * np.float32(10.0 ** (gain / 20.0)) for x in read]
+        peak = max(float(np.abs(x).max()) for x in read)
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
         for (j, f), x in zip(group, read):
-            if gain_db == "auto":
-                x = x * np.float32(10.0 ** (gain / 20.0))
             note = named_note(f) if len(notes) == 1 else None   # K > 1: names are matched in group_files
             note = note or notes[j]
             originals[j] = (x, note)

@@ -375,7 +375,7 @@ class Refined:
     def candidate(self, prefix: str) -> float | None:
         """Best distance among candidates whose label starts with ``prefix`` (None if there is none);
         the transposed ones count only when ``prefix`` names them (``"nearest-1 moved"``)."""
-        d = [v for k, v in self.candidates if k.startswith(prefix) and (" moved by " not in k or " moved" in prefix)]
+        d = [v for k, v in self.candidates if k.startswith(prefix) and (MOVED not in k or " moved" in prefix)]
         return min(d) if d else None
 
 
@@ -547,6 +547,9 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
 #: A candidate whose partials sit this many cents or more off the input's is tried transposed.
 TRANSPOSE_CENTS = 20.0
 
+#: What a transposed candidate's label adds to its candidate's: ``"nearest-3 moved by +403 cents"``.
+MOVED = " moved by "
+
 
 def _transposed(target: np.ndarray, labels: list[str], raws: list[np.ndarray], dist: list[float],
                 audios: list[np.ndarray], sample_rate: int, n: int) -> list[tuple[str, np.ndarray]]:
@@ -562,7 +565,7 @@ def _transposed(target: np.ndarray, labels: list[str], raws: list[np.ndarray], d
         if np.isfinite(cents) and abs(cents) >= TRANSPOSE_CENTS:
             moved = transpose_voice(raws[i], -cents)
             if moved is not None:
-                out.append((f"{labels[i]} moved by {-cents:+.0f} cents", moved))
+                out.append((f"{labels[i]}{MOVED}{-cents:+.0f} cents", moved))
     return out
 
 

@@ -37,13 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dexed_data.engines import make_engine  # noqa: E402
 from preset_model.data import read_usable, split_ids  # noqa: E402
 from preset_model.inference import read_render_settings  # noqa: E402
-from preset_model.match import AUTO_PEAK_DB  # noqa: E402
+from preset_model.match import AUTO_PEAK_DB, _rms_db as rms_db  # noqa: E402
 from preset_model.metrics import audio_metrics  # noqa: E402
 from preset_model.refine import NearestPresets, RefineConfig, refine, sound_candidates, training_rows  # noqa: E402
-
-
-def rms_db(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-30))
 
 
 def main() -> None:

@@ -309,7 +309,7 @@ class DatasetReader:
         return self._big("mel", i)
 
     def audio(self, i: int) -> np.ndarray:
-        """Audio of preset row ``i``: ``(K, T)`` float32 at plug-in scale, never clipped."""
+        """Audio of preset row ``i``: ``(K, T)`` float32 at plug-in scale, as rendered (not clipped by storage)."""
         return self._big("audio", i)
 
     def usable(self, keep_duplicates: bool = False) -> np.ndarray:

@@ -4,13 +4,14 @@ Two engines behind one small protocol (:class:`Engine`), built from a picklable
 :class:`EngineSpec` by :func:`make_engine`:
 
 * ``"dexed"`` (default): dexed-py 0.3.0 (Dexed's msfa core, no plug-in host) followed by the
-  plug-in's output stage, ``dc_block(dexed_py / 8)``. It agrees with the real Dexed plug-in to
-  ≤ 2e-7 (E.PIANO 1) … ≤ 9e-4 (KOTO, LFO) of full scale on the golden renders
+  plug-in's output stage, ``dc_block(clip(dexed_py / 8))`` (:func:`plugin_output`). It agrees with
+  the real Dexed plug-in to ≤ 2e-7 (E.PIANO 1) … ≤ 9e-4 (KOTO, LFO) of full scale on the golden renders
   (``shared/reference/golden``), ~50 presets/s for six notes on one core.
 * ``"dawdreamer"``: a real Dexed VST2/VST3 plug-in hosted by DawDreamer, parameters set by name.
 
 Both render the raw values they are given: the paper's fixed TRANSPOSE=24 is the caller's job
-(:func:`dexed_data.schema.apply_fixed`). Audio is float32 and never clipped.
+(:func:`dexed_data.schema.apply_fixed`). Audio is float32; like the plug-in's, each note is clipped
+at full scale before the DC blocker (:func:`voice_clip`), so it may exceed ±1 by the blocker's offset.
 
 Example::
 
@@ -38,7 +39,7 @@ from .schema import FIXED_PARAMS, N_OPERATORS, PARAM_BY_NAME, SOUND_BYTES, VOICE
 
 __all__ = [
     "EngineSpec", "Render", "Engine", "DexedEngine", "DawDreamerEngine", "make_engine",
-    "validate_raw", "validate_notes", "dc_block", "PLUGIN_GAIN", "DEXED_REQUIRED_NAMES", "lfo_recipe",
+    "validate_raw", "validate_notes", "dc_block", "voice_clip", "plugin_output", "PLUGIN_GAIN", "DEXED_REQUIRED_NAMES", "lfo_recipe",
     "lfo_deltas", "LfoRecipe", "lfo_audible", "host_resettable",
     "dexed_voice_from_state",
 ]
@@ -71,7 +72,8 @@ class Render:
     """One preset rendered on K notes.
 
     Attributes:
-        audio: ``(notes, samples)`` float32 at the plug-in's scale (full scale = 1.0), never clipped.
+        audio: ``(notes, samples)`` float32 at the plug-in's scale (full scale = 1.0), clipped only where the plug-in clips
+            (each voice at full scale before the DC blocker, :func:`voice_clip`), never when stored.
         operators: ``(notes, 6, samples)`` float32, OP1 first, at the same scale (dexed-py's
             per-operator signals / 8, no DC block); ``None`` when the engine cannot tell.
             A carrier's channel is its contribution to the output (the carriers sum to the audio
@@ -180,13 +182,34 @@ def dc_block(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return y.reshape(lead + (blocks * _DC_BLOCK,))[..., :n].astype(np.float32)
 
 
+def voice_clip(x: np.ndarray) -> np.ndarray:
+    """What the Dexed plug-in does to each voice's output before summing the voices (``x`` at its
+    scale, 1.0 = full scale, i.e. dexed-py's output / 8): ``x ≥ 1`` becomes 32767/32768 and
+    ``x < −1`` becomes **+1**. Dexed converts each voice's 32-bit sample to 16 bits with
+    ``val < −(1 << 24) ? 0x8000 : val ≥ (1 << 24) ? 0x7fff : val >> 9`` and then reads 0x8000 as
+    +32768, so a voice driven past negative full scale flips to positive full scale (measured on
+    the real plug-in: a six-carrier organ at velocity 127 differs from the unclipped dexed-py
+    output by 2.03, and from this by 4.5e-7). dexed-py applies neither. One note is one voice, so
+    on the engine's renders this applies to the whole output.
+    """
+    out = np.array(x, dtype=np.float64)
+    out[x >= 1.0] = 32767.0 / 32768.0
+    out[x < -1.0] = 1.0
+    return out
+
+
+def plugin_output(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The Dexed plug-in's output stage on dexed-py's audio ``x`` (one voice per row): ``dc_block(voice_clip(x / 8))``."""
+    return dc_block(voice_clip(np.asarray(x, np.float64) * PLUGIN_GAIN), sample_rate)
+
+
 def n_samples(hold: float, release: float, sample_rate: int) -> int:
     """Samples rendered per note: ``int((hold + release) · sample_rate)`` (as dexed-py does)."""
     return int((hold + release) * sample_rate)
 
 
 class DexedEngine:
-    """dexed-py with the Dexed plug-in's output stage (``dc_block(dexed_py / 8)``).
+    """dexed-py with the Dexed plug-in's output stage (``dc_block(clip(dexed_py / 8))``, :func:`plugin_output`).
 
     The plug-in's output-stage parameters are inherent here: dexed-py has no Cutoff/Resonance
     filter (= Cutoff 1, Resonance 0), unity Output, no master-tune offset (= 0.5), polyphonic
@@ -212,7 +235,7 @@ class DexedEngine:
         import dexed
 
         self.spec = spec
-        self.version = f"dexed-py {getattr(dexed, '__version__', '?')} + dc_block(x/8)"
+        self.version = f"dexed-py {getattr(dexed, '__version__', '?')} + dc_block(clip(x/8))"
         self._synth = dexed._RawDexedSynth(float(spec.sample_rate), 0)
 
     # Rebuild from the spec in workers instead of pickling native state.
@@ -245,7 +268,7 @@ class DexedEngine:
                 audio[i] = chans[N_OPERATORS, :t]
             else:
                 audio[i] = self._synth.render(pitch, velocity, hold, total)[:t]
-        return Render(dc_block(audio * PLUGIN_GAIN, sr), ops, int(raw[PARAM_BY_NAME["ALGORITHM"].voice_offset]))
+        return Render(plugin_output(audio, sr), ops, int(raw[PARAM_BY_NAME["ALGORITHM"].voice_offset]))
 
 
 #: Output-stage values the paper fixes, set by name when the plug-in has them (MonoMode: newer builds).

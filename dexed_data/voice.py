@@ -101,7 +101,8 @@ def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: 
         engine, plugin: ``"dexed"`` (dexed-py, default) or ``"dawdreamer"`` with a plug-in path.
 
     Returns:
-        Audio at the Dexed plug-in's scale (1.0 = full scale), never clipped;
+        Audio at the Dexed plug-in's scale (1.0 = full scale), as the plug-in outputs it (its
+        per-voice clip included, :func:`~dexed_data.engines.voice_clip`);
         ``int((hold + release) · sample_rate)`` samples per note.
     """
     from .engines import EngineSpec, make_engine

@@ -49,7 +49,7 @@ def test_docs_link_quality_and_cite_only_the_repository():
     assert "(docs/QUALITY.md)" in readme
     quality = (REPO / "docs" / "QUALITY.md").read_text()
     assert "shared/reference" not in quality and "DX7.md" not in quality
-    for term in ("dc_block(x/8)", "distinct near", "sound_key"):
+    for term in ("dc_block(clip(x/8))", "distinct near", "sound_key"):
         assert term in quality
     fmt = (REPO / "docs" / "FORMAT.md").read_text()
     for field in ("`dexed_index`", "`packed`", "`fixed`", "no `min` field", "stored 0–31"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dexed_data.engines import DawDreamerEngine, EngineSpec, Render, dc_block, make_engine
+from dexed_data.engines import DawDreamerEngine, EngineSpec, Render, dc_block, make_engine, voice_clip
 from dexed_data.errors import EngineError
 from dexed_data.schema import FIXED_TRANSPOSE, TRANSPOSE_OFFSET, operator_offsets, voice_index
 
@@ -100,6 +100,32 @@ def test_no_clipping_and_plugin_scale(engine):
     assert np.abs(loud).max() > 4 * np.abs(one).max()
     x = np.full((1, 100), 8.0)
     assert dc_block(x, SR)[0, 0] == 8.0  # the output stage itself never clips
+
+
+def test_voice_clip_is_dexeds_16_bit_conversion():
+    # Dexed: val < -(1 << 24) ? 0x8000 : val >= (1 << 24) ? 0x7fff : val >> 9, then / 0x8000 with 0x8000
+    # read as +32768: a positive overload clips just below 1, a negative one flips to +1.
+    x = np.array([-1.5, -1.0 - 2**-15, -1.0, -0.25, 0.0, 0.5, 1.0 - 2**-15, 1.0, 3.0])
+    np.testing.assert_array_equal(voice_clip(x), [1.0, 1.0, -1.0, -0.25, 0.0, 0.5, 1.0 - 2**-15, 1.0 - 2**-15,
+                                                  1.0 - 2**-15])
+
+
+def test_an_overloaded_voice_is_clipped_as_the_plugin_clips_it(engine):
+    import dexed
+
+    raw = simple_voice(levels=(99,) * 6, velocity_sens=7)      # six carriers in phase, velocity 127: > full scale
+    synth = dexed._RawDexedSynth(float(SR), 0)
+    synth.load_sysex(raw.tobytes() + b" " * 10 + b"\x3f")
+    x = synth.render(60, 127, 0.5, 0.6)[: int(0.6 * SR)].astype(np.float64) / 8
+    assert (x < -1).any() and (x >= 1).any()
+    out = engine.render(raw, [(60, 127)], 0.5, 0.1).audio[0]
+    np.testing.assert_array_equal(out, dc_block(voice_clip(x), SR))
+    flips = np.flatnonzero(x < -1)
+    assert out[flips].mean() > 0 > dc_block(x, SR)[flips].max()   # Dexed's flip of a negative overload to +1
+    assert np.abs(out - dc_block(x, SR)).max() > 1.9            # what the unclipped engine gave (differs by ~2)
+    quiet = simple_voice(levels=(99,) * 6, velocity_sens=7)
+    np.testing.assert_array_equal(engine.render(quiet, [(60, 85)], 0.5, 0.1).audio[0],
+                                  dc_block(synth.render(60, 85, 0.5, 0.6)[: int(0.6 * SR)].astype(np.float64) / 8, SR))
 
 
 def test_dc_block_equals_scipy_lfilter(engine):

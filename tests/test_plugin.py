@@ -213,3 +213,38 @@ def test_render_command_same_audio_with_jobs_1_and_2(dexed_plugin, rom1a, dexed_
         assert status[i] == 1
         ref = dexed_engine.render(raws[i], [(60, 85), (48, 100)], 0.6, 0.2).audio
         assert np.abs(audio[i] - ref).max() <= TOLERANCE
+
+
+def test_plugin_agreement_tool_counts_refuses_and_resumes(dexed_plugin, rom1a, tmp_path):
+    # tools/plugin_agreement.py: the whole-corpus count of docs/FORMAT.md, on a bank of three voices
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dexed_data.importer import import_sysex
+    from dexed_data.sysex import encode_bank
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "plugin_agreement.py"
+    sample_hold = rom1a["BRASS   1"].copy()
+    sample_hold[voice_index("LFO WAVE")] = 5
+    names = ["E.PIANO 1", "S&H BRASS", "BASS    1"]
+    bank = tmp_path / "three.syx"
+    bank.write_bytes(encode_bank(np.stack([rom1a["E.PIANO 1"], sample_hold, rom1a["BASS    1"]]), names))
+    import_sysex([bank], tmp_path / "presets.h5", progress=False)
+    out = tmp_path / "agree.jsonl"
+    cmd = [sys.executable, str(tool), "--presets", str(tmp_path / "presets.h5"), "--plugin", dexed_plugin,
+           "--out", str(out)]
+    first = subprocess.run(cmd + ["--limit", "2"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "2 presets, 0 already counted, 2 to render" in first.stdout
+    again = subprocess.run(cmd + ["--jobs", "2"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    # the bank's empty slots are one more preset (INIT VOICE): four in the catalogue
+    assert "2 already counted, 2 to render" in again.stdout
+    assert "4 presets: 1 refused (sample-and-hold LFO), 0 failed, 3 compared" in again.stdout
+    assert "<= 0.002: 100.0% (3)" in again.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["row"] for r in records) == [0, 1, 2, 3] and not list(tmp_path.glob("agree.jsonl.*"))
+    assert [r["name"] for r in records if r.get("refused")] == ["S&H BRASS"]
+    assert all(max(r["note_max"]) <= TOLERANCE for r in records if "note_max" in r)

@@ -202,7 +202,7 @@ def _sorted_occurrences(occurrences: dict, row_of_input: np.ndarray) -> dict[str
 
 
 def _write_file(path: Path, raw, ids, names, sound_group, occ, command, near_group) -> None:
-    from .outputs import write_bytes
+    from .outputs import h5_text, write_bytes
 
     # Built in memory, then written as bytes: a full disk then fails in a plain write (old file
     # kept, clean error) instead of inside HDF5, whose half-closed file can crash the interpreter.
@@ -211,7 +211,7 @@ def _write_file(path: Path, raw, ids, names, sound_group, occ, command, near_gro
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["schema_hash"] = SCHEMA_HASH
         f.attrs["sound_key_version"] = SOUND_KEY_VERSION
-        f.attrs["command"] = command
+        f.attrs["command"] = h5_text(command)
         f.attrs["created_by"] = f"dexed_data {__version__}"
         p = f.create_group("presets")
         p.create_dataset("raw", data=np.asarray(raw, np.uint8).reshape(-1, SOUND_BYTES))
@@ -221,7 +221,8 @@ def _write_file(path: Path, raw, ids, names, sound_group, occ, command, near_gro
         p.create_dataset("near_group", data=np.asarray(near_group, np.int32))
         o = f.create_group("occurrences")
         o.create_dataset("preset", data=occ["preset"])
-        o.create_dataset("path", data=np.asarray(occ["path"], dtype=object), dtype=h5py.string_dtype())
+        o.create_dataset("path", data=np.asarray([h5_text(str(q)) for q in occ["path"]], dtype=object).reshape(-1),
+                         dtype=h5py.string_dtype())
         o.create_dataset("message", data=occ["message"])
         o.create_dataset("voice", data=occ["voice"])
         o.create_dataset("name", data=encode_names(occ["name"]).reshape(-1))

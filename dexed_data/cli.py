@@ -260,8 +260,10 @@ def check_plugin_command(
 ) -> None:
     """Compare a Dexed plug-in with the default engine: agreement, repeatability, speed (exit 1 if not OK)."""
     from .plugin_check import check_plugin
-    from .render import parse_notes
+    from .render import RenderConfig, parse_notes
 
+    # the notes and their length are checked as render checks them (a bad option is not the plug-in's fault)
+    _plain_errors(lambda: RenderConfig(notes=parse_notes(notes), hold=hold, release=release))
     result = _plain_errors(lambda: check_plugin(plugin, presets, n, notes=parse_notes(notes), hold=hold,
                                                 release=release))
     typer.echo(result.format())
@@ -286,6 +288,8 @@ def report_command(
 
     if examples < 0 or groups < 0:
         _fail(f"--examples {examples} / --groups {groups}: must be ≥ 0")
+    if not 0 <= seed < 2**63:
+        _fail(f"--seed {seed}: must be between 0 and {2**63 - 1}")
     index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed, force=force)
     typer.echo(str(index))
 

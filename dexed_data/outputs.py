@@ -36,6 +36,16 @@ from .errors import OutputError
 EXISTS = "{path} already exists; pass --force to replace it (or choose another output)"
 
 
+def h5_text(text: str) -> str:
+    """``text`` as HDF5 can store it: a file name's bytes that are not UTF-8 (which Python keeps as
+    surrogates, ``os.fsdecode``) become ``\\xNN`` escapes; other text is unchanged.
+
+    >>> h5_text("x\\udcff.syx")
+    'x\\\\xff.syx'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def temp_path(path: str | os.PathLike) -> Path:
     """The temporary file beside ``path`` that :func:`atomic_path` writes first."""
     path = Path(path)

@@ -140,6 +140,8 @@ def sample_presets(presets=None, n: int = 64) -> tuple[np.ndarray, list[str], st
         from .catalogue import read_catalogue
 
         cat = read_catalogue(presets)
+        if len(cat) == 0:
+            raise EngineError(f"{presets} holds no presets: import some with `dexed-data import-sysex`")
         rows = np.unique(np.linspace(0, len(cat) - 1, min(n, len(cat))).round().astype(int))
         raws = [cat.raw[r] for r in rows]
         names = [cat.names[r] for r in rows]

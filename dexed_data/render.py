@@ -122,6 +122,10 @@ class RenderConfig:
             raise RenderError(f"--release {self.release}: must be ≥ 0 and ≤ {MAX_SECONDS:g} s")
         if not 8000 <= int(self.sample_rate) <= 192000:
             raise RenderError(f"--sample-rate {self.sample_rate}: must be between 8000 and 192000 Hz")
+        if int((self.hold + self.release) * self.sample_rate) < self.n_fft:
+            raise RenderError(f"--hold {self.hold:g} + --release {self.release:g} s is shorter than one spectrogram frame "
+                              f"({self.n_fft} samples, {1000 * self.n_fft / self.sample_rate:.0f} ms at "
+                              f"{self.sample_rate} Hz); give the notes more time")
         bad = [f"{p}:{v}" for p, v in self.notes if not (0 <= p <= 127 and 1 <= v <= 127)]
         if bad:
             raise RenderError(f"--notes {', '.join(bad)}: pitch must be 0–127 and velocity 1–127")
@@ -267,7 +271,9 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
         parts += ["--ids", str(ids_file)]
     if limit is not None:
         parts += ["--limit", str(limit)]
-    return " ".join(parts)
+    from .outputs import h5_text
+
+    return h5_text(" ".join(parts))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -605,9 +611,10 @@ class JobLock:
     previous holder notices (the path no longer names its file) and locks the new one.
     """
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, what: str = "render job", hint: str = " to reuse its work"):
         self.path = out.with_name(f".{out.name}.lock")
         self.fd: int | None = None
+        self.what, self.hint = what, hint
 
     def __enter__(self) -> "JobLock":
         import fcntl
@@ -622,9 +629,9 @@ class JobLock:
             except BlockingIOError:
                 owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
                 os.close(fd)
-                raise RenderError(f"another render job{f' (pid {owner})' if owner else ''} is writing "
+                raise RenderError(f"another {self.what}{f' (pid {owner})' if owner else ''} is writing "
                                   f"{self.path.name[1:-5]} in {self.path.parent}; wait for it to finish "
-                                  "(or stop it) and rerun this command to reuse its work") from None
+                                  f"(or stop it) and rerun this command{self.hint}") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -779,10 +786,17 @@ def check_finished(out: Path, job: Job) -> None:
             ds.check_file(f, out)
             same = (f.attrs.get("selection_hash") == job.selection_hash and f.attrs.get("command") == job.command
                     and str(f.attrs.get("shard", "None")) == str(job.shard))
+            made_with = str(f.attrs.get("engine_version", ""))
     except OSError:
         same = False
     if not same:
         raise RenderError(f"{out} already exists and was not made by this command; choose another -o or delete it")
+    from .engines import make_engine
+
+    now = make_engine(job.config.engine_spec).version
+    if made_with != now:
+        raise RenderError(f"{out} was rendered by this command with another engine version ({made_with}; now {now}), "
+                          "so its audio may differ; delete it (or choose another -o) to render it again")
 
 
 def summarize_output(out: Path, rendered: int, seconds: float) -> RenderSummary:

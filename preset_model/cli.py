@@ -76,10 +76,27 @@ def _check_jobs(jobs: int) -> None:
         _fail(f"--jobs {jobs}: must be between 1 and {most} ({MAX_JOBS_PER_CORE} × the CPU cores)")
 
 
+def _run_files(run: Optional[Path]) -> list[Path]:
+    """The files a command reads from a run: the checkpoint, or every file of the run folder
+    (best.pt, last.pt, metrics.csv, split.json, ...), so that no output can replace one."""
+    if run is None:
+        return []
+    return [run, *(p for p in run.iterdir() if p.is_file())] if run.is_dir() else [run]
+
+
 def _outputs(paths: list[Path], inputs: list, force: bool) -> None:
     from dexed_data.outputs import check_output
 
     _plain(lambda: [check_output(p, inputs=inputs, force=force) for p in paths])
+
+
+#: Seeds are numpy / torch seeds: 0 … 2^63 − 1.
+MAX_SEED = 2**63 - 1
+
+
+def _check_seed(seed: Optional[int]) -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        _fail(f"--seed {seed}: must be between 0 and {MAX_SEED}")
 
 
 FORCE = typer.Option(False, "--force", help="Replace existing output files (never an input).")
@@ -149,6 +166,7 @@ def fit(
     if num_loss is not None and num_loss not in NUMERICAL_LOSSES:
         _fail(f"--num-loss {num_loss!r}: choose {' or '.join(NUMERICAL_LOSSES)}")
     _check_device(device)
+    _check_seed(seed)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a run folder")
 
@@ -179,7 +197,18 @@ def fit(
         model_cfg = model_config(size or "paper", **model_args)
     cfg = replace(base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps,
                   max_minutes=max_minutes, in_memory=in_memory, **train_args)
-    result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:   # one fit per run folder (torchrun: rank 0 holds it for all)
+        from dexed_data.render import JobLock
+
+        _plain(lambda: out.parent.mkdir(parents=True, exist_ok=True))
+        lock = JobLock(out, what="fit", hint=" (with --resume to continue its run)")
+        _plain(lock.__enter__)
+        try:
+            result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
+        finally:
+            lock.__exit__(None, None, None)
+    else:
+        result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         missing = [n for n in ("last.pt", "best.pt", "metrics.csv") if not (out / n).is_file()]
         if missing:   # e.g. a resumed run that had nothing left to do after a failed save
@@ -227,7 +256,7 @@ def evaluate(
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
-    _outputs([js, md], [run, data], force)   # before the (long) evaluation
+    _outputs([js, md], [*_run_files(run), data], force)   # before the (long) evaluation
     report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
     _plain(write_text, js, json.dumps(report, indent=1), "report")
     _plain(write_text, md, report_markdown(report), "report")
@@ -302,9 +331,12 @@ def match(
         _fail(f"--refine {refine}: must be 0 or a number of renders")
     _check_jobs(jobs)
     gain = _plain(parse_gain, gain_db)
-    _outputs([output], [*files, run, data], force)
+    _check_seed(seed)
+    _outputs([output], [*files, *_run_files(run), data], force)
     if wav is not None:
-        _plain(check_folder, wav, rerender_names(files), force=force, inputs=[*files, output])
+        if wav.resolve() == output.resolve():
+            _fail(f"--wav {wav} is the -o file; give --wav a folder of its own")
+        _plain(check_folder, wav, rerender_names(files), force=force, inputs=[*files, output, *_run_files(run), data])
     loaded = _plain(load_run, run, data=data) if run is not None else None
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
@@ -379,7 +411,7 @@ def interpolate(
 
     if not 2 <= steps <= 32:
         _fail(f"--steps {steps}: must be between 2 and 32 (one DX7 bank)")
-    _outputs([output], [a.rpartition(":")[0] or a, a, b.rpartition(":")[0] or b, b, run, data], force)
+    _outputs([output], [a.rpartition(":")[0] or a, a, b.rpartition(":")[0] or b, b, *_run_files(run), data], force)
     va, vb = _plain(read_voice, a), _plain(read_voice, b)
     m = _plain(morph, run, va, vb, steps, data)
     _plain(write_syx, output, m.raw, m.names)

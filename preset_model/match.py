@@ -140,13 +140,15 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     if not Path(path).is_file():
         raise AudioInputError(f"{path}: no such file")
     try:
-        head = sf.info(str(path))
-        if head.frames / head.samplerate > MAX_AUDIO_SECONDS:
-            raise AudioInputError(f"{path}: {head.frames / head.samplerate:.0f} s of audio; at most "
-                                  f"{MAX_AUDIO_SECONDS:g} s is accepted (only the first note length is used: "
-                                  "cut the file)")
-        need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + 64   # + resampling filter margin
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True, frames=need)
+        with open(path, "rb") as fh:   # a file object: soundfile cannot open a name that is not UTF-8
+            head = sf.info(fh)
+            if head.frames / head.samplerate > MAX_AUDIO_SECONDS:
+                raise AudioInputError(f"{path}: {head.frames / head.samplerate:.0f} s of audio; at most "
+                                      f"{MAX_AUDIO_SECONDS:g} s is accepted (only the first note length is used: "
+                                      "cut the file)")
+            need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + 64   # + resampling filter margin
+            fh.seek(0)
+            x, sr = sf.read(fh, dtype="float32", always_2d=True, frames=need)
     except AudioInputError:
         raise
     except Exception as exc:  # soundfile raises its own error types and RuntimeError

@@ -416,3 +416,93 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
     assert_clean_process_error(proc, "last.pt")
     assert snapshot(path) == before and load_checkpoint(path)["epoch"] == 7
     assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- found by an audit
+
+
+def test_a_run_folders_files_are_inputs_of_match_and_interpolate(fitted, tmp_path, bank):
+    import shutil
+
+    run_copy = tmp_path / "run"
+    shutil.copytree(fitted.flow6, run_copy)
+    best = snapshot(run_copy / "best.pt")
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(11025) / 22050)).astype(np.float32), 22050)
+    res = run(model_app, "interpolate", run_copy, f"{bank}:1", f"{bank}:2", "-o", run_copy / "best.pt", "--force")
+    assert_clean_error(res, "is also an input")
+    for target in ("best.pt", "last.pt", "metrics.csv"):
+        res = run(model_app, "match", run_copy, tone, "-o", run_copy / target, "--force")
+        assert_clean_error(res, "is also an input")
+    res = run(model_app, "evaluate", run_copy, "-o", run_copy / "best", "--force")   # best.json, best.md: new files
+    assert snapshot(run_copy / "best.pt") == best
+    res = run(model_app, "match", run_copy, tone, "-o", tmp_path / "m.syx", "--wav", tmp_path / "m.syx")
+    assert_clean_error(res, "--wav", "is the -o file")
+    assert not (tmp_path / "m.syx").exists()
+
+
+@pytest.mark.parametrize("command", ["match", "fit", "report"])
+def test_seeds_out_of_range_are_refused(command, fitted, dataset, tmp_path):
+    if command == "match":
+        tone = tmp_path / "t.wav"
+        sf.write(tone, np.zeros(2205, np.float32), 22050)
+        res = run(model_app, "match", fitted.mlp1, tone, "-o", tmp_path / "m.syx", "--seed", str(2**64))
+    elif command == "fit":
+        res = run(model_app, "fit", "--data", dataset, "--out", tmp_path / "r", "--size", "tiny", "--workers", "0",
+                  "--device", "cpu", "--no-progress", "--seed", "-1")
+    else:
+        res = run(data_app, "report", dataset, "-o", tmp_path / "rep", "--seed", "-1")
+    assert_clean_error(res, "--seed", "must be between 0 and")
+    assert list(tmp_path.iterdir()) == ([tmp_path / "t.wav"] if command == "match" else [])
+
+
+def test_a_second_fit_on_the_same_run_folder_is_refused(dataset, tmp_path):
+    from dexed_data.render import JobLock
+
+    out = tmp_path / "run"
+    with JobLock(out, what="fit"):    # as a fit in another process holds it
+        res = run(model_app, "fit", "--data", dataset, "--out", out, "--size", "tiny", "--notes", "1",
+                  "--workers", "0", "--device", "cpu", "--no-progress", "--max-steps", "1", "--epochs", "1")
+    assert_clean_error(res, "another fit", "--resume")
+    assert not out.exists()
+
+
+def test_check_plugin_checks_its_options_before_blaming_the_plugin(tmp_path):
+    for args, needle in ((["--hold", "0"], "--hold"), (["--release", "inf"], "--release"),
+                         (["--hold", "61"], "--hold"), (["--notes", "60:0"], "--notes")):
+        res = run(data_app, "check-plugin", "--plugin", tmp_path / "Dexed.vst3", "-n", "1", *args)
+        assert_clean_error(res, needle)
+    empty = tmp_path / "empty.syx"
+    empty.write_bytes(b"")
+    run(data_app, "import-sysex", empty, "-o", tmp_path / "empty.h5")
+    from dexed_data.errors import EngineError
+    from dexed_data.plugin_check import sample_presets
+
+    with pytest.raises(EngineError, match="holds no presets"):
+        sample_presets(tmp_path / "empty.h5", 4)
+
+
+def test_render_refuses_notes_shorter_than_one_frame(catalogue, tmp_path):
+    res = run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", "--hold", "1e-9", "--release", "0")
+    assert_clean_error(res, "shorter than one spectrogram frame")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_names_that_are_not_utf8(tmp_path, bank, catalogue):
+    # as a shell passes them (bytes); the console prints them as the terminal's locale allows
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "dexed_data", *map(os.fsencode, map(str, args))],
+                              capture_output=True, timeout=300)
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / os.fsdecode(b"x\xff.syx")).write_bytes(bank.read_bytes())
+    out = tmp_path / os.fsdecode(b"c\xff.h5")
+    res = cli("import-sysex", folder, "-o", out, "--no-progress")
+    assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr
+    listed = cli("list", out, "--limit", "1")
+    assert listed.returncode == 0 and b"x\\xff.syx:" in listed.stdout, listed.stdout
+    res = cli("render", out, "-o", tmp_path / "d.h5", "--limit", "2", *SHORT)
+    assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert "c\\xff.h5" in f.attrs["command"]

@@ -11,6 +11,7 @@ import dataclasses
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,18 @@ def test_rerun_of_a_finished_job_returns_at_once_and_other_jobs_are_refused(cata
     assert summary.rendered == 0 and summary.presets == N
     with pytest.raises(RenderError, match="not made by this command"):
         render_dataset(catalogue, serial, SMALL, jobs=1, progress=False, limit=N - 1, segment_size=SEG)
+
+
+def test_rerun_of_a_finished_job_made_by_another_engine_version_is_refused(catalogue, serial, tmp_path):
+    # e.g. a file of the engine before the plug-in's voice clip: its audio may differ, so it is not reused
+    old = tmp_path / "old.h5"
+    shutil.copy(serial, old)
+    with h5py.File(old, "r+") as f:
+        f.attrs["engine_version"] = "dexed-py 0.3.0 + dc_block(x/8)"
+    before = old.read_bytes()
+    with pytest.raises(RenderError, match=r"another engine version \(dexed-py 0.3.0 \+ dc_block\(x/8\); now"):
+        render_dataset(catalogue, old, SMALL, jobs=1, progress=False, limit=N, segment_size=SEG)
+    assert old.read_bytes() == before
 
 
 def test_format_round_trip_through_plain_h5py(catalogue, serial):

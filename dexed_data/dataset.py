@@ -184,6 +184,9 @@ class DatasetInfo:
 def check_file(f: h5py.File, path, allow_incomplete: bool = False) -> None:
     """Refuse a file that is not a complete dataset of this format version and schema."""
     a = f.attrs
+    if a.get("format") == "dexed-catalogue":
+        raise DatasetError(f"{path}: a catalogue of presets, not a rendered dataset; render it first: "
+                           f"`dexed-data render {path} -o dataset.h5`")
     if a.get("format") != FORMAT:
         raise DatasetError(f"{path}: not a dexed dataset (format={a.get('format')!r}); "
                            "render one with `dexed-data render presets.h5 -o dataset.h5`")

@@ -35,6 +35,8 @@ def file_kind(path) -> str:
     from .inputs import open_hdf5
 
     path = Path(path)
+    if path.is_dir():
+        raise DexedDataError(f"{path} is a folder; give a catalogue, a dataset or a .syx file")
     if not path.is_file():
         raise DexedDataError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -65,7 +67,12 @@ def describe(path) -> str:
         return describe_dataset(path)
     from .sysex import describe_sysex
 
-    return format_mapping(describe_sysex(path))
+    summary = describe_sysex(path)
+    if not summary["voices"]:
+        problems = summary["problems"]
+        first = f" ({problems[0]}{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''})" if problems else ""
+        raise DexedDataError(f"{path}: no DX7 voice in it{first}; give a catalogue, a dataset or a DX7 .syx file")
+    return format_mapping(summary)
 
 
 def format_mapping(info: dict) -> str:

@@ -122,6 +122,9 @@ class RenderConfig:
             raise RenderError(f"--release {self.release}: must be ≥ 0 and ≤ {MAX_SECONDS:g} s")
         if not 8000 <= int(self.sample_rate) <= 192000:
             raise RenderError(f"--sample-rate {self.sample_rate}: must be between 8000 and 192000 Hz")
+        if self.plugin and self.engine != "dawdreamer":
+            raise RenderError(f"--plugin is for --engine dawdreamer; the {self.engine} engine uses no plug-in "
+                              "(add --engine dawdreamer, or leave out --plugin)")
         if int((self.hold + self.release) * self.sample_rate) < self.n_fft:
             raise RenderError(f"--hold {self.hold:g} + --release {self.release:g} s is shorter than one spectrogram frame "
                               f"({self.n_fft} samples, {1000 * self.n_fft / self.sample_rate:.0f} ms at "

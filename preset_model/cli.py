@@ -195,8 +195,8 @@ def fit(
             model_cfg = replace(saved, **(SIZES[size] if size in SIZES else {}), **model_args)
     else:
         model_cfg = model_config(size or "paper", **model_args)
-    cfg = replace(base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps,
-                  max_minutes=max_minutes, in_memory=in_memory, **train_args)
+    cfg = _plain(replace, base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps,
+                 max_minutes=max_minutes, in_memory=in_memory, **train_args)
     if int(os.environ.get("RANK", "0")) == 0:   # one fit per run folder (torchrun: rank 0 holds it for all)
         from dexed_data.render import JobLock
 
@@ -377,8 +377,13 @@ def match(
             if isnan(s.pitch_offset_cents):
                 pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"
             level = "level silent" if isinf(s.level_db) and s.level_db < 0 else f"level {s.level_db:+.1f} dB"
+            if isnan(s.level_db) or (isinf(s.level_db) and s.level_db > 0):
+                level = "level n/a (silent input)"
             typer.echo(f"  {s.file}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
                        f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}  {level}")
+            if isnan(s.level_db) or (isinf(s.level_db) and s.level_db > 0):
+                typer.echo(f"  note: {s.file} is silent (all zeros) on this note: any voice matches it as well as "
+                           "another; give a recording of the sound", err=True)
             if s.much_quieter:
                 how = "silent (all zeros)" if isinf(s.level_db) else f"{-s.level_db:.1f} dB quieter than the input (RMS)"
                 hint = "" if gain == "auto" else " (for a recording normalised near 0 dBFS, try --gain-db auto)"

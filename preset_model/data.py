@@ -72,10 +72,15 @@ def read_info(path: str | Path) -> DatasetInfo:
     from dexed_data.inputs import open_hdf5  # one clear line for an empty, text, foreign or truncated file
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the dataset file (dataset.h5) made by `dexed-data render`")
     if not path.is_file():
         raise DataError(f"{path}: no such dataset file; build one with `dexed-data render`")
     with open_hdf5(path, "dataset", DataError) as h5:
         a = h5.attrs
+        if a.get("format") == "dexed-catalogue":
+            raise DataError(f"{path}: a catalogue of presets, not a rendered dataset; render it first: "
+                            f"`dexed-data render {path} -o dataset.h5`")
         if a.get("format") != DATASET_FORMAT or int(a.get("format_version", -1)) not in SUPPORTED_VERSIONS:
             raise DataError(f"{path}: not a {DATASET_FORMAT} file of version {SUPPORTED_VERSIONS} "
                             f"(format={a.get('format')!r}, format_version={a.get('format_version')!r})")

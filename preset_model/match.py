@@ -137,6 +137,8 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     from scipy.signal import resample_poly
 
     check_gain(gain_db)
+    if Path(path).is_dir():
+        raise AudioInputError(f"{path} is a folder; give its audio files (e.g. {path}/*.wav)")
     if not Path(path).is_file():
         raise AudioInputError(f"{path}: no such file")
     try:

@@ -144,7 +144,9 @@ class TrainConfig:
                   "numerical_loss": self.numerical_loss in NUMERICAL_LOSSES}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise PresetModelError("training settings out of range: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+            options = {"anneal_fraction": "anneal", "numerical_loss": "num-loss"}
+            raise PresetModelError("out of range: " + ", ".join(f"--{options.get(k, k).replace('_', '-')} {getattr(self, k)!r}"
+                                                              for k in bad)
                                    + " (epochs, batch size ≥ 1; lr finite > 0; workers ≥ 0; warm-up start in (0, 1]; "
                                      "plateau factor in (0, 1]; max minutes finite > 0; anneal fraction in [0, 1]; fold 0-4; "
                                      f"numerical loss {' or '.join(NUMERICAL_LOSSES)})")

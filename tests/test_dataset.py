@@ -112,7 +112,8 @@ def test_reader_refuses_other_versions_schemas_and_incomplete_files(tmp_path):
     path = tmp_path / "d.h5"
     fake_dataset(path, storage.StorageConfig(("mel",)))
     for key, value, message in [("format_version", 99, "version 99"), ("schema_hash", "0123456789abcdef", "schema"),
-                                ("complete", False, "incomplete"), ("format", "dexed-catalogue", "not a dexed dataset")]:
+                                ("complete", False, "incomplete"), ("format", "dexed-catalogue", "a catalogue of presets, not a rendered dataset"),
+                                ("format", "something-else", "not a dexed dataset")]:
         bad = tmp_path / f"bad-{key}.h5"
         bad.write_bytes(path.read_bytes())
         with h5py.File(bad, "a") as f:

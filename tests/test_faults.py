@@ -245,8 +245,8 @@ def test_merge_refuses_a_shard_as_output_and_a_shard_without_mel(work, catalogue
 def test_damaged_dataset_files(command, kind, broken, tmp_path):
     args = {"info": [], "report": ["-o", tmp_path / "rep"], "export-wav": ["-o", tmp_path / "wav"]}[command]
     res = run(data_app, command, broken[kind], *args)
-    if command == "info" and kind == "empty":   # info describes any file: an empty one holds no DX7 data
-        assert res.exit_code == 0 and "voices: 0" in res.output
+    if command == "info" and kind == "empty":   # info reads any file that is not HDF5 as SysEx: none in it
+        assert_clean_error(res, "no DX7 voice in it")
         return
     assert_clean_error(res, broken[kind].name)
     assert not (tmp_path / "rep").exists() and not (tmp_path / "wav").exists()
@@ -506,3 +506,32 @@ def test_file_names_that_are_not_utf8(tmp_path, bank, catalogue):
     assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr
     with h5py.File(tmp_path / "d.h5") as f:
         assert "c\\xff.h5" in f.attrs["command"]
+
+
+def test_mixups_are_named_for_what_they_are(catalogue, dataset, fitted, tmp_path):
+    res = run(model_app, "fit", "--data", catalogue, "--out", tmp_path / "r", "--size", "tiny", "--workers", "0",
+              "--device", "cpu", "--no-progress")
+    assert_clean_error(res, "a catalogue of presets, not a rendered dataset", "dexed-data render")
+    assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--data", catalogue, "-o", tmp_path / "e"),
+                       "a catalogue of presets")
+    assert_clean_error(run(data_app, "info", tmp_path), "is a folder")
+    assert_clean_error(run(model_app, "fit", "--data", tmp_path, "--out", tmp_path / "r"), "is a folder")
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("not a DX7 file\n" * 100)
+    assert_clean_error(run(data_app, "info", foreign), "no DX7 voice in it")
+    assert_clean_error(run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", "--plugin", tmp_path / "x.vst3",
+                           *SHORT), "--plugin is for --engine dawdreamer")
+    assert_clean_error(run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", "--engine", "dawdreamer", *SHORT),
+                       "needs a plug-in: --plugin")
+    assert_clean_error(run(model_app, "fit", "--data", dataset, "--out", tmp_path / "r", "--max-minutes", "0",
+                           "--device", "cpu", "--workers", "0"), "--max-minutes 0.0")
+    assert not (tmp_path / "d.h5").exists() and not (tmp_path / "r").exists()
+
+
+def test_match_says_when_an_input_is_silent(fitted, tmp_path):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(11025, np.float32), 22050)
+    res = run(model_app, "match", fitted.mlp1, silent, "-o", tmp_path / "m.syx")
+    assert res.exit_code == 0, res.output
+    assert "level n/a (silent input)" in res.stdout and "nan" not in res.stdout
+    assert "silent.wav is silent (all zeros)" in res.stderr

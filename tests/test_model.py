@@ -66,7 +66,7 @@ def test_numerical_loss_l1_is_the_masked_absolute_error():
     assert mse["num"].item() == pytest.approx(((diff ** 2 * w).sum() / w.sum()).item(), rel=1e-5)
     assert l1["num"] != mse["num"] and all(l1[k] == mse[k] for k in ("rec", "kl", "logdet", "cat"))
     from preset_model.train import TrainConfig
-    with pytest.raises(PresetModelError, match="numerical_loss"):
+    with pytest.raises(PresetModelError, match="--num-loss 'huber'"):
         TrainConfig(numerical_loss="huber")
 
 

@@ -89,6 +89,13 @@ def preset_table(path: str | Path) -> list[Preset]:
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         if fmt not in ("dexed-catalogue", "dexed-dataset") or "presets" not in f or "occurrences" not in f:
             raise DexedDataError(f"{path}: HDF5 file of format {fmt!r}; expected a dexed-catalogue or dexed-dataset")
+        from .catalogue import FORMAT_VERSION as CATALOGUE_VERSION
+        from .dataset import FORMAT_VERSION as DATASET_VERSION
+
+        want = CATALOGUE_VERSION if fmt == "dexed-catalogue" else DATASET_VERSION
+        if int(f.attrs.get("format_version", -1)) != want:
+            raise DexedDataError(f"{path}: {fmt} format version {f.attrs.get('format_version')} but this dexed_data "
+                                 f"reads version {want}; use the dexed_data version that wrote it, or make it again")
         p, o = f["presets"], f["occurrences"]
         ids = [x.decode() for x in p["id"][...]]
         names = decode_names(p["name"][...])

@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 from dataclasses import dataclass
@@ -129,14 +130,22 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
         return render.summarize_output(out, 0, time.perf_counter() - t0)
     plan = ClusterPlan.for_selection(job.selection_size, shards)
     work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
+    fresh = not (work / "job.json").exists()
     _claim_work_dir(work, job, plan)
 
     paths = [plan.shard_path(work, k) for k in range(plan.shards)]
     todo = [k for k in range(plan.shards) if not paths[k].exists()]
     rendered = 0
     if todo:
-        rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
-                               args=(str(catalogue), config, str(ids) if ids else None, limit, plan.segment_size))
+        try:
+            rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
+                                   args=(str(catalogue), config, str(ids) if ids else None, limit, plan.segment_size))
+        except RenderError:   # e.g. no scheduler at --cluster: a job that never started leaves nothing behind
+            if fresh and not any(p.exists() for p in paths):
+                (work / "job.json").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    work.rmdir()
+            raise
     merge(paths, out)
     for p in paths:
         p.unlink()

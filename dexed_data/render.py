@@ -503,7 +503,8 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
     segs = [(s, a, b) for s, (a, b) in enumerate(bounds) if shard is None or s % shard.count == shard.index]
     if not segs:
         raise RenderError(f"shard {shard} of a {len(sel)}-preset selection is empty "
-                          f"({n_seg} segments of {segment_size}); use fewer shards")
+                          f"({n_seg} segments of {segment_size}: shards share out whole segments); use at most "
+                          f"{n_seg} shards")
     rows = np.concatenate([np.arange(a, b) for _, a, b in segs])
     cat_rows = sel[rows]
     table = ds.PresetTable(raw[rows], np.asarray([cat.ids[i] for i in cat_rows], "S16"),

@@ -90,6 +90,9 @@ def _outputs(paths: list[Path], inputs: list, force: bool) -> None:
     _plain(lambda: [check_output(p, inputs=inputs, force=force) for p in paths])
 
 
+#: The largest --refine budget: ~27 renders/s on one core, so about an hour per sound.
+MAX_REFINE = 100_000
+
 #: Seeds are numpy / torch seeds: 0 … 2^63 − 1.
 MAX_SEED = 2**63 - 1
 
@@ -147,6 +150,8 @@ def fit(
 
     if epochs < 1:
         _fail(f"--epochs {epochs}: must be ≥ 1")
+    if notes is not None and notes < 1:
+        _fail(f"--notes {notes}: must be 1 (MIDI 60, vel 85) or the number of notes the dataset was rendered on (6)")
     if batch_size is not None and batch_size < 1:
         _fail(f"--batch-size {batch_size}: must be ≥ 1")
     if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
@@ -248,8 +253,9 @@ def evaluate(
 
     if limit is not None and limit < 1:
         _fail(f"--limit {limit}: must be ≥ 1")
-    if refine < 0:
-        _fail(f"--refine {refine}: must be 0 or a number of renders")
+    if not 0 <= refine <= MAX_REFINE:
+        _fail(f"--refine {refine}: must be 0 (no search) or a number of renders up to {MAX_REFINE:,} "
+              "(about an hour per sound on one core)")
     _check_jobs(jobs)
     folder = run if run.is_dir() else run.parent
     out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
@@ -327,8 +333,9 @@ def match(
     if run is None and data is None:
         _fail(f"{paths[0]} is not a run folder or checkpoint: give RUN first, or --data DATASET "
               f"to match from a dataset's presets alone")
-    if refine < 0:
-        _fail(f"--refine {refine}: must be 0 or a number of renders")
+    if not 0 <= refine <= MAX_REFINE:
+        _fail(f"--refine {refine}: must be 0 (no search) or a number of renders up to {MAX_REFINE:,} "
+              "(about an hour per sound on one core)")
     _check_jobs(jobs)
     gain = _plain(parse_gain, gain_db)
     _check_seed(seed)

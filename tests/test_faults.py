@@ -535,3 +535,19 @@ def test_match_says_when_an_input_is_silent(fitted, tmp_path):
     assert res.exit_code == 0, res.output
     assert "level n/a (silent input)" in res.stdout and "nan" not in res.stdout
     assert "silent.wav is silent (all zeros)" in res.stderr
+
+
+def test_more_absurd_values_and_versions(catalogue, dataset, fitted, tmp_path):
+    tone = tmp_path / "t.wav"
+    sf.write(tone, np.zeros(2205, np.float32), 22050)
+    assert_clean_error(run(model_app, "match", fitted.mlp1, tone, "-o", tmp_path / "m.syx", "--refine", str(10**20)),
+                       "--refine", "up to 100,000")
+    assert_clean_error(run(model_app, "fit", "--data", dataset, "--out", tmp_path / "r", "--notes", "0"), "--notes 0")
+    v99 = tmp_path / "v99.h5"
+    v99.write_bytes(catalogue.read_bytes())
+    with h5py.File(v99, "r+") as f:
+        f.attrs["format_version"] = 99
+    assert_clean_error(run(data_app, "list", v99), "format version 99")
+    res = run(data_app, "render", catalogue, "-o", tmp_path / "c.h5", "--cluster", "nowhere", *SHORT)
+    assert_clean_error(res, "cannot reach a Dask scheduler")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.wav", "v99.h5"]   # no c.h5.shards left behind

@@ -376,6 +376,11 @@ def _move(batch, device):
     return [t.to(device, non_blocking=True) for t in batch]
 
 
+#: What a spectrogram that is not finite means (only a damaged or hand-edited file holds one).
+DAMAGED_MEL = ("the dataset's spectrograms hold NaN or infinite values (a damaged file: `dexed-data render` "
+               "never writes them); render the dataset again")
+
+
 @torch.no_grad()
 def validation_losses(model, loader, device, beta: float, categorical_weight: float, autocast,
                       numerical_loss: str = "mse") -> dict[str, float]:
@@ -384,6 +389,8 @@ def validation_losses(model, loader, device, beta: float, categorical_weight: fl
     sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64, device=device)
     for mel, target, mask in loader:
         mel, target, mask = _move((mel, target, mask), device)
+        if not torch.isfinite(mel).all():
+            raise PresetModelError(f"validation: {DAMAGED_MEL}")
         with autocast:
             out = model(mel)
         _, terms = compute_loss(out, mel, target, mask, _unwrap(model), beta, categorical_weight,
@@ -593,6 +600,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 loss, terms = compute_loss(out_, mel, target, mask, _unwrap(model), beta, cfg.categorical_weight,
                                            global_counts=True, numerical_loss=cfg.numerical_loss)
                 if not torch.isfinite(loss):
+                    if not torch.isfinite(mel).all():
+                        raise PresetModelError(f"epoch {epoch}, step {step}: {DAMAGED_MEL}")
                     raise PresetModelError(f"epoch {epoch}, step {step}: loss is {loss.item()} "
                                            f"({ {k: round(v.item(), 4) for k, v in terms.items()} }); lower --lr")
                 optimizer.zero_grad(set_to_none=True)

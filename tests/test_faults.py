@@ -551,3 +551,18 @@ def test_more_absurd_values_and_versions(catalogue, dataset, fitted, tmp_path):
     res = run(data_app, "render", catalogue, "-o", tmp_path / "c.h5", "--cluster", "nowhere", *SHORT)
     assert_clean_error(res, "cannot reach a Dask scheduler")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.wav", "v99.h5"]   # no c.h5.shards left behind
+
+
+def test_fit_names_a_damaged_spectrogram(dataset, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(dataset.read_bytes())
+    with h5py.File(damaged, "r+") as f:
+        mel = f["mel"]
+        for i in range(len(mel)):
+            x = mel[i]
+            x[..., 3] = np.nan
+            mel[i] = x
+    res = run(model_app, "fit", "--data", damaged, "--out", tmp_path / "r", "--size", "tiny", "--notes", "1",
+              "--workers", "0", "--device", "cpu", "--no-progress", "--max-steps", "1", "--epochs", "1",
+              "--batch-size", "2")
+    assert_clean_error(res, "NaN or infinite values", "render the dataset again")

@@ -47,6 +47,11 @@ def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
                     raise DatasetError(f"{p}: {key} differs from {shard_paths[0]}'s; shards must come from one "
                                        "render command")
         count = int(str(first["shard"]).split("/")[1])
+        for p, f in zip(shard_paths, files):
+            if int(str(f.attrs["shard"]).split("/")[1]) != count:
+                raise DatasetError(f"{p} is shard {f.attrs['shard']} but {shard_paths[0]} is shard {first['shard']}: "
+                                   "they come from jobs split in different numbers of shards; merge the shards of "
+                                   "one job")
         seen = sorted(int(str(f.attrs["shard"]).split("/")[0]) for f in files)
         if seen != list(range(count)):
             missing = sorted(set(range(count)) - set(seen))

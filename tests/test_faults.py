@@ -566,3 +566,15 @@ def test_fit_names_a_damaged_spectrogram(dataset, tmp_path):
               "--workers", "0", "--device", "cpu", "--no-progress", "--max-steps", "1", "--epochs", "1",
               "--batch-size", "2")
     assert_clean_error(res, "NaN or infinite values", "render the dataset again")
+
+
+def test_merge_names_shards_of_jobs_split_differently(catalogue, tmp_path):
+    from dexed_data.render import RenderConfig, Shard, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1, operators=False)
+    for shard in ("0/2", "0/3"):
+        render_dataset(catalogue, tmp_path / f"s{shard[-1]}.h5", cfg, jobs=1, progress=False, limit=6,
+                       shard=Shard.parse(shard), segment_size=2)
+    res = run(data_app, "merge", tmp_path / "s2.h5", tmp_path / "s3.h5", "-o", tmp_path / "m.h5")
+    assert_clean_error(res, "is shard 0/3", "is shard 0/2", "different numbers of shards")
+    assert not (tmp_path / "m.h5").exists()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dexed_data.schema import SCHEMA_HASH
+from dexed_data.schema import SCHEMA_HASH, VOICE_MAX, VOICE_PARAMS
 
 from .encoding import get_encoding
 from .errors import DataError
@@ -215,6 +215,14 @@ class SpectrogramDataset(Dataset):
         with h5py.File(self.path, "r") as h5:
             raw = h5["presets/raw"][:][self.rows]
             audible = h5["audible"][:][self.rows] if "audible" in h5 else np.ones((len(self.rows), 1, 6), bool)
+            bad = np.argwhere(raw > VOICE_MAX)
+            if len(bad):
+                i, k = bad[0]
+                ident = h5["presets/id"][self.rows[i]].decode() if "presets/id" in h5 else "?"
+                name = next(p.name for p in VOICE_PARAMS if p.voice_offset == k)
+                raise DataError(f"{path}: preset row {self.rows[i]} (id {ident}) has {name} = {raw[i, k]}, above its "
+                                f"max {VOICE_MAX[k]} ({len(bad)} such value(s) in all); the file is damaged: import and "
+                                "render it again")
         self.targets = torch.from_numpy(enc.encode(raw))
         heard = audible[:, list(self.note_index)].any(axis=1) if audible.shape[1] > 1 else audible[:, 0]
         self.masks = torch.from_numpy(enc.operator_mask(heard))

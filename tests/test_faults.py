@@ -578,3 +578,17 @@ def test_merge_names_shards_of_jobs_split_differently(catalogue, tmp_path):
     res = run(data_app, "merge", tmp_path / "s2.h5", tmp_path / "s3.h5", "-o", tmp_path / "m.h5")
     assert_clean_error(res, "is shard 0/3", "is shard 0/2", "different numbers of shards")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_fit_names_a_damaged_preset_value(dataset, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(dataset.read_bytes())
+    with h5py.File(damaged, "r+") as f:
+        raw = f["presets/raw"][...]
+        raw[:, 134] = 200                           # ALGORITHM (max 31)
+        f["presets/raw"][...] = raw
+        ids = [x.decode() for x in f["presets/id"][...]]
+    res = run(model_app, "fit", "--data", damaged, "--out", tmp_path / "r", "--size", "tiny", "--notes", "1",
+              "--workers", "0", "--device", "cpu", "--no-progress", "--max-steps", "1", "--epochs", "1")
+    line = assert_clean_error(res, "ALGORITHM = 200", "above its max 31", "damaged")
+    assert "preset row" in line and any(f"(id {i})" in line for i in ids)

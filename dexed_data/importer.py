@@ -493,12 +493,16 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         without ``force``, is one of the inputs, bad folder, full disk). Bad input content never
         raises: it is reported.
     """
+    from .errors import OutputError
     from .outputs import check_output
 
     files = collect_files(paths)
     sources = [p for p, _ in files]
     check_output(output, inputs=sources, force=force, what="catalogue")
     if report is not None:
+        if Path(report).resolve() == Path(output).resolve():
+            raise OutputError(f"--report {report} and -o {output} name the same file; give the report its own name "
+                              "(e.g. import.json)")
         check_output(report, inputs=sources + [Path(output)], force=force, what="report")
     state = _read_files(files, strict, progress)
     v = state.voices.arrays()

@@ -200,6 +200,9 @@ def test_import_report_checked_before_writing_anything(tmp_path):
     res = run(data_app, "import-sysex", REPO / "presets", "-o", tmp_path / "p.h5", "--report", report)
     assert_clean_error(res, "r.json", "already exists")
     assert not (tmp_path / "p.h5").exists() and report.read_text() == "{}"
+    res = run(data_app, "import-sysex", REPO / "presets", "-o", tmp_path / "p.h5", "--report", tmp_path / "p.h5")
+    assert_clean_error(res, "name the same file")
+    assert not (tmp_path / "p.h5").exists()
 
 
 def test_export_wav_and_report_refuse_existing_files(dataset, tmp_path):

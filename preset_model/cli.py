@@ -323,7 +323,8 @@ def match(
     from dexed_data.outputs import check_folder
 
     from .inference import load_run
-    from .match import AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, parse_gain, rerender_names, write_syx, write_wavs
+    from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, not_a_note, parse_gain, rerender_names, write_syx,
+                        write_wavs)
     from .refine import MOVED
 
     run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
@@ -344,6 +345,11 @@ def match(
         if wav.resolve() == output.resolve():
             _fail(f"--wav {wav} is the -o file; give --wav a folder of its own")
         _plain(check_folder, wav, rerender_names(files), force=force, inputs=[*files, output, *_run_files(run), data])
+    for f in files:
+        suffix = not_a_note(f)
+        if suffix:
+            typer.echo(f"note: {f} ends like a note name ({suffix}) but it is not a MIDI note (pitch 0–127, "
+                       "velocity 1–127); the file is taken as not named by a note", err=True)
     loaded = _plain(load_run, run, data=data) if run is not None else None
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))

@@ -235,6 +235,12 @@ def named_note(path: str | Path) -> tuple[int, int] | None:
     return int(m[2]), int(m[3])
 
 
+def not_a_note(path: str | Path) -> str | None:
+    """The ``…_P-V`` ending of a file name that looks like a note but is not a MIDI note (``_200-85``), else None."""
+    m = _NOTE_SUFFIX.search(Path(path).stem)
+    return m[0] if m is not None and named_note(path) is None else None
+
+
 def _rms_db(x: np.ndarray) -> float:
     ms = float(np.mean(np.square(x, dtype=np.float64)))
     return 10.0 * np.log10(ms) if ms > 0 else float("-inf")

@@ -595,3 +595,11 @@ def test_fit_names_a_damaged_preset_value(dataset, tmp_path):
               "--workers", "0", "--device", "cpu", "--no-progress", "--max-steps", "1", "--epochs", "1")
     line = assert_clean_error(res, "ALGORITHM = 200", "above its max 31", "damaged")
     assert "preset row" in line and any(f"(id {i})" in line for i in ids)
+
+
+def test_match_notes_a_name_that_looks_like_a_note_but_is_not(fitted, tmp_path):
+    odd = tmp_path / "take_200-85.wav"
+    sf.write(odd, (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(11025) / 22050)).astype(np.float32), 22050)
+    res = run(model_app, "match", fitted.mlp1, odd, "-o", tmp_path / "m.syx")
+    assert res.exit_code == 0, res.output
+    assert "take_200-85.wav ends like a note name (_200-85) but it is not a MIDI note" in res.stderr

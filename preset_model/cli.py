@@ -76,12 +76,18 @@ def _check_jobs(jobs: int) -> None:
         _fail(f"--jobs {jobs}: must be between 1 and {most} ({MAX_JOBS_PER_CORE} × the CPU cores)")
 
 
+#: What ``fit`` writes in a run folder: no other command may replace these (reports it wrote itself may be).
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "split.json")
+
+
 def _run_files(run: Optional[Path]) -> list[Path]:
-    """The files a command reads from a run: the checkpoint, or every file of the run folder
-    (best.pt, last.pt, metrics.csv, split.json, ...), so that no output can replace one."""
+    """The files of a run that an output may not replace: the checkpoint given, or the training's
+    own files in the run folder (:data:`RUN_FILES` and any other checkpoint ``*.pt``)."""
     if run is None:
         return []
-    return [run, *(p for p in run.iterdir() if p.is_file())] if run.is_dir() else [run]
+    if not run.is_dir():
+        return [run]
+    return [run, *(run / n for n in RUN_FILES), *(p for p in run.glob("*.pt") if p.name not in RUN_FILES)]
 
 
 def _outputs(paths: list[Path], inputs: list, force: bool) -> None:

@@ -12,6 +12,12 @@
 4. **Folders.** Missing parent folders are created. A target that is a folder, a path below a
    regular file, or a folder that cannot be written (read-only or virtual file system such as
    ``/proc``) is refused before any work is done, with one line naming the path.
+5. **Two commands, one output.** A file checked here is published only if it is still what the
+   check saw: absent (then it is created with a hard link, which fails if another command created
+   it first) or the same file. Otherwise this command fails with one line and the other's file is
+   kept, so of two commands writing one output, one succeeds and the other says so; neither
+   reports a success whose result was lost. Temporary files of killed commands
+   (``.NAME.PID.tmp`` of a process that no longer runs) are removed by the next check.
 
 Example::
 
@@ -27,10 +33,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import OutputError
+
+#: Outputs checked in this process (resolved path → what was there then: its identity, or None),
+#: so that publishing can tell whether another command wrote the file in the meantime (rule 5).
+_CHECKED: dict[str, tuple | None] = {}
+
+
+def _identity(path: str | os.PathLike) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
 
 #: The one wording of rule 3, shared by every command.
 EXISTS = "{path} already exists; pass --force to replace it (or choose another output)"
@@ -117,6 +137,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
             raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
         else:
             probe.unlink(missing_ok=True)
+        _remove_stale_temps(path)
+    _CHECKED[os.path.realpath(path)] = _identity(path)
     return path
 
 
@@ -144,6 +166,10 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise OutputError(EXISTS.format(path=folder / taken[0]) + more)
+    for n in names:
+        if folder.is_dir():
+            _remove_stale_temps(folder / n)
+        _CHECKED[os.path.realpath(folder / n)] = _identity(folder / n)
     return folder
 
 
@@ -167,11 +193,54 @@ def fsync_path(path: str | os.PathLike) -> None:
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """``fsync`` the finished ``tmp``, rename it to ``path`` and ``fsync`` the folder (rule 1)."""
+    """``fsync`` the finished ``tmp``, rename it to ``path`` and ``fsync`` the folder (rule 1);
+    for a file checked by :func:`check_output` or :func:`check_folder`, only if no other command
+    wrote it since (rule 5)."""
     fsync_path(tmp)
-    os.replace(tmp, path)
+    key = os.path.realpath(path)
+    if key not in _CHECKED:
+        os.replace(tmp, path)
+    elif _CHECKED[key] is None:
+        try:
+            os.link(tmp, path)             # atomic: fails if the file appeared since the check
+        except FileExistsError:
+            raise OutputError(f"{path} was written by another command while this one ran; that file is kept "
+                              "(rerun this command with --force to replace it)") from None
+        except OSError:                    # a file system without hard links
+            if os.path.lexists(path):
+                raise OutputError(f"{path} was written by another command while this one ran; that file is "
+                                  "kept (rerun this command with --force to replace it)") from None
+            os.replace(tmp, path)
+        else:
+            os.unlink(tmp)
+    else:
+        if _identity(path) != _CHECKED[key]:
+            raise OutputError(f"{path} was replaced by another command while this one ran; that file is kept "
+                              "(rerun this command to replace it)")
+        os.replace(tmp, path)
+    if key in _CHECKED:
+        _CHECKED[key] = _identity(path)
     with contextlib.suppress(OSError):   # some file systems cannot fsync a folder; the rename is done
         fsync_path(Path(path).parent)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove ``.NAME.PID.tmp`` files beside ``path`` left by processes that no longer run (killed)."""
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            pid = tmp.name[len(path.name) + 2:-4]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:      # exists, owned by someone else
+        return True
+    return True
 
 
 @contextlib.contextmanager

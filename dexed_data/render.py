@@ -616,6 +616,7 @@ class JobLock:
     """
 
     def __init__(self, out: Path, what: str = "render job", hint: str = " to reuse its work"):
+        out = Path(os.path.realpath(out))     # one lock per file or folder, whatever link names it
         self.path = out.with_name(f".{out.name}.lock")
         self.fd: int | None = None
         self.what, self.hint = what, hint

@@ -48,6 +48,11 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
             try:
                 torch.save(full, tmp)
             except RuntimeError as exc:   # torch reports a failed write (full disk) as RuntimeError
+                import errno
+                import shutil
+
+                if shutil.disk_usage(path.parent).free < (1 << 20) or "unexpected pos" in str(exc):
+                    raise OSError(errno.ENOSPC, "no space left on the device") from None
                 raise OSError(str(exc).splitlines()[0] if str(exc) else "write failed") from None
     except OutputError as exc:
         raise CheckpointError(str(exc)) from None
@@ -57,7 +62,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read and check a checkpoint. Raises :class:`CheckpointError` if missing, foreign, or of another schema."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        hint = "; it has no checkpoint yet: run fit without --resume" if path.name == "last.pt" else ""
+        raise CheckpointError(f"{path}: no such checkpoint{hint}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file

@@ -13,14 +13,20 @@ from .errors import DatasetError
 
 def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     """A 32-bit float mono WAV file of ``audio`` ``(T,)`` (not clipped), built in memory so that
-    writing it goes through the one atomic, disk-full-safe path (libsndfile's own writes do not)."""
-    import io
+    writing it goes through the one atomic, disk-full-safe path (libsndfile's own writes do not).
 
-    import soundfile
+    The bytes depend on the audio alone: ``fmt `` (IEEE float, 18 bytes), ``fact`` and ``data``
+    chunks, and no ``PEAK`` chunk (libsndfile's carries a time stamp, so the same audio gave
+    other bytes on every export).
+    """
+    import struct
 
-    buf = io.BytesIO()
-    soundfile.write(buf, np.asarray(audio, np.float32), int(sample_rate), subtype="FLOAT", format="WAV")
-    return buf.getvalue()
+    x = np.ascontiguousarray(np.asarray(audio, np.float32).reshape(-1)).astype("<f4")
+    rate = int(sample_rate)
+    fmt = struct.pack("<HHIIHHH", 3, 1, rate, rate * 4, 4, 32, 0)         # WAVE_FORMAT_IEEE_FLOAT, mono
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, len(x))
+            + b"data" + struct.pack("<I", 4 * len(x)) + x.tobytes())
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None,

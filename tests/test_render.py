@@ -289,6 +289,9 @@ def test_cli_render_info_export_wav_merge(work, catalogue, serial):
     assert [f.name.rsplit("_", 1)[1] for f in files] == ["48-100.wav", "60-85.wav"]
     x, sr = soundfile.read(files[0], dtype="float32")
     assert sr == 22050 and np.array_equal(x, audio[0])
+    first = files[0].read_bytes()
+    res = invoke("export-wav", out, "--ids", ",".join(ids), "-o", work / "wav", "--force")
+    assert res.exit_code == 0 and files[0].read_bytes() == first   # the same bytes again (no time stamp)
 
     # the default stores no audio: export-wav renders it again, the same sound
     res = invoke("render", catalogue, "-o", work / "cli-mel.h5", "--jobs", "2", "--notes", "48:100,60:85",

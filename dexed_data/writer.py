@@ -3,7 +3,7 @@
 A render job (:mod:`dexed_data.render`) and a merge (:mod:`dexed_data.merge`) both go through
 here, so that they give the same file:
 
-1. :func:`create_layout` writes ``OUT.parts/dataset.h5`` (or ``OUT.partial`` for a merge): the
+1. :func:`create_layout` writes ``OUT.parts/dataset.h5`` (or ``.OUT.PID.tmp`` for a merge): the
    header, the preset table and the big arrays with their space reserved.
 2. Rows arrive. Uncompressed (the default), each worker ``pwrite``s its rows straight into their
    place (:class:`RowSink`): every byte of the big arrays is written once, by the process that
@@ -318,7 +318,7 @@ def _sources(blocks: Sequence[Block], n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, blocks: Sequence[Block],
                   extra_attrs: dict | None = None) -> None:
-    """Write a complete dataset to ``path`` via ``path.partial`` and an atomic rename (``merge``).
+    """Write a complete dataset to ``path`` via a hidden ``.NAME.PID.tmp`` and an atomic rename (``merge``).
 
     ``blocks`` must cover every row of ``presets`` exactly once. Rows are copied in output order:
     raw bytes into an in-place layout, encoded chunks untouched (``read_direct_chunk`` →
@@ -327,8 +327,9 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
     """
     path = Path(path)
     src_block, src_local = _sources(blocks, len(presets))
-    partial = path.with_name(path.name + ".partial")
-    from .outputs import make_parents, publish
+    from .outputs import make_parents, publish, temp_path
+
+    partial = temp_path(path)     # hidden and per process: two merges on one output do not share it
 
     make_parents(path)
     _check_space(path, _bytes_needed(presets, blocks, header), f"cannot write {path}: it", "rerun")

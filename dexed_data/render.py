@@ -286,8 +286,9 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
 _WORKER: dict = {}
 
 
-def _exit_with_parent(interval: float = 1.0) -> None:
-    """End this worker when the process that started it dies (``kill -9`` of the render command).
+def exit_with_parent(interval: float = 1.0) -> None:
+    """End this worker when the process that started it dies (``kill -9`` of the render command;
+    also the initializer of ``preset-model``'s render workers).
 
     A daemon thread polls the parent's pid: once the worker is re-parented (to init or a
     subreaper) it exits at once instead of rendering on for minutes. Polling rather than
@@ -313,7 +314,7 @@ def _exit_with_parent(interval: float = 1.0) -> None:
 def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
     """Per worker process: one thread for torch/BLAS, own engine, own chunk encoder."""
     if in_worker:
-        _exit_with_parent()
+        exit_with_parent()
     for k, v in _THREAD_ENV.items():
         os.environ[k] = v
     from .engines import make_engine

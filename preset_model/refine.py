@@ -418,9 +418,13 @@ class _Renderer:
         if self.jobs > 1:
             from joblib.externals.loky import get_reusable_executor
 
+            from dexed_data.render import exit_with_parent
+
             from .evaluate import _THREAD_ENV
 
-            self.ex = get_reusable_executor(max_workers=self.jobs, env=_THREAD_ENV, timeout=120)
+            # workers end with this process (a killed match would leave them for the idle timeout)
+            self.ex = get_reusable_executor(max_workers=self.jobs, env=_THREAD_ENV, timeout=120,
+                                            initializer=exit_with_parent)
 
     def __call__(self, raws: list[np.ndarray]) -> list[tuple[float, np.ndarray]]:
         self.count += len(raws)

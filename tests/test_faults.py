@@ -665,3 +665,32 @@ def test_two_imports_at_once_on_one_output(tmp_path):
     assert sorted(rc for rc, _ in results) == [0, 2], results   # one wrote, the other says why it did not
     assert all("Traceback" not in err for _, err in results)
     assert leftovers(tmp_path) == []
+
+
+def test_match_workers_exit_when_match_is_killed(dataset, tmp_path):
+    import signal
+    import time
+
+    from test_render_jobs import _alive, _children
+
+    tone = tmp_path / "t.wav"
+    sf.write(tone, (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(6615) / 22050)).astype(np.float32), 22050)
+    proc = subprocess.Popen([sys.executable, "-m", "preset_model", "match", "--data", str(dataset), str(tone),
+                             "--refine", "100000", "--jobs", "2", "-o", str(tmp_path / "m.syx")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workers = time.monotonic() + 120, []
+    while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+        workers = [w for w in _children(proc.pid) if b"loky" in Path(f"/proc/{w}/cmdline").read_bytes()
+                   and b"popen_loky" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        time.sleep(0.1)
+    assert proc.poll() is None and len(workers) == 2, "match ended before its workers started"
+    time.sleep(1.0)                                     # the workers have run their initializer
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"{len(left)} render workers still running 15 s after kill -9 of match"

@@ -263,9 +263,9 @@ def check_plugin_command(
     from .render import RenderConfig, parse_notes
 
     # the notes and their length are checked as render checks them (a bad option is not the plug-in's fault)
-    _plain_errors(lambda: RenderConfig(notes=parse_notes(notes), hold=hold, release=release))
-    result = _plain_errors(lambda: check_plugin(plugin, presets, n, notes=parse_notes(notes), hold=hold,
-                                                release=release))
+    cfg = _plain_errors(lambda: RenderConfig(notes=parse_notes(notes), hold=hold, release=release))
+    result = _plain_errors(lambda: check_plugin(plugin, presets, n, notes=cfg.notes, hold=cfg.hold,
+                                                release=cfg.release))
     typer.echo(result.format())
     if not result.ok:
         raise typer.Exit(1)

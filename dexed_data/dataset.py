@@ -181,12 +181,16 @@ class DatasetInfo:
         return self.header.sample_rate
 
 
+def catalogue_not_dataset(path) -> str:
+    """What to say when a catalogue is given where a rendered dataset is needed."""
+    return f"{path}: a catalogue of presets, not a rendered dataset; render it first: `dexed-data render {path} -o dataset.h5`"
+
+
 def check_file(f: h5py.File, path, allow_incomplete: bool = False) -> None:
     """Refuse a file that is not a complete dataset of this format version and schema."""
     a = f.attrs
     if a.get("format") == "dexed-catalogue":
-        raise DatasetError(f"{path}: a catalogue of presets, not a rendered dataset; render it first: "
-                           f"`dexed-data render {path} -o dataset.h5`")
+        raise DatasetError(catalogue_not_dataset(path))
     if a.get("format") != FORMAT:
         raise DatasetError(f"{path}: not a dexed dataset (format={a.get('format')!r}); "
                            "render one with `dexed-data render presets.h5 -o dataset.h5`")

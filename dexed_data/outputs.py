@@ -166,8 +166,9 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise OutputError(EXISTS.format(path=folder / taken[0]) + more)
+    exists = folder.is_dir()
     for n in names:
-        if folder.is_dir():
+        if exists:
             _remove_stale_temps(folder / n)
         _CHECKED[os.path.realpath(folder / n)] = _identity(folder / n)
     return folder
@@ -201,15 +202,15 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     if key not in _CHECKED:
         os.replace(tmp, path)
     elif _CHECKED[key] is None:
+        taken = OutputError(f"{path} was written by another command while this one ran; that file is kept "
+                            "(rerun this command with --force to replace it)")
         try:
             os.link(tmp, path)             # atomic: fails if the file appeared since the check
         except FileExistsError:
-            raise OutputError(f"{path} was written by another command while this one ran; that file is kept "
-                              "(rerun this command with --force to replace it)") from None
+            raise taken from None
         except OSError:                    # a file system without hard links
             if os.path.lexists(path):
-                raise OutputError(f"{path} was written by another command while this one ran; that file is "
-                                  "kept (rerun this command with --force to replace it)") from None
+                raise taken from None
             os.replace(tmp, path)
         else:
             os.unlink(tmp)

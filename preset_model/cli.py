@@ -103,6 +103,12 @@ MAX_REFINE = 100_000
 MAX_SEED = 2**63 - 1
 
 
+def _check_refine(refine: int) -> None:
+    if not 0 <= refine <= MAX_REFINE:
+        _fail(f"--refine {refine}: must be 0 (no search) or a number of renders up to {MAX_REFINE:,} "
+              "(about an hour per sound on one core)")
+
+
 def _check_seed(seed: Optional[int]) -> None:
     if seed is not None and not 0 <= seed <= MAX_SEED:
         _fail(f"--seed {seed}: must be between 0 and {MAX_SEED}")
@@ -208,18 +214,18 @@ def fit(
         model_cfg = model_config(size or "paper", **model_args)
     cfg = _plain(replace, base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps,
                  max_minutes=max_minutes, in_memory=in_memory, **train_args)
+    lock = None
     if int(os.environ.get("RANK", "0")) == 0:   # one fit per run folder (torchrun: rank 0 holds it for all)
         from dexed_data.render import JobLock
 
         _plain(lambda: out.parent.mkdir(parents=True, exist_ok=True))
         lock = JobLock(out, what="fit", hint=" (with --resume to continue its run)")
         _plain(lock.__enter__)
-        try:
-            result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
-        finally:
-            lock.__exit__(None, None, None)
-    else:
+    try:
         result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
     if int(os.environ.get("RANK", "0")) == 0:
         missing = [n for n in ("last.pt", "best.pt", "metrics.csv") if not (out / n).is_file()]
         if missing:   # e.g. a resumed run that had nothing left to do after a failed save
@@ -259,9 +265,7 @@ def evaluate(
 
     if limit is not None and limit < 1:
         _fail(f"--limit {limit}: must be ≥ 1")
-    if not 0 <= refine <= MAX_REFINE:
-        _fail(f"--refine {refine}: must be 0 (no search) or a number of renders up to {MAX_REFINE:,} "
-              "(about an hour per sound on one core)")
+    _check_refine(refine)
     _check_jobs(jobs)
     folder = run if run.is_dir() else run.parent
     out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
@@ -340,9 +344,7 @@ def match(
     if run is None and data is None:
         _fail(f"{paths[0]} is not a run folder or checkpoint: give RUN first, or --data DATASET "
               f"to match from a dataset's presets alone")
-    if not 0 <= refine <= MAX_REFINE:
-        _fail(f"--refine {refine}: must be 0 (no search) or a number of renders up to {MAX_REFINE:,} "
-              "(about an hour per sound on one core)")
+    _check_refine(refine)
     _check_jobs(jobs)
     gain = _plain(parse_gain, gain_db)
     _check_seed(seed)
@@ -395,12 +397,13 @@ def match(
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
             if isnan(s.pitch_offset_cents):
                 pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"
+            silent_input = isnan(s.level_db) or (isinf(s.level_db) and s.level_db > 0)
             level = "level silent" if isinf(s.level_db) and s.level_db < 0 else f"level {s.level_db:+.1f} dB"
-            if isnan(s.level_db) or (isinf(s.level_db) and s.level_db > 0):
+            if silent_input:
                 level = "level n/a (silent input)"
             typer.echo(f"  {s.file}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
                        f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}  {level}")
-            if isnan(s.level_db) or (isinf(s.level_db) and s.level_db > 0):
+            if silent_input:
                 typer.echo(f"  note: {s.file} is silent (all zeros) on this note: any voice matches it as well as "
                            "another; give a recording of the sound", err=True)
             if s.much_quieter:

@@ -69,6 +69,7 @@ class DatasetInfo:
 
 def read_info(path: str | Path) -> DatasetInfo:
     """Read and check a dataset's attributes. Raises :class:`DataError` on another format or a missing /mel."""
+    from dexed_data.dataset import catalogue_not_dataset
     from dexed_data.inputs import open_hdf5  # one clear line for an empty, text, foreign or truncated file
 
     path = Path(path)
@@ -79,8 +80,7 @@ def read_info(path: str | Path) -> DatasetInfo:
     with open_hdf5(path, "dataset", DataError) as h5:
         a = h5.attrs
         if a.get("format") == "dexed-catalogue":
-            raise DataError(f"{path}: a catalogue of presets, not a rendered dataset; render it first: "
-                            f"`dexed-data render {path} -o dataset.h5`")
+            raise DataError(catalogue_not_dataset(path))
         if a.get("format") != DATASET_FORMAT or int(a.get("format_version", -1)) not in SUPPORTED_VERSIONS:
             raise DataError(f"{path}: not a {DATASET_FORMAT} file of version {SUPPORTED_VERSIONS} "
                             f"(format={a.get('format')!r}, format_version={a.get('format_version')!r})")

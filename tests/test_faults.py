@@ -671,7 +671,7 @@ def test_match_workers_exit_when_match_is_killed(dataset, tmp_path):
     import signal
     import time
 
-    from test_render_jobs import _alive, _children
+    from test_render_jobs import _children, left_running
 
     tone = tmp_path / "t.wav"
     sf.write(tone, (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(6615) / 22050)).astype(np.float32), 22050)
@@ -680,17 +680,11 @@ def test_match_workers_exit_when_match_is_killed(dataset, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, workers = time.monotonic() + 120, []
     while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
-        workers = [w for w in _children(proc.pid) if b"loky" in Path(f"/proc/{w}/cmdline").read_bytes()
-                   and b"popen_loky" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        workers = [w for w in _children(proc.pid) if b"popen_loky" in Path(f"/proc/{w}/cmdline").read_bytes()]
         time.sleep(0.1)
     assert proc.poll() is None and len(workers) == 2, "match ended before its workers started"
     time.sleep(1.0)                                     # the workers have run their initializer
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.2)
-    left = [w for w in workers if _alive(w)]
-    for w in left:
-        os.kill(w, signal.SIGKILL)
+    left = left_running(workers, 15)
     assert not left, f"{len(left)} render workers still running 15 s after kill -9 of match"

@@ -111,6 +111,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def left_running(workers: list[int], seconds: float) -> list[int]:
+    """The ``workers`` still running ``seconds`` from now (killed then, so they do not leak into the session)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    return left
+
+
 def test_workers_exit_when_the_main_process_is_killed(catalogue, tmp_path):
     out = tmp_path / "d.h5"
     # six 12 s notes per preset: ~4 s of rendering on two workers, so the job is still running
@@ -130,12 +141,7 @@ def test_workers_exit_when_the_main_process_is_killed(catalogue, tmp_path):
     assert workers, "no worker processes found"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.2)
-    left = [w for w in workers if _alive(w)]
-    for w in left:   # do not leak them into the rest of the session
-        os.kill(w, signal.SIGKILL)
+    left = left_running(workers, 20)
     assert not left, f"{len(left)} of {len(workers)} child processes still running 20 s after kill -9"
     # and the job resumes: the same command finishes the file
     proc = subprocess.run(render_cmd(catalogue, out, *slow), env=env(), capture_output=True, text=True)

@@ -39,7 +39,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         CatalogueError: unknown ids, nothing selected, a negative limit.
         OutputError: an output exists (without ``force``), is the catalogue, or cannot be written.
     """
-    from .outputs import check_output, write_bytes
+    from .outputs import check_output, together, write_bytes
 
     if limit is not None and limit < 1:
         raise CatalogueError(f"--limit {limit}: must be ≥ 1")
@@ -57,11 +57,12 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     for target in targets:   # all checked before the first is written
         check_output(target, inputs=[catalogue], force=force)
     written = []
-    for target, chunk in zip(targets, chunks):
-        if single:
-            data = sysex.encode_single(cat.raw[chunk[0]], cat.names[chunk[0]])
-        else:
-            data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
-        write_bytes(target, data)
-        written.append(target)
+    with together():   # every file, or none
+        for target, chunk in zip(targets, chunks):
+            if single:
+                data = sysex.encode_single(cat.raw[chunk[0]], cat.names[chunk[0]])
+            else:
+                data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
+            write_bytes(target, data)
+            written.append(target)
     return written

@@ -494,7 +494,7 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         raises: it is reported.
     """
     from .errors import OutputError
-    from .outputs import check_output
+    from .outputs import check_output, together
 
     files = collect_files(paths)
     sources = [p for p, _ in files]
@@ -521,11 +521,11 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
     rel_paths = [rel for _, rel in files]
     occurrences = {"preset": inverse, "path": [rel_paths[i] for i in v["file"]], "message": v["message"],
                    "voice": v["voice"], "name": state.voices.names}
-    write_catalogue(output, unique_raw, unique_names, occurrences, command=command)
-
     summary = state.summary(int(first_voice.size), unique_raw, v["packed"], v["masked"])
     rep = ImportReport(summary=summary, files=state.entries, output=str(output), command=command, strict=strict)
-    if report is not None:
-        rep.write_json(report)
+    with together():   # the catalogue and its report, both or neither
+        write_catalogue(output, unique_raw, unique_names, occurrences, command=command)
+        if report is not None:
+            rep.write_json(report)
     return rep
 

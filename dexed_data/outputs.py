@@ -18,6 +18,11 @@
    kept, so of two commands writing one output, one succeeds and the other says so; neither
    reports a success whose result was lost. Temporary files of killed commands
    (``.NAME.PID.tmp`` of a process that no longer runs) are removed by the next check.
+6. **A command's files together.** A command that writes several files (a catalogue and its
+   report, a voice and its re-renders, a folder of WAVs) writes them inside :func:`together`:
+   each is finished in its temporary file, and none is renamed into place until all are, so a
+   failure or an interrupt half-way leaves none of them (and its message's "nothing was
+   written" is true of the whole command).
 
 Example::
 
@@ -42,6 +47,8 @@ from .errors import OutputError
 #: Outputs checked in this process (resolved path → what was there then: its identity, or None),
 #: so that publishing can tell whether another command wrote the file in the meantime (rule 5).
 _CHECKED: dict[str, tuple | None] = {}
+#: Files finished inside :func:`together` and not yet published: (temporary file, target).
+_PENDING: list[tuple[Path, Path]] | None = None
 
 
 def _identity(path: str | os.PathLike) -> tuple | None:
@@ -193,36 +200,109 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, sync_folder: bool = True) -> None:
     """``fsync`` the finished ``tmp``, rename it to ``path`` and ``fsync`` the folder (rule 1);
     for a file checked by :func:`check_output` or :func:`check_folder`, only if no other command
     wrote it since (rule 5)."""
     fsync_path(tmp)
+    _rename_checked(tmp, path)
+    if sync_folder:
+        with contextlib.suppress(OSError):   # some file systems cannot fsync a folder; the rename is done
+            fsync_path(Path(path).parent)
+
+
+def _clash(path: str | os.PathLike, was_absent: bool) -> OutputError:
+    if was_absent:
+        return OutputError(f"{path} was written by another command while this one ran; that file is kept "
+                           "(rerun this command with --force to replace it)")
+    return OutputError(f"{path} was replaced by another command while this one ran; that file is kept "
+                       "(rerun this command to replace it)")
+
+
+def _taken(path: str | os.PathLike) -> OutputError | None:
+    """Rule 5's verdict on publishing ``path`` now: None, or the error saying another command wrote it."""
+    seen = _CHECKED.get(os.path.realpath(path), False)
+    if seen is False:
+        return None
+    if seen is None:
+        return _clash(path, True) if os.path.lexists(path) else None
+    return _clash(path, False) if _identity(path) != seen else None
+
+
+def _rename_checked(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename ``tmp`` to ``path`` (rule 5 for a checked file)."""
     key = os.path.realpath(path)
     if key not in _CHECKED:
         os.replace(tmp, path)
-    elif _CHECKED[key] is None:
-        taken = OutputError(f"{path} was written by another command while this one ran; that file is kept "
-                            "(rerun this command with --force to replace it)")
+        return
+    if _CHECKED[key] is None:
         try:
             os.link(tmp, path)             # atomic: fails if the file appeared since the check
         except FileExistsError:
-            raise taken from None
+            raise _clash(path, True) from None
         except OSError:                    # a file system without hard links
             if os.path.lexists(path):
-                raise taken from None
+                raise _clash(path, True) from None
             os.replace(tmp, path)
         else:
             os.unlink(tmp)
     else:
-        if _identity(path) != _CHECKED[key]:
-            raise OutputError(f"{path} was replaced by another command while this one ran; that file is kept "
-                              "(rerun this command to replace it)")
+        clash = _taken(path)
+        if clash is not None:
+            raise clash
         os.replace(tmp, path)
-    if key in _CHECKED:
-        _CHECKED[key] = _identity(path)
-    with contextlib.suppress(OSError):   # some file systems cannot fsync a folder; the rename is done
-        fsync_path(Path(path).parent)
+    _CHECKED[key] = _identity(path)
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """Publish the files written inside this block (:func:`atomic_path`, :func:`write_bytes`, ...)
+    only when the whole block succeeds (rule 6).
+
+    Each file is written and ``fsync``'d in its temporary file as usual; the renames wait for the
+    end of the block. Before the first rename, every target is checked again (rule 5), so a clash
+    with another command still publishes nothing. If the block raises (or is interrupted), every
+    temporary file is removed and no target changes. Blocks do not nest: an inner block joins
+    the outer one.
+
+    Example::
+
+        >>> with together():
+        ...     write_text("/tmp/doc_together_a.txt", "a")
+        ...     write_text("/tmp/doc_together_b.txt", "b")   # both appear here, or neither
+    """
+    global _PENDING
+    if _PENDING is not None:       # joined the enclosing block
+        yield
+        return
+    _PENDING = pending = []
+    try:
+        yield
+        _PENDING = None
+        clash = next((e for e in map(_taken, (path for _, path in pending)) if e is not None), None)
+        if clash is not None:
+            raise clash
+        done = 0
+        try:
+            for tmp, path in pending:
+                _rename_checked(tmp, path)
+                done += 1
+        except OSError as exc:
+            raise OutputError(f"cannot write {pending[done][1]}: {_reason(exc)}; {done} of this command's "
+                              f"{len(pending)} files were written before it (the first: {pending[0][1]})") from None
+        except OutputError as exc:
+            if not done:
+                raise
+            raise OutputError(f"{exc}; {done} of this command's {len(pending)} files were written before it "
+                              f"(the first: {pending[0][1]})") from None
+        for folder in {Path(path).parent for _, path in pending}:
+            with contextlib.suppress(OSError):
+                fsync_path(folder)
+    finally:
+        _PENDING = None
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _remove_stale_temps(path: Path) -> None:
@@ -259,15 +339,26 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
     path = Path(path)
     make_parents(path)
     tmp = temp_path(path)
+    staged = False
     try:
         yield tmp
-        publish(tmp, path)
+        if _PENDING is None:
+            publish(tmp, path)
+        else:                          # inside together(): finished now, renamed at the end of the block
+            fsync_path(tmp)
+            if any(Path(t) == tmp for t, _ in _PENDING):
+                raise OutputError(f"{path} is written twice by this command")
+            _PENDING.append((tmp, path))
+            staged = True
     except OSError as exc:
-        raise OutputError(f"cannot write {what} {path}: {_reason(exc)}; "
-                          + ("the previous file is unchanged" if path.exists() else "nothing was written")) from None
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+        if _PENDING is not None:
+            kept = "none of this command's files was written"
+        raise OutputError(f"cannot write {what} {path}: {_reason(exc)}; {kept}") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if not staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> None:

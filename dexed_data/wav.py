@@ -38,15 +38,16 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
     file stores no audio (the default), the presets are rendered again from ``/presets/raw`` with
     the file's settings: rendering is deterministic, so this is the audio the dataset was made from.
 
-    Each file is written atomically; existing files of the same names are refused unless
-    ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written.
+    Each file is written atomically, and all of them together (:func:`dexed_data.outputs.together`):
+    an error or an interrupt half-way leaves none. Existing files of the same names are refused
+    unless ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written.
 
     Raises:
         DatasetError: unknown id, a preset that failed to render, or no audio stored and the
             file's engine cannot be rebuilt here (another engine version, a plug-in).
         OutputError: a file exists (without ``force``) or the folder cannot be written.
     """
-    from .outputs import check_folder, write_bytes
+    from .outputs import check_folder, together, write_bytes
 
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit {limit}: must be ≥ 1")
@@ -73,10 +74,11 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
 
         check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
         written = []
-        for r in rows:
-            audio = ds.audio(r)   # stored, or rendered again exactly
-            for name, note in zip(names(r), audio):
-                target = out_dir / name
-                write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
-                written.append(target)
+        with together():   # every file, or none: an interrupted export leaves nothing to clear
+            for r in rows:
+                audio = ds.audio(r)   # stored, or rendered again exactly
+                for name, note in zip(names(r), audio):
+                    target = out_dir / name
+                    write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
+                    written.append(target)
     return written

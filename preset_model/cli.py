@@ -259,7 +259,7 @@ def evaluate(
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
     import json
 
-    from dexed_data.outputs import write_text
+    from dexed_data.outputs import together, write_text
 
     from .evaluate import evaluate as run_evaluation, report_markdown
 
@@ -274,8 +274,9 @@ def evaluate(
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     _outputs([js, md], [*_run_files(run), data], force)   # before the (long) evaluation
     report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
-    _plain(write_text, js, json.dumps(report, indent=1), "report")
-    _plain(write_text, md, report_markdown(report), "report")
+    with together():   # both reports, or neither
+        _plain(write_text, js, json.dumps(report, indent=1), "report")
+        _plain(write_text, md, report_markdown(report), "report")
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())
@@ -330,7 +331,7 @@ def match(
     """
     from math import isinf, isnan
 
-    from dexed_data.outputs import check_folder
+    from dexed_data.outputs import check_folder, together
 
     from .inference import load_run
     from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, not_a_note, parse_gain, rerender_names, write_syx,
@@ -366,7 +367,9 @@ def match(
     notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
     if loaded is None:
         typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))
-    _plain(write_syx, output, [v.raw for v in result.voices], [v.name for v in result.voices])
+    with together():   # the voice and its re-renders, all or none
+        _plain(write_syx, output, [v.raw for v in result.voices], [v.name for v in result.voices])
+        paths = _plain(write_wavs, result, wav) if wav is not None else []
     for v in result.voices:
         given = {tuple(s.note) for s in v.scores}
         filled = [f"{p}:{q}" for p, q in notes if (p, q) not in given]
@@ -417,7 +420,6 @@ def match(
     kind = "single voice" if len(result.voices) == 1 else f"bank of {len(result.voices)} voices"
     typer.echo(f"wrote {output} ({kind})")
     if wav is not None:
-        paths = _plain(write_wavs, result, wav)
         typer.echo(f"wrote {len(paths)} re-render(s) to {wav}/")
 
 

@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -215,10 +214,10 @@ def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from dexed_data.outputs import together, write_text
+
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, js)
-    md.write_text(report_markdown(report))
+    with together():   # each whole, both or neither (dexed_data.outputs)
+        write_text(js, json.dumps(report, indent=1), "report")
+        write_text(md, report_markdown(report), "report")
     return js, md

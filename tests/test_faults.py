@@ -688,3 +688,87 @@ def test_match_workers_exit_when_match_is_killed(dataset, tmp_path):
     proc.wait()
     left = left_running(workers, 15)
     assert not left, f"{len(left)} render workers still running 15 s after kill -9 of match"
+
+
+# --------------------------------------------------------------------------- a command's files together
+
+
+def test_a_commands_files_appear_together_or_not_at_all(tmp_path):
+    from dexed_data.errors import OutputError
+    from dexed_data.outputs import check_folder, check_output, together, write_bytes
+
+    a, b = check_output(tmp_path / "a.bin"), check_output(tmp_path / "b.bin")
+    with pytest.raises(RuntimeError):
+        with together():
+            write_bytes(a, b"a")
+            assert not a.exists()                      # finished, not yet in place
+            raise RuntimeError("fails half-way")
+    assert not a.exists() and not b.exists() and leftovers(tmp_path) == []
+    with together():
+        write_bytes(a, b"a")
+        with together():                               # an inner block joins the outer one
+            write_bytes(b, b"b")
+        assert not b.exists()
+    assert a.read_bytes() == b"a" and b.read_bytes() == b"b"
+    folder = check_folder(tmp_path / "f", ["x", "y"])
+    with pytest.raises(OutputError, match="y was written by another command"):
+        with together():
+            write_bytes(folder / "x", b"mine")
+            write_bytes(folder / "y", b"mine")
+            (folder / "y").write_bytes(b"other")       # another command published one of them first
+    assert not (folder / "x").exists() and (folder / "y").read_bytes() == b"other"   # none of mine
+    assert leftovers(tmp_path) == []
+
+
+def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tmp_path, monkeypatch):
+    import dexed_data.outputs as outputs
+
+    real, calls = outputs.write_bytes, []
+
+    def disk_full_at_the_second(path, data, what="output"):
+        calls.append(path)
+        if len(calls) < 2:
+            return real(path, data, what)
+        with outputs.atomic_path(path, what) as tmp:
+            tmp.write_bytes(data[:10])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "write_bytes", disk_full_at_the_second)
+    res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav")
+    assert_clean_error(res, "no space left", "none of this command's files was written")
+    assert len(calls) == 2 and (not (tmp_path / "wav").exists() or list((tmp_path / "wav").iterdir()) == [])
+    monkeypatch.setattr(outputs, "write_bytes", real)
+    res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav")   # no --force needed
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "wav").glob("*.wav"))) == 2 and leftovers(tmp_path) == []
+
+
+def test_an_import_whose_report_fails_leaves_no_catalogue(tmp_path, monkeypatch):
+    from dexed_data.importer import ImportReport
+
+    def full(self, path):
+        from dexed_data.outputs import atomic_path
+
+        with atomic_path(path, "report"):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ImportReport, "write_json", full)
+    res = run(data_app, "import-sysex", REPO / "presets", "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json",
+              "--no-progress")
+    assert_clean_error(res, "r.json", "no space left", "none of this command's files was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_match_whose_rerender_fails_leaves_no_voice(fitted, tmp_path, monkeypatch):
+    import preset_model.match as match
+
+    def full(result, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(match, "write_wavs", full)
+    tone = tmp_path / "in" / "tone.wav"
+    tone.parent.mkdir()
+    sf.write(tone, (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(11025) / 22050)).astype(np.float32), 22050)
+    res = run(model_app, "match", fitted.mlp1, tone, "-o", tmp_path / "m.syx", "--wav", tmp_path / "re")
+    assert_clean_error(res, "No space left")
+    assert not (tmp_path / "m.syx").exists() and leftovers(tmp_path) == []

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dexed_data.engines import make_engine  # noqa: E402
-from dexed_data.features import mel_db, silent_notes  # noqa: E402
+from dexed_data.features import silent_notes  # noqa: E402
 from dexed_data.schema import LEARNABLE_PARAMS, apply_fixed  # noqa: E402
 from preset_model.data import read_usable, split_ids  # noqa: E402
 from preset_model.inference import read_render_settings  # noqa: E402

@@ -75,12 +75,16 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
     A file reached twice (same resolved path) is listed once.
 
     Raises:
-        DexedDataError: a PATH does not exist.
+        DexedDataError: a PATH does not exist, or is neither a file nor a folder (a device, a pipe).
     """
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise CatalogueError(f"no such file or folder: {', '.join(missing)}")
+    odd = [str(p) for p in paths if not (p.is_file() or p.is_dir())]
+    if odd:   # /dev/zero or a pipe would be read for ever, or give nothing
+        raise CatalogueError(f"{', '.join(odd)}: not a file or a folder (a device, pipe or socket); "
+                             "give SysEx files or folders holding them")
     several = len(paths) > 1
     seen: set[tuple[int, int]] = set()
     out: list[tuple[Path, str]] = []
@@ -506,6 +510,13 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         check_output(report, inputs=sources + [Path(output)], force=force, what="report")
     state = _read_files(files, strict, progress)
     v = state.voices.arrays()
+    if v["raw"].shape[0] == 0:   # an empty catalogue helps no one: say what was found instead
+        found = Counter(e["outcome"] for e in state.entries)
+        what = (f"{len(files)} file(s) read, by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
+                if files else "no file in it")
+        raise CatalogueError(f"no DX7 voice imported from {', '.join(map(str, paths))} ({what}); nothing written. "
+                             "Give DX7 SysEx files (banks of 32 voices or single voices) or folders holding them"
+                             + (", or drop --strict" if strict else ""))
 
     # One row per unique raw vector; the name is the first occurrence's in (path, message, voice)
     # order, which is the accumulation order because files are sorted by path.

@@ -486,9 +486,9 @@ def test_check_plugin_checks_its_options_before_blaming_the_plugin(tmp_path):
                          (["--hold", "61"], "--hold"), (["--notes", "60:0"], "--notes")):
         res = run(data_app, "check-plugin", "--plugin", tmp_path / "Dexed.vst3", "-n", "1", *args)
         assert_clean_error(res, needle)
-    empty = tmp_path / "empty.syx"
-    empty.write_bytes(b"")
-    run(data_app, "import-sysex", empty, "-o", tmp_path / "empty.h5")
+    from dexed_data.catalogue import write_catalogue
+
+    write_catalogue(tmp_path / "empty.h5", np.zeros((0, 145), np.uint8), [])   # made by hand: import refuses it
     from dexed_data.errors import EngineError
     from dexed_data.plugin_check import sample_presets
 
@@ -772,3 +772,17 @@ def test_a_match_whose_rerender_fails_leaves_no_voice(fitted, tmp_path, monkeypa
     res = run(model_app, "match", fitted.mlp1, tone, "-o", tmp_path / "m.syx", "--wav", tmp_path / "re")
     assert_clean_error(res, "No space left")
     assert not (tmp_path / "m.syx").exists() and leftovers(tmp_path) == []
+
+
+def test_an_import_that_finds_no_voice_fails_and_writes_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not SysEx")
+    for source, needle in ((tmp_path / "empty", "no file in it"), (tmp_path / "notes.txt", "no_dx7_data 1")):
+        res = run(data_app, "import-sysex", source, "-o", tmp_path / "p.h5", "--no-progress")
+        assert_clean_error(res, "no DX7 voice imported", needle, "nothing written")
+    assert not (tmp_path / "p.h5").exists()
+    os.mkfifo(tmp_path / "pipe.syx")   # would block for ever when opened
+    for source in (tmp_path / "pipe.syx", "/dev/zero"):
+        res = run(data_app, "import-sysex", source, "-o", tmp_path / "p.h5", "--no-progress")
+        assert_clean_error(res, "not a file or a folder")
+    assert not (tmp_path / "p.h5").exists()

@@ -154,7 +154,8 @@ def info_command(file: Path = typer.Argument(..., help="A catalogue, a dataset, 
 def render_command(
     catalogue: Path = typer.Argument(..., help="A catalogue written by import-sysex (presets.h5)."),
     output: Path = typer.Option(..., "-o", "--output", help="Dataset to write (dataset.h5); exists only once complete."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes, one thread each (≤ CPU cores)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes, one thread each (at most 4 × the CPU cores; "
+                                                         "more than the cores rarely helps)."),
     engine: str = typer.Option("dexed", "--engine", help="dexed (dexed-py, default) or dawdreamer (needs --plugin)."),
     plugin: Optional[Path] = typer.Option(None, "--plugin", help="Dexed VST2 .so / VST3 bundle for --engine dawdreamer."),
     notes: str = typer.Option("40:85,50:85,60:42,60:85,60:127,70:85", "--notes",

@@ -139,7 +139,8 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
     if todo:
         try:
             rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
-                                   args=(str(catalogue), config, str(ids) if ids else None, limit, plan.segment_size))
+                                   args=(str(catalogue), config, str(ids) if ids else None, limit, plan.segment_size,
+                                         job.command))
         except RenderError:   # e.g. no scheduler at --cluster: a job that never started leaves nothing behind
             if fresh and not any(p.exists() for p in paths):
                 (work / "job.json").unlink(missing_ok=True)
@@ -228,8 +229,9 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
 
 
 def _render_shard(k: int, n: int, shard_path: str, catalogue: str, config: render.RenderConfig,
-                  ids_file: str | None, limit: int | None, segment_size: int) -> render.RenderSummary:
-    """On a worker: render shard ``k`` of ``n`` into ``shard_path`` (resuming its finished segments)."""
+                  ids_file: str | None, limit: int | None, segment_size: int, command: str) -> render.RenderSummary:
+    """On a worker: render shard ``k`` of ``n`` into ``shard_path`` (resuming its finished segments),
+    recording the client's creation ``command`` (its catalogue path as the user gave it)."""
     from distributed import Lock
 
     # The render runs in its own worker process (loky: per-preset timeout, crash isolation), reused
@@ -246,7 +248,8 @@ def _render_shard(k: int, n: int, shard_path: str, catalogue: str, config: rende
     # of a worker that died after distributed.scheduler.locks.lease-timeout (30 s).
     with Lock(f"dexed-render-{Path(shard_path).resolve()}"):
         return render.render_dataset(catalogue, shard_path, config, jobs=1, shard=render.Shard(k, n),
-                                     progress=False, ids_file=ids_file, limit=limit, segment_size=segment_size)
+                                     progress=False, ids_file=ids_file, limit=limit, segment_size=segment_size,
+                                     command=command)
 
 
 def _render_pool_cleanup():

@@ -114,11 +114,16 @@ class PluginCheck:
         return "\n".join(lines)
 
 
+def _spread(size: int, n: int) -> np.ndarray:
+    """``min(n, size)`` rows spread evenly over ``range(size)``, the first and the last included."""
+    return np.unique(np.linspace(0, size - 1, min(n, size)).round().astype(int))
+
+
 def sample_presets(presets=None, n: int = 64) -> tuple[np.ndarray, list[str], str]:
     """Up to ``n`` presets: raw values ``(k, 145)`` uint8 with the fixed parameters applied, names, source.
 
-    ``presets``: a catalogue (``presets.h5``), spread evenly over its rows; ``None``: the
-    bundled banks in ``presets/`` (64 voices), in file order.
+    ``presets``: a catalogue (``presets.h5``); ``None``: the bundled banks in ``presets/`` (64
+    voices, in file order). Either way spread evenly over its rows.
 
     Raises:
         CatalogueError, SysexError: the catalogue or a bank cannot be read.
@@ -134,7 +139,8 @@ def sample_presets(presets=None, n: int = 64) -> tuple[np.ndarray, list[str], st
             for v in decode_file(path).voices:
                 raws.append(v.raw)
                 names.append(v.name)
-        raws, names = raws[:n], names[:n]
+        rows = _spread(len(raws), n)
+        raws, names = [raws[r] for r in rows], [names[r] for r in rows]
         source = f"the bundled banks ({BUNDLED})"
     else:
         from .catalogue import read_catalogue
@@ -142,7 +148,7 @@ def sample_presets(presets=None, n: int = 64) -> tuple[np.ndarray, list[str], st
         cat = read_catalogue(presets)
         if len(cat) == 0:
             raise EngineError(f"{presets} holds no presets: import some with `dexed-data import-sysex`")
-        rows = np.unique(np.linspace(0, len(cat) - 1, min(n, len(cat))).round().astype(int))
+        rows = _spread(len(cat), n)
         raws = [cat.raw[r] for r in rows]
         names = [cat.names[r] for r in rows]
         source = f"{presets} (every {len(cat) / max(len(rows), 1):.3g}th row)"

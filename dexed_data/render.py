@@ -487,9 +487,11 @@ def segment_bounds(n: int, segment_size: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | None, segment_size: int) -> Job:
+def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard | None, segment_size: int,
+             command: str | None = None) -> Job:
     """Read the catalogue and plan the job: the selection (``ids_file``, ``limit``), its segments
-    of ``segment_size`` presets (only shard ``shard``'s, if given) and the output's preset table."""
+    of ``segment_size`` presets (only shard ``shard``'s, if given) and the output's preset table;
+    ``command`` is the creation command to record (default: :func:`canonical_command`)."""
     from .catalogue import read_catalogue
 
     cat = read_catalogue(catalogue_path)
@@ -514,7 +516,7 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
                            ds.select_occurrences(cat.occurrences, cat_rows),
                            np.asarray([cat.ids[i] for i in cat.near_group[cat_rows]], "S16"))
     return Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(raw, sel_ids), len(sel),
-                canonical_command(catalogue_path, config, ids_file, limit), segment_size)
+                command or canonical_command(catalogue_path, config, ids_file, limit), segment_size)
 
 
 def job_record(job: Job, engine_version: str | None = None) -> dict:
@@ -560,7 +562,7 @@ def _header(job: Job, engine_version: str, shapes: ds.Shapes, mel_config: dict |
 
 def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig(), jobs: int = 1,
                    shard: Shard | str | None = None, progress: bool = True, *, ids_file=None,
-                   limit: int | None = None, segment_size: int = SEGMENT_SIZE) -> RenderSummary:
+                   limit: int | None = None, segment_size: int = SEGMENT_SIZE, command: str | None = None) -> RenderSummary:
     """Render a catalogue's presets into a dataset file (resumable; see the module docstring).
 
     Args:
@@ -573,6 +575,9 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
         ids_file: text file of preset ids to render (default: all).
         limit: render only the first N selected presets (catalogue order).
         segment_size: presets per segment file (crash-recovery unit); keep the default in practice.
+        command: the creation command to record (default: rebuilt from the options with the
+            catalogue path as given; a cluster's workers get the client's, so its file equals a
+            single machine's).
 
     Returns:
         A :class:`RenderSummary`. Rerunning a finished job returns at once.
@@ -590,13 +595,15 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     out = Path(out_path)
-    from .outputs import check_output
+    from .outputs import check_output, make_parents
 
     # Not the catalogue or the ids file, not a folder, a writable place; an existing file is
     # handled by the resume rules below (force=True here only skips the "exists" refusal).
     check_output(out, inputs=[catalogue_path, ids_file], force=True)
+    make_parents(out)   # its lock file goes beside it
     with JobLock(out):
-        return _render_locked(catalogue_path, out, config, jobs, shard, progress, ids_file, limit, segment_size, t0)
+        return _render_locked(catalogue_path, out, config, jobs, shard, progress, ids_file, limit, segment_size, t0,
+                              command)
 
 
 def check_jobs(jobs: int) -> None:
@@ -660,9 +667,9 @@ class JobLock:
 
 
 def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, shard: Shard | None,
-                   progress: bool, ids_file, limit, segment_size: int, t0: float) -> RenderSummary:
+                   progress: bool, ids_file, limit, segment_size: int, t0: float, command: str | None) -> RenderSummary:
     if out.exists():   # finished already (or another job's file): no workers needed
-        check_finished(out, plan_job(catalogue_path, config, ids_file, limit, shard, segment_size))
+        check_finished(out, plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command))
         # a job killed between publishing OUT and removing OUT.parts leaves the latter behind
         shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
         return summarize_output(out, 0, time.perf_counter() - t0)
@@ -674,7 +681,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     probe = executor.submit(_probe, config, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
     warm = [executor.submit(_init_worker, config) for _ in range(jobs - 1)]   # the other workers too
     try:
-        job = plan_job(catalogue_path, config, ids_file, limit, shard, segment_size)
+        job = plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command)
         engine_version, shapes, mel_config = probe.result()
     except BaseException:
         wait([probe, *warm])   # leave the (reusable) workers idle for the next job

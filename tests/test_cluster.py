@@ -204,3 +204,14 @@ def test_daemon_workers_get_the_instruction_not_a_traceback(catalogue, tmp_path)
             render_on_cluster(catalogue, tmp_path / "out.h5", CFG, cluster=lc.scheduler_address,
                               work_dir=tmp_path / "shared", limit=4, progress=False)
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_relative_catalogue_path_gives_the_jobs_1_file(catalogue, scheduler, tmp_path, monkeypatch):
+    # the workers get the absolute path; the file records the path as the user gave it, like --jobs 1
+    monkeypatch.chdir(catalogue.parent)
+    render_dataset(Path(catalogue.name), tmp_path / "local.h5", CFG, jobs=1, progress=False, limit=8)
+    render_on_cluster(Path(catalogue.name), tmp_path / "cluster.h5", CFG, cluster=scheduler,
+                      work_dir=tmp_path / "work", limit=8, progress=False)
+    with h5py.File(tmp_path / "cluster.h5", "r") as f:
+        assert f.attrs["command"].startswith(f"dexed-data render {catalogue.name} ")
+    assert_same_data(tmp_path / "cluster.h5", tmp_path / "local.h5")

@@ -192,6 +192,9 @@ def test_missing_parent_folders_are_created(tmp_path, catalogue):
     res = run(data_app, "export", catalogue, "--limit", "1", "--single", "-o", tmp_path / "a" / "b" / "v.syx")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "a" / "b" / "v.syx").stat().st_size == 163
+    res = run(data_app, "render", catalogue, "--limit", "1", *SHORT, "-o", tmp_path / "c" / "d" / "x.h5")
+    assert res.exit_code == 0, res.output          # its lock file goes beside it: the folder first
+    assert (tmp_path / "c" / "d" / "x.h5").is_file() and leftovers(tmp_path) == []
 
 
 def test_import_report_checked_before_writing_anything(tmp_path):

@@ -174,7 +174,9 @@ def test_check_plugin_command(dexed_plugin):
                                       "--hold", "0.5", "--release", "0.2"])
     out = result.output
     assert result.exit_code == 0, out
-    assert "3/3 within 0.002 of the dexed engine" in out and "3/3 bit-identical" in out
+    # spread over the 64 bundled voices: TINE EP, SAW LEAD and BUBBLES (sample-and-hold LFO: refused)
+    assert "presets      3 from the bundled banks" in out and "refused      1 (LFO WAVE = SAMPLE&HOLD" in out
+    assert "2/2 within 0.002 of the dexed engine" in out and "2/2 bit-identical" in out
     assert "presets/s" in out and "verdict      OK" in out and "2238 parameters" in out
     bad = CliRunner().invoke(app, ["check-plugin", "--plugin", "/no/such/Dexed.vst3", "-n", "2"])
     assert bad.exit_code == 2 and "error: plug-in not found" in bad.output

@@ -296,12 +296,11 @@ def report_command(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning expected errors into one clear line and exit 2."""
-    try:
-        app()
-    except DexedDataError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    """Console entry point: expected errors become one line and exit 2; signals, closed streams
+    and a deleted current folder are handled as :mod:`dexed_data.console` says."""
+    from .console import run
+
+    run(app, (DexedDataError,))
 
 
 if __name__ == "__main__":

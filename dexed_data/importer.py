@@ -36,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import os
 import stat
@@ -90,14 +91,16 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
     out: list[tuple[Path, str]] = []
     for root in paths:
         base = root.parent if (several or root.is_file()) else root
+        blocked: list[OSError] = []   # folders the walk could not enter: listed, reported as unreadable
         candidates = [root] if root.is_file() else (
-            Path(d) / n for d, _, files in os.walk(root) for n in files)
+            Path(d) / n for d, _, files in os.walk(root, onerror=blocked.append) for n in files)
+        candidates = [*candidates, *(Path(e.filename) for e in blocked if e.filename)]
         for file in candidates:
             try:
                 st = os.stat(file)  # follows links; (device, inode) identifies the file
             except OSError:
                 st = None  # a dangling link or unreadable entry: listed, reported as unreadable
-            if st is not None and (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen):
+            if st is not None and stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) in seen:
                 continue
             if st is not None:
                 seen.add((st.st_dev, st.st_ino))
@@ -426,12 +429,26 @@ class _Import:
         }
 
 
+_HINTS = {errno.EACCES: "; check permissions", errno.EPERM: "; check permissions",
+          errno.ENAMETOOLONG: "; the path is longer than the system allows: move the files to a shorter path",
+          errno.ENOENT: " (a broken link, or removed during the import)", errno.ELOOP: " (a loop of links)"}
+
+
 def _decode_one(path: Path, rel: str):
     """Read and decode one file: ``(bytes, FileResult)``, or ``(None, reason, message)`` on failure."""
+    folder = False
     try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):   # a folder the walk could not enter
+            folder = True
+            os.listdir(path)
+            raise OSError(errno.EACCES, "cannot list the folder")
+        if not stat.S_ISREG(st.st_mode):
+            return None, "unreadable", f"{rel}: not a regular file (a device, pipe or socket); skipped"
         data = path.read_bytes()
     except OSError as exc:
-        return None, "unreadable", f"{rel}: cannot read ({exc.strerror or exc}); check permissions"
+        what = "cannot list this folder, so its files were not read" if folder else "cannot read"
+        return None, "unreadable", f"{rel}: {what} ({exc.strerror or exc}){_HINTS.get(exc.errno, '')}"
     try:
         return data, sysex.decode_bytes(data, source=rel)
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not stop the import

@@ -288,7 +288,7 @@ _WORKER: dict = {}
 
 def exit_with_parent(interval: float = 1.0) -> None:
     """End this worker when the process that started it dies (``kill -9`` of the render command;
-    also the initializer of ``preset-model``'s render workers).
+    also part of :func:`helper_pool`'s initializer).
 
     A daemon thread polls the parent's pid: once the worker is re-parented (to init or a
     subreaper) it exits at once instead of rendering on for minutes. Polling rather than
@@ -831,6 +831,44 @@ def _new_executor(jobs: int):
 
 
 _EXECUTORS: list = []
+
+
+def _helper_worker() -> None:
+    """Initializer of :func:`helper_pool`'s workers: end with the parent, and leave Ctrl-C to it.
+
+    A terminal sends SIGINT to the whole process group. A worker interrupted while it sends a
+    result leaves half a message in its pipe, and loky's reader in the parent then waits for the
+    rest for ever (seen about once in 30 Ctrl-C of ``match --refine --jobs 2``). The parent
+    stops its workers itself (:func:`shutdown_workers`).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
+
+
+def helper_pool(jobs: int, env: dict, timeout: int = 120):
+    """A reusable loky executor of ``jobs`` workers for ``preset-model``'s renders (evaluate, match):
+    they end with this process, ignore Ctrl-C (the parent handles it) and are stopped by
+    :func:`shutdown_workers`."""
+    import signal
+    import threading
+
+    from joblib.externals.loky import get_reusable_executor
+
+    ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_helper_worker)
+    if not any(e is ex for e in _EXECUTORS):
+        _EXECUTORS.append(ex)
+        if threading.current_thread() is threading.main_thread():
+            # Start the workers now with Ctrl-C ignored: an ignored signal stays ignored in a new
+            # program, so one that lands while they import (before the initializer) does not
+            # make each print its own traceback. (For these few milliseconds it is lost here too.)
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                ex.submit(int)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+    return ex
 
 
 def shutdown_workers() -> None:

@@ -374,9 +374,6 @@ def _bytes_needed(presets: PresetTable, blocks: Sequence[Block], header: Dataset
 
 
 #: Datasets :func:`finish_layout` writes (a rerun after a kill during it writes them again).
-_FINISHED = tuple(_small_specs(1)) + ("error", "duplicate_of")
-
-
 def finish_layout(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> None:
     """Complete a file made by :func:`create_layout`: the small arrays and errors from ``blocks``,
     the duplicates by sound over the whole file, the mel bounds, then ``complete = True``.
@@ -418,21 +415,40 @@ def _finish(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> No
                     src = blocks[src_block[row]].file[name]
                     mask, data = src.id.read_direct_chunk((int(src_local[row]),) + zeros)
                     d.id.write_direct_chunk((int(row),) + zeros, data, filter_mask=mask)
-        for name in _FINISHED:
-            if name in f:
-                del f[name]
         for name in small:
-            f.create_dataset(name, data=values[name], track_times=False)
-        f.create_dataset("error", data=errors.astype(str).astype(object), dtype=h5py.string_dtype(),
-                         track_times=False)
+            _put(f, name, values[name])
+        _put(f, "error", errors.astype(str).astype(object))
         # dedup by sound over the whole file, so a merge finds duplicates across shards
         from .fingerprint import duplicate_of
 
-        f.create_dataset("duplicate_of", data=duplicate_of(values["fingerprint"], status == STATUS_OK),
-                         track_times=False)
+        _put(f, "duplicate_of", duplicate_of(values["fingerprint"], status == STATUS_OK))
         lo, hi = _combine_bounds(block.bounds for block in blocks)
         f.attrs["mel_min_db"], f.attrs["mel_max_db"] = lo, hi
         f.attrs["complete"] = True
+
+
+def _put(f: h5py.File, name: str, values: np.ndarray) -> None:
+    """Create the finished array ``name``; when an interrupted finish already made it, keep it,
+    writing only if it does not hold ``values``. HDF5 never gives back the space of a deleted
+    dataset, so deleting and creating again left a resumed file larger than it needs to be.
+    (Arrays created by the run that finishes land where the file's free space then is: a file
+    whose finish was interrupted holds the same data as an uninterrupted run's, in other bytes.)"""
+    text = values.dtype == object
+    if name in f:
+        d = f[name]
+        if d.shape == values.shape and (h5py.check_string_dtype(d.dtype) is not None if text else d.dtype == values.dtype):
+            held = d.asstr()[...] if text else d[...]
+            same = held == values
+            if values.dtype.kind == "f":       # failed rows hold NaN
+                same |= np.isnan(held) & np.isnan(values)
+            if not np.all(same):               # all equal after an interrupted finish: nothing to write
+                d[...] = values
+            return
+        del f[name]                            # another layout (not written by this version)
+    if text:
+        f.create_dataset(name, data=values, dtype=h5py.string_dtype(), track_times=False)
+    else:
+        f.create_dataset(name, data=values, track_times=False)
 
 
 def _write_presets(f: h5py.File, p: PresetTable) -> None:

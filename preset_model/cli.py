@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -452,14 +451,12 @@ def interpolate(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning expected errors into one clear line and exit 2."""
+    """Console entry point: expected errors become one line and exit 2; signals, closed streams
+    and a deleted current folder are handled as :mod:`dexed_data.console` says."""
+    from dexed_data.console import run
     from dexed_data.errors import DexedDataError
 
-    try:
-        app()
-    except (PresetModelError, DexedDataError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run(app, (PresetModelError, DexedDataError))
 
 
 if __name__ == "__main__":

@@ -111,12 +111,10 @@ def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSett
     if jobs <= 1:
         results = [_score(c, settings) for c in chunks]
     else:
-        from joblib.externals.loky import get_reusable_executor
-
-        from dexed_data.render import exit_with_parent
+        from dexed_data.render import helper_pool
 
         # workers end with this process (a killed evaluate would leave them for the idle timeout)
-        ex = get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=120, initializer=exit_with_parent)
+        ex = helper_pool(jobs, _THREAD_ENV)
         futures = [ex.submit(_score, c, settings) for c in chunks]
         results = [f.result() for f in futures]
     flat = [m for r in results for m in r]

@@ -416,15 +416,12 @@ class _Renderer:
         self.jobs = max(1, int(jobs))
         self.count = 0
         if self.jobs > 1:
-            from joblib.externals.loky import get_reusable_executor
-
-            from dexed_data.render import exit_with_parent
+            from dexed_data.render import helper_pool
 
             from .evaluate import _THREAD_ENV
 
             # workers end with this process (a killed match would leave them for the idle timeout)
-            self.ex = get_reusable_executor(max_workers=self.jobs, env=_THREAD_ENV, timeout=120,
-                                            initializer=exit_with_parent)
+            self.ex = helper_pool(self.jobs, _THREAD_ENV)
 
     def __call__(self, raws: list[np.ndarray]) -> list[tuple[float, np.ndarray]]:
         self.count += len(raws)

@@ -789,3 +789,82 @@ def test_an_import_that_finds_no_voice_fails_and_writes_nothing(tmp_path):
         res = run(data_app, "import-sysex", source, "-o", tmp_path / "p.h5", "--no-progress")
         assert_clean_error(res, "not a file or a folder")
     assert not (tmp_path / "p.h5").exists()
+
+
+# --------------------------------------------------------------------------- signals, streams, folders
+
+
+def _cli(*args: str, **kw) -> list[str]:
+    return [sys.executable, "-c", "import sys; from dexed_data.cli import main; sys.argv[0] = 'dexed-data'; main()",
+            *args]
+
+
+def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "d.h5"
+    args = ["render", str(catalogue), "-o", str(out), "--jobs", "2", "--notes", "40:85,60:85", "--hold", "1",
+            "--release", "0.5", "--no-progress"]
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("d.h5.parts/*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)                                     # the job is under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert "Traceback" not in err and "error: stopped by SIGTERM" in err and "again to continue" in err, err
+    assert not out.exists() and not (tmp_path / ".d.h5.lock").exists()
+    rerun = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and out.exists(), rerun.stderr
+
+
+def test_helper_workers_leave_ctrl_c_to_their_parent():
+    import signal
+
+    from dexed_data.render import helper_pool, shutdown_workers
+
+    ex = helper_pool(1, {})
+    try:
+        assert ex.submit(signal.getsignal, signal.SIGINT).result(timeout=120) == signal.SIG_IGN
+    finally:
+        shutdown_workers()
+
+
+def test_closed_output_streams_and_a_deleted_current_folder(tmp_path):
+    out = tmp_path / "p.h5"
+    proc = subprocess.run(" ".join(_quote(a) for a in _cli("import-sysex", str(REPO / "presets"), "-o", str(out)))
+                          + " >&- 2>&-", shell=True, timeout=120)
+    assert proc.returncode == 0 and out.stat().st_size > 0       # the output is lost, the work is not
+    proc = subprocess.run(["bash", "-c", "set -o pipefail; " + " ".join(_quote(a) for a in _cli("list", str(out)))
+                           + " | true"], capture_output=True, text=True, timeout=120)   # the reader has gone
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    proc = subprocess.run(_cli("info", str(out)), cwd=gone, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.rmdir(gone))
+    assert_clean_process_error(proc, "current folder no longer exists")
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def test_an_import_accounts_for_files_it_cannot_read(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bank.syx").write_bytes((REPO / "presets" / "toolkit_bank_a.syx").read_bytes())
+    os.mkfifo(src / "pipe.syx")                 # would block a reader for ever
+    (src / "zero.syx").symlink_to("/dev/zero")  # would be read for ever
+    (src / "gone.syx").symlink_to(tmp_path / "nowhere")
+    res = run(data_app, "import-sysex", src, "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json", "--no-progress")
+    assert res.exit_code == 0, res.output
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    why = {f["path"]: f["problems"][0]["message"] for f in report["files"] if f["outcome"] != "imported"}
+    assert set(why) == {"pipe.syx", "zero.syx", "gone.syx"}, why
+    assert "not a regular file" in why["pipe.syx"] and "not a regular file" in why["zero.syx"]
+    assert "broken link" in why["gone.syx"]

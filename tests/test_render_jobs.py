@@ -202,3 +202,25 @@ def test_peak_disk_is_the_final_file_written_once(catalogue, tmp_path):
     assert final > 20e6                        # 64 presets × ~1 MB of spectrograms
     assert peak <= 1.2 * final, (peak, final)
     assert out.stat().st_ino in inodes         # the unfinished file itself became the dataset
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip-1"])
+def test_a_render_interrupted_while_finishing_resumes_to_the_same_data(catalogue, tmp_path, monkeypatch, compression):
+    import dexed_data.fingerprint as fingerprint
+    from dexed_data.render import RenderConfig, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1, store=("audio", "mel"), compression=compression)
+    render_dataset(catalogue, tmp_path / "clean.h5", cfg, jobs=1, progress=False, limit=40)
+
+    def interrupted(*args, **kwargs):   # the last step of the finish: every other array is written
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(fingerprint, "duplicate_of", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            render_dataset(catalogue, tmp_path / "resumed.h5", cfg, jobs=1, progress=False, limit=40)
+    assert not (tmp_path / "resumed.h5").exists()
+    render_dataset(catalogue, tmp_path / "resumed.h5", cfg, jobs=1, progress=False, limit=40)
+    assert_same(content(tmp_path / "resumed.h5"), content(tmp_path / "clean.h5"))
+    # the arrays the first finish wrote are kept, not deleted and written again
+    assert (tmp_path / "resumed.h5").stat().st_size < (tmp_path / "clean.h5").stat().st_size + 4096

@@ -1,0 +1,118 @@
+"""What both command lines (``dexed-data``, ``preset-model``) do around their typer app: :func:`run`.
+
+* **Expected errors** (``DexedDataError``, ``PresetModelError``) become one ``error: ...`` line and
+  exit status 2.
+* **Signals.** Ctrl-C (SIGINT), SIGTERM (``kill``, ``timeout``, a batch system's time limit) and
+  SIGHUP (a closed terminal) all stop the command the same way: as an interrupt in the main
+  process, so every file being written is left unpublished (``dexed_data.outputs``), locks are
+  released and worker processes are stopped. One line says so and how to continue; the exit
+  status is 128 + the signal's number (130, 143, 129).
+* **Standard streams that are closed** (``>&-``, ``2>&-``, a daemon) are reopened on
+  ``/dev/null``, and a reader that goes away (``| head -1``) silences the rest of the output
+  instead of ending the command: a command's product is its files, not its messages.
+* **A current folder that no longer exists** is named, instead of a traceback from whatever
+  first asks for it (worker processes, relative paths).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import threading
+
+__all__ = ["run"]
+
+_SIGNALS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "stopped by SIGTERM",
+            signal.SIGHUP: "stopped by SIGHUP (the terminal closed)"}
+#: The signal that stopped this command, if any.
+_stopped_by: list[int] = []
+
+
+def _on_signal(signum, frame) -> None:
+    if not _stopped_by:
+        _stopped_by.append(signum)
+    raise KeyboardInterrupt
+
+
+class _QuietWhenGone:
+    """A text stream that turns into /dev/null once its reader has gone (EPIPE)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _gone(self) -> None:
+        self._stream = open(os.devnull, "w")
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _usable_streams() -> None:
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                continue
+            null = os.open(os.devnull, mode)     # the lowest free descriptor: fd itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:           # Python found the descriptor closed at start-up
+            setattr(sys, name, open(fd, "w", closefd=False))
+        setattr(sys, name, _QuietWhenGone(getattr(sys, name)))
+
+
+def run(app, errors: tuple[type[BaseException], ...]) -> None:
+    """Run a typer ``app`` as a command line, with the policies of the module docstring."""
+    _usable_streams()
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        print("error: the current folder no longer exists (it was deleted or moved while this shell was "
+              "in it); cd to an existing folder and run the command again", file=sys.stderr)
+        sys.exit(2)
+    for signum in _SIGNALS:
+        signal.signal(signum, _on_signal)
+    try:
+        app()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except SystemExit as exc:
+        if exc.code == 130 and _stopped_by:       # typer turns the interrupt into exit 130
+            signum = _stopped_by[0]
+            print(f"error: {_SIGNALS[signum]}; files not finished were not written. Run the same command "
+                  "again to continue (render resumes its job; fit needs --resume)", file=sys.stderr)
+            sys.exit(128 + signum)
+        raise
+    finally:
+        for signum in _SIGNALS:                   # a second signal while cleaning up ends the process
+            signal.signal(signum, signal.SIG_DFL)
+        if _stopped_by:   # loky's manager thread may trip over the work items of killed workers: not news
+            threading.excepthook = _quiet_loky(threading.excepthook)
+        if "dexed_data.render" in sys.modules:
+            sys.modules["dexed_data.render"].shutdown_workers()
+
+
+def _quiet_loky(hook):
+    def quiet(args) -> None:
+        if args.thread is None or args.thread.name != "ExecutorManagerThread":
+            hook(args)
+    return quiet

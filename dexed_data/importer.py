@@ -119,7 +119,7 @@ class ImportReport:
             ``repaired_by_reason`` (code → imported voices that needed it; message repairs count
             every voice of the message), ``rejected_by_reason`` (code → rejected items: a
             message for truncated/not_dx7/dx7ii_supplement/unknown_message, a file for
-            no_sysex/midi_error/unreadable/decoder_error, a voice for ``strict:<code>`` and
+            no_sysex/midi_error/unreadable/decoder_error/too_large, a voice for ``strict:<code>`` and
             out_of_range_unrepaired), ``skipped_by_reason`` (stray bytes or trailing garbage
             ignored around messages), ``duplicates`` (imported voices − unique rows) and
             ``unique`` (count at each of :data:`DEDUP_LEVELS`).
@@ -181,7 +181,10 @@ class ImportReport:
 
 
 #: Rejection reasons that count files (the others count messages, or voices: see _rejection_unit).
-FILE_REJECTIONS = frozenset({"no_sysex", "midi_error", "unreadable", "decoder_error"})
+FILE_REJECTIONS = frozenset({"no_sysex", "midi_error", "unreadable", "decoder_error", "too_large"})
+#: Files larger than this are not read (``too_large``): the largest SysEx collections are a few MB,
+#: and decoding holds several times a file's size in memory (a stray disk image would exhaust it).
+MAX_FILE_BYTES = 64 << 20
 
 
 def _rejection_unit(code: str) -> str:
@@ -445,6 +448,9 @@ def _decode_one(path: Path, rel: str):
             raise OSError(errno.EACCES, "cannot list the folder")
         if not stat.S_ISREG(st.st_mode):
             return None, "unreadable", f"{rel}: not a regular file (a device, pipe or socket); skipped"
+        if st.st_size > MAX_FILE_BYTES:
+            return None, "too_large", (f"{rel}: {st.st_size / 2**20:,.0f} MB, larger than any SysEx collection "
+                                       f"(the limit is {MAX_FILE_BYTES >> 20} MB); not read")
         data = path.read_bytes()
     except OSError as exc:
         what = "cannot list this folder, so its files were not read" if folder else "cannot read"

@@ -859,12 +859,15 @@ def test_an_import_accounts_for_files_it_cannot_read(tmp_path):
     os.mkfifo(src / "pipe.syx")                 # would block a reader for ever
     (src / "zero.syx").symlink_to("/dev/zero")  # would be read for ever
     (src / "gone.syx").symlink_to(tmp_path / "nowhere")
+    with open(src / "disk.img", "wb") as f:      # sparse: a stray disk image, never read whole
+        f.truncate((64 << 20) + 1)
     res = run(data_app, "import-sysex", src, "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json", "--no-progress")
     assert res.exit_code == 0, res.output
     import json
 
     report = json.loads((tmp_path / "r.json").read_text())
     why = {f["path"]: f["problems"][0]["message"] for f in report["files"] if f["outcome"] != "imported"}
-    assert set(why) == {"pipe.syx", "zero.syx", "gone.syx"}, why
+    assert set(why) == {"pipe.syx", "zero.syx", "gone.syx", "disk.img"}, why
+    assert "larger than any SysEx collection" in why["disk.img"]
     assert "not a regular file" in why["pipe.syx"] and "not a regular file" in why["zero.syx"]
     assert "broken link" in why["gone.syx"]

@@ -145,6 +145,14 @@ def summarize(ds: DatasetReader) -> QualitySummary:
 
 
 def _pyplot():
+    import os
+    import sys
+    import tempfile
+
+    if "MPLCONFIGDIR" not in os.environ and "matplotlib" not in sys.modules:
+        home = os.path.expanduser("~")
+        if not os.access(home, os.W_OK):   # read-only or missing HOME: no two-line warning, no folders made there
+            os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="matplotlib-")
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -74,11 +75,18 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
 
         check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
         written = []
-        with together():   # every file, or none: an interrupted export leaves nothing to clear
-            for r in rows:
-                audio = ds.audio(r)   # stored, or rendered again exactly
-                for name, note in zip(names(r), audio):
-                    target = out_dir / name
-                    write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
-                    written.append(target)
+        made = not out_dir.exists()
+        try:
+            with together():   # every file, or none: an interrupted export leaves nothing to clear
+                for r in rows:
+                    audio = ds.audio(r)   # stored, or rendered again exactly
+                    for name, note in zip(names(r), audio):
+                        target = out_dir / name
+                        write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
+                        written.append(target)
+        except BaseException:
+            if made:   # nor the folder it made for them
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
+            raise
     return written

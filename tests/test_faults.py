@@ -739,7 +739,7 @@ def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tm
     monkeypatch.setattr(outputs, "write_bytes", disk_full_at_the_second)
     res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav")
     assert_clean_error(res, "no space left", "none of this command's files was written")
-    assert len(calls) == 2 and (not (tmp_path / "wav").exists() or list((tmp_path / "wav").iterdir()) == [])
+    assert len(calls) == 2 and not (tmp_path / "wav").exists()     # nor the folder it made
     monkeypatch.setattr(outputs, "write_bytes", real)
     res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav")   # no --force needed
     assert res.exit_code == 0, res.output

@@ -3,7 +3,8 @@
 * **Expected errors** (``DexedDataError``, ``PresetModelError``) become one ``error: ...`` line and
   exit status 2.
 * **Signals.** Ctrl-C (SIGINT), SIGTERM (``kill``, ``timeout``, a batch system's time limit) and
-  SIGHUP (a closed terminal) all stop the command the same way: as an interrupt in the main
+  SIGHUP (a closed terminal), unless ignored when the command starts (``nohup``), all stop the
+  command the same way: as an interrupt in the main
   process, so every file being written is left unpublished (``dexed_data.outputs``), locks are
   released and worker processes are stopped. One line says so and how to continue; the exit
   status is 128 + the signal's number (130, 143, 129).
@@ -88,8 +89,9 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         print("error: the current folder no longer exists (it was deleted or moved while this shell was "
               "in it); cd to an existing folder and run the command again", file=sys.stderr)
         sys.exit(2)
-    for signum in _SIGNALS:
-        signal.signal(signum, _on_signal)
+    for signum in _SIGNALS:   # an ignored signal stays ignored (nohup, a script's `cmd &`)
+        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(signum, _on_signal)
     try:
         app()
     except errors as exc:
@@ -104,7 +106,8 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         raise
     finally:
         for signum in _SIGNALS:                   # a second signal while cleaning up ends the process
-            signal.signal(signum, signal.SIG_DFL)
+            if signal.getsignal(signum) is _on_signal:
+                signal.signal(signum, signal.SIG_DFL)
         if _stopped_by:   # loky's manager thread may trip over the work items of killed workers: not news
             threading.excepthook = _quiet_loky(threading.excepthook)
         if "dexed_data.render" in sys.modules:

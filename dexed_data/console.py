@@ -38,7 +38,8 @@ def _on_signal(signum, frame) -> None:
 
 
 class _QuietWhenGone:
-    """A text stream that turns into /dev/null once its reader has gone (EPIPE)."""
+    """A text stream that turns into /dev/null once its reader has gone (EPIPE; EIO from a
+    terminal that was closed)."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
@@ -49,14 +50,14 @@ class _QuietWhenGone:
     def write(self, text):
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError:
             self._gone()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError:
             self._gone()
 
     def __getattr__(self, name):
@@ -89,29 +90,32 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         print("error: the current folder no longer exists (it was deleted or moved while this shell was "
               "in it); cd to an existing folder and run the command again", file=sys.stderr)
         sys.exit(2)
+    _stopped_by.clear()
+    found = {}
     for signum in _SIGNALS:   # an ignored signal stays ignored (nohup, a script's `cmd &`)
         if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
-            signal.signal(signum, _on_signal)
+            found[signum] = signal.signal(signum, _on_signal)
     try:
         app()
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except SystemExit as exc:
-        if exc.code == 130 and _stopped_by:       # typer turns the interrupt into exit 130
+        if _stopped_by and exc.code not in (0, None):   # typer turns the interrupt into exit 130 (older: 1)
             signum = _stopped_by[0]
             print(f"error: {_SIGNALS[signum]}; files not finished were not written. Run the same command "
                   "again to continue (render resumes its job; fit needs --resume)", file=sys.stderr)
             sys.exit(128 + signum)
         raise
     finally:
-        for signum in _SIGNALS:                   # a second signal while cleaning up ends the process
-            if signal.getsignal(signum) is _on_signal:
-                signal.signal(signum, signal.SIG_DFL)
+        for signum in found:                      # a second signal while cleaning up ends the process
+            signal.signal(signum, signal.SIG_DFL)
         if _stopped_by:   # loky's manager thread may trip over the work items of killed workers: not news
             threading.excepthook = _quiet_loky(threading.excepthook)
         if "dexed_data.render" in sys.modules:
             sys.modules["dexed_data.render"].shutdown_workers()
+        for signum, handler in found.items():     # as found
+            signal.signal(signum, handler)
 
 
 def _quiet_loky(hook):

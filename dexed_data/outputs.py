@@ -21,8 +21,9 @@
 6. **A command's files together.** A command that writes several files (a catalogue and its
    report, a voice and its re-renders, a folder of WAVs) writes them inside :func:`together`:
    each is finished in its temporary file, and none is renamed into place until all are, so a
-   failure or an interrupt half-way leaves none of them (and its message's "nothing was
-   written" is true of the whole command).
+   failure or an interrupt half-way leaves none of them, nor the folders made for them (and its
+   message's "nothing was written" is true of the whole command). A file written twice in the
+   block is published once, with its last content.
 
 Example::
 
@@ -181,13 +182,23 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
     return folder
 
 
+#: Folders :func:`make_parents` created inside :func:`together` (removed again if the block fails).
+_MADE: list[Path] = []
+
+
 def make_parents(path: str | os.PathLike) -> None:
     """Create the missing folders above ``path`` (rule 4); a clean :class:`OutputError` if impossible."""
     parent = Path(path).parent
+    missing = []
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if _PENDING is not None:
+            _MADE.extend(reversed(missing))
     except OSError as exc:
-        raise OutputError(f"cannot create the folder {parent}: {_reason(exc)}") from None
+        raise OutputError(f"cannot create the folder {Path(path).parent}: {_reason(exc)}") from None
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -303,6 +314,10 @@ def together() -> Iterator[None]:
         for tmp, _ in pending:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        made, _MADE[:] = list(_MADE), []
+        for folder in reversed(made):          # the folders made for the files, when none was published
+            with contextlib.suppress(OSError):
+                folder.rmdir()                 # only if empty
 
 
 def _remove_stale_temps(path: Path) -> None:
@@ -346,9 +361,8 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
             publish(tmp, path)
         else:                          # inside together(): finished now, renamed at the end of the block
             fsync_path(tmp)
-            if any(Path(t) == tmp for t, _ in _PENDING):
-                raise OutputError(f"{path} is written twice by this command")
-            _PENDING.append((tmp, path))
+            if not any(os.path.realpath(t) == os.path.realpath(tmp) for t, _ in _PENDING):
+                _PENDING.append((tmp, path))   # written again in the block: the last write wins
             staged = True
     except OSError as exc:
         kept = "the previous file is unchanged" if path.exists() else "nothing was written"

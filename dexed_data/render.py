@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import hashlib
 import json
@@ -826,48 +827,68 @@ def _new_executor(jobs: int):
     # (importing torch takes a second); workers re-initialise when the config changes.
     from joblib.externals.loky import get_reusable_executor
 
-    _EXECUTORS.append(get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300))
+    with _ignoring(("SIGHUP",)):   # loky's resource tracker, started here, outlives a hang-up
+        _EXECUTORS.append(get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300))
     return _EXECUTORS[-1]
+
+
+@contextlib.contextmanager
+def _ignoring(names):
+    """Ignore these signals while processes are started (in the main thread): an ignored signal
+    stays ignored in a new program. Meanwhile they are lost here too (milliseconds)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    found = {n: signal.signal(getattr(signal, n), signal.SIG_IGN) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in found.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 _EXECUTORS: list = []
 
 
-def _helper_worker() -> None:
-    """Initializer of :func:`helper_pool`'s workers: end with the parent, and leave Ctrl-C to it.
+#: What a terminal, ``timeout`` or a batch system sends to a whole process group.
+_GROUP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
-    A terminal sends SIGINT to the whole process group. A worker interrupted while it sends a
-    result leaves half a message in its pipe, and loky's reader in the parent then waits for the
-    rest for ever (seen about once in 30 Ctrl-C of ``match --refine --jobs 2``). The parent
-    stops its workers itself (:func:`shutdown_workers`).
+
+def _helper_worker() -> None:
+    """Initializer of :func:`helper_pool`'s workers: end with the parent, and leave the group's
+    signals to it.
+
+    Ctrl-C (and ``timeout``, a batch system, a closed terminal) signals the whole process group.
+    A worker that dies or is interrupted while it sends a result leaves half a message in the
+    pipe the workers share, and loky's reader in the parent then waits for the rest for ever
+    (seen about once in 30 Ctrl-C, and 2 in 23 SIGTERM, of ``match --refine --jobs 2``). The
+    parent stops its workers itself (:func:`shutdown_workers` kills them all, which closes the
+    pipe), and :func:`exit_with_parent` ends them if it dies.
     """
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _GROUP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     exit_with_parent()
 
 
 def helper_pool(jobs: int, env: dict, timeout: int = 120):
     """A reusable loky executor of ``jobs`` workers for ``preset-model``'s renders (evaluate, match):
-    they end with this process, ignore Ctrl-C (the parent handles it) and are stopped by
-    :func:`shutdown_workers`."""
-    import signal
-    import threading
-
+    they end with this process, ignore the signals a process group gets (the parent handles
+    them) and are stopped by :func:`shutdown_workers`."""
     from joblib.externals.loky import get_reusable_executor
 
-    ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_helper_worker)
-    if not any(e is ex for e in _EXECUTORS):
-        _EXECUTORS.append(ex)
-        if threading.current_thread() is threading.main_thread():
-            # Start the workers now with Ctrl-C ignored: an ignored signal stays ignored in a new
-            # program, so one that lands while they import (before the initializer) does not
-            # make each print its own traceback. (For these few milliseconds it is lost here too.)
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                ex.submit(int)
-            finally:
-                signal.signal(signal.SIGINT, previous)
+    # Start the workers (and loky's resource tracker) now with the group's signals ignored, so
+    # one that lands while they import (before the initializer) neither kills them mid-message
+    # nor makes each print its own traceback.
+    with _ignoring(_GROUP_SIGNALS):
+        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_helper_worker)
+        if not any(e is ex for e in _EXECUTORS):
+            _EXECUTORS.append(ex)
+            ex.submit(int)
     return ex
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -75,18 +74,11 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
 
         check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
         written = []
-        made = not out_dir.exists()
-        try:
-            with together():   # every file, or none: an interrupted export leaves nothing to clear
-                for r in rows:
-                    audio = ds.audio(r)   # stored, or rendered again exactly
-                    for name, note in zip(names(r), audio):
-                        target = out_dir / name
-                        write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
-                        written.append(target)
-        except BaseException:
-            if made:   # nor the folder it made for them
-                with contextlib.suppress(OSError):
-                    out_dir.rmdir()
-            raise
+        with together():   # every file, or none (nor the folders made for them)
+            for r in rows:
+                audio = ds.audio(r)   # stored, or rendered again exactly
+                for name, note in zip(names(r), audio):
+                    target = out_dir / name
+                    write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
+                    written.append(target)
     return written

@@ -424,14 +424,19 @@ def write_syx(path: str | Path, raws: np.ndarray, names: list[str]) -> bytes:
 
 
 def rerender_names(files: list[str | Path]) -> list[str]:
-    """File names of the re-renders of ``files``, in order: ``STEM.rerender.wav``, and
-    ``STEM-2.rerender.wav``, ``STEM-3…`` for later files with the same stem (from other folders)."""
-    seen: dict[str, int] = {}
+    """File names of the re-renders of ``files``, in order, all different: ``STEM.rerender.wav``,
+    and ``STEM-2.rerender.wav``, ``STEM-3…`` for later files with the same stem (from other
+    folders), skipping a number another input's own name already takes (``a-2.wav``)."""
+    taken: set[str] = set()
     names = []
     for f in files:
-        stem = Path(f).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(f"{stem}.rerender.wav" if seen[stem] == 1 else f"{stem}-{seen[stem]}.rerender.wav")
+        stem, k = Path(f).stem, 1
+        name = f"{stem}.rerender.wav"
+        while name in taken:
+            k += 1
+            name = f"{stem}-{k}.rerender.wav"
+        taken.add(name)
+        names.append(name)
     return names
 
 

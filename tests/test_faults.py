@@ -721,6 +721,16 @@ def test_a_commands_files_appear_together_or_not_at_all(tmp_path):
             (folder / "y").write_bytes(b"other")       # another command published one of them first
     assert not (folder / "x").exists() and (folder / "y").read_bytes() == b"other"   # none of mine
     assert leftovers(tmp_path) == []
+    deep = tmp_path / "new1" / "new2"
+    with pytest.raises(RuntimeError):
+        with together():
+            write_bytes(deep / "f.bin", b"f")
+            raise RuntimeError("fails half-way")
+    assert not (tmp_path / "new1").exists()            # nor the folders made for the files
+    with together():
+        write_bytes(deep / "f.bin", b"first")
+        write_bytes(os.path.abspath(deep / "f.bin"), b"last")   # the same file twice: the last write wins
+    assert (deep / "f.bin").read_bytes() == b"last" and leftovers(tmp_path) == []
 
 
 def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tmp_path, monkeypatch):
@@ -826,7 +836,8 @@ def test_helper_workers_leave_ctrl_c_to_their_parent():
 
     ex = helper_pool(1, {})
     try:
-        assert ex.submit(signal.getsignal, signal.SIGINT).result(timeout=120) == signal.SIG_IGN
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # what a process group gets
+            assert ex.submit(signal.getsignal, signum).result(timeout=120) == signal.SIG_IGN
     finally:
         shutdown_workers()
 
@@ -871,3 +882,10 @@ def test_an_import_accounts_for_files_it_cannot_read(tmp_path):
     assert "larger than any SysEx collection" in why["disk.img"]
     assert "not a regular file" in why["pipe.syx"] and "not a regular file" in why["zero.syx"]
     assert "broken link" in why["gone.syx"]
+
+
+def test_rerender_names_never_repeat():
+    from preset_model.match import rerender_names
+
+    names = rerender_names(["x/a.wav", "y/a.wav", "a-2.wav", "z/a.flac"])
+    assert len(set(names)) == 4 and names[:2] == ["a.rerender.wav", "a-2.rerender.wav"]

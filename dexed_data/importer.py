@@ -537,9 +537,15 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         found = Counter(e["outcome"] for e in state.entries)
         what = (f"{len(files)} file(s) read, by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
                 if files else "no file in it")
-        raise CatalogueError(f"no DX7 voice imported from {', '.join(map(str, paths))} ({what}); nothing written. "
+        written = "nothing written"
+        if report is not None:   # the report still says why each file gave nothing
+            summary = state.summary(0, v["raw"], v["packed"], v["masked"])
+            ImportReport(summary=summary, files=state.entries, output="", command=command,
+                         strict=strict).write_json(report)
+            written = f"no catalogue written; {report} says why each file gave no voice"
+        raise CatalogueError(f"no DX7 voice imported from {', '.join(map(str, paths))} ({what}); {written}. "
                              "Give DX7 SysEx files (banks of 32 voices or single voices) or folders holding them"
-                             + (", or drop --strict" if strict else ""))
+                             + (", or drop --strict" if strict and state.rejected_by else ""))
 
     # One row per unique raw vector; the name is the first occurrence's in (path, message, voice)
     # order, which is the accumulation order because files are sorted by path.

@@ -794,6 +794,13 @@ def test_an_import_that_finds_no_voice_fails_and_writes_nothing(tmp_path):
         res = run(data_app, "import-sysex", source, "-o", tmp_path / "p.h5", "--no-progress")
         assert_clean_error(res, "no DX7 voice imported", needle, "nothing written")
     assert not (tmp_path / "p.h5").exists()
+    res = run(data_app, "import-sysex", tmp_path / "notes.txt", "-o", tmp_path / "p.h5", "--report",
+              tmp_path / "r.json", "--no-progress")
+    assert_clean_error(res, "no catalogue written", "r.json says why")
+    import json
+
+    assert json.loads((tmp_path / "r.json").read_text())["files"][0]["outcome"] == "no_dx7_data"
+    assert not (tmp_path / "p.h5").exists()
     os.mkfifo(tmp_path / "pipe.syx")   # would block for ever when opened
     for source in (tmp_path / "pipe.syx", "/dev/zero"):
         res = run(data_app, "import-sysex", source, "-o", tmp_path / "p.h5", "--no-progress")

@@ -533,20 +533,6 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         check_output(report, inputs=sources + [Path(output)], force=force, what="report")
     state = _read_files(files, strict, progress)
     v = state.voices.arrays()
-    if v["raw"].shape[0] == 0:   # an empty catalogue helps no one: say what was found instead
-        found = Counter(e["outcome"] for e in state.entries)
-        what = (f"{len(files)} file(s) read, by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
-                if files else "no file in it")
-        written = "nothing written"
-        if report is not None:   # the report still says why each file gave nothing
-            summary = state.summary(0, v["raw"], v["packed"], v["masked"])
-            ImportReport(summary=summary, files=state.entries, output="", command=command,
-                         strict=strict).write_json(report)
-            written = f"no catalogue written; {report} says why each file gave no voice"
-        raise CatalogueError(f"no DX7 voice imported from {', '.join(map(str, paths))} ({what}); {written}. "
-                             "Give DX7 SysEx files (banks of 32 voices or single voices) or folders holding them"
-                             + (", or drop --strict" if strict and state.rejected_by else ""))
-
     # One row per unique raw vector; the name is the first occurrence's in (path, message, voice)
     # order, which is the accumulation order because files are sorted by path.
     first_voice, inverse = _first_voices(v)
@@ -562,7 +548,19 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
     occurrences = {"preset": inverse, "path": [rel_paths[i] for i in v["file"]], "message": v["message"],
                    "voice": v["voice"], "name": state.voices.names}
     summary = state.summary(int(first_voice.size), unique_raw, v["packed"], v["masked"])
-    rep = ImportReport(summary=summary, files=state.entries, output=str(output), command=command, strict=strict)
+    rep = ImportReport(summary=summary, files=state.entries, output=str(output) if first_voice.size else "",
+                       command=command, strict=strict)
+    if not first_voice.size:   # an empty catalogue helps no one: say what was found instead
+        found = Counter(e["outcome"] for e in state.entries)
+        what = (f"{len(files)} file(s) read, by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
+                if files else "no file in it")
+        written = "nothing written"
+        if report is not None:   # the report still says why each file gave nothing
+            rep.write_json(report)
+            written = f"no catalogue written; {report} says why each file gave no voice"
+        raise CatalogueError(f"no DX7 voice imported from {', '.join(map(str, paths))} ({what}); {written}. "
+                             "Give DX7 SysEx files (banks of 32 voices or single voices) or folders holding them"
+                             + (", or drop --strict" if strict and state.rejected_by else ""))
     with together():   # the catalogue and its report, both or neither
         write_catalogue(output, unique_raw, unique_names, occurrences, command=command)
         if report is not None:

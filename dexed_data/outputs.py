@@ -48,8 +48,9 @@ from .errors import OutputError
 #: Outputs checked in this process (resolved path → what was there then: its identity, or None),
 #: so that publishing can tell whether another command wrote the file in the meantime (rule 5).
 _CHECKED: dict[str, tuple | None] = {}
-#: Files finished inside :func:`together` and not yet published: (temporary file, target).
-_PENDING: list[tuple[Path, Path]] | None = None
+#: Files finished inside :func:`together` and not yet published: resolved temporary file →
+#: (temporary file, target), in the order written.
+_PENDING: dict[str, tuple[Path, Path]] | None = None
 
 
 def _identity(path: str | os.PathLike) -> tuple | None:
@@ -211,15 +212,14 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, sync_folder: bool = True) -> None:
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """``fsync`` the finished ``tmp``, rename it to ``path`` and ``fsync`` the folder (rule 1);
     for a file checked by :func:`check_output` or :func:`check_folder`, only if no other command
     wrote it since (rule 5)."""
     fsync_path(tmp)
     _rename_checked(tmp, path)
-    if sync_folder:
-        with contextlib.suppress(OSError):   # some file systems cannot fsync a folder; the rename is done
-            fsync_path(Path(path).parent)
+    with contextlib.suppress(OSError):   # some file systems cannot fsync a folder; the rename is done
+        fsync_path(Path(path).parent)
 
 
 def _clash(path: str | os.PathLike, was_absent: bool) -> OutputError:
@@ -286,10 +286,11 @@ def together() -> Iterator[None]:
     if _PENDING is not None:       # joined the enclosing block
         yield
         return
-    _PENDING = pending = []
+    _PENDING = batch = {}
     try:
         yield
         _PENDING = None
+        pending = list(batch.values())
         clash = next((e for e in map(_taken, (path for _, path in pending)) if e is not None), None)
         if clash is not None:
             raise clash
@@ -311,7 +312,7 @@ def together() -> Iterator[None]:
                 fsync_path(folder)
     finally:
         _PENDING = None
-        for tmp, _ in pending:
+        for tmp, _ in batch.values():
             with contextlib.suppress(OSError):
                 tmp.unlink()
         made, _MADE[:] = list(_MADE), []
@@ -361,8 +362,7 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
             publish(tmp, path)
         else:                          # inside together(): finished now, renamed at the end of the block
             fsync_path(tmp)
-            if not any(os.path.realpath(t) == os.path.realpath(tmp) for t, _ in _PENDING):
-                _PENDING.append((tmp, path))   # written again in the block: the last write wins
+            _PENDING.setdefault(os.path.realpath(tmp), (tmp, path))   # written again: the last write wins
             staged = True
     except OSError as exc:
         kept = "the previous file is unchanged" if path.exists() else "nothing was written"

@@ -373,7 +373,6 @@ def _bytes_needed(presets: PresetTable, blocks: Sequence[Block], header: Dataset
     return int(big + 2 * small + 1_000_000)
 
 
-#: Datasets :func:`finish_layout` writes (a rerun after a kill during it writes them again).
 def finish_layout(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> None:
     """Complete a file made by :func:`create_layout`: the small arrays and errors from ``blocks``,
     the duplicates by sound over the whole file, the mel bounds, then ``complete = True``.
@@ -445,10 +444,7 @@ def _put(f: h5py.File, name: str, values: np.ndarray) -> None:
                 d[...] = values
             return
         del f[name]                            # another layout (not written by this version)
-    if text:
-        f.create_dataset(name, data=values, dtype=h5py.string_dtype(), track_times=False)
-    else:
-        f.create_dataset(name, data=values, track_times=False)
+    f.create_dataset(name, data=values, dtype=h5py.string_dtype() if text else None, track_times=False)
 
 
 def _write_presets(f: h5py.File, p: PresetTable) -> None:

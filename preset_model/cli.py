@@ -256,11 +256,7 @@ def evaluate(
     force: bool = FORCE,
 ) -> None:
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
-    import json
-
-    from dexed_data.outputs import together, write_text
-
-    from .evaluate import evaluate as run_evaluation, report_markdown
+    from .evaluate import evaluate as run_evaluation, write_report
 
     if limit is not None and limit < 1:
         _fail(f"--limit {limit}: must be ≥ 1")
@@ -273,9 +269,7 @@ def evaluate(
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     _outputs([js, md], [*_run_files(run), data], force)   # before the (long) evaluation
     report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
-    with together():   # both reports, or neither
-        _plain(write_text, js, json.dumps(report, indent=1), "report")
-        _plain(write_text, md, report_markdown(report), "report")
+    _plain(write_report, report, out)   # both, or neither
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())

@@ -172,12 +172,12 @@ def test_resume_refuses_segments_of_another_version(catalogue, tmp_path):
 def _disk_use(folder: Path) -> int:
     """Bytes allocated on disk by the files under ``folder`` (files may vanish while counted)."""
     used = 0
-    for p in folder.rglob("*"):
-        try:
-            if p.is_file():
-                used += p.stat().st_blocks * 512
-        except OSError:
-            pass
+    for root, _, names in os.walk(folder):      # unlike rglob, walk skips a folder removed mid-walk
+        for name in names:
+            try:
+                used += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
     return used
 
 

@@ -670,6 +670,13 @@ def test_two_imports_at_once_on_one_output(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:         # the process ended since it was listed
+        return b""
+
+
 def test_match_workers_exit_when_match_is_killed(dataset, tmp_path):
     import signal
     import time
@@ -683,7 +690,7 @@ def test_match_workers_exit_when_match_is_killed(dataset, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, workers = time.monotonic() + 120, []
     while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
-        workers = [w for w in _children(proc.pid) if b"popen_loky" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        workers = [w for w in _children(proc.pid) if b"popen_loky" in _cmdline(w)]
         time.sleep(0.1)
     assert proc.poll() is None and len(workers) == 2, "match ended before its workers started"
     time.sleep(1.0)                                     # the workers have run their initializer

@@ -71,7 +71,7 @@ def import_sysex_command(
     output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); written atomically."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON import report here."),
     strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (terminals only)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress on stderr: a bar on a terminal, a line every 30 s in a log."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""

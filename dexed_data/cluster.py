@@ -198,12 +198,12 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
                 progress: bool, args: tuple) -> int:
     """Submit one task per shard in ``todo``, follow them to the end; presets rendered by this run."""
     from distributed import as_completed
-    from tqdm import tqdm
+    from dexed_data.console import progress as progress_bar
 
     client, local = _connect(cluster)
     client.register_plugin(_render_pool_cleanup(), name="dexed-render-pool-cleanup")
-    bar = tqdm(total=plan.presets, initial=plan.presets - sum(plan.shard_presets(k) for k in todo),
-               unit="preset", disable=not progress, smoothing=0.05, dynamic_ncols=True)
+    bar = progress_bar(progress, total=plan.presets, initial=plan.presets - sum(plan.shard_presets(k) for k in todo),
+                       unit="preset", smoothing=0.05, dynamic_ncols=True)
     rendered = 0
     try:
         futures = {client.submit(_render_shard, k, plan.shards, str(paths[k]), *args,

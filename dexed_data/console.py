@@ -13,6 +13,11 @@
   instead of ending the command: a command's product is its files, not its messages.
 * **A current folder that no longer exists** is named, instead of a traceback from whatever
   first asks for it (worker processes, relative paths).
+
+Progress bars of every command come from :func:`progress`: a live bar on a terminal, and on
+anything else (``2> render.log``, ``nohup``, a batch system's log) one plain line every
+:data:`LOG_INTERVAL` seconds and at the end, instead of a bar redrawn ten times a second with
+carriage returns into one ever-growing line.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ import signal
 import sys
 import threading
 
-__all__ = ["run"]
+__all__ = ["progress", "run"]
+
+#: Seconds between two progress lines when stderr is not a terminal.
+LOG_INTERVAL = 30.0
 
 _SIGNALS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "stopped by SIGTERM",
             signal.SIGHUP: "stopped by SIGHUP (the terminal closed)"}
@@ -62,6 +70,49 @@ class _QuietWhenGone:
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
+
+
+class _Lines:
+    """The file a progress bar draws into when stderr is not a terminal: every redraw (a carriage
+    return, the bar's text, padding) becomes one line of its own; clearing redraws are dropped."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._last = ""
+
+    def write(self, text: str) -> int:
+        for part in text.replace("\r", "\n").split("\n"):
+            part = part.rstrip()
+            if part.strip() and part != self._last:     # closing redraws the last state again
+                self._stream.write(part + "\n")
+                self._last = part
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def progress(enabled: bool = True, **kwargs):
+    """A tqdm progress bar on stderr (``kwargs`` are tqdm's): drawn live on a terminal; anywhere
+    else written as a plain line when it starts, every :data:`LOG_INTERVAL` seconds and when it
+    closes; nothing when not ``enabled``."""
+    from tqdm import tqdm
+
+    stream = sys.stderr
+    if not enabled or stream is None:
+        return tqdm(disable=True, **kwargs)
+    if _is_terminal(stream):
+        return tqdm(file=stream, **kwargs)
+    kwargs.pop("dynamic_ncols", None)
+    kwargs["leave"] = True            # a log shows how far each bar got
+    return tqdm(file=_Lines(stream), mininterval=LOG_INTERVAL, ncols=80, **kwargs)
 
 
 def _usable_streams() -> None:

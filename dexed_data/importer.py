@@ -40,7 +40,6 @@ import errno
 import json
 import os
 import stat
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,10 +462,9 @@ def _decode_one(path: Path, rel: str):
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+    from dexed_data.console import progress
 
-    return tqdm(total=total, unit="file", file=sys.stderr, disable=None if enabled else True,
-                desc="import-sysex", leave=False)
+    return progress(enabled, total=total, unit="file", desc="import-sysex", leave=False)
 
 
 def _read_files(files: list[tuple[Path, str]], strict: bool, progress: bool) -> _Import:
@@ -508,7 +506,7 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         strict: reject every voice that needed any repair (reason ``strict:<code>``), and every
             voice of a file with a file-level repair.
         report: optional path of the JSON report to write.
-        progress: show a tqdm progress bar on stderr (only when stderr is a terminal).
+        progress: show progress on stderr (:func:`dexed_data.console.progress`).
         command: command line stored in the file and the report.
         force: replace an existing ``output`` / ``report`` (see :mod:`dexed_data.outputs`).
 

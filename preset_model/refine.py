@@ -501,9 +501,9 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
     render = _Renderer(target, spec, notes, hold, release, jobs)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from dexed_data.console import progress as progress_bar
 
-        bar = tqdm(total=max(cfg.budget, len(candidates)), desc=desc, unit="render", leave=False)
+        bar = progress_bar(total=max(cfg.budget, len(candidates)), desc=desc, unit="render", leave=False)
     trace: list[float] = []
     best: list = [float("inf"), None, None]     # distance, raw, audio
 
@@ -514,8 +514,8 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
                 best[:] = [d, raw, audio]
             trace.append(best[0])
         if bar is not None:
+            bar.set_postfix(best=f"{best[0]:.2f}", refresh=False)
             bar.update(len(raws))
-            bar.set_postfix(best=f"{best[0]:.2f}")
         if audio_out is not None:
             audio_out.extend(a for _, a in out)
         return [d for d, _ in out]

@@ -43,6 +43,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from dexed_data.console import progress as progress_bar
+
 from .checkpoint import check_dataset_schema, load_checkpoint, save_checkpoint
 from .data import Split, make_datasets, read_info
 from .errors import CheckpointError, PresetModelError
@@ -581,8 +583,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             sums = {k: 0.0 for k in TERMS}
             seen, t0 = 0, time.perf_counter()
             n_batches = len(train_loader) if cfg.max_steps is None else min(cfg.max_steps, len(train_loader))
-            bar = tqdm(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+            bar = progress_bar(progress and rank == 0, iterable=train_loader, total=n_batches,
+                               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
             done, waited, util = 0, 0.0, []
             asked = time.perf_counter()
             for i, batch in enumerate(bar):

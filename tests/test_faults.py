@@ -843,6 +843,52 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tm
     assert rerun.returncode == 0 and out.exists(), rerun.stderr
 
 
+def test_progress_in_a_log_is_plain_lines_and_on_a_terminal_a_live_bar(monkeypatch, capsys):
+    import io
+    import os
+    import pty
+
+    from dexed_data import console
+
+    clock = [0.0]
+    monkeypatch.setattr("tqdm.std.time", lambda: clock[0])     # tqdm's clock, moved by hand
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    bar = console.progress(total=1000, unit=" presets", leave=False)
+    for _ in range(1000):                                      # 100 s of work, an update every 0.1 s
+        clock[0] += 0.1
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines(keepends=True)
+    assert "\r" not in log.getvalue() and all(line.endswith("\n") for line in lines)
+    assert 4 <= len(lines) <= 6, lines                        # start, one per 30 s, the end (leave=False too)
+    assert "0/1000" in lines[0] and "1000/1000" in lines[-1] and "1000/1000" not in lines[-2]
+    log.truncate(0)
+    with console.progress(False, total=10) as off:
+        off.update(10)
+    assert log.getvalue() == ""
+
+    leader, follower = pty.openpty()                           # a terminal: tqdm's own live bar
+    with os.fdopen(follower, "w") as tty:
+        monkeypatch.setattr(sys, "stderr", tty)
+        live = console.progress(total=10)
+        live.update(10)
+        live.close()
+    assert b"\r" in os.read(leader, 4096)
+    os.close(leader)
+
+
+def test_a_render_logged_to_a_file_writes_lines_not_a_redrawn_bar(catalogue, tmp_path):
+    log = tmp_path / "render.log"
+    with open(log, "w") as err:
+        proc = subprocess.run(_cli("render", str(catalogue), "-o", str(tmp_path / "d.h5"), "--limit", "8",
+                                   "--notes", "60:85", "--hold", "0.2", "--release", "0.1", "--jobs", "1"),
+                              stdout=subprocess.DEVNULL, stderr=err)
+    assert proc.returncode == 0
+    text = log.read_text()
+    assert "\r" not in text and "8/8" in text.splitlines()[-1], text
+
+
 def test_helper_workers_leave_ctrl_c_to_their_parent():
     import signal
 
@@ -854,6 +900,18 @@ def test_helper_workers_leave_ctrl_c_to_their_parent():
             assert ex.submit(signal.getsignal, signum).result(timeout=120) == signal.SIG_IGN
     finally:
         shutdown_workers()
+
+
+def test_loky_resource_tracker_keeps_its_spurious_leak_warnings_to_itself():
+    # a semaphore registered with the tracker and never unregistered, as when its notice is lost at
+    # exit: the tracker (which holds stderr until it ends) would print two UserWarnings about it
+    code = ("from dexed_data.render import helper_pool, shutdown_workers\n"
+            "from joblib.externals.loky.backend import resource_tracker\n"
+            "helper_pool(1, {})\n"
+            "resource_tracker.register('/loky-never-created', 'semlock')\n"
+            "shutdown_workers()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "resource_tracker" not in proc.stderr, proc.stderr
 
 
 def test_closed_output_streams_and_a_deleted_current_folder(tmp_path):

@@ -827,27 +827,46 @@ def _new_executor(jobs: int):
     # (importing torch takes a second); workers re-initialise when the config changes.
     from joblib.externals.loky import get_reusable_executor
 
-    with _ignoring(("SIGHUP",)), _quiet_tracker():   # loky's resource tracker, started here, outlives a hang-up
-        _EXECUTORS.append(get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300))
-    return _EXECUTORS[-1]
+    # Started, like helper_pool's, with the group's signals held (_held) and then ignored: the
+    # main process stops the workers (it kills them on any exception, an interrupt included);
+    # what they leave is what kill -9 leaves, which a rerun resumes from.
+    with _held(_GROUP_SIGNALS), _quiet_tracker():
+        _start_trackers()
+        ex = get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300, initializer=_worker_signals)
+        _EXECUTORS.append(ex)
+        ex.submit(int)
+    return ex
+
+
+def _start_trackers() -> None:
+    """Start loky's and multiprocessing's resource trackers (each once per process), then hold
+    the group's signals again: Python 3.11's tracker unblocks SIGINT and SIGTERM in the thread
+    that started it, and the workers started next would inherit that."""
+    import signal
+    from multiprocessing import resource_tracker as stdlib_tracker
+
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    loky_tracker.ensure_running()
+    stdlib_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in _GROUP_SIGNALS})
 
 
 @contextlib.contextmanager
-def _ignoring(names):
-    """Ignore these signals while processes are started (in the main thread): an ignored signal
-    stays ignored in a new program. Meanwhile they are lost here too (milliseconds)."""
+def _held(names):
+    """Hold back (block) these signals in this thread while it starts processes: a new program
+    inherits the mask, so workers start with them blocked (their initializer then ignores them)
+    and loky's resource tracker never sees SIGHUP. Here they are only delayed: one that arrives
+    meanwhile is delivered when the block ends (ignoring them instead lost a Ctrl-C pressed
+    while the workers started)."""
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    found = {n: signal.signal(getattr(signal, n), signal.SIG_IGN) for n in names}
+    held = {getattr(signal, n) for n in names}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:
-        for n, handler in found.items():
-            signal.signal(getattr(signal, n), handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextlib.contextmanager
@@ -876,21 +895,24 @@ _EXECUTORS: list = []
 _GROUP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
-def _helper_worker() -> None:
-    """Initializer of :func:`helper_pool`'s workers: end with the parent, and leave the group's
-    signals to it.
+def _worker_signals() -> None:
+    """Initializer of every loky worker this module starts (render's and :func:`helper_pool`'s):
+    end with the parent, and leave the group's signals to it.
 
     Ctrl-C (and ``timeout``, a batch system, a closed terminal) signals the whole process group.
     A worker that dies or is interrupted while it sends a result leaves half a message in the
     pipe the workers share, and loky's reader in the parent then waits for the rest for ever
-    (seen about once in 30 Ctrl-C, and 2 in 23 SIGTERM, of ``match --refine --jobs 2``). The
-    parent stops its workers itself (:func:`shutdown_workers` kills them all, which closes the
-    pipe), and :func:`exit_with_parent` ends them if it dies.
+    (seen about once in 30 Ctrl-C, and 2 in 23 SIGTERM, of ``match --refine --jobs 2``); a
+    worker interrupted while it starts prints its own traceback (2 in 24 Ctrl-C of ``render
+    --jobs 2`` in its first 3 s). The parent stops its workers itself (it kills them, which
+    closes the pipe), and :func:`exit_with_parent` ends them if it dies.
     """
     import signal
 
-    for name in _GROUP_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    group = {getattr(signal, name) for name in _GROUP_SIGNALS}
+    for signum in group:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, group)   # started blocked (_held): pending ones are dropped
     exit_with_parent()
 
 
@@ -900,11 +922,12 @@ def helper_pool(jobs: int, env: dict, timeout: int = 120):
     them) and are stopped by :func:`shutdown_workers`."""
     from joblib.externals.loky import get_reusable_executor
 
-    # Start the workers (and loky's resource tracker) now with the group's signals ignored, so
+    # Start the workers (and loky's resource tracker) now with the group's signals held, so
     # one that lands while they import (before the initializer) neither kills them mid-message
-    # nor makes each print its own traceback.
-    with _ignoring(_GROUP_SIGNALS), _quiet_tracker():
-        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_helper_worker)
+    # nor makes each print its own traceback, and still reaches this process.
+    with _held(_GROUP_SIGNALS), _quiet_tracker():
+        _start_trackers()
+        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_worker_signals)
         if not any(e is ex for e in _EXECUTORS):
             _EXECUTORS.append(ex)
             ex.submit(int)

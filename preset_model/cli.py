@@ -438,10 +438,21 @@ def interpolate(
     m = _plain(morph, run, va, vb, steps, data)
     _plain(write_syx, output, m.raw, m.names)
     typer.echo(f"{va.source} ({va.name.strip()}) → {vb.source} ({vb.name.strip()}): {steps} voices in {output}")
+    from dexed_data.schema import FIXED_TRANSPOSE
+
     for label, voice, missed in (("first", va, m.endpoint_errors[0]), ("last", vb, m.endpoint_errors[1])):
-        typer.echo(f"  the {label} voice reproduces {voice.source} exactly" if missed == 0 else
+        moved = voice.transpose - FIXED_TRANSPOSE
+        if missed == 0 and not moved:
+            typer.echo(f"  the {label} voice reproduces {voice.source} exactly")
+            continue
+        typer.echo(f"  the {label} voice reproduces the 144 learnable parameters of {voice.source} exactly"
+                   if missed == 0 else
                    f"  the {label} voice differs from {voice.source} in {missed} of its 144 learnable parameters "
                    f"(the latent round trip is not exact for it)")
+        if moved:
+            typer.echo(f"    its TRANSPOSE is {FIXED_TRANSPOSE} (the model's fixed value, every voice of the bank has "
+                       f"it) where {voice.source} has {voice.transpose}: it plays {abs(moved)} semitones "
+                       f"{'lower' if moved > 0 else 'higher'} than {voice.source}")
 
 
 def main() -> None:

@@ -256,14 +256,15 @@ class Run:
         :class:`~preset_model.interpolate.Voice`. Returns :class:`~preset_model.interpolate.Morph`.
         """
         from .interpolate import Voice, interpolate, read_voice
-        from dexed_data.schema import apply_fixed, pad_name
+        from dexed_data.schema import TRANSPOSE_OFFSET, apply_fixed, pad_name
 
         def voice(v, label):
             if isinstance(v, Voice):
                 return v
             if isinstance(v, (str, Path)):
                 return read_voice(str(v))
-            return Voice(apply_fixed(np.asarray(v, np.uint8).reshape(145)), pad_name(label), label)
+            raw = np.asarray(v, np.uint8).reshape(145)
+            return Voice(apply_fixed(raw), pad_name(label), label, int(raw[TRANSPOSE_OFFSET]))
 
         return interpolate(self, voice(a, "A"), voice(b, "B"), steps)
 

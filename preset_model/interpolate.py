@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dexed_data.schema import apply_fixed, pad_name
+from dexed_data.schema import FIXED_TRANSPOSE, TRANSPOSE_OFFSET, apply_fixed, pad_name
 
 from .errors import PresetModelError
 from .inference import Run, load_run
@@ -34,9 +34,10 @@ from .metrics import parameter_errors
 
 @dataclass(frozen=True)
 class Voice:
-    raw: np.ndarray   # (145,) uint8
+    raw: np.ndarray   # (145,) uint8, TRANSPOSE set to the fixed value
     name: str
     source: str       # "FILE:N"
+    transpose: int = FIXED_TRANSPOSE   # the file's own TRANSPOSE
 
 
 def read_voice(spec: str) -> Voice:
@@ -49,7 +50,7 @@ def read_voice(spec: str) -> Voice:
         v = load_voice(spec)
     except DexedDataError as exc:
         raise PresetModelError(str(exc)) from None
-    return Voice(apply_fixed(v.raw), v.name, v.source)
+    return Voice(apply_fixed(v.raw), v.name, v.source, int(v.raw[TRANSPOSE_OFFSET]))
 
 
 @dataclass

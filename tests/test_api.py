@@ -202,6 +202,22 @@ def test_a_copied_run_matches_and_interpolates_without_its_dataset(fitted, tmp_p
     assert res.exit_code == 0, res.output
     assert "all but" not in res.output and "the first voice reproduces" in res.output
 
+    # a voice an octave up (TRANSPOSE 36): the bank's voices all have the model's 24, and it says so
+    from dexed_data.schema import TRANSPOSE_OFFSET
+    from preset_model.interpolate import read_voice
+    from preset_model.match import write_syx
+
+    up = read_voice(f"{fitted.bank}:1")
+    raw = up.raw.copy()
+    raw[TRANSPOSE_OFFSET] = 36
+    write_syx(tmp_path / "up.syx", raw[None], [up.name])
+    res = CliRunner().invoke(app, ["interpolate", str(run_dir), str(tmp_path / "up.syx"), f"{fitted.bank}:5",
+                                   "--steps", "3", "-o", str(tmp_path / "j.syx")])
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[1]
+    assert "learnable parameters" in first, res.output        # never "reproduces up.syx exactly"
+    assert "TRANSPOSE is 24" in res.output and "has 36: it plays 12 semitones lower" in res.output, res.output
+
 
 def dexed_data_render(bank: Path, n: int) -> np.ndarray:
     import dexed_data

@@ -889,17 +889,45 @@ def test_a_render_logged_to_a_file_writes_lines_not_a_redrawn_bar(catalogue, tmp
     assert "\r" not in text and "8/8" in text.splitlines()[-1], text
 
 
-def test_helper_workers_leave_ctrl_c_to_their_parent():
+@pytest.mark.parametrize("pool", ["render", "helper"])
+def test_workers_leave_ctrl_c_to_their_parent(pool):
     import signal
 
-    from dexed_data.render import helper_pool, shutdown_workers
+    from dexed_data.render import _new_executor, helper_pool, shutdown_workers
 
-    ex = helper_pool(1, {})
+    ex = _new_executor(1) if pool == "render" else helper_pool(1, {})
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # what a process group gets
             assert ex.submit(signal.getsignal, signum).result(timeout=120) == signal.SIG_IGN
     finally:
         shutdown_workers()
+
+
+def test_ctrl_c_early_in_a_render_prints_one_line_and_the_rerun_gives_the_same_file(catalogue, tmp_path):
+    import signal
+    import time
+
+    args = ["--notes", "40:85,60:85", "--hold", "0.5", "--release", "0.2", "--no-progress"]
+    clean = subprocess.run(_cli("render", str(catalogue), "-o", str(tmp_path / "clean.h5"), "--jobs", "1", *args),
+                           capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    out = tmp_path / "d.h5"
+    for delay in (0.3, 0.8, 1.5):                       # while the workers start, and once they render
+        proc = subprocess.Popen(_cli("render", str(catalogue), "-o", str(out), "--jobs", "2", *args),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)               # what Ctrl-C does: the whole group
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            break                                        # finished first: nothing left to interrupt
+        assert proc.returncode == 130 and "Traceback" not in err and err.count("\n") == 1, err
+    rerun = subprocess.run(_cli("render", str(catalogue), "-o", str(out), "--jobs", "2", *args),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not (tmp_path / "d.h5.parts").exists()
+    with h5py.File(out) as a, h5py.File(tmp_path / "clean.h5") as b:
+        for name in ("mel", "presets/raw", "status"):
+            assert np.array_equal(a[name][:], b[name][:]), name
 
 
 def test_loky_resource_tracker_keeps_its_spurious_leak_warnings_to_itself():

@@ -302,7 +302,14 @@ def decode_names(values) -> list[str]:
 
         >>> decode_names(encode_names(["SINE"]))
         ['SINE      ']
+        >>> decode_names(np.array([b"SINE\\0\\0\\0\\0\\0\\0"], "S10"))   # trailing NULs kept
+        ['SINE\\x00\\x00\\x00\\x00\\x00\\x00']
     """
+    if isinstance(values, np.ndarray) and values.dtype.kind == "S":
+        # numpy drops an element's trailing NUL bytes (as h5py's reads do); its buffer keeps them,
+        # and a name found with them must come out as found
+        width = values.dtype.itemsize
+        values = [bytes(row) for row in np.ascontiguousarray(values).reshape(-1).view(np.uint8).reshape(-1, width)]
     return [bytes(v).decode("ascii", "replace").ljust(NAME_LENGTH) for v in values]
 
 

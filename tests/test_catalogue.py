@@ -384,6 +384,28 @@ def test_export_reimport_round_trip(tmp_path):
         export_sysex(tmp_path / "p.h5", out / "x.syx", ids=["0123456789abcdef"])
 
 
+def test_names_keep_trailing_nul_bytes_through_catalogue_export_and_render(tmp_path):
+    from dexed_data.render import RenderConfig, render_dataset
+
+    bank = bytearray((Path(__file__).resolve().parents[1] / "presets" / "toolkit_bank_a.syx").read_bytes())
+    found = b"NUL\0\0\0\0\0\0\0"              # as real banks have them (18 corpus voices end in NULs)
+    bank[6 + 118:6 + 128] = found                  # voice 1's name, packed
+    bank[-2] = sysex.checksum(bytes(bank[6:-2]))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "nul.syx").write_bytes(bytes(bank))
+    import_sysex([tmp_path / "in"], tmp_path / "p.h5")
+    cat = read_catalogue(tmp_path / "p.h5")
+    row = cat.names.index("NUL" + "\0" * 7)
+    written = export_sysex(tmp_path / "p.h5", tmp_path / "out.syx", ids=[cat.ids[row]], single=True)
+    assert written[0].read_bytes()[6 + 145:6 + 155] == found
+    (tmp_path / "ids.txt").write_text(cat.ids[row] + "\n")
+    render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.1, release=0.1),
+                   jobs=1, progress=False, ids_file=tmp_path / "ids.txt")
+    with h5py.File(tmp_path / "d.h5") as f:
+        names = f["presets/name"][:]
+        assert found in [bytes(r) for r in names.view(np.uint8).reshape(-1, 10)]
+
+
 def test_export_numbers_banks(tmp_path):
     rng = np.random.default_rng(1)
     write_catalogue(tmp_path / "p.h5", random_raw(rng, 70), [f"R{i}" for i in range(70)])

@@ -112,7 +112,7 @@ def progress(enabled: bool = True, **kwargs):
         return tqdm(file=stream, **kwargs)
     kwargs.pop("dynamic_ncols", None)
     kwargs["leave"] = True            # a log shows how far each bar got
-    return tqdm(file=_Lines(stream), mininterval=LOG_INTERVAL, ncols=80, **kwargs)
+    return tqdm(file=_Lines(stream), mininterval=LOG_INTERVAL, **kwargs)   # no width: never cut
 
 
 def _usable_streams() -> None:

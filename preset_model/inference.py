@@ -110,6 +110,34 @@ def read_render_settings(path: str | Path) -> RenderSettings:
                               float(a["release"]), MelConfig(**fields), str(plugin) if plugin else None)
 
 
+def settings_differences(run: RenderSettings, data: RenderSettings, mel: bool = True) -> list[str]:
+    """How a dataset's render settings differ from a run's, one phrase each (empty: none).
+
+    The engine may differ (both engines' datasets mean the same sound); the notes, the note
+    length, the sample rate and (``mel``) the spectrogram settings may not: the model would read
+    spectrograms of another size or scale as its own, and re-renders would not be the data's.
+    """
+    out = []
+
+    def differ(label: str, ours, theirs, unit: str = "") -> None:
+        same = abs(ours - theirs) < 1e-9 if isinstance(ours, float) else ours == theirs
+        if not same:
+            out.append(f"{label} {theirs:g}{unit} where the run's dataset has {ours:g}{unit}")
+
+    if list(run.notes) != list(data.notes):
+        out.append(f"notes {', '.join(f'{p}:{v}' for p, v in data.notes)} where the run's dataset has "
+                   f"{', '.join(f'{p}:{v}' for p, v in run.notes)}")
+    differ("sample rate", run.sample_rate, data.sample_rate, " Hz")
+    differ("hold", float(run.hold), float(data.hold), " s")
+    differ("release", float(run.release), float(data.release), " s")
+    if mel:
+        differ("mel bands", run.mel.n_mels, data.mel.n_mels)
+        differ("n_fft", run.mel.n_fft, data.mel.n_fft)
+        differ("hop", run.mel.hop, data.mel.hop)
+        differ("mel floor", float(run.mel.floor_db), float(data.mel.floor_db), " dB")
+    return out
+
+
 def scale_mel(db: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     """dB spectrograms → model input: ``bounds`` map linearly to [-1, 1], clipped (as in training)."""
     lo, hi = bounds
@@ -308,6 +336,10 @@ def _dataset_mismatch(path: Path, ckpt: dict, settings: RenderSettings) -> str:
     if list(info.notes) != list(settings.notes):
         return (f"{path}: rendered on notes {list(info.notes)}, but the model was trained on {list(settings.notes)}; "
                 f"pass the dataset the run was trained on")
+    diffs = settings_differences(settings, read_render_settings(path), mel="mel_config" in ckpt.get("render", {}))
+    if diffs:
+        return (f"{path}: rendered with other settings than the run's dataset ({'; '.join(diffs)}); pass the "
+                f"dataset the run was trained on, or one rendered with the same settings")
     return ""
 
 

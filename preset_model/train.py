@@ -514,6 +514,7 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         info = read_info(data)
         if ckpt is not None:
             check_dataset_schema(ckpt, info.schema_hash, data)
+            _check_resumed_data(ckpt, data)
         split = Split.from_dict(ckpt["split"]) if ckpt else None
         train_ds, valid_ds, split, info = make_datasets(data, model_cfg.encoding, model_cfg.notes, cfg.fold, split,
                                                          cfg.keep_duplicates, cfg.in_memory,
@@ -678,6 +679,20 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     finally:
         if own_group:
             dist.destroy_process_group()
+
+
+def _check_resumed_data(ckpt: dict, data) -> None:
+    """A resumed run goes on with data rendered as its own was (notes, note length, sample rate,
+    spectrogram settings), or not at all."""
+    from .inference import read_render_settings, settings_differences, settings_from_checkpoint
+
+    if "render" not in ckpt:
+        return
+    diffs = settings_differences(settings_from_checkpoint(ckpt["render"]), read_render_settings(data),
+                                 mel="mel_config" in ckpt["render"])
+    if diffs:
+        raise CheckpointError(f"{data}: rendered with other settings than the data this run was trained on "
+                              f"({'; '.join(diffs)}); resume on the dataset the run started with")
 
 
 def _resumed_configs(ckpt: dict, model_cfg: ModelConfig | None,

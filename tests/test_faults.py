@@ -545,6 +545,39 @@ def test_mixups_are_named_for_what_they_are(catalogue, dataset, fitted, tmp_path
     assert not (tmp_path / "d.h5").exists() and not (tmp_path / "r").exists()
 
 
+def test_a_run_refuses_data_rendered_with_other_settings(fitted, tmp_path):
+    import json
+    import shutil
+
+    from dexed_data.render import RenderConfig, render_dataset
+    from run_fixtures import HOLD, NOTES, RELEASE
+
+    longer = tmp_path / "longer.h5"                      # same notes, other note length
+    render_dataset(fitted.data.parent / "presets.h5", longer, RenderConfig(notes=NOTES, hold=HOLD + 0.25,
+                   release=RELEASE), jobs=1, progress=False)
+    faster = tmp_path / "faster.h5"                      # as if rendered at 44.1 kHz with 128 mel bands
+    faster.write_bytes(fitted.data.read_bytes())
+    with h5py.File(faster, "r+") as f:
+        mel = json.loads(f.attrs["mel_config"])
+        f.attrs["sample_rate"] = 44100
+        f.attrs["mel_config"] = json.dumps({**mel, "sample_rate": 44100, "n_mels": 128})
+    for data, why in ((longer, f"hold {HOLD + 0.25:g} s where the run's dataset has {HOLD:g} s"),
+                      (faster, "sample rate 44100 Hz where the run's dataset has 22050 Hz; mel bands 128 where")):
+        assert_clean_error(run(model_app, "evaluate", fitted.flow6, "--data", data, "-o", tmp_path / "e"),
+                           str(data), why, "rendered with other settings")
+        assert_clean_error(run(model_app, "match", fitted.flow6, "--data", data, fitted.bank, "-o", tmp_path / "m.syx"),
+                           why)
+        resumed = tmp_path / "resumed"
+        shutil.rmtree(resumed, ignore_errors=True)
+        shutil.copytree(fitted.flow6, resumed)
+        before = (resumed / "last.pt").read_bytes()
+        res = run(model_app, "fit", "--data", data, "--out", resumed, "--resume", "--epochs", "2", "--workers", "0",
+                  "--device", "cpu", "--no-progress")
+        assert_clean_error(res, why, "resume on the dataset the run started with")
+        assert (resumed / "last.pt").read_bytes() == before
+    assert not (tmp_path / "e.json").exists() and not (tmp_path / "m.syx").exists()
+
+
 def test_match_says_when_an_input_is_silent(fitted, tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(11025, np.float32), 22050)

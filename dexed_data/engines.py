@@ -203,6 +203,12 @@ def plugin_output(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return dc_block(voice_clip(np.asarray(x, np.float64) * PLUGIN_GAIN), sample_rate)
 
 
+#: Sample rates the engines render at. dexed-py 0.3.0 renders exact silence below about 12,800 Hz
+#: (measured: every voice silent at 8,000, 11,025, 12,000 and 12,700 Hz; sound at 12,800 and above),
+#: so the floor is the first common rate above that.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 16000, 192000
+
+
 def n_samples(hold: float, release: float, sample_rate: int) -> int:
     """Samples rendered per note: ``int((hold + release) · sample_rate)`` (as dexed-py does)."""
     return int((hold + release) * sample_rate)
@@ -230,8 +236,8 @@ class DexedEngine:
     def __init__(self, spec: EngineSpec = EngineSpec()) -> None:
         if spec.name != "dexed":
             raise EngineError(f"DexedEngine needs EngineSpec(name='dexed'), got {spec.name!r}")
-        if not 8000 <= spec.sample_rate <= 192000:
-            raise EngineError(f"sample_rate must be 8000–192000 Hz, got {spec.sample_rate}")
+        if not MIN_SAMPLE_RATE <= spec.sample_rate <= MAX_SAMPLE_RATE:
+            raise EngineError(f"sample_rate must be {MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz, got {spec.sample_rate}")
         import dexed
 
         self.spec = spec

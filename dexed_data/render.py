@@ -121,8 +121,11 @@ class RenderConfig:
             raise RenderError(f"--hold {self.hold}: must be > 0 and ≤ {MAX_SECONDS:g} s")
         if not (math.isfinite(self.release) and 0 <= self.release <= MAX_SECONDS):
             raise RenderError(f"--release {self.release}: must be ≥ 0 and ≤ {MAX_SECONDS:g} s")
-        if not 8000 <= int(self.sample_rate) <= 192000:
-            raise RenderError(f"--sample-rate {self.sample_rate}: must be between 8000 and 192000 Hz")
+        from .engines import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+        if not MIN_SAMPLE_RATE <= int(self.sample_rate) <= MAX_SAMPLE_RATE:
+            raise RenderError(f"--sample-rate {self.sample_rate}: must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz "
+                              "(dexed-py renders silence below about 12,800 Hz)")
         if self.plugin and self.engine != "dawdreamer":
             raise RenderError(f"--plugin is for --engine dawdreamer; the {self.engine} engine uses no plug-in "
                               "(add --engine dawdreamer, or leave out --plugin)")

@@ -225,3 +225,23 @@ def test_dawdreamer_renders_by_name_with_fresh_state(stand_in):
     again = pickle.loads(pickle.dumps(eng)).render(quiet, notes, 0.4, 0.2)
     np.testing.assert_array_equal(q.audio, again.audio)
     np.testing.assert_array_equal(eng.render(loud, notes, 0.4, 0.2).audio, r.audio)
+
+
+def test_the_engine_sounds_at_its_lowest_sample_rate_and_refuses_lower():
+    # dexed-py renders exact silence below about 12,800 Hz; the floor the commands accept must sound
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from dexed_data.engines import EngineSpec, MIN_SAMPLE_RATE, make_engine\n"
+            "from dexed_data.schema import apply_fixed\n"
+            "from dexed_data.voice import load_voice\n"
+            f"v = load_voice({str(Path(__file__).resolve().parents[1] / 'presets' / 'toolkit_bank_a.syx')!r} + ':1')\n"
+            "a = make_engine(EngineSpec('dexed', MIN_SAMPLE_RATE)).render(apply_fixed(v.raw), [(60, 85)], 0.3, 0.1).audio\n"
+            "print(float(np.abs(a).max()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)  # one rate per process
+    assert proc.returncode == 0 and float(proc.stdout) > 0.05, proc.stdout + proc.stderr
+    from dexed_data.engines import MIN_SAMPLE_RATE, DexedEngine, EngineError, EngineSpec
+
+    with pytest.raises(EngineError, match="sample_rate must be"):
+        DexedEngine(EngineSpec("dexed", MIN_SAMPLE_RATE - 1))

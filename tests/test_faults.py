@@ -286,7 +286,7 @@ def test_ids_file_that_is_hdf5_is_refused(catalogue, dataset, tmp_path):
 @pytest.mark.parametrize("option", [
     ["--hold", "inf"], ["--hold", "nan"], ["--hold", "1e300"], ["--hold", "100000"], ["--hold", "0"],
     ["--release", "-1"], ["--release", "inf"], ["--jobs", "0"], ["--jobs", "1000"], ["--limit", "-1"],
-    ["--limit", "0"], ["--timeout", "nan"], ["--sample-rate", "10"], ["--notes", "60:0"],
+    ["--limit", "0"], ["--timeout", "nan"], ["--sample-rate", "10"], ["--sample-rate", "11025"], ["--notes", "60:0"],
 ])
 def test_render_option_ranges(option, catalogue, tmp_path):
     args = [*SHORT]

@@ -305,11 +305,12 @@ def match(
     A 1-note model makes one voice per file; a file named by a note (bass_40-85.wav) is that
     note, pitch-shifted to the model's note. A K-note model (notes printed first) takes, per sound:
 
-    - files named by note, e.g. piano_40-85.wav (as `dexed-data export-wav` names them): any of the K notes, any order;
+    - files named by note, e.g. piano_40-85.wav (as `dexed-data export-wav` names them): any of the K notes, any order
+    (a note that is not the model's stands for the nearest of them, pitch-shifted to it);
 
     - or K files not named by note, in the model's note order;
 
-    - or one file, taken as note 60:85.
+    - or one file, taken as note 60:85 (shifted to the model's nearest note if 60:85 is not one).
 
     Missing notes are filled by pitch-shifting the given note nearest in pitch.
 
@@ -327,8 +328,8 @@ def match(
     from dexed_data.outputs import check_folder, together
 
     from .inference import load_run
-    from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, not_a_note, parse_gain, rerender_names, write_syx,
-                        write_wavs)
+    from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, named_note, not_a_note, parse_gain, rerender_names,
+                        write_syx, write_wavs)
     from .refine import MOVED
 
     run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
@@ -387,9 +388,10 @@ def match(
                        + f"; {r.renders} renders in {r.seconds:.1f} s")
         for s in v.scores:
             if s.shift_semitones:
-                model_note = loaded.input_notes[0]
-                typer.echo(f"  {s.file}: note {s.note[0]}:{s.note[1]} from its name, pitch-shifted "
-                           f"{s.shift_semitones:+d} semitones to the model's note {model_note[0]}:{model_note[1]}")
+                how = "from its name" if named_note(s.file) else "taken as played"
+                owner = "model's" if loaded is not None else "dataset's"
+                typer.echo(f"  {s.file}: note {s.note[0]}:{s.note[1]} {how}, pitch-shifted {s.shift_semitones:+d} "
+                           f"semitones to the {owner} note {s.model_note[0]}:{s.model_note[1]} for the search")
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
             if isnan(s.pitch_offset_cents):
                 pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"

@@ -13,15 +13,17 @@ and in :attr:`preset_model.inference.Run.input_notes`):
   (``GANJA_BASS_40-85.wav``: any MIDI pitch 0–127 and velocity 1–127 after the last ``_``, space
   or ``-``) is that note, pitch-shifted to the model's note for the model's input, as missing
   notes are filled below; other files are taken as played on the model's note.
-* K > 1, files named by note: a file whose name ends in ``_PITCH-VELOCITY`` with one of the
-  model's notes (``piano_40-85.wav``, as ``dexed-data export-wav`` writes) is that note, whatever
-  the order on the command line. Files whose names differ only by that suffix are one sound → one
+* K > 1, files named by note: a file whose name ends in ``_PITCH-VELOCITY`` (``piano_40-85.wav``,
+  as ``dexed-data export-wav`` writes) is that note, whatever the order on the command line; a
+  note that is not one of the model's stands for the nearest of them (pitch, then velocity) and
+  is pitch-shifted to it. Files whose names differ only by that suffix are one sound → one
   voice; the sound may have any subset of the K notes (one file is enough), and the missing notes
   are filled from the given note nearest in pitch. Either every file is named by note or none.
 * K > 1, a multiple of K files not named by note: each K consecutive files are one sound, file j
   played on the model's note j (in the model's order) → one voice per K files.
 * K > 1, one file not named by note, or ``each=True``: every file is its own sound played on
-  MIDI 60 (velocity 85) (or on the note its name gives); the other notes are filled from it.
+  MIDI 60 (velocity 85) (or on the note its name gives), standing for the model's note nearest it
+  (shifted to it if it is not 60:85); the other notes are filled from it.
 
 A missing note is filled with the given recording pitch-shifted by resampling (the envelope
 speeds up or slows down with it, as a DX7's keyboard rate scaling roughly does). Only the given
@@ -197,8 +199,9 @@ class Score:
     pitch_offset_cents: float              # NaN when the input or the re-render is near-silent
     rerender_silent: bool = False          # the inferred voice is near-silent on this note
     level_db: float = 0.0                  # re-render RMS re the input's RMS, dB (−inf: silent re-render)
-    shift_semitones: int = 0               # 1-note models: the file's named note → the model's note
+    shift_semitones: int = 0               # the note it was played on → the model's note it stands for
     rerender: np.ndarray | None = None     # (samples,) the re-render on ``note``
+    model_note: tuple[int, int] | None = None   # the model's (or dataset's) note it stands for
 
     @property
     def much_quieter(self) -> bool:
@@ -259,33 +262,53 @@ def _sound_key(path: str | Path) -> str:
     return str(p.with_name(_NOTE_SUFFIX.sub("", p.stem)))
 
 
+def _nearest(notes: tuple[tuple[int, int], ...], note: tuple[int, int]) -> int:
+    """Index of the model note nearest ``note`` in pitch, then in velocity."""
+    return min(range(len(notes)), key=lambda j: (abs(notes[j][0] - note[0]), abs(notes[j][1] - note[1]), j))
+
+
+def played_note(file: str, notes: tuple[tuple[int, int], ...], j: int, alone: bool) -> tuple[int, int]:
+    """The note a file was played on: the one its name gives; else, for one file of a K-note
+    model's sound, 60:85; else the model's note ``j`` it stands for."""
+    named = named_note(file)
+    if named is not None:
+        return named
+    return LONE_NOTE if alone and len(notes) > 1 else notes[j]
+
+
 def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool = False
                 ) -> list[list[tuple[int, str]]]:
-    """Files → sounds: each sound a list of ``(model note index, file)`` (see the module docstring)."""
+    """Files → sounds: each sound a list of ``(model note index, file)`` (see the module docstring).
+
+    A file played on a note that is not one of the model's (named by another note, or a lone file
+    taken as 60:85 by a model without that note) stands for the model's nearest note, and is
+    pitch-shifted to it for the model's input."""
     k = len(notes)
     if not files:
         raise AudioInputError("give at least one audio file")
     if k == 1:
         return [[(0, f)] for f in files]
-    lone = notes.index(LONE_NOTE) if LONE_NOTE in notes else 0
-    tags = [note_of_file(f, notes) for f in files]
+    named = [named_note(f) for f in files]
+    lone = _nearest(notes, LONE_NOTE)
     listed = ", ".join(f"{p}:{v}" for p, v in notes)
     if each:
-        return [[(lone if t is None else t, f)] for t, f in zip(tags, files)]
-    if all(t is not None for t in tags):
+        return [[(lone if n is None else _nearest(notes, n), f)] for n, f in zip(named, files)]
+    if all(n is not None for n in named):
         sounds: dict[str, list[tuple[int, str]]] = {}
-        for t, f in zip(tags, files):
+        for n, f in zip(named, files):
+            t = _nearest(notes, n)
             group = sounds.setdefault(_sound_key(f), [])
             clash = [g for j, g in group if j == t]
             if clash:
                 raise AudioInputError(f"{clash[0]} and {f} are both note {notes[t][0]}:{notes[t][1]} of the same "
-                                      f"sound; give each note once")
+                                      f"sound (a note that is not one of the model's, {listed}, stands for the "
+                                      f"nearest of them); give each note once")
             group.append((t, f))
         return [sorted(g) for g in sounds.values()]
-    if any(t is not None for t in tags):
-        named = [f for t, f in zip(tags, files) if t is not None]
-        raise AudioInputError(f"{named[0]} is named by note (…_PITCH-VELOCITY) but other files are not: name every "
-                              f"file by one of the model's notes ({listed}), or none and give {k} files per sound "
+    if any(n is not None for n in named):
+        first = [f for n, f in zip(named, files) if n is not None]
+        raise AudioInputError(f"{first[0]} is named by note (…_PITCH-VELOCITY) but other files are not: name every "
+                              f"file by its note (the model's notes: {listed}), or none and give {k} files per sound "
                               f"in that order")
     if len(files) % k == 0:
         return [[(j, f) for j, f in enumerate(files[i:i + k])] for i in range(0, len(files), k)]
@@ -353,8 +376,7 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         peak = max(float(np.abs(x).max()) for x in read)
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
         for (j, f), x in zip(group, read):
-            note = named_note(f) if len(notes) == 1 else None   # K > 1: names are matched in group_files
-            note = note or notes[j]
+            note = played_note(f, notes, j, alone=len(group) == 1)
             originals[j] = (x, note)
             audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])
         for j in range(len(notes)):
@@ -404,7 +426,7 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             voice.scores.append(Score(f, note, similarity(ref, est),
                                       audio_metrics(ref, est, s.sample_rate)["log_spectral_mae"],
                                       cents, bool(quiet[1]), _rms_db(est) - _rms_db(ref),
-                                      notes[j][0] - note[0], est))
+                                      notes[j][0] - note[0], est, notes[j]))
         voices.append(voice)
     return MatchResult(voices, s.notes, s.sample_rate)
 

@@ -70,7 +70,13 @@ def test_files_named_by_note_group_by_sound_in_any_order():
         group_files(["a_40-85.wav", "a_40-85.flac"], NOTES)
     with pytest.raises(AudioInputError, match="other files are not"):
         group_files(["a_40-85.wav"] + [f"n{i}" for i in range(5)], NOTES)
-    assert group_files(["take_1-2.wav"], NOTES) == [[(3, "take_1-2.wav")]]     # not a model note: not a name tag
+    # a note that is not the model's: played there, standing for the nearest model note (shifted to it)
+    assert group_files(["piano_62-85.wav"], NOTES) == [[(3, "piano_62-85.wav")]]
+    assert group_files(["a_38-85.wav", "a_72-85.wav"], NOTES) == [[(0, "a_38-85.wav"), (5, "a_72-85.wav")]]
+    with pytest.raises(AudioInputError, match="both note 60:85 of the same sound"):
+        group_files(["a_61-85.wav", "a_62-85.wav"], NOTES)
+    far = ((0, 1), (127, 127), (21, 1), (108, 127))                    # a model without 60:85
+    assert group_files(["solo.wav"], far) == [[(2, "solo.wav")]]      # 60:85 stands for the nearest, 21:1
 
 
 def test_sound_names_drop_note_suffix_and_export_id():
@@ -110,6 +116,19 @@ def test_match_named_notes_fill_the_others(fitted, recording, tmp_path):
     result = match_files(fitted.flow6, [named])
     (voice,) = result.voices
     assert voice.name == "CLAV      " and [s.note for s in voice.scores] == [(60, 85)]
+
+
+def test_a_file_named_by_a_note_that_is_not_the_models_is_played_there_and_shifted(fitted, recording, tmp_path):
+    named = tmp_path / "clav_62-85.wav"           # the 60:85 recording, named two semitones up
+    named.write_bytes(recording.read_bytes())
+    result = match_files(fitted.flow6, [named])
+    (score,) = result.voices[0].scores
+    assert score.note == (62, 85) and score.model_note == (60, 85) and score.shift_semitones == -2
+    for cmd in (["match", str(fitted.flow6)], ["match", "--data", str(fitted.data), "--refine", "12"]):
+        res = CliRunner().invoke(app, [*cmd, str(named), "-o", str(tmp_path / "m.syx"), "--force"])
+        assert res.exit_code == 0, res.output
+        assert "note 62:85 from its name, pitch-shifted -2 semitones to the" in res.output, res.output
+        assert "clav_62-85.wav  note 62:85" in res.output        # scored on the note it was played on
 
 
 def test_cli_match_writes_valid_syx_and_wavs(fitted, recording, tmp_path):

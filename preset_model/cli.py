@@ -256,7 +256,7 @@ def evaluate(
     force: bool = FORCE,
 ) -> None:
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
-    from .evaluate import evaluate as run_evaluation, write_report
+    from .evaluate import coverage_note, evaluate as run_evaluation, write_report
 
     if limit is not None and limit < 1:
         _fail(f"--limit {limit}: must be ≥ 1")
@@ -274,6 +274,8 @@ def evaluate(
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())
                + f"; {report['silent_fraction']:.0%} of inferred presets silent")
+    if coverage_note(report):
+        typer.echo(coverage_note(report), err=True)
     typer.echo(f"wrote {js} and {md}")
 
 

@@ -181,6 +181,26 @@ def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[s
     return ids, np.flatnonzero(ok), keys
 
 
+def _too_small(path, usable: np.ndarray, keys: list[str], ids: list[str], split: Split, keep_duplicates: bool) -> str:
+    """Why a dataset leaves no training or no validation preset, and what to do."""
+    with h5py.File(path, "r") as h5:
+        n = len(ids)
+        failed = int((h5["status"][:] != 1).sum()) if "status" in h5 else 0
+        silent = int(h5["silent"][:].astype(bool).sum()) if "silent" in h5 else 0
+        dups = int((h5["duplicate_of"][:] >= 0).sum()) if "duplicate_of" in h5 else 0
+    groups = len({keys[r] for r in usable})
+    dups = dups if not keep_duplicates else 0
+    why = [f"{failed} failed"] * bool(failed) + [f"{silent} silent"] * bool(silent) + [f"{dups} duplicates by sound"] * bool(dups)
+    other = [f for f in range(5) if f != split.fold and
+             (lambda s: s.train and s.valid)(split_ids([ids[r] for r in usable], f, groups=[keys[r] for r in usable]))]
+    hints = ([f"--fold {' or '.join(map(str, other))} leaves some for both"] * bool(other)
+             + [f"--keep-duplicates keeps the {dups} duplicates"] * bool(dups) + ["render more presets"])
+    return (f"{path}: too few presets to train on: {len(usable)} usable of {n}"
+            + (f" ({', '.join(why)} left out)" if why else "")
+            + f", in {groups} near-copy group(s), which the split deals out whole: {len(split.train)} for training, "
+            f"{len(split.valid)} for validation fold {split.fold}, {len(split.test)} for test; " + "; or ".join(hints))
+
+
 class SpectrogramDataset(Dataset):
     """Presets of a ``dataset.h5`` as ``(mel, target, mask)`` samples, read lazily or held in RAM.
 
@@ -328,8 +348,7 @@ def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
         raise DataError(f"{path}: {len(missing)} presets of the saved split (e.g. {missing[0]}) are not usable rows "
                         f"of this dataset; resume on the dataset the run started with")
     if not split.train or not split.valid:
-        raise DataError(f"{path}: {len(usable)} usable presets leave {len(split.train)} for training and "
-                        f"{len(split.valid)} for validation fold {split.fold}; the dataset is too small")
+        raise DataError(_too_small(path, usable, keys, ids, split, keep_duplicates))
     if in_memory is None:
         in_memory = fits_in_memory(len(split.train) + len(split.valid), len(note_index), info)
     make = lambda subset, bounds: SpectrogramDataset(path, sorted(row_of[i] for i in subset), encoding,  # noqa: E731

@@ -53,10 +53,22 @@ def split_rows(run: Run, data: Path, split: str) -> tuple[np.ndarray, np.ndarray
         return np.asarray(found, np.int64)
 
     want, train = rows(getattr(s, split)), rows(s.train)
+    if not getattr(s, split):
+        others = [f"--split {k} ({len(getattr(s, k))} presets)" for k in SPLITS if k != split and getattr(s, k)]
+        raise DataError(f"the run's {split} split is empty: its dataset had too few presets (train {len(s.train)}, "
+                        f"valid {len(s.valid)}, test {len(s.test)}); use " + " or ".join(others))
     if len(want) == 0:
         raise DataError(f"{data}: none of the {len(getattr(s, split))} presets of the run's {split} split are usable "
                         f"rows of this dataset; evaluate on the dataset the run was trained on")
     return want, train
+
+
+def split_coverage(run: Run, split: str, rows: np.ndarray, train_rows: np.ndarray) -> dict[str, list[int]]:
+    """``{"split": [in the data, in the run's split], "train": [...]}``: how much of the run's
+    split and training set the evaluated dataset holds (less than all: another or a partial
+    dataset, whose scores are not the run's)."""
+    s = Split.from_dict(run.checkpoint["split"])
+    return {"split": [int(len(rows)), len(getattr(s, split))], "train": [int(len(train_rows)), len(s.train)]}
 
 
 def predict(run: Run, data: Path, rows: np.ndarray, train_rows: np.ndarray, baseline: str | None = None,
@@ -142,6 +154,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if loaded.settings.engine not in ("dexed", "dawdreamer"):
         raise DataError(f"{data}: made with engine {loaded.settings.engine!r}, which cannot re-render presets")
     rows, train_rows = split_rows(loaded, data, split)
+    coverage = split_coverage(loaded, split, rows, train_rows)
     if limit is not None:
         rows = rows[:limit]
     pred = predict(loaded, data, rows, train_rows, baseline)
@@ -169,6 +182,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         "model": None if baseline else {"encoding": cfg.encoding, "head": cfg.head, "notes": cfg.notes},
         "input_notes": [list(n) for n in loaded.input_notes],
         "dataset": str(data), "split": split, "presets": int(len(rows)), "train_presets": int(len(train_rows)),
+        "coverage": coverage,
         "notes_rendered": [list(n) for n in loaded.settings.notes],
         "params": {"num_mae": params["num_mae"], "cat_accuracy": params["cat_accuracy"]},
         "audio": {k: {"mean": float(np.nanmean(audio[k])) if np.isfinite(audio[k]).any() else float("nan"),
@@ -182,6 +196,19 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     }
 
 
+def coverage_note(report: dict) -> str:
+    """A sentence when the evaluated dataset lacks some of the run's split or training presets, else ""."""
+    cov = report.get("coverage")
+    if not cov:
+        return ""
+    missing = [f"{n - have} of the {n} presets of the run's {what if what == 'train' else report['split']} "
+               f"{'set' if what == 'train' else 'split'}" for what, (have, n) in cov.items() if have < n]
+    if not missing:
+        return ""
+    return (f"Note: this dataset lacks {' and '.join(missing)} (another or a partial dataset, or presets that "
+            "became unusable): these scores are not comparable with the run's on its own dataset.")
+
+
 def report_markdown(report: dict) -> str:
     """The human-readable summary of a report."""
     m = report["model"]
@@ -191,6 +218,7 @@ def report_markdown(report: dict) -> str:
     lines = [f"# Evaluation: {report['run']}", "",
              f"{what}, {report['split']} split of `{report['dataset']}`: {report['presets']} presets "
              f"({report['train_presets']} training presets), checkpoint {report['checkpoint']} (epoch {report['epoch']}, counted from 1).",
+             *([""] + [note] if (note := coverage_note(report)) else []),
              "", "| metric | value |", "|---|---|",
              f"| numerical parameter MAE (fraction of range) | {report['params']['num_mae']:.4f} |",
              f"| categorical parameter accuracy | {report['params']['cat_accuracy']:.4f} |"]

@@ -95,8 +95,12 @@ class ModelConfig:
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.head_dropout < 1.0):
             raise PresetModelError(f"dropout must be in [0, 1), got {self.dropout} and {self.head_dropout}")
         if min(self.n_mels, self.frames) < 2 ** len(self.channels):
-            raise PresetModelError(f"a {self.n_mels}×{self.frames} spectrogram is too small for "
-                                   f"{len(self.channels)} stride-2 convolutions; use fewer channels")
+            need = 2 ** len(self.channels)
+            raise PresetModelError(f"the dataset's {self.n_mels}×{self.frames} spectrograms (mel bands × frames) are too "
+                                   f"small for this model's {len(self.channels)} stride-2 convolutions (at least "
+                                   f"{need}×{need}); re-render with more frames (a smaller --hop, or longer "
+                                   f"--hold/--release) or more --n-mels"
+                                   + (", or use --size tiny (4 convolutions: 16×16)" if len(self.channels) > 4 else ""))
 
     @property
     def latent_dim(self) -> int:

@@ -155,3 +155,43 @@ def test_cli_evaluate_writes_json_and_markdown(fitted, tmp_path):
     assert report["method"] == "knn" and report["presets"] == 2
     assert "| numerical parameter MAE" in (tmp_path / "report.md").read_text()
     assert "num MAE" in res.output
+
+
+def test_evaluate_says_when_the_data_lacks_part_of_the_runs_split(fitted, tmp_path):
+    from dexed_data.render import RenderConfig, render_dataset
+    from run_fixtures import HOLD, NOTES, RELEASE
+
+    import h5py
+
+    with h5py.File(fitted.data) as f:
+        ids = [x.decode() for x in f["presets/id"][:]]
+    (tmp_path / "half.txt").write_text("\n".join(ids[::2]) + "\n")      # every other preset, same settings
+    half = tmp_path / "half.h5"
+    render_dataset(fitted.data.parent / "presets.h5", half, RenderConfig(notes=NOTES, hold=HOLD, release=RELEASE),
+                   jobs=1, progress=False, ids_file=tmp_path / "half.txt")
+    full = evaluate(fitted.flow6, limit=2, jobs=1)
+    assert full["coverage"]["split"][0] == full["coverage"]["split"][1]
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.flow6), "--data", str(half), "--limit", "2", "-o",
+                                   str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    have, n = json.loads((tmp_path / "e.json").read_text())["coverage"]["split"]
+    assert have < n
+    assert f"lacks {n - have} of the {n} presets of the run's test split" in res.output
+    assert "not comparable" in (tmp_path / "e.md").read_text()
+
+
+def test_an_empty_split_is_named_with_the_splits_to_use_instead(fitted, tmp_path):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted.flow6, run)
+    for name in ("best.pt", "last.pt"):                 # a run whose dataset was too small for a test split
+        ckpt = torch.load(run / name, weights_only=False)
+        ckpt["split"]["valid"] += ckpt["split"]["test"]
+        ckpt["split"]["test"] = []
+        torch.save(ckpt, run / name)
+    res = CliRunner().invoke(app, ["evaluate", str(run), "-o", str(tmp_path / "e")])
+    assert res.exit_code == 2
+    assert "the run's test split is empty" in res.output and "use --split valid (" in res.output

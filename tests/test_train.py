@@ -342,3 +342,28 @@ def test_training_settings_are_validated():
                 dict(max_minutes=0.0), dict(warmup_start=0.0), dict(anneal_fraction=1.5)):
         with pytest.raises(PresetModelError, match="out of range"):
             TrainConfig(**bad)
+
+
+def test_fit_says_when_the_test_split_is_empty_and_why_data_is_too_small(tmp_path, capsys):
+    from preset_model.data import read_usable
+
+    for n in range(3, 12):                 # a small dataset whose split (by id hash) has no test preset
+        small = write_synthetic_dataset(tmp_path / f"small{n}.h5", n=n, failed=(), silent=())
+        ids, usable, keys = read_usable(small)
+        splits = [split_ids([ids[r] for r in usable], f, groups=[keys[r] for r in usable]) for f in range(5)]
+        good = [f for f, sp in enumerate(splits) if sp.train and sp.valid]
+        bad = [f for f, sp in enumerate(splits) if not sp.valid]
+        if not splits[0].test and good and bad:
+            break
+    else:
+        pytest.fail("no small synthetic dataset without a test split")
+    fit(small, tmp_path / "run", TINY, replace(FAST, epochs=1, fold=good[0]), progress=False)
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["test"] == []
+    assert "note: the test split is empty" in capsys.readouterr().err
+    hint = f"--fold {' or '.join(map(str, good))} leaves some for both"
+    with pytest.raises(DataError, match=rf"{n} usable of {n}, in {n} near-copy group\(s\).*0 for validation fold "
+                                        rf"{bad[0]}.*{hint}"):
+        fit(small, tmp_path / "run2", TINY, replace(FAST, epochs=1, fold=bad[0]), progress=False)
+    tiny = write_synthetic_dataset(tmp_path / "tiny.h5", n=3, failed=(1,), silent=(2,))
+    with pytest.raises(DataError, match=r"1 usable of 3 \(1 failed, 1 silent left out\).*render more presets"):
+        fit(tiny, tmp_path / "run3", TINY, replace(FAST, epochs=1), progress=False)

@@ -43,6 +43,7 @@ class Voice:
     raw: np.ndarray
     name: str
     source: str = ""
+    repairs: tuple[str, ...] = ()   # what reading it repaired (the import's messages), if anything
 
 
 def load_voice(spec: str | Path) -> Voice:
@@ -61,7 +62,8 @@ def load_voice(spec: str | Path) -> Voice:
         path, index = str(spec), ""
     if not Path(path).is_file():
         raise DexedDataError(f"{path}: no such file (write voices as FILE.syx:N, N from 1)")
-    voices = decode_file(path).voices
+    decoded = decode_file(path)
+    voices = decoded.voices
     if not voices:
         raise DexedDataError(f"{path}: no DX7 voice found in the file")
     if not index:
@@ -73,7 +75,8 @@ def load_voice(spec: str | Path) -> Voice:
         if not 1 <= n <= len(voices):
             raise DexedDataError(f"{spec}: voice {n} does not exist; {path} holds voices 1–{len(voices)}")
     v = voices[n - 1]
-    return Voice(np.array(v.raw, np.uint8), v.name, f"{path}:{n}")
+    repairs = tuple(p.message for p in (*decoded.problems, *v.problems) if p.voice is None or p in v.problems)
+    return Voice(np.array(v.raw, np.uint8), v.name, f"{path}:{n}", repairs)
 
 
 def _raw_of(voice) -> np.ndarray:

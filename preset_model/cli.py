@@ -446,10 +446,13 @@ def interpolate(
 
     for label, voice, missed in (("first", va, m.endpoint_errors[0]), ("last", vb, m.endpoint_errors[1])):
         moved = voice.transpose - FIXED_TRANSPOSE
+        for repair in voice.repairs:
+            typer.echo(f"  note: {repair}", err=True)
+        read = " as read (repaired, see above)" if voice.repairs else ""
         if missed == 0 and not moved:
-            typer.echo(f"  the {label} voice reproduces {voice.source} exactly")
+            typer.echo(f"  the {label} voice reproduces {voice.source}{read} exactly")
             continue
-        typer.echo(f"  the {label} voice reproduces the 144 learnable parameters of {voice.source} exactly"
+        typer.echo(f"  the {label} voice reproduces the 144 learnable parameters of {voice.source}{read} exactly"
                    if missed == 0 else
                    f"  the {label} voice differs from {voice.source} in {missed} of its 144 learnable parameters "
                    f"(the latent round trip is not exact for it)")

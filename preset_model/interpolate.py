@@ -38,6 +38,7 @@ class Voice:
     name: str
     source: str       # "FILE:N"
     transpose: int = FIXED_TRANSPOSE   # the file's own TRANSPOSE
+    repairs: tuple[str, ...] = ()      # what reading it repaired (clamped values, a bad checksum…)
 
 
 def read_voice(spec: str) -> Voice:
@@ -50,7 +51,7 @@ def read_voice(spec: str) -> Voice:
         v = load_voice(spec)
     except DexedDataError as exc:
         raise PresetModelError(str(exc)) from None
-    return Voice(apply_fixed(v.raw), v.name, v.source, int(v.raw[TRANSPOSE_OFFSET]))
+    return Voice(apply_fixed(v.raw), v.name, v.source, int(v.raw[TRANSPOSE_OFFSET]), v.repairs)
 
 
 @dataclass

@@ -218,6 +218,19 @@ def test_a_copied_run_matches_and_interpolates_without_its_dataset(fitted, tmp_p
     assert "learnable parameters" in first, res.output        # never "reproduces up.syx exactly"
     assert "TRANSPOSE is 24" in res.output and "has 36: it plays 12 semitones lower" in res.output, res.output
 
+    # a voice repaired when read (OP6 OUTPUT LEVEL 127, clamped to 99): said, and "exactly" only as read
+    from dexed_data.sysex import checksum
+
+    bank = bytearray(fitted.bank.read_bytes())
+    bank[6 + 14] = 127                                   # voice 1, OP6's packed OUTPUT LEVEL
+    bank[-2] = checksum(bytes(bank[6:-2]))
+    (tmp_path / "hot.syx").write_bytes(bytes(bank))
+    res = CliRunner().invoke(app, ["interpolate", str(run_dir), f"{tmp_path / 'hot.syx'}:1", f"{fitted.bank}:5",
+                                   "--steps", "3", "-o", str(tmp_path / "k.syx")])
+    assert res.exit_code == 0, res.output
+    assert "OP6 OUTPUT LEVEL = 127 is above its maximum 99; clamped to 99" in res.output
+    assert f"reproduces {tmp_path / 'hot.syx'}:1 exactly" not in res.output and "as read (repaired" in res.output
+
 
 def dexed_data_render(bank: Path, n: int) -> np.ndarray:
     import dexed_data

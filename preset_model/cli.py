@@ -122,7 +122,7 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.csv, split.json."),
     encoding: Optional[str] = typer.Option(None, help="Preset encoding: numcat++ (default) | numcat | num."),
     head: Optional[str] = typer.Option(None, help="Regression head: flow (default) | mlp."),
-    notes: Optional[int] = typer.Option(None, help="Input notes per preset: 6 (default) or 1 (MIDI 60, vel 85)."),
+    notes: Optional[int] = typer.Option(None, help="Input notes per preset: as many as the dataset was rendered on (default 6, the paper's), or 1 (MIDI 60, vel 85)."),
     size: Optional[str] = typer.Option(None, help="Model size: paper (default) | small | tiny."),
     epochs: int = typer.Option(400, help="Total epochs (a resumed run continues up to this number)."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size, split across processes (default 160)."),
@@ -256,7 +256,7 @@ def evaluate(
     force: bool = FORCE,
 ) -> None:
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
-    from .evaluate import coverage_note, evaluate as run_evaluation, write_report
+    from .evaluate import evaluate as run_evaluation, report_notes, write_report
 
     if limit is not None and limit < 1:
         _fail(f"--limit {limit}: must be ≥ 1")
@@ -274,8 +274,8 @@ def evaluate(
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())
                + f"; {report['silent_fraction']:.0%} of inferred presets silent")
-    if coverage_note(report):
-        typer.echo(coverage_note(report), err=True)
+    for note in report_notes(report):
+        typer.echo(note, err=True)
     typer.echo(f"wrote {js} and {md}")
 
 

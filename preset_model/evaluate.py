@@ -196,17 +196,20 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     }
 
 
-def coverage_note(report: dict) -> str:
-    """A sentence when the evaluated dataset lacks some of the run's split or training presets, else ""."""
-    cov = report.get("coverage")
-    if not cov:
-        return ""
+def report_notes(report: dict) -> list[str]:
+    """Sentences a reader of the scores must see: the dataset lacks some of the run's split or
+    training presets; a kNN baseline scored on the training split (it finds each preset itself)."""
+    notes = []
+    cov = report.get("coverage") or {}
     missing = [f"{n - have} of the {n} presets of the run's {what if what == 'train' else report['split']} "
                f"{'set' if what == 'train' else 'split'}" for what, (have, n) in cov.items() if have < n]
-    if not missing:
-        return ""
-    return (f"Note: this dataset lacks {' and '.join(missing)} (another or a partial dataset, or presets that "
-            "became unusable): these scores are not comparable with the run's on its own dataset.")
+    if missing:
+        notes.append(f"Note: this dataset lacks {' and '.join(missing)} (another or a partial dataset, or presets "
+                     "that became unusable): these scores are not comparable with the run's on its own dataset.")
+    if report.get("split") == "train" and str(report.get("method", "")).startswith("knn"):
+        notes.append("Note: the kNN baseline on the training split finds each preset itself, so its scores are 0 "
+                     "by construction; score it on the test (or valid) split.")
+    return notes
 
 
 def report_markdown(report: dict) -> str:
@@ -218,7 +221,7 @@ def report_markdown(report: dict) -> str:
     lines = [f"# Evaluation: {report['run']}", "",
              f"{what}, {report['split']} split of `{report['dataset']}`: {report['presets']} presets "
              f"({report['train_presets']} training presets), checkpoint {report['checkpoint']} (epoch {report['epoch']}, counted from 1).",
-             *([""] + [note] if (note := coverage_note(report)) else []),
+             *[line for note in report_notes(report) for line in ("", note)],
              "", "| metric | value |", "|---|---|",
              f"| numerical parameter MAE (fraction of range) | {report['params']['num_mae']:.4f} |",
              f"| categorical parameter accuracy | {report['params']['cat_accuracy']:.4f} |"]

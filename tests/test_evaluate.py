@@ -151,8 +151,13 @@ def test_cli_evaluate_writes_json_and_markdown(fitted, tmp_path):
     out = tmp_path / "report"
     res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--limit", "2", "--baseline", "knn", "-o", str(out)])
     assert res.exit_code == 0, res.output
+    assert "0 by construction" not in res.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["method"] == "knn" and report["presets"] == 2
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--limit", "2", "--baseline", "knn", "--split", "train",
+                                   "-o", str(tmp_path / "train")])
+    assert res.exit_code == 0 and "finds each preset itself, so its scores are 0 by construction" in res.output
+    assert "0 by construction" in (tmp_path / "train.md").read_text()
     assert "| numerical parameter MAE" in (tmp_path / "report.md").read_text()
     assert "num MAE" in res.output
 

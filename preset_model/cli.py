@@ -234,6 +234,10 @@ def fit(
         why = "time budget spent" if result.out_of_time else f"{result.epoch + 1} epochs"
         typer.echo(f"done ({why}): best validation parameter loss {result.best_valid:.4f} (num + 0.2·cat); "
                    f"checkpoints in {result.out}")
+        train_n, valid_n, test_n = result.split_sizes
+        if not test_n:
+            typer.echo(f"note: the test split is empty ({train_n} training and {valid_n} validation presets): too few "
+                       "presets or near-copy groups for one; `preset-model evaluate` needs --split valid", err=True)
 
 
 @app.command()

@@ -358,6 +358,7 @@ class FitResult:
     best_valid: float
     out: Path
     out_of_time: bool = False
+    split_sizes: tuple[int, int, int] = (0, 0, 0)   # presets in training, validation, test
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -561,12 +562,6 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                            f"{len(train_ds)} training / {len(valid_ds)} validation presets"
                            f"{' held in RAM' if train_ds.mel_db is not None else ''}; "
                            f"mel bounds {train_ds.bounds[0]:.1f} … {train_ds.bounds[1]:.1f} dB (training split)")
-            if not split.test and not ckpt:
-                import sys
-
-                print(f"note: the test split is empty ({len(split.train) + len(split.valid)} presets, all in training "
-                      "and validation): too few presets or near-copy groups for one; `preset-model evaluate` will "
-                      "need --split valid", file=sys.stderr)
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 tb = SummaryWriter(out / "tensorboard")
@@ -681,7 +676,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 break
         if tb is not None:
             tb.close()
-        return FitResult(_unwrap(model), epoch, best_valid, out, out_of_time)
+        return FitResult(_unwrap(model), epoch, best_valid, out, out_of_time,
+                         (len(split.train), len(split.valid), len(split.test)))
     finally:
         if own_group:
             dist.destroy_process_group()

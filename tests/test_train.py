@@ -344,7 +344,7 @@ def test_training_settings_are_validated():
             TrainConfig(**bad)
 
 
-def test_fit_says_when_the_test_split_is_empty_and_why_data_is_too_small(tmp_path, capsys):
+def test_fit_says_when_the_test_split_is_empty_and_why_data_is_too_small(tmp_path):
     from preset_model.data import read_usable
 
     for n in range(3, 12):                 # a small dataset whose split (by id hash) has no test preset
@@ -357,9 +357,11 @@ def test_fit_says_when_the_test_split_is_empty_and_why_data_is_too_small(tmp_pat
             break
     else:
         pytest.fail("no small synthetic dataset without a test split")
-    fit(small, tmp_path / "run", TINY, replace(FAST, epochs=1, fold=good[0]), progress=False)
-    assert json.loads((tmp_path / "run" / "split.json").read_text())["test"] == []
-    assert "note: the test split is empty" in capsys.readouterr().err
+    result = fit(small, tmp_path / "run", TINY, replace(FAST, epochs=1, fold=good[0]), progress=False)
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["test"] == [] and result.split_sizes[2] == 0
+    res = CliRunner().invoke(app, ["fit", "--data", str(small), "--out", str(tmp_path / "cli"), "--size", "tiny",
+                                   "--epochs", "1", "--fold", str(good[0]), "--workers", "0", "--no-progress"])
+    assert res.exit_code == 0 and "note: the test split is empty" in res.output, res.output
     hint = f"--fold {' or '.join(map(str, good))} leaves some for both"
     with pytest.raises(DataError, match=rf"{n} usable of {n}, in {n} near-copy group\(s\).*0 for validation fold "
                                         rf"{bad[0]}.*{hint}"):

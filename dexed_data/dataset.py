@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -214,6 +215,12 @@ def check_datasets(f: h5py.File, path) -> None:
     """Refuse a file whose attributes are right but whose datasets are missing or of the wrong size."""
     stored = tuple(a for a in str(f.attrs.get("stored", "")).split(",") if a)
     missing = [name for name in REQUIRED + stored if not isinstance(f.get(name), h5py.Dataset)]
+    if missing and f.attrs.get("format") == FORMAT and not bool(f.attrs.get("complete", False)):
+        where = Path(str(path))    # a render's own unfinished file: X.h5.parts/dataset.h5
+        final = where.parent.name[:-len(".parts")] if where.parent.name.endswith(".parts") else None
+        raise DatasetError(f"{path}: the dataset is incomplete (its render was interrupted before it wrote "
+                           f"/{missing[0]}); rerun the same render command to finish it"
+                           + (f", then read {where.parent.parent / final}" if final else ""))
     if missing:
         raise DatasetError(f"{path}: malformed dataset, missing /{', /'.join(missing[:4])}"
                            + (" ..." if len(missing) > 4 else "") + "; render it again")

@@ -17,7 +17,8 @@
    it first) or the same file. Otherwise this command fails with one line and the other's file is
    kept, so of two commands writing one output, one succeeds and the other says so; neither
    reports a success whose result was lost. Temporary files of killed commands
-   (``.NAME.PID.tmp`` of a process that no longer runs) are removed by the next check.
+   (``.NAME.PID.tmp`` of a process that no longer runs) are removed by the next check of that
+   file, or of their folder (every such file in it) for a command that writes into a folder.
 6. **A command's files together.** A command that writes several files (a catalogue and its
    report, a voice and its re-renders, a folder of WAVs) writes them inside :func:`together`:
    each is finished in its temporary file, and none is renamed into place until all are, so a
@@ -39,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -175,10 +177,9 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise OutputError(EXISTS.format(path=folder / taken[0]) + more)
-    exists = folder.is_dir()
+    if folder.is_dir():
+        _remove_stale_temps_in(folder)   # any killed command's, whatever files it was writing
     for n in names:
-        if exists:
-            _remove_stale_temps(folder / n)
         _CHECKED[os.path.realpath(folder / n)] = _identity(folder / n)
     return folder
 
@@ -222,11 +223,15 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
         fsync_path(Path(path).parent)
 
 
+class OutputClash(OutputError):
+    """Another command wrote one of this command's outputs while it ran (rule 5); that file is kept."""
+
+
 def _clash(path: str | os.PathLike, was_absent: bool) -> OutputError:
     if was_absent:
-        return OutputError(f"{path} was written by another command while this one ran; that file is kept "
+        return OutputClash(f"{path} was written by another command while this one ran; that file is kept "
                            "(rerun this command with --force to replace it)")
-    return OutputError(f"{path} was replaced by another command while this one ran; that file is kept "
+    return OutputClash(f"{path} was replaced by another command while this one ran; that file is kept "
                        "(rerun this command to replace it)")
 
 
@@ -328,6 +333,20 @@ def _remove_stale_temps(path: Path) -> None:
             pid = tmp.name[len(path.name) + 2:-4]
             if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                 tmp.unlink(missing_ok=True)
+
+
+_TEMP_NAME = re.compile(r"\.(.+)\.(\d+)\.tmp")
+
+
+def _remove_stale_temps_in(folder: Path) -> None:
+    """Remove every ``.NAME.PID.tmp`` file in ``folder`` left by a process that no longer runs
+    (``export-wav`` killed half-way leaves one per WAV, kept until its last file is done)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _TEMP_NAME.fullmatch(entry.name)
+            if m and int(m[2]) != os.getpid() and not _alive(int(m[2])) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _alive(pid: int) -> bool:

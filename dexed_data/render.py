@@ -58,6 +58,7 @@ import numpy as np
 from . import dataset as ds
 from . import storage, writer
 from .errors import DexedDataError, OutputError, RenderError
+from .outputs import OutputClash
 from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
 
 #: The paper's six (MIDI pitch, velocity) pairs.
@@ -672,8 +673,16 @@ class JobLock:
 
 def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, shard: Shard | None,
                    progress: bool, ids_file, limit, segment_size: int, t0: float, command: str | None) -> RenderSummary:
+    parts = out.with_name(out.name + ".parts")
     if out.exists():   # finished already (or another job's file): no workers needed
-        check_finished(out, plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command))
+        try:
+            check_finished(out, plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command))
+        except DexedDataError as exc:
+            if not parts.is_dir():
+                raise
+            raise RenderError(f"{out} already exists and is not this render's output, while {parts} holds render "
+                              f"work for it (another command wrote {out} during a render?): move {out} away and rerun "
+                              f"to finish that work, or delete {parts} and choose another -o") from None
         # a job killed between publishing OUT and removing OUT.parts leaves the latter behind
         shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
         return summarize_output(out, 0, time.perf_counter() - t0)
@@ -695,7 +704,6 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
 
     header = _header(job, engine_version, shapes, mel_config)
     extra = {"shard": str(shard), "segment_size": segment_size} if shard is not None else None
-    parts = out.with_name(out.name + ".parts")
     partial = parts / "dataset.h5"
     try:
         parts.mkdir(parents=True, exist_ok=True)
@@ -734,6 +742,10 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         from .outputs import publish
 
         publish(partial, out)
+    except OutputClash:
+        raise RenderError(f"{out} was written by another command while this render ran; that file is kept, and this "
+                          f"render's finished work stays in {parts}: move {out} away and rerun the same command to "
+                          f"publish it, or delete {parts}") from None
     except (OSError, OutputError) as exc:   # a full disk: finished segments are kept for the rerun
         from .inputs import first_line
 

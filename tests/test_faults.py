@@ -578,6 +578,41 @@ def test_a_run_refuses_data_rendered_with_other_settings(fitted, tmp_path):
     assert not (tmp_path / "e.json").exists() and not (tmp_path / "m.syx").exists()
 
 
+def test_a_render_whose_output_another_command_wrote_says_where_its_work_is(catalogue, tmp_path, monkeypatch):
+    import dexed_data.writer as writer
+
+    out = tmp_path / "d.h5"
+    finish = writer.finish_layout
+
+    def meanwhile(*args, **kwargs):              # another command publishes d.h5 while the render finishes
+        out.write_bytes(catalogue.read_bytes())
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "finish_layout", meanwhile)
+    res = run(data_app, "render", catalogue, "-o", out, "--limit", "4", *SHORT)
+    assert_clean_error(res, "was written by another command while this render ran", "d.h5.parts",
+                       "move", "rerun the same command")
+    assert "free space" not in res.stderr and "--force" not in res.stderr
+    monkeypatch.setattr(writer, "finish_layout", finish)
+    assert_clean_error(run(data_app, "render", catalogue, "-o", out, "--limit", "4", *SHORT),
+                       "is not this render's output", "d.h5.parts holds render work")
+    out.rename(tmp_path / "other.h5")               # as the message says: the rerun publishes the work
+    res = run(data_app, "render", catalogue, "-o", out, "--limit", "4", *SHORT)
+    assert res.exit_code == 0 and "4 from an earlier run" in res.stdout, res.output
+    assert not (tmp_path / "d.h5.parts").exists()
+
+
+def test_a_renders_unfinished_file_is_called_incomplete_not_malformed(dataset, tmp_path):
+    unfinished = tmp_path / "d.h5.parts" / "dataset.h5"     # as a killed uncompressed render leaves it
+    unfinished.parent.mkdir()
+    unfinished.write_bytes(dataset.read_bytes())
+    with h5py.File(unfinished, "r+") as f:
+        f.attrs["complete"] = False
+        del f["status"]
+    assert_clean_error(run(data_app, "info", unfinished), "the dataset is incomplete", "rerun the same render command",
+                       f"then read {tmp_path / 'd.h5'}")
+
+
 def test_match_says_when_an_input_is_silent(fitted, tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(11025, np.float32), 22050)
@@ -680,7 +715,7 @@ def test_of_two_commands_on_one_output_one_succeeds_and_the_other_says_so(tmp_pa
 
 
 def test_a_killed_commands_temporary_file_is_removed_by_the_next_check(tmp_path):
-    from dexed_data.outputs import check_output
+    from dexed_data.outputs import check_folder, check_output
 
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(proc.stdout)                                    # a pid that has exited
@@ -690,6 +725,12 @@ def test_a_killed_commands_temporary_file_is_removed_by_the_next_check(tmp_path)
     other.write_bytes(b"half")
     check_output(tmp_path / "o.bin")
     assert not stale.exists() and other.exists()
+    # a command writing into a folder clears every killed command's temporary in it
+    # (export-wav killed half-way leaves one per WAV; a rerun with other ids writes other names)
+    live = tmp_path / f".live.wav.{os.getpid()}.tmp"          # a running command's: left alone
+    live.write_bytes(b"half")
+    check_folder(tmp_path, ["x.wav"])
+    assert not other.exists() and live.exists()
 
 
 def test_two_imports_at_once_on_one_output(tmp_path):

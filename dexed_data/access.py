@@ -171,9 +171,14 @@ class RenderedDataset(DatasetReader):
 
             h = self.info.header
             engine = make_engine(EngineSpec(h.engine, h.sample_rate)) if h.engine == "dexed" else None
-            if engine is None or engine.version != h.engine_version:
-                raise DatasetError(f"{self.path}: audio is not stored and cannot be re-rendered here (made with "
-                                   f"{h.engine} {h.engine_version}); render with --store audio,mel")
+            if engine is None:
+                raise DatasetError(f"{self.path}: audio is not stored, and the file was rendered through a plug-in "
+                                   f"({h.engine_version}), which is not re-rendered here; render it again with "
+                                   "--store audio,mel to keep its audio")
+            if engine.version != h.engine_version:
+                raise DatasetError(f"{self.path}: audio is not stored and cannot be re-rendered here: the file was "
+                                   f"made with {h.engine_version}, this machine has {engine.version}; render with "
+                                   "--store audio,mel")
             self._engine = engine
         return self._engine
 

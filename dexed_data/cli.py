@@ -174,7 +174,7 @@ def render_command(
                                    help="Render each operator to measure its audibility (slower)."),
     n_mels: int = typer.Option(257, "--n-mels", help="Mel bands of the stored spectrograms (64 for the CPU-scale path)."),
     hop: int = typer.Option(256, "--hop", help="STFT hop in samples (1024 for the CPU-scale path: 87 frames per 4 s note)."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds one preset may take before it is recorded as failed."),
+    timeout: float = typer.Option(120.0, "--timeout", help="A guard against presets that hang: a worker stuck on one for 1.5 × this + 5 s is ended and the preset recorded as failed."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address: render the shards there."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="With --cluster: shared folder for the shard files."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (presets/s, ETA)."),

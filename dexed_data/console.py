@@ -154,8 +154,8 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
     except SystemExit as exc:
         if _stopped_by and exc.code not in (0, None):   # typer turns the interrupt into exit 130 (older: 1)
             signum = _stopped_by[0]
-            print(f"error: {_SIGNALS[signum]}; files not finished were not written. Run the same command "
-                  "again to continue (render resumes its job; fit needs --resume)", file=sys.stderr)
+            print(f"error: {_SIGNALS[signum]}{_after_interrupt(sys.argv[1] if len(sys.argv) > 1 else '')}",
+                  file=sys.stderr)
             sys.exit(128 + signum)
         raise
     finally:
@@ -167,6 +167,21 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
             sys.modules["dexed_data.render"].shutdown_workers()
         for signum, handler in found.items():     # as found
             signal.signal(signum, handler)
+
+
+#: Commands that write no file: an interrupt leaves nothing to say about files.
+_READ_ONLY = {"info", "list", "check-plugin"}
+
+
+def _after_interrupt(command: str) -> str:
+    """What an interrupted ``command`` left and how to continue (the rest of its one line)."""
+    if command in _READ_ONLY:
+        return "; nothing was written"
+    if command == "render":
+        return "; files not finished were not written. Run the same command again to continue: it resumes its job"
+    if command == "fit":
+        return "; files not finished were not written. Add --resume to the same command to continue from the last epoch"
+    return "; files not finished were not written. Run the same command again"
 
 
 def _quiet_loky(hook):

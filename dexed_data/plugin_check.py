@@ -39,6 +39,10 @@ __all__ = ["TOLERANCE", "PresetCheck", "PluginCheck", "check_plugin", "sample_pr
 
 #: Largest max |plug-in − dexed| (float32 audio, full scale 1.0) for a preset to agree.
 TOLERANCE = 2e-3
+#: Dexed 1.0.1, the reference build, against the default engine on the CC0 corpus: 83.5 % of the
+#: presets within TOLERANCE, 96.6 % within LOOSE (the rest: operator frequencies one unit apart,
+#: docs/FORMAT.md). A build whose sample does at least this well agrees "as documented".
+LOOSE, AS_DOCUMENTED = 1e-2, (0.75, 0.9)
 #: The bundled, project-authored banks: the default sample.
 BUNDLED = Path(__file__).resolve().parents[1] / "presets"
 
@@ -74,11 +78,35 @@ class PluginCheck:
         return [p for p in self.presets if not p.error]
 
     @property
-    def ok(self) -> bool:
-        """True when every preset rendered, agreed within :data:`TOLERANCE` and repeated bit for bit,
-        apart from the refused class (S&H LFO), which the default engine renders instead."""
+    def verdict(self) -> tuple[bool, str]:
+        """(ok, sentence). OK: every preset that rendered (the refused S&H class aside, which the
+        default engine renders instead) repeated bit for bit, and agreed within :data:`TOLERANCE`,
+        or as the reference build does (:data:`AS_DOCUMENTED`). Not OK: a failure, a render that
+        does not repeat, worse agreement, or nothing compared at all."""
+        done = self.rendered
         failed = [p for p in self.presets if p.error and not p.error.startswith("refused")]
-        return not failed and all(p.diff <= TOLERANCE and p.repeatable for p in self.rendered)
+        if not done:
+            return False, ("NOT CHECKED: no preset of the sample could be compared (all refused or failed); "
+                           "check other presets (--presets, -n)")
+        diffs = np.array([p.diff for p in done])
+        strict, loose = float((diffs <= TOLERANCE).mean()), float((diffs <= LOOSE).mean())
+        if failed or not all(p.repeatable for p in done):
+            return False, ("NOT OK: " + ("a preset failed" if failed else "a render did not repeat bit for bit")
+                           + "; datasets rendered with it would not be reproducible (see above)")
+        if strict == 1.0:
+            return True, f"OK: equal to the default engine within {TOLERANCE:g} on every preset checked"
+        if strict >= AS_DOCUMENTED[0] and loose >= AS_DOCUMENTED[1] and np.median(diffs) <= TOLERANCE:
+            return True, (f"OK, as documented for Dexed 1.0.1: {strict:.0%} within {TOLERANCE:g}, {loose:.0%} within "
+                          f"{LOOSE:g} (the reference build: 83.5 %, 96.6 % on the CC0 corpus); the others differ by "
+                          "the known frequency rounding (docs/FORMAT.md, 'What cannot be made equal'): datasets "
+                          "from both engines hold the same sounds, not always the same samples")
+        return False, (f"NOT OK: {strict:.0%} within {TOLERANCE:g}, {loose:.0%} within {LOOSE:g} (the reference build: "
+                       "83.5 %, 96.6 %); datasets rendered with it would differ from the default engine's")
+
+    @property
+    def ok(self) -> bool:
+        """The verdict (:attr:`verdict`): can this build stand in for the default engine?"""
+        return self.verdict[0]
 
     def format(self, worst: int = 5) -> str:
         """The report, one topic per line (see the module docstring)."""
@@ -107,10 +135,7 @@ class PluginCheck:
                                                                       for p in failed[:3]))
         lines.append(f"{'speed':<13}plug-in path {self.plugin_rate:.1f} presets/s, dexed engine "
                      f"{self.dexed_rate:.1f} presets/s ({len(self.notes)} notes each, one core)")
-        lines.append(f"{'verdict':<13}" + ("OK: this build can stand in for the default engine"
-                                           if self.ok else "NOT OK: datasets rendered with it would "
-                                           "differ from the default engine's (see above; docs/FORMAT.md, "
-                                           "'What cannot be made equal')"))
+        lines.append(f"{'verdict':<13}{self.verdict[1]}")
         return "\n".join(lines)
 
 
@@ -151,7 +176,7 @@ def sample_presets(presets=None, n: int = 64) -> tuple[np.ndarray, list[str], st
         rows = _spread(len(cat), n)
         raws = [cat.raw[r] for r in rows]
         names = [cat.names[r] for r in rows]
-        source = f"{presets} (every {len(cat) / max(len(rows), 1):.3g}th row)"
+        source = f"{presets} (spread evenly over its {len(cat)} presets)"
     return apply_fixed(np.asarray(raws, np.uint8)), names, source
 
 

@@ -85,13 +85,16 @@ class RenderConfig:
         hold, release: seconds the note is held, then released.
         operators: also render the six operators' signals to measure their audibility
             (per-operator levels); ``False`` is faster but stores NaN levels and "all audible".
+            Always ``False`` with ``"dawdreamer"``: a plug-in gives only its mixed output.
         store: big arrays to store, among ``("audio", "mel")``; default the spectrograms only
             (what training reads; rendering is deterministic, so audio can be re-created from the
             stored parameters: ``export-wav`` does). Add ``"audio"`` to share the sounds.
         compression: ``"none"`` (default: no cost in the workers, byte-reproducible), ``"lzf"``
             or ``"gzip-N"`` (about half the size, for sharing); see docs/FORMAT.md.
         audio_dtype: ``"float16"`` or ``"float32"``.
-        timeout: seconds one preset may take before its worker is killed and it is recorded as failed.
+        timeout: a guard against presets that hang inside the engine: a worker stuck on one for
+            1.5 × ``timeout`` + 5 s is ended, and the preset is recorded as failed (a slow preset
+            that finishes within that is kept).
         n_mels, hop, n_fft: the stored mel spectrograms' bands, STFT hop and size (the paper's
             257, 256, 1024; ``n_mels=64, hop=1024`` gives the reduced 64 × 87 spectrograms that
             the CPU-scale training path uses, 16× smaller).
@@ -115,6 +118,8 @@ class RenderConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "notes", tuple((int(p), int(v)) for p, v in self.notes))
         object.__setattr__(self, "store", tuple(self.store))
+        if self.engine == "dawdreamer":   # a plug-in gives only its mixed output: no operator to measure
+            object.__setattr__(self, "operators", False)
         self.storage  # validates store/compression/dtype  # noqa: B018
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise RenderError(f"--timeout {self.timeout}: must be a finite number of seconds > 0")
@@ -509,10 +514,10 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
     bounds = segment_bounds(len(sel), segment_size)
     n_seg = len(bounds)
     segs = [(s, a, b) for s, (a, b) in enumerate(bounds) if shard is None or s % shard.count == shard.index]
-    if not segs:
-        raise RenderError(f"shard {shard} of a {len(sel)}-preset selection is empty "
-                          f"({n_seg} segments of {segment_size}: shards share out whole segments); use at most "
-                          f"{n_seg} shards")
+    if shard is not None and shard.count > n_seg:   # every shard refused, not only the empty ones
+        raise RenderError(f"{shard.count} shards of a {len(sel)}-preset selection leave some empty "
+                          f"({n_seg} segment(s) of {segment_size}: shards share out whole segments); use at most "
+                          f"{n_seg} shard(s)")
     rows = np.concatenate([np.arange(a, b) for _, a, b in segs])
     cat_rows = sel[rows]
     table = ds.PresetTable(raw[rows], np.asarray([cat.ids[i] for i in cat_rows], "S16"),

@@ -245,3 +245,25 @@ def test_the_engine_sounds_at_its_lowest_sample_rate_and_refuses_lower():
 
     with pytest.raises(EngineError, match="sample_rate must be"):
         DexedEngine(EngineSpec("dexed", MIN_SAMPLE_RATE - 1))
+
+
+def test_check_plugin_verdict():
+    from dexed_data.plugin_check import PluginCheck, PresetCheck
+
+    def check(diffs, repeatable=True, refused=0, failed=0):
+        presets = [PresetCheck(f"P{i}", d, repeatable) for i, d in enumerate(diffs)]
+        presets += [PresetCheck("S&H", error="refused: sample-and-hold LFO")] * refused
+        presets += [PresetCheck("BAD", error="OP1 OUTPUT LEVEL not taken")] * failed
+        return PluginCheck("x.vst3", "v", "s", ((60, 85),), 1.0, 0.5, presets)
+
+    assert check([1e-4, 5e-4]).verdict[0] and "equal to the default engine" in check([1e-4]).verdict[1]
+    # the reference build: most within 2e-3, nearly all within 1e-2 (frequency rounding)
+    as_documented = check([1e-4] * 17 + [4e-3, 6e-3, 0.09])
+    assert as_documented.ok and "as documented for Dexed 1.0.1: 85% within" in as_documented.verdict[1]
+    assert not check([1e-4] * 10 + [0.05] * 10).ok                       # far worse than the reference
+    assert not check([1e-4, 1e-4], repeatable=False).ok                   # not reproducible
+    assert not check([1e-4, 1e-4], failed=1).ok
+    assert check([1e-4], refused=3).ok                                    # refused presets: the dexed engine's
+    nothing = check([], refused=2)
+    assert not nothing.ok and nothing.verdict[1].startswith("NOT CHECKED")
+    assert "verdict      NOT CHECKED" in nothing.format()

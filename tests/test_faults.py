@@ -602,6 +602,26 @@ def test_a_render_whose_output_another_command_wrote_says_where_its_work_is(cata
     assert not (tmp_path / "d.h5.parts").exists()
 
 
+def test_export_wav_says_why_it_cannot_re_render(dataset, tmp_path):
+    for engine, version, why in (("dawdreamer", "dawdreamer 0.9.0 + Dexed.vst3", "rendered through a plug-in"),
+                                 ("dexed", "dexed-py 0.0.1 + dc_block(clip(x/8))", "this machine has dexed-py")):
+        other = tmp_path / f"{engine}.h5"
+        other.write_bytes(dataset.read_bytes())
+        with h5py.File(other, "r+") as f:
+            f.attrs["engine"], f.attrs["engine_version"] = engine, version
+        res = run(data_app, "export-wav", other, "-o", tmp_path / "w", "--limit", "1")
+        assert_clean_error(res, why, "--store audio,mel")
+        assert "dawdreamer dawdreamer" not in res.stderr
+
+
+def test_more_shards_than_segments_are_refused_for_every_shard(catalogue, tmp_path):
+    for shard in ("0/2", "1/2"):             # 4 presets are one segment: shard 0 alone could never be merged
+        res = run(data_app, "render", catalogue, "-o", tmp_path / f"s{shard[0]}.h5", "--limit", "4", "--shard", shard,
+                  *SHORT)
+        assert_clean_error(res, "2 shards of a 4-preset selection", "use at most 1 shard")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_renders_unfinished_file_is_called_incomplete_not_malformed(dataset, tmp_path):
     unfinished = tmp_path / "d.h5.parts" / "dataset.h5"     # as a killed uncompressed render leaves it
     unfinished.parent.mkdir()
@@ -915,6 +935,9 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tm
     assert not out.exists() and not (tmp_path / ".d.h5.lock").exists()
     rerun = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and out.exists(), rerun.stderr
+    from dexed_data.console import _after_interrupt     # the other commands' endings of that line
+
+    assert _after_interrupt("check-plugin") == "; nothing was written" and "--resume" in _after_interrupt("fit")
 
 
 def test_progress_in_a_log_is_plain_lines_and_on_a_terminal_a_live_bar(monkeypatch, capsys):

@@ -680,9 +680,10 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                    progress: bool, ids_file, limit, segment_size: int, t0: float, command: str | None) -> RenderSummary:
     parts = out.with_name(out.name + ".parts")
     if out.exists():   # finished already (or another job's file): no workers needed
+        job = plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command)
         try:
-            check_finished(out, plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command))
-        except DexedDataError as exc:
+            check_finished(out, job)
+        except DexedDataError:
             if not parts.is_dir():
                 raise
             raise RenderError(f"{out} already exists and is not this render's output, while {parts} holds render "

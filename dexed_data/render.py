@@ -331,14 +331,29 @@ def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
     from .features import limit_threads
 
     limit_threads()
+    if not _WORKER.get("released_at_exit"):
+        # a worker that ends normally (loky retires one it thinks leaks memory, or an idle one)
+        # drops its engine before the interpreter's teardown: a DawDreamer engine still alive then
+        # makes nanobind print ~25 lines of "leaked instances" warnings per worker
+        import atexit
+
+        atexit.register(_release_engine)
     watchdog = _WORKER.get("watchdog", False)
     _WORKER.clear()
+    _WORKER["released_at_exit"] = True
     _WORKER.update(watchdog=watchdog, config=config, engine=make_engine(config.engine_spec), encoder=storage.ChunkEncoder(config.storage))
     # Warm up on a silent voice: every lazy import (torch) and buffer is in place before
     # loky measures the worker's reference memory after its first task. Otherwise the first real
     # presets add >300 MB over that reference, loky takes it for a leak and restarts the worker
     # (seconds of imports again, mid-job).
     render_one(-1, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
+
+
+def _release_engine() -> None:
+    import gc
+
+    _WORKER.pop("engine", None)
+    gc.collect()
 
 
 def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) -> writer.RowResult:

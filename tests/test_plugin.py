@@ -6,6 +6,8 @@ Needs ../shared/plugins/Dexed.vst3 (or DEXED_PLUGIN): skips with a reason withou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -250,3 +252,21 @@ def test_plugin_agreement_tool_counts_refuses_and_resumes(dexed_plugin, rom1a, t
     assert sorted(r["row"] for r in records) == [0, 1, 2, 3] and not list(tmp_path.glob("agree.jsonl.*"))
     assert [r["name"] for r in records if r.get("refused")] == ["S&H BRASS"]
     assert all(max(r["note_max"]) <= TOLERANCE for r in records if "note_max" in r)
+
+
+def test_a_worker_that_ends_normally_prints_no_binding_leak_report(dexed_plugin, tmp_path):
+    # with 10-s notes loky retires workers it thinks leak memory; a DawDreamer engine still alive at
+    # their exit made nanobind print ~25 lines of "leaked instances" per worker (18 seen here)
+    import os
+    import subprocess
+    import sys
+
+    from dexed_data.importer import import_sysex
+
+    import_sysex([Path(__file__).resolve().parents[1] / "presets" / "toolkit_bank_a.syx"], tmp_path / "p.h5", progress=False)
+    cmd = [sys.executable, "-m", "dexed_data", "render", str(tmp_path / "p.h5"), "-o", str(tmp_path / "d.h5"),
+           "--engine", "dawdreamer", "--plugin", str(dexed_plugin), "--hold", "10", "--limit", "8", "--jobs", "2",
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "leaked" not in proc.stderr, proc.stderr

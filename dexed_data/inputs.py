@@ -47,6 +47,13 @@ def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = 
     if not os.access(path, os.R_OK):
         raise error(f"{path}: not readable (permissions)")
     if not h5py.is_hdf5(path):
+        with open(path, "rb") as f:
+            sysex = f.read(1) == b"\xf0" or path.suffix.lower() in (".syx", ".mid", ".midi")
+        if sysex:
+            first = "import it first: `dexed-data import-sysex " + str(path) + " -o presets.h5`"
+            if what != "catalogue":
+                first += ", then `dexed-data render presets.h5 -o dataset.h5`"
+            raise error(f"{path}: DX7 SysEx, not a {what}; {first}")
         raise error(f"{path}: not an HDF5 file, so not a {what} (text, SysEx or another format?)")
     try:
         return h5py.File(path, "r")

@@ -265,6 +265,9 @@ def test_reader_errors_are_clear(tmp_path):
     (tmp_path / "x.h5").write_text("not hdf5")
     with pytest.raises(CatalogueError, match="not an HDF5"):
         read_catalogue(tmp_path / "x.h5")
+    (tmp_path / "bank.syx").write_bytes(b"\xf0\x43\x00\x09\x20\x00" + bytes(4098))   # a bank given for a catalogue
+    with pytest.raises(CatalogueError, match="DX7 SysEx, not a catalogue; import it first: `dexed-data import-sysex"):
+        read_catalogue(tmp_path / "bank.syx")
 
 
 # --- importing ---------------------------------------------------------------------------------

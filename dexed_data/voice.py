@@ -86,6 +86,15 @@ def _raw_of(voice) -> np.ndarray:
     if raw.shape != (SOUND_BYTES,):
         raise DexedDataError(f"a voice is raw values of shape ({SOUND_BYTES},), a 'FILE.syx:N' string, or an "
                              f"object with .raw (a Voice, a dataset preset); got shape {raw.shape}")
+    if raw.dtype.kind not in "uib" and not (raw.dtype.kind == "f" and np.all(np.isfinite(raw))
+                                             and np.all(raw == np.round(raw))):
+        odd = raw[~np.isfinite(raw) | (np.nan_to_num(raw) != np.round(np.nan_to_num(raw)))][:1] \
+            if raw.dtype.kind == "f" else raw[:1]
+        raise DexedDataError(f"a voice's raw values are whole numbers (the DX7's bytes), got {raw.dtype} values "
+                             f"such as {odd.tolist()}")
+    if raw.dtype.kind in "if" and raw.min() < 0:
+        i = int(np.argmin(raw))
+        raise DexedDataError(f"a voice's raw values are 0 or more, got {raw[i]} at byte {i}")
     return raw
 
 

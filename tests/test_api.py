@@ -170,6 +170,11 @@ def test_render_a_syx_voice_or_catalogue_row_equals_the_dataset(workdir):
     assert np.abs(a).max() > 0
     with pytest.raises(DexedDataError, match="voice 40 does not exist"):
         dexed_data.render(str(REPO / "presets" / "toolkit_bank_b.syx") + ":40")
+    # values that are not the DX7's bytes are refused, not cast (1.5 → 1, -1 → 255)
+    for bad, why in ((cat.raw[0] - 1.0, "0 or more"), (cat.raw[0] + 0.5, "whole numbers"),
+                     (np.where(np.arange(145) == 7, np.nan, cat.raw[0]), r"such as \[nan\]")):
+        with pytest.raises(DexedDataError, match=why):
+            dexed_data.render(bad, notes=[(60, 85)], hold=0.1, release=0.1)
 
 
 # --- preset_model.load_run: runs that travel ------------------------------------------------------

@@ -26,6 +26,7 @@ Example (``dataset.h5`` written by ``dexed-data render``)::
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -77,6 +78,8 @@ def preset_table(path: str | Path) -> list[Preset]:
     Raises:
         DexedDataError: not a readable catalogue or dataset.
     """
+    if path is None:
+        raise DexedDataError("give the path of a catalogue (presets.h5) or a dataset (dataset.h5), not None")
     path = Path(path)
     if not path.is_file():
         raise DexedDataError(f"{path}: no such file; give a catalogue (presets.h5) or a dataset (dataset.h5)")
@@ -85,25 +88,30 @@ def preset_table(path: str | Path) -> list[Preset]:
     except OSError as exc:
         raise DexedDataError(f"{path}: not an HDF5 file ({exc}); give a catalogue or a dataset") from None
     with f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt not in ("dexed-catalogue", "dexed-dataset") or "presets" not in f or "occurrences" not in f:
-            raise DexedDataError(f"{path}: HDF5 file of format {fmt!r}; expected a dexed-catalogue or dexed-dataset")
-        from .catalogue import FORMAT_VERSION as CATALOGUE_VERSION
-        from .dataset import FORMAT_VERSION as DATASET_VERSION
+        return _table_of(f, path)
 
-        want = CATALOGUE_VERSION if fmt == "dexed-catalogue" else DATASET_VERSION
-        if int(f.attrs.get("format_version", -1)) != want:
-            raise DexedDataError(f"{path}: {fmt} format version {f.attrs.get('format_version')} but this dexed_data "
-                                 f"reads version {want}; use the dexed_data version that wrote it, or make it again")
-        p, o = f["presets"], f["occurrences"]
-        ids = [x.decode() for x in p["id"][...]]
-        names = decode_names(p["name"][...])
-        raw = p["raw"][...].astype(np.uint8)
-        preset = o["preset"][...].astype(np.int64)
-        paths = o["path"].asstr()[...]
-        message, voice = o["message"][...], o["voice"][...]
-        occ_names = decode_names(o["name"][...])
+
+def _table_of(f: h5py.File, path) -> list[Preset]:
+    """:func:`preset_table` of an open file."""
+    fmt = f.attrs.get("format")
+    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    if fmt not in ("dexed-catalogue", "dexed-dataset") or "presets" not in f or "occurrences" not in f:
+        raise DexedDataError(f"{path}: HDF5 file of format {fmt!r}; expected a dexed-catalogue or dexed-dataset")
+    from .catalogue import FORMAT_VERSION as CATALOGUE_VERSION
+    from .dataset import FORMAT_VERSION as DATASET_VERSION
+
+    want = CATALOGUE_VERSION if fmt == "dexed-catalogue" else DATASET_VERSION
+    if int(f.attrs.get("format_version", -1)) != want:
+        raise DexedDataError(f"{path}: {fmt} format version {f.attrs.get('format_version')} but this dexed_data "
+                             f"reads version {want}; use the dexed_data version that wrote it, or make it again")
+    p, o = f["presets"], f["occurrences"]
+    ids = [x.decode() for x in p["id"][...]]
+    names = decode_names(p["name"][...])
+    raw = p["raw"][...].astype(np.uint8)
+    preset = o["preset"][...].astype(np.int64)
+    paths = o["path"].asstr()[...]
+    message, voice = o["message"][...], o["voice"][...]
+    occ_names = decode_names(o["name"][...])
     order = np.argsort(preset, kind="stable")
     starts = np.searchsorted(preset[order], np.arange(len(ids) + 1))
     out = []
@@ -129,20 +137,20 @@ class RenderedDataset(DatasetReader):
     def __init__(self, path, allow_incomplete: bool = False):
         super().__init__(path, allow_incomplete)
         self._presets: list[Preset] | None = None
-        self._engine = None
+        self._engines = threading.local()   # one per thread: an engine is one synth (see voice._ENGINES)
 
     @property
     def presets(self) -> list[Preset]:
         """Every row's :class:`Preset` (read once, on first use)."""
         if self._presets is None:
-            self._presets = preset_table(self.path)
+            self._presets = _table_of(self.file, self.path)   # the open file: the rows ids/raw come from
         return self._presets
 
     def params(self, i: int) -> dict[str, int]:
         """Parameters of row ``i``: ``{name: raw value}`` for the 145 voice parameters (voice order,
         OP6 first; names and ranges from :mod:`dexed_data.schema`), with the fixed TRANSPOSE = 24
         the render used."""
-        return params_dict(self.raw[int(i)])
+        return params_dict(self.raw[self._row(i)])
 
     def audio(self, i: int) -> np.ndarray:
         """Audio of row ``i``: ``(K, T)`` float32 at the plug-in's scale (1.0 = full scale).
@@ -155,7 +163,7 @@ class RenderedDataset(DatasetReader):
             DatasetError: the row failed to render, or no audio is stored and the file's engine
                 (name and version) is not the one available here.
         """
-        i = int(i)
+        i = self._row(i)
         if self.status[i] != STATUS_OK:
             raise DatasetError(f"{self.path}: row {i} ({self.ids[i]}) failed to render; it has no audio")
         if "audio" in self.file:
@@ -166,7 +174,7 @@ class RenderedDataset(DatasetReader):
     def rerender_engine(self):
         """The engine that renders this file's presets again (built once): the file's own engine
         and version, or :class:`~dexed_data.errors.DatasetError` when it is not the one available here."""
-        if self._engine is None:
+        if getattr(self._engines, "engine", None) is None:
             from .engines import EngineSpec, make_engine
 
             h = self.info.header
@@ -179,8 +187,8 @@ class RenderedDataset(DatasetReader):
                 raise DatasetError(f"{self.path}: audio is not stored and cannot be re-rendered here: the file was "
                                    f"made with {h.engine_version}, this machine has {engine.version}; render with "
                                    "--store audio,mel")
-            self._engine = engine
-        return self._engine
+            self._engines.engine = engine
+        return self._engines.engine
 
     def torch_dataset(self, rows: Sequence[int] | None = None, notes: Sequence[int] | None = None,
                       scale: bool = True) -> "MelDataset":

@@ -289,10 +289,27 @@ class DatasetReader:
     def close(self) -> None:
         self._f.close()
 
+    def __reduce__(self):
+        raise DatasetError(f"{self.path}: a dataset reader holds an open HDF5 file and cannot be pickled; for "
+                           "DataLoader workers use its .torch_dataset() (which opens the file in each worker), "
+                           "or pass the path and open it there")
+
     @property
     def file(self) -> h5py.File:
         """The open h5py file, for anything not wrapped here."""
+        if not self._f.id.valid:
+            raise DatasetError(f"{self.path}: the dataset was closed; open it again (dexed_data.open_dataset)")
         return self._f
+
+    def _row(self, i) -> int:
+        """``i`` as a row index of this file, or a :class:`DatasetError` saying what a row is."""
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise DatasetError(f"{self.path}: a row is a whole number 0–{len(self) - 1}, got {i!r} "
+                               "(a preset id: use .index(id))")
+        if not -len(self) <= int(i) < len(self):
+            raise DatasetError(f"{self.path}: row {i} is out of range; this dataset has {len(self)} rows "
+                               f"(0–{len(self) - 1})")
+        return int(i) % len(self)
 
     @property
     def mel_bounds(self) -> tuple[float, float]:
@@ -302,7 +319,7 @@ class DatasetReader:
     @property
     def errors(self) -> dict[str, str]:
         """Failed presets: id → reason."""
-        err = self._f["error"].asstr()[...]
+        err = self.file["error"].asstr()[...]
         return {self.ids[i]: err[i] for i in np.flatnonzero(self.status == STATUS_FAILED)}
 
     def index(self, preset_id: str) -> int:
@@ -313,10 +330,11 @@ class DatasetReader:
             raise DatasetError(f"{self.path}: no preset with id {preset_id!r}") from None
 
     def _big(self, name: str, i: int) -> np.ndarray:
-        if name not in self._f:
+        i = self._row(i)
+        if name not in self.file:
             raise DatasetError(f"{self.path}: {name} is not stored (stored: {self.info.header.storage.arrays}); "
                                f"render with --store including {name}")
-        return self._f[name][int(i)].astype(np.float32)
+        return self._f[name][i].astype(np.float32)
 
     def mel(self, i: int) -> np.ndarray:
         """Mel spectrograms of preset row ``i``: ``(K, mels, frames)`` float32 dB (floor −120)."""

@@ -33,6 +33,8 @@ def first_line(exc: BaseException) -> str:
 
 def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = DexedDataError) -> h5py.File:
     """Open ``path`` read-only as HDF5, or raise ``error`` with one line (``what`` names the file kind)."""
+    if path is None:
+        raise error(f"give the path of a {what} file, not None")
     path = Path(path)
     if not path.exists():
         raise error(f"{path}: no such {what} file")

@@ -116,7 +116,17 @@ class RenderConfig:
     n_fft: int = 1024
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "notes", tuple((int(p), int(v)) for p, v in self.notes))
+        try:
+            notes = [(p, v) for p, v in self.notes]
+            whole = all(float(x) == int(x) for n in notes for x in n)
+        except (TypeError, ValueError, OverflowError):
+            whole = False
+        if not whole:
+            raise RenderError(f"notes {self.notes!r}: give (pitch, velocity) pairs of whole numbers")
+        object.__setattr__(self, "notes", tuple((int(p), int(v)) for p, v in notes))
+        for name in ("hold", "release", "timeout"):
+            if isinstance(getattr(self, name), (str, bytes)) or not isinstance(getattr(self, name), (int, float, np.number)):
+                raise RenderError(f"{name} {getattr(self, name)!r}: give a number of seconds")
         object.__setattr__(self, "store", tuple(self.store))
         if self.engine == "dawdreamer":   # a plug-in gives only its mixed output: no operator to measure
             object.__setattr__(self, "operators", False)

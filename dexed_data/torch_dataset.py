@@ -40,14 +40,29 @@ class MelDataset(Dataset):
 
     def __init__(self, path, rows: Sequence[int], notes: Sequence[int] | None = None,
                  bounds: tuple[float, float] | None = None) -> None:
+        from .inputs import open_hdf5
+
         self.path = str(path)
-        self.rows = np.asarray(rows, np.int64)
-        self.notes = None if notes is None else [int(n) for n in notes]
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise DatasetError(f"{self.path}: rows are a sequence of whole row numbers, got {np.asarray(rows).dtype} "
+                               f"of shape {rows.shape}")
+        self.rows = rows.astype(np.int64)
         self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
-        with h5py.File(self.path, "r") as f:
+        if self.bounds is not None and not (np.isfinite(self.bounds).all() and self.bounds[0] < self.bounds[1]):
+            raise DatasetError(f"bounds {bounds}: give (min_db, max_db) with min_db < max_db (the file's mel_bounds)")
+        with open_hdf5(self.path, "dataset", DatasetError) as f:
             if "mel" not in f:
                 raise DatasetError(f"{self.path}: no /mel stored; render with --store mel (the default)")
+            n, k = f["mel"].shape[:2]
+            bad = self.rows[(self.rows < 0) | (self.rows >= n)]
+            if bad.size:
+                raise DatasetError(f"{self.path}: row {bad[0]} is out of range; this dataset has {n} rows (0–{n - 1})")
+            self.notes = None if notes is None else [int(x) for x in notes]
+            if self.notes is not None and not all(0 <= x < k for x in self.notes):
+                raise DatasetError(f"{self.path}: notes {self.notes}: indices of the file's {k} notes are 0–{k - 1}")
             self.raw = f["presets/raw"][...][self.rows].astype(np.int64)
+        self._made_from = _identity(self.path)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
 
@@ -59,6 +74,9 @@ class MelDataset(Dataset):
 
     def __getitem__(self, i: int):
         if self._pid != os.getpid():
+            if _identity(self.path) != self._made_from:   # the raw values come from the file as it was
+                raise DatasetError(f"{self.path} was replaced or removed since this dataset was made; "
+                                   "make the dataset again from the file as it is now")
             self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
         db = self._h5["mel"][int(self.rows[i])].astype(np.float32)
         if self.notes is not None:
@@ -67,3 +85,11 @@ class MelDataset(Dataset):
             lo, hi = self.bounds
             db = np.clip((db - lo) * (2.0 / (hi - lo)) - 1.0, -1.0, 1.0)
         return torch.from_numpy(db), torch.from_numpy(self.raw[i])
+
+
+def _identity(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size

@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DexedDataError
-from .schema import SOUND_BYTES, apply_fixed
+from .schema import SOUND_BYTES, VOICE_MAX, VOICE_PARAMS, apply_fixed
 
 #: The paper's six (MIDI pitch, velocity) pairs, ``dexed-data render``'s default.
 DEFAULT_NOTES: tuple[tuple[int, int], ...] = ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
@@ -95,7 +96,24 @@ def _raw_of(voice) -> np.ndarray:
     if raw.dtype.kind in "if" and raw.min() < 0:
         i = int(np.argmin(raw))
         raise DexedDataError(f"a voice's raw values are 0 or more, got {raw[i]} at byte {i}")
-    return raw
+    values = raw.astype(np.int64)
+    over = np.flatnonzero(values > VOICE_MAX)
+    if over.size:   # checked before the cast to bytes, which would wrap 261 to 5
+        names = [p.name for p in VOICE_PARAMS]
+        raise DexedDataError("raw voice values out of range: " + ", ".join(
+            f"{names[i]}={values[i]} (max {VOICE_MAX[i]}, byte {i})" for i in over[:4])
+            + (f" and {over.size - 4} more" if over.size > 4 else ""))
+    return values.astype(np.uint8)
+
+
+def raw_values(voice) -> np.ndarray:
+    """A voice's raw values ``(145,)`` uint8, checked: whole numbers within each parameter's range.
+
+    ``voice``: raw values (any integer or whole-float array), ``"FILE.syx:N"``, or an object with
+    ``.raw`` (a :class:`Voice`, a dataset preset, a decoded voice). Raises :class:`DexedDataError`
+    naming what is wrong, never a silent cast (1.5 → 1, 261 → 5, −1 → 255).
+    """
+    return _raw_of(voice)
 
 
 def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: float = 3.0,
@@ -118,14 +136,21 @@ def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: 
         ``int((hold + release) · sample_rate)`` samples per note.
     """
     from .engines import EngineSpec, make_engine
+    from .render import RenderConfig
 
+    # the checks `dexed-data render` makes (notes, lengths, sample rate, engine and plug-in)
+    checked = RenderConfig(engine=engine, plugin=plugin, sample_rate=sample_rate, notes=tuple(notes), hold=hold,
+                           release=release)
+    notes, hold, release = checked.notes, checked.hold, checked.release
     raw = apply_fixed(_raw_of(voice))
-    eng = _ENGINES.get((engine, sample_rate, plugin))
+    engines = _ENGINES.__dict__.setdefault("by_setting", {})
+    eng = engines.get((engine, sample_rate, plugin))
     if eng is None:
-        eng = _ENGINES[(engine, sample_rate, plugin)] = make_engine(EngineSpec(engine, int(sample_rate), plugin))
+        eng = engines[(engine, sample_rate, plugin)] = make_engine(EngineSpec(engine, int(sample_rate), plugin))
     return eng.render(raw, list(notes), hold, release).audio
 
 
-# Engines are kept per setting: each render starts from a fresh voice state, and building a
-# plug-in host is slow.
-_ENGINES: dict = {}
+# Engines are kept per setting and per thread: each render starts from a fresh voice state, and
+# building a plug-in host is slow; an engine is one synth, which two threads at once would corrupt
+# (dexed-py releases the GIL: two threads sharing one gave wrong audio, up to 0.35 off).
+_ENGINES = threading.local()

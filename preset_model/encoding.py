@@ -195,4 +195,7 @@ def decode_targets(targets) -> np.ndarray:
     if v.ndim == 0 or v.shape[-1] not in by_length:
         raise PresetModelError(f"encoded presets have {', '.join(map(str, sorted(by_length)))} elements on the last "
                                f"axis (num, numcat, numcat++), got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise PresetModelError("encoded presets hold NaN or infinite values; a model's outputs are finite "
+                               "(check the model's input)")
     return get_encoding(by_length[v.shape[-1]]).decode(v)

@@ -264,10 +264,25 @@ class Run:
             return match_files(self, list(audio), each=each, gain_db=gain_db)
         import soundfile as sf
 
-        x = np.asarray(audio, np.float32)
+        if isinstance(audio, (list, tuple)):
+            raise PresetModelError("audio: give a file, a list of files, or one 1-D float array, not a list "
+                                   "mixing them")
+        given = np.asarray(audio)
+        if given.dtype.kind != "f":
+            raise PresetModelError(f"audio arrays are float samples at full scale 1.0, got {given.dtype}; convert "
+                                   "integer PCM first (int16: x / 32768)")
+        x = given.astype(np.float32)
         if x.ndim != 1:
             raise PresetModelError(f"audio arrays must be 1-D (samples,), got shape {x.shape}; pass files for "
                                    "several notes")
+        if sample_rate is not None and not (isinstance(sample_rate, (int, np.integer)) and 1000 <= sample_rate <= 768000):
+            raise PresetModelError(f"sample_rate {sample_rate!r}: give the recording's rate in Hz, a whole number "
+                                   "of 1000–768000 (or leave it out for the run's rate)")
+        if note is not None:
+            if (not isinstance(note, (tuple, list)) or len(note) != 2
+                    or not all(isinstance(v, (int, np.integer)) for v in note)
+                    or not (0 <= note[0] <= 127 and 1 <= note[1] <= 127)):
+                raise PresetModelError(f"note {note!r}: give (pitch 0–127, velocity 1–127), whole numbers")
         pitch, velocity = note or (60, 85)
         if len(self.input_notes) > 1 and (int(pitch), int(velocity)) not in self.input_notes:
             raise PresetModelError(f"note {pitch}:{velocity} is not one of this model's input notes "
@@ -284,15 +299,22 @@ class Run:
         :class:`~preset_model.interpolate.Voice`. Returns :class:`~preset_model.interpolate.Morph`.
         """
         from .interpolate import Voice, interpolate, read_voice
+        from dexed_data.errors import DexedDataError
         from dexed_data.schema import TRANSPOSE_OFFSET, apply_fixed, pad_name
+        from dexed_data.voice import raw_values
 
         def voice(v, label):
             if isinstance(v, Voice):
                 return v
             if isinstance(v, (str, Path)):
                 return read_voice(str(v))
-            raw = np.asarray(v, np.uint8).reshape(145)
-            return Voice(apply_fixed(raw), pad_name(label), label, int(raw[TRANSPOSE_OFFSET]))
+            try:          # raw values, or anything with .raw (a dataset preset, dexed_data.load_voice's)
+                raw = raw_values(v)
+            except DexedDataError as exc:
+                raise PresetModelError(f"voice {label}: {exc}") from None
+            name = getattr(v, "name", None)
+            return Voice(apply_fixed(raw), pad_name(name if isinstance(name, str) else label),
+                         getattr(v, "source", "") or label, int(raw[TRANSPOSE_OFFSET]))
 
         return interpolate(self, voice(a, "A"), voice(b, "B"), steps)
 
@@ -360,6 +382,8 @@ def load_run(run: str | Path, checkpoint: str = "best.pt", data: str | Path | No
         CheckpointError: missing/foreign checkpoint; an older checkpoint whose dataset cannot
             be found; a dataset of another schema or other notes.
     """
+    if run is None:
+        raise CheckpointError("give a run folder written by `preset-model fit` (or its best.pt), not None")
     run = Path(run)
     path = run if run.is_file() else run / checkpoint
     model, ckpt = load_model(path)

@@ -359,3 +359,63 @@ def test_list_catalogue_and_dataset_and_ids_everywhere(workdir, tmp_path):
     res = CliRunner().invoke(app, ["render", str(workdir / "presets.h5"), "-o", str(tmp_path / "y.h5"),
                                    "--ids", "nosuchfile.txt"])
     assert res.exit_code == 2 and "no such file, and 'nosuchfile.txt' is not a preset id" in res.output
+
+
+def test_a_researchers_mistakes_get_the_toolkits_errors_not_wrong_results(workdir, fitted, tmp_path):
+    import pickle
+    import shutil
+    import threading
+
+    import dexed_data
+    from dexed_data.errors import DatasetError, DexedDataError
+    from preset_model.errors import PresetModelError
+    from preset_model.inference import load_run
+
+    data = tmp_path / "d.h5"
+    shutil.copy(workdir / "dataset.h5", data)
+    ds = dexed_data.open_dataset(data)
+    # two threads re-rendering (no audio stored) get exactly the single-thread audio
+    ref = {i: ds.audio(i) for i in range(4)}
+    wrong = []
+
+    def work():
+        for i in range(4):
+            if not np.array_equal(ds.audio(i), ref[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert wrong == []
+    # rows are whole numbers in range; values are never wrapped or truncated
+    for row, why in ((len(ds), "out of range"), (1.7, "a row is a whole number"), ("3", "a row is a whole number")):
+        with pytest.raises(DatasetError, match=why):
+            ds.mel(row)
+    raw = ds.raw[0].astype(np.int64)
+    raw[134] = 256 + 5                                     # ALGORITHM 261 would wrap to 5
+    with pytest.raises(DexedDataError, match="ALGORITHM=261"):
+        dexed_data.render(raw, notes=[(60, 85)], hold=0.1, release=0.1)
+    with pytest.raises(DexedDataError, match="whole numbers"):
+        dexed_data.render(ds.raw[0], notes=[(60.7, 85)], hold=0.1, release=0.1)
+    run = load_run(fitted.flow6)
+    with pytest.raises(PresetModelError, match="ALGORITHM=261"):
+        run.interpolate(raw, ds.raw[1], steps=3)
+    assert run.interpolate(ds.presets[0], ds.presets[1], steps=3).raw.shape == (3, 145)   # objects with .raw
+    x = ds.audio(0)[3]
+    for kwargs, why in ((dict(sample_rate=0), "sample_rate 0"), (dict(note=(60.4, 85)), "whole numbers")):
+        with pytest.raises(PresetModelError, match=why):
+            run.match(x, **kwargs)
+    with pytest.raises(PresetModelError, match="int16"):
+        run.match((x * 32767).astype(np.int16))
+    # a reader cannot be pickled (say so), and once closed says so
+    with pytest.raises(DatasetError, match="cannot be pickled"):
+        pickle.dumps(ds)
+    td = ds.torch_dataset()
+    ds.close()
+    with pytest.raises(DatasetError, match="was closed"):
+        ds.mel(0)
+    # a torch dataset whose file was replaced refuses to mix the old raw values with new spectrograms
+    shutil.copy(fitted.data, tmp_path / "other.h5")
+    (tmp_path / "other.h5").replace(data)
+    with pytest.raises(DatasetError, match="was replaced or removed since this dataset was made"):
+        td[0]

@@ -266,7 +266,7 @@ def check_plugin_command(
     # the notes and their length are checked as render checks them (a bad option is not the plug-in's fault)
     cfg = _plain_errors(lambda: RenderConfig(notes=parse_notes(notes), hold=hold, release=release))
     result = _plain_errors(lambda: check_plugin(plugin, presets, n, notes=cfg.notes, hold=cfg.hold,
-                                                release=cfg.release))
+                                                release=cfg.release, progress=True))
     typer.echo(result.format())
     if not result.ok:
         raise typer.Exit(1)

@@ -182,8 +182,10 @@ def sample_presets(presets=None, n: int = 64) -> tuple[np.ndarray, list[str], st
 
 def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85), (60, 42), (60, 85), (60, 127),
                                                           (70, 85)),
-                 hold: float = 3.0, release: float = 1.0, sample_rate: int = 22050) -> PluginCheck:
+                 hold: float = 3.0, release: float = 1.0, sample_rate: int = 22050,
+                 progress: bool = False) -> PluginCheck:
     """Render a sample through the plug-in and the embedded engine; see the module docstring.
+    ``progress``: a bar on stderr over the three passes (plug-in, embedded engine, plug-in again).
 
     Raises:
         EngineError: the plug-in cannot be loaded or is not Dexed-like (nothing is rendered).
@@ -195,9 +197,13 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
     first = make_engine(spec)
     result = PluginCheck(str(plugin), first.version, source, notes, hold, release,
                          [PresetCheck(name) for name in names])
+    from .console import progress as progress_bar
+
+    bar = progress_bar(progress, total=3 * len(raws), desc="check-plugin", unit=" renders", leave=False)
     audio: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
     for i, raw in enumerate(raws):
+        bar.update(1)
         if not host_resettable(raw) and getattr(first, "reset", "") == "dexed":
             result.presets[i].error = "refused: S&H LFO"
             continue
@@ -206,11 +212,13 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
         except DexedDataError as exc:
             result.presets[i].error = str(exc)
     result.plugin_rate = len(audio) / max(time.perf_counter() - t0, 1e-9)
+    bar.update(len(raws) - len(audio))   # the passes below skip what the plug-in did not render
 
     dexed = make_engine(EngineSpec(sample_rate=sample_rate))
     dexed.render(raws[0], notes[:1], 0.1, 0.0)   # warm up (imports, buffers) before timing
     t0 = time.perf_counter()
     for i, a in audio.items():
+        bar.update(1)
         ref = dexed.render(raws[i], notes, hold, release).audio
         per_note = np.abs(a - ref).max(axis=1)
         result.presets[i].diff = float(per_note.max())
@@ -218,10 +226,13 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
     result.dexed_rate = len(audio) / max(time.perf_counter() - t0, 1e-9)
 
     second = make_engine(spec)
+    bar.update(len(raws) - len(audio))
     for i in sorted(audio, reverse=True):
+        bar.update(1)
         try:
             again = second.render(raws[i], notes, hold, release).audio
             result.presets[i].repeatable = bool(np.array_equal(again, audio[i]))
         except DexedDataError:
             result.presets[i].repeatable = False
+    bar.close()
     return result

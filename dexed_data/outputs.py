@@ -111,8 +111,26 @@ def _check_parent(path: Path, what: str) -> None:
         raise OutputError(f"cannot write {what} {path}: the folder {ancestor} is not writable")
 
 
+def render_holding(path: str | os.PathLike) -> int | None:
+    """The pid of a ``dexed-data render`` that holds ``path``'s job lock (``.NAME.lock`` beside it,
+    ``flock``) right now, read from ``/proc/locks`` without taking the lock; None when none does
+    (or the system has no ``/proc/locks``)."""
+    real = Path(os.path.realpath(path))
+    try:
+        st = os.stat(real.with_name(f".{real.name}.lock"))
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:            # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (waiters: "1: -> FLOCK …")
+        f = line.split()
+        if len(f) >= 6 and f[1] == "FLOCK" and f[5] == want and f[4].isdigit():
+            return int(f[4])
+    return None
+
+
 def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
-                 what: str = "output") -> Path:
+                 what: str = "output", rendering_ok: bool = False) -> Path:
     """Check rules 2–4 for the file ``path`` before any work; returns it as a :class:`Path`.
 
     Args:
@@ -120,6 +138,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
         inputs: files the command reads (an output may not be one of them).
         force: replace an existing file (``--force``).
         what: how messages name the file (``"output"``, ``"report"``, ...).
+        rendering_ok: do not refuse a file a render is writing (``render`` itself, which takes
+            the lock and says so in its own words).
 
     Raises:
         OutputError: one line saying what is wrong and what to do.
@@ -131,6 +151,10 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
                               "write to another file")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
+    holder = None if rendering_ok else render_holding(path)
+    if holder is not None and holder != os.getpid():   # found now, not after this command's work
+        raise OutputError(f"{what} {path} is being written by a render job (pid {holder}); wait for it to finish "
+                          "(or stop it), or choose another output")
     if path.exists() or path.is_symlink():
         if not force:
             raise OutputError(EXISTS.format(path=path))

@@ -634,7 +634,7 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
 
     # Not the catalogue or the ids file, not a folder, a writable place; an existing file is
     # handled by the resume rules below (force=True here only skips the "exists" refusal).
-    check_output(out, inputs=[catalogue_path, ids_file], force=True)
+    check_output(out, inputs=[catalogue_path, ids_file], force=True, rendering_ok=True)   # JobLock says it
     make_parents(out)   # its lock file goes beside it
     with JobLock(out):
         return _render_locked(catalogue_path, out, config, jobs, shard, progress, ids_file, limit, segment_size, t0,

@@ -753,6 +753,17 @@ def test_a_killed_commands_temporary_file_is_removed_by_the_next_check(tmp_path)
     assert not other.exists() and live.exists()
 
 
+def test_a_file_a_render_is_writing_is_refused_before_any_work(tmp_path):
+    from dexed_data.render import JobLock
+
+    out = tmp_path / "x.h5"
+    with JobLock(out):                                    # as a running `dexed-data render -o x.h5` holds it
+        proc = subprocess.run([sys.executable, "-m", "dexed_data", "import-sysex", str(REPO / "presets"), "-o",
+                               str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"is being written by a render job (pid {os.getpid()})" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
 def test_two_imports_at_once_on_one_output(tmp_path):
     cmd = [sys.executable, "-m", "dexed_data", "import-sysex", "-o", str(tmp_path / "c.h5"), "--no-progress"]
     procs = [subprocess.Popen(cmd[:4] + [str(REPO / "presets" / bank)] + cmd[4:], stdout=subprocess.PIPE,

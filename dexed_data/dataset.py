@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,10 +304,14 @@ class DatasetReader:
 
     def _row(self, i) -> int:
         """``i`` as a row index of this file, or a :class:`DatasetError` saying what a row is."""
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        try:
+            if isinstance(i, (bool, np.bool_)):
+                raise TypeError
+            i = operator.index(i)          # ints, numpy ints, 0-d integer arrays and tensors
+        except TypeError:
             raise DatasetError(f"{self.path}: a row is a whole number 0–{len(self) - 1}, got {i!r} "
-                               "(a preset id: use .index(id))")
-        if not -len(self) <= int(i) < len(self):
+                               "(a preset id: use .index(id))") from None
+        if not -len(self) <= i < len(self):
             raise DatasetError(f"{self.path}: row {i} is out of range; this dataset has {len(self)} rows "
                                f"(0–{len(self) - 1})")
         return int(i) % len(self)

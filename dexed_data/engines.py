@@ -207,6 +207,8 @@ def plugin_output(x: np.ndarray, sample_rate: int) -> np.ndarray:
 #: (measured: every voice silent at 8,000, 11,025, 12,000 and 12,700 Hz; sound at 12,800 and above),
 #: so the floor is the first common rate above that.
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 16000, 192000
+#: What the engine itself takes: files rendered before that floor (8 kHz and up) re-render as made.
+ENGINE_MIN_SAMPLE_RATE = 8000
 
 
 def n_samples(hold: float, release: float, sample_rate: int) -> int:
@@ -236,8 +238,8 @@ class DexedEngine:
     def __init__(self, spec: EngineSpec = EngineSpec()) -> None:
         if spec.name != "dexed":
             raise EngineError(f"DexedEngine needs EngineSpec(name='dexed'), got {spec.name!r}")
-        if not MIN_SAMPLE_RATE <= spec.sample_rate <= MAX_SAMPLE_RATE:
-            raise EngineError(f"sample_rate must be {MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz, got {spec.sample_rate}")
+        if not ENGINE_MIN_SAMPLE_RATE <= spec.sample_rate <= MAX_SAMPLE_RATE:   # files made before the 16 kHz floor
+            raise EngineError(f"sample_rate must be {ENGINE_MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz, got {spec.sample_rate}")
         import dexed
 
         self.spec = spec

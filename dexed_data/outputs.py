@@ -18,7 +18,9 @@
    kept, so of two commands writing one output, one succeeds and the other says so; neither
    reports a success whose result was lost. Temporary files of killed commands
    (``.NAME.PID.tmp`` of a process that no longer runs) are removed by the next check of that
-   file, or of their folder (every such file in it) for a command that writes into a folder.
+   file, or of their folder (every such file of the same kind of output, e.g. ``.wav``) for a
+   command that writes into a folder. "No longer runs" is judged on this machine: two machines
+   writing into one folder of a shared file system at once are not supported.
 6. **A command's files together.** A command that writes several files (a catalogue and its
    report, a voice and its re-renders, a folder of WAVs) writes them inside :func:`together`:
    each is finished in its temporary file, and none is renamed into place until all are, so a
@@ -201,8 +203,8 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise OutputError(EXISTS.format(path=folder / taken[0]) + more)
-    if folder.is_dir():
-        _remove_stale_temps_in(folder)   # any killed command's, whatever files it was writing
+    if folder.is_dir():   # a killed command's of the same kind, whatever files it was writing
+        _remove_stale_temps_in(folder, {Path(n).suffix.lower() for n in names if Path(n).suffix})
     for n in names:
         _CHECKED[os.path.realpath(folder / n)] = _identity(folder / n)
     return folder
@@ -355,29 +357,35 @@ def _remove_stale_temps(path: Path) -> None:
     with contextlib.suppress(OSError):
         for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
             pid = tmp.name[len(path.name) + 2:-4]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and len(pid) <= 9 and int(pid) != os.getpid() and not _alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 
 
-_TEMP_NAME = re.compile(r"\.(.+)\.(\d+)\.tmp")
+_TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")
 
 
-def _remove_stale_temps_in(folder: Path) -> None:
-    """Remove every ``.NAME.PID.tmp`` file in ``folder`` left by a process that no longer runs
-    (``export-wav`` killed half-way leaves one per WAV, kept until its last file is done)."""
+def _remove_stale_temps_in(folder: Path, suffixes: set[str]) -> None:
+    """Remove the ``.NAME.PID.tmp`` files in ``folder`` of this command's kind of output (NAME
+    ending in one of ``suffixes``, e.g. ``.wav``) left by a process that no longer runs:
+    ``export-wav`` killed half-way leaves one per WAV, kept until its last file is done, and a
+    rerun with other ids writes other names. Other files are left alone."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             m = _TEMP_NAME.fullmatch(entry.name)
-            if m and int(m[2]) != os.getpid() and not _alive(int(m[2])) and entry.is_file(follow_symlinks=False):
+            if (m and Path(m[1]).suffix.lower() in suffixes and int(m[2]) != os.getpid() and not _alive(int(m[2]))
+                    and entry.is_file(follow_symlinks=False)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs here (a number no process can have counts as running: not ours)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except OverflowError:
+        return True
     except OSError:      # exists, owned by someone else
         return True
     return True

@@ -46,6 +46,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -876,7 +877,7 @@ def _new_executor(jobs: int):
     # Started, like helper_pool's, with the group's signals held (_held) and then ignored: the
     # main process stops the workers (it kills them on any exception, an interrupt included);
     # what they leave is what kill -9 leaves, which a rerun resumes from.
-    with _held(_GROUP_SIGNALS), _quiet_tracker():
+    with _held(_GROUP_SIGNALS):
         _start_trackers()
         ex = get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300, initializer=_worker_signals)
         _EXECUTORS.append(ex)
@@ -893,7 +894,10 @@ def _start_trackers() -> None:
 
     from joblib.externals.loky.backend import resource_tracker as loky_tracker
 
-    loky_tracker.ensure_running()
+    with _TRACKER_LOCK:   # the environment variable is set only while the tracker first starts
+        with _quiet_tracker() if not _TRACKER_STARTED else contextlib.nullcontext():
+            loky_tracker.ensure_running()
+        _TRACKER_STARTED.append(True)
     stdlib_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in _GROUP_SIGNALS})
 
@@ -913,6 +917,10 @@ def _held(names):
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+_TRACKER_LOCK = threading.Lock()
+_TRACKER_STARTED: list = []
 
 
 @contextlib.contextmanager
@@ -971,7 +979,7 @@ def helper_pool(jobs: int, env: dict, timeout: int = 120):
     # Start the workers (and loky's resource tracker) now with the group's signals held, so
     # one that lands while they import (before the initializer) neither kills them mid-message
     # nor makes each print its own traceback, and still reaches this process.
-    with _held(_GROUP_SIGNALS), _quiet_tracker():
+    with _held(_GROUP_SIGNALS):
         _start_trackers()
         ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_worker_signals)
         if not any(e is ex for e in _EXECUTORS):

@@ -138,9 +138,10 @@ def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: 
     from .engines import EngineSpec, make_engine
     from .render import RenderConfig
 
-    # the checks `dexed-data render` makes (notes, lengths, sample rate, engine and plug-in)
+    # the checks `dexed-data render` makes (notes, lengths, sample rate, engine and plug-in), but
+    # none about spectrograms, which this makes none of: the smallest STFT lets any length through
     checked = RenderConfig(engine=engine, plugin=plugin, sample_rate=sample_rate, notes=tuple(notes), hold=hold,
-                           release=release)
+                           release=release, n_fft=8, hop=8, n_mels=1)
     notes, hold, release = checked.notes, checked.hold, checked.release
     raw = apply_fixed(_raw_of(voice))
     engines = _ENGINES.__dict__.setdefault("by_setting", {})

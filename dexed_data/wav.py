@@ -69,7 +69,8 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
             if failed:
                 raise DatasetError(f"{path}: preset(s) {', '.join(failed[:5])} failed to render; no audio to export")
         def names(r: int) -> list[str]:
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.names[r].strip()) or "unnamed"
+            name = ds.names[r].replace("\x00", " ").strip()          # names may end in NULs, as found
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "unnamed"
             return [f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav" for pitch, velocity in ds.info.notes]
 
         check_folder(out_dir, [n for r in rows for n in names(r)], force=force)

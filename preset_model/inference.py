@@ -275,14 +275,19 @@ class Run:
         if x.ndim != 1:
             raise PresetModelError(f"audio arrays must be 1-D (samples,), got shape {x.shape}; pass files for "
                                    "several notes")
-        if sample_rate is not None and not (isinstance(sample_rate, (int, np.integer)) and 1000 <= sample_rate <= 768000):
+        def whole(v) -> bool:
+            return isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, bool) \
+                and np.isfinite(v) and float(v) == int(v)
+
+        if sample_rate is not None and not (whole(sample_rate) and 1000 <= sample_rate <= 768000):
             raise PresetModelError(f"sample_rate {sample_rate!r}: give the recording's rate in Hz, a whole number "
                                    "of 1000–768000 (or leave it out for the run's rate)")
         if note is not None:
-            if (not isinstance(note, (tuple, list)) or len(note) != 2
-                    or not all(isinstance(v, (int, np.integer)) for v in note)
-                    or not (0 <= note[0] <= 127 and 1 <= note[1] <= 127)):
+            pair = list(np.asarray(note, dtype=object).reshape(-1)) if np.ndim(note) == 1 else None
+            if (pair is None or len(pair) != 2 or not all(whole(v) for v in pair)
+                    or not (0 <= pair[0] <= 127 and 1 <= pair[1] <= 127)):
                 raise PresetModelError(f"note {note!r}: give (pitch 0–127, velocity 1–127), whole numbers")
+            note = (int(pair[0]), int(pair[1]))
         pitch, velocity = note or (60, 85)
         if len(self.input_notes) > 1 and (int(pitch), int(velocity)) not in self.input_notes:
             raise PresetModelError(f"note {pitch}:{velocity} is not one of this model's input notes "

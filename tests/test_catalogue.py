@@ -407,6 +407,10 @@ def test_names_keep_trailing_nul_bytes_through_catalogue_export_and_render(tmp_p
     with h5py.File(tmp_path / "d.h5") as f:
         names = f["presets/name"][:]
         assert found in [bytes(r) for r in names.view(np.uint8).reshape(-1, 10)]
+    from dexed_data.wav import export_wav
+
+    written = export_wav(tmp_path / "d.h5", tmp_path / "w")        # the NULs are not part of the file name
+    assert [p.name for p in written] == [f"{cat.ids[row]}_NUL_60-85.wav"]
 
 
 def test_export_numbers_banks(tmp_path):

@@ -241,10 +241,15 @@ def test_the_engine_sounds_at_its_lowest_sample_rate_and_refuses_lower():
             "print(float(np.abs(a).max()))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)  # one rate per process
     assert proc.returncode == 0 and float(proc.stdout) > 0.05, proc.stdout + proc.stderr
-    from dexed_data.engines import MIN_SAMPLE_RATE, DexedEngine, EngineError, EngineSpec
+    import dexed_data
+    from dexed_data.engines import ENGINE_MIN_SAMPLE_RATE, MIN_SAMPLE_RATE, DexedEngine, EngineError, EngineSpec
+    from dexed_data.errors import RenderError
 
-    with pytest.raises(EngineError, match="sample_rate must be"):
-        DexedEngine(EngineSpec("dexed", MIN_SAMPLE_RATE - 1))
+    with pytest.raises(RenderError, match="sample-rate"):                # new renders: not below the floor
+        dexed_data.render(str(Path(__file__).resolve().parents[1] / "presets" / "toolkit_bank_a.syx") + ":1",
+                          notes=[(60, 85)], hold=0.1, release=0.1, sample_rate=MIN_SAMPLE_RATE - 1)
+    with pytest.raises(EngineError, match="sample_rate must be"):       # the engine re-renders older files
+        DexedEngine(EngineSpec("dexed", ENGINE_MIN_SAMPLE_RATE - 1))
 
 
 def test_check_plugin_verdict():

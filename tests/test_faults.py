@@ -747,10 +747,15 @@ def test_a_killed_commands_temporary_file_is_removed_by_the_next_check(tmp_path)
     assert not stale.exists() and other.exists()
     # a command writing into a folder clears every killed command's temporary in it
     # (export-wav killed half-way leaves one per WAV; a rerun with other ids writes other names)
+    wav = tmp_path / f".other.wav.{dead}.tmp"
+    wav.write_bytes(b"half")
     live = tmp_path / f".live.wav.{os.getpid()}.tmp"          # a running command's: left alone
     live.write_bytes(b"half")
+    mine = [tmp_path / f".mydraft.{dead}.tmp", tmp_path / ".notes.99999999999999999999.tmp"]   # not ours
+    for f in mine:
+        f.write_bytes(b"keep")
     check_folder(tmp_path, ["x.wav"])
-    assert not other.exists() and live.exists()
+    assert not wav.exists() and live.exists() and other.exists() and all(f.exists() for f in mine)
 
 
 def test_a_file_a_render_is_writing_is_refused_before_any_work(tmp_path):

@@ -111,6 +111,9 @@ def describe_dataset(path) -> str:
             f"  mel bounds    {info.mel_min_db:.2f} … {info.mel_max_db:.2f} dB",
             f"  fixed params  {format_fixed(h.fixed_params)}",
         ]
+        if not h.operators:
+            lines.append("  operators     not measured (--no-operators, or a plug-in's mixed output): /operator_db "
+                         "NaN, /audible all true")
         lines += summarize(ds).lines()   # dataset quality: dedup by sound, silence per note
         for name in BIG_ARRAYS:
             if name in ds.file:

@@ -235,6 +235,13 @@ def fit(
         typer.echo(f"done ({why}): best validation parameter loss {result.best_valid:.4f} (num + 0.2·cat); "
                    f"checkpoints in {result.out}")
         train_n, valid_n, test_n = result.split_sizes
+        import h5py
+
+        with h5py.File(data, "r") as h5:
+            measured = bool(h5.attrs.get("operators", True))
+        if not measured:
+            typer.echo("note: the dataset has no operator levels (rendered with --no-operators or through a "
+                       "plug-in), so no parameter loss was masked by audibility", err=True)
         if not test_n:
             typer.echo(f"note: the test split is empty ({train_n} training and {valid_n} validation presets): too few "
                        "presets or near-copy groups for one; `preset-model evaluate` needs --split valid", err=True)

@@ -633,6 +633,18 @@ def test_a_renders_unfinished_file_is_called_incomplete_not_malformed(dataset, t
                        f"then read {tmp_path / 'd.h5'}")
 
 
+def test_data_without_operator_levels_is_named_by_info_and_fit(fitted, tmp_path):
+    data = tmp_path / "no-ops.h5"                         # as --no-operators or a plug-in render writes it
+    data.write_bytes(fitted.data.read_bytes())
+    with h5py.File(data, "r+") as f:
+        f.attrs["operators"] = False
+    res = run(data_app, "info", data)
+    assert res.exit_code == 0 and "operators     not measured" in res.stdout
+    res = run(model_app, "fit", "--data", data, "--out", tmp_path / "r", "--size", "tiny", "--epochs", "1",
+              "--batch-size", "16", "--workers", "0", "--device", "cpu", "--no-progress")
+    assert res.exit_code == 0 and "no parameter loss was masked by audibility" in res.stderr, res.output
+
+
 def test_match_says_when_an_input_is_silent(fitted, tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(11025, np.float32), 22050)

@@ -314,7 +314,7 @@ class DatasetReader:
         if not -len(self) <= i < len(self):
             raise DatasetError(f"{self.path}: row {i} is out of range; this dataset has {len(self)} rows "
                                f"(0–{len(self) - 1})")
-        return int(i) % len(self)
+        return i % len(self)
 
     @property
     def mel_bounds(self) -> tuple[float, float]:

@@ -43,7 +43,6 @@ import contextlib
 import errno
 import os
 import re
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -57,7 +56,8 @@ _CHECKED: dict[str, tuple | None] = {}
 _PENDING: dict[str, tuple[Path, Path]] | None = None
 
 
-def _identity(path: str | os.PathLike) -> tuple | None:
+def file_identity(path: str | os.PathLike) -> tuple | None:
+    """(device, inode, mtime, size) of ``path``: changes when the file is written or replaced; None if absent."""
     try:
         st = os.stat(path)
     except OSError:
@@ -174,8 +174,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
             raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
         else:
             probe.unlink(missing_ok=True)
-        _remove_stale_temps(path)
-    _CHECKED[os.path.realpath(path)] = _identity(path)
+        _remove_stale_temps(path.parent, lambda name: name == path.name)
+    _CHECKED[os.path.realpath(path)] = file_identity(path)
     return path
 
 
@@ -204,9 +204,10 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise OutputError(EXISTS.format(path=folder / taken[0]) + more)
     if folder.is_dir():   # a killed command's of the same kind, whatever files it was writing
-        _remove_stale_temps_in(folder, {Path(n).suffix.lower() for n in names if Path(n).suffix})
+        kinds = {Path(n).suffix.lower() for n in names if Path(n).suffix}
+        _remove_stale_temps(folder, lambda name: Path(name).suffix.lower() in kinds)
     for n in names:
-        _CHECKED[os.path.realpath(folder / n)] = _identity(folder / n)
+        _CHECKED[os.path.realpath(folder / n)] = file_identity(folder / n)
     return folder
 
 
@@ -268,7 +269,7 @@ def _taken(path: str | os.PathLike) -> OutputError | None:
         return None
     if seen is None:
         return _clash(path, True) if os.path.lexists(path) else None
-    return _clash(path, False) if _identity(path) != seen else None
+    return _clash(path, False) if file_identity(path) != seen else None
 
 
 def _rename_checked(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -293,7 +294,7 @@ def _rename_checked(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
         if clash is not None:
             raise clash
         os.replace(tmp, path)
-    _CHECKED[key] = _identity(path)
+    _CHECKED[key] = file_identity(path)
 
 
 @contextlib.contextmanager
@@ -352,27 +353,19 @@ def together() -> Iterator[None]:
                 folder.rmdir()                 # only if empty
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Remove ``.NAME.PID.tmp`` files beside ``path`` left by processes that no longer run (killed)."""
-    with contextlib.suppress(OSError):
-        for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-            pid = tmp.name[len(path.name) + 2:-4]
-            if pid.isdigit() and len(pid) <= 9 and int(pid) != os.getpid() and not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-
-
 _TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")
 
 
-def _remove_stale_temps_in(folder: Path, suffixes: set[str]) -> None:
-    """Remove the ``.NAME.PID.tmp`` files in ``folder`` of this command's kind of output (NAME
-    ending in one of ``suffixes``, e.g. ``.wav``) left by a process that no longer runs:
-    ``export-wav`` killed half-way leaves one per WAV, kept until its last file is done, and a
-    rerun with other ids writes other names. Other files are left alone."""
+def _remove_stale_temps(folder: Path, ours) -> None:
+    """Remove the ``.NAME.PID.tmp`` files in ``folder`` whose NAME ``ours(NAME)`` accepts, left by
+    a process that no longer runs (killed). For one file, NAME is that file's; for a command
+    writing into a folder, any NAME of its kind of output (``export-wav`` killed half-way leaves
+    one per WAV, kept until its last file is done, and a rerun with other ids writes other names).
+    Other files are left alone."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             m = _TEMP_NAME.fullmatch(entry.name)
-            if (m and Path(m[1]).suffix.lower() in suffixes and int(m[2]) != os.getpid() and not _alive(int(m[2]))
+            if (m and ours(m[1]) and int(m[2]) != os.getpid() and not _alive(int(m[2]))
                     and entry.is_file(follow_symlinks=False)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
@@ -384,9 +377,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OverflowError:
-        return True
-    except OSError:      # exists, owned by someone else
+    except (OverflowError, OSError):      # no such pid possible; or it exists, owned by someone else
         return True
     return True
 

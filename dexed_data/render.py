@@ -126,7 +126,7 @@ class RenderConfig:
             raise RenderError(f"notes {self.notes!r}: give (pitch, velocity) pairs of whole numbers")
         object.__setattr__(self, "notes", tuple((int(p), int(v)) for p, v in notes))
         for name in ("hold", "release", "timeout"):
-            if isinstance(getattr(self, name), (str, bytes)) or not isinstance(getattr(self, name), (int, float, np.number)):
+            if not isinstance(getattr(self, name), (int, float, np.number)):
                 raise RenderError(f"{name} {getattr(self, name)!r}: give a number of seconds")
         object.__setattr__(self, "store", tuple(self.store))
         if self.engine == "dawdreamer":   # a plug-in gives only its mixed output: no operator to measure
@@ -342,22 +342,25 @@ def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
     from .features import limit_threads
 
     limit_threads()
-    if not _WORKER.get("released_at_exit"):
+    if not _RELEASE_AT_EXIT:
         # a worker that ends normally (loky retires one it thinks leaks memory, or an idle one)
         # drops its engine before the interpreter's teardown: a DawDreamer engine still alive then
         # makes nanobind print ~25 lines of "leaked instances" warnings per worker
         import atexit
 
         atexit.register(_release_engine)
+        _RELEASE_AT_EXIT.append(True)
     watchdog = _WORKER.get("watchdog", False)
     _WORKER.clear()
-    _WORKER["released_at_exit"] = True
     _WORKER.update(watchdog=watchdog, config=config, engine=make_engine(config.engine_spec), encoder=storage.ChunkEncoder(config.storage))
     # Warm up on a silent voice: every lazy import (torch) and buffer is in place before
     # loky measures the worker's reference memory after its first task. Otherwise the first real
     # presets add >300 MB over that reference, loky takes it for a leak and restarts the worker
     # (seconds of imports again, mid-job).
     render_one(-1, apply_fixed(np.zeros(SOUND_BYTES, np.uint8)))
+
+
+_RELEASE_AT_EXIT: list = []
 
 
 def _release_engine() -> None:
@@ -716,7 +719,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                               f"work for it (another command wrote {out} during a render?): move {out} away and rerun "
                               f"to finish that work, or delete {parts} and choose another -o") from None
         # a job killed between publishing OUT and removing OUT.parts leaves the latter behind
-        shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
+        shutil.rmtree(parts, ignore_errors=True)
         return summarize_output(out, 0, time.perf_counter() - t0)
 
     # Workers start first: their imports (torch: a second) overlap reading the catalogue.
@@ -872,15 +875,23 @@ def summarize_output(out: Path, rendered: int, seconds: float) -> RenderSummary:
 def _new_executor(jobs: int):
     # Reusable: a second job in the same process (tests, notebooks) skips the workers' start-up
     # (importing torch takes a second); workers re-initialise when the config changes.
+    # The main process stops the workers (it kills them on any exception, an interrupt included);
+    # what they leave is what kill -9 leaves, which a rerun resumes from.
+    return _start_pool(jobs, _THREAD_ENV, 300)
+
+
+def _start_pool(jobs: int, env: dict, timeout: int):
+    """The reusable loky executor of every pool here: its workers (and loky's resource tracker)
+    start now, with the group's signals held, so one that lands while they import (before the
+    initializer) neither kills them mid-message nor makes each print its own traceback, and still
+    reaches this process; then they ignore those signals (:func:`_worker_signals`)."""
     from joblib.externals.loky import get_reusable_executor
 
-    # Started, like helper_pool's, with the group's signals held (_held) and then ignored: the
-    # main process stops the workers (it kills them on any exception, an interrupt included);
-    # what they leave is what kill -9 leaves, which a rerun resumes from.
     with _held(_GROUP_SIGNALS):
         _start_trackers()
-        ex = get_reusable_executor(max_workers=jobs, env=_THREAD_ENV, timeout=300, initializer=_worker_signals)
-        _EXECUTORS.append(ex)
+        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_worker_signals)
+        if not any(e is ex for e in _EXECUTORS):
+            _EXECUTORS.append(ex)
         ex.submit(int)
     return ex
 
@@ -970,22 +981,12 @@ def _worker_signals() -> None:
     exit_with_parent()
 
 
-def helper_pool(jobs: int, env: dict, timeout: int = 120):
+def helper_pool(jobs: int, env: dict | None = None, timeout: int = 120):
     """A reusable loky executor of ``jobs`` workers for ``preset-model``'s renders (evaluate, match):
-    they end with this process, ignore the signals a process group gets (the parent handles
-    them) and are stopped by :func:`shutdown_workers`."""
-    from joblib.externals.loky import get_reusable_executor
-
-    # Start the workers (and loky's resource tracker) now with the group's signals held, so
-    # one that lands while they import (before the initializer) neither kills them mid-message
-    # nor makes each print its own traceback, and still reaches this process.
-    with _held(_GROUP_SIGNALS):
-        _start_trackers()
-        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_worker_signals)
-        if not any(e is ex for e in _EXECUTORS):
-            _EXECUTORS.append(ex)
-            ex.submit(int)
-    return ex
+    one thread each (``env``, default the render workers' settings), they end with this process,
+    ignore the signals a process group gets (the parent handles them) and are stopped by
+    :func:`shutdown_workers`."""
+    return _start_pool(jobs, _THREAD_ENV if env is None else env, timeout)
 
 
 def shutdown_workers() -> None:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .outputs import file_identity
 
 
 class MelDataset(Dataset):
@@ -62,7 +63,7 @@ class MelDataset(Dataset):
             if self.notes is not None and not all(0 <= x < k for x in self.notes):
                 raise DatasetError(f"{self.path}: notes {self.notes}: indices of the file's {k} notes are 0–{k - 1}")
             self.raw = f["presets/raw"][...][self.rows].astype(np.int64)
-        self._made_from = _identity(self.path)
+        self._made_from = file_identity(self.path)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
 
@@ -74,7 +75,7 @@ class MelDataset(Dataset):
 
     def __getitem__(self, i: int):
         if self._pid != os.getpid():
-            if _identity(self.path) != self._made_from:   # the raw values come from the file as it was
+            if file_identity(self.path) != self._made_from:   # the raw values come from the file as it was
                 raise DatasetError(f"{self.path} was replaced or removed since this dataset was made; "
                                    "make the dataset again from the file as it is now")
             self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
@@ -86,10 +87,3 @@ class MelDataset(Dataset):
             db = np.clip((db - lo) * (2.0 / (hi - lo)) - 1.0, -1.0, 1.0)
         return torch.from_numpy(db), torch.from_numpy(self.raw[i])
 
-
-def _identity(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size

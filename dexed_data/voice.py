@@ -80,19 +80,26 @@ def load_voice(spec: str | Path) -> Voice:
     return Voice(np.array(v.raw, np.uint8), v.name, f"{path}:{n}", repairs)
 
 
-def _raw_of(voice) -> np.ndarray:
+def raw_values(voice) -> np.ndarray:
+    """A voice's raw values ``(145,)`` uint8, checked: whole numbers within each parameter's range.
+
+    ``voice``: raw values (any integer or whole-float array), ``"FILE.syx:N"``, or an object with
+    ``.raw`` (a :class:`Voice`, a dataset preset, a decoded voice). Raises :class:`DexedDataError`
+    naming what is wrong, never a silent cast (1.5 → 1, 261 → 5, −1 → 255).
+    """
     if isinstance(voice, (str, Path)):
         return load_voice(voice).raw
     raw = np.asarray(getattr(voice, "raw", voice))
     if raw.shape != (SOUND_BYTES,):
         raise DexedDataError(f"a voice is raw values of shape ({SOUND_BYTES},), a 'FILE.syx:N' string, or an "
                              f"object with .raw (a Voice, a dataset preset); got shape {raw.shape}")
-    if raw.dtype.kind not in "uib" and not (raw.dtype.kind == "f" and np.all(np.isfinite(raw))
-                                             and np.all(raw == np.round(raw))):
-        odd = raw[~np.isfinite(raw) | (np.nan_to_num(raw) != np.round(np.nan_to_num(raw)))][:1] \
-            if raw.dtype.kind == "f" else raw[:1]
+    odd = np.ones(raw.shape, bool)
+    if raw.dtype.kind in "biuf":
+        as_float = raw.astype(np.float64)
+        odd = ~np.isfinite(as_float) | (as_float != np.round(as_float))
+    if odd.any():
         raise DexedDataError(f"a voice's raw values are whole numbers (the DX7's bytes), got {raw.dtype} values "
-                             f"such as {odd.tolist()}")
+                             f"such as {raw[odd][:1].tolist()}")
     if raw.dtype.kind in "if" and raw.min() < 0:
         i = int(np.argmin(raw))
         raise DexedDataError(f"a voice's raw values are 0 or more, got {raw[i]} at byte {i}")
@@ -104,16 +111,6 @@ def _raw_of(voice) -> np.ndarray:
             f"{names[i]}={values[i]} (max {VOICE_MAX[i]}, byte {i})" for i in over[:4])
             + (f" and {over.size - 4} more" if over.size > 4 else ""))
     return values.astype(np.uint8)
-
-
-def raw_values(voice) -> np.ndarray:
-    """A voice's raw values ``(145,)`` uint8, checked: whole numbers within each parameter's range.
-
-    ``voice``: raw values (any integer or whole-float array), ``"FILE.syx:N"``, or an object with
-    ``.raw`` (a :class:`Voice`, a dataset preset, a decoded voice). Raises :class:`DexedDataError`
-    naming what is wrong, never a silent cast (1.5 → 1, 261 → 5, −1 → 255).
-    """
-    return _raw_of(voice)
 
 
 def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: float = 3.0,
@@ -143,7 +140,7 @@ def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: 
     checked = RenderConfig(engine=engine, plugin=plugin, sample_rate=sample_rate, notes=tuple(notes), hold=hold,
                            release=release, n_fft=8, hop=8, n_mels=1)
     notes, hold, release = checked.notes, checked.hold, checked.release
-    raw = apply_fixed(_raw_of(voice))
+    raw = apply_fixed(raw_values(voice))
     engines = _ENGINES.__dict__.setdefault("by_setting", {})
     eng = engines.get((engine, sample_rate, plugin))
     if eng is None:

@@ -36,7 +36,6 @@ from .inference import RenderSettings, Run, load_run
 from .metrics import AUDIO_METRICS, audio_metrics, parameter_metrics
 
 SPLITS = ("test", "valid", "train")
-_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 _ENGINES: dict = {}
 
 
@@ -126,7 +125,7 @@ def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSett
         from dexed_data.render import helper_pool
 
         # workers end with this process (a killed evaluate would leave them for the idle timeout)
-        ex = helper_pool(jobs, _THREAD_ENV)
+        ex = helper_pool(jobs)
         futures = [ex.submit(_score, c, settings) for c in chunks]
         results = [f.result() for f in futures]
     flat = [m for r in results for m in r]

@@ -275,6 +275,7 @@ class Run:
         if x.ndim != 1:
             raise PresetModelError(f"audio arrays must be 1-D (samples,), got shape {x.shape}; pass files for "
                                    "several notes")
+
         def whole(v) -> bool:
             return isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, bool) \
                 and np.isfinite(v) and float(v) == int(v)

@@ -249,22 +249,17 @@ def _rms_db(x: np.ndarray) -> float:
     return 10.0 * np.log10(ms) if ms > 0 else float("-inf")
 
 
-def note_of_file(path: str | Path, notes: tuple[tuple[int, int], ...]) -> int | None:
-    """Index in ``notes`` of the note a file's name ends with (``…_PITCH-VELOCITY``), or None."""
-    m = _NOTE_SUFFIX.search(Path(path).stem)
-    note = (int(m[2]), int(m[3])) if m else None
-    return notes.index(note) if note in notes else None
-
-
 def _sound_key(path: str | Path) -> str:
     """The file with its note suffix removed: files of one sound share it."""
     p = Path(path)
     return str(p.with_name(_NOTE_SUFFIX.sub("", p.stem)))
 
 
-def _nearest(notes: tuple[tuple[int, int], ...], note: tuple[int, int]) -> int:
-    """Index of the model note nearest ``note`` in pitch, then in velocity."""
-    return min(range(len(notes)), key=lambda j: (abs(notes[j][0] - note[0]), abs(notes[j][1] - note[1]), j))
+def _nearest(notes: tuple[tuple[int, int], ...], note: tuple[int, int], among=None) -> int:
+    """Index of the note nearest ``note`` in pitch, then in velocity, among ``notes`` (or the indices
+    ``among`` of them; a tie goes to the first)."""
+    return min(range(len(notes)) if among is None else sorted(among),
+               key=lambda j: (abs(notes[j][0] - note[0]), abs(notes[j][1] - note[1])))
 
 
 def played_note(file: str, notes: tuple[tuple[int, int], ...], j: int, alone: bool) -> tuple[int, int]:
@@ -381,8 +376,7 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])
         for j in range(len(notes)):
             if audio[j] is None:  # from the given note nearest in pitch, then in velocity
-                src = min((g for g, _ in group), key=lambda g: (abs(notes[g][0] - notes[j][0]),
-                                                                abs(notes[g][1] - notes[j][1])))
+                src = _nearest(notes, notes[j], among=[g for g, _ in group])
                 audio[j] = shift_pitch(audio[src], notes[j][0] - notes[src][0])
         inputs.append(np.stack(audio))
         given.append(group)

@@ -418,10 +418,8 @@ class _Renderer:
         if self.jobs > 1:
             from dexed_data.render import helper_pool
 
-            from .evaluate import _THREAD_ENV
-
             # workers end with this process (a killed match would leave them for the idle timeout)
-            self.ex = helper_pool(self.jobs, _THREAD_ENV)
+            self.ex = helper_pool(self.jobs)
 
     def __call__(self, raws: list[np.ndarray]) -> list[tuple[float, np.ndarray]]:
         self.count += len(raws)

@@ -307,20 +307,26 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
 _WORKER: dict = {}
 
 
-def exit_with_parent(interval: float = 1.0) -> None:
+def exit_with_parent(parent: int | None = None, interval: float = 1.0) -> None:
     """End this worker when the process that started it dies (``kill -9`` of the render command;
     also part of :func:`helper_pool`'s initializer).
 
     A daemon thread polls the parent's pid: once the worker is re-parented (to init or a
     subreaper) it exits at once instead of rendering on for minutes. Polling rather than
     ``PR_SET_PDEATHSIG``, which fires when the *thread* that forked the worker ends (loky starts
-    workers from its manager thread), not the process.
+    workers from its manager thread), not the process. ``parent`` is the pid that started the
+    worker, as the pool passes it: a worker whose parent died while it was still starting (its
+    imports take seconds on a busy machine) is already re-parented when this runs, and would
+    otherwise take init for its parent and never end; it ends at once instead.
     """
     import threading
 
     if _WORKER.get("watchdog"):
         return
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
+    elif os.getppid() != parent:
+        os._exit(1)
 
     def watch() -> None:
         while True:
@@ -889,7 +895,8 @@ def _start_pool(jobs: int, env: dict, timeout: int):
 
     with _held(_GROUP_SIGNALS):
         _start_trackers()
-        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_worker_signals)
+        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_worker_signals,
+                                    initargs=(os.getpid(),))
         if not any(e is ex for e in _EXECUTORS):
             _EXECUTORS.append(ex)
         ex.submit(int)
@@ -960,7 +967,7 @@ _EXECUTORS: list = []
 _GROUP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
-def _worker_signals() -> None:
+def _worker_signals(parent: int | None = None) -> None:
     """Initializer of every loky worker this module starts (render's and :func:`helper_pool`'s):
     end with the parent, and leave the group's signals to it.
 
@@ -978,7 +985,7 @@ def _worker_signals() -> None:
     for signum in group:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, group)   # started blocked (_held): pending ones are dropped
-    exit_with_parent()
+    exit_with_parent(parent)
 
 
 def helper_pool(jobs: int, env: dict | None = None, timeout: int = 120):

@@ -815,11 +815,23 @@ def test_match_workers_exit_when_match_is_killed(dataset, tmp_path):
         workers = [w for w in _children(proc.pid) if b"popen_loky" in _cmdline(w)]
         time.sleep(0.1)
     assert proc.poll() is None and len(workers) == 2, "match ended before its workers started"
-    time.sleep(1.0)                                     # the workers have run their initializer
+    # killed as soon as the workers exist, most often before they have finished importing: a worker
+    # re-parented before its initializer ran once took init for its parent and rendered on for ever
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    left = left_running(workers, 15)
-    assert not left, f"{len(left)} render workers still running 15 s after kill -9 of match"
+    left = left_running(workers, 60)                    # a busy machine takes seconds to import torch
+    assert not left, f"{len(left)} render workers still running 60 s after kill -9 of match"
+
+
+def test_a_worker_whose_parent_died_while_it_started_ends_at_once():
+    # exit_with_parent(pid) in a process whose parent is no longer pid (it was re-parented while
+    # importing): it ends at once with status 1 instead of watching its new parent
+    import time
+
+    code = "import os, time; from dexed_data.render import exit_with_parent; exit_with_parent(os.getpid()); time.sleep(60)"
+    started = time.monotonic()
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 1
+    assert time.monotonic() - started < 60
 
 
 # --------------------------------------------------------------------------- a command's files together

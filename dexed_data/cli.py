@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn DX7 SysEx collections into a clean, rendered HDF5 dataset.")
 
 #: The ``--ids`` help shared by every command that takes ids (one syntax: dexed_data.ids.parse_ids).
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Progress on stderr: a bar on a terminal, a line every 30 s in a log.")
 IDS_HELP = "Comma-separated preset ids (16 hex digits, see `dexed-data list`), or a file listing ids."
 
 
@@ -71,7 +72,7 @@ def import_sysex_command(
     output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); written atomically."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON import report here."),
     strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress on stderr: a bar on a terminal, a line every 30 s in a log."),
+    progress: bool = PROGRESS,
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""
@@ -177,7 +178,7 @@ def render_command(
     timeout: float = typer.Option(120.0, "--timeout", help="A guard against presets that hang: a worker stuck on one for 1.5 × this + 5 s is ended and the preset recorded as failed."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address: render the shards there."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="With --cluster: shared folder for the shard files."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (presets/s, ETA)."),
+    progress: bool = PROGRESS,
     segment_size: int = typer.Option(64, "--segment-size", hidden=True,
                                      help="Presets per segment (resume and shard unit); keep the default."),
 ) -> None:
@@ -258,6 +259,7 @@ def check_plugin_command(
     notes: str = typer.Option("40:85,50:85,60:42,60:85,60:127,70:85", "--notes", help="pitch:velocity pairs per preset."),
     hold: float = typer.Option(3.0, "--hold", help="Seconds each note is held."),
     release: float = typer.Option(1.0, "--release", help="Seconds rendered after the note-off."),
+    progress: bool = PROGRESS,
 ) -> None:
     """Compare a Dexed plug-in with the default engine: agreement, repeatability, speed (exit 1 if not OK)."""
     from .plugin_check import check_plugin
@@ -266,7 +268,7 @@ def check_plugin_command(
     # the notes and their length are checked as render checks them (a bad option is not the plug-in's fault)
     cfg = _plain_errors(lambda: RenderConfig(notes=parse_notes(notes), hold=hold, release=release))
     result = _plain_errors(lambda: check_plugin(plugin, presets, n, notes=cfg.notes, hold=cfg.hold,
-                                                release=cfg.release, progress=True))
+                                                release=cfg.release, progress=progress))
     typer.echo(result.format())
     if not result.ok:
         raise typer.Exit(1)

@@ -114,6 +114,7 @@ def _check_seed(seed: Optional[int]) -> None:
 
 
 FORCE = typer.Option(False, "--force", help="Replace existing output files (never an input).")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Progress on stderr: a bar on a terminal, a line every 30 s in a log.")
 
 
 @app.command()
@@ -134,7 +135,7 @@ def fit(
     amp: bool = typer.Option(True, help="Mixed precision on CUDA (ignored on CPU)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop each epoch after this many batches (smoke runs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = PROGRESS,
     keep_duplicates: bool = typer.Option(False, "--keep-duplicates",
                                          help="Also train on presets that render identically to an earlier one."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes",
@@ -264,6 +265,7 @@ def evaluate(
                                           help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
     refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
                                                    "true sound (candidates: it, the nearest training presets)."),
+    progress: bool = PROGRESS,
     force: bool = FORCE,
 ) -> None:
     """Parameter and audio metrics on a split; writes OUTPUT.json and OUTPUT.md."""
@@ -279,7 +281,8 @@ def evaluate(
         out = out.with_suffix("")
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     _outputs([js, md], [*_run_files(run), data], force)   # before the (long) evaluation
-    report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine)
+    report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine,
+                    progress=progress)
     _plain(write_report, report, out)   # both, or neither
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
@@ -308,6 +311,7 @@ def match(
                                                    "nearest training presets and samples around them (0: no search)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes rendering the search's voices."),
     seed: int = typer.Option(0, "--seed", help="Seed of the search (same seed, same voice)."),
+    progress: bool = PROGRESS,
     force: bool = FORCE,
 ) -> None:
     """Infer DX7 voices from recordings, write them as .syx, re-render and score each file.
@@ -370,7 +374,7 @@ def match(
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
     result = _plain(match_files, loaded, files, each=each, gain_db=gain, data=data, refine=refine, jobs=jobs,
-                    seed=seed, progress=refine > 0)
+                    seed=seed, progress=progress and refine > 0)
     notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
     if loaded is None:
         typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))

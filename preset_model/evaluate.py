@@ -44,7 +44,9 @@ def split_rows(run: Run, data: Path, split: str) -> tuple[np.ndarray, np.ndarray
     if split not in SPLITS:
         raise PresetModelError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     s = Split.from_dict(run.checkpoint["split"])
-    ids, usable, _ = read_usable(data)
+    # the run's split says which presets it holds: a run fitted with --keep-duplicates has
+    # duplicates by sound in it, and they are scored (and serve the baselines) as it trained on them
+    ids, usable, _ = read_usable(data, keep_duplicates=True)
     row_of = {ids[r]: r for r in usable}
 
     def rows(subset):
@@ -115,25 +117,35 @@ def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSett
     """Audio metrics of each (true, inferred) preset pair: ``{metric: (N,) float64}``, rendered in ``jobs`` processes.
 
     Besides :data:`AUDIO_METRICS`, ``"silent"`` is 1.0 where the inferred preset is near-silent on every note
-    (:func:`dexed_data.features.silent_notes`), a failure the averages alone hide.
+    (:func:`dexed_data.features.silent_notes`), a failure the averages alone hide. ``progress``: a
+    bar on stderr over the presets.
     """
+    from dexed_data.console import progress as progress_bar
+
     pairs = list(zip(np.asarray(true_raw, np.uint8), np.asarray(pred_raw, np.uint8)))
     chunks = [pairs[i:i + chunk] for i in range(0, len(pairs), chunk)]
-    if jobs <= 1:
-        results = [_score(c, settings) for c in chunks]
-    else:
-        from dexed_data.render import helper_pool
+    results = []
+    with progress_bar(progress, total=len(pairs), desc="re-render", unit=" presets", leave=False) as bar:
+        if jobs <= 1:
+            for c in chunks:
+                results.append(_score(c, settings))
+                bar.update(len(c))
+        else:
+            from dexed_data.render import helper_pool
 
-        # workers end with this process (a killed evaluate would leave them for the idle timeout)
-        ex = helper_pool(jobs)
-        futures = [ex.submit(_score, c, settings) for c in chunks]
-        results = [f.result() for f in futures]
+            # workers end with this process (a killed evaluate would leave them for the idle timeout)
+            ex = helper_pool(jobs)
+            futures = [ex.submit(_score, c, settings) for c in chunks]
+            for c, f in zip(chunks, futures):
+                results.append(f.result())
+                bar.update(len(c))
     flat = [m for r in results for m in r]
     return {k: np.array([m[k] for m in flat], np.float64) for k in (*AUDIO_METRICS, "silent")}
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", baseline: str | None = None,
-             jobs: int = 1, limit: int | None = None, checkpoint: str = "best.pt", refine: int = 0) -> dict:
+             jobs: int = 1, limit: int | None = None, checkpoint: str = "best.pt", refine: int = 0,
+             progress: bool = False) -> dict:
     """Evaluate a run (or a baseline on the run's split and input notes); returns the report dict.
 
     Args:
@@ -146,6 +158,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         checkpoint: ``best.pt`` or ``last.pt``.
         refine: N > 0 refines each inferred preset by a re-render search of N renders against the
             true preset's sound (:func:`preset_model.refine.refine_presets`).
+        progress: bars on stderr for the search and the re-rendering.
     """
     t0 = time.perf_counter()
     loaded = load_run(run, checkpoint, data)
@@ -160,7 +173,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if refine > 0:
         from .refine import refine_presets
 
-        pred = refine_presets(loaded.settings, data, rows, train_rows, pred, refine, jobs)
+        pred = refine_presets(loaded.settings, data, rows, train_rows, pred, refine, jobs, progress=progress)
     import h5py
 
     with h5py.File(data, "r") as h5:
@@ -172,7 +185,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
 
     near = nearest_distance(true, raw_all[train_rows])
     t_infer = time.perf_counter() - t0
-    audio = score_audio(true, pred, loaded.settings, jobs)
+    audio = score_audio(true, pred, loaded.settings, jobs, progress=progress)
     cfg = loaded.model.cfg
     return {
         "format": "preset-model-evaluation", "format_version": 1,

@@ -200,3 +200,21 @@ def test_an_empty_split_is_named_with_the_splits_to_use_instead(fitted, tmp_path
     res = CliRunner().invoke(app, ["evaluate", str(run), "-o", str(tmp_path / "e")])
     assert res.exit_code == 2
     assert "the run's test split is empty" in res.output and "use --split valid (" in res.output
+
+
+def test_evaluate_shows_its_progress_unless_told_not_to(fitted, tmp_path, capsys):
+    from preset_model.evaluate import score_audio
+
+    loaded = load_run(fitted.mlp1)
+    import h5py
+
+    with h5py.File(loaded.data) as f:
+        raw = f["presets/raw"][:3]
+    score_audio(raw, raw, loaded.settings, progress=True)
+    err = capsys.readouterr().err
+    assert "re-render" in err and "3/3" in err and "\r" not in err      # plain lines in a log, never a redrawn bar
+    score_audio(raw, raw, loaded.settings, progress=False)
+    assert capsys.readouterr().err == ""
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--limit", "2", "--baseline", "mean", "--no-progress",
+                                   "-o", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output

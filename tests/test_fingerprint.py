@@ -170,3 +170,26 @@ def test_training_rows_exclude_duplicates(single):
                 assert (values[i] != values[j]).sum() > NEAR_PARAMS and names[i].strip() != names[j].strip()
                 assert not np.array_equal(near[i], near[j])
 
+
+
+def test_a_keep_duplicates_runs_split_is_scored_whole(single):
+    # evaluate on a run fitted with --keep-duplicates: its split holds duplicates by sound, and they
+    # are scored and serve the baselines (they were left out and reported as missing from the data)
+    from types import SimpleNamespace
+
+    from preset_model.evaluate import split_rows
+    from preset_model.refine import training_rows
+
+    rows = _rows_by_name(single)
+    with ds.DatasetReader(single) as r:
+        ids = list(r.ids)
+    twin = max(rows["BASE"], rows["TWIN"])                      # the duplicate
+    others = [i for i in ids if i != ids[twin]]
+    split = {"fold": 0, "n_folds": 5, "test_fraction": 0.2,
+             "train": others[:3], "valid": [], "test": [ids[twin], *others[3:]]}
+    run = SimpleNamespace(checkpoint={"split": split})
+    test, train = split_rows(run, single, "test")
+    assert twin in test and len(test) == len(split["test"]) and len(train) == 3
+    split["train"] = [ids[twin], *others[:3]]
+    assert twin in training_rows(single, split["train"])
+    assert twin not in training_rows(single)                    # without a run: fold 0 of the kept presets

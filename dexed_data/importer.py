@@ -54,7 +54,7 @@ from .rows import count_unique_rows, unique_rows
 from .schema import PACKED_SOUND_BYTES, SCHEMA_HASH, SOUND_BYTES, VOICE_MAX, pad_name
 from .sound_key import sound_key
 
-__all__ = ["DEDUP_LEVELS", "ImportReport", "collect_files", "import_sysex"]
+__all__ = ["DEDUP_LEVELS", "ImportReport", "collect_files", "import_sysex", "same_files"]
 
 REPORT_FORMAT = "dexed-import-report"
 
@@ -70,9 +70,11 @@ DEDUP_LEVELS: dict[str, str] = {
 def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
     """Every file under ``paths`` as ``(path, relative POSIX path)``, sorted by relative path.
 
-    Folders are walked recursively (every file, any extension, hidden ones included); paths are
+    Folders are walked recursively (every file, any extension, hidden ones included), following
+    links to folders (a link back to a folder above it, a loop, is not followed again); paths are
     relative to the single folder given, or to each argument's parent when several are given.
-    A file reached twice (same resolved path) is listed once.
+    A path reached twice (a file given and inside a folder given) is listed once; two paths to one
+    file (hard or symbolic links) are both listed, and :func:`same_files` tells which repeats which.
 
     Raises:
         DexedDataError: a PATH does not exist, or is neither a file nor a folder (a device, a pipe).
@@ -86,25 +88,57 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
         raise CatalogueError(f"{', '.join(odd)}: not a file or a folder (a device, pipe or socket); "
                              "give SysEx files or folders holding them")
     several = len(paths) > 1
-    seen: set[tuple[int, int]] = set()
-    out: list[tuple[Path, str]] = []
+    found: dict[str, Path] = {}
     for root in paths:
         base = root.parent if (several or root.is_file()) else root
-        blocked: list[OSError] = []   # folders the walk could not enter: listed, reported as unreadable
-        candidates = [root] if root.is_file() else (
-            Path(d) / n for d, _, files in os.walk(root, onerror=blocked.append) for n in files)
-        candidates = [*candidates, *(Path(e.filename) for e in blocked if e.filename)]
-        for file in candidates:
+        for file in ([root] if root.is_file() else _walk(root)):
+            found.setdefault(Path(os.path.relpath(file, base)).as_posix(), Path(file))
+    return sorted(((p, rel) for rel, p in found.items()), key=lambda t: (t[1], str(t[0])))
+
+
+def _walk(root: Path):
+    """The files below ``root``, and the folders that could not be listed (reported as unreadable).
+
+    Like ``os.walk(followlinks=True)``, but a link to a folder that holds it (a loop) is skipped."""
+    stack = [(str(root), frozenset())]
+    while stack:
+        folder, above = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in above:
+                continue                                  # a loop: its files are read where it points
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            yield Path(folder)                            # listed, so that it is reported as unreadable
+            continue
+        inside = above | {(st.st_dev, st.st_ino)}
+        for e in entries:
             try:
-                st = os.stat(file)  # follows links; (device, inode) identifies the file
+                is_folder = e.is_dir()                    # follows links
             except OSError:
-                st = None  # a dangling link or unreadable entry: listed, reported as unreadable
-            if st is not None and stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) in seen:
-                continue
-            if st is not None:
-                seen.add((st.st_dev, st.st_ino))
-            out.append((Path(file), Path(os.path.relpath(file, base)).as_posix()))
-    out.sort(key=lambda t: (t[1], str(t[0])))
+                is_folder = False
+            if is_folder:
+                stack.append((e.path, inside))
+            else:
+                yield Path(e.path)
+
+
+def same_files(files: list[tuple[Path, str]]) -> dict[str, str]:
+    """``{relative path: relative path of the same file listed before it}`` for the files of
+    :func:`collect_files` reached by two paths (hard or symbolic links): each file is read once,
+    under its first path in sorted order, so the catalogue does not depend on the walk's order."""
+    first: dict[tuple[int, int], str] = {}
+    out: dict[str, str] = {}
+    for path, rel in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out_of = first.setdefault((st.st_dev, st.st_ino), rel)
+            if out_of != rel:
+                out[rel] = out_of
     return out
 
 
@@ -123,7 +157,8 @@ class ImportReport:
             ignored around messages), ``duplicates`` (imported voices − unique rows) and
             ``unique`` (count at each of :data:`DEDUP_LEVELS`).
         files: one dict per file seen: ``path``, ``outcome`` (``imported``, ``repaired``,
-            ``partly_rejected``, ``rejected``, ``no_dx7_data``), ``messages``, ``voices``,
+            ``partly_rejected``, ``rejected``, ``no_dx7_data``, ``same_file``: a second path to a
+            file read under its first path, a link), ``messages``, ``voices``,
             ``imported``, ``duplicates``, ``repaired`` / ``rejected`` (reason → count), ``problems``.
     """
 
@@ -140,10 +175,17 @@ class ImportReport:
 
     def write_json(self, path) -> None:
         """Write the report as JSON (UTF-8, indented)."""
-        from .outputs import write_text
+        from .outputs import h5_text, write_text
+
+        def text(x):   # a path's bytes that are not UTF-8 as \xNN, as the catalogue stores them
+            if isinstance(x, str):
+                return h5_text(x)
+            if isinstance(x, dict):
+                return {text(k): text(v) for k, v in x.items()}
+            return [text(v) for v in x] if isinstance(x, (list, tuple)) else x
 
         # Compact: the per-file problem lists are long, and only the compact encoder is C-fast.
-        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n", "report")
+        write_text(path, json.dumps(text(self.to_dict()), ensure_ascii=False) + "\n", "report")
 
     def format_summary(self) -> str:
         """The summary as a few human lines for the terminal."""
@@ -380,6 +422,12 @@ class _Import:
         self.entries.append(_entry(rel, "rejected", rejected={reason: 1}, problems=[
             {"code": reason, "message": message, "offset": None, "voice": None, "param": None, "repaired": False}]))
 
+    def add_same(self, rel: str, first: str) -> None:
+        """A second path to a file already read (a hard or symbolic link): accounted, not read again."""
+        self.entries.append(_entry(rel, "same_file", problems=[
+            {"code": "same_file", "message": f"{rel}: the same file as {first} (a link); read once, as {first}",
+             "offset": None, "voice": None, "param": None, "repaired": False}]))
+
     def add_file(self, f: _DecodedFile) -> None:
         """Keep a decoded file's voices (repairs attributed to voices), count them, add its entry."""
         voices = list(f.result.voices)
@@ -468,10 +516,15 @@ def _progress(total: int, enabled: bool):
 
 
 def _read_files(files: list[tuple[Path, str]], strict: bool, progress: bool) -> _Import:
-    """Read, decode and account for every file, in order."""
+    """Read, decode and account for every file, in order (a second path to a file once)."""
     state = _Import(strict)
+    same = same_files(files)
     with _progress(len(files), progress) as bar:
         for index, (path, rel) in enumerate(files):
+            if rel in same:
+                state.add_same(rel, same[rel])
+                bar.update(1)
+                continue
             decoded = _decode_one(path, rel)
             if decoded[0] is None:
                 state.add_failed(rel, *decoded[1:])

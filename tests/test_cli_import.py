@@ -115,3 +115,50 @@ def test_bundled_presets_import(presets_dir, tmp_path):
     s = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert s["voices_imported"] > 0 and s["voices_rejected"] == 0
     assert s["repaired_by_reason"] == {}
+
+
+def test_links_are_followed_once_and_the_catalogue_ignores_the_walk_order(tmp_path):
+    # a linked folder is read; two paths to one file (hard link, link) are read once, under the first
+    # path in sorted order, and the other is in the report; a loop of links ends; the order of the
+    # arguments changes nothing
+    import os
+
+    bank_a = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(2, 0), ["A0", "A1"])
+    bank_b = sysex.encode_bank(np.minimum(VOICE_MAX, 5).astype(np.uint8)[None].repeat(2, 0), ["B0", "B1"])
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.syx").write_bytes(bank_b)
+    a, b = tmp_path / "in" / "A", tmp_path / "in" / "B"
+    a.mkdir(parents=True)
+    b.mkdir()
+    (a / "a.syx").write_bytes(bank_a)
+    os.link(a / "a.syx", b / "zz.syx")
+    (b / "linked").symlink_to(tmp_path / "elsewhere")
+    (b / "up").symlink_to(tmp_path / "in")                        # a loop
+    results = []
+    for order in ((a, b), (b, a)):
+        out, rep = tmp_path / f"{order[0].name}.h5", tmp_path / f"{order[0].name}.json"
+        result = invoke("import-sysex", *order, "-o", out, "--report", rep, "--no-progress")
+        assert result.exit_code == 0, result.output
+        files = {f["path"]: f for f in json.loads(rep.read_text())["files"]}
+        assert files["B/linked/b.syx"]["imported"] == 32                  # a bank, padded with INIT VOICE
+        assert files["B/zz.syx"]["outcome"] == "same_file" and "A/a.syx" in files["B/zz.syx"]["problems"][0]["message"]
+        assert files["A/a.syx"]["imported"] == 32
+        with h5py.File(out) as f:
+            results.append((f["presets/raw"][:].tobytes(), sorted(f["occurrences/path"][:].tolist())))
+    assert results[0] == results[1]
+    assert b"B/zz.syx" not in results[0][1] and b"B/linked/b.syx" in results[0][1]
+
+
+def test_report_of_a_file_name_that_is_not_utf8(tmp_path):
+    import os
+
+    root = tmp_path / "in"
+    root.mkdir()
+    name = os.fsdecode(b"bad\xff.syx")
+    (root / name).write_bytes(sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None], ["X"]))
+    result = invoke("import-sysex", root, "-o", tmp_path / "c.h5", "--report", tmp_path / "r.json", "--no-progress")
+    assert result.exit_code == 0, result.output
+    rep = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert [f["path"] for f in rep["files"]] == ["bad\\xff.syx"]               # as the catalogue stores it
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert f["occurrences/path"][0] == b"bad\\xff.syx"

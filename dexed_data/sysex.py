@@ -364,6 +364,12 @@ def _scan(data: bytes, base: int, scan: _Scan) -> None:
                      f"skipped", base + s)
 
 
+def _whole(data: bytes, s: int, cs_at: int, expected: tuple[int, int]) -> bool:
+    """Whether the message at ``s`` has its exact count bytes, a valid checksum at ``cs_at`` and F7 after it."""
+    return (cs_at + 1 < len(data) and data[cs_at + 1] == 0xF7 and tuple(data[s + 4:s + 6]) == expected
+            and data[cs_at] & 0x7F == checksum(data[s + 6:cs_at]))
+
+
 def _dx7_message(data: bytes, s: int, base: int, scan: _Scan) -> int:
     """Decode the DX7 bank or single voice at ``s``; return where scanning goes on."""
     n, is_bank = len(data), data[s + 3] == _FMT_BANK
@@ -374,6 +380,12 @@ def _dx7_message(data: bytes, s: int, base: int, scan: _Scan) -> int:
     # its own length (not the next F7) tells where its checksum and F7 are.
     nxt = _NEXT_YAMAHA.search(data, body)
     stop = n if nxt is None else nxt.start()
+    expected = (0x20, 0x00) if is_bank else (0x01, 0x1B)
+    if stop < cs_at and _whole(data, s, cs_at, expected):
+        # what looked like the next header is data bytes with bit 7 set (F0 43 0n) inside a message
+        # whose count bytes, checksum and end byte are all where its length puts them: it is whole
+        nxt = _NEXT_YAMAHA.search(data, cs_at + 2)
+        stop = n if nxt is None else nxt.start()
     if stop < cs_at:
         whole = (stop - body) // PACKED_VOICE_BYTES if is_bank else 0
         if whole and tuple(data[s + 4:s + 6]) == (0x20, 0x00):
@@ -389,7 +401,6 @@ def _dx7_message(data: bytes, s: int, base: int, scan: _Scan) -> int:
         scan.problem("truncated", f"{kind} holds only {stop - body} of its {size} data bytes; its "
                      f"voices were not imported (find a complete copy of the file)", base + s)
         return stop
-    expected = (0x20, 0x00) if is_bank else (0x01, 0x1B)
     count_ok = tuple(data[s + 4:s + 6]) == expected
     payload = data[body:cs_at]
     checksum_ok = cs_at < stop and data[cs_at] & 0x7F == checksum(payload)
@@ -531,31 +542,33 @@ def midi_sysex(data: bytes) -> tuple[list[tuple[int, bytes]], str | None]:
     data byte with bit 7 set reaches the decoder as it is, exactly like in a .syx file. A SysEx
     split into an ``F0`` packet and ``F7`` continuation packets (legal in MIDI files) is joined
     into one message. ``offset`` is the file position of the first packet's data minus one (the
-    byte where ``F0`` would stand in a .syx file). ``error`` says why walking stopped early
-    (truncated file, bad chunk); the messages found until then are returned.
+    byte where ``F0`` would stand in a .syx file). ``error`` says which parts could not be read
+    (a damaged track, a file cut short); the messages of every other track are returned, and of a
+    SysEx cut short what is there.
     """
     out: list[tuple[int, bytes]] = []
-    error = None
+    errors: list[str] = []
     pos, tracks = 0, 0
     declared = int.from_bytes(data[10:12], "big") if data[:8] == b"MThd\x00\x00\x00\x06" else None
-    try:
-        if declared is None:
-            raise _MidiFormatError("no valid MThd header")
-        while pos + 8 <= len(data):
-            kind, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "big")
-            body, end = pos + 8, pos + 8 + length
-            if end > len(data):   # read what is there, then say the file is cut off
-                error = f"chunk {kind.decode('latin-1')!r} at byte {pos} runs past the end of the file"
-                end = len(data)
-            if kind == b"MTrk":
-                tracks += 1
+    if declared is None:
+        return out, "no valid MThd header"
+    while pos + 8 <= len(data):
+        kind, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "big")
+        body, end = pos + 8, pos + 8 + length
+        cut = end > len(data)
+        end = min(end, len(data))                     # read what is there, then say the file is cut off
+        if kind == b"MTrk":
+            tracks += 1
+            try:
                 _track_sysex(data, body, end, out)
-            pos = end
-        if error is None and tracks < declared:
-            error = f"{tracks} of its {declared} tracks found"
-    except _MidiFormatError as exc:
-        error = error or str(exc)
-    return out, error
+            except _MidiFormatError as exc:           # the next chunk is still found by its length
+                errors.append(f"track {tracks}: {exc}")
+        if cut:
+            errors.append(f"chunk {kind.decode('latin-1')!r} at byte {pos} runs past the end of the file")
+        pos = end
+    if not errors and tracks < declared:
+        errors.append(f"{tracks} of its {declared} tracks found")
+    return out, "; ".join(errors) or None
 
 
 def _track_sysex(data: bytes, i: int, end: int, out: list[tuple[int, bytes]]) -> None:
@@ -575,9 +588,15 @@ def _track_sysex(data: bytes, i: int, end: int, out: list[tuple[int, bytes]]) ->
         status = data[i]
         if status in (0xF0, 0xF7):
             length, j = _varlen(data, i + 1)
-            if j + length > end:
+            packet = data[j:min(j + length, end)]
+            if j + length > end:   # cut short: what is there is kept (a bank's complete voices)
+                if status == 0xF0:
+                    close()
+                    open_at, parts = j - 1, [packet]
+                elif open_at is not None:
+                    parts.append(packet)
+                close()
                 raise _MidiFormatError(f"SysEx event at byte {i} runs past the end of its track")
-            packet = data[j:j + length]
             if status == 0xF0:
                 close()
                 open_at, parts = j - 1, [packet]
@@ -607,8 +626,8 @@ def _scan_midi(data: bytes, scan: _Scan) -> None:
     """Scan the SysEx messages of a Standard MIDI File (see :func:`midi_sysex`)."""
     messages, error = midi_sysex(data)
     if error is not None:
-        scan.problem("midi_error", f"MIDI file cannot be read to its end ({error}); "
-                     + (f"the {len(messages)} SysEx message(s) before that were read" if messages else
+        scan.problem("midi_error", f"MIDI file has parts that cannot be read ({error}); "
+                     + (f"the {len(messages)} SysEx message(s) found were read" if messages else
                         "export its SysEx to a .syx file with a MIDI editor"), 0)
     for base, message in messages:
         _scan(message if message.endswith(b"\xF7") else message + b"\xF7", base, scan)

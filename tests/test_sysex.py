@@ -252,6 +252,47 @@ def test_midi_file_with_sysex(tmp_path):
     assert codes(decode_bytes(b"MThd\x00\x00\x00\x06garbage")) == ["midi_error"]
 
 
+def _smf(*tracks: bytes) -> bytes:
+    """A Standard MIDI File of these track bodies."""
+    head = b"MThd\x00\x00\x00\x06\x00\x01" + len(tracks).to_bytes(2, "big") + b"\x00\x60"
+    return head + b"".join(b"MTrk" + len(t).to_bytes(4, "big") + t for t in tracks)
+
+
+def _sysex_event(message: bytes) -> bytes:
+    n = len(message) - 1                                  # F0's event length, a variable-length quantity
+    length = bytes([n & 0x7F])
+    while n > 0x7F:
+        n >>= 7
+        length = bytes([(n & 0x7F) | 0x80]) + length
+    return b"\x00\xF0" + length + message[1:] + b"\x00\xFF\x2F\x00"
+
+
+def test_midi_bank_cut_short_keeps_its_complete_voices_and_a_bad_track_spares_the_others():
+    raws, _, bank = bank_of()
+    whole = _smf(_sysex_event(bank))
+    assert codes(decode_bytes(whole)) == [] and len(decode_bytes(whole).voices) == 32
+    cut = decode_bytes(whole[:2000])                     # as a .syx cut there: its complete voices
+    assert len(cut.voices) == len(decode_bytes(bank[:2000 - 22]).voices) == 15
+    assert codes(cut) == ["midi_error", "truncated_bank"]
+    assert np.array_equal(cut.voices[14].raw, raws[14])
+    two = decode_bytes(_smf(b"\x00\x45\x10\x00\xFF\x2F\x00", _sysex_event(bank)))   # track 1 is damaged
+    assert len(two.voices) == 32 and codes(two) == ["midi_error"] and "track 1" in two.problems[0].message
+
+
+def test_a_whole_bank_with_header_like_data_bytes_is_not_cut():
+    # bytes F0 43 05 (bit 7 set) inside a bank whose count bytes, checksum and F7 are all in place
+    raws, _, bank = bank_of()
+    data = bytearray(bank)
+    at = 6 + 128 * 5 + 12
+    data[at:at + 3] = b"\xF0\x43\x05"
+    data[-2] = checksum(bytes(data[6:-2]))
+    result = decode_bytes(bytes(data))
+    assert len(result.voices) == 32 and result.messages == 1
+    assert {p.code for v in result.voices for p in v.problems} == {"bit7_set"} and codes(result) == []
+    data[-2] ^= 1                                        # without a valid checksum nothing vouches for it: cut
+    assert len(decode_bytes(bytes(data)).voices) < 32
+
+
 def test_raw_bank_without_header():
     raws, _, bank = bank_of()
     for data in (bank[6:4102], bank[6:4102] + b"\x00\x01\x02"):

@@ -180,8 +180,24 @@ def _after_interrupt(command: str) -> str:
     if command == "render":
         return "; files not finished were not written. Run the same command again to continue: it resumes its job"
     if command == "fit":
+        out = _option("--out")
+        if out is not None and not os.path.exists(os.path.join(out, "last.pt")):
+            return "; no epoch was finished, so there is nothing to resume: run the same command again"
+        if "--resume" in sys.argv:
+            return "; files not finished were not written. Run the same command again to continue from the last epoch"
         return "; files not finished were not written. Add --resume to the same command to continue from the last epoch"
     return "; files not finished were not written. Run the same command again"
+
+
+def _option(name: str) -> str | None:
+    """The value of option ``name`` on this command line (``--out X`` or ``--out=X``), if given."""
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a[len(name) + 1:]
+    return None
 
 
 def _quiet_loky(hook):

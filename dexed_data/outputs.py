@@ -356,6 +356,13 @@ def together() -> Iterator[None]:
 _TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> None:
+    """Remove every temporary file (``.NAME.PID.tmp``) that a killed process left in ``folder``, a
+    folder one command owns (``preset-model fit``'s run folder: a ``kill -9`` while it saved a
+    checkpoint left the partial checkpoint, up to 500 MB, for ever)."""
+    _remove_stale_temps(Path(folder), lambda name: True)
+
+
 def _remove_stale_temps(folder: Path, ours) -> None:
     """Remove the ``.NAME.PID.tmp`` files in ``folder`` whose NAME ``ours(NAME)`` accepts, left by
     a process that no longer runs (killed). For one file, NAME is that file's; for a command

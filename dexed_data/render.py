@@ -890,12 +890,12 @@ def _start_pool(jobs: int, env: dict, timeout: int):
     """The reusable loky executor of every pool here: its workers (and loky's resource tracker)
     start now, with the group's signals held, so one that lands while they import (before the
     initializer) neither kills them mid-message nor makes each print its own traceback, and still
-    reaches this process; then they ignore those signals (:func:`_worker_signals`)."""
+    reaches this process; then they ignore those signals (:func:`worker_signals`)."""
     from joblib.externals.loky import get_reusable_executor
 
     with _held(_GROUP_SIGNALS):
         _start_trackers()
-        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=_worker_signals,
+        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=worker_signals,
                                     initargs=(os.getpid(),))
         if not any(e is ex for e in _EXECUTORS):
             _EXECUTORS.append(ex)
@@ -918,6 +918,12 @@ def _start_trackers() -> None:
         _TRACKER_STARTED.append(True)
     stdlib_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in _GROUP_SIGNALS})
+
+
+def signals_held():
+    """:func:`_held` for the signals a process group gets: start worker processes inside it (their
+    initializer then calls :func:`worker_signals`), so that a Ctrl-C meanwhile reaches only this process."""
+    return _held(_GROUP_SIGNALS)
 
 
 @contextlib.contextmanager
@@ -967,7 +973,7 @@ _EXECUTORS: list = []
 _GROUP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
-def _worker_signals(parent: int | None = None) -> None:
+def worker_signals(parent: int | None = None) -> None:
     """Initializer of every loky worker this module starts (render's and :func:`helper_pool`'s):
     end with the parent, and leave the group's signals to it.
 

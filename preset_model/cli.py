@@ -221,6 +221,9 @@ def fit(
         _plain(lambda: out.parent.mkdir(parents=True, exist_ok=True))
         lock = JobLock(out, what="fit", hint=" (with --resume to continue its run)")
         _plain(lock.__enter__)
+        from dexed_data.outputs import remove_stale_temps
+
+        remove_stale_temps(out)   # what a killed fit of this run left half-written
     try:
         result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
     finally:

@@ -497,11 +497,9 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
     t0 = time.perf_counter()
     target = np.atleast_2d(np.asarray(target, np.float32))
     render = _Renderer(target, spec, notes, hold, release, jobs)
-    bar = None
-    if progress:
-        from dexed_data.console import progress as progress_bar
+    from dexed_data.console import progress as progress_bar
 
-        bar = progress_bar(total=max(cfg.budget, len(candidates)), desc=desc, unit="render", leave=False)
+    bar = progress_bar(progress, total=max(cfg.budget, len(candidates)), desc=desc, unit="render", leave=False)
     trace: list[float] = []
     best: list = [float("inf"), None, None]     # distance, raw, audio
 
@@ -511,34 +509,32 @@ def refine(target: np.ndarray, notes, candidates: list[tuple[str, np.ndarray]], 
             if d < best[0] or best[1] is None:
                 best[:] = [d, raw, audio]
             trace.append(best[0])
-        if bar is not None:
-            bar.set_postfix(best=f"{best[0]:.2f}", refresh=False)
-            bar.update(len(raws))
+        bar.set_postfix(best=f"{best[0]:.2f}", refresh=False)
+        bar.update(len(raws))
         if audio_out is not None:
             audio_out.extend(a for _, a in out)
         return [d for d, _ in out]
 
-    labels = [k for k, _ in candidates]
-    raws = [apply_fixed(np.asarray(r, np.uint8).reshape(145)) for _, r in candidates]
-    audios: list = []
-    cand_d = score(raws, audios)
-    if cfg.transpose > 0 and cfg.budget - render.count > 0:
-        moved = _transposed(target, labels, raws, cand_d, audios, spec.sample_rate, cfg.transpose)
-        moved = moved[:cfg.budget - render.count]
-        if moved:
-            cand_d += score([r for _, r in moved])
-            labels += [k for k, _ in moved]
-            raws += [r for _, r in moved]
-    order = sorted(range(len(raws)), key=lambda i: (cand_d[i], i))
-    donors = [raws[i] for i in order[1:1 + cfg.donors] if np.isfinite(cand_d[i])]
-    if donors and cfg.budget - render.count > 0:
-        _crossover(donors, score, cfg.budget - render.count, best)
-    left = cfg.budget - render.count
-    if left > 0:
-        start = best[1]      # the best voice so far (score keeps the earliest of ties)
-        _es(start, score, left, cfg, best)
-    if bar is not None:
-        bar.close()
+    with bar:   # closed on an interrupt too: the error line stays a log's last
+        labels = [k for k, _ in candidates]
+        raws = [apply_fixed(np.asarray(r, np.uint8).reshape(145)) for _, r in candidates]
+        audios: list = []
+        cand_d = score(raws, audios)
+        if cfg.transpose > 0 and cfg.budget - render.count > 0:
+            moved = _transposed(target, labels, raws, cand_d, audios, spec.sample_rate, cfg.transpose)
+            moved = moved[:cfg.budget - render.count]
+            if moved:
+                cand_d += score([r for _, r in moved])
+                labels += [k for k, _ in moved]
+                raws += [r for _, r in moved]
+        order = sorted(range(len(raws)), key=lambda i: (cand_d[i], i))
+        donors = [raws[i] for i in order[1:1 + cfg.donors] if np.isfinite(cand_d[i])]
+        if donors and cfg.budget - render.count > 0:
+            _crossover(donors, score, cfg.budget - render.count, best)
+        left = cfg.budget - render.count
+        if left > 0:
+            start = best[1]      # the best voice so far (score keeps the earliest of ties)
+            _es(start, score, left, cfg, best)
     return Refined(best[1].copy(), float(best[0]), best[2], list(zip(labels, cand_d)),
                    render.count, time.perf_counter() - t0, trace)
 

@@ -413,6 +413,16 @@ def _gpu_utilisation(device: torch.device) -> float:
         return float("nan")
 
 
+def _loader_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the data-loading workers: they leave Ctrl-C, SIGTERM and SIGHUP to the
+    main process (which stops them), as render's workers do. A worker that took the signal died,
+    and torch's SIGCHLD handler then raised in the middle of the interrupt's clean-up: a traceback
+    instead of one line, and sometimes exit 1 (seen in 6 of 6 SIGTERM to a fit with --workers 2)."""
+    from dexed_data.render import worker_signals
+
+    worker_signals()
+
+
 def _clock(seconds: float, device: torch.device) -> float:
     """Training seconds spent, agreed by the DDP ranks (the latest rank's clock), so that they stop
     together and step with one learning rate; this process's own clock without DDP."""
@@ -527,8 +537,15 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         loader_args = dict(batch_size=cfg.batch_size // world, num_workers=workers,
                            pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                            generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
+        if workers:
+            loader_args["worker_init_fn"] = _loader_worker
         train_loader = DataLoader(train_ds, sampler=train_sampler, **loader_args)
         valid_loader = DataLoader(valid_ds, sampler=valid_sampler, **loader_args)
+        if workers:   # start the (persistent) workers now, with Ctrl-C held back until they ignore it
+            from dexed_data.render import signals_held
+
+            with signals_held():
+                iter(train_loader), iter(valid_loader)
 
         # -- model and optimizer ---------------------------------------------------------------
         torch.manual_seed(cfg.seed)

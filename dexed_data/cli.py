@@ -68,7 +68,7 @@ def _command_line() -> str:
 
 @app.command("import-sysex")
 def import_sysex_command(
-    paths: List[Path] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
+    paths: List[str] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
     output: Path = typer.Option(..., "-o", "--output", help="Catalogue to write (presets.h5); written atomically."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON import report here."),
     strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
@@ -78,7 +78,9 @@ def import_sysex_command(
     """Import DX7 SysEx into a deduplicated catalogue; every file is accounted for in the summary."""
     from .importer import import_sysex
 
-    result = _plain_errors(import_sysex, paths, output, strict=strict, report=report, progress=progress,
+    if "" in paths:   # Path("") is the current folder: an empty variable in a script would import it
+        _fail("an empty path was given (an unset variable?); give SysEx files or folders, . for this folder")
+    result = _plain_errors(import_sysex, [Path(p) for p in paths], output, strict=strict, report=report, progress=progress,
                            command=_command_line(), force=force)
     typer.echo(result.format_summary())
     if report is not None:

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import render
 from .merge import merge
-from .errors import RenderError
+from .errors import DexedDataError, RenderError
 
 #: A job is cut into at least this many segments when it has enough presets, so that a few dozen
 #: presets still spread over a few workers; big jobs keep the usual 64-preset segments.
@@ -119,8 +120,14 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
     except ImportError:
         raise RenderError(f"--cluster needs Dask distributed, which is not installed; {INSTALL_HINT}") from None
 
+    from .outputs import check_output
+
+    local_workers(cluster)   # a bad local:N before anything is read or made
     out = Path(out_path).absolute()
     catalogue = Path(catalogue_path).absolute()
+    # as a local render checks it: not an input, not a folder, a writable place (an existing file is
+    # handled by the resume rules below)
+    check_output(out, inputs=[catalogue_path, ids_file], force=True, rendering_ok=True)
     # a file of ids must be found by the workers; comma-separated ids travel as they are
     ids = Path(ids_file).absolute() if ids_file is not None and Path(ids_file).is_file() else ids_file
     # the whole selection, to size the plan and to recognise a finished output; read here, not on workers
@@ -162,7 +169,11 @@ def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
     """Record the job in ``work/job.json``; refuse a folder that holds another job's shards."""
     record = {"format": "dexed-cluster-job", **render.job_record(job), "command": job.command,
               "shards": plan.shards, "segment_size": plan.segment_size}
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RenderError(f"--work-dir {work}: cannot make this folder for the shard files ({exc.strerror or exc}); "
+                          "choose a folder you can write (every worker must see it under the same path)") from None
     if not (work / "job.json").exists() and any(work.glob("shard-*")):
         raise RenderError(f"--work-dir {work} holds shard files but no job.json; choose an empty --work-dir")
     render.claim_job_file(work / "job.json", record,
@@ -170,22 +181,43 @@ def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
                           f"or catalogue); rerun that command to finish it, or choose another --work-dir")
 
 
+def local_workers(cluster: str) -> int | None:
+    """N of ``"local:N"`` (checked as ``--jobs`` is: 1 to 4 × the CPU cores), None for a scheduler address."""
+    if not cluster.startswith("local:"):
+        return None
+    try:
+        n = int(cluster[len("local:"):])
+    except ValueError:
+        n = 0
+    most = render.MAX_JOBS_PER_CORE * (os.cpu_count() or 1)
+    if not 1 <= n <= most:
+        raise RenderError(f"--cluster {cluster!r}: write local:N with N from 1 to {most} worker processes "
+                          f"({render.MAX_JOBS_PER_CORE} × the {os.cpu_count() or 1} CPU cores), e.g. local:4")
+    return n
+
+
+@dataclass(frozen=True)
+class ShardFailed:
+    """What a shard task returns when its render stops on an error the user must fix (a full disk,
+    a bad catalogue): said once by the client, not retried on every worker with a logged traceback."""
+    message: str
+
+
 def _connect(cluster: str):
     """``(client, local_cluster or None)`` for ``"local:N"`` or a scheduler address."""
     from distributed import Client, LocalCluster
 
-    if cluster.startswith("local:"):
-        try:
-            n = int(cluster[len("local:"):])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise RenderError(f"--cluster {cluster!r}: write local:N with N ≥ 1 worker processes, e.g. local:4")
+    n = local_workers(cluster)
+    if n is not None:
+        import logging
+
         import dask
 
-        # worker processes that may start the render's own worker process (see _render_shard)
+        # worker processes that may start the render's own worker process (see _render_shard); their
+        # logs are not the user's business (a failed shard is said once, by this process)
         with dask.config.set({"distributed.worker.daemon": False}):
-            lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                              silence_logs=logging.CRITICAL)
         return Client(lc), lc
     try:
         return Client(cluster, timeout="30s"), None
@@ -205,6 +237,7 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
     bar = progress_bar(progress, total=plan.presets, initial=plan.presets - sum(plan.shard_presets(k) for k in todo),
                        unit="preset", smoothing=0.05, dynamic_ncols=True)
     rendered = 0
+    futures: dict = {}
     try:
         futures = {client.submit(_render_shard, k, plan.shards, str(paths[k]), *args,
                                  key=f"dexed-render-{selection_hash}-shard-{k}-of-{plan.shards}",
@@ -217,11 +250,16 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
                 raise RenderError(f"shard {k}/{plan.shards} failed on the cluster ({type(exc).__name__}: {exc}); "
                                   f"finished shards are kept in {paths[k].parent}: rerun the command to resume"
                                   ) from exc
+            if isinstance(summary, ShardFailed):
+                raise RenderError(f"shard {k}/{plan.shards}: {summary.message}; finished shards are kept in "
+                                  f"{paths[k].parent}: rerun the command to resume")
             rendered += summary.rendered
             bar.update(plan.shard_presets(k))
             bar.set_postfix(workers=len(client.scheduler_info().get("workers", {})), refresh=False)
     finally:
         bar.close()
+        with contextlib.suppress(Exception):   # stop the other shards' tasks before the client goes
+            client.cancel(list(futures))
         client.close()
         if local is not None:
             local.close()
@@ -229,27 +267,32 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
 
 
 def _render_shard(k: int, n: int, shard_path: str, catalogue: str, config: render.RenderConfig,
-                  ids_file: str | None, limit: int | None, segment_size: int, command: str) -> render.RenderSummary:
+                  ids_file: str | None, limit: int | None, segment_size: int, command: str
+                  ) -> render.RenderSummary | ShardFailed:
     """On a worker: render shard ``k`` of ``n`` into ``shard_path`` (resuming its finished segments),
-    recording the client's creation ``command`` (its catalogue path as the user gave it)."""
+    recording the client's creation ``command`` (its catalogue path as the user gave it); an
+    error of ours becomes a :class:`ShardFailed`."""
     from distributed import Lock
 
-    # The render runs in its own worker process (loky: per-preset timeout, crash isolation), reused
-    # by the worker's next shard, gone after 5 idle minutes. Daemonic processes may not have
-    # children, and Dask starts its workers as daemons unless told otherwise.
-    if multiprocessing.current_process().daemon:
-        raise RenderError("this Dask worker runs as a daemon process, which cannot start the render's worker "
-                          "process; start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False in their "
-                          "environment, e.g. `DASK_DISTRIBUTED__WORKER__DAEMON=False dask worker ADDR "
-                          "--nworkers N --nthreads 1` (docs/SCALING.md)")
-    # One writer per shard file. A client that stops does not stop the tasks already running: when
-    # it is restarted, its new task for the same shard may land on another worker and must wait
-    # for the first to finish (and then finds the shard complete). The scheduler frees the lease
-    # of a worker that died after distributed.scheduler.locks.lease-timeout (30 s).
-    with Lock(f"dexed-render-{Path(shard_path).resolve()}"):
-        return render.render_dataset(catalogue, shard_path, config, jobs=1, shard=render.Shard(k, n),
-                                     progress=False, ids_file=ids_file, limit=limit, segment_size=segment_size,
-                                     command=command)
+    try:
+        # The render runs in its own worker process (loky: per-preset timeout, crash isolation), reused
+        # by the worker's next shard, gone after 5 idle minutes. Daemonic processes may not have
+        # children, and Dask starts its workers as daemons unless told otherwise.
+        if multiprocessing.current_process().daemon:
+            raise RenderError("this Dask worker runs as a daemon process, which cannot start the render's worker "
+                              "process; start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False in their "
+                              "environment, e.g. `DASK_DISTRIBUTED__WORKER__DAEMON=False dask worker ADDR "
+                              "--nworkers N --nthreads 1` (docs/SCALING.md)")
+        # One writer per shard file. A client that stops does not stop the tasks already running: when
+        # it is restarted, its new task for the same shard may land on another worker and must wait
+        # for the first to finish (and then finds the shard complete). The scheduler frees the lease
+        # of a worker that died after distributed.scheduler.locks.lease-timeout (30 s).
+        with Lock(f"dexed-render-{Path(shard_path).resolve()}"):
+            return render.render_dataset(catalogue, shard_path, config, jobs=1, shard=render.Shard(k, n),
+                                         progress=False, ids_file=ids_file, limit=limit, segment_size=segment_size,
+                                         command=command)
+    except DexedDataError as exc:
+        return ShardFailed(str(exc))
 
 
 def _render_pool_cleanup():

@@ -68,6 +68,10 @@ DEFAULT_NOTES: tuple[tuple[int, int], ...] = ((40, 85), (50, 85), (60, 42), (60,
 SEGMENT_SIZE = 64
 #: Longest ``hold`` or ``release`` (s): a note of 2 × 60 s at 192 kHz is already 88 MB per preset.
 MAX_SECONDS = 60.0
+#: The longest ``RenderConfig.timeout``: a day per preset (the watchdog's clock overflows near 6e9 s,
+#: and presets rendered under a larger value failed with an OverflowError).
+MAX_TIMEOUT = 86400.0
+
 #: ``jobs`` may be at most this many times ``os.cpu_count()`` (more only adds memory and start-up).
 MAX_JOBS_PER_CORE = 4
 _THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -132,8 +136,9 @@ class RenderConfig:
         if self.engine == "dawdreamer":   # a plug-in gives only its mixed output: no operator to measure
             object.__setattr__(self, "operators", False)
         self.storage  # validates store/compression/dtype  # noqa: B018
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise RenderError(f"--timeout {self.timeout}: must be a finite number of seconds > 0")
+        if not (math.isfinite(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT):
+            raise RenderError(f"--timeout {self.timeout}: must be a number of seconds > 0 and at most "
+                              f"{MAX_TIMEOUT:.0f} (a day)")
         if not (math.isfinite(self.hold) and 0 < self.hold <= MAX_SECONDS):
             raise RenderError(f"--hold {self.hold}: must be > 0 and ≤ {MAX_SECONDS:g} s")
         if not (math.isfinite(self.release) and 0 <= self.release <= MAX_SECONDS):
@@ -737,8 +742,11 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     try:
         job = plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command)
         engine_version, shapes, mel_config = probe.result()
-    except BaseException:
+    except BaseException as exc:
         wait([probe, *warm])   # leave the (reusable) workers idle for the next job
+        if isinstance(exc, (ImportError, MemoryError)):   # a worker out of memory while loading its libraries
+            raise RenderError(f"a worker process could not load the engine ({type(exc).__name__}: {exc}); the "
+                              f"system's limits may be too low ({_limits()}): raise them, or use fewer --jobs") from None
         raise
     record = job_record(job, engine_version)
     startup = time.perf_counter() - t0
@@ -894,13 +902,29 @@ def _start_pool(jobs: int, env: dict, timeout: int):
     from joblib.externals.loky import get_reusable_executor
 
     with _held(_GROUP_SIGNALS):
-        _start_trackers()
-        ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=worker_signals,
-                                    initargs=(os.getpid(),))
-        if not any(e is ex for e in _EXECUTORS):
-            _EXECUTORS.append(ex)
-        ex.submit(int)
+        try:
+            _start_trackers()
+            ex = get_reusable_executor(max_workers=jobs, env=env, timeout=timeout, initializer=worker_signals,
+                                        initargs=(os.getpid(),))
+            if not any(e is ex for e in _EXECUTORS):
+                _EXECUTORS.append(ex)
+            ex.submit(int)
+        except Exception as exc:   # noqa: BLE001 - out of descriptors, processes or memory: loky fails in many ways
+            raise RenderError(f"cannot start {jobs} worker process(es) ({type(exc).__name__}: {exc}); the system's "
+                              f"limits may be too low ({_limits()}): raise them, or use fewer --jobs") from None
     return ex
+
+
+def _limits() -> str:
+    """This process's limits that starting workers needs, as ``ulimit`` shows them."""
+    import resource
+
+    def show(which, unit: int = 1, suffix: str = "") -> str:
+        soft = resource.getrlimit(which)[0]
+        return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // unit}{suffix}"
+
+    return (f"open files (ulimit -n) {show(resource.RLIMIT_NOFILE)}, processes (ulimit -u) "
+            f"{show(resource.RLIMIT_NPROC)}, memory (ulimit -v) {show(resource.RLIMIT_AS, 1024, ' kB')}")
 
 
 def _start_trackers() -> None:

@@ -45,6 +45,9 @@ class StorageConfig:
 
     def __post_init__(self) -> None:
         bad = [a for a in self.arrays if a not in BIG_ARRAYS]
+        if not self.arrays:   # a dataset that no model can train on
+            raise DatasetError(f"storage arrays: none given; store at least one of {', '.join(BIG_ARRAYS)} "
+                               "(--store mel, audio or audio,mel)")
         if bad or len(set(self.arrays)) != len(self.arrays):
             raise DatasetError(f"storage arrays {self.arrays!r}: choose among {BIG_ARRAYS} (comma-separated, no repeats)")
         if self.compression not in COMPRESSIONS:

@@ -218,6 +218,9 @@ def fit(
     if int(os.environ.get("RANK", "0")) == 0:   # one fit per run folder (torchrun: rank 0 holds it for all)
         from dexed_data.render import JobLock
 
+        blocker = next((p for p in out.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            _fail(f"--out {out}: {blocker} is a file, not a folder; choose another --out")
         _plain(lambda: out.parent.mkdir(parents=True, exist_ok=True))
         lock = JobLock(out, what="fit", hint=" (with --resume to continue its run)")
         _plain(lock.__enter__)
@@ -278,6 +281,9 @@ def evaluate(
         _fail(f"--limit {limit}: must be ≥ 1")
     _check_refine(refine)
     _check_jobs(jobs)
+    if checkpoint not in ("best.pt", "last.pt"):   # a path would be unpickled as a checkpoint
+        _fail(f"--checkpoint {checkpoint!r}: use best.pt or last.pt (the run's own checkpoints); to evaluate "
+              "another checkpoint file, give its path as RUN")
     folder = run if run.is_dir() else run.parent
     out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
     if out.suffix in (".json", ".md"):

@@ -22,7 +22,7 @@ psutil = pytest.importorskip("psutil")
 from dexed_data import cluster  # noqa: E402
 from dexed_data.importer import import_sysex  # noqa: E402
 from dexed_data.cluster import ClusterPlan, render_on_cluster  # noqa: E402
-from dexed_data.errors import RenderError  # noqa: E402
+from dexed_data.errors import DexedDataError, RenderError  # noqa: E402
 from dexed_data.render import RenderConfig, render_dataset  # noqa: E402
 
 CFG = RenderConfig(notes=((40, 85), (60, 127)), hold=0.3, release=0.2, store=("mel",), compression="lzf")
@@ -166,6 +166,34 @@ def test_work_dir_of_another_job_is_refused(catalogue, tmp_path):
         render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:1", work_dir=work, limit=N)
     with pytest.raises(RenderError, match="local:N"):
         render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:zero", work_dir=tmp_path / "w2", limit=N)
+
+
+def test_bad_cluster_outputs_and_sizes_are_refused_before_any_work(catalogue, tmp_path):
+    # as a local render refuses them: output under a file, output = input, an uncreatable --work-dir,
+    # and local:N beyond 4 × the cores (local:10**12 grew to 24 GB before the OOM killer ended it)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, work, why in ((afile / "x.h5", None, "not a folder"), (catalogue, None, "also an input"),
+                           (tmp_path / "x.h5", afile, "--work-dir")):
+        with pytest.raises(DexedDataError, match=why):
+            render_on_cluster(catalogue, out, CFG, cluster="local:1", work_dir=work, limit=N)
+    with pytest.raises(RenderError, match="from 1 to"):
+        render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:1000000000000", work_dir=None, limit=N)
+    assert not (tmp_path / "x.h5.shards").exists() and not (tmp_path / "x.h5").exists()
+
+
+def test_a_shard_that_fails_on_our_error_is_said_once_not_retried(monkeypatch):
+    # an error of ours (a full disk, a bad catalogue) comes back from the worker as a value: no retry
+    # on every worker, no worker traceback in the log
+    from dexed_data.errors import OutputError
+
+    def full(*args, **kwargs):
+        raise OutputError("no space left on the shard's disk")
+
+    monkeypatch.setattr(cluster.render, "render_dataset", full)
+    monkeypatch.setattr(distributed, "Lock", lambda name: __import__("contextlib").nullcontext())
+    failed = cluster._render_shard(0, 2, "/nowhere/s.h5", "c.h5", CFG, None, None, 64, "cmd")
+    assert isinstance(failed, cluster.ShardFailed) and "no space left" in failed.message
 
 
 def test_without_dask_the_error_says_how_to_install(catalogue, tmp_path, monkeypatch):

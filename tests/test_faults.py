@@ -1171,3 +1171,45 @@ def test_signals_to_a_fit_with_loader_workers_give_one_line_and_the_right_advice
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "nothing to resume" in err and "--resume" not in err, err
+
+
+def test_absurd_render_and_import_values_are_refused(catalogue, tmp_path):
+    # --timeout past a day overflowed the watchdog's clock and failed every preset with exit 0; an
+    # empty --store wrote a dataset no model can use; an empty path imported the current folder
+    for args, why in ((["--timeout", "1e300"], "at most 86400"), (["--store", ""], "at least one of audio, mel"),
+                      (["--store", ","], "at least one of audio, mel")):
+        proc = subprocess.run(_cli("render", str(catalogue), "-o", str(tmp_path / "d.h5"), "--limit", "2", *args),
+                              capture_output=True, text=True, timeout=300)
+        assert_clean_process_error(proc, why)
+    assert not list(tmp_path.iterdir())
+    proc = subprocess.run(_cli("import-sysex", "", "-o", str(tmp_path / "c.h5")), capture_output=True, text=True,
+                          timeout=300, cwd=REPO / "presets")
+    assert_clean_process_error(proc, "an empty path")
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_workers_that_cannot_start_give_one_line_naming_the_limits(catalogue, tmp_path):
+    import resource
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    proc = subprocess.run(_cli("render", str(catalogue), "-o", str(tmp_path / "d.h5"), "--limit", "2", "--jobs", "2",
+                               "--notes", "60:85", "--hold", "0.2", "--release", "0.1"),
+                          capture_output=True, text=True, timeout=300, preexec_fn=few_descriptors)
+    assert_clean_process_error(proc, "ulimit -n) 16")
+    assert not list(tmp_path.iterdir())
+
+
+def test_fit_out_under_a_file_and_a_checkpoint_path_are_refused_in_one_line(fitted, tmp_path):
+    from typer.testing import CliRunner
+
+    from preset_model.cli import app
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = CliRunner().invoke(app, ["fit", "--data", str(fitted.data), "--out", str(afile / "run"), "--size", "tiny"])
+    assert res.exit_code == 2 and f"{afile} is a file, not a folder" in res.output, res.output
+    # a path given as --checkpoint would be unpickled (torch printed its multi-line weights_only advice)
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--checkpoint", str(fitted.data)])
+    assert res.exit_code == 2 and "use best.pt or last.pt" in res.output, res.output

@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import h5py
 import numpy as np
@@ -38,7 +38,10 @@ from .dataset import STATUS_OK, DatasetReader
 from .errors import DatasetError, DexedDataError
 from .schema import decode_names, params_dict
 
-__all__ = ["Source", "Preset", "RenderedDataset", "open_dataset", "preset_table", "printable_name"]
+if TYPE_CHECKING:
+    from .torch_dataset import MelDataset
+
+__all__ = ["Source", "Preset", "RenderedDataset", "open_dataset", "preset_table", "printable_name", "printable_path"]
 
 
 @dataclass(frozen=True)
@@ -70,48 +73,55 @@ def printable_name(name: str) -> str:
     return "".join(c if " " <= c < "\x7f" else "·" for c in name).rstrip()
 
 
+def printable_path(path: str) -> str:
+    """A file path for one line of display: control characters (a newline in a file name) escaped, ``\\n``."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in path)
+
+
 def preset_table(path: str | Path) -> list[Preset]:
     """The presets of a catalogue (``presets.h5``) or a dataset (``dataset.h5``), rows in order.
 
     Reads only ``/presets`` and ``/occurrences`` (small), so it is quick on a 30k-preset file.
+    The file is checked as its own reader checks it (:func:`dexed_data.catalogue.check_catalogue`,
+    :func:`dexed_data.dataset.check_dataset`; an unfinished dataset is listed too).
 
     Raises:
         DexedDataError: not a readable catalogue or dataset.
     """
+    from .catalogue import FORMAT as CATALOGUE_FORMAT, check_catalogue
+    from .dataset import FORMAT as DATASET_FORMAT, check_dataset
+    from .inputs import open_hdf5
+
     if path is None:
         raise DexedDataError("give the path of a catalogue (presets.h5) or a dataset (dataset.h5), not None")
-    path = Path(path)
-    if not path.is_file():
-        raise DexedDataError(f"{path}: no such file; give a catalogue (presets.h5) or a dataset (dataset.h5)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DexedDataError(f"{path}: not an HDF5 file ({exc}); give a catalogue or a dataset") from None
-    with f:
+    with open_hdf5(path, "catalogue or dataset", DexedDataError) as f:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt == CATALOGUE_FORMAT:
+            check_catalogue(f, path)
+        elif fmt == DATASET_FORMAT:
+            check_dataset(f, path, allow_incomplete=True)
+        else:
+            raise DexedDataError(f"{path}: HDF5 file of format {fmt!r}; expected a dexed-catalogue (presets.h5) or "
+                                 "a dexed-dataset (dataset.h5)")
         return _table_of(f, path)
 
 
 def _table_of(f: h5py.File, path) -> list[Preset]:
-    """:func:`preset_table` of an open file."""
-    fmt = f.attrs.get("format")
-    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-    if fmt not in ("dexed-catalogue", "dexed-dataset") or "presets" not in f or "occurrences" not in f:
-        raise DexedDataError(f"{path}: HDF5 file of format {fmt!r}; expected a dexed-catalogue or dexed-dataset")
-    from .catalogue import FORMAT_VERSION as CATALOGUE_VERSION
-    from .dataset import FORMAT_VERSION as DATASET_VERSION
+    """:func:`preset_table` of an open file that its format's check accepted."""
+    from .inputs import damaged
 
-    want = CATALOGUE_VERSION if fmt == "dexed-catalogue" else DATASET_VERSION
-    if int(f.attrs.get("format_version", -1)) != want:
-        raise DexedDataError(f"{path}: {fmt} format version {f.attrs.get('format_version')} but this dexed_data "
-                             f"reads version {want}; use the dexed_data version that wrote it, or make it again")
-    p, o = f["presets"], f["occurrences"]
-    ids = [x.decode() for x in p["id"][...]]
-    names = decode_names(p["name"][...])
-    raw = p["raw"][...].astype(np.uint8)
-    preset = o["preset"][...].astype(np.int64)
-    paths = o["path"].asstr()[...]
-    message, voice = o["message"][...], o["voice"][...]
-    occ_names = decode_names(o["name"][...])
+    try:
+        p, o = f["presets"], f["occurrences"]
+        ids = [x.decode() for x in p["id"][...]]
+        names = decode_names(p["name"][...])
+        raw = p["raw"][...].astype(np.uint8)
+        preset = o["preset"][...].astype(np.int64)
+        paths = o["path"].asstr()[...]
+        message, voice = o["message"][...], o["voice"][...]
+        occ_names = decode_names(o["name"][...])
+    except (KeyError, OSError, ValueError, TypeError) as exc:   # data cut off
+        raise damaged(path, exc, DexedDataError) from None
     order = np.argsort(preset, kind="stable")
     starts = np.searchsorted(preset[order], np.arange(len(ids) + 1))
     out = []

@@ -232,37 +232,87 @@ def _write_file(path: Path, raw, ids, names, sound_group, occ, command, near_gro
     write_bytes(path, image, "catalogue")
 
 
-def _open_checked(path) -> h5py.File:
+#: What to do about a catalogue that cannot be read.
+_FIX = "import the SysEx again (`dexed-data import-sysex`)"
+
+
+def check_catalogue(f: h5py.File, path, values: bool = True) -> None:
+    """Refuse an open file that is not a catalogue this code reads, or whose arrays are damaged.
+
+    Checked once, where a catalogue is opened (:func:`read_catalogue`, ``dexed-data list``): the
+    format, version and schema attributes; every array's shape and dtype; row counts; the
+    groups' and occurrences' rows in range; and (``values``) raw values within their parameters'
+    maxima (a render leaves that to the engine, which fails such a preset alone and says why).
+
+    Raises:
+        CatalogueError: one line naming the file, the array or preset (row, id) and what to do.
+    """
+    from .inputs import check_array, check_ids, check_raw_values, check_rows, damaged
+
+    try:
+        fmt = f.attrs.get("format")
+        version = f.attrs.get("format_version")
+        schema = f.attrs.get("schema_hash")
+        if fmt != FORMAT:
+            raise CatalogueError(f"{path}: format is {fmt!r}, expected {FORMAT!r} (is it a dataset? use `dexed-data "
+                                 "info`)")
+        if version != FORMAT_VERSION:
+            raise CatalogueError(f"{path}: catalogue format version {version} (format_version) is not supported: "
+                                 f"this reader knows {FORMAT_VERSION}; re-import the SysEx")
+        if schema != SCHEMA_HASH:
+            raise CatalogueError(f"{path}: schema_hash {schema} differs from this code's {SCHEMA_HASH}: written with "
+                                 "another parameter schema; re-import the SysEx with this version")
+
+        def array(name, shape, kind):
+            return check_array(f, name, shape, kind, path, "catalogue", CatalogueError, _FIX)
+
+        n = array("presets/id", (None,), "bytes").shape[0]
+        ids = check_ids(f["presets/id"][()], "presets/id", path, "catalogue", CatalogueError, _FIX)
+        raw = array("presets/raw", (n, SOUND_BYTES), "uint8")[()]
+        array("presets/name", (n,), "bytes")
+        below = np.arange(n) + 1   # a group's row is its first preset's: at most the row itself
+        for name in ("sound_group", "near_group"):
+            if name != "near_group" or name in f["presets"]:   # near_group: catalogues written before it have none
+                group = array(f"presets/{name}", (n,), "int")[()]
+                check_rows(group, f"presets/{name}", 0, below, path, "catalogue", CatalogueError, _FIX,
+                           "a row of /presets at or before its own", ids)
+        m = array("occurrences/preset", (None,), "int").shape[0]
+        for name, kind in (("path", "text"), ("message", "int"), ("voice", "int"), ("name", "bytes")):
+            array(f"occurrences/{name}", (m,), kind)
+        check_rows(f["occurrences/preset"][()], "occurrences/preset", 0, n, path, "catalogue", CatalogueError, _FIX,
+                   f"a row of /presets (0–{n - 1})")
+        if values:
+            check_raw_values(raw, ids, path, CatalogueError, _FIX)
+    except (KeyError, OSError, ValueError, TypeError) as exc:   # data cut off, an array where a value was
+        raise damaged(path, exc, CatalogueError) from None
+
+
+def _open_checked(path, values: bool = True) -> h5py.File:
     from .inputs import open_hdf5
 
     path = Path(path)
     if not path.exists():
         raise CatalogueError(f"{path}: no such catalogue file; create one with `dexed-data import-sysex`")
     f = open_hdf5(path, "catalogue", CatalogueError)
-    fmt = f.attrs.get("format")
-    version = f.attrs.get("format_version")
-    schema = f.attrs.get("schema_hash")
-    problem = None
-    if fmt != FORMAT:
-        problem = f"format is {fmt!r}, expected {FORMAT!r} (is it a dataset? use `dexed-data info`)"
-    elif version != FORMAT_VERSION:
-        problem = f"format_version {version} is not supported (this reader knows {FORMAT_VERSION}); re-import the SysEx"
-    elif schema != SCHEMA_HASH:
-        problem = (f"schema_hash {schema} differs from this code's {SCHEMA_HASH}: written with another "
-                   "parameter schema; re-import the SysEx with this version")
-    if problem:
+    try:
+        check_catalogue(f, path, values)
+    except BaseException:
         f.close()
-        raise CatalogueError(f"{path}: {problem}")
+        raise
     return f
 
 
-def read_catalogue(path) -> Catalogue:
+def read_catalogue(path, *, check_values: bool = True) -> Catalogue:
     """Read ``presets.h5`` into memory, refusing other formats, versions or schema hashes.
 
+    ``check_values=False`` lets raw values above their maxima through (a render, whose engine
+    fails those presets alone); the arrays' shapes and indices are checked either way.
+
     Raises:
-        CatalogueError: missing file, not HDF5, wrong format/version/schema, or missing datasets.
+        CatalogueError: missing file, not HDF5, wrong format/version/schema, or missing or
+            malformed arrays or raw values out of range (see :func:`check_catalogue`).
     """
-    with _open_checked(path) as f:
+    with _open_checked(path, check_values) as f:
         try:
             p, o = f["presets"], f["occurrences"]
             cat = Catalogue(
@@ -280,9 +330,7 @@ def read_catalogue(path) -> Catalogue:
                 },
                 command=str(f.attrs.get("command", "")),
             )
-        except KeyError as exc:
-            raise CatalogueError(f"{path}: malformed catalogue, missing {exc}") from None
-        except (OSError, ValueError, TypeError) as exc:   # data cut off, or a dataset of the wrong kind
+        except (KeyError, OSError, ValueError, TypeError) as exc:   # data cut off
             from .inputs import damaged
 
             raise damaged(path, exc, CatalogueError) from None

@@ -125,7 +125,7 @@ def list_command(
     The ids are what --ids takes (export, export-wav, render). "+K more" counts the preset's
     other occurrences (the same sound values found elsewhere).
     """
-    from .access import preset_table, printable_name
+    from .access import preset_table, printable_name, printable_path
 
     if limit is not None and limit < 0:
         typer.echo(f"error: --limit {limit}: give a number ≥ 0", err=True)
@@ -136,7 +136,7 @@ def list_command(
     shown = presets if limit is None else presets[:limit]
     for p in shown:
         first = p.sources[0] if p.sources else None
-        where = f"{first.path}:{first.voice + 1}" if first else "-"
+        where = f"{printable_path(first.path)}:{first.voice + 1}" if first else "-"
         more = f"  (+{len(p.sources) - 1} more)" if len(p.sources) > 1 else ""
         typer.echo(f"{p.row:>6}  {p.id}  {printable_name(p.name):<10}  {where}{more}")
     typer.echo(f"{len(shown)} of {len(presets)} presets" + (f" named like {name!r}" if name else ""), err=True)

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from .errors import DatasetError
-from .schema import SCHEMA_HASH, decode_names
+from .schema import SCHEMA_HASH, SOUND_BYTES, decode_names
 from .storage import StorageConfig
 
 FORMAT = "dexed-dataset"
@@ -89,19 +89,145 @@ class DatasetHeader:
         }
 
     @classmethod
-    def from_attrs(cls, attrs) -> "DatasetHeader":
-        return cls(
-            engine=str(attrs["engine"]), engine_version=str(attrs["engine_version"]),
-            sample_rate=int(attrs["sample_rate"]),
-            notes=tuple((int(p), int(v)) for p, v in np.asarray(attrs["notes"]).reshape(-1, 2)),
-            hold=float(attrs["hold"]), release=float(attrs["release"]),
-            fixed_params=json.loads(attrs["fixed_params"]), mel_config=json.loads(attrs["mel_config"]),
-            operators=bool(attrs["operators"]),
-            storage=StorageConfig(tuple(a for a in str(attrs["stored"]).split(",") if a),
-                                  str(attrs["compression"]), str(attrs["audio_dtype"])),
-            shapes=Shapes(**json.loads(attrs["shapes"])), command=str(attrs["command"]),
-            selection_hash=str(attrs["selection_hash"]), selection_size=int(attrs["selection_size"]),
+    def from_attrs(cls, attrs, path="dataset") -> "DatasetHeader":
+        """The header in a file's root attributes, each checked for its type and range.
+
+        Raises:
+            DatasetError: an attribute is missing or malformed (named, with its value), for ``path``.
+        """
+        def get(name, convert, expected):
+            return _attribute(attrs, name, convert, expected, path)
+
+        stored = get("stored", _text, "text")
+        try:
+            storage = StorageConfig(tuple(a for a in stored.split(",") if a), get("compression", _text, "text"),
+                                    get("audio_dtype", _text, "text"))
+        except DatasetError as exc:   # says which value is not one of the storage choices
+            raise _malformed(path, f"attributes stored, compression, audio_dtype: {exc}") from None
+        header = cls(
+            engine=get("engine", _text, "text"), engine_version=get("engine_version", _text, "text"),
+            sample_rate=get("sample_rate", _sample_rate, "a whole number of Hz, 8,000–192,000"),
+            notes=get("notes", _notes, "(pitch, velocity) pairs: whole numbers, shape (K, 2), pitch 0–127, "
+                                       "velocity 1–127"),
+            hold=get("hold", _number(0.0, above=True), "a number of seconds > 0"),
+            release=get("release", _number(0.0), "a number of seconds ≥ 0"),
+            fixed_params=get("fixed_params", _json_object, "a JSON object"),
+            mel_config=get("mel_config", _mel_config, "a JSON object of the mel settings (n_fft, hop, n_mels, "
+                                                      "sample_rate: whole numbers ≥ 1)"),
+            operators=get("operators", _flag, "true or false"),
+            storage=storage,
+            shapes=get("shapes", _shapes, "a JSON object of whole numbers ≥ 1: notes, samples, mels, frames"),
+            command=get("command", _text, "text"), selection_hash=get("selection_hash", _text, "text"),
+            selection_size=get("selection_size", _whole(0), "a whole number ≥ 0"),
         )
+        if header.shapes.notes != len(header.notes):
+            raise _malformed(path, f"attribute shapes has {header.shapes.notes} notes, attribute notes "
+                                   f"{len(header.notes)}")
+        return header
+
+
+def _malformed(path, what: str) -> DatasetError:
+    return DatasetError(f"{path}: malformed dataset, {what}; render it again")
+
+
+def _attribute(attrs, name: str, convert, expected: str, path):
+    """Root attribute ``name`` through ``convert``, or a :class:`DatasetError` saying what it should be."""
+    if name not in attrs:
+        raise _malformed(path, f"missing attribute {name}")
+    value = attrs[name]
+    try:
+        return convert(value)
+    except (TypeError, ValueError, OverflowError, KeyError):
+        shown = repr(value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise _malformed(path, f"attribute {name} = {shown}: expected {expected}") from None
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+def _scalar(value) -> float:
+    x = np.asarray(value)
+    if x.ndim != 0 or x.dtype.kind not in "iuf":
+        raise TypeError(value)
+    return float(x)
+
+
+def _whole(lo: int, hi: float = float("inf")):
+    def convert(value) -> int:
+        x = _scalar(value)
+        if not (x.is_integer() and lo <= x <= hi):
+            raise ValueError(value)
+        return int(x)
+    return convert
+
+
+def _number(lo: float, above: bool = False, nan: bool = False):
+    def convert(value) -> float:
+        x = _scalar(value)
+        if nan and np.isnan(x):
+            return x
+        if not (np.isfinite(x) and (x > lo if above else x >= lo)):
+            raise ValueError(value)
+        return x
+    return convert
+
+
+def _sample_rate(value) -> int:
+    from .engines import ENGINE_MIN_SAMPLE_RATE, MAX_SAMPLE_RATE   # files made before the 16 kHz floor too
+
+    return _whole(ENGINE_MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)(value)
+
+
+def _flag(value) -> bool:
+    x = np.asarray(value)
+    if x.ndim != 0 or x.dtype.kind not in "biu" or int(x) not in (0, 1):
+        raise TypeError(value)
+    return bool(x)
+
+
+def _notes(value) -> tuple[tuple[int, int], ...]:
+    x = np.asarray(value)
+    if x.ndim != 2 or x.shape[1] != 2 or len(x) < 1 or x.dtype.kind not in "iuf" or not np.all(x == np.round(x)):
+        raise ValueError(value)
+    if not (np.all((0 <= x[:, 0]) & (x[:, 0] <= 127)) and np.all((1 <= x[:, 1]) & (x[:, 1] <= 127))):
+        raise ValueError(value)
+    return tuple((int(p), int(v)) for p, v in x)
+
+
+def _json_object(value) -> dict:
+    out = json.loads(_text(value))
+    if not isinstance(out, dict):
+        raise TypeError(value)
+    return out
+
+
+def _mel_config(value) -> dict:
+    out = _json_object(value)
+    for key in ("n_fft", "hop", "n_mels", "sample_rate"):
+        if key in out:
+            _whole(1)(out[key])
+    if "floor_db" in out:
+        _number(float("-inf"))(out["floor_db"])
+    return out
+
+
+def _shapes(value) -> "Shapes":
+    d = _json_object(value)
+    return Shapes(**{k: _whole(1)(d[k]) for k in ("notes", "samples", "mels", "frames")})
+
+
+def parse_shard(text) -> tuple[int, int]:
+    """A shard file's ``shard`` attribute ``"K/N"`` → ``(K, N)``, 0 ≤ K < N; ValueError otherwise."""
+    k, n = (int(x) for x in _text(text).split("/"))
+    if not 0 <= k < n:
+        raise ValueError(text)
+    return k, n
 
 
 @dataclass
@@ -188,18 +314,22 @@ def catalogue_not_dataset(path) -> str:
     return f"{path}: a catalogue of presets, not a rendered dataset; render it first: `dexed-data render {path} -o dataset.h5`"
 
 
-def check_file(f: h5py.File, path, allow_incomplete: bool = False) -> None:
-    """Refuse a file that is not a complete dataset of this format version and schema."""
+def check_file(f: h5py.File, path, allow_incomplete: bool = False, schema: bool = True) -> None:
+    """Refuse a file that is not a complete dataset of this format version and (``schema``) parameter schema."""
     a = f.attrs
     if a.get("format") == "dexed-catalogue":
         raise DatasetError(catalogue_not_dataset(path))
     if a.get("format") != FORMAT:
         raise DatasetError(f"{path}: not a dexed dataset (format={a.get('format')!r}); "
                            "render one with `dexed-data render presets.h5 -o dataset.h5`")
-    if int(a.get("format_version", -1)) != FORMAT_VERSION:
+    try:
+        version = int(a.get("format_version", -1))
+    except (TypeError, ValueError):   # not a number at all
+        version = None
+    if version != FORMAT_VERSION:
         raise DatasetError(f"{path}: dataset format version {a.get('format_version')} but this dexed_data reads "
                            f"version {FORMAT_VERSION}; re-render it with this version")
-    if a.get("schema_hash") != SCHEMA_HASH:
+    if schema and a.get("schema_hash") != SCHEMA_HASH:
         raise DatasetError(f"{path}: parameter schema {a.get('schema_hash')} differs from this code's {SCHEMA_HASH}; "
                            "re-render the dataset with this version")
     if not allow_incomplete and not bool(a.get("complete", False)):
@@ -232,6 +362,80 @@ def check_datasets(f: h5py.File, path) -> None:
                            "render it again")
 
 
+#: What to do about a dataset that cannot be read.
+_FIX = "render it again"
+
+
+def check_dataset(f: h5py.File, path, allow_incomplete: bool = False, schema: bool = True) -> DatasetInfo:
+    """Refuse an open file that is not a dataset every reader here can use; return its attributes.
+
+    Checked once, where a dataset is opened (:class:`DatasetReader`, ``dexed-data list`` and
+    ``merge``, ``preset_model.data``): format, version, completeness and (``schema``) the
+    parameter schema (:func:`check_file`); every attribute's type and range; every array's
+    shape and dtype against the header (K notes, the ``shapes`` attribute); the small per-preset
+    arrays' values (ids, statuses, duplicate and occurrence rows in range, rendered rows' raw
+    values within their parameters' maxima when the schema is this code's). The big ``/mel`` and ``/audio``
+    arrays are checked by their shapes only (nothing of them is read).
+
+    Raises:
+        DatasetError: one line naming the file, the attribute or array (and preset row, id) and what to do.
+    """
+    from .inputs import check_array, check_ids, check_raw_values, check_rows, damaged
+
+    try:
+        check_file(f, path, allow_incomplete, schema)
+        check_datasets(f, path)
+        a = f.attrs
+        shard = _attribute(a, "shard", parse_shard, "K/N with 0 ≤ K < N", path) if "shard" in a else None
+        info = DatasetInfo(str(path), int(a["format_version"]), str(a["schema_hash"]),
+                           _attribute(a, "complete", _flag, "true or false", path),
+                           DatasetHeader.from_attrs(a, path),
+                           _attribute(a, "mel_min_db", _number(float("-inf"), nan=True), "a number of dB", path),
+                           _attribute(a, "mel_max_db", _number(float("-inf"), nan=True), "a number of dB", path),
+                           None if shard is None else f"{shard[0]}/{shard[1]}")
+        h = info.header
+        n, k, s = f["presets/id"].shape[0], len(h.notes), h.shapes
+
+        def array(name, shape, kind):
+            return check_array(f, name, shape, kind, path, "dataset", DatasetError, _FIX)
+
+        wanted = {"presets/raw": ((n, SOUND_BYTES), "uint8"), "presets/id": ((n,), "bytes"),
+                  "presets/name": ((n,), "bytes"), "presets/sound_group": ((n,), "int"),
+                  "presets/catalogue_row": ((n,), "int"), "status": ((n,), "int"), "silent": ((n,), "bool"),
+                  "audible": ((n, k, 6), "bool"), "operator_db": ((n, k, 6), "float"), "peak": ((n, k), "float"),
+                  "rms": ((n, k), "float"), "error": ((n,), "text")}
+        optional = {"presets/near_group": ((n,), "bytes"), "fingerprint": ((n, 16), "uint8"),
+                    "near_fingerprint": ((n, 16), "uint8"), "duplicate_of": ((n,), "int"),
+                    "mel": ((n, k, s.mels, s.frames), "float"), "audio": ((n, k, s.samples), "float")}
+        for name, (shape, kind) in list(wanted.items()) + [x for x in optional.items() if x[0] in f]:
+            array(name, shape, kind)
+        m = array("occurrences/preset", (None,), "int").shape[0]
+        for name, kind in (("path", "text"), ("message", "int"), ("voice", "int"), ("name", "bytes")):
+            array(f"occurrences/{name}", (m,), kind)
+
+        ids = check_ids(f["presets/id"][...], "presets/id", path, "dataset", DatasetError, _FIX)
+
+        def rows(name, lo, hi, meaning):
+            check_rows(f[name][...], name, lo, hi, path, "dataset", DatasetError, _FIX, meaning,
+                       ids if name != "occurrences/preset" else None)
+
+        rows("status", STATUS_OK if info.complete else STATUS_PENDING, STATUS_FAILED + 1,
+             "1 (rendered) or 2 (failed)" + ("" if info.complete else " or 0 (pending)"))
+        rows("presets/catalogue_row", 0, np.inf, "a row of the catalogue (≥ 0)")
+        rows("presets/sound_group", 0, np.inf, "a row of the catalogue (≥ 0)")
+        rows("occurrences/preset", 0, n, f"a row of /presets (0–{n - 1})")
+        if "duplicate_of" in f:   # −1, or the earlier row it duplicates
+            rows("duplicate_of", -1, np.arange(n), "-1 or an earlier row")
+        if info.schema_hash == SCHEMA_HASH:   # another schema's maxima are not these (and that file is refused)
+            # rendered rows only: a failed row keeps the values its engine refused (its /error says why)
+            rendered = f["status"][...] == STATUS_OK
+            check_raw_values(np.where(rendered[:, None], f["presets/raw"][...], 0), ids, path, DatasetError,
+                             "import and render it again")
+    except (KeyError, OSError, ValueError, TypeError) as exc:   # data cut off, an array where a value was
+        raise damaged(path, exc, DatasetError) from None
+    return info
+
+
 class DatasetReader:
     """Read a rendered dataset; small arrays are loaded at open, audio/mel per preset on demand.
 
@@ -248,13 +452,7 @@ class DatasetReader:
         self.path = str(path)
         self._f = open_hdf5(path, "dataset", DatasetError)
         try:
-            check_file(self._f, self.path, allow_incomplete)
-            check_datasets(self._f, self.path)
-            a = self._f.attrs
-            self.info = DatasetInfo(self.path, int(a["format_version"]), str(a["schema_hash"]),
-                                    bool(a["complete"]), DatasetHeader.from_attrs(a),
-                                    float(a["mel_min_db"]), float(a["mel_max_db"]),
-                                    str(a["shard"]) if "shard" in a else None)
+            self.info = check_dataset(self._f, self.path, allow_incomplete)
             p = self._f["presets"]
             self.ids: list[str] = [x.decode() for x in p["id"][...]]
             self.names: list[str] = decode_names(p["name"][...])

@@ -58,7 +58,9 @@ def parse_ids(spec) -> list[str]:
         ids = spec.replace(",", " ").split()
         bad = [t for t in ids if not _ID.fullmatch(t)]
         if bad:
-            raise CatalogueError(f"--ids {spec!r}: no such file, and {bad[0]!r} is not a preset id (16 hex digits); "
+            file = ("a folder, not a file of ids" if os.path.isdir(spec) else
+                    "not a regular file" if os.path.exists(spec) else "no such file")
+            raise CatalogueError(f"--ids {spec!r}: {file}, and {bad[0]!r} is not a preset id (16 hex digits); "
                                  "give comma-separated ids or a file listing them (`dexed-data list FILE` shows ids)")
     if not ids:
         raise CatalogueError(f"--ids {spec!r}: no ids given")

@@ -3,7 +3,8 @@
 Missing, a folder, empty, not HDF5, truncated (a copy cut short, a disk that filled up) or
 unreadable: each gives one sentence naming the file and what to do, raised as the caller's
 error class (``CatalogueError``, ``DatasetError``, ...). Format, version and schema checks stay
-with each file kind's reader (:mod:`dexed_data.catalogue`, :mod:`dexed_data.dataset`).
+with each file kind's reader (:mod:`dexed_data.catalogue`, :mod:`dexed_data.dataset`), which
+check their arrays with :func:`check_array`, :func:`check_rows` and :func:`check_raw_values` here.
 
 Example::
 
@@ -18,9 +19,11 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from .errors import DexedDataError
 
@@ -70,3 +73,73 @@ def damaged(path, exc: BaseException, error: type[DexedDataError] = DexedDataErr
         return error(f"{path}: malformed file, missing {first_line(exc)}; write it again with this toolkit")
     return error(f"{path}: damaged file, reading failed ({type(exc).__name__}: {first_line(exc)}); "
                  "it may be truncated: copy or write it again")
+
+
+#: What :func:`check_array` accepts for each ``kind`` of array.
+_KINDS = {
+    "uint8": ("uint8", lambda dt: dt == np.uint8),
+    "int": ("integers", lambda dt: dt.kind in "iu"),
+    "float": ("floats", lambda dt: dt.kind == "f"),
+    "bool": ("booleans", lambda dt: dt.kind == "b"),
+    "bytes": ("fixed-length bytes", lambda dt: dt.kind == "S"),
+    "text": ("strings", lambda dt: h5py.check_string_dtype(dt) is not None),
+}
+
+
+def check_array(f: h5py.File, name: str, shape: tuple[int | None, ...], kind: str, path, what: str,
+                error: type[DexedDataError], fix: str) -> h5py.Dataset:
+    """The dataset ``name`` of ``f``, refused unless it has ``shape`` (``None``: any length) and
+    holds ``kind`` (``"uint8"``, ``"int"``, ``"float"``, ``"bool"``, ``"bytes"`` or ``"text"``).
+
+    Looks at the metadata only (no data is read), so it is free for the big arrays too. ``what``
+    names the file kind (``"catalogue"``), ``fix`` what to do (``"import the SysEx again"``).
+    """
+    d = f.get(name)
+    if not isinstance(d, h5py.Dataset):
+        raise error(f"{path}: malformed {what}, missing /{name}; {fix}")
+    if len(d.shape) != len(shape) or any(want is not None and got != want for got, want in zip(d.shape, shape)):
+        expected = "(" + ", ".join("n" if x is None else str(x) for x in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise error(f"{path}: malformed {what}, /{name} has shape {d.shape}, expected {expected}; {fix}")
+    label, ok = _KINDS[kind]
+    if not ok(d.dtype):
+        raise error(f"{path}: malformed {what}, /{name} holds {d.dtype}, expected {label}; {fix}")
+    return d
+
+
+def check_rows(values: np.ndarray, name: str, lo, hi, path, what: str, error: type[DexedDataError], fix: str,
+               meaning: str = "", ids=None) -> None:
+    """Refuse ``values`` (one per row of ``/name``) outside ``lo ≤ value < hi``; ``lo``/``hi`` may be
+    arrays (per row) and ``meaning`` says what a value is (``"a row of /presets"``)."""
+    bad = np.flatnonzero((values < lo) | (values >= hi))
+    if len(bad):
+        r = int(bad[0])
+        who = f"row {r}" + (f" (id {ids[r]})" if ids is not None else "")
+        raise error(f"{path}: malformed {what}, /{name} of {who} is {values[r]}"
+                    + (f", not {meaning}" if meaning else "")
+                    + (f" ({len(bad)} such rows in all)" if len(bad) > 1 else "") + f"; {fix}")
+
+
+#: A preset id: 16 lowercase hex digits (:func:`dexed_data.ids.preset_ids`).
+_ID = re.compile(rb"[0-9a-f]{16}")
+
+
+def check_ids(ids: np.ndarray, name: str, path, what: str, error: type[DexedDataError], fix: str) -> list[str]:
+    """Stored ids (``|S16``) as ``str``, refused unless each is 16 lowercase hex digits."""
+    for r, x in enumerate(ids.tolist()):
+        if not _ID.fullmatch(x):
+            raise error(f"{path}: malformed {what}, /{name} of row {r} is {x!r}, not a preset id "
+                        f"(16 hex digits); {fix}")
+    return [x.decode("ascii") for x in ids.tolist()]
+
+
+def check_raw_values(raw: np.ndarray, ids, path, error: type[DexedDataError], fix: str) -> None:
+    """Refuse raw values ``(n, 145)`` above their parameter's maximum (:data:`dexed_data.schema.VOICE_MAX`),
+    naming the first such preset (row, id) and parameter."""
+    from .schema import VOICE_MAX, VOICE_PARAMS
+
+    bad = np.argwhere(raw > VOICE_MAX)
+    if len(bad):
+        r, k = (int(x) for x in bad[0])
+        name = next(p.name for p in VOICE_PARAMS if p.voice_offset == k)
+        raise error(f"{path}: preset row {r} (id {ids[r]}) has {name} = {raw[r, k]}, above its max {VOICE_MAX[k]} "
+                    f"({len(bad)} such value(s) in all); the file is damaged: {fix}")

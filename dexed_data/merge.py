@@ -8,7 +8,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from .dataset import DatasetHeader, PresetTable, check_datasets, check_file, read_presets
+from .dataset import DatasetHeader, PresetTable, check_dataset, parse_shard, read_presets
 from .errors import DatasetError
 from .writer import Block, write_dataset
 
@@ -35,24 +35,22 @@ def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
         for p in shard_paths:
             f = open_hdf5(p, "shard", DatasetError)
             files.append(f)
-            check_file(f, p)
-            check_datasets(f, p)
+            check_dataset(f, p)   # attributes (a shard's "K/N" too), arrays and their values
             if "shard" not in f.attrs:
                 raise DatasetError(f"{p}: not a shard file (rendered without --shard); nothing to merge")
         first = files[0].attrs
         for p, f in zip(shard_paths, files):
-            for key in _JOB_ATTRS:
-                if not np.array_equal(np.asarray(f.attrs.get(key)), np.asarray(first.get(key))) or \
-                        not np.array_equal(f.attrs["notes"], first["notes"]):
+            for key in ("notes", *_JOB_ATTRS):   # each named by itself (a notes difference was called "engine")
+                if not np.array_equal(np.asarray(f.attrs.get(key)), np.asarray(first.get(key))):
                     raise DatasetError(f"{p}: {key} differs from {shard_paths[0]}'s; shards must come from one "
                                        "render command")
-        count = int(str(first["shard"]).split("/")[1])
+        count = parse_shard(first["shard"])[1]
         for p, f in zip(shard_paths, files):
-            if int(str(f.attrs["shard"]).split("/")[1]) != count:
+            if parse_shard(f.attrs["shard"])[1] != count:
                 raise DatasetError(f"{p} is shard {f.attrs['shard']} but {shard_paths[0]} is shard {first['shard']}: "
                                    "they come from jobs split in different numbers of shards; merge the shards of "
                                    "one job")
-        seen = sorted(int(str(f.attrs["shard"]).split("/")[0]) for f in files)
+        seen = sorted(parse_shard(f.attrs["shard"])[0] for f in files)
         if seen != list(range(count)):
             missing = sorted(set(range(count)) - set(seen))
             raise DatasetError(f"merge needs each of the {count} shards once; got shard indices {seen}"
@@ -83,7 +81,7 @@ def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
         blocks = [Block(f, np.arange(len(t)), np.searchsorted(merged_rows, t.catalogue_row),
                         (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"])))
                   for f, t in zip(files, tables)]
-        header = DatasetHeader.from_attrs(first)
+        header = DatasetHeader.from_attrs(first, shard_paths[0])
         write_dataset(Path(out_path), header, table, blocks)
     except (KeyError, ValueError, TypeError) as exc:   # a shard whose attributes or data are malformed
         raise damaged(shard_paths[len(files) - 1] if files else out_path, exc, DatasetError) from None

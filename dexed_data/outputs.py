@@ -100,17 +100,19 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _check_parent(path: Path, what: str) -> None:
-    """The deepest existing ancestor of ``path`` must be a writable folder."""
+def _check_parent(path: Path, what: str, shown: Path | None = None) -> None:
+    """The deepest existing ancestor of ``path`` must be a writable folder (messages name ``shown``,
+    default ``path``)."""
+    shown = path if shown is None else shown
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         if ancestor.is_symlink():   # a dangling link: mkdir would fail later
             break
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise OutputError(f"cannot write {what} {path}: {ancestor} is not a folder")
+        raise OutputError(f"cannot write {what} {shown}: {ancestor} is not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {what} {path}: the folder {ancestor} is not writable")
+        raise OutputError(f"cannot write {what} {shown}: the folder {ancestor} is not writable")
 
 
 def render_holding(path: str | os.PathLike) -> int | None:
@@ -195,7 +197,7 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what} {folder} is a file; give a folder")
     if not folder.exists():
-        _check_parent(folder / "x", what)
+        _check_parent(folder / "x", what, folder)   # the folder is made: its deepest existing ancestor
     elif not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {what} {folder}: not writable")
     if not force:
@@ -432,5 +434,6 @@ def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> N
 
 
 def write_text(path: str | os.PathLike, text: str, what: str = "output") -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically (rule 1)."""
-    write_bytes(path, text.encode("utf-8"), what)
+    """Write UTF-8 ``text`` to ``path`` atomically (rule 1). A file name's bytes that are not UTF-8
+    (a report naming such a file) are written as ``\\xNN`` escapes, as :func:`h5_text` stores them."""
+    write_bytes(path, h5_text(text).encode("utf-8"), what)

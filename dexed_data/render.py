@@ -544,7 +544,8 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
     ``command`` is the creation command to record (default: :func:`canonical_command`)."""
     from .catalogue import read_catalogue
 
-    cat = read_catalogue(catalogue_path)
+    # a raw value out of range fails its preset alone (the engine refuses it; /error says why), as documented
+    cat = read_catalogue(catalogue_path, check_values=False)
     ids = read_ids_file(ids_file) if ids_file is not None else None
     sel = select_rows(cat, ids, limit)
     if len(sel) == 0:
@@ -802,7 +803,8 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             leftover.unlink(missing_ok=True)
         if not any(parts.glob("seg-*.h5")):   # nothing rendered yet: no half-made file to keep either
             partial.unlink(missing_ok=True)
-        raise RenderError(f"{first_line(exc)}; free space and rerun the same command to continue") from None
+        where = "" if isinstance(exc, OutputError) or getattr(exc, "filename", None) else f"writing {parts}: "
+        raise RenderError(f"{where}{first_line(exc)}; free space and rerun the same command to continue") from None
     shutil.rmtree(parts, ignore_errors=True)
     summary = summarize_output(out, rendered, time.perf_counter() - t0)
     summary.startup = startup

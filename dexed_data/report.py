@@ -336,11 +336,11 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         force: replace the files of an earlier report.
     """
     from .errors import DatasetError
-    from .outputs import check_folder, write_text
+    from .outputs import check_folder, together, write_text
 
     if examples < 0 or groups < 0:
         raise DatasetError(f"--examples {examples} / --groups {groups}: must be ≥ 0")
-    out = check_folder(out_dir, REPORT_FILES, force=force, what="report folder")
+    out = check_folder(out_dir, REPORT_FILES, force=force, inputs=[dataset_path], what="report folder")
     with DatasetReader(dataset_path) as ds:
         summary = summarize(ds)
         info = ds.info
@@ -405,5 +405,6 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         parts.append(_table(["id", "reason"], [[f"<code>{i}</code>", html.escape(r)] for i, r in failures[:20]]))
     parts.append("</body></html>")
     index = out / "index.html"
-    write_text(index, "\n".join(parts), "report")
+    with together():   # the page, or nothing (nor the folder made for it)
+        write_text(index, "\n".join(parts), "report")
     return index

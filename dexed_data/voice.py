@@ -62,7 +62,9 @@ def load_voice(spec: str | Path) -> Voice:
     if not sep or not index.isdigit():
         path, index = str(spec), ""
     if not Path(path).is_file():
-        raise DexedDataError(f"{path}: no such file (write voices as FILE.syx:N, N from 1)")
+        what = ("a folder, not a file" if Path(path).is_dir() else "not a regular file (a device or pipe)"
+                if Path(path).exists() else "no such file")
+        raise DexedDataError(f"{path}: {what} (write voices as FILE.syx:N, N from 1)")
     decoded = decode_file(path)
     voices = decoded.voices
     if not voices:

@@ -43,8 +43,9 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
     unless ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written.
 
     Raises:
-        DatasetError: unknown id, a preset that failed to render, or no audio stored and the
-            file's engine cannot be rebuilt here (another engine version, a plug-in).
+        DatasetError: unknown id, a preset that failed to render, no rendered preset at all (without
+            ``ids``), or no audio stored and the file's engine cannot be rebuilt here (another
+            engine version, a plug-in).
         OutputError: a file exists (without ``force``) or the folder cannot be written.
     """
     from .outputs import check_folder, together, write_bytes
@@ -63,6 +64,12 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
             ds.rerender_engine()   # before any file is written: the audio can be made again here
         if ids is None:
             rows = list(np.flatnonzero(ds.status == STATUS_OK)[: 10 if limit is None else limit])
+            if not rows:   # as export does when nothing is selected: an error, not a silent success
+                if not len(ds):
+                    raise DatasetError(f"{path}: nothing to export: the dataset holds no presets")
+                reasons = [f"{pid}: {why}" for pid, why in ds.errors.items() if why]
+                raise DatasetError(f"{path}: nothing to export: all {len(ds)} presets failed to render"
+                                   + (f" (e.g. {reasons[0]})" if reasons else "") + f"; see `dexed-data info {path}`")
         else:
             rows = [ds.index(i) for i in ids][:limit]
             failed = [ds.ids[r] for r in rows if ds.status[r] != STATUS_OK]
@@ -73,7 +80,7 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "unnamed"
             return [f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav" for pitch, velocity in ds.info.notes]
 
-        check_folder(out_dir, [n for r in rows for n in names(r)], force=force)
+        check_folder(out_dir, [n for r in rows for n in names(r)], force=force, inputs=[path])
         written = []
         with together():   # every file, or none (nor the folders made for them)
             for r in rows:

@@ -49,6 +49,17 @@ def _plain(fn, *args, **kwargs):
               f"{exc.strerror or exc}")
 
 
+def _in_run_folder(out: Path, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; an OSError that names no file (torch's, on a full disk) names the run folder."""
+    try:
+        return fn(*args, **kwargs)
+    except OSError as exc:
+        if getattr(exc, "filename", None) is None:
+            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the run folder; free space and rerun with "
+                                     "--resume)", str(out)) from None
+        raise
+
+
 def _check_device(device: str) -> None:
     import re
 
@@ -228,7 +239,7 @@ def fit(
 
         remove_stale_temps(out)   # what a killed fit of this run left half-written
     try:
-        result = _plain(fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
+        result = _plain(_in_run_folder, out, fit_model, data, out, model_cfg, cfg, resume=resume, progress=progress)
     finally:
         if lock is not None:
             lock.__exit__(None, None, None)

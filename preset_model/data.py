@@ -25,13 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dexed_data.schema import SCHEMA_HASH, VOICE_MAX, VOICE_PARAMS
+from dexed_data.schema import SCHEMA_HASH
 
 from .encoding import get_encoding
 from .errors import DataError
 
-DATASET_FORMAT = "dexed-dataset"
-SUPPORTED_VERSIONS = (1,)
 #: The note single-note models use (PAPER.md): MIDI 60, velocity 85.
 SINGLE_NOTE = (60, 85)
 
@@ -67,9 +65,12 @@ class DatasetInfo:
                         f"but the dataset was rendered on {list(self.notes)}; re-render or pick --notes {len(self.notes)}")
 
 
-def read_info(path: str | Path) -> DatasetInfo:
-    """Read and check a dataset's attributes. Raises :class:`DataError` on another format or a missing /mel."""
-    from dexed_data.dataset import catalogue_not_dataset
+def open_checked(path: str | Path) -> h5py.File:
+    """``path`` opened read-only, refused (:class:`DataError`, one line) unless it is a complete
+    dataset that :func:`dexed_data.dataset.check_dataset` accepts (any parameter schema: the
+    caller compares it, :func:`check_schema`). Every reader here opens the file through this."""
+    from dexed_data.dataset import check_dataset
+    from dexed_data.errors import DexedDataError
     from dexed_data.inputs import open_hdf5  # one clear line for an empty, text, foreign or truncated file
 
     path = Path(path)
@@ -77,21 +78,26 @@ def read_info(path: str | Path) -> DatasetInfo:
         raise DataError(f"{path} is a folder; give the dataset file (dataset.h5) made by `dexed-data render`")
     if not path.is_file():
         raise DataError(f"{path}: no such dataset file; build one with `dexed-data render`")
-    with open_hdf5(path, "dataset", DataError) as h5:
+    h5 = open_hdf5(path, "dataset", DataError)
+    try:
+        check_dataset(h5, path, schema=False)
+    except DexedDataError as exc:
+        h5.close()
+        raise DataError(str(exc)) from None
+    except BaseException:
+        h5.close()
+        raise
+    return h5
+
+
+def read_info(path: str | Path) -> DatasetInfo:
+    """Read and check a dataset (:func:`open_checked`). Raises :class:`DataError` on another format,
+    a damaged file or a missing /mel."""
+    path = Path(path)
+    with open_checked(path) as h5:
         a = h5.attrs
-        if a.get("format") == "dexed-catalogue":
-            raise DataError(catalogue_not_dataset(path))
-        if a.get("format") != DATASET_FORMAT or int(a.get("format_version", -1)) not in SUPPORTED_VERSIONS:
-            raise DataError(f"{path}: not a {DATASET_FORMAT} file of version {SUPPORTED_VERSIONS} "
-                            f"(format={a.get('format')!r}, format_version={a.get('format_version')!r})")
-        if not bool(a.get("complete", False)):  # docs/FORMAT.md: readers refuse an incomplete file
-            raise DataError(f"{path}: the dataset is incomplete (its render was interrupted); rerun the same "
-                            "render command to finish it")
         if "mel" not in h5:
             raise DataError(f"{path}: has no /mel spectrograms; render it with mel storage enabled")
-        for key in ("mel_min_db", "mel_max_db"):
-            if key not in a:
-                raise DataError(f"{path}: attribute {key} is missing; the dataset's normalization bounds are required")
         n, k, n_mels, frames = h5["mel"].shape
         return DatasetInfo(str(path), str(a["schema_hash"]), tuple((int(p), int(v)) for p, v in np.asarray(a["notes"])),
                            n, n_mels, frames, (float(a["mel_min_db"]), float(a["mel_max_db"])))
@@ -164,11 +170,11 @@ def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[s
     """
     from .split import split_keys
 
-    with h5py.File(path, "r") as h5:
-        ids = [b.decode() if isinstance(b, bytes) else str(b) for b in h5["presets/id"][:]]
+    with open_checked(path) as h5:
+        ids = [b.decode() for b in h5["presets/id"][:]]
         n = len(ids)
-        rendered = h5["status"][:] == 1 if "status" in h5 else np.ones(n, bool)
-        silent = h5["silent"][:].astype(bool) if "silent" in h5 else np.zeros(n, bool)
+        rendered = h5["status"][:] == 1
+        silent = h5["silent"][:].astype(bool)
         dup = h5["duplicate_of"][:].astype(np.int64) if "duplicate_of" in h5 else np.full(n, -1, np.int64)
         near_group = h5["presets/near_group"][:] if "presets/near_group" in h5 else None
         raw = h5["presets/raw"][:] if near_group is None else None
@@ -232,17 +238,9 @@ class SpectrogramDataset(Dataset):
             raise DataError(f"{path}: mel bounds must satisfy min < max, got {mel_bounds}")
         self.lo, self.scale = float(lo), 2.0 / (float(hi) - float(lo))
         enc = get_encoding(encoding)
-        with h5py.File(self.path, "r") as h5:
+        with open_checked(self.path) as h5:   # raw values within their maxima, audibility (N, K, 6)
             raw = h5["presets/raw"][:][self.rows]
-            audible = h5["audible"][:][self.rows] if "audible" in h5 else np.ones((len(self.rows), 1, 6), bool)
-            bad = np.argwhere(raw > VOICE_MAX)
-            if len(bad):
-                i, k = bad[0]
-                ident = h5["presets/id"][self.rows[i]].decode() if "presets/id" in h5 else "?"
-                name = next(p.name for p in VOICE_PARAMS if p.voice_offset == k)
-                raise DataError(f"{path}: preset row {self.rows[i]} (id {ident}) has {name} = {raw[i, k]}, above its "
-                                f"max {VOICE_MAX[k]} ({len(bad)} such value(s) in all); the file is damaged: import and "
-                                "render it again")
+            audible = h5["audible"][:][self.rows]
         self.targets = torch.from_numpy(enc.encode(raw))
         heard = audible[:, list(self.note_index)].any(axis=1) if audible.shape[1] > 1 else audible[:, 0]
         self.masks = torch.from_numpy(enc.operator_mask(heard))

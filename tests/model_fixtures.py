@@ -44,11 +44,20 @@ def write_synthetic_dataset(path: Path, n: int = 24, n_mels: int = 32, frames: i
                         engine="synthetic", engine_version="0", sample_rate=22050,
                         notes=np.array(notes, dtype=np.int32), hold=3.0, release=1.0,
                         fixed_params=json.dumps({}), mel_config=json.dumps({"n_mels": n_mels}),
-                        command="tests", mel_min_db=mel_bounds[0], mel_max_db=mel_bounds[1])
+                        command="tests", mel_min_db=mel_bounds[0], mel_max_db=mel_bounds[1],
+                        operators=True, stored="mel", compression="none", audio_dtype="float16",
+                        shapes=json.dumps({"notes": k, "samples": 88200, "mels": n_mels, "frames": frames}),
+                        selection_hash="0" * 16, selection_size=n)
         h5["presets/raw"] = raw.astype(np.uint8)
         h5["presets/id"] = ids
         h5["presets/name"] = np.array([f"SYNTH {i:04d}".encode() for i in range(n)], dtype="S10")
         h5["presets/sound_group"] = np.arange(n, dtype=np.int32)
+        h5["presets/catalogue_row"] = np.arange(n, dtype=np.int32)
+        h5["occurrences/preset"] = np.arange(n, dtype=np.int32)
+        h5.create_dataset("occurrences/path", data=np.array(["synthetic.syx"] * n, object), dtype=h5py.string_dtype())
+        h5["occurrences/message"] = np.zeros(n, np.int32)
+        h5["occurrences/voice"] = np.arange(n, dtype=np.int32) % 32
+        h5["occurrences/name"] = h5["presets/name"][...]
         h5.create_dataset("mel", data=mel, chunks=(1, k, n_mels, frames))
         h5["audible"] = audible
         h5["operator_db"] = np.where(audible, -20.0, -90.0).astype(np.float32)

@@ -162,3 +162,13 @@ def test_report_of_a_file_name_that_is_not_utf8(tmp_path):
     assert [f["path"] for f in rep["files"]] == ["bad\\xff.syx"]               # as the catalogue stores it
     with h5py.File(tmp_path / "c.h5") as f:
         assert f["occurrences/path"][0] == b"bad\\xff.syx"
+
+
+def test_list_keeps_one_line_per_preset_when_a_path_holds_a_newline(tmp_path):
+    root = tmp_path / "in" / "a\nb"
+    root.mkdir(parents=True)
+    (root / "x.syx").write_bytes(sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None], ["X"]))
+    assert invoke("import-sysex", tmp_path / "in", "-o", tmp_path / "c.h5", "--no-progress").exit_code == 0
+    result = invoke("list", tmp_path / "c.h5")
+    lines = [x for x in result.stdout.splitlines() if x.strip() and "presets" not in x]
+    assert result.exit_code == 0 and len(lines) == 2 and all("a\\nb/x.syx:" in x for x in lines), result.stdout

@@ -695,6 +695,11 @@ def test_merge_names_shards_of_jobs_split_differently(catalogue, tmp_path):
     res = run(data_app, "merge", tmp_path / "s2.h5", tmp_path / "s3.h5", "-o", tmp_path / "m.h5")
     assert_clean_error(res, "is shard 0/3", "is shard 0/2", "different numbers of shards")
     assert not (tmp_path / "m.h5").exists()
+    # shards of jobs with other notes: the message names the notes (it said "engine")
+    render_dataset(catalogue, tmp_path / "n.h5", RenderConfig(notes=((50, 85),), hold=0.2, release=0.1, operators=False),
+                   jobs=1, progress=False, limit=6, shard=Shard.parse("1/2"), segment_size=2)
+    res = run(data_app, "merge", tmp_path / "s2.h5", tmp_path / "n.h5", "-o", tmp_path / "m.h5")
+    assert_clean_error(res, "notes differs from")
 
 
 def test_fit_names_a_damaged_preset_value(dataset, tmp_path):
@@ -1213,3 +1218,30 @@ def test_fit_out_under_a_file_and_a_checkpoint_path_are_refused_in_one_line(fitt
     # a path given as --checkpoint would be unpickled (torch printed its multi-line weights_only advice)
     res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--checkpoint", str(fitted.data)])
     assert res.exit_code == 2 and "use best.pt or last.pt" in res.output, res.output
+
+
+def test_report_and_export_wav_never_replace_their_input_even_with_force(dataset, tmp_path):
+    import shutil
+
+    from dexed_data.dataset import DatasetReader
+
+    with DatasetReader(dataset) as r:
+        row = int(np.flatnonzero(r.status == 1)[0])
+        pid, name = r.ids[row], r.names[row].strip().replace(" ", "_")
+    for sub, file, command in (("rep", "index.html", ["report", "-o"]),
+                               ("wav", f"{pid}_{name}_60-85.wav", ["export-wav", "--ids", pid, "-o"])):
+        folder = tmp_path / sub
+        folder.mkdir()
+        shutil.copy(dataset, folder / file)
+        before = (folder / file).read_bytes()
+        proc = subprocess.run(_cli(command[0], str(folder / file), *command[1:], str(folder), "--force"),
+                              capture_output=True, text=True, timeout=300)
+        assert_clean_process_error(proc, "would replace an input")
+        assert (folder / file).read_bytes() == before
+    # a dataset whose path is not UTF-8: the page names it with \xNN (a traceback before)
+    odd = tmp_path / os.fsdecode(b"bad\xff.h5")
+    shutil.copy(dataset, odd)
+    proc = subprocess.run(_cli("report", str(odd), "-o", str(tmp_path / "page")), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "bad\\xff.h5" in (tmp_path / "page" / "index.html").read_text(encoding="utf-8")

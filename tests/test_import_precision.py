@@ -77,8 +77,10 @@ def test_mid_joins_split_sysex_packets():
 
 
 def test_truncated_mid_keeps_the_messages_before_the_cut():
+    # and of the message cut short its complete voices, as a .syx cut there keeps them
     data = _smf(_sysex_event(0xF0, BANK[1:]), _sysex_event(0xF0, BANK[1:]))
     result = decode_bytes(data[:-2000])
-    assert len(result.voices) == 32
-    assert any(p.code == "midi_error" for p in result.problems)
+    cut = 4104 - 2000 - 4                                # the second bank's bytes left (its end-of-track event lost)
+    assert len(result.voices) == 32 + (cut - 6) // 128 == 48
+    assert [p.code for p in result.problems] == ["midi_error", "truncated_bank"]
 

@@ -369,7 +369,9 @@ def match(
                         write_syx, write_wavs)
     from .refine import MOVED
 
-    run = paths[0] if paths and (paths[0].is_dir() or paths[0].suffix == ".pt") else None
+    # a folder first is the run, unless --data is given and it holds no checkpoint (a folder of recordings)
+    run = paths[0] if paths and (paths[0].suffix == ".pt" or paths[0].is_dir() and (
+        data is None or any((paths[0] / c).is_file() for c in ("best.pt", "last.pt")))) else None
     files = paths[1:] if run is not None else paths
     if not files:
         _fail("give the audio files to match (after RUN, if any)")

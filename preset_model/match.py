@@ -56,14 +56,16 @@ Example::
 from __future__ import annotations
 
 import numbers
+import os
 import re
 from dataclasses import dataclass, field, replace
-from math import gcd
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from dexed_data.schema import pad_name
+from dexed_data.sysex import VOICES_PER_BANK
 
 from .errors import PresetModelError
 from .inference import Run, load_run, read_render_settings
@@ -86,6 +88,11 @@ class AudioInputError(PresetModelError):
 
 #: Longest audio file accepted (s), judged from its header before reading it.
 MAX_AUDIO_SECONDS = 600.0
+#: Highest sample rate accepted (Hz): 8 × 192 kHz.
+MAX_SAMPLE_RATE = 1_536_000
+#: Largest sample magnitude accepted, after the gain (80 dB over full scale; the engine's own output
+#: stays within ±8): beyond ~1e19 the spectra overflow float32 and every distance is NaN.
+MAX_PEAK = 1e4
 #: Largest ``gain_db`` magnitude accepted.
 MAX_GAIN_DB = 120.0
 
@@ -142,10 +149,14 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     if Path(path).is_dir():
         raise AudioInputError(f"{path} is a folder; give its audio files (e.g. {path}/*.wav)")
     if not Path(path).is_file():
-        raise AudioInputError(f"{path}: no such file")
+        raise AudioInputError(f"{path}: " + ("not a regular file (a device or pipe); give an audio file"
+                                             if Path(path).exists() else "no such file"))
     try:
         with open(path, "rb") as fh:   # a file object: soundfile cannot open a name that is not UTF-8
             head = sf.info(fh)
+            if head.samplerate > MAX_SAMPLE_RATE:
+                raise AudioInputError(f"{path}: a sample rate of {head.samplerate:,} Hz, above any audio's "
+                                      f"({MAX_SAMPLE_RATE:,} Hz at most); re-export the recording")
             if head.frames / head.samplerate > MAX_AUDIO_SECONDS:
                 raise AudioInputError(f"{path}: {head.frames / head.samplerate:.0f} s of audio; at most "
                                       f"{MAX_AUDIO_SECONDS:g} s is accepted (only the first note length is used: "
@@ -164,8 +175,12 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
         raise AudioInputError(f"{path}: holds NaN or infinite samples; fix or re-export the recording")
     mono = x.mean(axis=1)
     if sr != sample_rate:
-        g = gcd(int(sr), int(sample_rate))
-        mono = resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
+        # a rate with few common factors with ours (44,101 Hz) would need a filter of 20 × the rate
+        # taps; one within a millionth of the ratio is as good (under 0.002 cents)
+        ratio = Fraction(int(sample_rate), int(sr))
+        if max(ratio.numerator, ratio.denominator) > 50_000:
+            ratio = ratio.limit_denominator(50_000)
+        mono = resample_poly(mono, ratio.numerator, ratio.denominator).astype(np.float32)
     out = np.zeros(n_samples, np.float32)
     n = min(n_samples, len(mono))
     out[:n] = mono[:n]
@@ -252,7 +267,7 @@ def _rms_db(x: np.ndarray) -> float:
 def _sound_key(path: str | Path) -> str:
     """The file with its note suffix removed: files of one sound share it."""
     p = Path(path)
-    return str(p.with_name(_NOTE_SUFFIX.sub("", p.stem)))
+    return os.path.join(str(p.parent), _NOTE_SUFFIX.sub("", p.stem))   # "" for a file named only by its note
 
 
 def _nearest(notes: tuple[tuple[int, int], ...], note: tuple[int, int], among=None) -> int:
@@ -357,7 +372,13 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         loaded = run if isinstance(run, Run) else load_run(run, data=data)
         s, notes, note_index, data_path = loaded.settings, loaded.input_notes, loaded.note_index, loaded.dataset
     files = [str(f) for f in files]
+    folder = next((f for f in files if Path(f).is_dir()), None)
+    if folder is not None:   # said before the grouping counts it as a file
+        raise AudioInputError(f"{folder} is a folder; give its audio files (e.g. {folder}/*.wav)")
     groups = group_files(files, notes, each)
+    if len(groups) > VOICES_PER_BANK:   # before minutes of matching, not when writing the bank
+        raise PresetModelError(f"{len(groups)} sounds make {len(groups)} voices, more than one DX7 bank holds "
+                               f"({VOICES_PER_BANK}); split the input into several runs")
     n = s.note_samples
     if gain_db != "auto":
         check_gain(gain_db)
@@ -369,11 +390,24 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         gain = auto_gain_db(read) if gain_db == "auto" else float(gain_db)
         read = [x * np.float32(10.0 ** (gain / 20.0)) for x in read]
         peak = max(float(np.abs(x).max()) for x in read)
+        if peak > MAX_PEAK:   # float samples far past full scale: their spectra overflow float32
+            loudest = group[int(np.argmax([np.abs(x).max() for x in read]))][1]
+            raise AudioInputError(f"{loudest}: its samples reach {20 * np.log10(peak):.0f} dB over full scale"
+                                  + (f" after --gain-db {gain:g}" if gain else "") + "; a recording lies within "
+                                  "±1: scale it down (--gain-db, or --gain-db auto)")
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
         for (j, f), x in zip(group, read):
             note = played_note(f, notes, j, alone=len(group) == 1)
             originals[j] = (x, note)
             audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])
+            if note != notes[j] and silent_notes(audio[j][None]).all() and not silent_notes(x[None]).all():
+                # moved down by resampling, the note length takes only the recording's first part
+                used = len(x) * 2.0 ** ((notes[j][0] - note[0]) / 12.0) / s.sample_rate
+                raise AudioInputError(
+                    f"{f}: played on {note[0]}:{note[1]}, it is moved {abs(notes[j][0] - note[0])} semitones "
+                    f"down to the model's note {notes[j][0]}:{notes[j][1]}, which uses its first {used:.2f} s "
+                    "only, and they are silent; cut the silence before the note (a note starts at the beginning "
+                    "of its file)")
         for j in range(len(notes)):
             if audio[j] is None:  # from the given note nearest in pitch, then in velocity
                 src = _nearest(notes, notes[j], among=[g for g, _ in group])
@@ -443,12 +477,13 @@ def rerender_names(files: list[str | Path]) -> list[str]:
     """File names of the re-renders of ``files``, in order, all different: ``STEM.rerender.wav``,
     and ``STEM-2.rerender.wav``, ``STEM-3…`` for later files with the same stem (from other
     folders), skipping a number another input's own name already takes (``a-2.wav``)."""
+    own = {f"{Path(f).stem}.rerender.wav" for f in files}     # each input's own name, kept for it
     taken: set[str] = set()
     names = []
     for f in files:
         stem, k = Path(f).stem, 1
         name = f"{stem}.rerender.wav"
-        while name in taken:
+        while name in taken or (k > 1 and name in own):
             k += 1
             name = f"{stem}-{k}.rerender.wav"
         taken.add(name)

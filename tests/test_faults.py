@@ -1130,7 +1130,7 @@ def test_rerender_names_never_repeat():
     from preset_model.match import rerender_names
 
     names = rerender_names(["x/a.wav", "y/a.wav", "a-2.wav", "z/a.flac"])
-    assert len(set(names)) == 4 and names[:2] == ["a.rerender.wav", "a-2.rerender.wav"]
+    assert len(set(names)) == 4 and names[:3] == ["a.rerender.wav", "a-3.rerender.wav", "a-2.rerender.wav"]
 
 
 def _fit_cli(*args: str) -> list[str]:

@@ -148,3 +148,44 @@ def test_cli_match_writes_valid_syx_and_wavs(fitted, recording, tmp_path):
     voices = decode_file(bank).voices
     assert len(bank.read_bytes()) == 4104 and len(voices) == 32
     assert [v.name.strip() for v in voices[:2]] == ["MY CLAV!", "MY CLAV!"]
+
+
+def test_odd_audio_inputs_found_by_fuzzing(fitted, tmp_path):
+    import os
+
+    from preset_model.match import rerender_names
+
+    t = np.arange(SR) / SR
+    tone = (0.2 * np.sin(2 * np.pi * 261.6 * t)).astype(np.float32)
+    # a file named only by its note is a sound of its own (a traceback: Invalid name '')
+    sf.write(tmp_path / "_60-85.wav", tone, SR)
+    result = match_files(fitted.mlp1, [tmp_path / "_60-85.wav"])
+    assert len(result.voices) == 1
+    # a sample rate with no common factor with the model's is resampled through a close ratio (a
+    # 20 × rate-tap filter before: 1.25 GB at 1,000,003 Hz); absurd rates are refused
+    sf.write(tmp_path / "odd.wav", np.sin(np.arange(1_000_003 // 4) * 0.1).astype(np.float32), 1_000_003)
+    assert load_audio(tmp_path / "odd.wav", SR, SR // 8).shape == (SR // 8,)
+    with open(tmp_path / "absurd.wav", "wb") as fh:
+        sf.write(fh, tone[:4000], 2_147_483_647, format="WAV")
+    with pytest.raises(AudioInputError, match="sample rate of 2,147,483,647 Hz"):
+        load_audio(tmp_path / "absurd.wav", SR, SR)
+    # samples far past full scale (1e20: every distance NaN, a silent voice) are refused
+    sf.write(tmp_path / "loud.wav", tone * np.float32(5e19), SR, subtype="FLOAT")
+    with pytest.raises(AudioInputError, match="dB over full scale"):
+        match_files(fitted.mlp1, [tmp_path / "loud.wav"])
+    # played far above the model's notes after a silent lead-in: moved down, the note length takes
+    # only the lead-in (a silent target, then a silent voice); said, with what to do
+    lead = np.concatenate([np.zeros(SR // 2, np.float32), tone, tone])
+    sf.write(tmp_path / "flute_100-85.wav", lead, SR)
+    with pytest.raises(AudioInputError, match="cut the silence before the note"):
+        match_files(fitted.mlp1, [tmp_path / "flute_100-85.wav"])
+    # a pipe is not "no such file"; more sounds than a bank holds are refused before any matching
+    os.mkfifo(tmp_path / "pipe.wav")
+    with pytest.raises(AudioInputError, match="not a regular file"):
+        load_audio(tmp_path / "pipe.wav", SR, SR)
+    many = [tmp_path / f"s{i}.wav" for i in range(33)]
+    with pytest.raises(Exception, match="more than one DX7 bank holds"):
+        match_files(fitted.mlp1, many, each=True)            # not even read: they do not exist
+    # a re-render never takes another input's own name
+    assert rerender_names(["d1/a.wav", "d2/a.wav", "d1/a-2.wav"]) == ["a.rerender.wav", "a-3.rerender.wav",
+                                                                        "a-2.rerender.wav"]

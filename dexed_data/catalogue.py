@@ -116,7 +116,7 @@ class Catalogue:
         if missing:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise CatalogueError(f"{len(missing)} id(s) not in the catalogue: {shown}; "
-                                 "list ids with `dexed-data info` or h5py (/presets/id)")
+                                 "list ids with `dexed-data list`")
         return [where[i] for i in ids]
 
 

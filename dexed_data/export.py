@@ -14,7 +14,7 @@ from typing import Sequence
 
 from . import sysex
 from .catalogue import read_catalogue
-from .errors import CatalogueError
+from .errors import CatalogueError, OutputError
 
 __all__ = ["export_sysex"]
 
@@ -50,6 +50,8 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     if not rows:
         raise CatalogueError(f"{catalogue}: no presets selected to export")
     output = Path(output)
+    if output.is_dir() or not output.name:     # ".", "/", "outd": the numbered names need a file name
+        raise OutputError(f"output {output} is a folder; give a file name")
     size = 1 if single else 32
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
     targets = [output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")

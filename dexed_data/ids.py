@@ -74,7 +74,7 @@ def read_ids_text(path) -> str:
     except OSError as exc:
         raise CatalogueError(f"--ids {path}: cannot read ({exc.strerror or exc})") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")   # a byte-order mark (Windows' "UTF-8 with BOM") is not part of an id
     except UnicodeDecodeError:
         text = None
     if text is None or "\0" in text:

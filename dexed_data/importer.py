@@ -223,9 +223,8 @@ class ImportReport:
 
 #: Rejection reasons that count files (the others count messages, or voices: see _rejection_unit).
 FILE_REJECTIONS = frozenset({"no_sysex", "midi_error", "unreadable", "decoder_error", "too_large"})
-#: Files larger than this are not read (``too_large``): the largest SysEx collections are a few MB,
-#: and decoding holds several times a file's size in memory (a stray disk image would exhaust it).
-MAX_FILE_BYTES = 64 << 20
+#: Files larger than this are not read (``too_large``): :data:`dexed_data.sysex.MAX_FILE_BYTES`.
+MAX_FILE_BYTES = sysex.MAX_FILE_BYTES
 
 
 def _rejection_unit(code: str) -> str:

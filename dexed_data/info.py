@@ -38,7 +38,8 @@ def file_kind(path) -> str:
     if path.is_dir():
         raise DexedDataError(f"{path} is a folder; give a catalogue, a dataset or a .syx file")
     if not path.is_file():
-        raise DexedDataError(f"{path}: no such file")
+        raise DexedDataError(f"{path}: " + ("not a regular file (a device or pipe); give a catalogue, a dataset or "
+                                            "a .syx file" if path.exists() else "no such file"))
     with open(path, "rb") as f:
         signature = f.read(8)
     if signature != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):   # a truncated HDF5 file still starts so

@@ -673,12 +673,26 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
     return result
 
 
+#: Files larger than this are not read: the largest SysEx collections are a few MB, and decoding
+#: holds several times a file's size in memory (a stray disk image would exhaust it).
+MAX_FILE_BYTES = 64 << 20
+
+
 def decode_file(path: str | PathLike[str]) -> FileResult:
     """Read and decode one file (.syx, .mid, raw, anything); see :func:`decode_bytes`.
 
-    Raises :class:`SysexError` only if the file cannot be read.
+    Raises :class:`SysexError` only if the file cannot be read, is not a regular file, or is
+    larger than :data:`MAX_FILE_BYTES`.
     """
+    import stat
+
     try:
+        st = Path(path).stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise SysexError(f"{path}: not a regular file (a device or pipe); give a SysEx file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise SysexError(f"{path}: {st.st_size / 2**20:,.0f} MB, larger than any SysEx collection (the limit "
+                             f"is {MAX_FILE_BYTES >> 20} MB); not read")
         data = Path(path).read_bytes()
     except OSError as error:
         raise SysexError(f"cannot read {path}: {error.strerror}; check the path and permissions") from error

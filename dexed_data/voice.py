@@ -59,7 +59,12 @@ def load_voice(spec: str | Path) -> Voice:
     from .sysex import decode_file
 
     path, sep, index = str(spec).rpartition(":")
-    if not sep or not index.isdigit():
+    if not sep or Path(str(spec)).exists():     # a name holding a colon is a name
+        path, index = str(spec), ""
+    elif not (index.isascii() and index.isdigit()):
+        if Path(path).exists():
+            raise DexedDataError(f"{spec}: {index!r} is not a voice number; write {path}:N, N a whole number "
+                                 "from 1")
         path, index = str(spec), ""
     if not Path(path).is_file():
         what = ("a folder, not a file" if Path(path).is_dir() else "not a regular file (a device or pipe)"

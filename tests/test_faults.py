@@ -1245,3 +1245,38 @@ def test_report_and_export_wav_never_replace_their_input_even_with_force(dataset
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "bad\\xff.h5" in (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+
+
+def test_voice_numbers_big_files_pipes_and_export_to_a_folder(catalogue, tmp_path):
+    # found by an audit: a superscript digit as N was a traceback, -1 was "no such file"; info and
+    # FILE:N read a file of any size whole (3 GB: 6.6 GB of memory); a pipe was "no such file";
+    # export -o . was a traceback; an ids file with a byte-order mark matched no id
+    import shutil
+
+    from dexed_data.catalogue import read_catalogue
+    from dexed_data.errors import DexedDataError
+    from dexed_data.voice import load_voice
+
+    bank = tmp_path / "bank.syx"
+    shutil.copy(REPO / "presets" / "toolkit_bank_a.syx", bank)
+    for n in ("²", "-1", "x"):
+        with pytest.raises(DexedDataError, match="is not a voice number"):
+            load_voice(f"{bank}:{n}")
+    big = tmp_path / "big.syx"
+    with open(big, "wb") as f:
+        f.truncate(65 << 20)                                # sparse: no disk used
+    for args in (("info", str(big)),):
+        assert_clean_process_error(subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120),
+                                   "larger than any SysEx collection")
+    with pytest.raises(DexedDataError, match="larger than any SysEx collection"):
+        load_voice(f"{big}:1")
+    os.mkfifo(tmp_path / "pipe.syx")
+    assert_clean_process_error(subprocess.run(_cli("info", str(tmp_path / "pipe.syx")), capture_output=True,
+                                              text=True, timeout=120), "not a regular file")
+    assert_clean_process_error(subprocess.run(_cli("export", str(catalogue), "--all", "-o", "."), cwd=tmp_path,
+                                              capture_output=True, text=True, timeout=120), "is a folder")
+    first = read_catalogue(catalogue).ids[0]
+    (tmp_path / "ids.txt").write_bytes(b"\xef\xbb\xbf" + first.encode() + b"\r\n")
+    proc = subprocess.run(_cli("export", str(catalogue), "--ids", str(tmp_path / "ids.txt"), "-o",
+                               str(tmp_path / "one.syx")), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and (tmp_path / "one.syx").exists(), proc.stderr

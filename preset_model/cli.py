@@ -136,7 +136,8 @@ def fit(
     head: Optional[str] = typer.Option(None, help="Regression head: flow (default) | mlp."),
     notes: Optional[int] = typer.Option(None, help="Input notes per preset: as many as the dataset was rendered on (default 6, the paper's), or 1 (MIDI 60, vel 85)."),
     size: Optional[str] = typer.Option(None, help="Model size: paper (default) | small | tiny."),
-    epochs: int = typer.Option(400, help="Total epochs (a resumed run continues up to this number)."),
+    epochs: Optional[int] = typer.Option(None, help="Total epochs (default 400; a resumed run continues up to this "
+                                                    "number, by default its own)."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size, split across processes (default 160)."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 2e-4)."),
     fold: Optional[int] = typer.Option(None, help="Validation fold 0-4 (default 0); 20% of presets are the test set."),
@@ -171,7 +172,7 @@ def fit(
     import math
     from dataclasses import replace
 
-    if epochs < 1:
+    if epochs is not None and epochs < 1:
         _fail(f"--epochs {epochs}: must be ≥ 1")
     if notes is not None and notes < 1:
         _fail(f"--notes {notes}: must be 1 (MIDI 60, vel 85) or the number of notes the dataset was rendered on (6)")
@@ -223,8 +224,10 @@ def fit(
             model_cfg = replace(saved, **(SIZES[size] if size in SIZES else {}), **model_args)
     else:
         model_cfg = model_config(size or "paper", **model_args)
-    cfg = _plain(replace, base, epochs=epochs, workers=workers, device=device, amp=amp, max_steps=max_steps,
-                 max_minutes=max_minutes, in_memory=in_memory, **train_args)
+    # the run's length and budget: as given, else (on --resume) the checkpoint's (a plain --resume
+    # reset --epochs to 400 and dropped --max-minutes and --max-steps); the machine's settings as given
+    length = {k: v for k, v in dict(epochs=epochs, max_steps=max_steps, max_minutes=max_minutes).items() if v is not None}
+    cfg = _plain(replace, base, workers=workers, device=device, amp=amp, in_memory=in_memory, **length, **train_args)
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:   # one fit per run folder (torchrun: rank 0 holds it for all)
         from dexed_data.render import JobLock

@@ -433,6 +433,17 @@ def _clock(seconds: float, device: torch.device) -> float:
     return seconds
 
 
+def _summed(sums: dict[str, float], done: int, device: torch.device) -> dict[str, float]:
+    """Each term's sum over every rank's batches, scaled to ``done`` batches (this rank's count): the
+    epoch's training losses of the global batch, not of this rank's share of it; as given without DDP."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return sums
+    both = torch.tensor([*sums.values(), float(done)], dtype=torch.float64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.SUM)
+    total = float(both[-1].item())
+    return {k: float(v) * done / max(total, 1.0) for k, v in zip(sums, both[:-1].tolist())}
+
+
 def _unwrap(model) -> PresetModel:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -640,9 +651,11 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 bar.set_postfix({k: f"{terms[k].item():.4f}" for k in TERMS}, refresh=False)
             bar.close()
             elapsed = time.perf_counter() - t0
-            spent += elapsed
+            # the ranks' agreed clock (each rank's own one made them stop after different epochs, and
+            # the one still training died in its next collective: a traceback under torchrun)
+            spent = _clock(spent + elapsed, device)
             out_of_time = budget is not None and spent >= budget
-            train = {k: v / max(done, 1) for k, v in sums.items()}
+            train = {k: v / max(done, 1) for k, v in _summed(sums, done, device).items()}
             valid = validation_losses(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast,
                                       cfg.numerical_loss)
             valid["param"] = valid["num"] + cfg.categorical_weight * valid["cat"]

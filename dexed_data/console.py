@@ -42,6 +42,7 @@ _stopped_by: list[int] = []
 def _on_signal(signum, frame) -> None:
     if not _stopped_by:
         _stopped_by.append(signum)
+        threading.excepthook = _quiet_after_interrupt(threading.excepthook)
     raise KeyboardInterrupt
 
 
@@ -161,8 +162,6 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
     finally:
         for signum in found:                      # a second signal while cleaning up ends the process
             signal.signal(signum, signal.SIG_DFL)
-        if _stopped_by:   # loky's manager thread may trip over the work items of killed workers: not news
-            threading.excepthook = _quiet_loky(threading.excepthook)
         if "dexed_data.render" in sys.modules:
             sys.modules["dexed_data.render"].shutdown_workers()
         for signum, handler in found.items():     # as found
@@ -200,8 +199,19 @@ def _option(name: str) -> str | None:
     return None
 
 
-def _quiet_loky(hook):
+def _quiet_after_interrupt(hook):
+    """``threading.excepthook`` once the command is stopped: the threads that serve worker processes
+    trip over workers that are being stopped, and that is not news. Loky's manager thread (the work
+    items of killed workers); multiprocessing's resource sharer, through which torch's data-loading
+    workers hand over their batches (a connection reset mid-handshake: seen once in ~20 signals to a
+    ``fit --workers 2``). Other threads' exceptions are shown as before."""
+    import traceback
+
     def quiet(args) -> None:
-        if args.thread is None or args.thread.name != "ExecutorManagerThread":
-            hook(args)
+        if args.thread is not None and args.thread.name == "ExecutorManagerThread":
+            return
+        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback is not None else []
+        if isinstance(args.exc_value, OSError) and any(f.filename.endswith("resource_sharer.py") for f in frames):
+            return
+        hook(args)
     return quiet

@@ -1280,3 +1280,28 @@ def test_voice_numbers_big_files_pipes_and_export_to_a_folder(catalogue, tmp_pat
     proc = subprocess.run(_cli("export", str(catalogue), "--ids", str(tmp_path / "ids.txt"), "-o",
                                str(tmp_path / "one.syx")), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and (tmp_path / "one.syx").exists(), proc.stderr
+
+
+def test_after_an_interrupt_the_worker_serving_threads_stay_quiet():
+    # multiprocessing's resource sharer (torch's data-loading workers hand their batches over through
+    # it) tripped over a worker being stopped: a thread traceback after fit's one line, 1 in ~20
+    import sys
+    from types import SimpleNamespace
+
+    from dexed_data.console import _quiet_after_interrupt
+
+    ns: dict = {}
+    exec(compile("def serve():\n    raise ConnectionResetError(104, 'Connection reset by peer')",
+                 "/usr/lib/python3/multiprocessing/resource_sharer.py", "exec"), ns)
+    shown = []
+    hook = _quiet_after_interrupt(shown.append)
+    for fn in (ns["serve"], lambda: (_ for _ in ()).throw(ConnectionResetError(104, "elsewhere"))):
+        try:
+            fn()
+        except OSError:
+            kind, value, tb = sys.exc_info()
+        hook(SimpleNamespace(exc_type=kind, exc_value=value, exc_traceback=tb, thread=None))
+    assert [str(a.exc_value) for a in shown] == ["[Errno 104] elsewhere"]
+    hook(SimpleNamespace(exc_type=RuntimeError, exc_value=RuntimeError(), exc_traceback=None,
+                         thread=SimpleNamespace(name="ExecutorManagerThread")))
+    assert len(shown) == 1

@@ -413,14 +413,14 @@ def _gpu_utilisation(device: torch.device) -> float:
         return float("nan")
 
 
-def _loader_worker(worker_id: int) -> None:
-    """``worker_init_fn`` of the data-loading workers: they leave Ctrl-C, SIGTERM and SIGHUP to the
-    main process (which stops them), as render's workers do. A worker that took the signal died,
-    and torch's SIGCHLD handler then raised in the middle of the interrupt's clean-up: a traceback
-    instead of one line, and sometimes exit 1 (seen in 6 of 6 SIGTERM to a fit with --workers 2)."""
-    from dexed_data.render import worker_signals
-
-    worker_signals()
+def _stop_loader_workers(*loaders) -> None:
+    """Stop the persistent data-loading workers now, also when fit is leaving on an interrupt: an
+    iterator kept alive by the traceback's frames left them running, and multiprocessing's exit
+    handler then waited for them for ever (a fit that hung after Ctrl-C in its first seconds)."""
+    for loader in loaders:
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
 
 
 def _clock(seconds: float, device: torch.device) -> float:
@@ -548,15 +548,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         loader_args = dict(batch_size=cfg.batch_size // world, num_workers=workers,
                            pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                            generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
-        if workers:
-            loader_args["worker_init_fn"] = _loader_worker
         train_loader = DataLoader(train_ds, sampler=train_sampler, **loader_args)
         valid_loader = DataLoader(valid_ds, sampler=valid_sampler, **loader_args)
-        if workers:   # start the (persistent) workers now, with Ctrl-C held back until they ignore it
-            from dexed_data.render import signals_held
-
-            with signals_held():
-                iter(train_loader), iter(valid_loader)
 
         # -- model and optimizer ---------------------------------------------------------------
         torch.manual_seed(cfg.seed)
@@ -709,6 +702,7 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         return FitResult(_unwrap(model), epoch, best_valid, out, out_of_time,
                          (len(split.train), len(split.valid), len(split.test)))
     finally:
+        _stop_loader_workers(locals().get("train_loader"), locals().get("valid_loader"))
         if own_group:
             dist.destroy_process_group()
 

@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 from dexed_data.cli import app as data_app
 from preset_model.cli import app as model_app
-from run_fixtures import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,33 +89,7 @@ def set_item(name, index, value):
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("damaged")
-
-
-@pytest.fixture(scope="module")
-def catalogue(work) -> Path:
-    from dexed_data.importer import import_sysex
-
-    path = work / "presets.h5"
-    import_sysex([REPO / "presets"], path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def dataset(work, catalogue) -> Path:
-    from dexed_data.render import RenderConfig, render_dataset
-
-    path = work / "dataset.h5"
-    render_dataset(catalogue, path, RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1,
-                   progress=False, limit=4)
-    return path
-
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    return build(tmp_path_factory.getbasetemp() / "fitted")
+from test_faults import catalogue, dataset, fitted, work  # noqa: E402,F401 - the same small files
 
 
 @pytest.fixture(scope="module")

@@ -946,12 +946,6 @@ def _start_trackers() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in _GROUP_SIGNALS})
 
 
-def signals_held():
-    """:func:`_held` for the signals a process group gets: start worker processes inside it (their
-    initializer then calls :func:`worker_signals`), so that a Ctrl-C meanwhile reaches only this process."""
-    return _held(_GROUP_SIGNALS)
-
-
 @contextlib.contextmanager
 def _held(names):
     """Hold back (block) these signals in this thread while it starts processes: a new program

@@ -963,6 +963,13 @@ def _held(names):
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
+def group_signals_held():
+    """:func:`_held` for the signals a process group gets (Ctrl-C, SIGTERM, SIGHUP): for processes
+    started by others (``fit``'s data-loading workers), whose own start then sets their handlers and
+    unblocks them."""
+    return _held(_GROUP_SIGNALS)
+
+
 _TRACKER_LOCK = threading.Lock()
 _TRACKER_STARTED: list = []
 

@@ -145,6 +145,25 @@ def test_dc_block_equals_scipy_lfilter(engine):
         np.testing.assert_array_equal(dc_block(x, SR), ref)
 
 
+def test_dc_block_of_a_long_note_takes_memory_in_proportion_to_its_length():
+    # a matrix over every pair of 256-sample blocks took 16 GB for the longest note render allows
+    # (60 s at 192 kHz): the worker was killed. 2 M samples needed 490 MB for it; now ~5 copies.
+    import tracemalloc
+
+    from scipy.signal import lfilter
+
+    x = np.random.default_rng(1).standard_normal(2_000_000).astype(np.float32)
+    tracemalloc.start()
+    try:
+        y = dc_block(x, 192000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 8 * x.size, peak
+    ref = lfilter([1.0, -1.0], [1.0, -(1.0 - 126.0 / 192000)], x.astype(np.float64)).astype(np.float32)
+    assert np.abs(y - ref).max() < 1e-9
+
+
 def test_out_of_range_and_bad_input_raise(engine):
     raw = simple_voice()
     raw[voice_index("OP3 F COARSE")] = 32

@@ -176,8 +176,8 @@ def fit(
         _fail(f"--epochs {epochs}: must be ≥ 1")
     if notes is not None and notes < 1:
         _fail(f"--notes {notes}: must be 1 (MIDI 60, vel 85) or the number of notes the dataset was rendered on (6)")
-    if batch_size is not None and batch_size < 1:
-        _fail(f"--batch-size {batch_size}: must be ≥ 1")
+    if batch_size is not None and batch_size < 2:
+        _fail(f"--batch-size {batch_size}: must be ≥ 2 (batch normalisation needs two presets in a batch)")
     if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
         _fail(f"--lr {lr}: must be a finite number > 0 and ≤ 1")
     if workers < 0 or workers > 4 * (os.cpu_count() or 1):

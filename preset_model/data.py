@@ -193,18 +193,23 @@ def _too_small(path, usable: np.ndarray, keys: list[str], ids: list[str], split:
         n = len(ids)
         failed = int((h5["status"][:] != 1).sum()) if "status" in h5 else 0
         silent = int(h5["silent"][:].astype(bool).sum()) if "silent" in h5 else 0
-        dups = int((h5["duplicate_of"][:] >= 0).sum()) if "duplicate_of" in h5 else 0
+        dup_of = h5["duplicate_of"][:] if "duplicate_of" in h5 else np.full(n, -1)
+        dups = int((dup_of >= 0).sum())
+        usable_dups = int(((dup_of >= 0) & (h5["status"][:] == 1) & ~h5["silent"][:].astype(bool)).sum()
+                          if "status" in h5 and "silent" in h5 else dups)
     groups = len({keys[r] for r in usable})
     dups = dups if not keep_duplicates else 0
     why = [f"{failed} failed"] * bool(failed) + [f"{silent} silent"] * bool(silent) + [f"{dups} duplicates by sound"] * bool(dups)
     other = [f for f in range(5) if f != split.fold and
              (lambda s: s.train and s.valid)(split_ids([ids[r] for r in usable], f, groups=[keys[r] for r in usable]))]
     hints = ([f"--fold {' or '.join(map(str, other))} leaves some for both"] * bool(other)
-             + [f"--keep-duplicates keeps the {dups} duplicates"] * bool(dups) + ["render more presets"])
+             + [f"--keep-duplicates keeps the {usable_dups} duplicates"] * bool(dups and usable_dups)
+             + ["render more presets"])
     return (f"{path}: too few presets to train on: {len(usable)} usable of {n}"
             + (f" ({', '.join(why)} left out)" if why else "")
             + f", in {groups} near-copy group(s), which the split deals out whole: {len(split.train)} for training, "
-            f"{len(split.valid)} for validation fold {split.fold}, {len(split.test)} for test; " + "; or ".join(hints))
+            f"{len(split.valid)} for validation fold {split.fold}, {len(split.test)} for test (training needs 2 at "
+            f"least, validation 1); " + "; or ".join(hints))
 
 
 class SpectrogramDataset(Dataset):
@@ -345,7 +350,7 @@ def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
     if missing:
         raise DataError(f"{path}: {len(missing)} presets of the saved split (e.g. {missing[0]}) are not usable rows "
                         f"of this dataset; resume on the dataset the run started with")
-    if not split.train or not split.valid:
+    if len(split.train) < 2 or not split.valid:   # batch normalisation needs two presets in a batch
         raise DataError(_too_small(path, usable, keys, ids, split, keep_duplicates))
     if in_memory is None:
         in_memory = fits_in_memory(len(split.train) + len(split.valid), len(note_index), info)

@@ -79,6 +79,10 @@ def predict(run: Run, data: Path, rows: np.ndarray, train_rows: np.ndarray, base
 
     with h5py.File(data, "r") as h5:
         raw_all = h5["presets/raw"][:]
+    if baseline in BASELINES and len(train_rows) == 0:
+        raise DataError(f"{data}: holds none of the run's {len(Split.from_dict(run.checkpoint['split']).train)} "
+                        f"training presets, from which the {baseline} baseline is made; evaluate it on the dataset "
+                        f"the run was trained on")
     if baseline in ("mean", "median"):
         return np.tile(mean_preset(raw_all[train_rows], baseline), (len(rows), 1))
     if baseline == "knn":

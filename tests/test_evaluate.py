@@ -185,6 +185,26 @@ def test_evaluate_says_when_the_data_lacks_part_of_the_runs_split(fitted, tmp_pa
     assert "not comparable" in (tmp_path / "e.md").read_text()
 
 
+def test_a_baseline_on_data_without_the_runs_training_presets_is_refused_in_one_line(fitted, tmp_path):
+    # the kNN index over no preset multiplied by a 0 x 0 matrix, and the mean preset of none indexed
+    # an empty array: tracebacks, where the model's own evaluation on the same data answered
+    import torch
+    from dexed_data.render import RenderConfig, render_dataset
+    from run_fixtures import HOLD, NOTES, RELEASE
+
+    test = torch.load(fitted.flow6 / "best.pt", weights_only=False)["split"]["test"]
+    (tmp_path / "test.txt").write_text("\n".join(test[:2]) + "\n")
+    only_test = tmp_path / "t.h5"
+    render_dataset(fitted.data.parent / "presets.h5", only_test, RenderConfig(notes=NOTES, hold=HOLD, release=RELEASE),
+                   jobs=1, progress=False, ids_file=tmp_path / "test.txt")
+    for baseline in ("knn", "mean", "median"):
+        res = CliRunner().invoke(app, ["evaluate", str(fitted.flow6), "--data", str(only_test), "--baseline", baseline,
+                                       "-o", str(tmp_path / baseline)])
+        assert res.exit_code == 2, res.output
+        assert "none of the run's" in res.output and f"the {baseline} baseline" in res.output, res.output
+    assert not list(tmp_path.glob("knn*")) and not list(tmp_path.glob("mean*"))
+
+
 def test_an_empty_split_is_named_with_the_splits_to_use_instead(fitted, tmp_path):
     import shutil
 

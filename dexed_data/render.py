@@ -254,6 +254,9 @@ def parse_notes(text: str) -> tuple[tuple[int, int], ...]:
         raise RenderError(f"--notes {text!r}: write pitch:velocity pairs, e.g. 40:85,60:127") from None
     if not notes:
         raise RenderError("--notes is empty")
+    twice = sorted({f"{p}:{v}" for p, v in notes if notes.count((p, v)) > 1})
+    if twice:   # the same note twice is the same audio twice, and export-wav's files would overwrite each other
+        raise RenderError(f"--notes {text!r}: {', '.join(twice)} given more than once; give each note once")
     return notes
 
 

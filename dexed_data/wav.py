@@ -71,7 +71,7 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
                 raise DatasetError(f"{path}: nothing to export: all {len(ds)} presets failed to render"
                                    + (f" (e.g. {reasons[0]})" if reasons else "") + f"; see `dexed-data info {path}`")
         else:
-            rows = [ds.index(i) for i in ids][:limit]
+            rows = list(dict.fromkeys(ds.index(i) for i in ids))[:limit]   # an id given twice is written once
             failed = [ds.ids[r] for r in rows if ds.status[r] != STATUS_OK]
             if failed:
                 raise DatasetError(f"{path}: preset(s) {', '.join(failed[:5])} failed to render; no audio to export")

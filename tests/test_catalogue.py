@@ -411,6 +411,8 @@ def test_names_keep_trailing_nul_bytes_through_catalogue_export_and_render(tmp_p
 
     written = export_wav(tmp_path / "d.h5", tmp_path / "w")        # the NULs are not part of the file name
     assert [p.name for p in written] == [f"{cat.ids[row]}_NUL_60-85.wav"]
+    again = export_wav(tmp_path / "d.h5", tmp_path / "w2", ids=[cat.ids[row]] * 2)   # an id given twice: once
+    assert [p.name for p in again] == [f"{cat.ids[row]}_NUL_60-85.wav"]
 
 
 def test_export_numbers_banks(tmp_path):

@@ -259,6 +259,8 @@ def test_options_are_checked():
     assert parse_notes("40:85, 60:127") == ((40, 85), (60, 127))
     with pytest.raises(RenderError, match="pitch:velocity"):
         parse_notes("40-85")
+    with pytest.raises(RenderError, match="60:85 given more than once"):   # export-wav's files would collide
+        parse_notes("60:85,40:85,60:85")
     assert Shard.parse("2/4") == Shard(2, 4)
     with pytest.raises(RenderError):
         Shard.parse("4/4")

@@ -208,6 +208,9 @@ class RenderedDataset(DatasetReader):
         """
         from .torch_dataset import MelDataset
 
+        if scale and not np.isfinite(self.mel_bounds).all():
+            raise DatasetError(f"{self.path}: no rendered preset that is not silent, so no bounds to scale the "
+                               "spectrograms by; pass scale=False for the dB values, or render presets that sound")
         return MelDataset(self.path, self.usable() if rows is None else rows, notes,
                           self.mel_bounds if scale else None)
 

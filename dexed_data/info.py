@@ -109,7 +109,9 @@ def describe_dataset(path) -> str:
             f"  engine        {h.engine} {h.engine_version}, {h.sample_rate} Hz, hold {h.hold:g} s + release {h.release:g} s",
             f"  notes         {', '.join(f'{p}:{v}' for p, v in h.notes)}",
             f"  presets       {len(ds)} ({ok} ok, {failed} failed, {silent} near-silent; {len(ds.usable())} usable)",
-            f"  mel bounds    {info.mel_min_db:.2f} … {info.mel_max_db:.2f} dB",
+            "  mel bounds    " + (f"{info.mel_min_db:.2f} … {info.mel_max_db:.2f} dB"
+                                     if np.isfinite([info.mel_min_db, info.mel_max_db]).all()
+                                     else "none (no rendered preset that is not silent)"),
             f"  fixed params  {format_fixed(h.fixed_params)}",
         ]
         if not h.operators:

@@ -126,3 +126,25 @@ def test_voice_names_with_control_bytes_are_shown_printable():
 
     assert _printable("COW BELL\x00 ") == "COW BELL·" and _printable("E.ORG\x00N 7 ") == "E.ORG·N 7"
     assert _printable("E.PIANO 1 ") == "E.PIANO 1"
+
+
+def test_a_dataset_with_no_preset_that_sounds_has_no_mel_bounds_and_says_so(tmp_path):
+    # its bounds are NaN: info printed "nan … nan dB", the report "nan dB", and torch_dataset told the
+    # caller to fix bounds they never passed
+    from dexed_data import open_dataset
+    from dexed_data.errors import DatasetError
+
+    silent = np.zeros((2, 145), np.uint8)
+    silent[1, 0] = 50                                    # two voices, both with every output level at 0
+    write_catalogue(tmp_path / "p.h5", silent, ["SILENT 1", "SILENT 2"])
+    render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", CFG, jobs=1, progress=False)
+    res = CliRunner().invoke(app, ["info", str(tmp_path / "d.h5")])
+    assert res.exit_code == 0 and "mel bounds    none (no rendered preset that is not silent)" in res.output, res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "d.h5"), "-o", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert not re.search(r"\bnan\b", page.lower()) and "none (no rendered preset that is not silent)" in page
+    with open_dataset(tmp_path / "d.h5") as ds:
+        with pytest.raises(DatasetError, match="no rendered preset that is not silent"):
+            ds.torch_dataset()
+        assert len(ds.torch_dataset(rows=[0, 1], scale=False)) == 2

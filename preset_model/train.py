@@ -504,7 +504,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[-1]))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+                      for r in rows])                                 # no value: an empty cell
     _write_atomic(path, buf.getvalue())
 
 
@@ -693,7 +694,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             # the one still training died in its next collective: a traceback under torchrun)
             spent = _clock(spent + elapsed, device)
             out_of_time = budget is not None and spent >= budget
-            train = {k: v / max(done, 1) for k, v in _summed(sums, done, device).items()}
+            # an epoch cut before its first step (a spent time budget) has no training loss, not one of 0
+            train = {k: v / done if done else float("nan") for k, v in _summed(sums, done, device).items()}
             valid = validation_losses(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast,
                                       cfg.numerical_loss)
             valid["param"] = valid["num"] + cfg.categorical_weight * valid["cat"]

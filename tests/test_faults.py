@@ -341,6 +341,17 @@ def test_fit_trains_when_the_last_batch_would_hold_one_preset(fitted, tmp_path):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+def test_an_epoch_cut_before_its_first_step_has_no_training_loss_rather_than_zero(fitted, tmp_path):
+    import csv
+
+    res = run(model_app, "fit", "--data", fitted.data, "--out", tmp_path / "run", "--size", "tiny", "--epochs", "2",
+              "--max-minutes", "0.000001", "--workers", "0", "--device", "cpu", "--no-progress")
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert rows[0]["step"] == "0" and rows[0]["train_loss"] == "" and rows[0]["train_num"] == "", rows[0]
+    assert float(rows[0]["valid_loss"]) > 0                      # validated as ever
+
+
 def test_evaluate_limit_and_jobs(fitted, tmp_path):
     for args, needle in ((["--limit", "0"], "--limit"), (["--jobs", "0"], "--jobs")):
         res = run(model_app, "evaluate", fitted.flow6, "-o", tmp_path / "e", *args)

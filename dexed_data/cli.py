@@ -153,6 +153,19 @@ def info_command(file: Path = typer.Argument(..., help="A catalogue, a dataset, 
 # --- render, merge, export-wav: owned by dexed_data.render / dexed_data.dataset ------------------
 
 
+def _warn_empty_mel_bands(config) -> None:
+    """One line on stderr when some mel bands hold no FFT bin at this sample rate (n_fft is fixed):
+    they read the floor in every frame of every preset."""
+    from .features import LEVEL_FLOOR_DB, empty_mel_bands
+
+    empty = empty_mel_bands(config.sample_rate, config.n_fft, config.n_mels)
+    if empty:
+        fit = max(m for m in range(1, config.n_mels) if not empty_mel_bands(config.sample_rate, config.n_fft, m))
+        typer.echo(f"warning: at {config.sample_rate} Hz, {empty} of the {config.n_mels} mel bands hold no FFT bin "
+                   f"(n_fft {config.n_fft}) and will read {LEVEL_FLOOR_DB:g} dB in every frame of every preset; "
+                   f"--n-mels {fit} or fewer leaves none empty", err=True)
+
+
 @app.command("render")
 def render_command(
     catalogue: Path = typer.Argument(..., help="A catalogue written by import-sysex (presets.h5)."),
@@ -194,6 +207,8 @@ def render_command(
                               operators=operators, store=tuple(s.strip() for s in store.split(",") if s.strip()),
                               compression=compression, audio_dtype=audio_dtype, timeout=timeout,
                               n_mels=n_mels, hop=hop)
+        if "mel" in config.store:
+            _warn_empty_mel_bands(config)
         if cluster is not None:
             if shard is not None:
                 raise RenderError("--cluster splits the job into shards itself; leave out --shard")

@@ -125,11 +125,19 @@ def mel_filterbank(cfg: MelConfig) -> "torch.Tensor":
     """``(n_mels, n_fft // 2 + 1)`` float32 triangles (Slaney scale, peak weight 1, no area norm), cached.
 
     Unnormalised triangles keep the "dB re full scale" meaning: the bands that cover a sine's
-    frequency have weights summing to 1, so a full-scale sine reads 0 to −3 dB in its top band.
+    frequency have weights summing to 1, so a full-scale sine reads about −3 to +1.5 dB in its top
+    band (measured at 22,050 Hz, 257 mels; above 0 dB where a wide high band sums the window's
+    leakage into the bins beside the sine's). With more bands than FFT bins can fill (high sample
+    rates at n_fft 1024), some triangles hold no bin: :func:`empty_mel_bands`.
     """
     import torch
 
     return torch.from_numpy(slaney_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels))
+
+
+def empty_mel_bands(sample_rate: int, n_fft: int, n_mels: int) -> int:
+    """How many of the ``n_mels`` triangles hold no FFT bin (bands that read the floor in every frame)."""
+    return int((slaney_filterbank(sample_rate, n_fft, n_mels).max(axis=1) <= 0).sum())
 
 
 @functools.lru_cache(maxsize=8)

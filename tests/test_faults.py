@@ -352,6 +352,26 @@ def test_an_epoch_cut_before_its_first_step_has_no_training_loss_rather_than_zer
     assert float(rows[0]["valid_loss"]) > 0                      # validated as ever
 
 
+def test_render_warns_of_mel_bands_that_no_fft_bin_fills(catalogue, tmp_path):
+    # at 44.1 kHz with n_fft 1024, 21 of the 257 default bands hold no bin: they read the floor in every
+    # frame of every preset, silently
+    from dexed_data.features import empty_mel_bands
+
+    assert empty_mel_bands(22050, 1024, 257) == 0 and empty_mel_bands(44100, 1024, 257) == 21
+    assert empty_mel_bands(44100, 1024, 184) == 0
+    args = ["--limit", "1", "--notes", "60:85", "--hold", "0.2", "--release", "0.1", "--no-progress"]
+    proc = subprocess.run(_cli("render", str(catalogue), "-o", str(tmp_path / "a.h5"), "--sample-rate", "44100", *args),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: at 44100 Hz, 21 of the 257 mel bands hold no FFT bin" in proc.stderr
+    assert "--n-mels 184 or fewer" in proc.stderr
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert (f["mel"][0, 0].astype(np.float32).max(axis=-1) <= -120).sum() >= 21
+    proc = subprocess.run(_cli("render", str(catalogue), "-o", str(tmp_path / "b.h5"), *args),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
 def test_evaluate_limit_and_jobs(fitted, tmp_path):
     for args, needle in ((["--limit", "0"], "--limit"), (["--jobs", "0"], "--jobs")):
         res = run(model_app, "evaluate", fitted.flow6, "-o", tmp_path / "e", *args)

@@ -212,7 +212,8 @@ ENGINE_MIN_SAMPLE_RATE = 8000
 
 
 def n_samples(hold: float, release: float, sample_rate: int) -> int:
-    """Samples rendered per note: ``int((hold + release) · sample_rate)`` (as dexed-py does)."""
+    """Samples kept per note: ``int((hold + release) · sample_rate)``. dexed-py 0.3.0 can render one
+    more (0.5 + 0.2 s at 22,050 Hz: 15,435 against 15,434 here); the engine keeps the first ones."""
     return int((hold + release) * sample_rate)
 
 

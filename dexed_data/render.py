@@ -560,7 +560,8 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
     segs = [(s, a, b) for s, (a, b) in enumerate(bounds) if shard is None or s % shard.count == shard.index]
     if shard is not None and shard.count > n_seg:   # every shard refused, not only the empty ones
         raise RenderError(f"{shard.count} shards of a {len(sel)}-preset selection leave some empty "
-                          f"({n_seg} segment(s) of {segment_size}: shards share out whole segments); use at most "
+                          f"({n_seg} segment(s) of up to {segment_size} presets: shards share out whole segments); "
+                          f"use at most "
                           f"{n_seg} shard(s)")
     rows = np.concatenate([np.arange(a, b) for _, a, b in segs])
     cat_rows = sel[rows]

@@ -33,6 +33,7 @@ import numpy as np
 
 from .engines import EngineSpec, host_resettable, make_engine
 from .errors import DexedDataError, EngineError
+from .features import SILENT_THRESHOLD_DB
 from .schema import apply_fixed
 
 __all__ = ["TOLERANCE", "PresetCheck", "PluginCheck", "check_plugin", "sample_presets"]
@@ -57,6 +58,7 @@ class PresetCheck:
     repeatable: bool | None = None
     error: str = ""
     worst_note: tuple[int, int] | None = None
+    audible: bool = True
 
 
 @dataclass
@@ -88,6 +90,10 @@ class PluginCheck:
         if not done:
             return False, ("NOT CHECKED: no preset of the sample could be compared (all refused or failed); "
                            "check other presets (--presets, -n)")
+        if not any(p.audible for p in done):      # silence against silence shows nothing of the build
+            return False, ("NOT CHECKED: every preset compared is silent on these notes (peak below "
+                           f"{SILENT_THRESHOLD_DB:g} dBFS in the default engine); check presets that sound "
+                           "(--presets, -n, --notes)")
         diffs = np.array([p.diff for p in done])
         strict, loose = float((diffs <= TOLERANCE).mean()), float((diffs <= LOOSE).mean())
         if failed or not all(p.repeatable for p in done):
@@ -223,6 +229,7 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
         per_note = np.abs(a - ref).max(axis=1)
         result.presets[i].diff = float(per_note.max())
         result.presets[i].worst_note = notes[int(per_note.argmax())]
+        result.presets[i].audible = bool(np.abs(ref).max() >= 10 ** (SILENT_THRESHOLD_DB / 20))
     result.dexed_rate = len(audio) / max(time.perf_counter() - t0, 1e-9)
 
     second = make_engine(spec)

@@ -291,3 +291,9 @@ def test_check_plugin_verdict():
     nothing = check([], refused=2)
     assert not nothing.ok and nothing.verdict[1].startswith("NOT CHECKED")
     assert "verdict      NOT CHECKED" in nothing.format()
+    hush = check([0.0, 0.0])                          # silence against silence shows nothing of the build
+    for p in hush.presets:
+        p.audible = False
+    assert not hush.ok and "every preset compared is silent" in hush.verdict[1]
+    hush.presets[0].audible = True
+    assert hush.ok

@@ -905,8 +905,15 @@ def _start_pool(jobs: int, env: dict, timeout: int):
     start now, with the group's signals held, so one that lands while they import (before the
     initializer) neither kills them mid-message nor makes each print its own traceback, and still
     reaches this process; then they ignore those signals (:func:`worker_signals`)."""
+    import warnings
+
     from joblib.externals.loky import get_reusable_executor
 
+    # loky's manager thread warns when a worker stops with work pending: here that is a worker the
+    # job kills (an interrupt, a timeout) or one that crashed, which the job itself reports per
+    # preset; the warning only printed a second, alarming line after an interrupt's one line
+    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor",
+                            category=UserWarning)
     with _held(_GROUP_SIGNALS):
         try:
             _start_trackers()

@@ -1136,6 +1136,22 @@ def test_workers_leave_ctrl_c_to_their_parent(pool):
         shutdown_workers()
 
 
+def test_loky_does_not_warn_of_workers_the_job_stops_itself():
+    # after a render's one interrupt line, loky's manager thread printed "UserWarning: A worker stopped
+    # while some jobs were given to the executor" (1 in 4 Ctrl-C of render --jobs 2)
+    import warnings
+
+    from dexed_data.render import helper_pool, shutdown_workers
+
+    helper_pool(1, {})
+    shutdown_workers()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn("A worker stopped while some jobs were given to the executor. This can be caused by a too "
+                      "short worker timeout or by a memory leak.", UserWarning)
+        warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["another warning"]
+
+
 def test_ctrl_c_early_in_a_render_prints_one_line_and_the_rerun_gives_the_same_file(catalogue, tmp_path):
     import signal
     import time

@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a running scheduler for the warm run")
     args = p.parse_args()
 
+    import dask
     from distributed import LocalCluster
 
     from dexed_data.cluster import render_on_cluster
@@ -105,7 +106,10 @@ def main() -> None:
     local = None
     address = args.scheduler
     if address is None:
-        local = LocalCluster(n_workers=j, threads_per_worker=1, processes=True, dashboard_address=None)
+        # as dexed_data.cluster starts `--cluster local:N`: non-daemon workers, which may start the
+        # render's own worker process (Dask starts daemon workers unless told otherwise)
+        with dask.config.set({"distributed.worker.daemon": False}):
+            local = LocalCluster(n_workers=j, threads_per_worker=1, processes=True, dashboard_address=None)
         address = local.scheduler_address
     try:
         def run_jobs(out: Path) -> None:

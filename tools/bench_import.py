@@ -4,16 +4,17 @@ Usage::
 
     python tools/bench_import.py [CORPUS] [--repeat 3]
 
-Runs the full import (walk, decode, dedup, HDF5 write, JSON report) into a temporary folder
-``--repeat`` times, pinned to one core where the OS allows it, and prints files, voices, the best
-and all wall times, voices per second and the ratio to the 10 s target. The machine is shared, so
-the best of several runs is the number to quote.
+Runs the full import (walk, decode, dedup, HDF5 write, JSON report) ``--repeat`` times, each
+into a fresh temporary folder, pinned to one core where the OS allows it, and prints files,
+voices, the best and all wall times, voices per second and the ratio to the 10 s target. The
+machine is shared, so the best of several runs is the number to quote.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,14 +34,22 @@ def main() -> int:
     if not args.corpus.is_dir():
         print(f"corpus not found at {args.corpus}; pass its folder or set DEXED_CORPUS", file=sys.stderr)
         return 2
+    if args.repeat < 1:
+        print(f"--repeat {args.repeat}: give 1 or more runs", file=sys.stderr)
+        return 2
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the target says
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat):
+            # a fresh folder per run: every run writes new files, as the first does (an existing
+            # output is refused without --force, and replacing it would time a different path)
+            run = Path(tmp) / f"run-{i + 1}"
+            run.mkdir()
             start = time.perf_counter()
-            rep = import_sysex([args.corpus], Path(tmp) / "presets.h5", report=Path(tmp) / "report.json")
+            rep = import_sysex([args.corpus], run / "presets.h5", report=run / "report.json")
             times.append(time.perf_counter() - start)
+            shutil.rmtree(run)
     s = rep.summary
     best = min(times)
     print(f"corpus      {args.corpus}")

@@ -15,11 +15,19 @@ compares on the same sounds:
 Audio metrics are those of ``preset-model evaluate`` (log-spectral MAE in dB, MFCC-40 MAE), on all
 notes. It prints presets/s and renders/s per CPU second of this process (``--jobs 1``: one core,
 so the numbers hold on a shared machine; wall-clock seconds beside them), the parameter distance of each
-set to its nearest training preset, and writes every per-sound number to ``--out`` (JSON) and the
-tables to ``--out`` with ``.md``.
+set to its nearest training preset, and writes every per-sound number (JSON, rewritten after each
+sound, so a partial run keeps what it measured) and the tables (markdown) to ``--out``:
+
+* ``--out DIR`` (any path not ending in ``.json``): a folder, created if missing (parents too),
+  that receives ``bench_refine.json`` and ``bench_refine.md``;
+* ``--out FILE.json``: that file and ``FILE.md`` beside it (its folder created if missing).
+
+Both are written atomically (a temporary file renamed into place), and replace earlier ones. The
+output location is checked before any rendering: a path that cannot be written fails at once.
 
 Usage::
 
+    python tools/bench_refine.py --data dataset.h5 --out bench/
     nice -n 5 python tools/bench_refine.py --data dataset.h5 --sounds 100 --budget 300 --jobs 1 --out bench.json
     python tools/bench_refine.py --data dataset.h5 --sounds 20 --budget 100 --sets test --out quick.json
 """
@@ -31,6 +39,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,6 +80,39 @@ def param_distance(raw: np.ndarray, train_raw: np.ndarray) -> tuple[int, float]:
     return int(differ.min()), float(mae.min())
 
 
+RESULTS_NAME = "bench_refine.json"   # the JSON's name in an --out folder (the tables: .md beside it)
+
+
+def output_paths(out: Path) -> tuple[Path, Path]:
+    """(JSON, markdown) paths of ``--out``: ``FILE.json`` and ``FILE.md`` beside it, or a folder's
+    ``bench_refine.json`` and ``bench_refine.md``. Creates the folder (parents too) and checks that both
+    files can be written there, so that a bad ``--out`` fails before any work; ``SystemExit`` with one line
+    otherwise."""
+    folder, results = (out.parent, out) if out.suffix == ".json" else (out, out / RESULTS_NAME)
+    tables = results.with_suffix(".md")
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in (results, tables):
+            if path.is_dir():
+                raise IsADirectoryError(f"{path} is a folder")
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bench_refine-", suffix=".tmp"):
+            pass
+    except OSError as e:
+        reason = e.strerror if e.strerror and e.filename else str(e)
+        where = f" ({e.filename})" if e.strerror and e.filename else ""
+        sys.exit(f"error: --out {out}: cannot write the results there: {reason}{where}")
+    return results, tables
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it, renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, type=Path)
@@ -94,11 +136,14 @@ def main() -> None:
                     help="Chance that a numerical parameter of a child jumps to a uniform value of its range.")
     ap.add_argument("--run", type=Path, default=None,
                     help="A run trained on --data: its voice and samples join the candidates (match RUN --refine).")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True,
+                    help=f"A folder (created if missing) for {RESULTS_NAME} and {Path(RESULTS_NAME).stem}.md, "
+                         "or a FILE.json (the tables go to FILE.md beside it).")
     a = ap.parse_args()
     unknown = set(a.sets.split(",")) - {"test", "perturbed", "transposed"}
     if unknown:
         sys.exit(f"--sets: unknown set(s) {', '.join(sorted(unknown))}; choose from test, perturbed, transposed")
+    out_json, out_md = output_paths(a.out)   # before any work: a bad --out fails at once
 
     import torch
 
@@ -170,12 +215,11 @@ def main() -> None:
                   f"{mr['log_spectral_mae']:.2f} dB, MFCC-40 {mk['mfcc40_mae']:.2f} → {mr['mfcc40_mae']:.2f}, "
                   f"{res.renders} renders in {sec:.1f} s ({cpu:.1f} s CPU)", flush=True)
             results["sets"][name] = rows
-            tmp = a.out.with_name(a.out.name + ".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            os.replace(tmp, a.out)
+            write_atomic(out_json, json.dumps(results, indent=1))
     md = report(results)
-    a.out.with_suffix(".md").write_text(md)
+    write_atomic(out_md, md)
     print(md)
+    print(f"results: {out_json}, tables: {out_md}")
 
 
 def report(results: dict) -> str:

@@ -19,7 +19,10 @@ Usage::
 
     python tools/bench_render.py [--presets 1000] [--source corpus|bundled|DIR|presets.h5] [--work /tmp/bench_render]
 
-Timings on a shared machine are noisy: compare the ratios printed by one run, not runs.
+Timings on a shared machine are noisy: compare the ratios printed by one run, not runs. The
+steady-state numbers are differences between an N-preset and a 1-preset command: with few presets
+the start-up's noise can outweigh them, and then they (and the projections built on them) print
+n/a with the reason instead of a meaningless number; at least 4 presets are needed at all.
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 N_30K = 30_000
 STORAGES = (("mel", "none"), ("audio,mel", "none"), ("mel", "lzf"), ("mel", "gzip-4"), ("audio,mel", "gzip-4"))
+MIN_PRESETS = 4   # steady state = (N presets - 1 preset) / (N - 1); coordination = (N - N // 10) presets
+
+
+def per_extra_preset(total: float, fixed: float, n: int) -> float | None:
+    """Seconds per preset past the first, ``(total - fixed) / (n - 1)``, from an ``n``-preset run and a
+    1-preset run; ``None`` when that is not positive (the ``n - 1`` extra presets are lost in the noise
+    of the start-up: too few presets for a steady-state number)."""
+    if n < 2 or total <= fixed:
+        return None
+    return (total - fixed) / (n - 1)
+
+
+def _too_few(n: int, what: str) -> str:
+    return (f"n/a ({what} of {n} presets was not above that of 1 preset: start-up noise outweighs "
+            f"{n - 1} presets; use more --presets)")
 
 
 def _catalogue(source: str, work: Path) -> Path:
@@ -236,10 +254,14 @@ def write_path(sample, work: Path, writers: int = 1, reps: int = 32) -> tuple[fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", type=int, default=1000, help="presets rendered by each measurement")
+    ap.add_argument("--presets", type=int, default=1000,
+                    help=f"presets rendered by each measurement (at least {MIN_PRESETS}; steady-state numbers "
+                         "need enough to outweigh start-up noise, a few hundred)")
     ap.add_argument("--source", default="corpus", help="corpus, bundled, a SysEx folder, or a presets.h5")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_render"), help="scratch folder (deleted first)")
     args = ap.parse_args()
+    if args.presets < MIN_PRESETS:
+        ap.error(f"--presets {args.presets}: at least {MIN_PRESETS} are needed for the steady-state numbers")
 
     from dexed_data import storage
     from dexed_data.catalogue import read_catalogue
@@ -254,6 +276,9 @@ def main() -> None:
     cat_path = _catalogue(args.source, args.work)
     raws = apply_fixed(read_catalogue(cat_path).raw[: args.presets])
     n = len(raws)
+    if n < MIN_PRESETS:
+        sys.exit(f"error: {n} preset(s) from {args.source}: the steady-state numbers need at least {MIN_PRESETS} "
+                 f"(--presets {MIN_PRESETS} or more, from a source that has them)")
     cfg = RenderConfig()
     print(f"{n} presets from {args.source}, notes {len(cfg.notes)} × {cfg.hold + cfg.release:g} s, "
           f"operators={cfg.operators}, default storage {','.join(cfg.storage.arrays)} / {cfg.compression} / "
@@ -304,12 +329,20 @@ def main() -> None:
     print(f"  --jobs 1 and --jobs 2 files hold the same data: {same}")
     print(f"  fixed start-up of a run (1 preset): --jobs 1 {f_j1[0]:.1f} s wall, {f_j1[2]:.1f} CPU s; "
           f"--jobs 2 {f_j2[0]:.1f} s wall, {f_j2[2]:.1f} CPU s")
-    w1, w2 = (t_j1[0] - f_j1[0]) / (n - 1), (t_j2[0] - f_j2[0]) / (n - 1)
-    c1, c2 = (t_j1[2] - f_j1[2]) / (n - 1), (t_j2[2] - f_j2[2]) / (n - 1)
-    print(f"  steady state, wall:  --jobs 1 {1 / w1:.2f} presets/s = {1 / w1 / ideal:.2f} × ideal; "
-          f"--jobs 2 {1 / w2:.2f} presets/s = {w1 / w2:.2f} × --jobs 1")
-    print(f"  steady state, CPU s per preset: ideal {cpu_ideal / n:.3f}, --jobs 1 {c1:.3f}, --jobs 2 {c2:.3f} "
-          f"(2 × --jobs 1 / --jobs 2 = {2 * c1 / c2:.2f}: the speed-up on 2 free cores)")
+    w1, w2 = per_extra_preset(t_j1[0], f_j1[0], n), per_extra_preset(t_j2[0], f_j2[0], n)
+    c1, c2 = per_extra_preset(t_j1[2], f_j1[2], n), per_extra_preset(t_j2[2], f_j2[2], n)
+    if w1 is None or w2 is None:
+        print(f"  steady state, wall:  {_too_few(n, 'the wall time')}")
+    else:
+        print(f"  steady state, wall:  --jobs 1 {1 / w1:.2f} presets/s = {1 / w1 / ideal:.2f} × ideal; "
+              f"--jobs 2 {1 / w2:.2f} presets/s = {w1 / w2:.2f} × --jobs 1")
+    if c1 is None or c2 is None:
+        print(f"  steady state, CPU s per preset: ideal {cpu_ideal / n:.3f}, --jobs 1 and 2 {_too_few(n, 'the CPU time')}")
+    else:
+        print(f"  steady state, CPU s per preset: ideal {cpu_ideal / n:.3f}, --jobs 1 {c1:.3f}, --jobs 2 {c2:.3f} "
+              f"(2 × --jobs 1 / --jobs 2 = {2 * c1 / c2:.2f}: the speed-up on 2 free cores)")
+    if n < 100:
+        print(f"  (only {n} presets: the steady-state numbers are noisy; a few hundred give stable ones)")
 
     # --- coordination, write path, bytes written, peak disk ----------------------------------------
     print("\nthe write path (default storage: rows written in place by the workers)")
@@ -325,17 +358,26 @@ def main() -> None:
               f"bytes written / final {r['written'] / r['final']:.2f} (target 1.0); peak disk / final "
               f"{r['peak'] / r['final']:.2f} (target ≤ 1.2)")
     r, small = jobs["none"], job_in_process(cat_path, args.work / "io-small.h5", max(2, n // 10), 2, "mel", "none")
-    per_preset = max((r["main_cpu"] - small["main_cpu"]) / (r["n"] - small["n"]), 1e-9)
-    coord = 1 / per_preset
-    print(f"  coordination ceiling: the main process spent {r['main_cpu']:.2f} CPU s on {r['n']} presets and "
-          f"{small['main_cpu']:.2f} on {small['n']} (its fixed part: start-up, plan, finishing); "
-          f"{1e3 * per_preset:.3f} ms per extra preset → {coord:,.0f} presets/s (target ≥ 2,000)")
+    spent = (f"  coordination ceiling: the main process spent {r['main_cpu']:.2f} CPU s on {r['n']} presets and "
+             f"{small['main_cpu']:.2f} on {small['n']} (its fixed part: start-up, plan, finishing); ")
+    if r["n"] > small["n"] and r["main_cpu"] > small["main_cpu"]:
+        per_preset = (r["main_cpu"] - small["main_cpu"]) / (r["n"] - small["n"])
+        coord = 1 / per_preset
+        print(f"{spent}{1e3 * per_preset:.3f} ms per extra preset → {coord:,.0f} presets/s (target ≥ 2,000)")
+    else:
+        coord = float("inf")   # not measured: no bound in the projections below
+        print(f"{spent}per extra preset n/a (no more CPU for {r['n'] - small['n']} more presets: too few presets "
+              f"to measure; use more --presets)")
 
     # --- storage choices and projections ----------------------------------------------------------
-    per_core = 1 / c1          # presets/s of one free core, steady state, default storage
-    eff = min(1.0, c1 / c2)    # per-worker efficiency from 1 to 2 workers (CPU s per preset)
+    steady = c1 is not None and c2 is not None
+    if steady:
+        per_core = 1 / c1          # presets/s of one free core, steady state, default storage
+        eff = min(1.0, c1 / c2)    # per-worker efficiency from 1 to 2 workers (CPU s per preset)
     print("\nstorage per preset (6 notes) and projected time for 30,000 presets (steady state, free cores;")
     print("encode = a worker's ms per preset to convert and compress; disk = bytes written at the synced rate)")
+    if not steady:
+        print(f"  projections: {_too_few(n, 'the CPU time')}")
     print(f"  {'--store':<10}{'compression':<12}{'MB/preset':>10}{'encode ms':>10}{'30k GB':>8}"
           f"{'written':>8}{'32 cores':>16}{'96 cores':>16}")
     for store, comp in STORAGES:
@@ -350,12 +392,13 @@ def main() -> None:
         # compressed: segments hold the chunks and are copied into the file at the end (written twice)
         written = 1.0 if comp == "none" else 2.0
         cells = []
-        for cores in (32, 96):
+        for cores in (32, 96) if steady else ():
             cpu_rate = cores * eff / (1 / per_core + ms / 1000)
             disk_ceiling = synced / (size * written)
             rate = min(cpu_rate, disk_ceiling, coord)
             bound = "disk" if rate == disk_ceiling else ("CPU" if rate == cpu_rate else "main")
             cells.append(f"{N_30K / rate / 60:6.1f} min {bound:<4}")
+        cells = cells or ["n/a", "n/a"]
         print(f"  {store:<10}{comp:<12}{size / 1e6:10.3f}{ms:10.1f}{size * N_30K / 1e9:8.1f}{written:7.1f}×"
               + "".join(f"{c:>16}" for c in cells))
     print(f"  load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

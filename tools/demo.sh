@@ -3,10 +3,13 @@
 # two baselines → match a test preset's rendered notes back to a .syx (also by re-render search, with and
 # without the model) → interpolate between two voices.
 # Usage: bash tools/demo.sh [WORK_DIR]   (default: demo-run/, ignored by git; JOBS=2, EPOCHS=3)
+# A relative WORK_DIR (and the default) is taken from the folder the script is run from: run from the
+# repository root, it writes demo-run/ there.
 # A 3-epoch tiny model only shows that every step runs; its voices are not expected to sound right.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 work="${1:-demo-run}"
+[[ "$work" == /* ]] || work="$PWD/$work"   # the caller's folder, before the cd below
+cd "$(dirname "$0")/.."
 jobs="${JOBS:-2}"
 run="$work/runs/tiny"
 mkdir -p "$work"

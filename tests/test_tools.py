@@ -1,0 +1,168 @@
+"""The benchmark and demo scripts under tools/: the cheap parts (argument and output handling), run
+as the user runs them, in a subprocess. The expensive measurements themselves are not run here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+
+
+def _tool(name: str):
+    """A tools/ script imported as a module (its main() not run)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- demo.sh: a relative WORK_DIR is the caller's ---------------------------------------------------
+
+_STUB = """#!/usr/bin/env bash
+echo "$(basename "$0") | $PWD | $*" >> "$STUB_LOG"
+if [[ "${1:-}" == fit ]]; then      # demo.sh reads the run's split.json after fit
+  while [[ $# -gt 0 ]]; do
+    if [[ "$1" == --out ]]; then mkdir -p "$2"; echo '{"test": ["t0"]}' > "$2/split.json"; fi
+    shift
+  done
+fi
+"""
+
+
+def _run_demo(tmp_path: Path, cwd: Path, *args: str, script: Path = TOOLS / "demo.sh") -> list[str]:
+    """demo.sh run from ``cwd`` with stub ``dexed-data`` / ``preset-model`` commands; their log lines."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir(exist_ok=True)
+    for name in ("dexed-data", "preset-model"):
+        (stubs / name).write_text(_STUB)
+        (stubs / name).chmod(0o755)
+    log = tmp_path / "stub.log"
+    log.unlink(missing_ok=True)
+    env = dict(os.environ, PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", STUB_LOG=str(log))
+    subprocess.run(["bash", str(script), *args], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   timeout=60)
+    return log.read_text().splitlines()
+
+
+def test_demo_relative_work_dir_is_the_callers(tmp_path):
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    lines = _run_demo(tmp_path, caller, "mydemo")
+    assert (caller / "mydemo").is_dir()
+    assert not (REPO / "mydemo").exists()
+    first = lines[0].split(" | ")
+    assert first[0] == "dexed-data" and first[1] == str(REPO)        # the commands still run in the repo
+    assert f"-o {caller}/mydemo/presets.h5" in first[2]
+    assert all(f"{REPO}/mydemo" not in line for line in lines)
+
+
+def test_demo_default_and_absolute_work_dir(tmp_path):
+    # a copy of the script in a repository-like folder: run from its root, the default is demo-run/ there
+    fake = tmp_path / "repo"
+    (fake / "tools").mkdir(parents=True)
+    shutil.copy(TOOLS / "demo.sh", fake / "tools" / "demo.sh")
+    lines = _run_demo(tmp_path, fake, script=fake / "tools" / "demo.sh")
+    assert (fake / "demo-run").is_dir()
+    assert f"-o {fake}/demo-run/presets.h5" in lines[0]
+    # from elsewhere, the default is that folder's demo-run/; an absolute WORK_DIR is kept as it is
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _run_demo(tmp_path, elsewhere, script=fake / "tools" / "demo.sh")
+    assert (elsewhere / "demo-run").is_dir()
+    absolute = tmp_path / "abs" / "work"
+    lines = _run_demo(tmp_path, elsewhere, str(absolute), script=fake / "tools" / "demo.sh")
+    assert absolute.is_dir() and f"-o {absolute}/presets.h5" in lines[0]
+
+
+# -- bench_import: every --repeat runs -----------------------------------------------------------------
+
+def test_bench_import_repeats(tmp_path, corpus_dir):
+    few = tmp_path / "few"
+    few.mkdir()
+    for src in sorted(corpus_dir.rglob("*.syx"))[:5]:
+        shutil.copy(src, few / src.name)
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_import.py"), str(few), "--repeat", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "best of 2" in proc.stdout and "files       5" in proc.stdout
+
+
+def test_bench_import_refuses_no_repeat(tmp_path):
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_import.py"), str(tmp_path), "--repeat", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--repeat 0" in proc.stderr
+
+
+# -- bench_refine --out: a folder or a FILE.json, checked before any work --------------------------------
+
+@pytest.fixture(scope="module")
+def bench_refine():
+    return _tool("bench_refine")
+
+
+def test_bench_refine_out_folder(tmp_path, bench_refine):
+    out = tmp_path / "a" / "b" / "bench"
+    results, tables = bench_refine.output_paths(out)
+    assert out.is_dir()
+    assert (results, tables) == (out / "bench_refine.json", out / "bench_refine.md")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert bench_refine.output_paths(existing)[0] == existing / "bench_refine.json"
+    assert list(existing.iterdir()) == []          # the check leaves nothing behind
+
+
+def test_bench_refine_out_json_file(tmp_path, bench_refine):
+    out = tmp_path / "missing" / "quick.json"
+    assert bench_refine.output_paths(out) == (out, out.with_suffix(".md"))
+    assert out.parent.is_dir() and not out.exists()
+
+
+def test_bench_refine_atomic_write(tmp_path, bench_refine):
+    path = tmp_path / "r.json"
+    bench_refine.write_atomic(path, "1")
+    bench_refine.write_atomic(path, "2")
+    assert path.read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+@pytest.mark.parametrize("make, out", [
+    (lambda t: (t / "afile").write_text(""), "afile"),               # --out names a file, not a folder
+    (lambda t: (t / "afile").write_text(""), "afile/sub/"),          # a parent is a file
+    (lambda t: (t / "d.json").mkdir(), "d.json"),                     # FILE.json is a folder
+    (lambda t: (t / "e" / "bench_refine.json").mkdir(parents=True), "e"),
+], ids=["file-not-folder", "parent-is-file", "json-is-folder", "results-name-is-folder"])
+def test_bench_refine_bad_out_fails_at_once(tmp_path, make, out):
+    make(tmp_path)
+    start = time.perf_counter()
+    # --data does not exist either: the --out check comes first, before reading or rendering anything
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_refine.py"), "--data", "missing.h5", "--out", out],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --out {out.rstrip('/')}"), proc.stderr
+    assert "Traceback" not in proc.stderr and time.perf_counter() - start < 20
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+# -- bench_render: no negative steady state ---------------------------------------------------------
+
+def test_bench_render_steady_state_not_negative():
+    per_extra = _tool("bench_render").per_extra_preset
+    assert per_extra(10.0, 4.0, 7) == pytest.approx(1.0)
+    assert per_extra(4.0, 4.7, 16) is None          # the N-preset run was faster than the 1-preset one
+    assert per_extra(4.0, 4.0, 16) is None
+    assert per_extra(5.0, 1.0, 1) is None
+
+
+def test_bench_render_refuses_too_few_presets():
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_render.py"), "--presets", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--presets 1: at least 4" in proc.stderr

@@ -458,7 +458,7 @@ def _add_voices(raw: np.ndarray, names: np.ndarray, hi: np.ndarray, packed: np.n
         name = _decode_name(names[i])
         problems: tuple[Problem, ...] = ()
         if i in flagged:
-            where = f"{scan.source}, voice {i} ('{name}') of the message at byte {offset}"
+            where = f"{scan.source}, voice {i + 1} ('{name}') of the message at byte {offset}"
             start = body + i * stride
             found = [_bit7_problem(hi[i], where, start, i)] if hi[i].any() else []
             problems = tuple(found + _range_problems(raw[i], where, start, i))

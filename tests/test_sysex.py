@@ -325,7 +325,8 @@ def test_out_of_range_is_clamped_and_names_the_parameter():
     problems = {p.param: p for p in result.voices[5].problems}
     assert set(problems) == {"OP2 OSC DETUNE", "TRANSPOSE"}
     assert all(p.code == "out_of_range" and p.repaired and p.voice == 5 for p in problems.values())
-    assert "range.syx" in problems["TRANSPOSE"].message and "voice 5" in problems["TRANSPOSE"].message
+    # the sixth voice: counted from 1 in messages, as FILE.syx:N and `dexed-data list` count it
+    assert "range.syx" in problems["TRANSPOSE"].message and "voice 6 (" in problems["TRANSPOSE"].message
     assert result.voices[5].raw[voice_index("OP2 OSC DETUNE")] == 14
     assert result.voices[5].raw[voice_index("TRANSPOSE")] == 48
 

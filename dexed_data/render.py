@@ -746,9 +746,11 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     warm = [executor.submit(_init_worker, config) for _ in range(jobs - 1)]   # the other workers too
     try:
         job = plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command)
-        engine_version, shapes, mel_config = probe.result()
+        engine_version, shapes, mel_config = _first_result(probe, jobs)
     except BaseException as exc:
-        wait([probe, *warm])   # leave the (reusable) workers idle for the next job
+        # leave the (reusable) workers idle for the next job, but not for ever: under a memory limit a
+        # worker that could not start a thread never answered, and render waited here for good
+        wait([probe, *warm], timeout=10)
         if isinstance(exc, (ImportError, MemoryError)):   # a worker out of memory while loading its libraries
             raise RenderError(f"a worker process could not load the engine ({type(exc).__name__}: {exc}); the "
                               f"system's limits may be too low ({_limits()}): raise them, or use fewer --jobs") from None
@@ -914,6 +916,7 @@ def _start_pool(jobs: int, env: dict, timeout: int):
     # preset; the warning only printed a second, alarming line after an interrupt's one line
     warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor",
                             category=UserWarning)
+    _watch_manager_thread()
     with _held(_GROUP_SIGNALS):
         try:
             _start_trackers()
@@ -1005,6 +1008,47 @@ def _quiet_tracker():
 
 
 _EXECUTORS: list = []
+#: Exceptions that ended loky's manager thread (:func:`_watch_manager_thread`).
+_MANAGER_FAILED: list[BaseException] = []
+
+
+def _watch_manager_thread() -> None:
+    """Record, instead of printing, an exception that ends loky's manager thread, which hands the
+    work to the workers: under a low memory limit (``ulimit -v``) it could not start its queue's
+    feeder thread, printed a traceback and died, and the job waited for ever for a result that
+    nothing would deliver. :func:`_first_result` turns it into one line."""
+    previous = threading.excepthook
+    if getattr(previous, "watches_loky", False):
+        return
+
+    def hook(args) -> None:
+        if args.thread is not None and args.thread.name == "ExecutorManagerThread" and not _interrupted():
+            _MANAGER_FAILED.append(args.exc_value)
+            return
+        previous(args)
+    hook.watches_loky = True
+    threading.excepthook = hook
+
+
+def _interrupted() -> bool:
+    console = _sys.modules.get("dexed_data.console")
+    return bool(console is not None and console._stopped_by)
+
+
+def _first_result(future, jobs: int):
+    """The result of the first task the workers run, or a :class:`RenderError` naming the system's
+    limits when the pool could not deliver it (:func:`_watch_manager_thread`)."""
+    from concurrent.futures import TimeoutError as Pending
+
+    while True:
+        try:
+            return future.result(timeout=1.0)
+        except Pending:
+            if _MANAGER_FAILED:
+                exc = _MANAGER_FAILED[-1]
+                raise RenderError(f"cannot run {jobs} worker process(es) ({type(exc).__name__}: {exc}); the "
+                                  f"system's limits may be too low ({_limits()}): raise them, or use fewer "
+                                  "--jobs") from None
 
 
 #: What a terminal, ``timeout`` or a batch system sends to a whole process group.
@@ -1045,7 +1089,13 @@ def shutdown_workers() -> None:
     through loky's exit handler, which waits for idle workers to notice; library users keep the
     reusable workers for their next job instead."""
     while _EXECUTORS:
-        _EXECUTORS.pop().shutdown(wait=True, kill_workers=True)
+        ex = _EXECUTORS.pop()
+        ex.shutdown(wait=True, kill_workers=True)
+        for p in list(getattr(ex, "_processes", {}).values()):   # loky's manager thread, which kills them,
+            if p.is_alive():                                     # may have died (_watch_manager_thread), and
+                with contextlib.suppress(OSError):               # multiprocessing's exit handler would then
+                    os.kill(p.pid, 9)                            # wait for these for ever
+                p.join(5)
 
 
 def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, progress: bool, executor,

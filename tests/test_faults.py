@@ -1324,6 +1324,17 @@ def test_workers_that_cannot_start_give_one_line_naming_the_limits(catalogue, tm
                           capture_output=True, text=True, timeout=300, preexec_fn=few_descriptors)
     assert_clean_process_error(proc, "ulimit -n) 16")
     assert not list(tmp_path.iterdir())
+    # too little memory: a worker that cannot load the engine, or (200 MB here) loky's manager thread,
+    # which could not start a thread, died, and left render waiting for ever for its first result
+    for kb in (200_000, 300_000):
+        def little_memory():
+            resource.setrlimit(resource.RLIMIT_AS, (kb * 1024, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+        proc = subprocess.run(_cli("render", str(catalogue), "-o", str(tmp_path / "d.h5"), "--limit", "2", "--jobs",
+                                   "2", "--notes", "60:85", "--hold", "0.2", "--release", "0.1", "--no-progress"),
+                              capture_output=True, text=True, timeout=180, preexec_fn=little_memory)
+        assert_clean_process_error(proc, f"ulimit -v) {kb} kB")
+        assert not list(tmp_path.iterdir())
 
 
 def test_fit_out_under_a_file_and_a_checkpoint_path_are_refused_in_one_line(fitted, tmp_path):

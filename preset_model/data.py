@@ -201,7 +201,7 @@ def _too_small(path, usable: np.ndarray, keys: list[str], ids: list[str], split:
     dups = dups if not keep_duplicates else 0
     why = [f"{failed} failed"] * bool(failed) + [f"{silent} silent"] * bool(silent) + [f"{dups} duplicates by sound"] * bool(dups)
     other = [f for f in range(5) if f != split.fold and
-             (lambda s: s.train and s.valid)(split_ids([ids[r] for r in usable], f, groups=[keys[r] for r in usable]))]
+             (lambda s: len(s.train) >= 2 and s.valid)(split_ids([ids[r] for r in usable], f, groups=[keys[r] for r in usable]))]
     hints = ([f"--fold {' or '.join(map(str, other))} leaves some for both"] * bool(other)
              + [f"--keep-duplicates keeps the {usable_dups} duplicates"] * bool(dups and usable_dups)
              + ["render more presets"])

@@ -53,7 +53,22 @@ def _on_signal(signum, frame) -> None:
     if _deferring[0]:
         _deferred.append(signum)
         return
+    if _importing(frame):    # raised into a module's import, the interrupt can abort the process (below)
+        threading.Thread(target=_raise_later, args=(signum, 0.1), name="interrupt-again", daemon=True).start()
+        return
     raise KeyboardInterrupt
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` runs inside an ``import``. Torch calls back into Python from C++ while it
+    imports (pybind11), and an interrupt raised there cannot unwind: C++ terminates the process
+    (SIGABRT, a core and 170 lines; seen once in ~90 signals to ``interpolate``). The interrupt is
+    raised a moment later instead, outside the import (imports take a second or two)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
@@ -90,10 +105,10 @@ def _interrupt_again(hook):
     return again
 
 
-def _raise_later(signum: int) -> None:
+def _raise_later(signum: int, after: float = 0.02) -> None:
     import time
 
-    time.sleep(0.02)                    # the callback has returned: the handler runs in the main code
+    time.sleep(after)                   # the callback has returned: the handler runs in the main code
     if signal.getsignal(signum) is _on_signal:     # not once the command is unwinding (run's finally)
         signal.raise_signal(signum)
 
@@ -200,25 +215,41 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
     for signum in _SIGNALS:   # an ignored signal stays ignored (nohup, a script's `cmd &`)
         if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
             found[signum] = signal.signal(signum, _on_signal)
+    done = False
     try:
         app()
+        done = True
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:   # raised outside typer's main, while it builds the command from its options
+        if not _stopped_by:
+            raise
+        _said_stopped()
     except SystemExit as exc:
         if _stopped_by and exc.code not in (0, None):   # typer turns the interrupt into exit 130 (older: 1)
-            signum = _stopped_by[0]
-            print(f"error: {_SIGNALS[signum]}{_after_interrupt(sys.argv[1] if len(sys.argv) > 1 else '')}",
-                  file=sys.stderr)
-            sys.exit(128 + signum)
+            _said_stopped()
+        done = exc.code in (0, None)
         raise
     finally:
-        for signum in found:                      # a second signal while cleaning up ends the process
-            signal.signal(signum, signal.SIG_DFL)
+        # a second signal while cleaning up after a failure or an interrupt ends the process; once the
+        # command has finished, its files are whole and the process only exits: a signal then changes
+        # nothing (it killed the process without a word, or printed a traceback from an exit handler,
+        # and the outputs it had published made the same command, run again, refuse)
+        for signum in found:
+            signal.signal(signum, signal.SIG_IGN if done else signal.SIG_DFL)
         if "dexed_data.render" in sys.modules:
             sys.modules["dexed_data.render"].shutdown_workers()
-        for signum, handler in found.items():     # as found
-            signal.signal(signum, handler)
+        if not done:
+            for signum, handler in found.items():     # as found
+                signal.signal(signum, handler)
+
+
+def _said_stopped() -> None:
+    """The one line of an interrupted command, and its exit (128 + the signal's number)."""
+    signum = _stopped_by[0]
+    print(f"error: {_SIGNALS[signum]}{_after_interrupt(sys.argv[1] if len(sys.argv) > 1 else '')}", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 #: Commands that write no file: an interrupt leaves nothing to say about files.

@@ -1053,6 +1053,39 @@ def test_an_interrupt_raised_inside_a_callback_still_stops_the_command(tmp_path)
     assert __import__("time").monotonic() - started < 15
 
 
+def test_signals_at_the_edges_of_a_command(tmp_path):
+    # (1) after the command finished, while the process exits: it died of the signal without a word,
+    #     or printed a traceback from an exit handler, and its published outputs made a rerun refuse;
+    # (2) while typer builds the command from its options (outside click's main): a traceback;
+    # (3) inside an import: torch's C++ import callbacks cannot unwind an interrupt (SIGABRT), so it
+    #     comes once the import is over
+    (tmp_path / "slowmod.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\n"
+                                         "time.sleep(0.3)\nWHOLE = True\n")
+    common = ("import atexit, os, signal, sys, time\nimport typer\nfrom dexed_data.console import run\n"
+              "app = typer.Typer()\n")
+    scripts = {
+        "after": common + ("@app.command()\ndef work():\n    print('done')\n"
+                           "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.3)))\n"
+                           "run(app, ())\n"),
+        "building": common + ("class Building:\n    def __call__(self):\n"
+                              "        os.kill(os.getpid(), signal.SIGINT)\n        time.sleep(5)\n"
+                              "run(Building(), ())\n"),
+        "import": common + ("@app.command()\ndef work():\n    import slowmod\n    print('imported', slowmod.WHOLE)\n"
+                            "    time.sleep(10)\n    print('ran on')\n"
+                            "run(app, ())\n"),
+    }
+    expect = {"after": (0, "done", ""), "building": (130, "", "error: interrupted (Ctrl-C)"),
+              "import": (143, "imported True", "error: stopped by SIGTERM")}
+    for name, code in scripts.items():
+        (tmp_path / f"{name}.py").write_text(code)
+        proc = subprocess.run([sys.executable, f"{name}.py"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              preexec_fn=_ctrl_c_as_at_a_terminal)
+        rc, out, err = expect[name]
+        assert proc.returncode == rc, (name, proc.returncode, proc.stdout, proc.stderr)
+        assert out in proc.stdout and "ran on" not in proc.stdout, (name, proc.stdout)
+        assert proc.stderr.startswith(err) and proc.stderr.count("\n") == (1 if err else 0), (name, proc.stderr)
+
+
 def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tmp_path):
     import signal
     import time

@@ -299,6 +299,9 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
               "--audio-dtype", config.audio_dtype]
     if not config.operators:
         parts.append("--no-operators")
+    defaults = RenderConfig()
+    if (config.n_mels, config.hop) != (defaults.n_mels, defaults.hop):   # (left out at the defaults: files
+        parts += ["--n-mels", str(config.n_mels), "--hop", str(config.hop)]   # made before keep their command)
     if ids_file is not None:
         parts += ["--ids", str(ids_file)]
     if limit is not None:

@@ -107,6 +107,10 @@ def test_rerun_of_a_finished_job_returns_at_once_and_other_jobs_are_refused(cata
     assert summary.rendered == 0 and summary.presets == N
     with pytest.raises(RenderError, match="not made by this command"):
         render_dataset(catalogue, serial, SMALL, jobs=1, progress=False, limit=N - 1, segment_size=SEG)
+    for mel in (dict(n_mels=32), dict(hop=512)):        # other spectrograms: it took the file as its own
+        with pytest.raises(RenderError, match="not made by this command"):
+            render_dataset(catalogue, serial, dataclasses.replace(SMALL, **mel), jobs=1, progress=False, limit=N,
+                           segment_size=SEG)
 
 
 def test_rerun_of_a_finished_job_made_by_another_engine_version_is_refused(catalogue, serial, tmp_path):

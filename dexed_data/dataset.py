@@ -70,6 +70,8 @@ class DatasetHeader:
     command: str
     selection_hash: str
     selection_size: int
+    #: The plug-in file a ``dawdreamer`` dataset was rendered through (absolute path), else "".
+    plugin: str = ""
 
     def attrs(self) -> dict:
         return {
@@ -86,6 +88,7 @@ class DatasetHeader:
             "shapes": json.dumps(self.shapes.__dict__, sort_keys=True),
             "command": self.command, "selection_hash": self.selection_hash,
             "selection_size": int(self.selection_size),
+            **({"plugin": self.plugin} if self.plugin else {}),
         }
 
     @classmethod
@@ -119,6 +122,7 @@ class DatasetHeader:
             shapes=get("shapes", _shapes, "a JSON object of whole numbers ≥ 1: notes, samples, mels, frames"),
             command=get("command", _text, "text"), selection_hash=get("selection_hash", _text, "text"),
             selection_size=get("selection_size", _whole(0), "a whole number ≥ 0"),
+            plugin=get("plugin", _text, "text") if "plugin" in attrs else "",
         )
         if header.shapes.notes != len(header.notes):
             raise _malformed(path, f"attribute shapes has {header.shapes.notes} notes, attribute notes "

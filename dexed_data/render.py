@@ -615,7 +615,8 @@ def _header(job: Job, engine_version: str, shapes: ds.Shapes, mel_config: dict |
     mel_config = asdict(c.mel_config) if mel_config is None else mel_config   # from the probe: no torch here
     return ds.DatasetHeader(c.engine, engine_version, int(c.sample_rate), c.notes, float(c.hold), float(c.release),
                             dict(FIXED_PARAMS), mel_config, c.operators, c.storage, shapes, job.command,
-                            job.selection_hash, job.selection_size)
+                            job.selection_hash, job.selection_size,
+                            str(Path(c.plugin).resolve()) if c.plugin else "")   # evaluate and match re-render
 
 
 def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig(), jobs: int = 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -421,8 +422,9 @@ def match(
                        "matches at a voice's level", err=True)
         if v.search is not None:
             r = v.search
-            parts = [f"{what} {d:.2f}" for what, d in (("model", r.candidate("model")),
-                                                          ("nearest preset", r.candidate("nearest-1"))) if d is not None]
+            parts = [f"{what} {_distance(d)}" for what, d in (("model", r.candidate("model")),
+                                                               ("nearest preset", r.candidate("nearest-1")))
+                     if d is not None]
             moved = min(((d, k) for k, d in r.candidates if MOVED in k), default=None)
             if moved and moved[0] < min(d for k, d in r.candidates if MOVED not in k):
                 parts.append(f"moved onto the input's pitch {moved[0]:.2f} ({moved[1]})")   # the search began there
@@ -500,6 +502,11 @@ def interpolate(
             typer.echo(f"    its TRANSPOSE is {FIXED_TRANSPOSE} (the model's fixed value, every voice of the bank has "
                        f"it) where {voice.source} has {voice.transpose}: it plays {abs(moved)} semitones "
                        f"{'lower' if moved > 0 else 'higher'} than {voice.source}")
+
+
+def _distance(d: float) -> str:
+    """A search distance as ``match`` prints it: a silent voice (or one the engine refused) has none."""
+    return f"{d:.2f}" if math.isfinite(d) else "silent (no distance)"
 
 
 def main() -> None:

@@ -385,7 +385,7 @@ _WORKER: dict = {}
 def _render_scores(raws: list[np.ndarray], spec: EngineSpec, notes, hold: float, release: float,
                    target_key, target: np.ndarray | None) -> list[tuple[float, np.ndarray | None]]:
     """Worker: render each raw on ``notes``; its distance to the target (inf if silent where the target is not)."""
-    from dexed_data.engines import make_engine
+    from dexed_data.engines import host_resettable, make_engine, n_samples
     from dexed_data.features import silent_notes
 
     if _WORKER.get("spec") != spec:
@@ -398,6 +398,9 @@ def _render_scores(raws: list[np.ndarray], spec: EngineSpec, notes, hold: float,
                        loud=not bool(silent_notes(target).all()))
     out = []
     for raw in raws:
+        if spec.name == "dawdreamer" and not host_resettable(raw):   # the plug-in path refuses such a voice
+            out.append((float("inf"), np.zeros((len(notes), n_samples(hold, release, spec.sample_rate)), np.float32)))
+            continue                                                 # (its sample-and-hold LFO cannot be reset)
         audio = _WORKER["engine"].render(raw, notes, hold, release).audio
         if _WORKER["loud"] and silent_notes(audio).all():
             out.append((float("inf"), audio))

@@ -219,6 +219,49 @@ def test_render_command_same_audio_with_jobs_1_and_2(dexed_plugin, rom1a, dexed_
         assert np.abs(audio[i] - ref).max() <= TOLERANCE
 
 
+def test_a_plugin_dataset_goes_through_fit_evaluate_and_match(dexed_plugin, tmp_path):
+    # the dataset did not record its plug-in, so evaluate and match (which re-render) failed with
+    # "the dawdreamer engine needs a plug-in: --plugin …", an option they do not have; a searched
+    # voice with a sample-and-hold LFO (which the plug-in path refuses) then stopped match --refine
+    import json
+
+    import h5py
+    import soundfile as sf
+    from preset_model.cli import app as model_app
+
+    from dexed_data.importer import import_sysex
+    from dexed_data.render import shutdown_workers
+
+    repo = Path(__file__).resolve().parents[1]
+    import_sysex([repo / "presets"], tmp_path / "p.h5", progress=False)
+    data = tmp_path / "d.h5"
+    try:
+        res = CliRunner().invoke(app, ["render", str(tmp_path / "p.h5"), "-o", str(data), "--engine", "dawdreamer",
+                                       "--plugin", dexed_plugin, "--store", "audio,mel", "--notes", "60:85", "--hold",
+                                       "0.5", "--release", "0.2", "--n-mels", "64", "--hop", "1024", "--jobs", "2",
+                                       "--no-progress"])
+        assert res.exit_code == 0, res.output
+        with h5py.File(data) as f:
+            assert f.attrs["plugin"] == str(Path(dexed_plugin).resolve())
+            ok = int(np.flatnonzero(f["status"][()] == 1)[0])
+            sf.write(tmp_path / "take.wav", f["audio"][ok, 0].astype(np.float32), int(f.attrs["sample_rate"]))
+        run = tmp_path / "run"
+        for args in (["fit", "--data", str(data), "--out", str(run), "--notes", "1", "--size", "tiny", "--epochs", "1",
+                      "--max-steps", "2", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--no-progress"],
+                     ["evaluate", str(run), "--limit", "1", "--refine", "20", "--no-progress"],
+                     ["match", "--data", str(data), str(tmp_path / "take.wav"), "-o", str(tmp_path / "a.syx")],
+                     ["match", str(run), str(tmp_path / "take.wav"), "--refine", "30", "-o", str(tmp_path / "b.syx"),
+                      "--no-progress"]):
+            res = CliRunner().invoke(model_app, args)
+            assert res.exit_code == 0, (args[0], res.output)
+    finally:
+        shutdown_workers()
+    (found,) = run.glob("eval-*.json")
+    report = json.loads(found.read_text())
+    assert np.isfinite(report["audio"]["log_spectral_mae"]["mean"])
+    assert (tmp_path / "a.syx").stat().st_size == 163 and (tmp_path / "b.syx").stat().st_size == 163
+
+
 def test_plugin_agreement_tool_counts_refuses_and_resumes(dexed_plugin, rom1a, tmp_path):
     # tools/plugin_agreement.py: the whole-corpus count of docs/FORMAT.md, on a bank of three voices
     import json

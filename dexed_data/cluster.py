@@ -215,7 +215,13 @@ def _connect(cluster: str):
 
         # worker processes that may start the render's own worker process (see _render_shard); their
         # logs are not the user's business (a failed shard is said once, by this process)
-        with dask.config.set({"distributed.worker.daemon": False}):
+        # the cluster's processes start with the group's signals held, and so keep them held: a Ctrl-C
+        # (or SIGTERM, SIGHUP) to the group reaches this process alone, which closes the cluster; taken
+        # by the workers too, it printed 30–120 lines of their tracebacks after the one line
+        # (the resource trackers first: started from Dask's thread, Python 3.11's unblocks SIGINT and
+        # SIGTERM in that thread, and the workers it starts next would inherit that)
+        with dask.config.set({"distributed.worker.daemon": False}), render.group_signals_held():
+            render._start_trackers()
             lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                               silence_logs=logging.CRITICAL)
         return Client(lc), lc

@@ -1,3 +1,3 @@
-from .cli import main
+from .console import dexed_data_main
 
-main()
+dexed_data_main()

@@ -223,7 +223,10 @@ def _connect(cluster: str):
         with dask.config.set({"distributed.worker.daemon": False}), render.group_signals_held():
             render._start_trackers()
             lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                              silence_logs=logging.CRITICAL)
+                              silence_logs=logging.CRITICAL,
+                              # no dashboard; its scheduler's HTTP server takes a free port, not 8787, which
+                              # a Dask scheduler already running here holds ("Port 8787 is already in use")
+                              scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"})
         return Client(lc), lc
     try:
         return Client(cluster, timeout="30s"), None

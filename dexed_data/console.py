@@ -209,12 +209,7 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         print("error: the current folder no longer exists (it was deleted or moved while this shell was "
               "in it); cd to an existing folder and run the command again", file=sys.stderr)
         sys.exit(2)
-    _stopped_by.clear()
-    _deferred.clear()
-    found = {}
-    for signum in _SIGNALS:   # an ignored signal stays ignored (nohup, a script's `cmd &`)
-        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
-            found[signum] = signal.signal(signum, _on_signal)
+    found = _install()
     done = False
     try:
         app()
@@ -243,6 +238,52 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         if not done:
             for signum, handler in found.items():     # as found
                 signal.signal(signum, handler)
+        _installed.clear()
+
+
+#: The handlers :func:`_install` replaced (signal → handler), while a command runs.
+_found: dict = {}
+_installed: list[bool] = []
+
+
+def _install() -> dict:
+    """Set :func:`_on_signal` for the signals a process group gets, unless this command has already
+    (its entry point does it first thing) or the signal is ignored (``nohup``, a script's ``cmd &``:
+    an ignored signal stays ignored). Returns the handlers replaced."""
+    if not _installed:
+        _stopped_by.clear()
+        _deferred.clear()
+        _found.clear()
+        for signum in _SIGNALS:
+            if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+                _found[signum] = signal.signal(signum, _on_signal)
+        _installed.append(True)
+    return _found
+
+
+def dexed_data_main() -> None:
+    """The ``dexed-data`` command (:func:`_main_of`)."""
+    _main_of("dexed_data.cli")
+
+
+def preset_model_main() -> None:
+    """The ``preset-model`` command (:func:`_main_of`)."""
+    _main_of("preset_model.cli")
+
+
+def _main_of(module: str) -> None:
+    """Run ``module``'s ``main()`` with the signal handlers set before it is imported: the command
+    line modules take a few tenths of a second to import (typer, numpy), and a signal in that
+    window printed a traceback (Ctrl-C) or ended the process without a word (SIGTERM, SIGHUP)."""
+    import importlib
+
+    _install()
+    try:
+        importlib.import_module(module).main()
+    except KeyboardInterrupt:   # after the import, before the command's own handling of it
+        if not _stopped_by:
+            raise
+        _said_stopped()
 
 
 def _said_stopped() -> None:

@@ -1,3 +1,3 @@
-from .cli import main
+from dexed_data.console import preset_model_main
 
-main()
+preset_model_main()

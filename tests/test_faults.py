@@ -1074,8 +1074,14 @@ def test_signals_at_the_edges_of_a_command(tmp_path):
                             "    time.sleep(10)\n    print('ran on')\n"
                             "run(app, ())\n"),
     }
+    # (4) while the command line module itself is imported (typer, numpy: a few tenths of a second),
+    #     before its main() could set the handlers: a traceback, or an end without a word
+    (tmp_path / "slowcli.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGHUP)\n"
+                                         "time.sleep(0.3)\ndef main():\n    time.sleep(10)\n    print('ran on')\n")
+    scripts["startup"] = "from dexed_data.console import _main_of\n_main_of('slowcli')\n"
     expect = {"after": (0, "done", ""), "building": (130, "", "error: interrupted (Ctrl-C)"),
-              "import": (143, "imported True", "error: stopped by SIGTERM")}
+              "import": (143, "imported True", "error: stopped by SIGTERM"),
+              "startup": (129, "", "error: stopped by SIGHUP")}
     for name, code in scripts.items():
         (tmp_path / f"{name}.py").write_text(code)
         proc = subprocess.run([sys.executable, f"{name}.py"], capture_output=True, text=True, timeout=60, cwd=tmp_path,

@@ -160,7 +160,8 @@ def _warn_empty_mel_bands(config) -> None:
 
     empty = empty_mel_bands(config.sample_rate, config.n_fft, config.n_mels)
     if empty:
-        fit = max(m for m in range(1, config.n_mels) if not empty_mel_bands(config.sample_rate, config.n_fft, m))
+        fit = next(m for m in range(config.n_mels - 1, 0, -1)
+                   if not empty_mel_bands(config.sample_rate, config.n_fft, m))
         typer.echo(f"warning: at {config.sample_rate} Hz, {empty} of the {config.n_mels} mel bands hold no FFT bin "
                    f"(n_fft {config.n_fft}) and will read {LEVEL_FLOOR_DB:g} dB in every frame of every preset; "
                    f"--n-mels {fit} or fewer leaves none empty", err=True)

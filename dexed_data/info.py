@@ -95,7 +95,7 @@ def describe_dataset(path) -> str:
     :func:`dexed_data.report.summarize`, storage and failures (an incomplete file is described too)."""
     from .dataset import STATUS_FAILED, STATUS_OK, DatasetReader
     from .storage import BIG_ARRAYS
-    from .report import summarize
+    from .report import NO_MEL_BOUNDS, summarize
     from .schema import format_fixed
 
     with DatasetReader(path, allow_incomplete=True) as ds:
@@ -111,7 +111,7 @@ def describe_dataset(path) -> str:
             f"  presets       {len(ds)} ({ok} ok, {failed} failed, {silent} near-silent; {len(ds.usable())} usable)",
             "  mel bounds    " + (f"{info.mel_min_db:.2f} … {info.mel_max_db:.2f} dB"
                                      if np.isfinite([info.mel_min_db, info.mel_max_db]).all()
-                                     else "none (no rendered preset that is not silent)"),
+                                     else NO_MEL_BOUNDS),
             f"  fixed params  {format_fixed(h.fixed_params)}",
         ]
         if not h.operators:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .engines import EngineSpec, host_resettable, make_engine
 from .errors import DexedDataError, EngineError
-from .features import SILENT_THRESHOLD_DB
+from .features import SILENT_THRESHOLD_DB, silent_notes
 from .schema import apply_fixed
 
 __all__ = ["TOLERANCE", "PresetCheck", "PluginCheck", "check_plugin", "sample_presets"]
@@ -229,7 +229,7 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
         per_note = np.abs(a - ref).max(axis=1)
         result.presets[i].diff = float(per_note.max())
         result.presets[i].worst_note = notes[int(per_note.argmax())]
-        result.presets[i].audible = bool(np.abs(ref).max() >= 10 ** (SILENT_THRESHOLD_DB / 20))
+        result.presets[i].audible = not silent_notes(ref).all()
     result.dexed_rate = len(audio) / max(time.perf_counter() - t0, 1e-9)
 
     second = make_engine(spec)

@@ -1026,17 +1026,12 @@ def _watch_manager_thread() -> None:
         return
 
     def hook(args) -> None:
-        if args.thread is not None and args.thread.name == "ExecutorManagerThread" and not _interrupted():
+        if args.thread is not None and args.thread.name == "ExecutorManagerThread":
             _MANAGER_FAILED.append(args.exc_value)
             return
         previous(args)
     hook.watches_loky = True
     threading.excepthook = hook
-
-
-def _interrupted() -> bool:
-    console = _sys.modules.get("dexed_data.console")
-    return bool(console is not None and console._stopped_by)
 
 
 def _first_result(future, jobs: int):
@@ -1092,13 +1087,15 @@ def shutdown_workers() -> None:
     """End this process's render workers now. A command line exits ~1 s sooner this way than
     through loky's exit handler, which waits for idle workers to notice; library users keep the
     reusable workers for their next job instead."""
+    import signal
+
     while _EXECUTORS:
         ex = _EXECUTORS.pop()
         ex.shutdown(wait=True, kill_workers=True)
         for p in list(getattr(ex, "_processes", {}).values()):   # loky's manager thread, which kills them,
             if p.is_alive():                                     # may have died (_watch_manager_thread), and
                 with contextlib.suppress(OSError):               # multiprocessing's exit handler would then
-                    os.kill(p.pid, 9)                            # wait for these for ever
+                    os.kill(p.pid, signal.SIGKILL)               # wait for these for ever
                 p.join(5)
 
 

@@ -301,7 +301,7 @@ def _table(header: list[str] | None, rows: list[list[str]]) -> str:
 
 
 #: What the report says for the mel bounds of a dataset without a rendered preset that sounds.
-_NO_BOUNDS = "none (no rendered preset that is not silent)"
+NO_MEL_BOUNDS = "none (no rendered preset that is not silent)"
 
 
 def _provenance(ds: DatasetReader, groups: int) -> str:
@@ -383,8 +383,8 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         "<p>Distinct by sound: bit-identical audio on every note (exact fingerprint). Duplicates keep their "
         "rows and provenance; the lowest row (smallest id) of each group is kept for training.</p>",
         "<h2>Spectrogram scaling bounds</h2>",
-        _table(None, [["mel min", f"{lo:.2f} dB{floor}" if np.isfinite(lo) else _NO_BOUNDS],
-                      ["mel max", f"{hi:.2f} dB" if np.isfinite(hi) else _NO_BOUNDS],
+        _table(None, [["mel min", f"{lo:.2f} dB{floor}" if np.isfinite(lo) else NO_MEL_BOUNDS],
+                      ["mel max", f"{hi:.2f} dB" if np.isfinite(hi) else NO_MEL_BOUNDS],
                       ["used for", "dB values map linearly to [-1, 1] for training (over rendered, non-silent presets)"]]),
         "<h2>Algorithms</h2>", f"<img src='{alg}' alt='algorithm distribution'>",
     ]

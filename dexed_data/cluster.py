@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import time
@@ -116,7 +117,7 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
     """
     t0 = time.perf_counter()
     try:
-        import distributed  # noqa: F401 - only to fail early with the install hint
+        importlib.import_module("distributed")   # only to fail early with the install hint
     except ImportError:
         raise RenderError(f"--cluster needs Dask distributed, which is not installed; {INSTALL_HINT}") from None
 

@@ -29,7 +29,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing.process
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -444,11 +446,23 @@ def _loader_worker(worker_id: int) -> None:
 
     for signum in (signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    global _INHERITED_TEMPDIR
+    _INHERITED_TEMPDIR = multiprocessing.process.current_process()._config.get("tempdir")
     signal.signal(signal.SIGTERM, _end_worker)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
+#: The main process's multiprocessing folder when a worker started (None: it had none).
+_INHERITED_TEMPDIR: str | None = None
+
+
 def _end_worker(signum, frame) -> None:
+    """End a data-loading worker on SIGTERM, removing its own ``pymp-*`` folder first (made when it
+    sent a batch's shared memory through multiprocessing's resource sharer): ``os._exit`` skips the
+    exit handler that removes it, which left it in ``$TMPDIR`` (1 of 5 SIGTERM to ``fit --workers 2``)."""
+    tempdir = multiprocessing.process.current_process()._config.get("tempdir")
+    if tempdir and tempdir != _INHERITED_TEMPDIR:
+        shutil.rmtree(tempdir, ignore_errors=True)
     os._exit(0)
 
 

@@ -400,3 +400,35 @@ def test_a_plain_resume_keeps_the_runs_length_and_budget(dataset, tmp_path):
     res = CliRunner().invoke(app, ["fit", *common, "--resume"])
     assert res.exit_code == 0 and "done (2 epochs)" in res.output, res.output
     assert load_checkpoint(out / "last.pt")["epoch"] == 1                 # nothing left to train
+
+
+def _worker_made_a_folder_then_got_sigterm(tmp: str, inherit: bool, report) -> None:
+    import multiprocessing.util
+    import os
+    import signal
+    import tempfile
+
+    from preset_model.train import _loader_worker
+
+    tempfile.tempdir = tmp
+    if inherit:                                   # the main process's folder, from before the fork
+        multiprocessing.util.get_temp_dir()
+    _loader_worker(0)
+    report.send(multiprocessing.util.get_temp_dir())   # as the resource sharer makes it to send a batch
+    report.close()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("inherit", [False, True])
+def test_a_loading_worker_ended_by_sigterm_removes_its_own_multiprocessing_folder(tmp_path, inherit):
+    # os._exit skips multiprocessing's exit handler: a worker's pymp-* folder stayed in $TMPDIR
+    # after a SIGTERM to fit --workers 2 (1 of 5); one it inherited is its parent's, and stays
+    ctx = mp.get_context("fork")
+    parent_end, child_end = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker_made_a_folder_then_got_sigterm, args=(str(tmp_path), inherit, child_end))
+    proc.start()
+    folder = Path(parent_end.recv())
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert folder.parent == tmp_path and folder.name.startswith("pymp-")
+    assert folder.exists() == inherit

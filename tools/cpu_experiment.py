@@ -334,7 +334,7 @@ parameter at its training mean, every categorical one at its mode{median_note}.
 {mean['params']['cat_accuracy']:.3f} (target: higher), silent presets {best['silent_fraction']:.1%} (target ≤ 5 %).
 """ + (f"""Against the median preset: num MAE {1 - g['num MAE'](best) / g['num MAE'](res['eval']['median']):.0%} lower, log-spectral MAE
 {1 - g['log-spectral MAE (dB)'](best) / g['log-spectral MAE (dB)'](res['eval']['median']):.0%} lower, MFCC-40 MAE {1 - g['MFCC-40 MAE'](best) / g['MFCC-40 MAE'](res['eval']['median']):.0%} lower.
-""" if extra else "") + _convergence_note(best, mean) + f"""
+""" if extra else "") + _convergence_note(best, mean) + """
 
 """ + (_before(res) if "compare" in res else "") + f"""**The gap to kNN.** kNN scores num MAE {knn['params']['num_mae']:.4f}, log-spectral {knn['audio']['log_spectral_mae']['mean']:.2f} dB,
 MFCC-40 {knn['audio']['mfcc40_mae']['mean']:.2f}; the best model {best['params']['num_mae']:.4f}, {best['audio']['log_spectral_mae']['mean']:.2f} dB,

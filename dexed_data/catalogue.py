@@ -254,8 +254,9 @@ def check_catalogue(f: h5py.File, path, values: bool = True) -> None:
         version = f.attrs.get("format_version")
         schema = f.attrs.get("schema_hash")
         if fmt != FORMAT:
-            raise CatalogueError(f"{path}: format is {fmt!r}, expected {FORMAT!r} (is it a dataset? use `dexed-data "
-                                 "info`)")
+            what = ("has no format attribute: not a file of this toolkit" if fmt is None
+                    else f"format is {fmt!r}, expected {FORMAT!r} (is it a dataset? use `dexed-data info`)")
+            raise CatalogueError(f"{path}: {what}; give a catalogue written by `dexed-data import-sysex`")
         if version != FORMAT_VERSION:
             raise CatalogueError(f"{path}: catalogue format version {version} (format_version) is not supported: "
                                  f"this reader knows {FORMAT_VERSION}; re-import the SysEx")

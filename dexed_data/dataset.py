@@ -73,6 +73,13 @@ class DatasetHeader:
     #: The plug-in file a ``dawdreamer`` dataset was rendered through (absolute path), else "".
     plugin: str = ""
 
+    @property
+    def engine_text(self) -> str:
+        """The engine for people: its version (which names it) and the plug-in file, if any."""
+        text = self.engine_version if self.engine_version.startswith(self.engine + " ") else \
+            f"{self.engine} {self.engine_version}"
+        return text + (f", plug-in {self.plugin}" if self.plugin else "")
+
     def attrs(self) -> dict:
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "schema_hash": SCHEMA_HASH,

@@ -27,9 +27,13 @@ Example::
 from __future__ import annotations
 
 import functools
+import hashlib
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -60,11 +64,15 @@ class EngineSpec:
         name: ``"dexed"`` (dexed-py + the plug-in's output stage) or ``"dawdreamer"``.
         sample_rate: Hz.
         plugin: path of the Dexed VST2/VST3 plug-in (``"dawdreamer"`` only).
+        build: the ``engine_version`` recorded with data to be rendered again (``"dawdreamer"``
+            only): a plug-in at ``plugin`` that is not that build (other bytes) is refused, since
+            its renders would not be the data's. ``None``: any build.
     """
 
     name: str = "dexed"
     sample_rate: int = 22050
     plugin: str | None = None
+    build: str | None = None
 
 
 @dataclass
@@ -506,16 +514,20 @@ class DawDreamerEngine:
         self.reset = "dexed" if all(self._param_map.get(n) == n for n in _RESET_NEEDS) and \
             len(self._param_map) == len(VOICE_PARAMS) else "fresh"
         self._live = None
-        self._state_file: str | None = None
         if self.reset == "dexed":
             self._recipe = lfo_recipe(spec.sample_rate, block_size)
             self._live = (engine, proc)
             self._setup(proc)
             engine.load_graph([(proc, [])])
         self.n_parameters = int(proc.get_plugin_parameter_size())
+        size, digest = plugin_build(spec.plugin)
         self.version = (f"dawdreamer {getattr(dawdreamer, '__version__', '?')} + "
-                        f"{os.path.basename(os.path.normpath(spec.plugin))} ({_plugin_size(spec.plugin)} bytes, "
+                        f"{os.path.basename(os.path.normpath(spec.plugin))} ({size} bytes, sha256 {digest}, "
                         f"{self.n_parameters} parameters; reset: {self.reset})")
+        if spec.build is not None and not same_build(spec.build, size, digest):
+            raise EngineError(f"the plug-in {spec.plugin!r} is not the build that rendered this data (then: "
+                              f"{spec.build}; now: {self.version}), so its renders would not be the data's: put that "
+                              "build back at this path, or render the dataset again with this one")
 
     def __getstate__(self) -> dict:
         return {"spec": self.spec, "param_map": self._param_map, "fixed": self._fixed,
@@ -533,7 +545,7 @@ class DawDreamerEngine:
             proc = engine.make_plugin_processor(f"synth{self._uses}", self.spec.plugin)
         except Exception as exc:  # DawDreamer raises RuntimeError/ValueError depending on the failure
             raise EngineError(f"DawDreamer could not load the plug-in {self.spec.plugin!r}: {exc} "
-                              "(is it a VST2 .so or VST3 bundle built for this machine?)") from exc
+                              f"({_load_hint(self.spec.plugin)})") from exc
         if proc.get_num_output_channels() < 1:
             raise EngineError(f"plug-in {self.spec.plugin!r} has no audio output")
         return engine, proc
@@ -607,24 +619,25 @@ class DawDreamerEngine:
                               f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}")
 
     def _state_voice(self, proc) -> np.ndarray:
-        """The voice bytes (≥ 145) Dexed holds, from its saved state (a temporary file, ~1 ms)."""
-        if self._state_file is None:
-            import tempfile
+        """The voice bytes (≥ 145) Dexed holds, from its saved state (a temporary file, ~1 ms).
 
-            fd, self._state_file = tempfile.mkstemp(prefix="dexed-state-", suffix=".bin")
-            os.close(fd)
-        proc.save_state(self._state_file)
-        with open(self._state_file, "rb") as f:
-            data = f.read()
-        return dexed_voice_from_state(data, self.spec.plugin)
+        The file is removed at once: one kept for the engine's life stayed in ``$TMPDIR`` after
+        every ``render --engine dawdreamer`` (one per worker; the job ends its workers, so no
+        finaliser runs)."""
+        import tempfile
 
-    def __del__(self) -> None:
-        path = getattr(self, "_state_file", None)
-        if path:
+        fd, path = tempfile.mkstemp(prefix="dexed-state-", suffix=".bin")
+        os.close(fd)
+        try:
+            proc.save_state(path)
+            with open(path, "rb") as f:
+                data = f.read()
+        finally:
             try:
                 os.remove(path)
             except OSError:
                 pass
+        return dexed_voice_from_state(data, self.spec.plugin)
 
     def _reset_render(self, engine, proc, raw: np.ndarray) -> None:
         """The clean-state reset before a note (class docstring): LFO phase 0, voices dead, DC 0."""
@@ -676,7 +689,9 @@ class DawDreamerEngine:
                 # back to the preset (the automated LFO SPEED and TRANSPOSE always: this ends their automation)
                 self._set_voice(proc, raw, np.flatnonzero((_RESET_VOICE != raw) | _AUTOMATED))
             proc.clear_midi()
-            proc.add_midi_note(pitch, velocity, 0.0, hold)
+            # the note-off on dexed-py's sample (DawDreamer truncates, a quarter sample past it lands there)
+            proc.add_midi_note(pitch, velocity, 0.0, (note_off_sample(hold, self.spec.sample_rate) + 0.25)
+                               / self.spec.sample_rate)
             engine.render(hold + release)
             if i == 0 and self.reset == "dexed":
                 self.check_readback(proc, raw)   # Dexed took the host's values in that render
@@ -748,11 +763,55 @@ _RESET_HOLD = 1024
 _PANIC_BLOCK = 5
 
 
-def _plugin_size(path: str) -> int:
-    """Bytes of a plug-in file, or of every file in a bundle folder (identifies the build)."""
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-    return os.path.getsize(path)
+def _load_hint(path: str) -> str:
+    """What to check when DawDreamer cannot load ``path``: the bundle's naming rule, or the bundle
+    rather than its inner binary, else the generic question."""
+    full = os.path.abspath(path)
+    bundle = next((p for p in [full, *map(str, Path(full).parents)] if p.endswith(".vst3")), None)
+    if bundle and bundle != full:
+        return f"give the VST3 bundle folder {bundle}, not a file inside it"
+    if bundle and os.path.isdir(bundle):
+        stem = Path(bundle).stem
+        binaries = sorted(Path(bundle, "Contents").glob("*/*.so"))
+        if binaries and not any(b.stem == stem for b in binaries):
+            return (f"a VST3 bundle must be named like its binary: it holds {binaries[0].name}, so name the "
+                    f"folder {binaries[0].stem}.vst3")
+    return "is it a VST2 .so or VST3 bundle built for this machine?"
+
+
+def plugin_build(path: str) -> tuple[int, str]:
+    """What identifies a plug-in build: its bytes and the SHA-256 of its content (16 hex digits),
+    of the file, or of every file of a bundle folder with its relative path (~10 ms for Dexed)."""
+    if not os.path.isdir(path):
+        files = [("", path)]
+    else:
+        files = sorted((os.path.relpath(os.path.join(d, f), path), os.path.join(d, f))
+                       for d, _, names in os.walk(path) for f in names)
+    h, size = hashlib.sha256(), 0
+    for rel, full in files:
+        h.update(rel.encode() + b"\0")
+        with open(full, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                size += len(block)
+    return size, h.hexdigest()[:16]
+
+
+def same_build(recorded: str, size: int, digest: str) -> bool:
+    """Whether the ``engine_version`` ``recorded`` with data names the build ``(size, digest)``
+    (:func:`plugin_build`); versions written before the digest was recorded name only the size."""
+    m = re.search(r"\((\d+) bytes(?:, sha256 ([0-9a-f]+))?", recorded)
+    if m is None:
+        return True   # not a plug-in version of ours: nothing to compare
+    return int(m.group(1)) == size and (m.group(2) is None or m.group(2) == digest)
+
+
+def note_off_sample(hold: float, sample_rate: int) -> int:
+    """The sample at which dexed-py releases a note held ``hold`` s: it takes the hold as a C
+    ``float`` and rounds (measured on 1,197 holds just around chunk boundaries, at three rates).
+    Dexed acts on a note-off at its next 64-sample chunk, so a hold that DawDreamer truncated
+    instead (h · rate in [64k + 0.5, 64k + 1)) released the note a chunk earlier: up to 2.8e-2 apart."""
+    return math.floor(float(np.float32(hold)) * sample_rate + 0.5)
 
 
 def make_engine(spec: EngineSpec) -> Engine:

@@ -106,7 +106,7 @@ def describe_dataset(path) -> str:
         lines = [
             f"{path}: dexed dataset, format version {info.format_version}, schema {info.schema_hash}"
             + ("" if info.complete else "  ** INCOMPLETE **") + (f", shard {info.shard}" if info.shard else ""),
-            f"  engine        {h.engine} {h.engine_version}, {h.sample_rate} Hz, hold {h.hold:g} s + release {h.release:g} s",
+            f"  engine        {h.engine_text}, {h.sample_rate} Hz, hold {h.hold:g} s + release {h.release:g} s",
             f"  notes         {', '.join(f'{p}:{v}' for p, v in h.notes)}",
             f"  presets       {len(ds)} ({ok} ok, {failed} failed, {silent} near-silent; {len(ds.usable())} usable)",
             "  mel bounds    " + (f"{info.mel_min_db:.2f} … {info.mel_max_db:.2f} dB"

@@ -375,7 +375,7 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Dataset report: {html.escape(Path(str(dataset_path)).name)}"
         f"</title><style>{_CSS}</style></head><body>",
         f"<h1>Dataset report: <code>{html.escape(str(dataset_path))}</code></h1>",
-        f"<p>{html.escape(h.engine)} {html.escape(h.engine_version)}, {h.sample_rate} Hz, hold {h.hold:g} s + release "
+        f"<p>{html.escape(h.engine_text)}, {h.sample_rate} Hz, hold {h.hold:g} s + release "
         f"{h.release:g} s; notes {html.escape(', '.join(f'{p}:{v}' for p, v in h.notes))}; "
         f"stored: {html.escape(', '.join(h.storage.arrays) or 'no audio or mel')}.<br>"
         f"Made by: <code>{html.escape(h.command)}</code></p>",

@@ -55,6 +55,8 @@ class RenderSettings:
         hold, release: seconds per note.
         mel: the spectrogram settings of the dataset's ``/mel``.
         plugin: plug-in path for ``"dawdreamer"``.
+        engine_version: the dataset's ``engine_version``; for ``"dawdreamer"`` the plug-in build
+            that re-renders must be that one (:attr:`~dexed_data.engines.EngineSpec.build`).
     """
 
     engine: str
@@ -64,6 +66,7 @@ class RenderSettings:
     release: float
     mel: MelConfig
     plugin: str | None = None
+    engine_version: str | None = None
 
     @property
     def note_samples(self) -> int:
@@ -74,7 +77,8 @@ class RenderSettings:
     def engine_spec(self):
         from dexed_data.engines import EngineSpec
 
-        return EngineSpec(self.engine, int(self.sample_rate), self.plugin)
+        build = self.engine_version if self.engine == "dawdreamer" else None
+        return EngineSpec(self.engine, int(self.sample_rate), self.plugin, build)
 
 
 def settings_from_checkpoint(render: dict) -> RenderSettings:
@@ -90,7 +94,8 @@ def settings_from_checkpoint(render: dict) -> RenderSettings:
         fields.setdefault("sample_rate", int(render["sample_rate"]))
         return RenderSettings(str(render["engine"]), int(render["sample_rate"]),
                               tuple((int(p), int(v)) for p, v in render["notes"]), float(render["hold"]),
-                              float(render["release"]), MelConfig(**fields), render.get("plugin") or None)
+                              float(render["release"]), MelConfig(**fields), render.get("plugin") or None,
+                              render.get("engine_version") or None)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"the checkpoint's render settings are incomplete ({type(exc).__name__}: {exc}); "
                               "use a checkpoint written by `preset-model fit`") from None
@@ -105,9 +110,10 @@ def read_render_settings(path: str | Path) -> RenderSettings:
         fields = {k: mel[k] for k in ("sample_rate", "n_fft", "hop", "n_mels", "floor_db") if k in mel}
         fields.setdefault("sample_rate", int(a["sample_rate"]))
         fields.setdefault("n_mels", info.n_mels)
-        plugin = a.get("plugin")
+        plugin, version = (v.decode() if isinstance(v, bytes) else v for v in (a.get("plugin"), a.get("engine_version")))
         return RenderSettings(str(a["engine"]), int(a["sample_rate"]), info.notes, float(a["hold"]),
-                              float(a["release"]), MelConfig(**fields), str(plugin) if plugin else None)
+                              float(a["release"]), MelConfig(**fields), str(plugin) if plugin else None,
+                              str(version) if version else None)
 
 
 def settings_differences(run: RenderSettings, data: RenderSettings, mel: bool = True) -> list[str]:

@@ -256,6 +256,10 @@ def test_a_plugin_dataset_goes_through_fit_evaluate_and_match(dexed_plugin, tmp_
             assert res.exit_code == 0, (args[0], res.output)
     finally:
         shutdown_workers()
+    from preset_model.inference import read_render_settings
+
+    with h5py.File(data) as f:   # what re-renders it must be the build that rendered it
+        assert read_render_settings(data).engine_spec.build == f.attrs["engine_version"]
     (found,) = run.glob("eval-*.json")
     report = json.loads(found.read_text())
     assert np.isfinite(report["audio"]["log_spectral_mae"]["mean"])
@@ -313,3 +317,63 @@ def test_a_worker_that_ends_normally_prints_no_binding_leak_report(dexed_plugin,
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     assert "leaked" not in proc.stderr, proc.stderr
+
+
+def test_data_of_one_build_is_not_rendered_again_by_another(dexed_plugin, rom1a, tmp_path):
+    # the engine version named the bundle's size only: a rebuilt Dexed of the same size at the same
+    # path resumed renders, merged shards and re-rendered evaluate's sounds as if it were the same
+    import shutil
+
+    from dexed_data.engines import plugin_build, same_build
+
+    copy = tmp_path / "build" / "Dexed.vst3"
+    shutil.copytree(dexed_plugin, copy)
+    version = make_engine(EngineSpec(name="dawdreamer", plugin=str(copy))).version
+    size, digest = plugin_build(str(copy))
+    assert f"({size} bytes, sha256 {digest}," in version
+    make_engine(EngineSpec(name="dawdreamer", plugin=str(copy), build=version))            # the same build
+    legacy = version.replace(f", sha256 {digest}", "")                                     # recorded before digests
+    make_engine(EngineSpec(name="dawdreamer", plugin=str(copy), build=legacy))
+    info = copy / "Contents" / "Resources" / "moduleinfo.json"
+    data = bytearray(info.read_bytes())
+    data[-2] ^= 0x20                                                                        # same size, other bytes
+    info.write_bytes(bytes(data))
+    assert plugin_build(str(copy))[0] == size and not same_build(version, *plugin_build(str(copy)))
+    with pytest.raises(EngineError, match="not the build that rendered this data"):
+        make_engine(EngineSpec(name="dawdreamer", plugin=str(copy), build=version))
+    assert same_build("dexed-py 0.3.0 + dc_block(clip(x/8))", size, digest)                # no plug-in named
+
+
+def test_a_hold_between_two_samples_is_released_where_dexed_py_releases_it(plugin_engine, dexed_engine, rom1a):
+    # DawDreamer truncated the note-off sample where dexed-py rounds it: with hold × rate in
+    # [64k + 0.5, 64k + 1) the plug-in released the note a chunk earlier, 1.3e-2 to 2.8e-2 apart
+    voice = rom1a["E.PIANO 1"]
+    for samples in (3200.6, 6400.5, 4096.99):
+        hold = samples / 22050
+        a = plugin_engine.render(voice, [(60, 85)], hold, 0.2).audio
+        b = dexed_engine.render(voice, [(60, 85)], hold, 0.2).audio
+        assert np.abs(a - b).max() <= TOLERANCE, samples
+
+
+def test_no_state_file_is_left_behind(dexed_plugin, rom1a, tmp_path, monkeypatch):
+    # the read-back's saved-state file lived as long as the engine: a render job ends its workers
+    # without finalisers, so every `render --engine dawdreamer` left one per worker in $TMPDIR
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    engine = make_engine(EngineSpec(name="dawdreamer", plugin=dexed_plugin))
+    engine.render(rom1a["E.PIANO 1"], [(60, 85)], 0.2, 0.1)
+    assert not list(tmp_path.glob("dexed-state-*"))
+
+
+def test_a_plugin_that_cannot_be_loaded_gets_a_hint_for_what_was_given(dexed_plugin, tmp_path):
+    import shutil
+
+    renamed = tmp_path / "Renamed.vst3"
+    shutil.copytree(dexed_plugin, renamed)
+    with pytest.raises(EngineError, match="must be named like its binary: it holds Dexed.so, so name the folder "
+                                          "Dexed.vst3"):
+        make_engine(EngineSpec(name="dawdreamer", plugin=str(renamed)))
+    inner = next(Path(dexed_plugin).glob("Contents/*/*.so"))
+    with pytest.raises(EngineError, match="give the VST3 bundle folder .*Dexed.vst3, not a file inside it"):
+        make_engine(EngineSpec(name="dawdreamer", plugin=str(inner)))

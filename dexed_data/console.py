@@ -88,6 +88,20 @@ def interrupts_deferred():
             raise KeyboardInterrupt
 
 
+def outputs_published() -> None:
+    """Say that the command's outputs are whole and published: a signal from now on changes nothing,
+    so it is ignored while the command tidies up and exits (as once it has returned: :func:`run`),
+    and one held back by :func:`interrupts_deferred` is dropped. A render signalled in the second
+    after it published its file said "interrupted … run the same command again" (exit 130) and left
+    its work folder half removed. Nothing is changed when the command line did not set the handlers
+    (a library call)."""
+    if _installed:
+        for signum in _found:
+            if signal.getsignal(signum) is _on_signal:
+                signal.signal(signum, signal.SIG_IGN)
+    _deferred.clear()
+
+
 def _interrupt_again(hook):
     """``sys.unraisablehook`` once the command is stopped. Python runs a signal's handler wherever the
     main thread is, and where that is a weakref callback or a ``__del__`` method (torch's data loader

@@ -148,6 +148,9 @@ class RenderConfig:
         if not MIN_SAMPLE_RATE <= int(self.sample_rate) <= MAX_SAMPLE_RATE:
             raise RenderError(f"--sample-rate {self.sample_rate}: must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz "
                               "(dexed-py renders silence below about 12,800 Hz)")
+        if self.engine not in ("dexed", "dawdreamer"):
+            raise RenderError(f"--engine {self.engine}: unknown engine; use dexed (dexed-py, the default) or "
+                              "dawdreamer (with --plugin PATH)")
         if self.plugin and self.engine != "dawdreamer":
             raise RenderError(f"--plugin is for --engine dawdreamer; the {self.engine} engine uses no plug-in "
                               "(add --engine dawdreamer, or leave out --plugin)")
@@ -185,6 +188,7 @@ class RenderConfig:
         d.pop("timeout")
         d["store"] = list(self.storage.arrays)
         d["notes"] = [list(n) for n in self.notes]
+        d["plugin"] = str(Path(self.plugin).resolve()) if self.plugin else None   # however it is spelled
         return d
 
 
@@ -767,9 +771,11 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     partial = parts / "dataset.h5"
     try:
         parts.mkdir(parents=True, exist_ok=True)
+        earlier = _recorded_command(partial)
         claim_job_file(parts / "job.json", record,
                        f"{parts} holds an unfinished render of another job (other options, selection, catalogue, "
-                       f"engine or package version); rerun that command to finish it, or delete {parts} to start over")
+                       f"engine or package version); rerun that command"
+                       f"{f' ({earlier})' if earlier else ''} to finish it, or delete {parts} to start over")
         for leftover in parts.glob("*.tmp"):
             leftover.unlink()
         seg_path = {s: parts / f"seg-{s:06d}.h5" for s, _, _ in job.segments}
@@ -779,6 +785,13 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                 stale.unlink()
             partial.unlink(missing_ok=True)
             writer.create_layout(partial, header, job.table, extra)
+        elif _recorded_command(partial) != job.command:
+            # the same job (job.json) typed another way (the catalogue's path spelled otherwise): its
+            # rows stay; the file records the command that finishes it
+            import h5py
+
+            with h5py.File(partial, "r+") as f:
+                f.attrs["command"] = job.command
         todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
         rendered = sum(b - a for _, a, b in todo_segments)
         if todo_segments:
@@ -799,9 +812,12 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         finally:
             for f in files:
                 f.close()
+        from .console import interrupts_deferred, outputs_published
         from .outputs import publish
 
-        publish(partial, out)
+        with interrupts_deferred():   # published: a signal changes nothing now (the work folder goes next)
+            publish(partial, out)
+            outputs_published()
     except OutputClash:
         raise RenderError(f"{out} was written by another command while this render ran; that file is kept, and this "
                           f"render's finished work stays in {parts}: move {out} away and rerun the same command to "
@@ -826,13 +842,28 @@ def _out_rows(job: Job, start: int, stop: int) -> np.ndarray:
     return np.searchsorted(job.rows, np.arange(start, stop))
 
 
+def _recorded_command(partial: Path) -> str | None:
+    """The creation command an unfinished dataset file records (None if there is none to read)."""
+    import h5py
+
+    try:
+        with h5py.File(partial, "r") as f:
+            command = f.attrs.get("command")
+    except Exception:  # noqa: BLE001 - missing or damaged: nothing to show
+        return None
+    return command.decode() if isinstance(command, bytes) else (str(command) if command is not None else None)
+
+
 def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None, n: int) -> bool:
-    """Whether ``partial`` is this job's unfinished dataset file (same attributes, rows and layout)."""
+    """Whether ``partial`` is this job's unfinished dataset file (same attributes, rows and layout).
+
+    Its creation command may differ: the job record (``job.json``) already says it is this job,
+    and the same job typed another way (``cat.h5`` and ``/data/cat.h5``) threw its rows away."""
     if not partial.exists():
         return False
     import h5py
 
-    want = {**header.attrs(), **(extra or {})}
+    want = {k: v for k, v in {**header.attrs(), **(extra or {})}.items() if k != "command"}
     try:
         with h5py.File(partial, "r") as f:
             same = all(np.array_equal(np.asarray(f.attrs.get(k)), np.asarray(v)) for k, v in want.items())
@@ -842,6 +873,22 @@ def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None,
         return same
     except Exception:  # noqa: BLE001 - unreadable or damaged: made again
         return False
+
+
+def _differences(there: dict, here: dict, prefix: str = "") -> list[str]:
+    """What differs between two job records, one phrase per key (nested keys joined by dots):
+    ``"config.engine (dexed there, dawdreamer here)"``."""
+    out = []
+    for k in sorted(set(there) | set(here)):
+        a, b = there.get(k), here.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        else:
+            show = lambda v: "none" if v is None else (repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "...")  # noqa: E731
+            out.append(f"{prefix}{k} ({show(a)} there, {show(b)} here)")
+    return out
 
 
 def claim_job_file(job_file: Path, record: dict, other_job: str) -> bool:
@@ -857,8 +904,7 @@ def claim_job_file(job_file: Path, record: dict, other_job: str) -> bool:
             previous = None
         if previous != record:
             if isinstance(previous, dict):
-                differ = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
-                other_job += f" (differs in: {', '.join(differ)})"
+                other_job += f" (differs in: {'; '.join(_differences(previous, record))})"
             raise RenderError(other_job)
         return True
     from .outputs import write_text

@@ -224,3 +224,91 @@ def test_a_render_interrupted_while_finishing_resumes_to_the_same_data(catalogue
     assert_same(content(tmp_path / "resumed.h5"), content(tmp_path / "clean.h5"))
     # the arrays the first finish wrote are kept, not deleted and written again
     assert (tmp_path / "resumed.h5").stat().st_size < (tmp_path / "clean.h5").stat().st_size + 4096
+
+
+def test_a_resume_with_the_catalogue_path_spelled_otherwise_keeps_the_finished_segments(catalogue, tmp_path,
+                                                                                          monkeypatch):
+    # the creation command (catalogue path as typed) differed, so the unfinished file was taken for
+    # another job's and every finished segment was deleted without a word
+    import dexed_data.fingerprint as fingerprint
+    from dexed_data.render import RenderConfig, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1)
+    out = tmp_path / "d.h5"
+
+    def interrupted(*args, **kwargs):   # at the finish: every segment is rendered
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(fingerprint, "duplicate_of", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            render_dataset(catalogue, out, cfg, jobs=1, progress=False, limit=12, segment_size=4)
+    monkeypatch.chdir(catalogue.parent)
+    summary = render_dataset(Path(catalogue.name), out, cfg, jobs=1, progress=False, limit=12, segment_size=4)
+    assert summary.rendered == 0 and summary.ok == 12
+    with h5py.File(out, "r") as f:
+        assert f.attrs["command"].startswith(f"dexed-data render {catalogue.name} ")   # the command that finished it
+    render_dataset(catalogue, tmp_path / "clean.h5", cfg, jobs=1, progress=False, limit=12, segment_size=4)
+    a, b = content(out), content(tmp_path / "clean.h5")
+    a["attrs"].pop("command"), b["attrs"].pop("command")
+    assert_same(a, b)
+
+
+def test_a_refused_resume_says_what_differs_and_which_command_to_rerun(catalogue, tmp_path, monkeypatch):
+    # it said "(differs in: config)" and "rerun that command" without naming either
+    import dexed_data.fingerprint as fingerprint
+    from dexed_data.errors import RenderError
+    from dexed_data.render import RenderConfig, render_dataset
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(fingerprint, "duplicate_of", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            render_dataset(catalogue, tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1),
+                           jobs=1, progress=False, limit=4)
+    with pytest.raises(RenderError) as err:
+        render_dataset(catalogue, tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.3, release=0.1),
+                       jobs=1, progress=False, limit=4)
+    text = str(err.value)
+    assert "config.hold (0.2 there, 0.3 here)" in text
+    assert f"rerun that command (dexed-data render {catalogue} --engine dexed --notes 60:85" in text
+    assert "--hold 0.2 " in text
+    monkeypatch.chdir(tmp_path)   # a plug-in path is the same job however it is spelled
+    a = RenderConfig(engine="dawdreamer", plugin="p/Dexed.vst3").job_key()["plugin"]
+    assert a == RenderConfig(engine="dawdreamer", plugin=str(tmp_path / "p" / "Dexed.vst3")).job_key()["plugin"]
+    with pytest.raises(RenderError, match="--engine foo: unknown engine"):
+        RenderConfig(engine="foo", plugin="x")
+
+
+def test_a_signal_once_the_output_is_published_changes_nothing(catalogue, tmp_path, monkeypatch):
+    # Ctrl-C or SIGTERM in the second after render published its file said "interrupted ... run the
+    # same command again" (exit 130 / 143) and left OUT.parts half removed beside the finished OUT
+    import dexed_data.outputs as outputs
+    from dexed_data import console
+    from dexed_data.render import RenderConfig, render_dataset
+
+    real = outputs.publish
+
+    def publish_then_signal(source, target, *args, **kwargs):
+        real(source, target, *args, **kwargs)
+        if Path(target).name == "d.h5":          # the dataset itself (not job.json)
+            os.kill(os.getpid(), signal.SIGINT)  # lands before the work folder is removed
+            time.sleep(0.05)
+
+    monkeypatch.setattr(outputs, "publish", publish_then_signal)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    console._installed.clear()
+    for s in before:
+        signal.signal(s, signal.SIG_DFL)
+    console._install()
+    try:
+        summary = render_dataset(catalogue, tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1),
+                                 jobs=1, progress=False, limit=4)
+    finally:
+        console._installed.clear()
+        for s, h in before.items():
+            signal.signal(s, h)
+    assert summary.ok == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]

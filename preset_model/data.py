@@ -165,8 +165,8 @@ def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[s
     Usable: rendered ok, not silent and, unless ``keep_duplicates``, not a duplicate by sound
     (``/duplicate_of >= 0``: its audio equals an earlier preset's). Keys come from
     :func:`preset_model.split.split_keys` (near-copy groups: same name, at most
-    :data:`~dexed_data.nearcopy.NEAR_PARAMS` differing learnable parameters, same near
-    fingerprint), so near-copies never straddle train and test.
+    :data:`~dexed_data.nearcopy.NEAR_PARAMS` differing learnable parameters, every parameter within
+    one step, same near fingerprint), so near-copies never straddle train and test.
     """
     from .split import split_keys
 
@@ -177,7 +177,7 @@ def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[s
         silent = h5["silent"][:].astype(bool)
         dup = h5["duplicate_of"][:].astype(np.int64) if "duplicate_of" in h5 else np.full(n, -1, np.int64)
         near_group = h5["presets/near_group"][:] if "presets/near_group" in h5 else None
-        raw = h5["presets/raw"][:] if near_group is None else None
+        raw = h5["presets/raw"][:]
         names = h5["presets/name"][:] if near_group is None else None
         near = h5["near_fingerprint"][:] if "near_fingerprint" in h5 else None
     ok = rendered & ~silent

@@ -3,14 +3,15 @@
 If one copy of a voice lands in training and another in the test set, a test score partly
 measures retrieval of copies. Every preset therefore takes the side of its near-copy group
 (:mod:`dexed_data.nearcopy`: same name, at most :data:`~dexed_data.nearcopy.NEAR_PARAMS`
-differing learnable parameters, same near fingerprint), and a group's side is a hash of its key
-(:func:`preset_model.data.split_ids`).
+differing learnable parameters, every parameter within one step, same near fingerprint), and a
+group's side is a hash of its key (:func:`preset_model.data.split_ids`).
 
 Keys (:func:`split_keys`): a dataset rendered by this version carries each preset's catalogue
 group (``/presets/near_group``, the id of the group's first preset over the whole catalogue), so
 the name and parameter rules give the same key whatever subset of the catalogue was rendered.
 Near fingerprints exist only for rendered presets: groups they join take the smallest of their
-keys. So a preset's side can change between a subset and the whole only when a near-fingerprint
+keys; so do the parameter rules among the dataset's own rows (a catalogue imported before the
+one-step rule lacks its links). So a preset's side can change between a subset and the whole only when a near-fingerprint
 twin from another catalogue group is missing from the subset (measured on the CC0 corpus: 0.9 %
 of presets for a random half, docs/RESULTS.md). Older datasets without ``/presets/near_group`` are
 grouped over their own rows.
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dexed_data.nearcopy import NEAR_PARAMS, _chain, _components, fingerprint_links, near_copy_groups, nearest_distance
+from dexed_data.nearcopy import (NEAR_PARAMS, _chain, _components, fingerprint_links, learnable_values,
+                                 near_copy_groups, near_copy_pairs, nearest_distance)
 
 __all__ = ["NEAR_PARAMS", "group_keys", "nearest_distance", "split_keys"]
 
@@ -52,7 +54,8 @@ def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None
         ids: N preset ids.
         near_group: ``(N,)`` catalogue group keys (``/presets/near_group``); None to group the
             rows themselves by name and parameters (needs ``raw`` and ``names``).
-        raw, names: the presets, for datasets without ``near_group``.
+        raw, names: the presets (``raw`` also links rows by the parameter rules when ``near_group``
+            is given: a catalogue imported before the one-step rule lacks those links).
         near_fingerprints, fingerprint_valid: equal near fingerprints of valid rows join groups.
     """
     ids = list(ids)
@@ -62,6 +65,8 @@ def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None
     else:
         base = np.array([g.decode() if isinstance(g, bytes) else str(g) for g in near_group], dtype=object)
     links = [_chain([np.flatnonzero(base == k) for k in set(base.tolist())]) if n else np.zeros((0, 2), np.int64)]
+    if near_group is not None and raw is not None and n:
+        links.append(near_copy_pairs(learnable_values(raw)))
     if near_fingerprints is not None:
         links.append(fingerprint_links(near_fingerprints, fingerprint_valid))
     comp = _components(n, np.concatenate(links))

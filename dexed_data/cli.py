@@ -5,6 +5,7 @@ Each command's work lives in the module named after it; everything here is calla
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -66,6 +67,12 @@ def _command_line() -> str:
     return " ".join(["dexed-data", *sys.argv[1:]])
 
 
+
+def _ids_file(ids) -> list[str]:
+    """The ``--ids`` value when it names a file: an input, never replaced (``-o picks.txt --force``
+    with ``--ids picks.txt`` wrote a bank over it)."""
+    return [str(ids)] if ids is not None and os.path.isfile(str(ids)) else []
+
 @app.command("import-sysex")
 def import_sysex_command(
     paths: List[str] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
@@ -109,7 +116,8 @@ def export_command(
         raise typer.Exit(2)
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None
-    written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single, force=force)
+    written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single, force=force,
+                            inputs=_ids_file(ids))
     for path in written:
         typer.echo(str(path))
 
@@ -261,7 +269,7 @@ def export_wav_command(
 
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None
-    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit, force=force)
+    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit, force=force, inputs=_ids_file(ids))
     for path in written:
         typer.echo(str(path))
 

@@ -20,7 +20,7 @@ __all__ = ["export_sysex"]
 
 
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
-                 single: bool = False, force: bool = False) -> list[Path]:
+                 single: bool = False, force: bool = False, inputs: Sequence = ()) -> list[Path]:
     """Write presets of a catalogue as DX7 SysEx files; returns the files written.
 
     Args:
@@ -30,10 +30,13 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         limit: keep at most this many (after ``ids``).
         single: one single-voice message (163 bytes) per file instead of 32-voice banks.
         force: replace existing files (see :mod:`dexed_data.outputs`; never the catalogue itself).
+        inputs: other files the command read (an ``--ids`` file): never replaced either.
 
     Files are numbered by one rule: ``bank.syx``, ``bank_2.syx``, ``bank_3.syx``... each holding
     up to 32 voices (a bank; a last partial bank is padded by :func:`sysex.encode_bank`) or one
-    voice with ``single``.
+    voice with ``single``. With ``force``, numbered files that follow the last one written (left
+    by an earlier, longer export to the same name) are removed, so the files of the name are this
+    export's alone.
 
     Raises:
         CatalogueError: unknown ids, nothing selected, a negative limit.
@@ -57,7 +60,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     targets = [output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")
                for k in range(len(chunks))]
     for target in targets:   # all checked before the first is written
-        check_output(target, inputs=[catalogue], force=force)
+        check_output(target, inputs=[catalogue, *inputs], force=force)
     written = []
     with together():   # every file, or none
         for target, chunk in zip(targets, chunks):
@@ -67,4 +70,9 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
                 data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
             write_bytes(target, data)
             written.append(target)
+    if force:   # the rest of an earlier, longer export of the same name would pass for part of this one
+        k = len(targets) + 1
+        while (stale := output.with_name(f"{output.stem}_{k}{output.suffix}")).is_file():
+            stale.unlink()
+            k += 1
     return written

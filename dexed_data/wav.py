@@ -30,7 +30,7 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None,
-               force: bool = False) -> list[Path]:
+               force: bool = False, inputs: Sequence = ()) -> list[Path]:
     """Write presets' audio as 32-bit float wav files (not clipped), one per note; returns the files.
 
     Files are named ``ID_NAME_PITCH-VELOCITY.wav`` (name made file-safe). ``ids`` picks presets in
@@ -40,7 +40,8 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
 
     Each file is written atomically, and all of them together (:func:`dexed_data.outputs.together`):
     an error or an interrupt half-way leaves none. Existing files of the same names are refused
-    unless ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written.
+    unless ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written;
+    ``inputs`` (an ``--ids`` file) and the dataset are never replaced.
 
     Raises:
         DatasetError: unknown id, a preset that failed to render, no rendered preset at all (without
@@ -80,7 +81,7 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "unnamed"
             return [f"{ds.ids[r]}_{safe}_{pitch}-{velocity}.wav" for pitch, velocity in ds.info.notes]
 
-        check_folder(out_dir, [n for r in rows for n in names(r)], force=force, inputs=[path])
+        check_folder(out_dir, [n for r in rows for n in names(r)], force=force, inputs=[path, *inputs])
         written = []
         with together():   # every file, or none (nor the folders made for them)
             for r in rows:

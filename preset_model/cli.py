@@ -92,13 +92,13 @@ RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "split.json")
 
 
 def _run_files(run: Optional[Path]) -> list[Path]:
-    """The files of a run that an output may not replace: the checkpoint given, or the training's
-    own files in the run folder (:data:`RUN_FILES` and any other checkpoint ``*.pt``)."""
+    """The files of a run that an output may not replace: the training's own files in the run
+    folder (:data:`RUN_FILES` and any other checkpoint ``*.pt``), also when RUN is given as one of
+    its checkpoints (``RUN/last.pt``: ``-o RUN/best.pt --force`` replaced the best checkpoint)."""
     if run is None:
         return []
-    if not run.is_dir():
-        return [run]
-    return [run, *(run / n for n in RUN_FILES), *(p for p in run.glob("*.pt") if p.name not in RUN_FILES)]
+    folder = run if run.is_dir() else run.parent
+    return [run, *(folder / n for n in RUN_FILES), *(p for p in folder.glob("*.pt") if p.name not in RUN_FILES)]
 
 
 def _outputs(paths: list[Path], inputs: list, force: bool) -> None:

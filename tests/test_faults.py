@@ -1475,3 +1475,46 @@ def test_after_an_interrupt_the_worker_serving_threads_stay_quiet():
     hook(SimpleNamespace(exc_type=RuntimeError, exc_value=RuntimeError(), exc_traceback=None,
                          thread=SimpleNamespace(name="ExecutorManagerThread")))
     assert len(shown) == 1
+
+
+def test_a_run_given_as_one_of_its_checkpoints_keeps_its_other_files(fitted, bank, tmp_path):
+    # RUN given as RUN/last.pt protected that file alone: `match RUN/last.pt ... -o RUN/best.pt --force`
+    # wrote a .syx over the best checkpoint, and interpolate / evaluate replaced split.json
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(fitted.flow6, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    res = run(model_app, "interpolate", folder / "last.pt", f"{bank}:1", f"{bank}:2", "--steps", "4",
+              "-o", folder / "best.pt", "--force")
+    assert_clean_error(res, "is also an input")
+    res = run(model_app, "evaluate", folder / "last.pt", "--limit", "2", "-o", folder / "split", "--force")
+    assert_clean_error(res, "is also an input")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_export_never_replaces_its_ids_file_and_force_leaves_no_banks_of_an_earlier_export(catalogue, dataset,
+                                                                                           tmp_path):
+    from dexed_data.catalogue import read_catalogue
+    from dexed_data.dataset import DatasetReader
+
+    picks = tmp_path / "picks.txt"
+    picks.write_text(" ".join(read_catalogue(catalogue).ids[:3]) + "\n")
+    res = run(data_app, "export", catalogue, "--ids", picks, "-o", picks, "--force")
+    assert_clean_error(res, "input")
+    with DatasetReader(dataset) as r:
+        row = int(np.flatnonzero(r.status == 1)[0])
+        pid, name = r.ids[row], r.names[row].strip().replace(" ", "_")
+    (tmp_path / "wav").mkdir()
+    named = tmp_path / "wav" / f"{pid}_{name}_60-85.wav"      # an ids file named like the wav it asks for
+    named.write_text(pid + "\n")
+    res = run(data_app, "export-wav", dataset, "--ids", named, "-o", tmp_path / "wav", "--force")
+    assert_clean_error(res, "input")
+    assert named.read_text() == pid + "\n" and picks.read_text().count(" ") == 2
+    # an earlier, longer export to the same name: its later numbered files went on looking like this one's
+    res = run(data_app, "export", catalogue, "--all", "--single", "-o", tmp_path / "b.syx")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "b_64.syx").exists()
+    res = run(data_app, "export", catalogue, "--limit", "3", "--single", "-o", tmp_path / "b.syx", "--force")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.glob("b*.syx")) == ["b.syx", "b_2.syx", "b_3.syx"]

@@ -715,8 +715,14 @@ class JobLock:
             if same:
                 break
             os.close(fd)   # the previous holder removed the file while we waited for it: retry
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:   # a full disk: a traceback before
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise RenderError(f"cannot write the lock file {self.path}: {exc.strerror}; free space (or choose "
+                              "another -o) and rerun") from None
         self.fd = fd
         return self
 

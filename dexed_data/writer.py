@@ -385,7 +385,9 @@ def finish_layout(partial: Path, header: DatasetHeader, blocks: Sequence[Block])
     except RuntimeError as exc:   # HDF5 reports a failed write (full disk) this way
         from .inputs import first_line
 
-        raise OutputError(f"cannot finish {partial}: {first_line(exc)}") from None
+        text = str(exc)
+        reason = "no space left on device" if "errno = 28" in text or "No space left" in text else first_line(exc)
+        raise OutputError(f"cannot finish {partial}: {reason}") from None
 
 
 def _finish(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> None:
@@ -402,11 +404,16 @@ def _finish(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> No
         status = values["status"]
         if np.any(status == STATUS_PENDING):
             raise DatasetError(f"{int(np.sum(status == STATUS_PENDING))} presets were never rendered; rerun the render")
+        # room for what is written here, checked first: HDF5 meeting a full disk half-way could not
+        # close the file, and the process then died of a segmentation fault after 110 lines of errors
+        need = 2 * sum(v.nbytes for v in values.values()) + 64 * n + 1_000_000
         if not in_place(header.storage):
-            need = sum(b.file[name].id.get_storage_size() for b in blocks for name in header.storage.arrays
-                       if name in b.file) + 1_000_000
-            _check_space(Path(partial), need, f"cannot finish {partial}: copying the compressed rows",
-                         "rerun the same command")
+            need += sum(b.file[name].id.get_storage_size() for b in blocks for name in header.storage.arrays
+                        if name in b.file)
+        _check_space(Path(partial), need, f"cannot finish {partial}: writing the small arrays"
+                     + ("" if in_place(header.storage) else " and copying the compressed rows"),
+                     "rerun the same command")
+        if not in_place(header.storage):
             for name in header.storage.arrays:
                 d = f[name]
                 zeros = (0,) * (d.ndim - 1)

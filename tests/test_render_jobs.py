@@ -312,3 +312,34 @@ def test_a_signal_once_the_output_is_published_changes_nothing(catalogue, tmp_pa
             signal.signal(s, h)
     assert summary.ok == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
+
+
+def test_a_disk_too_full_to_finish_or_to_lock_gives_one_line_and_the_rerun_finishes(catalogue, tmp_path, monkeypatch):
+    # HDF5 meeting a full disk while finishing could not close the file: 110 lines of errors and a
+    # segmentation fault; a full disk when the lock file was written gave a traceback
+    import errno
+    import shutil as shutil_module
+
+    import dexed_data.writer as writer
+    from dexed_data.errors import DexedDataError, RenderError
+    from dexed_data.render import JobLock, RenderConfig, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1)
+    real = shutil_module.disk_usage
+    with monkeypatch.context() as m:
+        m.setattr(writer.shutil, "disk_usage", lambda p: real(p)._replace(free=300_000))
+        with pytest.raises(DexedDataError, match=r"cannot finish .*writing the small arrays needs about 1\.\d MB and only "
+                                                 r"0\.3 MB are free on that disk; free space and rerun"):
+            render_dataset(catalogue, tmp_path / "d.h5", cfg, jobs=1, progress=False, limit=4)
+    assert not (tmp_path / "d.h5").exists()
+    summary = render_dataset(catalogue, tmp_path / "d.h5", cfg, jobs=1, progress=False, limit=4)
+    assert summary.rendered == 0 and summary.ok == 4          # the segments were kept
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "pwrite", full)
+        with pytest.raises(RenderError, match=r"cannot write the lock file .*No space left on device; free space"):
+            JobLock(tmp_path / "x.h5").__enter__()
+    assert not list(tmp_path.glob(".x.h5*"))

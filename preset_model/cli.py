@@ -55,10 +55,12 @@ def _in_run_folder(out: Path, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except OSError as exc:
+        # how to go on: --resume once a checkpoint exists (a plain rerun is refused then), else the same command
+        again = "rerun with --resume" if (Path(out) / "last.pt").is_file() else "run the same command again"
         if getattr(exc, "filename", None) is None:
-            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the run folder; free space and rerun with "
-                                     "--resume)", str(out)) from None
-        raise
+            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the run folder; free space and {again})",
+                          str(out)) from None
+        raise OSError(exc.errno, f"{exc.strerror or exc}; free space and {again}", exc.filename) from None
 
 
 def _check_device(device: str) -> None:

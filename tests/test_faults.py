@@ -1518,3 +1518,24 @@ def test_export_never_replaces_its_ids_file_and_force_leaves_no_banks_of_an_earl
     res = run(data_app, "export", catalogue, "--limit", "3", "--single", "-o", tmp_path / "b.syx", "--force")
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.glob("b*.syx")) == ["b.syx", "b_2.syx", "b_3.syx"]
+
+
+def test_a_fit_stopped_by_a_full_disk_says_how_to_go_on(fitted, tmp_path, monkeypatch):
+    # a full disk while writing a named file gave only "PATH: No space left on device", and a plain
+    # rerun of a run with a checkpoint is refused ("pass --resume")
+    import preset_model.train as train
+
+    checkpoint = []
+
+    def full(path, text):
+        if checkpoint:
+            (tmp_path / "b" / "last.pt").write_bytes(b"")   # as if an earlier epoch had saved one
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(train, "_write_atomic", full)
+    for out, needle in (("a", "No space left on device; free space and run the same command again"),
+                        ("b", "No space left on device; free space and rerun with --resume")):
+        res = run(model_app, "fit", "--out", tmp_path / out, "--data", fitted.data, "--size", "tiny", "--epochs", "1",
+                  "--max-steps", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress")
+        assert_clean_error(res, needle)
+        checkpoint.append(True)

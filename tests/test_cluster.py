@@ -29,6 +29,11 @@ CFG = RenderConfig(notes=((40, 85), (60, 127)), hold=0.3, release=0.2, store=("m
 N = 36
 
 
+
+#: A test cluster's scheduler: no dashboard, its HTTP server on a free port (two clusters of one
+#: session both took 8787: "Port 8787 is already in use").
+NO_HTTP_PORT = {"dashboard": False, "dashboard_address": ":0"}
+
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory, presets_dir) -> Path:
     path = tmp_path_factory.mktemp("cat") / "presets.h5"
@@ -56,7 +61,7 @@ def scheduler():
                           "distributed.scheduler.locks.lease-validation-interval": "0.5s",
                           "distributed.worker.daemon": False}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                      host="127.0.0.1") as lc:
+                                      host="127.0.0.1", scheduler_kwargs=NO_HTTP_PORT) as lc:
             yield lc.scheduler_address
 
 
@@ -227,7 +232,7 @@ def test_daemon_workers_get_the_instruction_not_a_traceback(catalogue, tmp_path)
 
     with dask.config.set({"distributed.worker.daemon": True}), \
             distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                                     host="127.0.0.1") as lc:
+                                     host="127.0.0.1", scheduler_kwargs=NO_HTTP_PORT) as lc:
         with pytest.raises(RenderError, match="DASK_DISTRIBUTED__WORKER__DAEMON=False"):
             render_on_cluster(catalogue, tmp_path / "out.h5", CFG, cluster=lc.scheduler_address,
                               work_dir=tmp_path / "shared", limit=4, progress=False)

@@ -11,9 +11,9 @@ group (``/presets/near_group``, the id of the group's first preset over the whol
 the name and parameter rules give the same key whatever subset of the catalogue was rendered.
 Near fingerprints exist only for rendered presets: groups they join take the smallest of their
 keys; so do the parameter rules among the dataset's own rows (a catalogue imported before the
-one-step rule lacks its links). So a preset's side can change between a subset and the whole only when a near-fingerprint
-twin from another catalogue group is missing from the subset (measured on the CC0 corpus: 0.9 %
-of presets for a random half, docs/RESULTS.md). Older datasets without ``/presets/near_group`` are
+one-step rule lacks its links). So a preset's side can change between a subset and the whole
+only when a near-fingerprint twin from another catalogue group is missing from the subset
+(measured on the CC0 corpus: 2.2 % of presets for a random half, docs/RESULTS.md). Older datasets without ``/presets/near_group`` are
 grouped over their own rows.
 
 Example::

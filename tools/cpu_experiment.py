@@ -340,7 +340,7 @@ def markdown(res: dict) -> str:
     text = f"""# Results: does the model learn? (CPU scale, whole CC0 corpus, near-copy split)
 
 Made by one command, `python tools/cpu_experiment.py --corpus ../shared/corpus/dx7-cc0 --out {res['out_name']}
---results docs/RESULTS.md{' --compare ' + Path(res['compare']['path']).parent.name + '/results.json' if 'compare' in res else ''}` ({res['date']}, {res['machine']}). Every number below is in
+--results docs/RESULTS.md{f" --minutes {res['minutes']:g}" if res['minutes'] != 60 else ''}{' --compare ' + Path(res['compare']['path']).parent.name + '/results.json' if 'compare' in res else ''}` ({res['date']}, {res['machine']}). Every number below is in
 `{res['out_name']}/results.json`; the run folders hold `metrics.csv` per epoch.
 
 **Data.** The whole CC0 corpus: {res['presets']:,} unique presets imported, rendered on the paper's six notes

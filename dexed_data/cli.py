@@ -67,11 +67,11 @@ def _command_line() -> str:
     return " ".join(["dexed-data", *sys.argv[1:]])
 
 
-
 def _ids_file(ids) -> list[str]:
     """The ``--ids`` value when it names a file: an input, never replaced (``-o picks.txt --force``
     with ``--ids picks.txt`` wrote a bank over it)."""
     return [str(ids)] if ids is not None and os.path.isfile(str(ids)) else []
+
 
 @app.command("import-sysex")
 def import_sysex_command(

@@ -791,7 +791,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                 stale.unlink()
             partial.unlink(missing_ok=True)
             writer.create_layout(partial, header, job.table, extra)
-        elif _recorded_command(partial) != job.command:
+        elif earlier != job.command:
             # the same job (job.json) typed another way (the catalogue's path spelled otherwise): its
             # rows stay; the file records the command that finishes it
             import h5py
@@ -884,6 +884,9 @@ def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None,
 def _differences(there: dict, here: dict, prefix: str = "") -> list[str]:
     """What differs between two job records, one phrase per key (nested keys joined by dots):
     ``"config.engine (dexed there, dawdreamer here)"``."""
+    def show(v) -> str:
+        return "none" if v is None else (repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "...")
+
     out = []
     for k in sorted(set(there) | set(here)):
         a, b = there.get(k), here.get(k)
@@ -892,7 +895,6 @@ def _differences(there: dict, here: dict, prefix: str = "") -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differences(a, b, f"{prefix}{k}.")
         else:
-            show = lambda v: "none" if v is None else (repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "...")  # noqa: E731
             out.append(f"{prefix}{k} ({show(a)} there, {show(b)} here)")
     return out
 

@@ -406,14 +406,14 @@ def _finish(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> No
             raise DatasetError(f"{int(np.sum(status == STATUS_PENDING))} presets were never rendered; rerun the render")
         # room for what is written here, checked first: HDF5 meeting a full disk half-way could not
         # close the file, and the process then died of a segmentation fault after 110 lines of errors
+        copy_rows = not in_place(header.storage)
         need = 2 * sum(v.nbytes for v in values.values()) + 64 * n + 1_000_000
-        if not in_place(header.storage):
+        if copy_rows:
             need += sum(b.file[name].id.get_storage_size() for b in blocks for name in header.storage.arrays
                         if name in b.file)
         _check_space(Path(partial), need, f"cannot finish {partial}: writing the small arrays"
-                     + ("" if in_place(header.storage) else " and copying the compressed rows"),
-                     "rerun the same command")
-        if not in_place(header.storage):
+                     + (" and copying the compressed rows" if copy_rows else ""), "rerun the same command")
+        if copy_rows:
             for name in header.storage.arrays:
                 d = f[name]
                 zeros = (0,) * (d.ndim - 1)

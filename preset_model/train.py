@@ -431,6 +431,10 @@ class _Loader(DataLoader):
             return super()._get_iterator()
 
 
+#: The main process's multiprocessing folder when a worker started (None: it had none).
+_INHERITED_TEMPDIR: str | None = None
+
+
 def _loader_worker(worker_id: int) -> None:
     """``worker_init_fn`` of the data-loading workers: they leave Ctrl-C and SIGHUP to the main
     process, which stops them, and end quietly on SIGTERM.
@@ -450,10 +454,6 @@ def _loader_worker(worker_id: int) -> None:
     _INHERITED_TEMPDIR = multiprocessing.process.current_process()._config.get("tempdir")
     signal.signal(signal.SIGTERM, _end_worker)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-
-
-#: The main process's multiprocessing folder when a worker started (None: it had none).
-_INHERITED_TEMPDIR: str | None = None
 
 
 def _end_worker(signum, frame) -> None:

@@ -182,7 +182,7 @@ def render_command(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes, one thread each (at most 4 × the CPU cores; "
                                                          "more than the cores rarely helps)."),
     engine: str = typer.Option("dexed", "--engine", help="dexed (dexed-py, default) or dawdreamer (needs --plugin)."),
-    plugin: Optional[Path] = typer.Option(None, "--plugin", help="Dexed VST2 .so / VST3 bundle for --engine dawdreamer."),
+    plugin: Optional[str] = typer.Option(None, "--plugin", help="Dexed VST2 .so / VST3 bundle for --engine dawdreamer."),
     notes: str = typer.Option("40:85,50:85,60:42,60:85,60:127,70:85", "--notes",
                               help="pitch:velocity pairs rendered per preset."),
     sample_rate: int = typer.Option(22050, "--sample-rate", help="Hz."),
@@ -211,7 +211,7 @@ def render_command(
     from .render import RenderConfig, parse_notes, render_dataset
 
     def run():
-        config = RenderConfig(engine=engine, plugin=str(plugin) if plugin is not None else None,
+        config = RenderConfig(engine=engine, plugin=plugin,
                               sample_rate=sample_rate, notes=parse_notes(notes), hold=hold, release=release,
                               operators=operators, store=tuple(s.strip() for s in store.split(",") if s.strip()),
                               compression=compression, audio_dtype=audio_dtype, timeout=timeout,
@@ -279,7 +279,7 @@ def export_wav_command(
 
 @app.command("check-plugin")
 def check_plugin_command(
-    plugin: Path = typer.Option(..., "--plugin", help="Dexed VST2 .so / VST3 bundle to check."),
+    plugin: str = typer.Option(..., "--plugin", help="Dexed VST2 .so / VST3 bundle to check."),
     presets: Optional[Path] = typer.Option(None, "--presets", help="Catalogue to sample (default: the bundled presets/ banks)."),
     n: int = typer.Option(64, "-n", help="Presets to check (spread evenly over the catalogue)."),
     notes: str = typer.Option("40:85,50:85,60:42,60:85,60:127,70:85", "--notes", help="pitch:velocity pairs per preset."),

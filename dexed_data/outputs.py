@@ -26,7 +26,10 @@
    each is finished in its temporary file, and none is renamed into place until all are, so a
    failure or an interrupt half-way leaves none of them, nor the folders made for them (and its
    message's "nothing was written" is true of the whole command). A file written twice in the
-   block is published once, with its last content.
+   block is published once, with its last content. The renames are journalled: a command killed
+   (``kill -9``, a power cut) between two of them leaves ``.together.PID.journal`` beside its
+   first file, and the next check of that folder finishes them (:func:`finish_killed_publishes`),
+   so a command's files still appear all together, never some of them.
 
 Example::
 
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 from pathlib import Path
@@ -100,6 +104,19 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a write failed: the system's words for an ``OSError`` ("Operation not
+    permitted", not "[Errno 1] … '.x.h5.12.tmp' -> 'x.h5'"), "no space left on the device" however
+    HDF5 words a full disk, else the exception's first line."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        return _reason(exc)
+    text = str(exc)
+    if "errno = 28" in text or "No space left" in text:
+        return "no space left on the device"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _check_parent(path: Path, what: str, shown: Path | None = None) -> None:
     """The deepest existing ancestor of ``path`` must be a writable folder (messages name ``shown``,
     default ``path``)."""
@@ -155,6 +172,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
                               "write to another file")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
+    if path.parent.is_dir():
+        finish_killed_publishes(path.parent)
     holder = None if rendering_ok else render_holding(path)
     if holder is not None and holder != os.getpid():   # found now, not after this command's work
         raise OutputError(f"{what} {path} is being written by a render job (pid {holder}); wait for it to finish "
@@ -196,6 +215,8 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
                                   "write to another folder")
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what} {folder} is a file; give a folder")
+    if folder.is_dir():
+        finish_killed_publishes(folder)
     if not folder.exists():
         _check_parent(folder / "x", what, folder)   # the folder is made: its deepest existing ancestor
     elif not os.access(folder, os.W_OK | os.X_OK):
@@ -329,14 +350,17 @@ def together() -> Iterator[None]:
         if clash is not None:
             raise clash
         done = 0
+        journal = _write_journal(pending) if len(pending) > 1 else None
         try:
             for tmp, path in pending:
                 _rename_checked(tmp, path)
                 done += 1
         except OSError as exc:
+            _drop_journal(journal)
             raise OutputError(f"cannot write {pending[done][1]}: {_reason(exc)}; {done} of this command's "
                               f"{len(pending)} files were written before it (the first: {pending[0][1]})") from None
         except OutputError as exc:
+            _drop_journal(journal)
             if not done:
                 raise
             raise OutputError(f"{exc}; {done} of this command's {len(pending)} files were written before it "
@@ -344,6 +368,9 @@ def together() -> Iterator[None]:
         for folder in {Path(path).parent for _, path in pending}:
             with contextlib.suppress(OSError):
                 fsync_path(folder)
+        if journal is not None:
+            with contextlib.suppress(OSError):
+                journal.unlink()
     finally:
         _PENDING = None
         for tmp, _ in batch.values():
@@ -353,6 +380,63 @@ def together() -> Iterator[None]:
         for folder in reversed(made):          # the folders made for the files, when none was published
             with contextlib.suppress(OSError):
                 folder.rmdir()                 # only if empty
+
+
+_JOURNAL_NAME = re.compile(r"\.together\.(\d{1,9})\.journal")
+
+
+def _write_journal(pending: list[tuple[Path, Path]]) -> Path | None:
+    """Record the renames :func:`together` is about to make (temporary file, target, the target's
+    identity when it was checked), whole (written, ``fsync``'d, renamed) before the first of them,
+    beside the first target. None when it cannot be written: the renames go ahead unjournalled."""
+    first = Path(pending[0][1])
+    journal = first.with_name(f".together.{os.getpid()}.journal")
+    entries = [[os.path.abspath(tmp), os.path.abspath(path), _CHECKED.get(os.path.realpath(path), False)]
+               for tmp, path in pending]
+    try:
+        with atomic_path(journal, "journal") as tmp:
+            tmp.write_text(json.dumps(entries))   # ensure_ascii: a name's undecodable bytes survive
+    except OutputError:
+        return None
+    return journal
+
+
+def _drop_journal(journal: Path | None) -> None:
+    """A failed publish was reported to the user: nothing is to be finished later."""
+    if journal is not None:
+        with contextlib.suppress(OSError):
+            journal.unlink()
+
+
+def finish_killed_publishes(folder: str | os.PathLike) -> None:
+    """Finish the renames of a command killed while it published its files together (rule 6).
+
+    For each journal in ``folder`` left by a process that no longer runs, every temporary file
+    still there is renamed onto its target, unless the target changed since that command checked
+    it (another command wrote it: that file is kept and the temporary file removed). Called by
+    :func:`check_output` and :func:`check_folder` before they look at the folder."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _JOURNAL_NAME.fullmatch(entry.name)
+            if not m or int(m[1]) == os.getpid() or _alive(int(m[1])):
+                continue
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                entries = json.loads(Path(entry.path).read_text())
+                folders = set()
+                for tmp, path, seen in entries:
+                    if not os.path.isfile(tmp) or os.path.islink(tmp):
+                        continue
+                    was = None if seen is None else tuple(seen) if seen is not False else False
+                    if was is False or file_identity(path) == was:
+                        os.replace(tmp, path)
+                        folders.add(os.path.dirname(path))
+                    else:
+                        os.unlink(tmp)
+                for parent in folders:
+                    with contextlib.suppress(OSError):
+                        fsync_path(parent)
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 _TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")

@@ -151,7 +151,7 @@ class RenderConfig:
         if self.engine not in ("dexed", "dawdreamer"):
             raise RenderError(f"--engine {self.engine}: unknown engine; use dexed (dexed-py, the default) or "
                               "dawdreamer (with --plugin PATH)")
-        if self.plugin and self.engine != "dawdreamer":
+        if self.plugin is not None and self.engine != "dawdreamer":
             raise RenderError(f"--plugin is for --engine dawdreamer; the {self.engine} engine uses no plug-in "
                               "(add --engine dawdreamer, or leave out --plugin)")
         if int((self.hold + self.release) * self.sample_rate) < self.n_fft:

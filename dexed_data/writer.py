@@ -220,9 +220,9 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
                 os.close(fd)
         publish(tmp, partial)
     except RuntimeError as exc:   # HDF5 reports a failed write (full disk, file size limit) this way
-        from .inputs import first_line
+        from .outputs import failure_reason
 
-        raise OutputError(f"cannot write {partial}: {first_line(exc)}") from None
+        raise OutputError(f"cannot write {partial}: {failure_reason(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -346,9 +346,9 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
         finish_layout(partial, header, blocks)
         publish(partial, path)
     except (OSError, OutputError) as exc:   # a full disk, a folder that vanished: nothing half-written stays behind
-        from .inputs import first_line
+        from .outputs import failure_reason
 
-        raise DatasetError(f"cannot write {path}: {first_line(exc)}; nothing was written") from None
+        raise DatasetError(f"cannot write {path}: {failure_reason(exc)}; nothing was written") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -383,11 +383,9 @@ def finish_layout(partial: Path, header: DatasetHeader, blocks: Sequence[Block])
     try:
         _finish(partial, header, blocks)
     except RuntimeError as exc:   # HDF5 reports a failed write (full disk) this way
-        from .inputs import first_line
+        from .outputs import failure_reason
 
-        text = str(exc)
-        reason = "no space left on device" if "errno = 28" in text or "No space left" in text else first_line(exc)
-        raise OutputError(f"cannot finish {partial}: {reason}") from None
+        raise OutputError(f"cannot finish {partial}: {failure_reason(exc)}") from None
 
 
 def _finish(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> None:

@@ -11,6 +11,7 @@ Data: the 64 bundled presets, renders of one short note (60:85, 0.2 s + 0.1 s).
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -236,6 +237,21 @@ def test_merge_refuses_a_shard_as_output_and_a_shard_without_mel(work, catalogue
     res = run(data_app, "merge", *shards, "-o", shards[0], "--force")
     assert_clean_error(res, "is also an input")
     assert snapshot(shards[0]) == old
+    # an output that cannot be replaced (chattr +i): the system's words, not "[Errno 1] … '.m.h5.PID.tmp' -> …"
+    merged = tmp_path / "m.h5"
+    assert run(data_app, "merge", *shards, "-o", merged).exit_code == 0
+    kept = snapshot(merged)
+
+    def immutable(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(src), None, str(dst))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("dexed_data.outputs.os.replace", immutable)
+        res = run(data_app, "merge", *shards, "-o", merged, "--force")
+    assert_clean_error(res, "cannot write", "m.h5: Operation not permitted; nothing was written")
+    assert "Errno" not in res.output and ".tmp" not in res.output, res.output
+    assert snapshot(merged) == kept and leftovers(tmp_path) == []
+    merged.unlink()
     with h5py.File(shards[1], "r+") as f:
         del f["mel"]
     res = run(data_app, "merge", *shards, "-o", tmp_path / "m.h5")
@@ -589,6 +605,12 @@ def test_mixups_are_named_for_what_they_are(catalogue, dataset, fitted, tmp_path
                            *SHORT), "--plugin is for --engine dawdreamer")
     assert_clean_error(run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", "--engine", "dawdreamer", *SHORT),
                        "needs a plug-in: --plugin")
+    # an empty --plugin is no plug-in (typer's Path had made it the current folder)
+    assert_clean_error(run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", "--engine", "dawdreamer",
+                           "--plugin", "", *SHORT), "needs a plug-in: --plugin")
+    assert_clean_error(run(data_app, "render", catalogue, "-o", tmp_path / "d.h5", "--plugin", "", *SHORT),
+                       "--plugin is for --engine dawdreamer")
+    assert_clean_error(run(data_app, "check-plugin", "--plugin", "", "-n", "1"), "needs a plug-in: --plugin")
     assert_clean_error(run(model_app, "fit", "--data", dataset, "--out", tmp_path / "r", "--max-minutes", "0",
                            "--device", "cpu", "--workers", "0"), "--max-minutes 0.0")
     assert not (tmp_path / "d.h5").exists() and not (tmp_path / "r").exists()
@@ -926,6 +948,75 @@ def test_a_commands_files_appear_together_or_not_at_all(tmp_path):
         write_bytes(deep / "f.bin", b"first")
         write_bytes(os.path.abspath(deep / "f.bin"), b"last")   # the same file twice: the last write wins
     assert (deep / "f.bin").read_bytes() == b"last" and leftovers(tmp_path) == []
+
+
+_KILLED_WHILE_PUBLISHING = """
+import os, sys
+from dexed_data import outputs
+from dexed_data.cli import app
+real, renamed = outputs._rename_checked, []
+
+def killed_after_two(tmp, path):       # the journal, then the first file: then kill -9
+    real(tmp, path)
+    renamed.append(path)
+    if len(renamed) == 2:
+        os._exit(137)
+
+outputs._rename_checked = killed_after_two
+app(sys.argv[1:], prog_name="dexed-data")
+"""
+
+
+@pytest.mark.parametrize("command", ["import-sysex", "export-wav"])
+def test_a_command_killed_between_its_renames_has_them_finished_by_the_next_check(command, dataset, tmp_path):
+    """Rule 6 under kill -9: the journal lets the next command finish the renames, so the files
+    appear together (the rerun then finds them all, as after a whole run)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if command == "import-sysex":
+        args = [command, REPO / "presets", "-o", out / "p.h5", "--report", out / "r.json", "--no-progress"]
+        whole = [tmp_path / "whole" / "p.h5", tmp_path / "whole" / "r.json"]
+        assert run(data_app, command, REPO / "presets", "-o", whole[0], "--report", whole[1],
+                   "--no-progress").exit_code == 0
+    else:
+        args = [command, dataset, "--limit", "2", "-o", out]
+        assert run(data_app, command, dataset, "--limit", "2", "-o", tmp_path / "whole").exit_code == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_PUBLISHING, *map(str, args)], env=env,
+                            capture_output=True, timeout=300)
+    assert killed.returncode == 137, killed.stderr.decode()[-2000:]
+    published = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert len(published) == 1 and len(list(out.glob(".together.*.journal"))) == 1   # one of them, journalled
+    res = run(data_app, *args)                                     # the same command again
+    assert_clean_error(res, "already exists")
+    names = sorted(p.name for p in out.iterdir())
+    assert not any(n.startswith(".") for n in names), names       # no journal, no temporary file
+    if command == "import-sysex":
+        assert names == ["p.h5", "r.json"]
+        assert json.loads((out / "r.json").read_text())["summary"] == json.loads(whole[1].read_text())["summary"]
+        with h5py.File(out / "p.h5") as a, h5py.File(whole[0]) as b:
+            assert np.array_equal(a["presets/raw"][()], b["presets/raw"][()])
+    else:
+        assert len(names) == 2 and names == sorted(p.name for p in (tmp_path / "whole").iterdir())
+        assert all((out / n).read_bytes() == (tmp_path / "whole" / n).read_bytes() for n in names)
+
+
+def test_a_killed_publish_never_replaces_a_file_written_since(tmp_path):
+    """The journal's renames are finished only onto targets as the killed command saw them."""
+    from dexed_data.outputs import check_output, finish_killed_publishes
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    check_output(a), check_output(b)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    ta, tb = tmp_path / f".a.bin.{dead}.tmp", tmp_path / f".b.bin.{dead}.tmp"
+    ta.write_bytes(b"killed a")
+    tb.write_bytes(b"killed b")
+    (tmp_path / f".together.{dead}.journal").write_text(json.dumps([[str(ta), str(a), None], [str(tb), str(b), None]]))
+    b.write_bytes(b"written since")                  # another command wrote b after the killed one checked it
+    finish_killed_publishes(tmp_path)
+    assert a.read_bytes() == b"killed a" and b.read_bytes() == b"written since"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
 
 
 def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tmp_path, monkeypatch):

@@ -128,7 +128,8 @@ def list_command(
     name: Optional[str] = typer.Option(None, "--name", help="Only presets whose name contains TEXT (any case)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Print at most N presets."),
 ) -> None:
-    """List presets: row, id, name and the first file it was found in (file:voice, voice from 1).
+    """List presets: row, id, name and the first file it was found in (file:voice, voice from 1;
+    "(message M)" after it when that is not the file's first SysEx message).
 
     The ids are what --ids takes (export, export-wav, render). "+K more" counts the preset's
     other occurrences (the same sound values found elsewhere).
@@ -145,6 +146,8 @@ def list_command(
     for p in shown:
         first = p.sources[0] if p.sources else None
         where = f"{printable_path(first.path)}:{first.voice + 1}" if first else "-"
+        if first and first.message:    # a file of several messages: its voice numbers repeat
+            where += f" (message {first.message + 1})"
         more = f"  (+{len(p.sources) - 1} more)" if len(p.sources) > 1 else ""
         typer.echo(f"{p.row:>6}  {p.id}  {printable_name(p.name):<10}  {where}{more}")
     typer.echo(f"{len(shown)} of {len(presets)} presets" + (f" named like {name!r}" if name else ""), err=True)

@@ -73,8 +73,11 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
     Folders are walked recursively (every file, any extension, hidden ones included), following
     links to folders (a link back to a folder above it, a loop, is not followed again); paths are
     relative to the single folder given, or to each argument's parent when several are given.
-    A path reached twice (a file given and inside a folder given) is listed once; two paths to one
-    file (hard or symbolic links) are both listed, and :func:`same_files` tells which repeats which.
+    A path reached twice (the same folder given twice) is listed once; two paths to one file (hard
+    or symbolic links, a file given and inside a folder given) are both listed, and
+    :func:`same_files` tells which repeats which. Different files that would get the same relative
+    path (``a/bank/x.syx`` and ``b/bank/x.syx`` given as ``a/bank b/bank``) are both listed, named
+    relative to the folder holding all the files found.
 
     Raises:
         DexedDataError: a PATH does not exist, or is neither a file nor a folder (a device, a pipe).
@@ -88,12 +91,23 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
         raise CatalogueError(f"{', '.join(odd)}: not a file or a folder (a device, pipe or socket); "
                              "give SysEx files or folders holding them")
     several = len(paths) > 1
-    found: dict[str, Path] = {}
+    found: dict[tuple[str, str], Path] = {}    # (relative path, absolute path): a path reached twice, once
     for root in paths:
         base = root.parent if (several or root.is_file()) else root
         for file in ([root] if root.is_file() else _walk(root)):
-            found.setdefault(Path(os.path.relpath(file, base)).as_posix(), Path(file))
-    return sorted(((p, rel) for rel, p in found.items()), key=lambda t: (t[1], str(t[0])))
+            found.setdefault((Path(os.path.relpath(file, base)).as_posix(), os.path.abspath(file)), Path(file))
+    # Different files with one relative path (a/bank/x.syx and b/bank/x.syx given as a/bank b/bank) are
+    # named from the folder the arguments share instead, whatever their order: both are imported.
+    shared = os.path.commonpath([os.path.abspath(p) for _, p in found]) if found else ""
+    by_rel: dict[str, set[str]] = {}
+    for rel, absolute in found:
+        by_rel.setdefault(rel, set()).add(absolute)
+    listed = []
+    for (rel, absolute), file in found.items():
+        if len(by_rel[rel]) > 1:
+            rel = Path(os.path.relpath(absolute, shared)).as_posix()
+        listed.append((file, rel))
+    return sorted(listed, key=lambda t: (t[1], str(t[0])))
 
 
 def _walk(root: Path):

@@ -77,16 +77,19 @@ def describe(path) -> str:
 
 
 def format_mapping(info: dict) -> str:
-    """``key: value`` lines; a list value as indented lines below its key (pairs as ``a  b``)."""
+    """``key: value`` lines; a list value as indented lines below its key (pairs as ``a  b``); control
+    characters (a newline in a file name) escaped."""
+    from .access import printable_path as shown   # a newline in a file name is shown as \n
+
     lines = []
     for key, value in info.items():
         if isinstance(value, list):
             lines.append(f"{key}:")
             for item in value:
-                lines.append(f"  {item[0]}  {item[1]}" if isinstance(item, (list, tuple)) and len(item) == 2
-                             else f"  {item}")
+                lines.append(f"  {shown(str(item[0]))}  {shown(str(item[1]))}"
+                             if isinstance(item, (list, tuple)) and len(item) == 2 else f"  {shown(str(item))}")
         else:
-            lines.append(f"{key}: {value}")
+            lines.append(f"{key}: {shown(str(value))}")
     return "\n".join(lines)
 
 

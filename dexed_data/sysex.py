@@ -365,9 +365,10 @@ def _scan(data: bytes, base: int, scan: _Scan) -> None:
 
 
 def _whole(data: bytes, s: int, cs_at: int, expected: tuple[int, int]) -> bool:
-    """Whether the message at ``s`` has its exact count bytes, a valid checksum at ``cs_at`` and F7 after it."""
+    """Whether the message at ``s`` has its exact count bytes and F7 right after its checksum byte at
+    ``cs_at``, and either a valid checksum or no F7 before that one (stale checksums are common)."""
     return (cs_at + 1 < len(data) and data[cs_at + 1] == 0xF7 and tuple(data[s + 4:s + 6]) == expected
-            and data[cs_at] & 0x7F == checksum(data[s + 6:cs_at]))
+            and (data[cs_at] & 0x7F == checksum(data[s + 6:cs_at]) or data.find(b"\xF7", s + 6, cs_at + 1) < 0))
 
 
 def _dx7_message(data: bytes, s: int, base: int, scan: _Scan) -> int:
@@ -427,6 +428,15 @@ def _dx7_message(data: bytes, s: int, base: int, scan: _Scan) -> int:
         end = cs_at + 1 if lost_checksum else cs_at
     else:
         end = cs_at + 1
+        if not checksum_ok and not (end < stop and data[end] == 0xF7) and end != stop:
+            # Nothing vouches for the length (no F7, no next message and no end of file where it
+            # ends): a stub message followed by other bytes (librarian files), or a bank whose line
+            # ends were converted (CR LF), would decode as garbage.
+            scan.problem("unknown_message", f"bytes that start like a DX7 {kind} whose checksum and end byte "
+                         f"are both wrong, so its length cannot be trusted (a message cut short and followed by "
+                         f"other bytes, or a file converted as text); not decoded (find an intact copy of the "
+                         f"file)", base + s)
+            return s + 2
         if data[cs_at] & 0x7F != checksum(payload):
             scan.problem("bad_checksum", f"{kind} checksum is 0x{data[cs_at]:02X} but its data sums "
                          f"to 0x{checksum(payload):02X}; data kept, as stale or dummy checksums are "
@@ -602,6 +612,8 @@ def _track_sysex(data: bytes, i: int, end: int, out: list[tuple[int, bytes]]) ->
                 open_at, parts = j - 1, [packet]
             elif open_at is not None:   # a continuation packet
                 parts.append(packet)
+            elif packet.startswith(b"\xF0"):   # an escape packet holding a message, F0 included
+                open_at, parts = j, [packet[1:]]
             if open_at is not None and packet.endswith(b"\xF7"):
                 close()
             running = None
@@ -630,7 +642,7 @@ def _scan_midi(data: bytes, scan: _Scan) -> None:
                      + (f"the {len(messages)} SysEx message(s) found were read" if messages else
                         "export its SysEx to a .syx file with a MIDI editor"), 0)
     for base, message in messages:
-        _scan(message if message.endswith(b"\xF7") else message + b"\xF7", base, scan)
+        _scan(message, base, scan)   # an unterminated one as it is: an F7 added would be read as its last data byte
 
 
 def _is_midi(data: bytes) -> int | None:

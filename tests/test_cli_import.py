@@ -172,3 +172,38 @@ def test_list_keeps_one_line_per_preset_when_a_path_holds_a_newline(tmp_path):
     result = invoke("list", tmp_path / "c.h5")
     lines = [x for x in result.stdout.splitlines() if x.strip() and "presets" not in x]
     assert result.exit_code == 0 and len(lines) == 2 and all("a\\nb/x.syx:" in x for x in lines), result.stdout
+    info = invoke("info", tmp_path / "c.h5")                 # the catalogue's top sources: one line each
+    assert info.exit_code == 0 and "  a\\nb  " in info.stdout, info.stdout
+
+
+def test_different_files_with_one_relative_path_are_both_imported_in_any_order(tmp_path):
+    rng = np.random.default_rng(5)
+    raws = rng.integers(0, VOICE_MAX.astype(np.int64) + 1, size=(64, VOICE_MAX.size)).astype(np.uint8)
+    for k, side in enumerate("ab"):
+        (tmp_path / side / "bank").mkdir(parents=True)
+        (tmp_path / side / "bank" / "x.syx").write_bytes(sysex.encode_bank(raws[32 * k:32 * (k + 1)],
+                                                                           [f"{side} {i}" for i in range(32)]))
+    runs = {}
+    for order in (("a", "b"), ("b", "a")):
+        out = tmp_path / f"{''.join(order)}.h5"
+        res = invoke("import-sysex", *(tmp_path / s / "bank" for s in order), "-o", out, "--no-progress")
+        assert res.exit_code == 0, res.output
+        runs[order] = read_catalogue(out)
+    for cat in runs.values():
+        assert len(cat) == 64 and sorted(set(cat.occurrences["path"])) == ["a/bank/x.syx", "b/bank/x.syx"]
+    assert np.array_equal(runs["a", "b"].raw, runs["b", "a"].raw) and runs["a", "b"].ids == runs["b", "a"].ids
+    # the same file reached twice is still read once
+    res = invoke("import-sysex", tmp_path / "a", tmp_path / "a", "-o", tmp_path / "twice.h5", "--no-progress")
+    assert res.exit_code == 0 and len(read_catalogue(tmp_path / "twice.h5").occurrences["path"]) == 32
+
+
+def test_list_names_the_message_of_a_file_holding_several(tmp_path):
+    rng = np.random.default_rng(6)
+    raws = rng.integers(0, VOICE_MAX.astype(np.int64) + 1, size=(64, VOICE_MAX.size)).astype(np.uint8)
+    (tmp_path / "both.syx").write_bytes(sysex.encode_bank(raws[:32], [f"A{i}" for i in range(32)])
+                                        + sysex.encode_bank(raws[32:], [f"B{i}" for i in range(32)]))
+    assert invoke("import-sysex", tmp_path / "both.syx", "-o", tmp_path / "c.h5", "--no-progress").exit_code == 0
+    lines = invoke("list", tmp_path / "c.h5").stdout.splitlines()
+    a18 = [x for x in lines if " A17 " in x]
+    b18 = [x for x in lines if " B17 " in x]
+    assert a18[0].endswith("both.syx:18") and b18[0].endswith("both.syx:18 (message 2)"), lines

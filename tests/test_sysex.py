@@ -279,6 +279,17 @@ def test_midi_bank_cut_short_keeps_its_complete_voices_and_a_bad_track_spares_th
     assert len(two.voices) == 32 and codes(two) == ["midi_error"] and "track 1" in two.problems[0].message
 
 
+def test_midi_never_makes_up_a_byte_and_reads_escaped_sysex():
+    raws, _, bank = bank_of()
+    short = decode_bytes(_smf(_sysex_event(bank[:-3])))    # the last data byte, checksum and F7 lost
+    assert len(short.voices) == 31 and "truncated_bank" in codes(short)   # as the same cut in a .syx
+    assert len(decode_bytes(bank[:-3]).voices) == 31
+    n = len(bank)                                          # the whole message in an F7 escape event
+    escape = b"\x00\xF7" + bytes([0x80 | n >> 7, n & 0x7F]) + bank + b"\x00\xFF\x2F\x00"
+    result = decode_bytes(_smf(escape))
+    assert len(result.voices) == 32 and codes(result) == [] and np.array_equal(result.voices[5].raw, raws[5])
+
+
 def test_a_whole_bank_with_header_like_data_bytes_is_not_cut():
     # bytes F0 43 05 (bit 7 set) inside a bank whose count bytes, checksum and F7 are all in place
     raws, _, bank = bank_of()
@@ -289,8 +300,29 @@ def test_a_whole_bank_with_header_like_data_bytes_is_not_cut():
     result = decode_bytes(bytes(data))
     assert len(result.voices) == 32 and result.messages == 1
     assert {p.code for v in result.voices for p in v.problems} == {"bit7_set"} and codes(result) == []
-    data[-2] ^= 1                                        # without a valid checksum nothing vouches for it: cut
+    data[-2] ^= 1                                        # a stale checksum: the count bytes and F7 still vouch
+    result = decode_bytes(bytes(data))
+    assert len(result.voices) == 32 and codes(result) == ["bad_checksum"]
+    assert "holds only" not in " ".join(p.message for p in result.problems)
+    data[at + 3] = 0xF7                                  # and an F7 before its end: nothing vouches for it: cut
     assert len(decode_bytes(bytes(data)).voices) < 32
+
+
+def test_a_message_whose_checksum_and_end_byte_are_both_wrong_is_not_decoded():
+    # a 21-byte single-voice stub, then a librarian's text (the corpus's ROM*.VBk files): not a voice
+    stub = bytes([0xF0, 0x43, 0, 0, 1, 0x1B]) + bytes(range(1, 21)) + b"\xF7" + b"Saved by MyLibrarian 2.0. " * 8
+    result = decode_bytes(stub)
+    assert result.voices == [] and "checksum and end byte are both wrong" in result.problems[0].message
+    raws, _, bank = bank_of()
+    crlf = decode_bytes(bank.replace(b"\n", b"\r\n"))   # a bank converted as text: shifted, not decoded
+    assert b"\n" in bank and crlf.voices == []
+    # each of the three alone still vouches for the length: a checksum, an F7, the next message or the end
+    for data in (bytearray(bank[:-1]) + b"\x00" * 40,                     # checksum right, no F7
+                 bytearray(bank[:-2]) + bytes([bank[-2] ^ 1]) + b"\xF7",   # stale checksum, F7
+                 bytearray(bank[:-2]) + bytes([bank[-2] ^ 1]) + bank,      # stale checksum, then the next bank
+                 bytearray(bank[:-2]) + bytes([bank[-2] ^ 1])):            # stale checksum, then the end of file
+        result = decode_bytes(bytes(data))
+        assert len(result.voices) >= 32 and np.array_equal(result.voices[31].raw, raws[31]), codes(result)
 
 
 def test_raw_bank_without_header():

@@ -301,6 +301,8 @@ def _render_shard(k: int, n: int, shard_path: str, catalogue: str, config: rende
             return render.render_dataset(catalogue, shard_path, config, jobs=1, shard=render.Shard(k, n),
                                          progress=False, ids_file=ids_file, limit=limit, segment_size=segment_size,
                                          command=command)
+    except render.WorkersStopped:   # this worker is closing (preempted, stopped): Dask runs the shard elsewhere
+        raise
     except DexedDataError as exc:
         return ShardFailed(str(exc))
 

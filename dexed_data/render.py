@@ -1153,6 +1153,35 @@ def shutdown_workers() -> None:
                 p.join(5)
 
 
+def _stopped_errors() -> tuple[type[BaseException], ...]:
+    """What a task's result raises when its executor was shut down from outside the job."""
+    from concurrent.futures import CancelledError
+
+    from joblib.externals.loky.process_executor import ShutdownExecutorError
+
+    return ShutdownExecutorError, CancelledError
+
+
+class WorkersStopped(RenderError):
+    """The job's worker processes were shut down from outside it (see :func:`_workers_stopped`)."""
+
+
+def _workers_stopped(exc: BaseException) -> RenderError:
+    """The job's workers were shut down from outside the job (its process is closing: a Dask worker
+    stopped gracefully, a ``--cluster local:N`` client interrupted): the job stops as if
+    interrupted. Its unfinished segments are not finished with "failed" presets, which a resume
+    would then have kept for good."""
+    return WorkersStopped(f"the render workers were stopped while the job ran ({type(exc).__name__}); its finished "
+                       "segments are kept: rerun the same command to resume")
+
+
+def _submit(executor, fn, *args):
+    try:
+        return executor.submit(fn, *args)
+    except _stopped_errors() as exc:   # shut down between two tasks
+        raise _workers_stopped(exc) from None
+
+
 def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, progress: bool, executor,
          partial: tuple[str, dict] | None) -> None:
     """Render ``segments`` with ``jobs`` workers, one segment per task: each worker writes its rows
@@ -1176,8 +1205,8 @@ def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, prog
                 seg = pending.popleft()
                 _, a, b = seg
                 rows = _out_rows(job, a, b)   # the output's rows are job.table's
-                fut = executor.submit(_render_segment, a, job.table.raw[rows], rows, config, str(seg_path[seg[0]]),
-                                      header, partial)
+                fut = _submit(executor, _render_segment, a, job.table.raw[rows], rows, config,
+                                      str(seg_path[seg[0]]), header, partial)
                 inflight[fut] = seg
             done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
             lost = []
@@ -1190,6 +1219,8 @@ def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, prog
                     continue
                 except DexedDataError:   # a full disk (OutputError) ends the job cleanly
                     raise
+                except _stopped_errors() as exc:
+                    raise _workers_stopped(exc) from None
                 except OSError as exc:
                     raise OutputError(f"cannot write {seg_path[seg[0]].parent}: {exc.strerror or exc}") from None
                 except Exception:  # noqa: BLE001 - e.g. a result that cannot be unpickled: isolate the segment
@@ -1259,7 +1290,7 @@ def _run_isolated(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: 
             limit = 1 if isolate else window
             while pending and len(inflight) < limit and not (inflight and pending[0] in solo):
                 row = pending.popleft()
-                fut = executor.submit(_render_guarded, row, job.table.raw[_out_rows(job, row, row + 1)[0]], config)
+                fut = _submit(executor, _render_guarded, row, job.table.raw[_out_rows(job, row, row + 1)[0]], config)
                 inflight[fut] = [row, None]
             now = time.monotonic()
             # loky hands tasks out in order: the oldest `jobs` unfinished ones are the running ones
@@ -1279,6 +1310,8 @@ def _run_isolated(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: 
                     continue
                 except DexedDataError:
                     raise
+                except _stopped_errors() as exc:             # not the preset's fault: never recorded as failed
+                    raise _workers_stopped(exc) from None
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled
                     result = writer.RowResult(row, ds.STATUS_FAILED, f"{type(exc).__name__}: {exc}")
                 store(result)   # outside the handlers: a write error (full disk) ends the job cleanly

@@ -343,3 +343,34 @@ def test_a_disk_too_full_to_finish_or_to_lock_gives_one_line_and_the_rerun_finis
         with pytest.raises(RenderError, match=r"cannot write the lock file .*No space left on device; free space"):
             JobLock(tmp_path / "x.h5").__enter__()
     assert not list(tmp_path.glob(".x.h5*"))
+
+
+def test_workers_shut_down_from_outside_record_no_failed_preset(catalogue, tmp_path):
+    """A Dask worker that closes (preempted, or a --cluster local:N client interrupted) shuts its render
+    workers down from another thread: the job stops as interrupted, never finishing its segments with
+    'failed' presets that a resume would keep for good; the rerun equals an uninterrupted render."""
+    import threading
+
+    from dexed_data import render
+    from dexed_data.render import RenderConfig, WorkersStopped, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1)
+    whole = tmp_path / "whole.h5"
+    render_dataset(catalogue, whole, cfg, jobs=1, progress=False, limit=24, segment_size=2)
+    out = tmp_path / "out.h5"
+    parts = Path(str(out) + ".parts")
+    stopper = threading.Thread(target=lambda: (_wait_for(lambda: len(list(parts.glob("seg-*.h5"))) >= 2),
+                                               render.shutdown_workers()))
+    stopper.start()
+    with pytest.raises(WorkersStopped, match="rerun the same command to resume"):
+        render_dataset(catalogue, out, cfg, jobs=1, progress=False, limit=24, segment_size=2)
+    stopper.join()
+    assert not out.exists() and len(list(parts.glob("seg-*.h5"))) < 12
+    render_dataset(catalogue, out, cfg, jobs=1, progress=False, limit=24, segment_size=2)
+    assert_same(content(out), content(whole))
+
+
+def _wait_for(condition, seconds: float = 120) -> None:
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.01)

@@ -121,7 +121,7 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
     except ImportError:
         raise RenderError(f"--cluster needs Dask distributed, which is not installed; {INSTALL_HINT}") from None
 
-    from .outputs import check_output
+    from .outputs import check_output, make_parents
 
     local_workers(cluster)   # a bad local:N before anything is read or made
     out = Path(out_path).absolute()
@@ -129,41 +129,43 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
     # as a local render checks it: not an input, not a folder, a writable place (an existing file is
     # handled by the resume rules below)
     check_output(out, inputs=[catalogue_path, ids_file], force=True, rendering_ok=True)
-    # a file of ids must be found by the workers; comma-separated ids travel as they are
-    ids = Path(ids_file).absolute() if ids_file is not None and Path(ids_file).is_file() else ids_file
-    # the whole selection, to size the plan and to recognise a finished output; read here, not on workers
-    job = render.plan_job(catalogue_path, config, ids_file, limit, None, render.SEGMENT_SIZE)
-    if out.exists():
-        render.check_finished(out, job)
-        return render.summarize_output(out, 0, time.perf_counter() - t0)
-    plan = ClusterPlan.for_selection(job.selection_size, shards)
-    work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
-    fresh = not (work / "job.json").exists()
-    _claim_work_dir(work, job, plan)
+    make_parents(out)   # its lock file goes beside it
+    with render.JobLock(out):   # one job per output, as for a local render (a second one stops at once)
+        # a file of ids must be found by the workers; comma-separated ids travel as they are
+        ids = Path(ids_file).absolute() if ids_file is not None and Path(ids_file).is_file() else ids_file
+        # the whole selection, to size the plan and to recognise a finished output; read here, not on workers
+        job = render.plan_job(catalogue_path, config, ids_file, limit, None, render.SEGMENT_SIZE)
+        if out.exists():
+            render.check_finished(out, job)
+            return render.summarize_output(out, 0, time.perf_counter() - t0)
+        plan = ClusterPlan.for_selection(job.selection_size, shards)
+        work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
+        fresh = not (work / "job.json").exists()
+        _claim_work_dir(work, job, plan)
 
-    paths = [plan.shard_path(work, k) for k in range(plan.shards)]
-    todo = [k for k in range(plan.shards) if not paths[k].exists()]
-    rendered = 0
-    if todo:
+        paths = [plan.shard_path(work, k) for k in range(plan.shards)]
+        todo = [k for k in range(plan.shards) if not paths[k].exists()]
+        rendered = 0
+        if todo:
+            try:
+                rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
+                                       args=(str(catalogue), config, str(ids) if ids else None, limit,
+                                             plan.segment_size, job.command))
+            except RenderError:   # e.g. no scheduler at --cluster: a job that never started leaves nothing behind
+                if fresh and not any(p.exists() for p in paths):
+                    (work / "job.json").unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        work.rmdir()
+                raise
+        merge(paths, out)
+        for p in paths:
+            p.unlink()
+        (work / "job.json").unlink()
         try:
-            rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
-                                   args=(str(catalogue), config, str(ids) if ids else None, limit, plan.segment_size,
-                                         job.command))
-        except RenderError:   # e.g. no scheduler at --cluster: a job that never started leaves nothing behind
-            if fresh and not any(p.exists() for p in paths):
-                (work / "job.json").unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    work.rmdir()
-            raise
-    merge(paths, out)
-    for p in paths:
-        p.unlink()
-    (work / "job.json").unlink()
-    try:
-        work.rmdir()   # only when empty: it may be a shared folder holding other things
-    except OSError:
-        pass
-    return render.summarize_output(out, rendered, time.perf_counter() - t0)
+            work.rmdir()   # only when empty: it may be a shared folder holding other things
+        except OSError:
+            pass
+        return render.summarize_output(out, rendered, time.perf_counter() - t0)
 
 
 def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:

@@ -12,8 +12,10 @@ from .dataset import DatasetHeader, PresetTable, check_dataset, parse_shard, rea
 from .errors import DatasetError
 from .writer import Block, write_dataset
 
+# Not "command": it spells the catalogue's (and --ids file's, plug-in's) path as each machine saw it,
+# while selection_hash covers what was read from them (the merged file keeps the first shard's).
 _JOB_ATTRS = ("engine", "engine_version", "sample_rate", "hold", "release", "fixed_params", "mel_config",
-              "operators", "stored", "compression", "audio_dtype", "shapes", "command", "selection_hash",
+              "operators", "stored", "compression", "audio_dtype", "shapes", "selection_hash",
               "selection_size", "segment_size")
 
 
@@ -33,6 +35,10 @@ def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
     files: list[h5py.File] = []
     try:
         for p in shard_paths:
+            parts = Path(str(p) + ".parts")
+            if not Path(p).exists() and parts.is_dir():
+                raise DatasetError(f"{p}: this shard is not finished ({parts} holds its render's work): rerun its "
+                                   "render command to finish it (or wait for it), then merge")
             f = open_hdf5(p, "shard", DatasetError)
             files.append(f)
             check_dataset(f, p)   # attributes (a shard's "K/N" too), arrays and their values

@@ -281,10 +281,20 @@ def select_rows(catalogue, ids: Sequence[str] | None = None, limit: int | None =
     return rows.astype(np.int64)
 
 
-def _selection_hash(raw: np.ndarray, ids: Sequence[str]) -> str:
+def _selection_hash(cat, sel: np.ndarray, raw: np.ndarray) -> str:
+    """What was selected from the catalogue ``cat`` (its rows ``sel``): the presets' raw values
+    (``raw``, fixed parameters applied) and ids, and everything the dataset copies from the
+    catalogue about them (names, catalogue rows, groups, occurrences), so that shards or a resumed
+    job read from two imports of one collection (the same presets, other files) are never joined."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(raw, np.uint8).tobytes())
-    h.update("\n".join(ids).encode())
+    h.update("\n".join(cat.ids[i] for i in sel).encode())
+    occ = ds.select_occurrences(cat.occurrences, sel)
+    for part in (np.asarray(sel, np.int64), cat.sound_group[sel].astype(np.int64), cat.near_group[sel].astype(np.int64),
+                 *(np.asarray(occ[k], np.int64) for k in ("preset", "message", "voice"))):
+        h.update(part.tobytes())
+    for texts in ([cat.names[i] for i in sel], occ["path"], occ["name"]):
+        h.update("\0".join(map(str, texts)).encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
@@ -561,7 +571,6 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
     if len(sel) == 0:
         raise RenderError(f"{catalogue_path}: nothing to render (empty selection)")
     raw = apply_fixed(cat.raw[sel])
-    sel_ids = [cat.ids[i] for i in sel]
     bounds = segment_bounds(len(sel), segment_size)
     n_seg = len(bounds)
     segs = [(s, a, b) for s, (a, b) in enumerate(bounds) if shard is None or s % shard.count == shard.index]
@@ -577,7 +586,7 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
                            cat.sound_group[cat_rows].astype(np.int32), cat_rows.astype(np.int32),
                            ds.select_occurrences(cat.occurrences, cat_rows),
                            np.asarray([cat.ids[i] for i in cat.near_group[cat_rows]], "S16"))
-    return Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(raw, sel_ids), len(sel),
+    return Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(cat, sel, raw), len(sel),
                 command or canonical_command(catalogue_path, config, ids_file, limit), segment_size)
 
 

@@ -173,6 +173,18 @@ def test_work_dir_of_another_job_is_refused(catalogue, tmp_path):
         render_on_cluster(catalogue, tmp_path / "x.h5", CFG, cluster="local:zero", work_dir=tmp_path / "w2", limit=N)
 
 
+def test_a_second_job_on_one_output_stops_at_once(catalogue, tmp_path):
+    """As a local render: a cluster client takes the output's job lock (two clients on one -o both
+    rendered, then one failed at the end naming a --force render has not)."""
+    from dexed_data.render import JobLock
+
+    out = tmp_path / "x.h5"
+    with JobLock(out):
+        with pytest.raises(RenderError, match="another render job .* is writing x.h5"):
+            render_on_cluster(catalogue, out, CFG, cluster="local:1", work_dir=None, limit=N)
+    assert not (tmp_path / "x.h5.shards").exists() and not out.exists()
+
+
 def test_bad_cluster_outputs_and_sizes_are_refused_before_any_work(catalogue, tmp_path):
     # as a local render refuses them: output under a file, output = input, an uncreatable --work-dir,
     # and local:N beyond 4 × the cores (local:10**12 grew to 24 GB before the OOM killer ended it)

@@ -773,6 +773,42 @@ def test_merge_names_shards_of_jobs_split_differently(catalogue, tmp_path):
     assert_clean_error(res, "notes differs from")
 
 
+def test_merge_joins_shards_read_from_other_paths_and_refuses_other_imports(catalogue, tmp_path):
+    """Machines see one catalogue under other paths: their shards merge into the single run's file. Two
+    imports of one collection (the same presets, one more file) differ in what the file copies from
+    them (occurrences): their shards are refused, as a resume across them is."""
+    import shutil
+
+    from dexed_data.importer import import_sysex
+    from dexed_data.render import RenderConfig, Shard, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1, operators=False)
+    other = tmp_path / "elsewhere" / "copy.h5"
+    other.parent.mkdir()
+    shutil.copy(catalogue, other)
+    render_dataset(catalogue, tmp_path / "whole.h5", cfg, jobs=1, progress=False, limit=6, segment_size=2)
+    for k, source in enumerate((catalogue, other)):
+        render_dataset(source, tmp_path / f"s{k}.h5", cfg, jobs=1, progress=False, limit=6,
+                       shard=Shard.parse(f"{k}/2"), segment_size=2)
+    res = run(data_app, "merge", tmp_path / "s0.h5", tmp_path / "s1.h5", "-o", tmp_path / "m.h5")
+    assert res.exit_code == 0, res.output
+    assert snapshot(tmp_path / "m.h5") == snapshot(tmp_path / "whole.h5")
+    folder = tmp_path / "syx"
+    shutil.copytree(REPO / "presets", folder)
+    first = sorted(folder.glob("*.syx"))[0]
+    shutil.copy(first, folder / "zz_copy.syx")          # the same presets, one more occurrence each
+    import_sysex([folder], tmp_path / "again.h5")
+    render_dataset(tmp_path / "again.h5", tmp_path / "a1.h5", cfg, jobs=1, progress=False, limit=6,
+                   shard=Shard.parse("1/2"), segment_size=2)
+    res = run(data_app, "merge", tmp_path / "s0.h5", tmp_path / "a1.h5", "-o", tmp_path / "mixed.h5")
+    assert_clean_error(res, "a1.h5: selection_hash differs", "one render command")
+    (tmp_path / "s1.h5").rename(tmp_path / "later.h5")
+    (tmp_path / "s1.h5.parts").mkdir()                  # a shard still rendering
+    res = run(data_app, "merge", tmp_path / "s0.h5", tmp_path / "s1.h5", "-o", tmp_path / "mixed.h5")
+    assert_clean_error(res, "s1.h5: this shard is not finished", "rerun its render command")
+    assert not (tmp_path / "mixed.h5").exists()
+
+
 def test_fit_names_a_damaged_preset_value(dataset, tmp_path):
     damaged = tmp_path / "damaged.h5"
     damaged.write_bytes(dataset.read_bytes())

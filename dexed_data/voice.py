@@ -81,7 +81,8 @@ def load_voice(spec: str | Path) -> Voice:
     else:
         n = int(index)
         if not 1 <= n <= len(voices):
-            raise DexedDataError(f"{spec}: voice {n} does not exist; {path} holds voices 1–{len(voices)}")
+            held = "one voice (1)" if len(voices) == 1 else f"voices 1–{len(voices)}"
+            raise DexedDataError(f"{spec}: voice {n} does not exist; {path} holds {held}")
     v = voices[n - 1]
     repairs = tuple(p.message for p in (*decoded.problems, *v.problems) if p.voice is None or p in v.problems)
     return Voice(np.array(v.raw, np.uint8), v.name, f"{path}:{n}", repairs)

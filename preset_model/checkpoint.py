@@ -67,7 +67,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        # not torch's text: it runs over paragraphs and advises weights_only=False (code execution)
+        raise CheckpointError(f"{path}: not a checkpoint written by `preset-model fit` (damaged, cut short, or "
+                              f"another kind of file; torch: {type(exc).__name__}); give a run folder, or its "
+                              "best.pt / last.pt") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} file")
     if ckpt.get("format_version") != CHECKPOINT_VERSION:

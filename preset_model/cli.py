@@ -302,6 +302,9 @@ def evaluate(
         _fail(f"--checkpoint {checkpoint!r}: use best.pt or last.pt (the run's own checkpoints); to evaluate "
               "another checkpoint file, give its path as RUN")
     folder = run if run.is_dir() else run.parent
+    if output is not None and (output.name in ("", ".", "..") or output.is_dir()):
+        _fail(f"-o {output} is a folder; give a file name without extension (OUT.json and OUT.md are written), "
+              f"e.g. -o {output / 'eval'}")
     out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
@@ -401,6 +404,10 @@ def match(
     loaded = _plain(load_run, run, data=data) if run is not None else None
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
+        if refine > 0 and loaded.dataset is None:
+            typer.echo(f"note: {loaded.dataset_error or 'the run’s dataset was not found'}; so --refine starts from "
+                       "the model's voice alone, without the nearest training presets (the better half of its "
+                       "candidates): pass --data DATASET", err=True)
     result = _plain(match_files, loaded, files, each=each, gain_db=gain, data=data, refine=refine, jobs=jobs,
                     seed=seed, progress=progress and refine > 0)
     notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)

@@ -419,7 +419,11 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
     index = None
     if (refine > 0 or loaded is None) and data_path is not None and Path(data_path).is_file():
         train_ids = loaded.checkpoint["split"]["train"] if loaded is not None else None
-        index = NearestPresets(data_path, training_rows(data_path, train_ids))
+        rows = training_rows(data_path, train_ids)
+        if train_ids is not None and len(train_ids) and not len(rows):
+            raise PresetModelError(f"{data_path}: none of the run's {len(train_ids)} training presets is in this "
+                                   "dataset, so it is not the one the run was trained on; pass that one with --data")
+        index = NearestPresets(data_path, rows)
     if loaded is None and index is None:
         raise PresetModelError(f"{data}: no dataset to take presets from")
     cfg = RefineConfig(budget=refine, seed=seed)

@@ -134,26 +134,25 @@ class TrainConfig:
     in_memory: bool | None = None
 
     def __post_init__(self) -> None:
-        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-                  "lr": math.isfinite(self.lr) and self.lr > 0, "workers": self.workers >= 0,
-                  "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-                  "warmup_epochs": self.warmup_epochs >= 0, "warmup_start": 0 < self.warmup_start <= 1,
-                  "plateau_factor": 0 < self.plateau_factor <= 1, "plateau_patience": self.plateau_patience >= 0,
-                  "plateau_cooldown": self.plateau_cooldown >= 0,
-                  "max_minutes": self.max_minutes is None or (math.isfinite(self.max_minutes) and self.max_minutes > 0),
-                  "max_steps": self.max_steps is None or self.max_steps >= 1,
-                  "anneal_fraction": 0 <= self.anneal_fraction <= 1,
-                  "fold": 0 <= self.fold < 5, "beta": math.isfinite(self.beta) and self.beta >= 0,
-                  "categorical_weight": math.isfinite(self.categorical_weight) and self.categorical_weight >= 0,
-                  "numerical_loss": self.numerical_loss in NUMERICAL_LOSSES}
-        bad = [k for k, ok in checks.items() if not ok]
+        finite = math.isfinite
+        checks = {   # option → (valid, its rule as said when it is not)
+            "epochs": (self.epochs >= 1, "≥ 1"), "batch_size": (self.batch_size >= 2, "≥ 2"),
+            "lr": (finite(self.lr) and self.lr > 0, "finite, > 0"), "workers": (self.workers >= 0, "≥ 0"),
+            "weight_decay": (finite(self.weight_decay) and self.weight_decay >= 0, "finite, ≥ 0"),
+            "warmup_epochs": (self.warmup_epochs >= 0, "≥ 0"), "warmup_start": (0 < self.warmup_start <= 1, "in (0, 1]"),
+            "plateau_factor": (0 < self.plateau_factor <= 1, "in (0, 1]"),
+            "plateau_patience": (self.plateau_patience >= 0, "≥ 0"), "plateau_cooldown": (self.plateau_cooldown >= 0, "≥ 0"),
+            "max_minutes": (self.max_minutes is None or (finite(self.max_minutes) and self.max_minutes > 0), "finite, > 0"),
+            "max_steps": (self.max_steps is None or self.max_steps >= 1, "≥ 1"),
+            "anneal_fraction": (0 <= self.anneal_fraction <= 1, "in [0, 1]"), "fold": (0 <= self.fold < 5, "0 to 4"),
+            "beta": (finite(self.beta) and self.beta >= 0, "finite, ≥ 0"),
+            "categorical_weight": (finite(self.categorical_weight) and self.categorical_weight >= 0, "finite, ≥ 0"),
+            "numerical_loss": (self.numerical_loss in NUMERICAL_LOSSES, " or ".join(NUMERICAL_LOSSES))}
+        bad = [k for k, (ok, _) in checks.items() if not ok]
         if bad:
             options = {"anneal_fraction": "anneal", "numerical_loss": "num-loss"}
-            raise PresetModelError("out of range: " + ", ".join(f"--{options.get(k, k).replace('_', '-')} {getattr(self, k)!r}"
-                                                              for k in bad)
-                                   + " (epochs, batch size ≥ 1; lr finite > 0; workers ≥ 0; warm-up start in (0, 1]; "
-                                     "plateau factor in (0, 1]; max minutes finite > 0; anneal fraction in [0, 1]; fold 0-4; "
-                                     f"numerical loss {' or '.join(NUMERICAL_LOSSES)})")
+            raise PresetModelError("out of range: " + "; ".join(
+                f"--{options.get(k, k).replace('_', '-')} {getattr(self, k)!r} (must be {checks[k][1]})" for k in bad))
 
     def warmup_factor(self, epoch: int) -> float:
         """Learning-rate factor of the warm-up at (0-based) ``epoch``: ``warmup_start`` → 1."""
@@ -686,9 +685,11 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                                            global_counts=True, numerical_loss=cfg.numerical_loss)
                 if not torch.isfinite(loss):
                     if not torch.isfinite(mel).all():
-                        raise PresetModelError(f"epoch {epoch}, step {step}: {DAMAGED_MEL}")
-                    raise PresetModelError(f"epoch {epoch}, step {step}: loss is {loss.item()} "
-                                           f"({ {k: round(v.item(), 4) for k, v in terms.items()} }); lower --lr")
+                        raise PresetModelError(f"epoch {epoch + 1}, step {step}: {DAMAGED_MEL}")
+                    raise PresetModelError(f"epoch {epoch + 1}, step {step}: loss is {loss.item()} "
+                                           f"({ {k: round(v.item(), 4) for k, v in terms.items()} }); start again "
+                                           "with a lower --lr and another --out (this run cannot be resumed with "
+                                           "another learning rate)")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

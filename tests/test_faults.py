@@ -725,6 +725,50 @@ def test_match_says_when_an_input_is_silent(fitted, tmp_path):
     assert "silent.wav is silent (all zeros)" in res.stderr
 
 
+def _run_recording(fitted, folder: Path, dataset_path: Path) -> Path:
+    """A copy of the mlp1 run whose checkpoint records ``dataset_path`` as its dataset."""
+    import shutil
+
+    import torch
+
+    run_dir = folder / "run"
+    shutil.copytree(fitted.mlp1, run_dir)
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run_dir / name, weights_only=True)
+        ckpt["dataset"] = {**ckpt.get("dataset", {}), "path": str(dataset_path), "name": dataset_path.name}
+        torch.save(ckpt, run_dir / name)
+    return run_dir
+
+
+def test_match_refine_says_when_the_runs_dataset_is_missing_or_another(fitted, tmp_path):
+    tone = tmp_path / "t.wav"
+    sf.write(tone, (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(11025) / 22050)).astype(np.float32), 22050)
+    moved = _run_recording(fitted, tmp_path / "a", tmp_path / "gone" / "data.h5")
+    res = run(model_app, "match", moved, tone, "-o", tmp_path / "m.syx", "--refine", "10", "--no-progress")
+    assert res.exit_code == 0, res.output     # it still matches, from the model's voice alone, and says so
+    assert "without the nearest training presets" in res.stderr and "--data" in res.stderr, res.stderr
+    other = tmp_path / "other.h5"             # the same settings, other presets: not the run's dataset
+    other.write_bytes(fitted.data.read_bytes())
+    with h5py.File(other, "r+") as f:
+        f["presets/id"][...] = np.array([f"{i:016x}".encode() for i in range(f["presets/id"].shape[0])], "S16")
+    wrong = _run_recording(fitted, tmp_path / "b", other)
+    res = run(model_app, "match", wrong, tone, "-o", tmp_path / "w.syx", "--refine", "10", "--no-progress")
+    assert_clean_error(res, "none of the run's", "training presets is in this dataset", "--data")
+    assert not (tmp_path / "w.syx").exists()
+
+
+def test_evaluate_refuses_a_folder_as_output_and_names_a_foreign_checkpoint(fitted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in (".", "/", "..", str(tmp_path)):
+        assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "-o", out, "--limit", "1"), "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    junk = tmp_path / "best.pt"
+    junk.write_bytes(fitted.data.read_bytes())   # an HDF5 file under a checkpoint's name
+    line = assert_clean_error(run(model_app, "evaluate", junk, "-o", tmp_path / "e"),
+                              "not a checkpoint written by `preset-model fit`", "give a run folder")
+    assert "weights_only" not in line
+
+
 def test_more_absurd_values_and_versions(catalogue, dataset, fitted, tmp_path):
     tone = tmp_path / "t.wav"
     sf.write(tone, np.zeros(2205, np.float32), 22050)

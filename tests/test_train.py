@@ -342,6 +342,13 @@ def test_training_settings_are_validated():
                 dict(max_minutes=0.0), dict(warmup_start=0.0), dict(anneal_fraction=1.5)):
         with pytest.raises(PresetModelError, match="out of range"):
             TrainConfig(**bad)
+    # each bad option with its own rule (the message listed every rule but that one's)
+    for bad, said in ((dict(weight_decay=-1.0), "--weight-decay -1.0 (must be finite, ≥ 0)"),
+                      (dict(warmup_epochs=-1), "--warmup-epochs -1 (must be ≥ 0)"),
+                      (dict(batch_size=1), "--batch-size 1 (must be ≥ 2)")):
+        with pytest.raises(PresetModelError) as info:
+            TrainConfig(**bad)
+        assert str(info.value) == f"out of range: {said}"
 
 
 def test_fit_says_when_the_test_split_is_empty_and_why_data_is_too_small(tmp_path):
@@ -432,3 +439,20 @@ def test_a_loading_worker_ended_by_sigterm_removes_its_own_multiprocessing_folde
     assert proc.exitcode == 0
     assert folder.parent == tmp_path and folder.name.startswith("pymp-")
     assert folder.exists() == inherit
+
+
+def test_a_diverged_fit_says_to_start_again_with_a_lower_lr(dataset, tmp_path, monkeypatch):
+    """The run cannot be resumed with another --lr, so the message says to start a new one (its epoch
+    counted from 1, as the progress lines and metrics.csv count)."""
+    import preset_model.train as train
+    from preset_model.errors import PresetModelError
+
+    real = train.compute_loss
+
+    def diverged(*args, **kwargs):
+        loss, terms = real(*args, **kwargs)
+        return loss * float("nan"), terms
+
+    monkeypatch.setattr(train, "compute_loss", diverged)
+    with pytest.raises(PresetModelError, match=r"^epoch 1, step 0: loss is nan .*lower --lr and another --out"):
+        fit(dataset, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)

@@ -38,7 +38,7 @@ def parse_ids(spec) -> list[str]:
     """Preset ids from an ``--ids`` value (the same syntax for every command).
 
     ``spec`` is either comma-separated ids (``3f2a…,9b01…``; ids are 16 hex digits, as
-    ``dexed-data list`` prints them) or the path of a text file listing ids (separated by
+    ``dexed-data list`` prints them, in lower case; upper case is taken too) or the path of a text file listing ids (separated by
     whitespace, commas or new lines; ``#`` starts a comment).
 
     Raises:
@@ -47,15 +47,18 @@ def parse_ids(spec) -> list[str]:
 
     Example::
 
-        >>> parse_ids("00d671d7c67dab1f, 3f2a00000000beef")
+        >>> parse_ids("00d671d7c67dab1f, 3F2A00000000BEEF")
         ['00d671d7c67dab1f', '3f2a00000000beef']
     """
     spec = str(spec)
-    if os.path.isfile(spec):
+    listed = os.path.isfile(spec)
+    if listed:
         text = read_ids_text(spec)
         ids = [t for line in text.splitlines() for t in line.split("#")[0].replace(",", " ").split()]
     else:
         ids = spec.replace(",", " ").split()
+    ids = [t.lower() if _ID.fullmatch(t.lower()) else t for t in ids]   # hex digits in either case
+    if not listed:
         bad = [t for t in ids if not _ID.fullmatch(t)]
         if bad:
             file = ("a folder, not a file of ids" if os.path.isdir(spec) else

@@ -120,3 +120,42 @@ def test_quality_md_info_example_is_what_info_prints(tmp_path):
     assert len(quoted) >= 10
     missing = [line for line in quoted if line not in printed]
     assert not missing, f"QUALITY.md quotes lines `info` does not print: {missing}"
+
+
+def test_format_md_spectrogram_recipe_and_name_reading_reproduce_the_file(tmp_path):
+    """A reader with numpy and h5py alone, following docs/FORMAT.md, gets the stored /mel from /audio
+    and the package's 10-byte names (h5py drops an S10 name's trailing NULs)."""
+    import json
+
+    import h5py
+    import numpy as np
+
+    from dexed_data.catalogue import write_catalogue
+    from dexed_data.features import slaney_filterbank
+    from dexed_data.render import RenderConfig, render_dataset
+    from dexed_data.sysex import decode_file
+
+    fmt = (REPO / "docs" / "FORMAT.md").read_text()
+    assert '.ljust(10, b"\\0").decode("latin-1")' in fmt and "periodic Hann window" in fmt and "norm=None" in fmt
+    voices = decode_file(REPO / "presets" / "toolkit_bank_a.syx").voices[:3]
+    cat = tmp_path / "c.h5"
+    write_catalogue(cat, np.stack([v.raw for v in voices]), ["ABCDEFGH\0\0", "CD", "EF"])
+    out = tmp_path / "d.h5"
+    render_dataset(cat, out, RenderConfig(notes=((60, 85), (40, 100)), hold=0.3, release=0.2, store=("audio", "mel"),
+                                          audio_dtype="float32", n_mels=64, hop=512), jobs=1, progress=False)
+    with h5py.File(out, "r") as f:
+        cfg = json.loads(f.attrs["mel_config"])
+        shapes = json.loads(f.attrs["shapes"])
+        audio, stored = f["audio"][()], f["mel"][()].astype(np.float32)
+        names = [n.ljust(10, b"\0").decode("latin-1") for n in f["presets/name"][()]]
+    n_fft, hop = cfg["n_fft"], cfg["hop"]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)            # periodic Hann
+    padded = np.pad(audio.astype(np.float64), ((0, 0), (0, 0), (n_fft // 2, n_fft // 2)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :] * window
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2 * (2 / window.sum()) ** 2
+    bank = slaney_filterbank(cfg["sample_rate"], n_fft, cfg["n_mels"]).astype(np.float64)
+    mel = 10 * np.log10(np.maximum(np.einsum("mb,pkfb->pkmf", bank, power), 10 ** (cfg["floor_db"] / 10)))
+    assert mel.shape == stored.shape == (3, shapes["notes"], shapes["mels"], shapes["frames"])
+    assert shapes["frames"] == 1 + shapes["samples"] // hop
+    assert np.abs(mel - stored).max() < 0.1          # float16 storage: ~0.03 dB at -60 dB
+    assert sorted(names) == ["ABCDEFGH\0\0", "CD        ", "EF        "]   # h5py alone: "ABCDEFGH"

@@ -98,16 +98,19 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
             found.setdefault((Path(os.path.relpath(file, base)).as_posix(), os.path.abspath(file)), Path(file))
     # Different files with one relative path (a/bank/x.syx and b/bank/x.syx given as a/bank b/bank) are
     # named from the folder the arguments share instead, whatever their order: both are imported.
-    shared = os.path.commonpath([os.path.abspath(p) for _, p in found]) if found else ""
-    by_rel: dict[str, set[str]] = {}
-    for rel, absolute in found:
-        by_rel.setdefault(rel, set()).add(absolute)
-    listed = []
-    for (rel, absolute), file in found.items():
-        if len(by_rel[rel]) > 1:
-            rel = Path(os.path.relpath(absolute, shared)).as_posix()
-        listed.append((file, rel))
-    return sorted(listed, key=lambda t: (t[1], str(t[0])))
+    # (again while a new name is another file's: names from that folder are unique, so this ends)
+    shared = os.path.commonpath([absolute for _, absolute in found]) if found else ""
+    names = {key: key[0] for key in found}
+    while True:
+        files_named: dict[str, set[str]] = {}
+        for (_, absolute), name in names.items():
+            files_named.setdefault(name, set()).add(absolute)
+        renamed = {key: Path(os.path.relpath(key[1], shared)).as_posix() if len(files_named[name]) > 1 else name
+                   for key, name in names.items()}
+        if renamed == names:
+            break
+        names = renamed
+    return sorted(((found[key], name) for key, name in names.items()), key=lambda t: (t[1], str(t[0])))
 
 
 def _walk(root: Path):

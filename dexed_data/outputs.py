@@ -28,8 +28,9 @@
    message's "nothing was written" is true of the whole command). A file written twice in the
    block is published once, with its last content. The renames are journalled: a command killed
    (``kill -9``, a power cut) between two of them leaves ``.together.PID.journal`` beside its
-   first file, and the next check of that folder finishes them (:func:`finish_killed_publishes`),
-   so a command's files still appear all together, never some of them.
+   first file, and the next command that checks one of its files (the same command run again)
+   finishes them first (:func:`finish_killed_publishes`), so its files still appear all
+   together, never some of them; killed before the first rename, it published nothing.
 
 Example::
 
@@ -173,7 +174,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
     if path.parent.is_dir():
-        finish_killed_publishes(path.parent)
+        finish_killed_publishes([path])
     holder = None if rendering_ok else render_holding(path)
     if holder is not None and holder != os.getpid():   # found now, not after this command's work
         raise OutputError(f"{what} {path} is being written by a render job (pid {holder}); wait for it to finish "
@@ -216,7 +217,7 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what} {folder} is a file; give a folder")
     if folder.is_dir():
-        finish_killed_publishes(folder)
+        finish_killed_publishes(folder / n for n in names)
     if not folder.exists():
         _check_parent(folder / "x", what, folder)   # the folder is made: its deepest existing ancestor
     elif not os.access(folder, os.W_OK | os.X_OK):
@@ -382,21 +383,30 @@ def together() -> Iterator[None]:
                 folder.rmdir()                 # only if empty
 
 
-_JOURNAL_NAME = re.compile(r"\.together\.(\d{1,9})\.journal")
+_JOURNAL_NAME = re.compile(r"\.together\.(\d{1,9})\.journal(\.tmp)?")
 
 
 def _write_journal(pending: list[tuple[Path, Path]]) -> Path | None:
-    """Record the renames :func:`together` is about to make (temporary file, target, the target's
-    identity when it was checked), whole (written, ``fsync``'d, renamed) before the first of them,
-    beside the first target. None when it cannot be written: the renames go ahead unjournalled."""
-    first = Path(pending[0][1])
-    journal = first.with_name(f".together.{os.getpid()}.journal")
-    entries = [[os.path.abspath(tmp), os.path.abspath(path), _CHECKED.get(os.path.realpath(path), False)]
-               for tmp, path in pending]
+    """Record the renames :func:`together` is about to make, whole (written, ``fsync``'d, renamed)
+    before the first of them, beside the first target: each target's path relative to that folder
+    and its identity when it was checked (its temporary file is ``.NAME.PID.tmp`` beside it). None
+    when it cannot be written: the renames go ahead unjournalled."""
+    folder = Path(pending[0][1]).parent
+    journal = folder / f".together.{os.getpid()}.journal"
+    tmp = journal.with_name(journal.name + ".tmp")
+    entries = [[os.path.relpath(os.path.abspath(path), os.path.abspath(folder)),
+                _CHECKED.get(os.path.realpath(path), False)] for _, path in pending]
     try:
-        with atomic_path(journal, "journal") as tmp:
-            tmp.write_text(json.dumps(entries))   # ensure_ascii: a name's undecodable bytes survive
-    except OutputError:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(entries))   # ensure_ascii: a name's undecodable bytes survive
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, journal)
+        with contextlib.suppress(OSError):
+            fsync_path(folder)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         return None
     return journal
 
@@ -408,35 +418,83 @@ def _drop_journal(journal: Path | None) -> None:
             journal.unlink()
 
 
-def finish_killed_publishes(folder: str | os.PathLike) -> None:
-    """Finish the renames of a command killed while it published its files together (rule 6).
-
-    For each journal in ``folder`` left by a process that no longer runs, every temporary file
-    still there is renamed onto its target, unless the target changed since that command checked
-    it (another command wrote it: that file is kept and the temporary file removed). Called by
-    :func:`check_output` and :func:`check_folder` before they look at the folder."""
+def _journals(folder: Path) -> Iterator[tuple[Path, int, list[tuple[Path, Path, object]]]]:
+    """The journals in ``folder`` left by this user's processes that no longer run, each as
+    ``(journal, pid, [(temporary file, target, identity when checked), ...])``. A journal's leftover
+    ``.tmp`` (killed while writing it: nothing was renamed) is removed. A journal that is not
+    ours, cannot be read or names a temporary file other than ``.NAME.PID.tmp`` beside its target
+    is skipped (never acted on)."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             m = _JOURNAL_NAME.fullmatch(entry.name)
             if not m or int(m[1]) == os.getpid() or _alive(int(m[1])):
                 continue
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                entries = json.loads(Path(entry.path).read_text())
-                folders = set()
-                for tmp, path, seen in entries:
-                    if not os.path.isfile(tmp) or os.path.islink(tmp):
-                        continue
-                    was = None if seen is None else tuple(seen) if seen is not False else False
-                    if was is False or file_identity(path) == was:
-                        os.replace(tmp, path)
-                        folders.add(os.path.dirname(path))
-                    else:
-                        os.unlink(tmp)
-                for parent in folders:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != os.getuid() or not entry.is_file(follow_symlinks=False):
+                    continue
+                if m[2]:
+                    os.unlink(entry.path)
+                    continue
+                listed = json.loads(Path(entry.path).read_text())
+                entries = []
+                for target, seen in listed:
+                    path = Path(os.path.normpath(os.path.join(folder, target)))
+                    was = None if seen is None else False if seen is False else tuple(seen)
+                    entries.append((path.with_name(f".{path.name}.{m[1]}.tmp"), path, was))
+            except (OSError, ValueError, TypeError):
+                continue
+            yield Path(entry.path), int(m[1]), entries
+
+
+def _published(tmp: Path, target: Path) -> bool:
+    """Whether the rename of ``tmp`` onto ``target`` happened (a hard link made and not yet unlinked counts)."""
+    if not tmp.is_file() or tmp.is_symlink():
+        return True
+    try:
+        return os.path.samefile(tmp, target)
+    except OSError:
+        return False
+
+
+def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> None:
+    """Settle the publish of a command killed inside :func:`together` that wrote one of ``targets``
+    (the files a command is about to write: the same command run again, or any command writing
+    one of those files), before they are checked.
+
+    If none of its renames happened, its temporary files are removed (as if it had been
+    interrupted before publishing). Otherwise its other files are renamed into place too, so its
+    files appear together, each unless its target changed since that command checked it (another
+    command wrote it: that file is kept and the temporary file removed).
+    """
+    wanted = {os.path.realpath(t) for t in targets}
+    for folder in {Path(t).parent for t in wanted}:
+        for journal, _, entries in _journals(folder):
+            if not wanted & {os.path.realpath(path) for _, path, _ in entries}:
+                continue
+            done = [_published(tmp, path) for tmp, path, _ in entries]
+            folders = set()
+            for (tmp, path, was), published in zip(entries, done):
+                if published:
                     with contextlib.suppress(OSError):
-                        fsync_path(parent)
+                        if tmp.is_file() and not tmp.is_symlink():
+                            tmp.unlink()              # a hard link whose unlink the kill prevented
+                    continue
+                with contextlib.suppress(OSError):
+                    if any(done) and (was is False or file_identity(path) == was):
+                        os.replace(tmp, path)
+                        folders.add(path.parent)
+                    else:
+                        tmp.unlink()
+            for parent in folders:
+                with contextlib.suppress(OSError):
+                    fsync_path(parent)
             with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+                journal.unlink()
+
+
+def _pending_temps(folder: Path) -> set[str]:
+    """Names of the temporary files in ``folder`` that a killed command's journal still needs."""
+    return {tmp.name for _, _, entries in _journals(folder) for tmp, path, _ in entries if tmp.parent == folder}
 
 
 _TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")
@@ -455,11 +513,12 @@ def _remove_stale_temps(folder: Path, ours) -> None:
     writing into a folder, any NAME of its kind of output (``export-wav`` killed half-way leaves
     one per WAV, kept until its last file is done, and a rerun with other ids writes other names).
     Other files are left alone."""
+    needed = _pending_temps(folder)   # a killed publish's files, finished by the next check of their targets
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             m = _TEMP_NAME.fullmatch(entry.name)
             if (m and ours(m[1]) and int(m[2]) != os.getpid() and not _alive(int(m[2]))
-                    and entry.is_file(follow_symlinks=False)):
+                    and entry.is_file(follow_symlinks=False) and entry.name not in needed):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 

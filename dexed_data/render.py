@@ -787,10 +787,15 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     try:
         parts.mkdir(parents=True, exist_ok=True)
         earlier = _recorded_command(partial)
-        claim_job_file(parts / "job.json", record,
-                       f"{parts} holds an unfinished render of another job (other options, selection, catalogue, "
-                       f"engine or package version); rerun that command"
-                       f"{f' ({earlier})' if earlier else ''} to finish it, or delete {parts} to start over")
+        if earlier == job.command:   # "rerun that command" would be this one again
+            other = (f"{parts} holds an unfinished render of this same command that cannot be resumed: what it read "
+                     f"from the catalogue, or the engine or package version, changed since it started (an earlier "
+                     f"dexed-data records less of the catalogue); delete {parts} to render again")
+        else:
+            other = (f"{parts} holds an unfinished render of another job (other options, selection, catalogue, "
+                     f"engine or package version); rerun that command{f' ({earlier})' if earlier else ''} to finish "
+                     f"it, or delete {parts} to start over")
+        claim_job_file(parts / "job.json", record, other)
         for leftover in parts.glob("*.tmp"):
             leftover.unlink()
         seg_path = {s: parts / f"seg-{s:06d}.h5" for s, _, _ in job.segments}
@@ -937,11 +942,15 @@ def check_finished(out: Path, job: Job) -> None:
     try:
         with h5py.File(out, "r") as f:
             ds.check_file(f, out)
-            same = (f.attrs.get("selection_hash") == job.selection_hash and f.attrs.get("command") == job.command
-                    and str(f.attrs.get("shard", "None")) == str(job.shard))
+            same_command = f.attrs.get("command") == job.command and str(f.attrs.get("shard", "None")) == str(job.shard)
+            same = same_command and f.attrs.get("selection_hash") == job.selection_hash
             made_with = str(f.attrs.get("engine_version", ""))
     except OSError:
-        same = False
+        same = same_command = False
+    if same_command and not same:
+        raise RenderError(f"{out} was rendered by this command from other catalogue content (the catalogue was written "
+                          "again since, or an earlier dexed-data recorded less of it), so it is not this render's "
+                          "output; delete it (or choose another -o) to render again")
     if not same:
         raise RenderError(f"{out} already exists and was not made by this command; choose another -o or delete it")
     from .engines import make_engine

@@ -195,6 +195,14 @@ def test_different_files_with_one_relative_path_are_both_imported_in_any_order(t
     # the same file reached twice is still read once
     res = invoke("import-sysex", tmp_path / "a", tmp_path / "a", "-o", tmp_path / "twice.h5", "--no-progress")
     assert res.exit_code == 0 and len(read_catalogue(tmp_path / "twice.h5").occurrences["path"]) == 32
+    # a name from the shared folder that is a third argument's own name: named from the shared folder too
+    (tmp_path / "s" / "a" / "bank").mkdir(parents=True)
+    (tmp_path / "s" / "a" / "bank" / "x.syx").write_bytes(sysex.encode_bank(raws[:32][::-1], [f"s {i}" for i in range(32)]))
+    res = invoke("import-sysex", tmp_path / "a" / "bank", tmp_path / "b" / "bank", tmp_path / "s", "-o",
+                 tmp_path / "three.h5", "--no-progress")
+    assert res.exit_code == 0, res.output
+    paths = read_catalogue(tmp_path / "three.h5").occurrences["path"]
+    assert sorted(set(paths)) == ["a/bank/x.syx", "b/bank/x.syx", "s/a/bank/x.syx"] and len(paths) == 96
 
 
 def test_list_names_the_message_of_a_file_holding_several(tmp_path):

@@ -1034,23 +1034,31 @@ _KILLED_WHILE_PUBLISHING = """
 import os, sys
 from dexed_data import outputs
 from dexed_data.cli import app
-real, renamed = outputs._rename_checked, []
+real, renamed, after = outputs._rename_checked, [], int(sys.argv[1])
 
-def killed_after_two(tmp, path):       # the journal, then the first file: then kill -9
+def killed(tmp, path):                 # kill -9 once `after` files are renamed into place
+    if len(renamed) == after:
+        os._exit(137)
     real(tmp, path)
     renamed.append(path)
-    if len(renamed) == 2:
-        os._exit(137)
 
-outputs._rename_checked = killed_after_two
-app(sys.argv[1:], prog_name="dexed-data")
+outputs._rename_checked = killed
+app(sys.argv[2:], prog_name="dexed-data")
 """
+
+
+def _killed_while_publishing(after: int, args) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_PUBLISHING, str(after), *map(str, args)], env=env,
+                            capture_output=True, timeout=300)
+    assert killed.returncode == 137, killed.stderr.decode()[-2000:]
 
 
 @pytest.mark.parametrize("command", ["import-sysex", "export-wav"])
 def test_a_command_killed_between_its_renames_has_them_finished_by_the_next_check(command, dataset, tmp_path):
-    """Rule 6 under kill -9: the journal lets the next command finish the renames, so the files
-    appear together (the rerun then finds them all, as after a whole run)."""
+    """Rule 6 under kill -9: the journal lets the same command run again finish the renames, so the
+    files appear together (the rerun then finds them all, as after a whole run); killed before the
+    first rename, the command published nothing and the rerun simply runs."""
     out = tmp_path / "out"
     out.mkdir()
     if command == "import-sysex":
@@ -1061,12 +1069,19 @@ def test_a_command_killed_between_its_renames_has_them_finished_by_the_next_chec
     else:
         args = [command, dataset, "--limit", "2", "-o", out]
         assert run(data_app, command, dataset, "--limit", "2", "-o", tmp_path / "whole").exit_code == 0
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_PUBLISHING, *map(str, args)], env=env,
-                            capture_output=True, timeout=300)
-    assert killed.returncode == 137, killed.stderr.decode()[-2000:]
+    _killed_while_publishing(0, args)
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []      # nothing published
+    assert run(data_app, *args).exit_code == 0                     # the rerun runs
+    for p in list(out.iterdir()):
+        p.unlink()
+    _killed_while_publishing(1, args)
     published = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert len(published) == 1 and len(list(out.glob(".together.*.journal"))) == 1   # one of them, journalled
+    if command == "import-sysex":    # another command checking another file of the folder leaves it alone
+        assert run(data_app, "export", out / published[0] if published[0] == "p.h5" else whole[0],
+                   "-o", out / "x.syx", "--limit", "1").exit_code == 0
+        assert len(list(out.glob(".together.*.journal"))) == 1
+        (out / "x.syx").unlink()
     res = run(data_app, *args)                                     # the same command again
     assert_clean_error(res, "already exists")
     names = sorted(p.name for p in out.iterdir())
@@ -1081,22 +1096,41 @@ def test_a_command_killed_between_its_renames_has_them_finished_by_the_next_chec
         assert all((out / n).read_bytes() == (tmp_path / "whole" / n).read_bytes() for n in names)
 
 
-def test_a_killed_publish_never_replaces_a_file_written_since(tmp_path):
-    """The journal's renames are finished only onto targets as the killed command saw them."""
-    from dexed_data.outputs import check_output, finish_killed_publishes
+def test_a_killed_publish_is_finished_only_as_its_journal_vouches(tmp_path):
+    """Finished only onto targets as the killed command saw them, only by a check of one of its
+    files, and only for this user's journals whose temporary files are .NAME.PID.tmp beside their
+    targets: a planted or copied journal can rename nothing else."""
+    from dexed_data.outputs import finish_killed_publishes, remove_stale_temps
 
-    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
-    check_output(a), check_output(b)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    ta, tb = tmp_path / f".a.bin.{dead}.tmp", tmp_path / f".b.bin.{dead}.tmp"
-    ta.write_bytes(b"killed a")
-    tb.write_bytes(b"killed b")
-    (tmp_path / f".together.{dead}.journal").write_text(json.dumps([[str(ta), str(a), None], [str(tb), str(b), None]]))
+    a, b, c = (tmp_path / f"{n}.bin" for n in "abc")
+    for name, data in (("a", b"killed a"), ("b", b"killed b")):
+        (tmp_path / f".{name}.bin.{dead}.tmp").write_bytes(data)
+    c.write_bytes(b"published c")                    # renamed before the kill: no temporary file left
+    journal = tmp_path / f".together.{dead}.journal"
+    journal.write_text(json.dumps([["c.bin", None], ["a.bin", None], ["b.bin", None]]))
     b.write_bytes(b"written since")                  # another command wrote b after the killed one checked it
-    finish_killed_publishes(tmp_path)
+    finish_killed_publishes([tmp_path / "other.bin"])   # not one of its files: nothing happens
+    remove_stale_temps(tmp_path)                     # (fit's clean-up of its run folder) keeps what it needs
+    assert journal.exists() and not a.exists() and (tmp_path / f".a.bin.{dead}.tmp").exists()
+    finish_killed_publishes([c])
     assert a.read_bytes() == b"killed a" and b.read_bytes() == b"written since"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "c.bin"]
+    # a planted journal naming a file elsewhere, and one of another user: nothing is renamed or removed
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.txt").write_text("mine")
+    (tmp_path / "payload").write_text("attacker")
+    planted = tmp_path / f".together.{dead}.journal"
+    planted.write_text(json.dumps([["payload", False], [str(victim / "important.txt"), False]]))
+    finish_killed_publishes([tmp_path / "payload"])
+    assert (victim / "important.txt").read_text() == "mine" and (tmp_path / "payload").read_text() == "attacker"
+    (tmp_path / f".a.bin.{dead}.tmp").write_bytes(b"not mine")
+    planted.write_text(json.dumps([["a.bin", False], ["b.bin", False]]))
+    os.chown(planted, 12345, -1)
+    finish_killed_publishes([a])
+    assert a.read_bytes() == b"killed a" and planted.exists()
 
 
 def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tmp_path, monkeypatch):

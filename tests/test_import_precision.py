@@ -32,8 +32,13 @@ def test_wrong_count_bytes_are_repaired_when_the_checksum_is_valid():
     result = decode_bytes(_single_like(b"\x05\x60", valid_checksum=True))
     assert len(result.voices) == 1
     assert {p.code for p in result.problems if p.repaired} >= {"bad_count_bytes"}
-    result = decode_bytes(_single_like(b"\x01\x1B", valid_checksum=False))   # right count bytes: kept
-    assert len(result.voices) == 1
+    # right count bytes but a wrong checksum: kept when the end byte F7 is where the length puts it,
+    # not when nothing but the count bytes vouches for the length (a stub followed by other bytes)
+    assert len(decode_bytes(_single_like(b"\x01\x1B", valid_checksum=False)).voices) == 0
+    whole = _single_like(b"\x01\x1B", valid_checksum=False)
+    whole = whole[:2 + 6 + 155 + 1] + b"\xF7" + whole[2 + 6 + 155 + 1:]
+    result = decode_bytes(whole)
+    assert len(result.voices) == 1 and "bad_checksum" in {p.code for p in result.problems}
 
 
 def _smf(*events: bytes) -> bytes:

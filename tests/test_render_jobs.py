@@ -275,6 +275,23 @@ def test_a_refused_resume_says_what_differs_and_which_command_to_rerun(catalogue
     assert "config.hold (0.2 there, 0.3 here)" in text
     assert f"rerun that command (dexed-data render {catalogue} --engine dexed --notes 60:85" in text
     assert "--hold 0.2 " in text
+    # the same command whose catalogue content changed (or an earlier version's job): not "rerun that command"
+    job = tmp_path / "d.h5.parts" / "job.json"
+    record = json.loads(job.read_text())
+    job.write_text(json.dumps({**record, "selection_hash": "0123456789abcdef"}))
+    with pytest.raises(RenderError) as err:
+        render_dataset(catalogue, tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1),
+                       jobs=1, progress=False, limit=4)
+    assert "unfinished render of this same command that cannot be resumed" in str(err.value)
+    assert "rerun that command" not in str(err.value) and "delete" in str(err.value)
+    job.write_text(json.dumps(record))
+    render_dataset(catalogue, tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1),
+                   jobs=1, progress=False, limit=4)
+    with h5py.File(tmp_path / "d.h5", "r+") as f:
+        f.attrs["selection_hash"] = "0123456789abcdef"
+    with pytest.raises(RenderError, match="rendered by this command from other catalogue content"):
+        render_dataset(catalogue, tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1),
+                       jobs=1, progress=False, limit=4)
     monkeypatch.chdir(tmp_path)   # a plug-in path is the same job however it is spelled
     a = RenderConfig(engine="dawdreamer", plugin="p/Dexed.vst3").job_key()["plugin"]
     assert a == RenderConfig(engine="dawdreamer", plugin=str(tmp_path / "p" / "Dexed.vst3")).job_key()["plugin"]

@@ -444,7 +444,8 @@ def match(
                 how = "from its name" if named_note(s.file) else "taken as played"
                 owner = "model's" if loaded is not None else "dataset's"
                 typer.echo(f"  {s.file}: note {s.note[0]}:{s.note[1]} {how}, pitch-shifted {s.shift_semitones:+d} "
-                           f"semitones to the {owner} note {s.model_note[0]}:{s.model_note[1]} for the search")
+                           f"semitones to the {owner} note {s.model_note[0]}:{s.model_note[1]}"
+                           + (" for the search" if v.search is not None else ""))
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
             if isnan(s.pitch_offset_cents):
                 pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"

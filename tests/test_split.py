@@ -47,6 +47,25 @@ def test_near_pairs_is_exact_against_brute_force():
         assert {tuple(p) for p in near_pairs(values, k)} == want
 
 
+def test_step_pairs_is_exact_against_brute_force():
+    from dexed_data.nearcopy import step_pairs
+
+    rng = np.random.default_rng(2)
+    base = random_presets(30, seed=2)
+    nudged = []
+    for r in np.concatenate([base] * 4):               # 0–20 values moved by one step, some by more
+        r = r.copy()
+        cols = rng.choice(COLS, int(rng.integers(0, 21)), replace=False)
+        r[cols] = np.clip(r[cols].astype(int) + rng.choice([-1, 1, 2], cols.size, p=[0.45, 0.45, 0.1]), 0, 255)
+        nudged.append(r)
+    values = np.concatenate([base, np.stack(nudged)])[:, COLS]
+    diff = np.abs(values[:, None, :].astype(int) - values[None, :, :].astype(int))
+    for m in (1, 4, 16):
+        ok = (diff.max(-1) <= 1) & ((diff > 0).sum(-1) <= m)
+        want = {(i, j) for i, j in zip(*np.nonzero(ok)) if i < j}
+        assert {tuple(p) for p in step_pairs(values, m)} == want and len(want) > (30 if m == 16 else 0)
+
+
 def test_near_copies_share_a_side_and_unrelated_presets_spread():
     rng = np.random.default_rng(2)
     base = random_presets(300, seed=2)

@@ -81,8 +81,11 @@ def near_pairs(values: np.ndarray, k: int = NEAR_PARAMS, block: int = 512) -> np
     """
     values = np.asarray(values)
     n, d = values.shape
+    if d <= k:   # every pair differs in at most d ≤ k columns
+        i, j = np.triu_indices(n, 1)
+        return np.stack([i, j], 1).astype(np.int64)
     # a fixed shuffle mixes operators and globals in each band, so bands rarely coincide by accident
-    bands = np.array_split(np.random.default_rng(0).permutation(d), min(k + 1, d))
+    bands = np.array_split(np.random.default_rng(0).permutation(d), k + 1)
     found = []
     for band in bands:
         for members in _equal_row_groups(values[:, band]):
@@ -122,8 +125,10 @@ def step_pairs(values: np.ndarray, m: int = STEP_PARAMS) -> np.ndarray:
         return np.zeros((0, 2), np.int64)
     sums = values.astype(np.int64).sum(1)
     found = []
-    for band in np.array_split(np.random.default_rng(0).permutation(d), min(m + 1, d)):
-        _, group = unique_rows(values[:, band])
+    # (with d ≤ m columns every row may pair with every other: one band of no columns, one group)
+    bands = np.array_split(np.random.default_rng(0).permutation(d), m + 1) if d > m else [np.arange(0)]
+    for band in bands:
+        group = unique_rows(values[:, band])[1] if band.size else np.zeros(n, np.int64)
         order = np.lexsort((sums, group))
         g, s = group[order], sums[order]
         start = np.arange(n - 1)

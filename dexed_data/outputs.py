@@ -27,10 +27,11 @@
    failure or an interrupt half-way leaves none of them, nor the folders made for them (and its
    message's "nothing was written" is true of the whole command). A file written twice in the
    block is published once, with its last content. The renames are journalled: a command killed
-   (``kill -9``, a power cut) between two of them leaves ``.together.PID.journal`` beside its
-   first file, and the next command that checks one of its files (the same command run again)
-   finishes them first (:func:`finish_killed_publishes`), so its files still appear all
-   together, never some of them; killed before the first rename, it published nothing.
+   (``kill -9``, a power cut) between two of them leaves ``.together.PID.journal`` in each folder
+   of its files (whose clean-up then keeps the temporary files it needs), and the next command
+   that checks one of its files (the same command run again) finishes them first
+   (:func:`finish_killed_publishes`) and says so, so its files still appear all together, never
+   some of them; killed before the first rename, it published nothing.
 
 Example::
 
@@ -72,6 +73,9 @@ def file_identity(path: str | os.PathLike) -> tuple | None:
 
 #: The one wording of rule 3, shared by every command.
 EXISTS = "{path} already exists; pass --force to replace it (or choose another output)"
+#: Rule 3 when the check has just finished a killed run's publish (rule 6).
+_FINISHED = ("{path} already exists: a run of this command was killed while it put its files in place, and the "
+             "{n} it had left are now there too, so that run's output is complete; pass --force to make it again")
 
 
 def h5_text(text: str) -> str:
@@ -173,13 +177,14 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
                               "write to another file")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
-    if path.parent.is_dir():
-        finish_killed_publishes([path])
+    finished = finish_killed_publishes([path]) if path.parent.is_dir() else []
     holder = None if rendering_ok else render_holding(path)
     if holder is not None and holder != os.getpid():   # found now, not after this command's work
         raise OutputError(f"{what} {path} is being written by a render job (pid {holder}); wait for it to finish "
                           "(or stop it), or choose another output")
     if path.exists() or path.is_symlink():
+        if not force and finished:
+            raise OutputError(_FINISHED.format(path=path, n=len(finished)))
         if not force:
             raise OutputError(EXISTS.format(path=path))
         if not path.is_file():
@@ -216,14 +221,15 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
                                   "write to another folder")
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what} {folder} is a file; give a folder")
-    if folder.is_dir():
-        finish_killed_publishes(folder / n for n in names)
+    finished = finish_killed_publishes(folder / n for n in names) if folder.is_dir() else []
     if not folder.exists():
         _check_parent(folder / "x", what, folder)   # the folder is made: its deepest existing ancestor
     elif not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {what} {folder}: not writable")
     if not force:
         taken = [n for n in names if (folder / n).exists()]
+        if taken and finished:
+            raise OutputError(_FINISHED.format(path=folder / taken[0], n=len(finished)))
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise OutputError(EXISTS.format(path=folder / taken[0]) + more)
@@ -351,17 +357,17 @@ def together() -> Iterator[None]:
         if clash is not None:
             raise clash
         done = 0
-        journal = _write_journal(pending) if len(pending) > 1 else None
+        journals = _write_journal(pending) if len(pending) > 1 else []
         try:
             for tmp, path in pending:
                 _rename_checked(tmp, path)
                 done += 1
         except OSError as exc:
-            _drop_journal(journal)
+            _drop_journal(journals)
             raise OutputError(f"cannot write {pending[done][1]}: {_reason(exc)}; {done} of this command's "
                               f"{len(pending)} files were written before it (the first: {pending[0][1]})") from None
         except OutputError as exc:
-            _drop_journal(journal)
+            _drop_journal(journals)
             if not done:
                 raise
             raise OutputError(f"{exc}; {done} of this command's {len(pending)} files were written before it "
@@ -369,9 +375,7 @@ def together() -> Iterator[None]:
         for folder in {Path(path).parent for _, path in pending}:
             with contextlib.suppress(OSError):
                 fsync_path(folder)
-        if journal is not None:
-            with contextlib.suppress(OSError):
-                journal.unlink()
+        _drop_journal(journals)
     finally:
         _PENDING = None
         for tmp, _ in batch.values():
@@ -386,44 +390,54 @@ def together() -> Iterator[None]:
 _JOURNAL_NAME = re.compile(r"\.together\.(\d{1,9})\.journal(\.tmp)?")
 
 
-def _write_journal(pending: list[tuple[Path, Path]]) -> Path | None:
+def _place(path: str | os.PathLike) -> Path:
+    """``path`` with its folder resolved (links followed) and its own name kept: where a rename onto it lands."""
+    path = Path(path)
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def _write_journal(pending: list[tuple[Path, Path]]) -> list[Path]:
     """Record the renames :func:`together` is about to make, whole (written, ``fsync``'d, renamed)
-    before the first of them, beside the first target: each target's path relative to that folder
-    and its identity when it was checked (its temporary file is ``.NAME.PID.tmp`` beside it). None
-    when it cannot be written: the renames go ahead unjournalled."""
-    folder = Path(pending[0][1]).parent
-    journal = folder / f".together.{os.getpid()}.journal"
-    tmp = journal.with_name(journal.name + ".tmp")
-    entries = [[os.path.relpath(os.path.abspath(path), os.path.abspath(folder)),
-                _CHECKED.get(os.path.realpath(path), False)] for _, path in pending]
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(entries))   # ensure_ascii: a name's undecodable bytes survive
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, journal)
-        with contextlib.suppress(OSError):
-            fsync_path(folder)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        return None
-    return journal
+    before the first of them, in every folder they go to: each target's path relative to that
+    folder and its identity when it was checked (its temporary file is ``.NAME.PID.tmp`` beside
+    it). Returns the journals written; none when one cannot be: the renames go ahead unjournalled."""
+    targets = [_place(path) for _, path in pending]
+    written: list[Path] = []
+    for folder in dict.fromkeys(t.parent for t in targets):
+        journal = folder / f".together.{os.getpid()}.journal"
+        tmp = journal.with_name(journal.name + ".tmp")
+        entries = [[os.path.relpath(t, folder), _CHECKED.get(os.path.realpath(path), False)]
+                   for t, (_, path) in zip(targets, pending)]
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(entries))   # ensure_ascii: a name's undecodable bytes survive
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, journal)
+            with contextlib.suppress(OSError):
+                fsync_path(folder)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            _drop_journal(written)
+            return []
+        written.append(journal)
+    return written
 
 
-def _drop_journal(journal: Path | None) -> None:
-    """A failed publish was reported to the user: nothing is to be finished later."""
-    if journal is not None:
+def _drop_journal(journals: list[Path]) -> None:
+    """The publish ended (or failed and was reported to the user): nothing is to be finished later."""
+    for journal in journals:
         with contextlib.suppress(OSError):
             journal.unlink()
 
 
-def _journals(folder: Path) -> Iterator[tuple[Path, int, list[tuple[Path, Path, object]]]]:
+def _journals(folder: Path) -> Iterator[tuple[Path, list[tuple[Path, Path, object]]]]:
     """The journals in ``folder`` left by this user's processes that no longer run, each as
-    ``(journal, pid, [(temporary file, target, identity when checked), ...])``. A journal's leftover
+    ``(journal, [(temporary file, target, identity when checked), ...])``. A journal's leftover
     ``.tmp`` (killed while writing it: nothing was renamed) is removed. A journal that is not
-    ours, cannot be read or names a temporary file other than ``.NAME.PID.tmp`` beside its target
-    is skipped (never acted on)."""
+    ours or cannot be read is skipped (never acted on); its temporary files are ``.NAME.PID.tmp``
+    beside its targets, whatever it says."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             m = _JOURNAL_NAME.fullmatch(entry.name)
@@ -432,18 +446,23 @@ def _journals(folder: Path) -> Iterator[tuple[Path, int, list[tuple[Path, Path, 
             try:
                 if entry.stat(follow_symlinks=False).st_uid != os.getuid() or not entry.is_file(follow_symlinks=False):
                     continue
-                if m[2]:
-                    os.unlink(entry.path)
+                text = Path(entry.path).read_text()
+                if m[2]:                      # a journal half-written by a killed command, nothing renamed
+                    if not text or text.startswith('[["'):
+                        os.unlink(entry.path)
                     continue
-                listed = json.loads(Path(entry.path).read_text())
+                listed = json.loads(text)
                 entries = []
                 for target, seen in listed:
-                    path = Path(os.path.normpath(os.path.join(folder, target)))
+                    os.fsencode(target)       # a name the system cannot take (NUL, a lone surrogate): skipped
+                    if "\0" in target:
+                        raise ValueError(target)
+                    path = _place(os.path.join(folder, target))
                     was = None if seen is None else False if seen is False else tuple(seen)
                     entries.append((path.with_name(f".{path.name}.{m[1]}.tmp"), path, was))
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, UnicodeError):
                 continue
-            yield Path(entry.path), int(m[1]), entries
+            yield Path(entry.path), entries
 
 
 def _published(tmp: Path, target: Path) -> bool:
@@ -456,23 +475,23 @@ def _published(tmp: Path, target: Path) -> bool:
         return False
 
 
-def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> None:
+def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
     """Settle the publish of a command killed inside :func:`together` that wrote one of ``targets``
     (the files a command is about to write: the same command run again, or any command writing
-    one of those files), before they are checked.
+    one of those files), before they are checked. Returns the files it put in place.
 
     If none of its renames happened, its temporary files are removed (as if it had been
     interrupted before publishing). Otherwise its other files are renamed into place too, so its
     files appear together, each unless its target changed since that command checked it (another
     command wrote it: that file is kept and the temporary file removed).
     """
-    wanted = {os.path.realpath(t) for t in targets}
-    for folder in {Path(t).parent for t in wanted}:
-        for journal, _, entries in _journals(folder):
-            if not wanted & {os.path.realpath(path) for _, path, _ in entries}:
+    wanted = {_place(t) for t in targets}
+    finished: list[Path] = []
+    for folder in {t.parent for t in wanted}:
+        for journal, entries in _journals(folder):
+            if not wanted & {path for _, path, _ in entries}:
                 continue
             done = [_published(tmp, path) for tmp, path, _ in entries]
-            folders = set()
             for (tmp, path, was), published in zip(entries, done):
                 if published:
                     with contextlib.suppress(OSError):
@@ -482,19 +501,22 @@ def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> None:
                 with contextlib.suppress(OSError):
                     if any(done) and (was is False or file_identity(path) == was):
                         os.replace(tmp, path)
-                        folders.add(path.parent)
+                        finished.append(path)
                     else:
                         tmp.unlink()
-            for parent in folders:
+            for parent in {path.parent for _, path, _ in entries}:
                 with contextlib.suppress(OSError):
                     fsync_path(parent)
-            with contextlib.suppress(OSError):
-                journal.unlink()
+                with contextlib.suppress(OSError):   # its copies in the other folders
+                    (parent / journal.name).unlink()
+    return finished
 
 
 def _pending_temps(folder: Path) -> set[str]:
-    """Names of the temporary files in ``folder`` that a killed command's journal still needs."""
-    return {tmp.name for _, _, entries in _journals(folder) for tmp, path, _ in entries if tmp.parent == folder}
+    """Names of the temporary files in ``folder`` that a killed command's journal still needs (each
+    folder of its files holds a copy of its journal)."""
+    folder = Path(os.path.realpath(folder))
+    return {tmp.name for _, entries in _journals(folder) for tmp, path, _ in entries if tmp.parent == folder}
 
 
 _TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")

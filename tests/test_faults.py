@@ -1096,6 +1096,41 @@ def test_a_command_killed_between_its_renames_has_them_finished_by_the_next_chec
         assert all((out / n).read_bytes() == (tmp_path / "whole" / n).read_bytes() for n in names)
 
 
+def test_a_killed_publish_across_folders_and_links_is_finished_whole(tmp_path):
+    """Files in two folders (the report elsewhere), one reached through a linked folder: each folder
+    holds the journal, so another command's clean-up there keeps what it needs, and the same command
+    run again completes the set, saying so."""
+    from dexed_data.outputs import remove_stale_temps
+
+    (tmp_path / "elsewhere" / "real").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to(tmp_path / "elsewhere" / "real")
+    (tmp_path / "b").mkdir()
+    args = ["import-sysex", REPO / "presets", "-o", tmp_path / "lnk" / "cat.h5", "--report", tmp_path / "b" / "r.json",
+            "--no-progress"]
+    for after in (0, 1):
+        _killed_while_publishing(after, args)
+        assert len(list((tmp_path / "b").glob(".together.*.journal"))) == 1
+        assert len(list((tmp_path / "lnk").glob(".together.*.journal"))) == 1
+        remove_stale_temps(tmp_path / "b")              # e.g. another command's clean-up of that folder
+        res = run(data_app, *args)
+        if after == 0:                                  # nothing had been published: the rerun runs
+            assert res.exit_code == 0, res.output
+        else:                                           # the set is completed, and the message says so
+            assert_clean_error(res, "already exists: a run of this command was killed", "now there too")
+        assert (tmp_path / "lnk" / "cat.h5").is_file() and (tmp_path / "b" / "r.json").is_file()
+        for folder in ("b", "lnk"):
+            assert [p.name for p in (tmp_path / folder).iterdir() if p.name.startswith(".")] == []
+        (tmp_path / "lnk" / "cat.h5").unlink()
+        (tmp_path / "b" / "r.json").unlink()
+    # journals a command cannot act on (a NUL or a lone surrogate in a name): skipped, no traceback
+    for name in (r"x\u0000y", r"\ud800"):   # as JSON escapes
+        (tmp_path / "b" / ".together.999999999.journal").write_text(f'[["{name}", null], ["r.json", null]]')
+        res = run(data_app, *args)
+        assert res.exit_code == 0, res.output
+        (tmp_path / "lnk" / "cat.h5").unlink()
+        (tmp_path / "b" / "r.json").unlink()
+
+
 def test_a_killed_publish_is_finished_only_as_its_journal_vouches(tmp_path):
     """Finished only onto targets as the killed command saw them, only by a check of one of its
     files, and only for this user's journals whose temporary files are .NAME.PID.tmp beside their

@@ -64,6 +64,8 @@ def test_step_pairs_is_exact_against_brute_force():
         ok = (diff.max(-1) <= 1) & ((diff > 0).sum(-1) <= m)
         want = {(i, j) for i, j in zip(*np.nonzero(ok)) if i < j}
         assert {tuple(p) for p in step_pairs(values, m)} == want and len(want) > (30 if m == 16 else 0)
+    few = np.array([[0, 0, 0], [1, 1, 1], [3, 3, 3]], np.uint8)   # no more columns than the rule allows
+    assert step_pairs(few, 3).tolist() == [[0, 1]] and near_pairs(few, 3).tolist() == [[0, 1], [0, 2], [1, 2]]
 
 
 def test_near_copies_share_a_side_and_unrelated_presets_spread():

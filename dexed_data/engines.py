@@ -542,7 +542,8 @@ class DawDreamerEngine:
         self._uses += 1
         engine = self._dd.RenderEngine(float(self.spec.sample_rate), self._block)
         try:
-            proc = engine.make_plugin_processor(f"synth{self._uses}", self.spec.plugin)
+            # a bundle given with a trailing slash (tab completion) is the same bundle
+            proc = engine.make_plugin_processor(f"synth{self._uses}", os.path.normpath(self.spec.plugin))
         except Exception as exc:  # DawDreamer raises RuntimeError/ValueError depending on the failure
             raise EngineError(f"DawDreamer could not load the plug-in {self.spec.plugin!r}: {exc} "
                               f"({_load_hint(self.spec.plugin)})") from exc
@@ -772,7 +773,10 @@ def _load_hint(path: str) -> str:
         return f"give the VST3 bundle folder {bundle}, not a file inside it"
     if bundle and os.path.isdir(bundle):
         stem = Path(bundle).stem
-        binaries = sorted(Path(bundle, "Contents").glob("*/*.so"))
+        try:
+            binaries = sorted(Path(bundle, "Contents").glob("*/*.so"))
+        except OSError as exc:   # a bundle this user may not read
+            return f"cannot read the bundle {bundle} ({exc.strerror or exc}): check its permissions"
         if binaries and not any(b.stem == stem for b in binaries):
             return (f"a VST3 bundle must be named like its binary: it holds {binaries[0].name}, so name the "
                     f"folder {binaries[0].stem}.vst3")

@@ -82,8 +82,8 @@ class PluginCheck:
     @property
     def verdict(self) -> tuple[bool, str]:
         """(ok, sentence). OK: every preset that rendered (the refused S&H class aside, which the
-        default engine renders instead) repeated bit for bit, and agreed within :data:`TOLERANCE`,
-        or as the reference build does (:data:`AS_DOCUMENTED`). Not OK: a failure, a render that
+        default engine renders instead) repeated bit for bit, and those that sound agreed within
+        :data:`TOLERANCE`, or as the reference build does (:data:`AS_DOCUMENTED`). Not OK: a failure, a render that
         does not repeat, worse agreement, or nothing compared at all."""
         done = self.rendered
         failed = [p for p in self.presets if p.error and not p.error.startswith("refused")]
@@ -94,7 +94,8 @@ class PluginCheck:
             return False, ("NOT CHECKED: every preset compared is silent on these notes (peak below "
                            f"{SILENT_THRESHOLD_DB:g} dBFS in the default engine); check presets that sound "
                            "(--presets, -n, --notes)")
-        diffs = np.array([p.diff for p in done])
+        # agreement over the presets that sound: silence against silence shows nothing of the build
+        diffs = np.array([p.diff for p in done if p.audible])
         strict, loose = float((diffs <= TOLERANCE).mean()), float((diffs <= LOOSE).mean())
         if failed or not all(p.repeatable for p in done):
             return False, ("NOT OK: " + ("a preset failed" if failed else "a render did not repeat bit for bit")
@@ -125,9 +126,11 @@ class PluginCheck:
                  f"{'presets':<13}{len(self.presets)} from {self.source}; notes "
                  + ",".join(f"{p}:{v}" for p, v in self.notes) + f", {self.hold:g} s + {self.release:g} s"]
         if done:
+            silent = sum(not p.audible for p in done)
             lines.append(f"{'agreement':<13}{within}/{len(done)} within {TOLERANCE:g} of the dexed engine "
                          f"(max |plug-in − dexed| per preset: median {np.median(diffs):.2g}, "
-                         f"max {diffs.max():.2g})")
+                         f"max {diffs.max():.2g})"
+                         + (f"; {silent} silent on these notes, not counted in the verdict" if silent else ""))
             order = sorted(done, key=lambda p: -p.diff)[:worst]
             lines.append(f"{'worst':<13}" + ", ".join(f"{p.name.strip() or '?'} {p.diff:.2g} (note "
                                                        f"{p.worst_note[0]}:{p.worst_note[1]})" for p in order))

@@ -320,9 +320,11 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
         parts += ["--ids", str(ids_file)]
     if limit is not None:
         parts += ["--limit", str(limit)]
+    import shlex
+
     from .outputs import h5_text
 
-    return h5_text(" ".join(parts))
+    return h5_text(shlex.join(parts))   # quoted for a shell: a catalogue path with a space stays one word
 
 
 # ------------------------------------------------------------------------------------------------

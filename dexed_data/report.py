@@ -309,9 +309,12 @@ def _provenance(ds: DatasetReader, groups: int) -> str:
     occ_preset = f["occurrences/preset"][...]
     occ_path = f["occurrences/path"].asstr()[...]
     occ_voice = f["occurrences/voice"][...]
-    big = duplicate_groups(ds.duplicate_of)[:groups]
-    if not big:
+    every = duplicate_groups(ds.duplicate_of)
+    if not every:
         return "<p>No two presets render identically.</p>"
+    big = every[:groups]
+    if not big:
+        return f"<p>{len(every)} groups of identical-sounding presets (not listed: --groups 0).</p>"
     rows = []
     for rep, members in big:
         cells = []
@@ -397,6 +400,7 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
     parts.append(f"<p>{len(pick)} random usable presets (seed {seed}); time left to right "
                  f"({h.hold + h.release:g} s), mel bands low to high, colours span the scaling bounds.</p>"
                  f"<img src='{mels}' alt='example mel spectrograms'>" if mels else
+                 "<p>None shown (--examples 0).</p>" if examples == 0 and len(usable) else
                  "<p>No usable preset with stored audio or mel.</p>")
     parts.append("<h2>Largest groups of identical-sounding presets</h2>")
     parts.append(provenance)

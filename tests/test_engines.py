@@ -297,3 +297,9 @@ def test_check_plugin_verdict():
     assert not hush.ok and "every preset compared is silent" in hush.verdict[1]
     hush.presets[0].audible = True
     assert hush.ok
+    # many silent presets agreeing do not vouch for the one audible preset that differs (it said OK, 61/62)
+    mostly_silent = check([0.0] * 61 + [0.067])
+    for p in mostly_silent.presets:
+        p.audible, p.worst_note = p.diff > 0, (60, 85)
+    assert not mostly_silent.ok and "NOT OK: 0% within" in mostly_silent.verdict[1]
+    assert "61 silent on these notes, not counted in the verdict" in mostly_silent.format()

@@ -1131,6 +1131,32 @@ def test_a_killed_publish_across_folders_and_links_is_finished_whole(tmp_path):
         (tmp_path / "b" / "r.json").unlink()
 
 
+def test_a_file_open_for_writing_elsewhere_is_not_called_damaged(dataset, tmp_path):
+    busy = tmp_path / "busy.h5"
+    busy.write_bytes(dataset.read_bytes())
+    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); "
+                               "print('open', flush=True); time.sleep(60)", str(busy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        line = assert_clean_error(run(data_app, "info", busy), "busy.h5: open for writing by another program")
+        assert "damaged" not in line
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run(data_app, "info", busy).exit_code == 0
+
+
+def test_an_unreadable_input_gets_one_error_line_not_a_usage_box(dataset, tmp_path, monkeypatch):
+    """Typer's Path options checked readability first, with a usage box (a user, not root, meets it)."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p).name == "dataset.h5" and mode & os.R_OK
+                        else real(p, mode, **kw))
+    for command in (["info"], ["list"], ["report", "-o", str(tmp_path / "r")], ["export-wav", "-o", str(tmp_path / "w")]):
+        assert_clean_error(run(data_app, command[0], dataset, *command[1:]), "dataset.h5: not readable")
+    res = run(model_app, "fit", "--data", dataset, "--out", tmp_path / "run", "--workers", "0", "--device", "cpu")
+    assert_clean_error(res, "dataset.h5: not readable")
+
+
 def test_a_killed_publish_is_finished_only_as_its_journal_vouches(tmp_path):
     """Finished only onto targets as the killed command saw them, only by a check of one of its
     files, and only for this user's journals whose temporary files are .NAME.PID.tmp beside their

@@ -391,3 +391,24 @@ def _wait_for(condition, seconds: float = 120) -> None:
     end = time.monotonic() + seconds
     while not condition() and time.monotonic() < end:
         time.sleep(0.01)
+
+
+def test_the_recorded_command_renders_the_file_again_with_a_space_in_its_path(catalogue, tmp_path):
+    """FORMAT.md: the `command` attribute plus -o FILE renders the file again (it was not quoted)."""
+    import shlex
+    import shutil
+
+    spaced = tmp_path / "my presets" / "cat alog.h5"
+    spaced.parent.mkdir()
+    shutil.copy(catalogue, spaced)
+    first = tmp_path / "a.h5"
+    res = subprocess.run(render_cmd(spaced, first, "--limit", "3"), env=env(), capture_output=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(first, "r") as f:
+        command = f.attrs["command"]
+    words = shlex.split(command)
+    assert words[:3] == ["dexed-data", "render", str(spaced)]
+    again = subprocess.run([sys.executable, "-m", "dexed_data", *words[1:], "-o", str(tmp_path / "b.h5"),
+                            "--no-progress"], env=env(), capture_output=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert_same(content(first), content(tmp_path / "b.h5"))

@@ -148,3 +148,13 @@ def test_a_dataset_with_no_preset_that_sounds_has_no_mel_bounds_and_says_so(tmp_
         with pytest.raises(DatasetError, match="no rendered preset that is not silent"):
             ds.torch_dataset()
         assert len(ds.torch_dataset(rows=[0, 1], scale=False)) == 2
+
+
+def test_report_with_nothing_shown_says_why_not_that_nothing_exists(tmp_path, dataset):
+    # --groups 0 said "No two presets render identically." and --examples 0 "No usable preset ..."
+    result = CliRunner().invoke(app, ["report", str(dataset), "-o", str(tmp_path / "r"), "--groups", "0",
+                                      "--examples", "0"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "No two presets render identically" not in page and "groups of identical-sounding presets (not listed" in page
+    assert "No usable preset" not in page and "None shown (--examples 0)" in page

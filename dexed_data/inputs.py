@@ -34,13 +34,23 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def no_such(path: str | os.PathLike, what: str = "file") -> str:
+    """The message for a missing input: "PATH: no such WHAT", naming the render that has not
+    published it yet when ``PATH.parts`` is there (interrupted, or still running)."""
+    parts = Path(str(path) + ".parts")
+    if parts.is_dir():
+        return (f"{path}: no such {what} yet: {parts} holds an unfinished render of it; rerun that render command "
+                "to finish it (or wait for it)")
+    return f"{path}: no such {what}"
+
+
 def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = DexedDataError) -> h5py.File:
     """Open ``path`` read-only as HDF5, or raise ``error`` with one line (``what`` names the file kind)."""
     if path is None:
         raise error(f"give the path of a {what} file, not None")
     path = Path(path)
     if not path.exists():
-        raise error(f"{path}: no such {what} file")
+        raise error(no_such(path, f"{what} file"))
     if path.is_dir():
         raise error(f"{path} is a folder, not a {what} file")
     try:

@@ -142,8 +142,12 @@ class PluginCheck:
         if failed:
             lines.append(f"{'failed':<13}{len(failed)}: " + "; ".join(f"{p.name.strip()}: {p.error}"
                                                                       for p in failed[:3]))
-        lines.append(f"{'speed':<13}plug-in path {self.plugin_rate:.1f} presets/s, dexed engine "
-                     f"{self.dexed_rate:.1f} presets/s ({len(self.notes)} note{'s' if len(self.notes) != 1 else ''} each, one core)")
+        if done:
+            lines.append(f"{'speed':<13}plug-in path {self.plugin_rate:.1f} presets/s, dexed engine "
+                         f"{self.dexed_rate:.1f} presets/s ({len(self.notes)} note{'s' if len(self.notes) != 1 else ''} "
+                         "each, one core)")
+        else:
+            lines.append(f"{'speed':<13}not measured (no preset rendered)")
         lines.append(f"{'verdict':<13}{self.verdict[1]}")
         return "\n".join(lines)
 

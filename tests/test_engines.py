@@ -290,7 +290,7 @@ def test_check_plugin_verdict():
     assert check([1e-4], refused=3).ok                                    # refused presets: the dexed engine's
     nothing = check([], refused=2)
     assert not nothing.ok and nothing.verdict[1].startswith("NOT CHECKED")
-    assert "verdict      NOT CHECKED" in nothing.format()
+    assert "verdict      NOT CHECKED" in nothing.format() and "speed        not measured" in nothing.format()
     hush = check([0.0, 0.0])                          # silence against silence shows nothing of the build
     for p in hush.presets:
         p.audible = False

@@ -1157,6 +1157,13 @@ def test_an_unreadable_input_gets_one_error_line_not_a_usage_box(dataset, tmp_pa
     assert_clean_error(res, "dataset.h5: not readable")
 
 
+def test_a_dataset_still_rendering_is_named_as_such(tmp_path):
+    (tmp_path / "d.h5.parts").mkdir()                  # what Ctrl-C leaves (it said only "no such file")
+    for command in (["info"], ["list"], ["report", "-o", str(tmp_path / "r")]):
+        assert_clean_error(run(data_app, command[0], tmp_path / "d.h5", *command[1:]),
+                           "d.h5: no such", "d.h5.parts holds an unfinished render", "rerun that render command")
+
+
 def test_a_killed_publish_is_finished_only_as_its_journal_vouches(tmp_path):
     """Finished only onto targets as the killed command saw them, only by a check of one of its
     files, and only for this user's journals whose temporary files are .NAME.PID.tmp beside their

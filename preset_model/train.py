@@ -714,6 +714,12 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             valid = validation_losses(model, valid_loader, device, cfg.beta, cfg.categorical_weight, autocast,
                                       cfg.numerical_loss)
             valid["param"] = valid["num"] + cfg.categorical_weight * valid["cat"]
+            # diverged (the training loss may still be finite); an empty validation split is said elsewhere
+            if len(valid_loader.dataset) and not all(math.isfinite(v) for v in valid.values()):
+                raise PresetModelError(f"epoch {epoch + 1}: validation loss is {valid['loss']} "
+                                       f"({ {k: round(v, 4) for k, v in valid.items()} }); start again with a lower "
+                                       "--lr and another --out (this run cannot be resumed with another learning "
+                                       "rate)")
             if epoch + 1 >= cfg.warmup_epochs:
                 plateau.step(valid["param"], cfg)
 

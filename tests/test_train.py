@@ -456,3 +456,18 @@ def test_a_diverged_fit_says_to_start_again_with_a_lower_lr(dataset, tmp_path, m
     monkeypatch.setattr(train, "compute_loss", diverged)
     with pytest.raises(PresetModelError, match=r"^epoch 1, step 0: loss is nan .*lower --lr and another --out"):
         fit(dataset, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)
+
+
+def test_a_fit_diverging_on_validation_only_stops_too(dataset, tmp_path, monkeypatch):
+    """A NaN validation loss with a finite (huge) training loss ended 'done' with rc 0 and a useless best.pt."""
+    import preset_model.train as train
+    from preset_model.errors import PresetModelError
+
+    real = train.validation_losses
+
+    def diverged(*args, **kwargs):
+        return {k: float("nan") for k in real(*args, **kwargs)}
+
+    monkeypatch.setattr(train, "validation_losses", diverged)
+    with pytest.raises(PresetModelError, match=r"^epoch 1: validation loss is nan .*lower --lr and another --out"):
+        fit(dataset, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)

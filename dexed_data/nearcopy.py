@@ -145,7 +145,6 @@ def step_pairs(values: np.ndarray, m: int = STEP_PARAMS) -> np.ndarray:
             found.append(np.stack([np.minimum(a, b)[ok], np.maximum(a, b)[ok]], 1))
             step += 1
     pairs = np.concatenate(found).astype(np.int64) if found else np.zeros((0, 2), np.int64)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
 
 

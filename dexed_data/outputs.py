@@ -113,13 +113,13 @@ def failure_reason(exc: BaseException) -> str:
     """One line saying why a write failed: the system's words for an ``OSError`` ("Operation not
     permitted", not "[Errno 1] … '.x.h5.12.tmp' -> 'x.h5'"), "no space left on the device" however
     HDF5 words a full disk, else the exception's first line."""
+    from .inputs import first_line
+
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         return _reason(exc)
-    text = str(exc)
-    if "errno = 28" in text or "No space left" in text:
+    if "errno = 28" in str(exc) or "No space left" in str(exc):
         return "no space left on the device"
-    lines = text.strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return first_line(exc)
 
 
 def _check_parent(path: Path, what: str, shown: Path | None = None) -> None:
@@ -485,7 +485,9 @@ def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
     files appear together, each unless its target changed since that command checked it (another
     command wrote it: that file is kept and the temporary file removed).
     """
-    wanted = {_place(t) for t in targets}
+    targets = [Path(t) for t in targets]
+    folders = {parent: Path(os.path.realpath(parent)) for parent in {t.parent for t in targets}}   # once each
+    wanted = {folders[t.parent] / t.name for t in targets}
     finished: list[Path] = []
     for folder in {t.parent for t in wanted}:
         for journal, entries in _journals(folder):
@@ -516,7 +518,7 @@ def _pending_temps(folder: Path) -> set[str]:
     """Names of the temporary files in ``folder`` that a killed command's journal still needs (each
     folder of its files holds a copy of its journal)."""
     folder = Path(os.path.realpath(folder))
-    return {tmp.name for _, entries in _journals(folder) for tmp, path, _ in entries if tmp.parent == folder}
+    return {tmp.name for _, entries in _journals(folder) for tmp, _, _ in entries if tmp.parent == folder}
 
 
 _TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")

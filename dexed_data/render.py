@@ -281,15 +281,15 @@ def select_rows(catalogue, ids: Sequence[str] | None = None, limit: int | None =
     return rows.astype(np.int64)
 
 
-def _selection_hash(cat, sel: np.ndarray, raw: np.ndarray) -> str:
+def _selection_hash(cat, sel: np.ndarray, raw: np.ndarray, occ: dict[str, np.ndarray]) -> str:
     """What was selected from the catalogue ``cat`` (its rows ``sel``): the presets' raw values
     (``raw``, fixed parameters applied) and ids, and everything the dataset copies from the
-    catalogue about them (names, catalogue rows, groups, occurrences), so that shards or a resumed
-    job read from two imports of one collection (the same presets, other files) are never joined."""
+    catalogue about them (names, catalogue rows, groups, their occurrences ``occ``), so that shards
+    or a resumed job read from two imports of one collection (the same presets, other files) are
+    never joined."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(raw, np.uint8).tobytes())
     h.update("\n".join(cat.ids[i] for i in sel).encode())
-    occ = ds.select_occurrences(cat.occurrences, sel)
     for part in (np.asarray(sel, np.int64), cat.sound_group[sel].astype(np.int64), cat.near_group[sel].astype(np.int64),
                  *(np.asarray(occ[k], np.int64) for k in ("preset", "message", "voice"))):
         h.update(part.tobytes())
@@ -583,12 +583,13 @@ def plan_job(catalogue_path, config: RenderConfig, ids_file, limit, shard: Shard
                           f"{n_seg} shard(s)")
     rows = np.concatenate([np.arange(a, b) for _, a, b in segs])
     cat_rows = sel[rows]
+    occ = ds.select_occurrences(cat.occurrences, sel)   # the selection's (a shard's: its own rows' below)
     table = ds.PresetTable(raw[rows], np.asarray([cat.ids[i] for i in cat_rows], "S16"),
                            np.asarray([cat.names[i].encode("ascii", "replace") for i in cat_rows], "S10"),
                            cat.sound_group[cat_rows].astype(np.int32), cat_rows.astype(np.int32),
-                           ds.select_occurrences(cat.occurrences, cat_rows),
+                           occ if shard is None else ds.select_occurrences(cat.occurrences, cat_rows),
                            np.asarray([cat.ids[i] for i in cat.near_group[cat_rows]], "S16"))
-    return Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(cat, sel, raw), len(sel),
+    return Job(str(catalogue_path), config, shard, rows, segs, table, _selection_hash(cat, sel, raw, occ), len(sel),
                 command or canonical_command(catalogue_path, config, ids_file, limit), segment_size)
 
 
@@ -1192,7 +1193,7 @@ def _workers_stopped(exc: BaseException) -> RenderError:
     interrupted. Its unfinished segments are not finished with "failed" presets, which a resume
     would then have kept for good."""
     return WorkersStopped(f"the render workers were stopped while the job ran ({type(exc).__name__}); its finished "
-                       "segments are kept: rerun the same command to resume")
+                          "segments are kept: rerun the same command to resume")
 
 
 def _submit(executor, fn, *args):
@@ -1226,7 +1227,7 @@ def _run(job: Job, segments, seg_path, header: ds.DatasetHeader, jobs: int, prog
                 _, a, b = seg
                 rows = _out_rows(job, a, b)   # the output's rows are job.table's
                 fut = _submit(executor, _render_segment, a, job.table.raw[rows], rows, config,
-                                      str(seg_path[seg[0]]), header, partial)
+                              str(seg_path[seg[0]]), header, partial)
                 inflight[fut] = seg
             done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
             lost = []

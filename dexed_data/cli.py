@@ -123,6 +123,14 @@ def export_command(
                             inputs=_ids_file(ids))
     for path in written:
         typer.echo(str(path))
+    after = Path(written[-1]).name if written else ""
+    k, left = len(written) + 1, []
+    while (other := Path(output).with_name(f"{Path(output).stem}_{k}{Path(output).suffix}")).is_file():
+        left.append(other.name)
+        k += 1
+    if left:   # not this export's, and maybe not an export at all: named, never deleted
+        typer.echo(f"note: {len(left)} file(s) of the same numbered name follow {after} and are not this export's "
+                   f"({left[0]}{f' … {left[-1]}' if len(left) > 1 else ''}); they were left as they are", err=True)
 
 
 @app.command("list")

@@ -34,9 +34,8 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
 
     Files are numbered by one rule: ``bank.syx``, ``bank_2.syx``, ``bank_3.syx``... each holding
     up to 32 voices (a bank; a last partial bank is padded by :func:`sysex.encode_bank`) or one
-    voice with ``single``. With ``force``, numbered files that follow the last one written (left
-    by an earlier, longer export to the same name) are removed, so the files of the name are this
-    export's alone.
+    voice with ``single``. Only these files are written or replaced: other files of the same
+    numbered names (an earlier, longer export; a user's own banks) are left alone.
 
     Raises:
         CatalogueError: unknown ids, nothing selected, a negative limit.
@@ -70,9 +69,4 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
                 data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
             write_bytes(target, data)
             written.append(target)
-    if force:   # the rest of an earlier, longer export of the same name would pass for part of this one
-        k = len(targets) + 1
-        while (stale := output.with_name(f"{output.stem}_{k}{output.suffix}")).is_file():
-            stale.unlink()
-            k += 1
     return written

@@ -278,11 +278,16 @@ class SpectrogramDataset(Dataset):
 
 
 def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarray:
-    """``/mel`` of ``rows`` (ascending) and notes ``note_index``: ``(len(rows), notes, mels, frames)`` as stored.
+    """``/mel`` of ``rows`` (any order, repeats allowed) and notes ``note_index``: ``(len(rows), notes,
+    mels, frames)`` as stored, in the order of ``rows``.
 
-    Reads contiguous blocks of rows (fast for HDF5) and keeps the wanted ones.
+    Reads contiguous blocks of the distinct rows in ascending order (fast for HDF5) and keeps the
+    wanted ones.
     """
-    rows = np.asarray(rows, np.int64)
+    wanted = np.asarray(rows, np.int64)
+    rows, back = np.unique(wanted, return_inverse=True)
+    if len(rows) != len(wanted) or (len(rows) and (rows != wanted).any()):   # not ascending: read sorted
+        return read_mels(path, rows, note_index, block)[back.reshape(-1)]
     notes = list(note_index)
     with h5py.File(path, "r") as h5:
         mel = h5["mel"]

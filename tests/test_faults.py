@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -1766,8 +1767,7 @@ def test_a_run_given_as_one_of_its_checkpoints_keeps_its_other_files(fitted, ban
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
 
-def test_export_never_replaces_its_ids_file_and_force_leaves_no_banks_of_an_earlier_export(catalogue, dataset,
-                                                                                           tmp_path):
+def test_export_never_replaces_its_ids_file_nor_deletes_files_of_its_numbered_names(catalogue, dataset, tmp_path):
     from dexed_data.catalogue import read_catalogue
     from dexed_data.dataset import DatasetReader
 
@@ -1788,9 +1788,16 @@ def test_export_never_replaces_its_ids_file_and_force_leaves_no_banks_of_an_earl
     res = run(data_app, "export", catalogue, "--all", "--single", "-o", tmp_path / "b.syx")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "b_64.syx").exists()
+    before = (tmp_path / "b_50.syx").read_bytes()
     res = run(data_app, "export", catalogue, "--limit", "3", "--single", "-o", tmp_path / "b.syx", "--force")
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in tmp_path.glob("b*.syx")) == ["b.syx", "b_2.syx", "b_3.syx"]
+    # they are named, never deleted: a numbered name may be a user's own bank, or this command's input
+    assert "61 file(s) of the same numbered name follow b_3.syx" in res.output and "b_4.syx … b_64.syx" in res.output
+    assert len(list(tmp_path.glob("b*.syx"))) == 64 and (tmp_path / "b_50.syx").read_bytes() == before
+    shutil.copy(catalogue, tmp_path / "p_2.h5")                # an input named like the next numbered file
+    res = run(data_app, "export", tmp_path / "p_2.h5", "--limit", "3", "-o", tmp_path / "p.h5", "--force")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p_2.h5").read_bytes() == Path(catalogue).read_bytes()
 
 
 def test_a_fit_stopped_by_a_full_disk_says_how_to_go_on(fitted, tmp_path, monkeypatch):

@@ -471,3 +471,17 @@ def test_a_fit_diverging_on_validation_only_stops_too(dataset, tmp_path, monkeyp
     monkeypatch.setattr(train, "validation_losses", diverged)
     with pytest.raises(PresetModelError, match=r"^epoch 1: validation loss is nan .*lower --lr and another --out"):
         fit(dataset, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)
+
+
+def test_read_mels_keeps_the_order_of_rows_given_in_any_order(tmp_path):
+    # SpectrogramDataset(in_memory=True) read rows [5, 2, 9] as if ascending: item 1 got row 7's spectrogram
+    import h5py
+
+    from preset_model.data import read_mels
+
+    path = tmp_path / "m.h5"
+    mel = np.arange(12 * 2 * 3 * 4, dtype=np.float16).reshape(12, 2, 3, 4)
+    with h5py.File(path, "w") as f:
+        f["mel"] = mel
+    for rows in ([5, 2, 9], [5, 2, 9, 0], [3, 3, 1], [0, 1, 11]):
+        assert np.array_equal(read_mels(path, rows, [1], block=2), mel[rows][:, [1]]), rows

@@ -41,6 +41,7 @@ class MelDataset(Dataset):
 
     def __init__(self, path, rows: Sequence[int], notes: Sequence[int] | None = None,
                  bounds: tuple[float, float] | None = None) -> None:
+        from .dataset import check_file
         from .inputs import open_hdf5
 
         self.path = str(path)
@@ -53,6 +54,7 @@ class MelDataset(Dataset):
         if self.bounds is not None and not (np.isfinite(self.bounds).all() and self.bounds[0] < self.bounds[1]):
             raise DatasetError(f"bounds {bounds}: give (min_db, max_db) with min_db < max_db (the file's mel_bounds)")
         with open_hdf5(self.path, "dataset", DatasetError) as f:
+            check_file(f, self.path)   # a catalogue, another format, an interrupted render: said as such
             if "mel" not in f:
                 raise DatasetError(f"{self.path}: no /mel stored; render with --store mel (the default)")
             n, k = f["mel"].shape[:2]

@@ -144,6 +144,25 @@ def test_open_dataset_presets_params_mel_and_exact_audio(workdir):
         assert np.array_equal(same, audio)
 
 
+def test_mel_dataset_refuses_a_catalogue_and_an_interrupted_render(workdir, tmp_path):
+    # MelDataset read an unfinished render's rows as full-scale spectrograms, and called a catalogue
+    # a dataset rendered without --store mel (audit P)
+    import shutil
+
+    from dexed_data.errors import DatasetError
+    from dexed_data.torch_dataset import MelDataset
+
+    with pytest.raises(DatasetError, match="a catalogue of presets, not a rendered dataset"):
+        MelDataset(workdir / "presets.h5", [0])
+    partial = tmp_path / "partial.h5"
+    shutil.copy(workdir / "dataset.h5", partial)
+    with h5py.File(partial, "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(DatasetError, match="incomplete"):
+        MelDataset(partial, [0])
+    assert MelDataset(workdir / "dataset.h5", [0])[0][0].shape[0] == len(NOTES)
+
+
 def test_torch_dataset_without_preset_model(workdir):
     import dexed_data
     from torch.utils.data import DataLoader

@@ -197,6 +197,11 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
 
     tmp = partial.with_name(partial.name + ".tmp")
     n = len(presets)
+    # room for the preset table, checked first: HDF5 meeting a full disk while creating the file could
+    # not close it, and the process died of a segmentation fault after 110 lines of errors
+    table = sum(np.asarray(v).nbytes if np.asarray(v).dtype.kind != "O" else 64 * len(v)
+                for v in presets.occurrences.values()) + n * (145 + 16 + 10 + 64)
+    _check_space(partial, 2 * table + 256_000, f"creating {partial}", "rerun the same command")
     try:
         with h5py.File(tmp, "w") as f:
             attrs = header.attrs()
@@ -219,10 +224,11 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
             finally:
                 os.close(fd)
         publish(tmp, partial)
-    except RuntimeError as exc:   # HDF5 reports a failed write (full disk, file size limit) this way
+    except (RuntimeError, OSError) as exc:   # HDF5 reports a failed write (full disk, file size limit) so
         from .outputs import failure_reason
 
-        raise OutputError(f"cannot write {partial}: {failure_reason(exc)}") from None
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else failure_reason(exc)
+        raise OutputError(f"cannot write {partial}: {reason}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -358,8 +364,8 @@ def _check_space(target: Path, need: int, what: str, then: str) -> None:
     ``need`` bytes must be free on ``target``'s disk."""
     free = shutil.disk_usage(target.parent).free
     if need > free:
-        raise DatasetError(f"{what} needs about {need / 1e6:,.1f} MB and only {free / 1e6:,.1f} MB are free on "
-                           f"that disk; free space and {then}")
+        raise DatasetError(f"{what} may need up to {need / 1e6:,.1f} MB (a safe margin over its size) and only "
+                           f"{free / 1e6:,.1f} MB are free on that disk; free space and {then}")
 
 
 def _bytes_needed(presets: PresetTable, blocks: Sequence[Block], header: DatasetHeader) -> int:

@@ -1819,3 +1819,26 @@ def test_a_fit_stopped_by_a_full_disk_says_how_to_go_on(fitted, tmp_path, monkey
                   "--max-steps", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress")
         assert_clean_error(res, needle)
         checkpoint.append(True)
+
+
+def test_a_disk_too_full_to_create_the_render_file_is_one_line_not_a_crash(catalogue, tmp_path, monkeypatch):
+    # a disk that filled while render created OUT.parts/dataset.h5.tmp: HDF5 could not close the file,
+    # and the process died of a segmentation fault after 110 lines of errors (audit S, tmpfs of 16-20 kB)
+    import collections
+
+    import dexed_data.writer as writer
+    from dexed_data.errors import DexedDataError
+    from dexed_data.render import RenderConfig, render_dataset
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: usage(20_000, 19_000, 1_000))
+    out = tmp_path / "d.h5"
+    with pytest.raises(DexedDataError, match=r"creating .*dataset\.h5 may need up to 0\.\d MB .* and only 0\.0 MB "
+                                             r"are free on that disk; free space and rerun the same command"):
+        render_dataset(catalogue, out, RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1,
+                       progress=False, limit=4)
+    assert not out.exists() and not list((tmp_path / "d.h5.parts").glob("dataset.h5*"))
+    monkeypatch.undo()
+    render_dataset(catalogue, out, RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1, progress=False,
+                   limit=4)
+    assert out.exists()

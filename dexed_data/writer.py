@@ -224,11 +224,10 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
             finally:
                 os.close(fd)
         publish(tmp, partial)
-    except (RuntimeError, OSError) as exc:   # HDF5 reports a failed write (full disk, file size limit) so
+    except RuntimeError as exc:   # HDF5 reports a failed write (full disk, file size limit) this way
         from .outputs import failure_reason
 
-        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else failure_reason(exc)
-        raise OutputError(f"cannot write {partial}: {reason}") from None
+        raise OutputError(f"cannot write {partial}: {failure_reason(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

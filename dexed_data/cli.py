@@ -108,7 +108,7 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE)."""
-    from .export import export_sysex
+    from .export import export_sysex, following
     from .ids import parse_ids
 
     if ids is not None and all_:
@@ -123,14 +123,11 @@ def export_command(
                             inputs=_ids_file(ids))
     for path in written:
         typer.echo(str(path))
-    after = Path(written[-1]).name if written else ""
-    k, left = len(written) + 1, []
-    while (other := Path(output).with_name(f"{Path(output).stem}_{k}{Path(output).suffix}")).is_file():
-        left.append(other.name)
-        k += 1
+    left = [p.name for p in following(output, len(written))]
     if left:   # not this export's, and maybe not an export at all: named, never deleted
-        typer.echo(f"note: {len(left)} file(s) of the same numbered name follow {after} and are not this export's "
-                   f"({left[0]}{f' … {left[-1]}' if len(left) > 1 else ''}); they were left as they are", err=True)
+        typer.echo(f"note: {len(left)} file(s) of the same numbered name follow {Path(written[-1]).name} and are not "
+                   f"this export's ({left[0]}{f' … {left[-1]}' if len(left) > 1 else ''}); they were left as they are",
+                   err=True)
 
 
 @app.command("list")

@@ -16,7 +16,22 @@ from . import sysex
 from .catalogue import read_catalogue
 from .errors import CatalogueError, OutputError
 
-__all__ = ["export_sysex"]
+__all__ = ["export_sysex", "numbered", "following"]
+
+
+def numbered(output, k: int) -> Path:
+    """The ``k``-th file (from 1) of an export to ``output``: ``bank.syx``, ``bank_2.syx``, ..."""
+    output = Path(output)
+    return output if k == 1 else output.with_name(f"{output.stem}_{k}{output.suffix}")
+
+
+def following(output, count: int) -> list[Path]:
+    """Existing files of the numbered names after the first ``count`` (an earlier, longer export's,
+    or a user's own): named to the user, never deleted."""
+    found = []
+    while (path := numbered(output, count + len(found) + 1)).is_file():
+        found.append(path)
+    return found
 
 
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
@@ -56,8 +71,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         raise OutputError(f"output {output} is a folder; give a file name")
     size = 1 if single else 32
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
-    targets = [output if k == 0 else output.with_name(f"{output.stem}_{k + 1}{output.suffix}")
-               for k in range(len(chunks))]
+    targets = [numbered(output, k) for k in range(1, len(chunks) + 1)]
     for target in targets:   # all checked before the first is written
         check_output(target, inputs=[catalogue, *inputs], force=force)
     written = []

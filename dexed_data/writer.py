@@ -199,9 +199,7 @@ def create_layout(partial: Path, header: DatasetHeader, presets: PresetTable, ex
     n = len(presets)
     # room for the preset table, checked first: HDF5 meeting a full disk while creating the file could
     # not close it, and the process died of a segmentation fault after 110 lines of errors
-    table = sum(np.asarray(v).nbytes if np.asarray(v).dtype.kind != "O" else 64 * len(v)
-                for v in presets.occurrences.values()) + n * (145 + 16 + 10 + 64)
-    _check_space(partial, 2 * table + 256_000, f"creating {partial}", "rerun the same command")
+    _check_space(partial, 2 * _table_bytes(presets, header) + 256_000, f"creating {partial}", "rerun the same command")
     try:
         with h5py.File(tmp, "w") as f:
             attrs = header.attrs()
@@ -372,10 +370,14 @@ def _bytes_needed(presets: PresetTable, blocks: Sequence[Block], header: Dataset
     small arrays and provenance (x 2) and 1 MB of HDF5 metadata."""
     big = sum(block.file[name].id.get_storage_size() for block in blocks for name in header.storage.arrays
               if name in block.file)
+    return int(big + 2 * _table_bytes(presets, header) + 1_000_000)
+
+
+def _table_bytes(presets: PresetTable, header: DatasetHeader) -> int:
+    """A dataset file's small arrays, about: the preset table, its provenance and the per-note values."""
     small = sum(np.asarray(v).nbytes if np.asarray(v).dtype.kind != "O" else 64 * len(v)
                 for v in presets.occurrences.values())
-    small += len(presets) * (145 + 64 + 64 * header.shapes.notes)
-    return int(big + 2 * small + 1_000_000)
+    return small + len(presets) * (145 + 64 + 64 * header.shapes.notes)
 
 
 def finish_layout(partial: Path, header: DatasetHeader, blocks: Sequence[Block]) -> None:

@@ -286,7 +286,7 @@ def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarra
     """
     wanted = np.asarray(rows, np.int64)
     rows, back = np.unique(wanted, return_inverse=True)
-    if len(rows) != len(wanted) or (len(rows) and (rows != wanted).any()):   # not ascending: read sorted
+    if not np.array_equal(rows, wanted):   # not ascending, or repeats: read the distinct rows sorted
         return read_mels(path, rows, note_index, block)[back.reshape(-1)]
     notes = list(note_index)
     with h5py.File(path, "r") as h5:

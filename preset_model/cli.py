@@ -363,7 +363,8 @@ def match(
     Scores per file (re-render on the file's note vs the file): similarity = 1 - spectral
     convergence of the magnitude spectrograms (1 = identical, 0 = an error as large as the input;
     never below 0); log-spectral MAE = mean |dB difference| of the spectrograms (0 = identical);
-    pitch offset = re-render vs input, cents; level = re-render RMS relative to the input's, dB
+    pitch offset = re-render vs input, cents, measured within ±600 (where the partials line up best; a
+    voice whole octaves off can read near 0, since its partials overlap the input's); level = re-render RMS relative to the input's, dB
     (a warning when it is more than 20 dB quieter: the scores then compare with near-silence).
 
     Without RUN, --data DATASET matches from the dataset's training presets: the nearest one by spectrogram,
@@ -374,8 +375,8 @@ def match(
     from dexed_data.outputs import check_folder, together
 
     from .inference import load_run
-    from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, match_files, named_note, not_a_note, parse_gain, rerender_names,
-                        write_syx, write_wavs)
+    from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, PITCH_RANGE_CENTS, match_files, named_note, not_a_note,
+                        parse_gain, rerender_names, write_syx, write_wavs)
     from .refine import MOVED
 
     # a folder first is the run, unless --data is given and it holds no checkpoint (a folder of recordings)
@@ -447,6 +448,8 @@ def match(
                            f"semitones to the {owner} note {s.model_note[0]}:{s.model_note[1]}"
                            + (" for the search" if v.search is not None else ""))
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
+            if abs(s.pitch_offset_cents) >= PITCH_RANGE_CENTS:   # the edge of the range searched
+                pitch = f"pitch offset {'above +' if s.pitch_offset_cents > 0 else 'below -'}{PITCH_RANGE_CENTS:g} cents"
             if isnan(s.pitch_offset_cents):
                 pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"
             silent_input = isnan(s.level_db) or (isinf(s.level_db) and s.level_db > 0)

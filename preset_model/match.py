@@ -93,6 +93,8 @@ MAX_SAMPLE_RATE = 1_536_000
 #: Largest sample magnitude accepted, after the gain (80 dB over full scale; the engine's own output
 #: stays within ±8): beyond ~1e19 the spectra overflow float32 and every distance is NaN.
 MAX_PEAK = 1e4
+#: The pitch offset is measured within ± this many cents; one at the edge is "beyond" it.
+PITCH_RANGE_CENTS = 600.0
 #: Largest ``gain_db`` magnitude accepted.
 MAX_GAIN_DB = 120.0
 
@@ -185,6 +187,21 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     n = min(n_samples, len(mono))
     out[:n] = mono[:n]
     return out * np.float32(10.0 ** (gain_db / 20.0))
+
+
+def sound_onset(path: str | Path, threshold: float) -> float | None:
+    """Seconds into ``path`` of its first mono sample reaching ``threshold`` in magnitude; None if none does."""
+    import soundfile as sf
+
+    with open(path, "rb") as fh:
+        sr, start = sf.info(fh).samplerate, 0
+        fh.seek(0)
+        for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
+            loud = np.flatnonzero(np.abs(block.mean(axis=1)) >= threshold)
+            if loud.size:
+                return (start + int(loud[0])) / sr
+            start += len(block)
+    return None
 
 
 def shift_pitch(x: np.ndarray, semitones: float) -> np.ndarray:
@@ -361,7 +378,7 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         progress: show the search's progress bar.
     """
     from dexed_data.engines import make_engine
-    from dexed_data.features import silent_notes
+    from dexed_data.features import SILENT_THRESHOLD_DB, silent_notes
 
     if run is None:
         if data is None:
@@ -397,6 +414,13 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
                                   "±1: scale it down (--gain-db, or --gain-db auto)")
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
         for (j, f), x in zip(group, read):
+            if silent_notes(x[None]).all():   # a lead-in longer than the note: the note would be matched on silence
+                onset = sound_onset(f, 10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0))
+                if onset is not None:
+                    raise AudioInputError(
+                        f"{f}: silent for the whole {n / s.sample_rate:.2f} s that a note lasts, and its sound "
+                        f"starts at {onset:.2f} s; cut the silence before the note (a note starts at the "
+                        "beginning of its file)")
             note = played_note(f, notes, j, alone=len(group) == 1)
             originals[j] = (x, note)
             audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])
@@ -454,7 +478,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             est = (render[s.notes.index(note)] if note in s.notes
                    else engine.render(raw, [note], s.hold, s.release).audio[0])
             quiet = silent_notes(np.stack([ref, est]))
-            cents = float("nan") if quiet.any() else pitch_offset_cents(ref, est, s.sample_rate)
+            cents = (float("nan") if quiet.any()
+                     else pitch_offset_cents(ref, est, s.sample_rate, max_cents=PITCH_RANGE_CENTS))
             voice.scores.append(Score(f, note, similarity(ref, est),
                                       audio_metrics(ref, est, s.sample_rate)["log_spectral_mae"],
                                       cents, bool(quiet[1]), _rms_db(est) - _rms_db(ref),

@@ -189,3 +189,39 @@ def test_odd_audio_inputs_found_by_fuzzing(fitted, tmp_path):
     # a re-render never takes another input's own name
     assert rerender_names(["d1/a.wav", "d2/a.wav", "d1/a-2.wav"]) == ["a.rerender.wav", "a-3.rerender.wav",
                                                                         "a-2.rerender.wav"]
+
+
+def test_a_lead_in_longer_than_the_note_is_said_not_matched_as_silence(fitted, tmp_path):
+    # the note uses the file's first HOLD + RELEASE seconds; a recording that starts later was
+    # matched against silence: similarity 1.000 and a note calling the input "silent (all zeros)"
+    t = np.arange(SR) / SR
+    tone = (0.3 * np.sin(2 * np.pi * 262 * t)).astype(np.float32)
+    late = np.concatenate([np.zeros(int(1.5 * SR), np.float32), tone])
+    sf.write(tmp_path / "late.wav", late, SR)
+    with pytest.raises(AudioInputError, match=r"late.wav: silent for the whole 0.75 s .* starts at 1.50 s; cut the "
+                                              "silence before the note"):
+        match_files(fitted.mlp1, [tmp_path / "late.wav"])
+    res = CliRunner().invoke(app, ["match", str(fitted.mlp1), str(tmp_path / "late.wav"), "-o", str(tmp_path / "l.syx")])
+    assert res.exit_code == 2 and "starts at 1.50 s" in res.output and not (tmp_path / "l.syx").exists()
+    # a quiet recording made audible by --gain-db is judged after the gain; a silent file still matches
+    sf.write(tmp_path / "quiet.wav", late * np.float32(1e-3), SR)          # −70 dB: below the silence level
+    with pytest.raises(AudioInputError, match="starts at 1.50 s"):
+        match_files(fitted.mlp1, [tmp_path / "quiet.wav"], gain_db=40.0)
+    sf.write(tmp_path / "zeros.wav", np.zeros(3 * SR, np.float32), SR)
+    assert len(match_files(fitted.mlp1, [tmp_path / "zeros.wav"]).voices) == 1
+
+
+def test_a_pitch_offset_at_the_edge_of_its_range_is_printed_as_beyond_it(fitted, recording, tmp_path, monkeypatch):
+    from preset_model import match as match_module
+    from preset_model.metrics import pitch_offset_cents
+
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 220 * t)
+    assert pitch_offset_cents(tone, np.sin(2 * np.pi * 220 * 2 ** 0.75 * t), SR) == 600.0   # 900 cents: the edge
+    assert pitch_offset_cents(tone, np.sin(2 * np.pi * 220 * 2 ** (-800 / 1200) * t), SR) == -600.0
+    assert pitch_offset_cents(tone, np.sin(2 * np.pi * 220 * 2 ** (-580 / 1200) * t), SR) == pytest.approx(-580, abs=3)
+    assert abs(pitch_offset_cents(tone, np.roll(tone, 7), SR)) < 5
+    monkeypatch.setattr(match_module, "pitch_offset_cents", lambda *a, **k: -600.0)
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(recording), "-o", str(tmp_path / "p.syx")])
+    assert res.exit_code == 0, res.output
+    assert "pitch offset below -600 cents" in res.output and "-600.0 cents" not in res.output

@@ -26,7 +26,10 @@
    each is finished in its temporary file, and none is renamed into place until all are, so a
    failure or an interrupt half-way leaves none of them, nor the folders made for them (and its
    message's "nothing was written" is true of the whole command). A file written twice in the
-   block is published once, with its last content. The renames are journalled: a command killed
+   block is published once, with its last content. A rename that fails half-way (a target that
+   cannot be replaced, e.g. immutable) has the renames before it undone: each file it replaced is
+   put back from a hard link made before the first rename (``.NAME.PID.old.tmp``), each file it
+   created is removed. The renames are journalled: a command killed
    (``kill -9``, a power cut) between two of them leaves ``.together.PID.journal`` in each folder
    of its files (whose clean-up then keeps the temporary files it needs), and the next command
    that checks one of its files (the same command run again) finishes them first
@@ -358,20 +361,26 @@ def together() -> Iterator[None]:
             raise clash
         done = 0
         journals = _write_journal(pending) if len(pending) > 1 else []
+        backups = _back_up(pending) if len(pending) > 1 else [(True, None)] * len(pending)
         try:
             for tmp, path in pending:
                 _rename_checked(tmp, path)
                 done += 1
-        except OSError as exc:
+        except (OSError, OutputError) as exc:
+            undone = _roll_back(pending[:done], backups)
             _drop_journal(journals)
-            raise OutputError(f"cannot write {pending[done][1]}: {_reason(exc)}; {done} of this command's "
-                              f"{len(pending)} files were written before it (the first: {pending[0][1]})") from None
-        except OutputError as exc:
-            _drop_journal(journals)
-            if not done:
-                raise
-            raise OutputError(f"{exc}; {done} of this command's {len(pending)} files were written before it "
-                              f"(the first: {pending[0][1]})") from None
+            why = f"cannot write {pending[done][1]}: {_reason(exc)}" if isinstance(exc, OSError) else str(exc)
+            if undone == done:
+                raise OutputError(f"{why}; none of this command's {len(pending)} files was written"
+                                  + (" (the ones already in place were put back as they were)" if done else "")
+                                  ) from None
+            raise OutputError(f"{why}; {done - undone} of this command's {len(pending)} files were written before "
+                              f"it and could not be put back (the first: {pending[0][1]})") from None
+        finally:
+            for _, backup in backups:
+                if backup is not None:
+                    with contextlib.suppress(OSError):
+                        backup.unlink()
         for folder in {Path(path).parent for _, path in pending}:
             with contextlib.suppress(OSError):
                 fsync_path(folder)
@@ -385,6 +394,47 @@ def together() -> Iterator[None]:
         for folder in reversed(made):          # the folders made for the files, when none was published
             with contextlib.suppress(OSError):
                 folder.rmdir()                 # only if empty
+
+
+def _back_up(pending: list[tuple[Path, Path]]) -> list[tuple[bool, Path | None]]:
+    """Per target: whether it exists, and a hard link to it (``.NAME.PID.old.tmp``; None where none
+    can be made), so that a publish failing half-way (a target that cannot be replaced: immutable,
+    a folder put there since the check...) can put back the files it already replaced."""
+    backups: list[tuple[bool, Path | None]] = []
+    for _, path in pending:
+        path = Path(path)
+        if not os.path.lexists(path):
+            backups.append((False, None))
+            continue
+        backup = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                backup.unlink()
+            os.link(path, backup, follow_symlinks=False)
+        except OSError:
+            backup = None
+        backups.append((True, backup))
+    return backups
+
+
+def _roll_back(published: list[tuple[Path, Path]], backups: list[tuple[bool, Path | None]]) -> int:
+    """Undo the renames of ``published`` (newest first): a replaced file comes back from its backup,
+    a file this command created is removed. Returns how many were undone."""
+    undone = 0
+    for (_, path), (existed, backup) in reversed(list(zip(published, backups))):
+        key = os.path.realpath(path)
+        try:
+            if backup is not None:
+                os.replace(backup, path)
+            elif not existed and file_identity(path) == _CHECKED.get(key, file_identity(path)):
+                os.unlink(path)
+            else:
+                continue
+        except OSError:
+            continue
+        _CHECKED[key] = file_identity(path)
+        undone += 1
+    return undone
 
 
 _JOURNAL_NAME = re.compile(r"\.together\.(\d{1,9})\.journal(\.tmp)?")
@@ -521,7 +571,7 @@ def _pending_temps(folder: Path) -> set[str]:
     return {tmp.name for _, entries in _journals(folder) for tmp, _, _ in entries if tmp.parent == folder}
 
 
-_TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})\.tmp")
+_TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})(?:\.old)?\.tmp")   # .old: a publish's backup
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> None:

@@ -1031,6 +1031,39 @@ def test_a_commands_files_appear_together_or_not_at_all(tmp_path):
     assert (deep / "f.bin").read_bytes() == b"last" and leftovers(tmp_path) == []
 
 
+def test_a_publish_failing_half_way_puts_back_the_files_it_replaced(tmp_path, monkeypatch):
+    """Rule 6 when a rename fails (audit Q3: `export --force` onto an immutable file published the
+    files before it and stopped): the files already in place are put back, created ones removed."""
+    from dexed_data.errors import OutputError
+    from dexed_data.outputs import check_output, together, write_bytes
+
+    a, b, c = tmp_path / "a.syx", tmp_path / "b.syx", tmp_path / "c.syx"
+    a.write_bytes(b"old a")
+    c.write_bytes(b"old c")                              # b is new; c cannot be replaced
+    real = os.replace
+
+    def frozen(src, dst, *args, **kwargs):
+        if Path(dst) == c and Path(src).name.startswith(".c.syx."):
+            raise PermissionError(1, "Operation not permitted")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr("dexed_data.outputs.os.replace", frozen)
+    with pytest.raises(OutputError) as err:
+        with together():
+            for path in (a, b, c):
+                write_bytes(check_output(path, force=True), b"new " + path.name.encode())
+    assert str(err.value) == (f"cannot write {c}: Operation not permitted; none of this command's 3 files was "
+                              "written (the ones already in place were put back as they were)")
+    assert a.read_bytes() == b"old a" and not b.exists() and c.read_bytes() == b"old c"
+    assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a.syx", "c.syx"]
+    monkeypatch.setattr("dexed_data.outputs.os.replace", real)
+    with together():                                     # the same publish without the fault, backups gone
+        for path in (a, b, c):
+            write_bytes(check_output(path, force=True), b"new " + path.name.encode())
+    assert [p.read_bytes() for p in (a, b, c)] == [b"new a.syx", b"new b.syx", b"new c.syx"]
+    assert leftovers(tmp_path) == []
+
+
 _KILLED_WHILE_PUBLISHING = """
 import os, sys
 from dexed_data import outputs

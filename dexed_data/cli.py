@@ -106,9 +106,16 @@ def export_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
     single: bool = typer.Option(False, "--single", help="One single-voice dump per file instead of 32-voice banks."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
+    as_rendered: bool = typer.Option(False, "--as-rendered", help="Write each voice with TRANSPOSE 24, as datasets "
+                                     "render it, so it plays as its dataset audio (default: as imported)."),
 ) -> None:
-    """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE)."""
-    from .export import export_sysex, following
+    """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE).
+
+    Voices are written as they were imported, each with its own TRANSPOSE; a dataset renders them
+    all at TRANSPOSE 24 (no transpose), so a voice with another TRANSPOSE plays octaves or
+    semitones away from its dataset audio: --as-rendered writes them as rendered.
+    """
+    from .export import export_sysex, following, own_transpose
     from .ids import parse_ids
 
     if ids is not None and all_:
@@ -120,9 +127,14 @@ def export_command(
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None
     written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single, force=force,
-                            inputs=_ids_file(ids))
+                            inputs=_ids_file(ids), as_rendered=as_rendered)
     for path in written:
         typer.echo(str(path))
+    moved = 0 if as_rendered else own_transpose(catalogue, ids=chosen, limit=limit)
+    if moved:
+        typer.echo(f"note: {moved} of the voices have their own TRANSPOSE (not 24, the value datasets render them "
+                   "at), so they play at another pitch than their dataset audio; --as-rendered writes them as "
+                   "rendered", err=True)
     left = [p.name for p in following(output, len(written))]
     if left:   # not this export's, and maybe not an export at all: named, never deleted
         typer.echo(f"note: {len(left)} file(s) of the same numbered name follow {Path(written[-1]).name} and are not "

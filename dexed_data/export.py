@@ -15,8 +15,9 @@ from typing import Sequence
 from . import sysex
 from .catalogue import read_catalogue
 from .errors import CatalogueError, OutputError
+from .schema import apply_fixed
 
-__all__ = ["export_sysex", "numbered", "following"]
+__all__ = ["export_sysex", "own_transpose", "numbered", "following"]
 
 
 def numbered(output, k: int) -> Path:
@@ -34,8 +35,24 @@ def following(output, count: int) -> list[Path]:
     return found
 
 
+def own_transpose(catalogue, *, ids: Sequence[str] | None = None, limit: int | None = None) -> int:
+    """How many of the presets an export selects have a TRANSPOSE other than the rendered one (24):
+    exported as they are, they play at another pitch than their audio in a dataset."""
+    from .schema import FIXED_TRANSPOSE, TRANSPOSE_OFFSET
+
+    cat = read_catalogue(catalogue)
+    rows = _selected(cat, ids, limit)
+    return int((cat.raw[rows, TRANSPOSE_OFFSET] != FIXED_TRANSPOSE).sum()) if rows else 0
+
+
+def _selected(cat, ids: Sequence[str] | None, limit: int | None) -> list[int]:
+    rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
+    return rows if limit is None else rows[:limit]
+
+
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
-                 single: bool = False, force: bool = False, inputs: Sequence = ()) -> list[Path]:
+                 single: bool = False, force: bool = False, inputs: Sequence = (),
+                 as_rendered: bool = False) -> list[Path]:
     """Write presets of a catalogue as DX7 SysEx files; returns the files written.
 
     Args:
@@ -46,6 +63,9 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         single: one single-voice message (163 bytes) per file instead of 32-voice banks.
         force: replace existing files (see :mod:`dexed_data.outputs`; never the catalogue itself).
         inputs: other files the command read (an ``--ids`` file): never replaced either.
+        as_rendered: write each voice with the fixed parameters a dataset renders it with
+            (TRANSPOSE 24, :func:`schema.apply_fixed`), so it plays as its dataset audio sounds;
+            by default a voice is written as it was imported (its own TRANSPOSE).
 
     Files are numbered by one rule: ``bank.syx``, ``bank_2.syx``, ``bank_3.syx``... each holding
     up to 32 voices (a bank; a last partial bank is padded by :func:`sysex.encode_bank`) or one
@@ -61,9 +81,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     if limit is not None and limit < 1:
         raise CatalogueError(f"--limit {limit}: must be ≥ 1")
     cat = read_catalogue(catalogue)
-    rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
-    if limit is not None:
-        rows = rows[:limit]
+    rows = _selected(cat, ids, limit)
     if not rows:
         raise CatalogueError(f"{catalogue}: no presets selected to export")
     output = Path(output)
@@ -74,13 +92,14 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     targets = [numbered(output, k) for k in range(1, len(chunks) + 1)]
     for target in targets:   # all checked before the first is written
         check_output(target, inputs=[catalogue, *inputs], force=force)
+    raw = apply_fixed(cat.raw) if as_rendered else cat.raw
     written = []
     with together():   # every file, or none
         for target, chunk in zip(targets, chunks):
             if single:
-                data = sysex.encode_single(cat.raw[chunk[0]], cat.names[chunk[0]])
+                data = sysex.encode_single(raw[chunk[0]], cat.names[chunk[0]])
             else:
-                data = sysex.encode_bank(cat.raw[chunk], [cat.names[r] for r in chunk])
+                data = sysex.encode_bank(raw[chunk], [cat.names[r] for r in chunk])
             write_bytes(target, data)
             written.append(target)
     return written

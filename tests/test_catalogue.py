@@ -424,6 +424,30 @@ def test_export_numbers_banks(tmp_path):
     assert voices == 96  # the last bank is padded to 32 with INIT VOICE
 
 
+def test_export_as_rendered_writes_the_transpose_a_dataset_renders(tmp_path):
+    """A voice's own TRANSPOSE is exported as imported (audit Q4: half the corpus's voices then played
+    at another pitch than their dataset audio, unsaid); the CLI says so, and --as-rendered writes 24."""
+    from typer.testing import CliRunner
+
+    from dexed_data.cli import app
+    from dexed_data.schema import FIXED_TRANSPOSE, TRANSPOSE_OFFSET, apply_fixed
+
+    raw = random_raw(np.random.default_rng(3), 5)
+    raw[:, TRANSPOSE_OFFSET] = [24, 12, 36, 24, 0]
+    write_catalogue(tmp_path / "p.h5", raw, [f"T{i}" for i in range(5)])
+    cat = read_catalogue(tmp_path / "p.h5")
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "p.h5"), "--all", "-o", str(tmp_path / "own.syx")])
+    assert res.exit_code == 0, res.output
+    assert "note: 3 of the voices have their own TRANSPOSE" in res.output and "--as-rendered" in res.output
+    own = np.stack([v.raw for v in sysex.decode_file(tmp_path / "own.syx").voices[:5]])
+    assert np.array_equal(own, cat.raw)
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "p.h5"), "--ids", ",".join(cat.ids[:2]),
+                                   "--as-rendered", "--single", "-o", str(tmp_path / "r.syx")])
+    assert res.exit_code == 0 and "note:" not in res.output, res.output
+    again = np.stack([sysex.decode_file(tmp_path / f).voices[0].raw for f in ("r.syx", "r_2.syx")])
+    assert np.array_equal(again, apply_fixed(cat.raw[:2])) and set(again[:, TRANSPOSE_OFFSET]) == {FIXED_TRANSPOSE}
+
+
 # --- the real corpus ---------------------------------------------------------------------------
 
 

@@ -235,8 +235,13 @@ class SpectrogramDataset(Dataset):
 
     def __init__(self, path: str | Path, rows, encoding: str, note_index: tuple[int, ...],
                  mel_bounds: tuple[float, float], in_memory: bool = False) -> None:
+        from dexed_data.outputs import file_identity
+
         self.path = str(path)
-        self.rows = np.asarray(rows, dtype=np.int64)
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise DataError(f"{path}: rows are a sequence of whole row numbers, got {rows.dtype} of shape {rows.shape}")
+        self.rows = rows.astype(np.int64)
         self.note_index = tuple(sorted(note_index))
         lo, hi = mel_bounds
         if not hi > lo:
@@ -244,8 +249,17 @@ class SpectrogramDataset(Dataset):
         self.lo, self.scale = float(lo), 2.0 / (float(hi) - float(lo))
         enc = get_encoding(encoding)
         with open_checked(self.path) as h5:   # raw values within their maxima, audibility (N, K, 6)
+            if "mel" not in h5:
+                raise DataError(f"{path}: has no /mel spectrograms; render it with mel storage enabled")
+            n, k = h5["mel"].shape[:2]
+            bad = self.rows[(self.rows < 0) | (self.rows >= n)]
+            if bad.size:
+                raise DataError(f"{path}: row {bad[0]} is out of range; this dataset has {n} rows (0–{n - 1})")
+            if not all(0 <= j < k for j in self.note_index):
+                raise DataError(f"{path}: notes {list(self.note_index)}: indices of the file's {k} notes are 0–{k - 1}")
             raw = h5["presets/raw"][:][self.rows]
             audible = h5["audible"][:][self.rows]
+        self._made_from = file_identity(self.path)
         self.targets = torch.from_numpy(enc.encode(raw))
         heard = audible[:, list(self.note_index)].any(axis=1) if audible.shape[1] > 1 else audible[:, 0]
         self.masks = torch.from_numpy(enc.operator_mask(heard))
@@ -271,6 +285,11 @@ class SpectrogramDataset(Dataset):
             db = self.mel_db[i].astype(np.float32)
         else:
             if self._pid != os.getpid():  # first use in this process (a forked worker must not share the parent's)
+                from dexed_data.outputs import file_identity
+
+                if file_identity(self.path) != self._made_from:   # the targets come from the file as it was
+                    raise DataError(f"{self.path} was replaced or removed since this dataset was made; make the "
+                                    "dataset again from the file as it is now")
                 self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
             db = self._h5["mel"][self.rows[i], self._notes].astype(np.float32)
         mel = np.clip((db - self.lo) * self.scale - 1.0, -1.0, 1.0)

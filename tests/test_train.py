@@ -485,3 +485,31 @@ def test_read_mels_keeps_the_order_of_rows_given_in_any_order(tmp_path):
         f["mel"] = mel
     for rows in ([5, 2, 9], [5, 2, 9, 0], [3, 3, 1], [0, 1, 11]):
         assert np.array_equal(read_mels(path, rows, [1], block=2), mel[rows][:, [1]]), rows
+
+
+def test_spectrogram_dataset_refuses_bad_rows_and_a_file_replaced_under_it(dataset, tmp_path):
+    # audit P4/P5: a raw IndexError / KeyError for bad rows or a file without /mel, and a file replaced
+    # after the dataset was made was read on, its spectrograms paired with the old file's targets
+    from preset_model.data import SpectrogramDataset
+
+    notes, bounds = (0,), (-120.0, 0.0)
+    for rows, said in (([0, 999], "row 999 is out of range; this dataset has 60 rows"),
+                       ([-1], "row -1 is out of range"), ([0.5], "whole row numbers")):
+        with pytest.raises(DataError, match=said):
+            SpectrogramDataset(dataset, rows, "num", notes, bounds)
+    with pytest.raises(DataError, match="notes \\[7\\]"):
+        SpectrogramDataset(dataset, [0], "num", (7,), bounds)
+    copy = tmp_path / "copy.h5"
+    shutil.copy(dataset, copy)
+    with h5py.File(copy, "r+") as f:
+        del f["mel"]
+    with pytest.raises(DataError, match="missing /mel"):
+        SpectrogramDataset(copy, [0], "num", notes, bounds)
+    shutil.copy(dataset, copy)
+    ds = SpectrogramDataset(copy, [0, 3], "num", notes, bounds)
+    shutil.copy(dataset, tmp_path / "other.h5")
+    (tmp_path / "other.h5").replace(copy)                    # replaced before the first item is read
+    with pytest.raises(DataError, match="was replaced or removed since this dataset was made"):
+        ds[0]
+    ds = SpectrogramDataset(copy, [0, 3], "num", notes, bounds)
+    assert ds[1][0].shape[0] == 1 and len(ds) == 2

@@ -846,14 +846,14 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                           f"render's finished work stays in {parts}: move {out} away and rerun the same command to "
                           f"publish it, or delete {parts}") from None
     except (OSError, OutputError) as exc:   # a full disk: finished segments are kept for the rerun
-        from .inputs import first_line
+        from .outputs import failure_reason
 
         for leftover in parts.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
         if not any(parts.glob("seg-*.h5")):   # nothing rendered yet: no half-made file to keep either
             partial.unlink(missing_ok=True)
-        where = "" if isinstance(exc, OutputError) or getattr(exc, "filename", None) else f"writing {parts}: "
-        raise RenderError(f"{where}{first_line(exc)}; free space and rerun the same command to continue") from None
+        where = "" if isinstance(exc, OutputError) else f"writing {getattr(exc, 'filename', None) or parts}: "
+        raise RenderError(f"{where}{failure_reason(exc)}; free space and rerun the same command to continue") from None
     shutil.rmtree(parts, ignore_errors=True)
     summary = summarize_output(out, rendered, time.perf_counter() - t0)
     summary.startup = startup

@@ -1875,3 +1875,16 @@ def test_a_disk_too_full_to_create_the_render_file_is_one_line_not_a_crash(catal
     render_dataset(catalogue, out, RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1, progress=False,
                    limit=4)
     assert out.exists()
+    # a full disk while writing OUT.parts said "[Errno 28] No space left on device"; now in the words of
+    # every other command (a real 700 kB tmpfs gave the same)
+    import dexed_data.render as render
+
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(render, "_recorded_command", full)
+    with pytest.raises(DexedDataError) as err:
+        render_dataset(catalogue, tmp_path / "e.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1,
+                       progress=False, limit=4)
+    assert str(err.value) == (f"writing {tmp_path / 'e.h5.parts'}: no space left on the device; free space and rerun "
+                              "the same command to continue")

@@ -344,9 +344,16 @@ def test_a_disk_too_full_to_finish_or_to_lock_gives_one_line_and_the_rerun_finis
     cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1)
     real = shutil_module.disk_usage
     with monkeypatch.context() as m:
-        m.setattr(writer.shutil, "disk_usage", lambda p: real(p)._replace(free=300_000))
-        with pytest.raises(DexedDataError, match=r"cannot finish .*writing the small arrays may need up to 1\.\d MB \(a safe margin over its size\) and only "
-                                                 r"0\.3 MB are free on that disk; free space and rerun"):
+        calls = []      # room to create the file (the first check), too little to finish it
+
+        def filling(path):
+            calls.append(path)
+            return real(path)._replace(free=200_000 if len(calls) > 1 else real(path).free)
+
+        m.setattr(writer.shutil, "disk_usage", filling)
+        with pytest.raises(DexedDataError, match=r"cannot finish .*writing the small arrays may need up to 0\.\d MB \(a safe "
+                                                 r"margin over its size\) and only 0\.2 MB are free on that disk; free space "
+                                                 "and rerun"):
             render_dataset(catalogue, tmp_path / "d.h5", cfg, jobs=1, progress=False, limit=4)
     assert not (tmp_path / "d.h5").exists()
     summary = render_dataset(catalogue, tmp_path / "d.h5", cfg, jobs=1, progress=False, limit=4)

@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from .console import cli_path
 from .errors import DexedDataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -79,8 +80,8 @@ def _ids_file(ids) -> list[str]:
 @app.command("import-sysex")
 def import_sysex_command(
     paths: List[str] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help="Catalogue to write (presets.h5); written atomically."),
-    report: Optional[Path] = typer.Option(None, "--report", readable=False, help="Also write the JSON import report here."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Catalogue to write (presets.h5); written atomically."),
+    report: Optional[Path] = typer.Option(None, "--report", readable=False, parser=cli_path, help="Also write the JSON import report here."),
     strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
     progress: bool = PROGRESS,
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
@@ -99,8 +100,8 @@ def import_sysex_command(
 
 @app.command("export")
 def export_command(
-    catalogue: Path = typer.Argument(..., readable=False, help="A catalogue written by import-sysex (presets.h5)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help="First .syx file; more are named NAME_2.syx, NAME_3.syx..."),
+    catalogue: Path = typer.Argument(..., readable=False, parser=cli_path, help="A catalogue written by import-sysex (presets.h5)."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="First .syx file; more are named NAME_2.syx, NAME_3.syx..."),
     ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
     all_: bool = typer.Option(False, "--all", help="Export every preset (in id order)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
@@ -144,7 +145,7 @@ def export_command(
 
 @app.command("list")
 def list_command(
-    file: Path = typer.Argument(..., readable=False, help="A catalogue (presets.h5) or a dataset (dataset.h5)."),
+    file: Path = typer.Argument(..., readable=False, parser=cli_path, help="A catalogue (presets.h5) or a dataset (dataset.h5)."),
     name: Optional[str] = typer.Option(None, "--name", help="Only presets whose name contains TEXT (any case)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Print at most N presets."),
 ) -> None:
@@ -174,7 +175,7 @@ def list_command(
 
 
 @app.command("info")
-def info_command(file: Path = typer.Argument(..., readable=False, help="A catalogue, a dataset, or a SysEx file.")) -> None:
+def info_command(file: Path = typer.Argument(..., readable=False, parser=cli_path, help="A catalogue, a dataset, or a SysEx file.")) -> None:
     """Describe a catalogue, a dataset or a SysEx file (its terms: docs/QUALITY.md in the repository)."""
     from .info import describe
 
@@ -200,8 +201,8 @@ def _warn_empty_mel_bands(config) -> None:
 
 @app.command("render")
 def render_command(
-    catalogue: Path = typer.Argument(..., readable=False, help="A catalogue written by import-sysex (presets.h5)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help="Dataset to write (dataset.h5); exists only once complete."),
+    catalogue: Path = typer.Argument(..., readable=False, parser=cli_path, help="A catalogue written by import-sysex (presets.h5)."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Dataset to write (dataset.h5); exists only once complete."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes, one thread each (at most 4 × the CPU cores; "
                                                          "more than the cores rarely helps)."),
     engine: str = typer.Option("dexed", "--engine", help="dexed (dexed-py, default) or dawdreamer (needs --plugin)."),
@@ -224,7 +225,7 @@ def render_command(
     hop: int = typer.Option(256, "--hop", help="STFT hop in samples (1024 for the CPU-scale path: 87 frames per 4 s note)."),
     timeout: float = typer.Option(120.0, "--timeout", help="A guard against presets that hang: a worker stuck on one for 1.5 × this + 5 s is ended and the preset recorded as failed."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address: render the shards there."),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", readable=False, help="With --cluster: shared folder for the shard files."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", readable=False, parser=cli_path, help="With --cluster: shared folder for the shard files."),
     progress: bool = PROGRESS,
     segment_size: int = typer.Option(64, "--segment-size", hidden=True,
                                      help="Presets per segment (resume and shard unit); keep the default."),
@@ -267,8 +268,8 @@ def render_command(
 
 @app.command("merge")
 def merge_command(
-    shards: List[Path] = typer.Argument(..., readable=False, help="The N shard files of one render (--shard K/N)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help="Dataset to write; equals a single run's file."),
+    shards: List[Path] = typer.Argument(..., readable=False, parser=cli_path, help="The N shard files of one render (--shard K/N)."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Dataset to write; equals a single run's file."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Join the shard files of one render job into one dataset."""
@@ -280,8 +281,8 @@ def merge_command(
 
 @app.command("export-wav")
 def export_wav_command(
-    dataset: Path = typer.Argument(..., readable=False, help="A rendered dataset (dataset.h5); without stored audio its presets are re-rendered."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help="Folder for the wav files (created)."),
+    dataset: Path = typer.Argument(..., readable=False, parser=cli_path, help="A rendered dataset (dataset.h5); without stored audio its presets are re-rendered."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Folder for the wav files (created)."),
     ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
@@ -303,7 +304,7 @@ def export_wav_command(
 @app.command("check-plugin")
 def check_plugin_command(
     plugin: str = typer.Option(..., "--plugin", help="Dexed VST2 .so / VST3 bundle to check."),
-    presets: Optional[Path] = typer.Option(None, "--presets", readable=False, help="Catalogue to sample (default: the bundled presets/ banks)."),
+    presets: Optional[Path] = typer.Option(None, "--presets", readable=False, parser=cli_path, help="Catalogue to sample (default: the bundled presets/ banks)."),
     n: int = typer.Option(64, "-n", help="Presets to check (spread evenly over the catalogue)."),
     notes: str = typer.Option("40:85,50:85,60:42,60:85,60:127,70:85", "--notes", help="pitch:velocity pairs per preset."),
     hold: float = typer.Option(3.0, "--hold", help="Seconds each note is held."),
@@ -328,8 +329,8 @@ def check_plugin_command(
 
 @app.command("report")
 def report_command(
-    dataset: Path = typer.Argument(..., readable=False, help="A rendered dataset (dataset.h5)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help="Folder for index.html (created); its figures are embedded in it."),
+    dataset: Path = typer.Argument(..., readable=False, parser=cli_path, help="A rendered dataset (dataset.h5)."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Folder for index.html (created); its figures are embedded in it."),
     examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms."),
     groups: int = typer.Option(10, "--groups", help="Largest groups of identical-sounding presets listed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the choice of example presets."),

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 __all__ = ["progress", "run"]
 
@@ -273,6 +274,20 @@ def _install() -> dict:
                 _found[signum] = signal.signal(signum, _on_signal)
         _installed.append(True)
     return _found
+
+
+def cli_path(value) -> Path:
+    """A path given on the command line, refused when empty: ``-o ""`` (an unset shell variable)
+    became ``Path(".")``, and ``export-wav`` then wrote into the current folder."""
+    import typer
+
+    if isinstance(value, Path):
+        return value
+    if value == "":   # one line, as every other refused value (not typer's usage box)
+        typer.echo('error: an empty path ("") was given for a file or folder (an unset shell variable?); '
+                   "give its name", err=True)
+        raise typer.Exit(2)
+    return Path(value)
 
 
 def dexed_data_main() -> None:

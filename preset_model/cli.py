@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from dexed_data.console import cli_path
 from .errors import PresetModelError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -133,8 +134,8 @@ PROGRESS = typer.Option(True, "--progress/--no-progress", help="Progress on stde
 
 @app.command()
 def fit(
-    data: Path = typer.Option(..., "--data", readable=False, help="dataset.h5 written by `dexed-data render`."),
-    out: Path = typer.Option(..., "--out", readable=False, help="Run folder: checkpoints, metrics.csv, split.json."),
+    data: Path = typer.Option(..., "--data", readable=False, parser=cli_path, help="dataset.h5 written by `dexed-data render`."),
+    out: Path = typer.Option(..., "--out", readable=False, parser=cli_path, help="Run folder: checkpoints, metrics.csv, split.json."),
     encoding: Optional[str] = typer.Option(None, help="Preset encoding: numcat++ (default) | numcat | num."),
     head: Optional[str] = typer.Option(None, help="Regression head: flow (default) | mlp."),
     notes: Optional[int] = typer.Option(None, help="Input notes per preset: as many as the dataset was rendered on (default 6, the paper's), or 1 (MIDI 60, vel 85)."),
@@ -273,8 +274,8 @@ def fit(
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(..., readable=False, help="Run folder written by `preset-model fit` (or a checkpoint .pt)."),
-    data: Optional[Path] = typer.Option(None, "--data", readable=False, help="Dataset (default: the one the run was trained on, at "
+    run: Path = typer.Argument(..., readable=False, parser=cli_path, help="Run folder written by `preset-model fit` (or a checkpoint .pt)."),
+    data: Optional[Path] = typer.Option(None, "--data", readable=False, parser=cli_path, help="Dataset (default: the one the run was trained on, at "
                                         "its recorded path or beside the run folder)."),
     split: str = typer.Option("test", "--split", help="test | valid | train: the run's saved split."),
     baseline: Optional[str] = typer.Option(None, "--baseline",
@@ -285,7 +286,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N presets of the split."),
     checkpoint: str = typer.Option("best.pt", "--checkpoint", help="best.pt | last.pt."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          readable=False, help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
+                                          readable=False, parser=cli_path, help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
     refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
                                                    "true sound (candidates: it, the nearest training presets)."),
     progress: bool = PROGRESS,
@@ -325,15 +326,15 @@ def evaluate(
 @app.command()
 def match(
     paths: list[Path] = typer.Argument(..., metavar="[RUN] FILES...",
-                                       readable=False, help="Run folder (or checkpoint .pt), unless --data alone is given; then "
+                                       readable=False, parser=cli_path, help="Run folder (or checkpoint .pt), unless --data alone is given; then "
                                             "audio files (WAV/FLAC/OGG/AIFF; any rate, length, channels)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help=".syx to write: one voice → single-voice dump, more → bank."),
-    wav: Optional[Path] = typer.Option(None, "--wav", readable=False, help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help=".syx to write: one voice → single-voice dump, more → bank."),
+    wav: Optional[Path] = typer.Option(None, "--wav", readable=False, parser=cli_path, help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
     each: bool = typer.Option(False, "--each", help="Every file is its own sound (its note from its name, else 60:85)."),
     gain_db: str = typer.Option("0", "--gain-db", help="Gain in dB applied to the inputs (they should be at Dexed's "
                                 "output level), or 'auto': each sound's loudest file brought to a typical voice's "
                                 "peak (-14.5 dBFS), for normalised recordings."),
-    data: Optional[Path] = typer.Option(None, "--data", readable=False, help="Without RUN: the dataset whose training presets are "
+    data: Optional[Path] = typer.Option(None, "--data", readable=False, parser=cli_path, help="Without RUN: the dataset whose training presets are "
                                         "matched. With RUN: not needed (the run holds its render settings; older "
                                         "runs: the dataset they were trained on, if it moved)."),
     refine: int = typer.Option(0, "--refine", help="Search N renders for a better voice from the model's voice, the "
@@ -477,12 +478,12 @@ def match(
 
 @app.command()
 def interpolate(
-    run: Path = typer.Argument(..., readable=False, help="Run folder (or checkpoint .pt) with the flow head."),
+    run: Path = typer.Argument(..., readable=False, parser=cli_path, help="Run folder (or checkpoint .pt) with the flow head."),
     a: str = typer.Argument(..., help="First voice, FILE.syx:N (N from 1; a single-voice file needs no :N)."),
     b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1; a single-voice file needs no :N)."),
     steps: int = typer.Option(8, "--steps", help="Voices in the bank, both ends included (2-32)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, help="Bank .syx to write."),
-    data: Optional[Path] = typer.Option(None, "--data", readable=False, help="Not needed: the run holds its render settings "
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Bank .syx to write."),
+    data: Optional[Path] = typer.Option(None, "--data", readable=False, parser=cli_path, help="Not needed: the run holds its render settings "
                                         "(older runs: the dataset they were trained on, if it moved)."),
     force: bool = FORCE,
 ) -> None:

@@ -786,6 +786,17 @@ def test_more_absurd_values_and_versions(catalogue, dataset, fitted, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.wav", "v99.h5"]   # no c.h5.shards left behind
 
 
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(dataset, fitted, tmp_path, monkeypatch):
+    # `-o ""` (an unset shell variable) became Path("."): export-wav wrote into the current folder
+    monkeypatch.chdir(tmp_path)
+    for app, args in ((data_app, ["export-wav", dataset, "-o", "", "--limit", "1"]),
+                      (data_app, ["export-wav", "", "-o", "w"]), (data_app, ["report", dataset, "-o", ""]),
+                      (model_app, ["fit", "--data", dataset, "--out", ""]),
+                      (model_app, ["match", "--data", fitted.data, "", "-o", "m.syx"])):
+        assert_clean_error(run(app, *args), 'an empty path ("")', "an unset shell variable?")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fit_names_a_damaged_spectrogram(dataset, tmp_path):
     damaged = tmp_path / "damaged.h5"
     damaged.write_bytes(dataset.read_bytes())

@@ -176,9 +176,12 @@ def _decode_name(name_bytes: np.ndarray) -> str:
 
 
 def _encode_name(name: str) -> np.ndarray:
-    """(10,) uint8: latin-1 (unknown chars → '?'), 7-bit, cut or space-padded to 10."""
+    """(10,) uint8: 7-bit (a character outside ASCII → '?'; masking its top bit turned 'é' into
+    'i'), cut or space-padded to 10. ASCII bytes, NULs included, are kept as they are."""
     data = name.encode("latin-1", errors="replace")[:NAME_LENGTH].ljust(NAME_LENGTH, b" ")
-    return np.frombuffer(data, dtype=np.uint8) & 0x7F
+    out = np.frombuffer(data, dtype=np.uint8).copy()
+    out[out > 0x7F] = ord("?")
+    return out
 
 
 def unpack_voices(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

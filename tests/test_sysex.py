@@ -103,6 +103,12 @@ def test_encode_single_decode_is_identity(raw, name):
     assert to_dexed_sysex(raw, name) == message[6:161] + b"\x3f"
 
 
+def test_a_name_outside_ascii_is_written_with_question_marks_not_other_letters():
+    # the top bit was masked: "CAFÉ ÑU" became "CAFi QU"; a NUL stays a NUL (real banks have them)
+    (voice,) = decode_bytes(encode_single(INIT_VOICE, "CAFÉ ÑU\0€")).voices
+    assert voice.name == "CAF? ?U\0? "
+
+
 def test_dont_care_bits_are_documented_and_dropped():
     assert USED_BITS[11] == 0x0F and USED_BITS[13] == 0x1F and USED_BITS[15] == 0x3F
     assert USED_BITS[110] == 0x1F and USED_BITS[111] == 0x0F and USED_BITS[116] == 0x7F

@@ -201,6 +201,9 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
         except FileExistsError:
             pass
         except OSError as exc:
+            if exc.errno == errno.ENOENT:   # the folder exists, yet no file can be made in it: /proc said so
+                raise OutputError(f"cannot write {what} {path}: the folder {path.parent} takes no new files (a "
+                                  "virtual file system such as /proc?); choose a folder on a disk") from None
             raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
         else:
             probe.unlink(missing_ok=True)

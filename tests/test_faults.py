@@ -185,7 +185,9 @@ def test_unwritable_output_paths(where, tmp_path):
     blocker.write_text("x")
     target = {"under_file": blocker / "sub" / "p.h5", "proc": Path("/proc/p.h5"), "folder": tmp_path}[where]
     res = run(data_app, "import-sysex", REPO / "presets", "-o", target)
-    assert_clean_error(res)
+    line = assert_clean_error(res)
+    if where == "proc":      # "No such file or directory" of a folder that exists
+        assert "the folder /proc takes no new files" in line, line
     assert blocker.read_text() == "x"
     assert leftovers(tmp_path) == []
 

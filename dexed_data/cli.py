@@ -172,6 +172,16 @@ def list_command(
         more = f"  (+{len(p.sources) - 1} more)" if len(p.sources) > 1 else ""
         typer.echo(f"{p.row:>6}  {p.id}  {printable_name(p.name):<10}  {where}{more}")
     typer.echo(f"{len(shown)} of {len(presets)} presets" + (f" named like {name!r}" if name else ""), err=True)
+    if _incomplete_dataset(file):   # its preset table is written first, whole; its renders are not all there
+        typer.echo(f"note: {file} is an incomplete dataset (its render was interrupted, or still runs): these are "
+                   "the presets it selected, not all of them rendered; rerun its render command to finish it", err=True)
+
+
+def _incomplete_dataset(path: Path) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f.attrs.get("format") == "dexed-dataset" and not bool(f.attrs.get("complete", False))
 
 
 @app.command("info")

@@ -134,7 +134,29 @@ class DatasetHeader:
         if header.shapes.notes != len(header.notes):
             raise _malformed(path, f"attribute shapes has {header.shapes.notes} notes, attribute notes "
                                    f"{len(header.notes)}")
+        _check_timing(header, path)
         return header
+
+
+def _check_timing(h: "DatasetHeader", path) -> None:
+    """The attributes that say how long a note is and how it was analysed agree with the arrays'
+    shapes (a hand-edited ``hold`` made ``DatasetReader.audio`` re-render notes of another length
+    than the stored spectrograms')."""
+    from .engines import n_samples
+
+    s, mel = h.shapes, h.mel_config
+    t = n_samples(h.hold, h.release, h.sample_rate)
+    if s.samples != t:
+        raise _malformed(path, f"attribute shapes has {s.samples} samples per note, but hold {h.hold:g} s + "
+                               f"release {h.release:g} s at {h.sample_rate} Hz make {t}")
+    if mel.get("sample_rate", h.sample_rate) != h.sample_rate:
+        raise _malformed(path, f"attribute mel_config has sample_rate {mel['sample_rate']}, attribute sample_rate "
+                               f"{h.sample_rate}")
+    if "n_mels" in mel and s.mels != mel["n_mels"]:
+        raise _malformed(path, f"attribute shapes has {s.mels} mel bands, attribute mel_config {mel['n_mels']}")
+    if "hop" in mel and s.frames != 1 + s.samples // mel["hop"]:
+        raise _malformed(path, f"attribute shapes has {s.frames} frames, but {s.samples} samples at mel_config's "
+                               f"hop {mel['hop']} make {1 + s.samples // mel['hop']}")
 
 
 def _malformed(path, what: str) -> DatasetError:
@@ -437,6 +459,11 @@ def check_dataset(f: h5py.File, path, allow_incomplete: bool = False, schema: bo
         rows("occurrences/preset", 0, n, f"a row of /presets (0–{n - 1})")
         if "duplicate_of" in f:   # −1, or the earlier row it duplicates
             rows("duplicate_of", -1, np.arange(n), "-1 or an earlier row")
+        bounds = (info.mel_min_db, info.mel_max_db)
+        if info.complete and "mel" in f and not (np.isfinite(bounds).all() and bounds[0] <= bounds[1]) \
+                and np.any(f["status"][...] == STATUS_OK):   # the scale every reader maps /mel with
+            raise _malformed(path, f"attributes mel_min_db, mel_max_db are {bounds[0]}, {bounds[1]} while presets "
+                                   "were rendered: finite bounds, min ≤ max, are expected")
         if info.schema_hash == SCHEMA_HASH:   # another schema's maxima are not these (and that file is refused)
             # rendered rows only: a failed row keeps the values its engine refused (its /error says why)
             rendered = f["status"][...] == STATUS_OK

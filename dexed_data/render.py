@@ -394,6 +394,8 @@ def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
 
 
 _RELEASE_AT_EXIT: list = []
+#: The watchdog's output in a worker (opened once).
+_DEVNULL: list = []
 
 
 def _release_engine() -> None:
@@ -439,7 +441,10 @@ def _render_guarded(row: int, raw: np.ndarray, config: RenderConfig) -> writer.R
     # ends the whole worker instead, which the parent sees as a dead worker and handles.
     if _WORKER.get("config") != config:
         _init_worker(config)
-    faulthandler.dump_traceback_later(config.timeout * 1.5 + 5, exit=True)
+    # its stack dump is no message for a user (the parent reports the preset as timed out): to /dev/null
+    if not _DEVNULL:
+        _DEVNULL.append(open(os.devnull, "w"))
+    faulthandler.dump_traceback_later(config.timeout * 1.5 + 5, exit=True, file=_DEVNULL[0])
     try:
         return render_one(row, raw)
     finally:

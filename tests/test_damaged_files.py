@@ -12,6 +12,7 @@ and the session's fitted tiny runs and their dataset (tests/run_fixtures.py) for
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -123,6 +124,28 @@ def test_list_refuses_what_info_refuses(kind, edit, catalogue, dataset, tmp_path
     if kind == "catalogue":
         assert clean_error(run(data_app, "export", bad, "--all", "-o", tmp_path / "x.syx")) == line
         assert not (tmp_path / "x.syx").exists()
+
+
+def _mel_config(**changes):
+    def edit(f):
+        f.attrs["mel_config"] = json.dumps({**json.loads(f.attrs["mel_config"]), **changes})
+    return edit
+
+
+TIMING_EDITS = {   # audit U: attributes that contradict the arrays' shapes were accepted
+    "hold": (set_attr("hold", 0.6), ["shapes has 6615 samples per note", "hold 0.6 s + release 0.1 s", "make 15434"]),
+    "hop": (_mel_config(hop=512), ["shapes has", "frames", "mel_config's hop 512"]),
+    "n_mels": (_mel_config(n_mels=80), ["mel bands, attribute mel_config 80"]),
+    "bounds": (set_attr("mel_min_db", float("nan")), ["mel_min_db, mel_max_db are nan", "finite bounds"]),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(TIMING_EDITS))
+def test_attributes_that_contradict_the_arrays_are_refused(edit, dataset, tmp_path):
+    change, needles = TIMING_EDITS[edit]
+    bad = damaged_copy(dataset, tmp_path / "bad.h5", change)
+    line = clean_error(run(data_app, "list", bad), str(bad), "malformed dataset", *needles)
+    assert clean_error(run(data_app, "info", bad)) == line
 
 
 def test_list_names_a_folder_and_a_truncated_file(dataset, tmp_path):

@@ -705,6 +705,15 @@ def test_a_renders_unfinished_file_is_called_incomplete_not_malformed(dataset, t
         del f["status"]
     assert_clean_error(run(data_app, "info", unfinished), "the dataset is incomplete", "rerun the same render command",
                        f"then read {tmp_path / 'd.h5'}")
+    # a render's working file before its statuses are gone: list lists its presets and says what it is
+    running = tmp_path / "running.h5"
+    running.write_bytes(dataset.read_bytes())
+    with h5py.File(running, "r+") as f:
+        f.attrs["complete"] = False
+    res = run(data_app, "list", running)
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 4
+    assert "note: " + str(running) + " is an incomplete dataset" in res.stderr, res.stderr
+    assert "note:" not in run(data_app, "list", dataset).stderr
 
 
 def test_data_without_operator_levels_is_named_by_info_and_fit(fitted, tmp_path):
@@ -1901,3 +1910,20 @@ def test_a_disk_too_full_to_create_the_render_file_is_one_line_not_a_crash(catal
                        progress=False, limit=4)
     assert str(err.value) == (f"writing {tmp_path / 'e.h5.parts'}: no space left on the device; free space and rerun "
                               "the same command to continue")
+
+
+def test_a_worker_ended_by_its_watchdog_prints_no_stack_dump(tmp_path):
+    # audit U: a preset hung past 1.5 × --timeout + 5 s ended its worker with "Timeout (0:00:05.15)!"
+    # and every thread's stack on the user's terminal; the parent reports the preset as timed out
+    code = (
+        "import time, numpy as np\n"
+        "import dexed_data.render as r\n"
+        "from dexed_data.schema import apply_fixed\n"
+        "cfg = r.RenderConfig(notes=((60, 85),), hold=0.1, release=0.1, timeout=0.01)\n"
+        "r._init_worker(cfg)\n"
+        "r.render_one = lambda row, raw: time.sleep(30)\n"
+        "r._render_guarded(0, apply_fixed(np.zeros(145, np.uint8)), cfg)\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])     # the watchdog ended it
+    assert "Timeout" not in proc.stderr and "File " not in proc.stderr, proc.stderr[-2000:]

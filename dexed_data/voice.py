@@ -50,6 +50,10 @@ class Voice:
 def load_voice(spec: str | Path) -> Voice:
     """``"FILE.syx:N"`` (N from 1, as on the DX7) or ``"FILE.syx"`` (a file with exactly one voice).
 
+    N counts the file's voices in order, across its SysEx messages: in a file of two banks, voice 4
+    of the second (``dexed-data list``: ``FILE:4 (message 2)``) is ``FILE:36``. The voice's
+    :attr:`Voice.source` then names its message and voice too.
+
     Any file ``dexed-data import-sysex`` reads works (banks, single-voice dumps, ``.mid``, raw
     voice data); voices come out repaired as the import repairs them.
 
@@ -85,7 +89,10 @@ def load_voice(spec: str | Path) -> Voice:
             raise DexedDataError(f"{spec}: voice {n} does not exist; {path} holds {held}")
     v = voices[n - 1]
     repairs = tuple(p.message for p in (*decoded.problems, *v.problems) if p.voice is None or p in v.problems)
-    return Voice(np.array(v.raw, np.uint8), v.name, f"{path}:{n}", repairs)
+    source = f"{path}:{n}"
+    if len({u.message_index for u in voices}) > 1:   # N counts across them; `dexed-data list` names it like this
+        source += f" (message {v.message_index + 1}, voice {v.voice_index + 1})"
+    return Voice(np.array(v.raw, np.uint8), v.name, source, repairs)
 
 
 def raw_values(voice) -> np.ndarray:

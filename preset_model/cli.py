@@ -284,7 +284,8 @@ def evaluate(
                                                 "categorical ones at their mode)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes re-rendering presets."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N presets of the split."),
-    checkpoint: str = typer.Option("best.pt", "--checkpoint", help="best.pt | last.pt."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best.pt (the default) | last.pt: which of "
+                                             "the run folder's checkpoints (RUN given as a .pt file is that one)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           readable=False, parser=cli_path, help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
     refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
@@ -299,6 +300,10 @@ def evaluate(
         _fail(f"--limit {limit}: must be ≥ 1")
     _check_refine(refine)
     _check_jobs(jobs)
+    if checkpoint is not None and run.is_file():   # it was ignored: the .pt given was scored, labelled as the option
+        _fail(f"--checkpoint {checkpoint} picks a checkpoint of a run folder, and {run} is a checkpoint file: give "
+              f"the folder with --checkpoint, or the checkpoint file alone")
+    checkpoint = checkpoint or "best.pt"
     if checkpoint not in ("best.pt", "last.pt"):   # a path would be unpickled as a checkpoint
         _fail(f"--checkpoint {checkpoint!r}: use best.pt or last.pt (the run's own checkpoints); to evaluate "
               "another checkpoint file, give its path as RUN")
@@ -404,6 +409,8 @@ def match(
             typer.echo(f"note: {f} ends like a note name ({suffix}) but it is not a MIDI note (pitch 0–127, "
                        "velocity 1–127); the file is taken as not named by a note", err=True)
     loaded = _plain(load_run, run, data=data) if run is not None else None
+    if loaded is not None and loaded.dataset is not None:   # the dataset the run found itself is read too
+        _outputs([output], [loaded.dataset], force)
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
         if refine > 0 and loaded.dataset is None:
@@ -419,7 +426,7 @@ def match(
         _plain(write_syx, output, [v.raw for v in result.voices], [v.name for v in result.voices])
         paths = _plain(write_wavs, result, wav) if wav is not None else []
     for v in result.voices:
-        given = {tuple(s.note) for s in v.scores}
+        given = {tuple(s.model_note) for s in v.scores}   # a file played on 62:85 gives the model's 60:85
         filled = [f"{p}:{q}" for p, q in notes if (p, q) not in given]
         if loaded is None or len(notes) == 1:
             filled = []   # a 1-note model's input is its file, shifted if named by another note
@@ -479,8 +486,10 @@ def match(
 @app.command()
 def interpolate(
     run: Path = typer.Argument(..., readable=False, parser=cli_path, help="Run folder (or checkpoint .pt) with the flow head."),
-    a: str = typer.Argument(..., help="First voice, FILE.syx:N (N from 1; a single-voice file needs no :N)."),
-    b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1; a single-voice file needs no :N)."),
+    a: str = typer.Argument(..., help="First voice, FILE.syx:N (N from 1, counted across the file's "
+                                         "messages; a single-voice file needs no :N)."),
+    b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1, counted across the file's "
+                                         "messages; a single-voice file needs no :N)."),
     steps: int = typer.Option(8, "--steps", help="Voices in the bank, both ends included (2-32)."),
     output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Bank .syx to write."),
     data: Optional[Path] = typer.Option(None, "--data", readable=False, parser=cli_path, help="Not needed: the run holds its render settings "

@@ -193,7 +193,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     cfg = loaded.model.cfg
     return {
         "format": "preset-model-evaluation", "format_version": 1,
-        "run": str(loaded.path), "checkpoint": checkpoint, "epoch": int(loaded.checkpoint.get("epoch", -1)) + 1,
+        "run": str(loaded.path), "checkpoint": Path(run).name if Path(run).is_file() else checkpoint, "epoch": int(loaded.checkpoint.get("epoch", -1)) + 1,
         "method": (baseline or "model") + (f"+refine{refine}" if refine > 0 else ""),
         "model": None if baseline else {"encoding": cfg.encoding, "head": cfg.head, "notes": cfg.notes},
         "input_notes": [list(n) for n in loaded.input_notes],

@@ -322,15 +322,18 @@ def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool
         return [[(lone if n is None else _nearest(notes, n), f)] for n, f in zip(named, files)]
     if all(n is not None for n in named):
         sounds: dict[str, list[tuple[int, str]]] = {}
+        played: dict[str, list[tuple[int, int]]] = {}      # the notes as named, per sound
         for n, f in zip(named, files):
             t = _nearest(notes, n)
             group = sounds.setdefault(_sound_key(f), [])
-            clash = [g for j, g in group if j == t]
+            clash = [(g, m) for (j, g), m in zip(group, played.get(_sound_key(f), [])) if j == t]
             if clash:
-                raise AudioInputError(f"{clash[0]} and {f} are both note {notes[t][0]}:{notes[t][1]} of the same "
-                                      f"sound (a note that is not one of the model's, {listed}, stands for the "
-                                      f"nearest of them); give each note once")
+                stands = (f" (a note that is not one of the model's, {listed}, stands for the nearest of them)"
+                          if tuple(n) != tuple(notes[t]) or tuple(clash[0][1]) != tuple(notes[t]) else "")
+                raise AudioInputError(f"{clash[0][0]} and {f} are both note {notes[t][0]}:{notes[t][1]} of the same "
+                                      f"sound{stands}; give each note once")
             group.append((t, f))
+            played.setdefault(_sound_key(f), []).append(n)
         return [sorted(g) for g in sounds.values()]
     if any(n is not None for n in named):
         first = [f for n, f in zip(named, files) if n is not None]
@@ -355,7 +358,7 @@ def sound_name(files: list[str | Path]) -> str:
         while not s.startswith(common):
             common = common[:-1]
     common = common.rstrip(" _-.")
-    return _dx7_name(common or stems[0])
+    return _dx7_name(common or stems[0] or Path(files[0]).stem)   # a file named by its note alone: that
 
 
 def match_files(run: str | Path | Run | None, files: list[str | Path], each: bool = False, gain_db: float | str = 0.0,

@@ -162,6 +162,20 @@ def test_cli_evaluate_writes_json_and_markdown(fitted, tmp_path):
     assert "num MAE" in res.output
 
 
+def test_a_checkpoint_given_as_run_is_the_one_the_report_names(fitted, tmp_path):
+    # audit W: `evaluate RUN/last.pt` reported "checkpoint": "best.pt", and `RUN/best.pt --checkpoint
+    # last.pt` scored best.pt under the name last.pt
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1 / "last.pt"), "--limit", "1", "--baseline", "mean",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["checkpoint"] == "last.pt"
+    assert "checkpoint last.pt" in (tmp_path / "r.md").read_text()
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1 / "best.pt"), "--checkpoint", "last.pt", "--limit", "1",
+                                   "-o", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "is a checkpoint file" in res.output and not (tmp_path / "s.json").exists()
+
+
 def test_evaluate_says_when_the_data_lacks_part_of_the_runs_split(fitted, tmp_path):
     from dexed_data.render import RenderConfig, render_dataset
     from run_fixtures import HOLD, NOTES, RELEASE

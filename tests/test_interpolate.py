@@ -29,6 +29,18 @@ def test_read_voice_counts_from_one(fitted, tmp_path):
             read_voice(bad)
 
 
+def test_a_voice_number_counts_across_a_files_messages_and_names_its_message(fitted, tmp_path):
+    # audit W: `dexed-data list` shows voice 4 of a second bank as "two.syx:4 (message 2)", and
+    # two.syx:4 took the first bank's voice 4 with nothing to tell them apart
+    bank = fitted.bank.read_bytes()
+    two = tmp_path / "two.syx"
+    two.write_bytes(bank + bank)
+    v = read_voice(f"{two}:36")
+    assert v.source == f"{two}:36 (message 2, voice 4)" and v.name == decode_file(fitted.bank).voices[3].name
+    assert read_voice(f"{two}:4").source == f"{two}:4 (message 1, voice 4)"
+    assert read_voice(f"{fitted.bank}:4").source == f"{fitted.bank}:4"       # one message: as given
+
+
 def test_preset_latent_round_trip(fitted):
     run = load_run(fitted.flow6)
     raw = np.stack([read_voice(f"{fitted.bank}:{i}").raw for i in (1, 2, 3)])

@@ -225,3 +225,30 @@ def test_a_pitch_offset_at_the_edge_of_its_range_is_printed_as_beyond_it(fitted,
     res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(recording), "-o", str(tmp_path / "p.syx")])
     assert res.exit_code == 0, res.output
     assert "pitch offset below -600 cents" in res.output and "-600.0 cents" not in res.output
+
+
+def test_match_never_replaces_the_dataset_its_run_found_and_names_the_notes_it_filled(fitted, recording, tmp_path):
+    # audit W: `match RUN x.wav --refine N -o RUN's-dataset.h5 --force` replaced the dataset it had read
+    kept = fitted.data.read_bytes()
+    try:
+        res = CliRunner().invoke(app, ["match", str(fitted.flow6), str(recording), "--refine", "2", "-o",
+                                       str(fitted.data), "--force"])
+        assert res.exit_code == 2 and "is also an input" in res.output, res.output
+    finally:
+        if fitted.data.read_bytes() != kept:     # never leave the shared fixture broken
+            fitted.data.write_bytes(kept)
+            pytest.fail("the run's dataset was replaced")
+    # a file played on 62:85 gives the model's 60:85, which is not "filled by pitch-shifting"
+    named = tmp_path / "clav_62-85.wav"
+    named.write_bytes(recording.read_bytes())
+    res = CliRunner().invoke(app, ["match", str(fitted.flow6), str(named), "-o", str(tmp_path / "c.syx")])
+    assert res.exit_code == 0 and "(notes 40:85, 50:85, 60:42, 60:127, 70:85 filled by pitch-shifting)" in res.output
+
+
+def test_sound_names_and_note_clashes_say_what_they_are():
+    assert sound_name(["/x/_40-85.wav"]).strip() == "_40-85"     # named by its note alone: not a blank name
+    with pytest.raises(AudioInputError) as err:
+        group_files(["a_40-85.wav", "a_40-85.flac"], NOTES)
+    assert "both note 40:85 of the same sound; give each note once" in str(err.value)   # 40:85 is the model's
+    with pytest.raises(AudioInputError, match="a note that is not one of the model's"):
+        group_files(["a_40-85.wav", "a_41-85.wav"], NOTES)

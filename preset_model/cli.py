@@ -104,6 +104,16 @@ def _run_files(run: Optional[Path]) -> list[Path]:
     return [run, *(folder / n for n in RUN_FILES), *(p for p in folder.glob("*.pt") if p.name not in RUN_FILES)]
 
 
+#: Suffixes of audio files: a .syx written under one of them is a mistake (re-renders go to --wav).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+
+
+def _check_syx_name(output: Path) -> None:
+    if output.suffix.lower() in AUDIO_SUFFIXES:
+        _fail(f"-o {output}: -o is the SysEx file of the voices; give it a .syx name (re-rendered audio goes to "
+              "--wav DIR in match)")
+
+
 def _outputs(paths: list[Path], inputs: list, force: bool) -> None:
     from dexed_data.outputs import check_output
 
@@ -398,6 +408,7 @@ def match(
     _check_jobs(jobs)
     gain = _plain(parse_gain, gain_db)
     _check_seed(seed)
+    _check_syx_name(output)
     _outputs([output], [*files, *_run_files(run), data], force)
     if wav is not None:
         if wav.resolve() == output.resolve():
@@ -502,6 +513,7 @@ def interpolate(
 
     if not 2 <= steps <= 32:
         _fail(f"--steps {steps}: must be between 2 and 32 (one DX7 bank)")
+    _check_syx_name(output)
     _outputs([output], [a.rpartition(":")[0] or a, a, b.rpartition(":")[0] or b, b, *_run_files(run), data], force)
     va, vb = _plain(read_voice, a), _plain(read_voice, b)
     m = _plain(morph, run, va, vb, steps, data)
@@ -509,11 +521,14 @@ def interpolate(
     typer.echo(f"{va.source} ({va.name.strip()}) → {vb.source} ({vb.name.strip()}): {steps} voices in {output}")
     from dexed_data.schema import FIXED_TRANSPOSE
 
+    said: set[str] = set()   # both voices from one damaged file: its notes once
     for label, voice, missed in (("first", va, m.endpoint_errors[0]), ("last", vb, m.endpoint_errors[1])):
         moved = voice.transpose - FIXED_TRANSPOSE
         for repair in voice.repairs:
-            typer.echo(f"  note: {repair}", err=True)
-        read = " as read (repaired, see above)" if voice.repairs else ""
+            if repair not in said:
+                typer.echo(f"  note: {repair}", err=True)
+                said.add(repair)
+        read = " as read (see the notes above)" if voice.repairs else ""
         if missed == 0 and not moved:
             typer.echo(f"  the {label} voice reproduces {voice.source}{read} exactly")
             continue

@@ -74,3 +74,15 @@ def test_cli_interpolate_writes_a_bank(fitted, tmp_path):
     assert len(out.read_bytes()) == 4104 and len(voices) == 32
     assert [v.name.strip() for v in voices[:8]] == [f"MORPH {i:02d}" for i in range(1, 9)]
     assert np.array_equal(apply_fixed(voices[0].raw), read_voice(f"{fitted.bank}:1").raw)
+
+
+def test_a_truncated_banks_note_is_said_once_and_a_wav_name_is_refused(fitted, tmp_path):
+    cut = tmp_path / "cut.syx"
+    cut.write_bytes(fitted.bank.read_bytes()[:2000])          # 15 of its 32 voices
+    res = CliRunner().invoke(app, ["interpolate", str(fitted.flow6), f"{cut}:1", f"{cut}:2", "-o", str(tmp_path / "i.syx")])
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if line.strip().startswith("note:")]
+    assert notes and len(notes) == len(set(notes)), res.stderr      # each once, not once per voice
+    assert "repaired" not in res.stdout
+    res = CliRunner().invoke(app, ["interpolate", str(fitted.flow6), f"{cut}:1", f"{cut}:2", "-o", str(tmp_path / "i.wav")])
+    assert res.exit_code == 2 and "give it a .syx name" in res.output and not (tmp_path / "i.wav").exists()

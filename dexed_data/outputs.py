@@ -574,7 +574,9 @@ def _pending_temps(folder: Path) -> set[str]:
     return {tmp.name for _, entries in _journals(folder) for tmp, _, _ in entries if tmp.parent == folder}
 
 
-_TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})(?:\.old)?\.tmp")   # .old: a publish's backup
+#: ``.NAME.PID.tmp``; ``.old.tmp``: a publish's backup; ``.tmp.tmp``: the file a merge's ``.NAME.PID.tmp``
+#: is made in (:func:`dexed_data.writer.create_layout`), as large as the dataset.
+_TEMP_NAME = re.compile(r"\.(.+)\.(\d{1,9})(?:\.old|\.tmp)?\.tmp")
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> None:

@@ -934,8 +934,12 @@ def test_a_killed_commands_temporary_file_is_removed_by_the_next_check(tmp_path)
     stale.write_bytes(b"half")
     other = tmp_path / f".other.bin.{dead}.tmp"               # another output's: left alone
     other.write_bytes(b"half")
+    layout = tmp_path / f".o.bin.{dead}.tmp.tmp"             # a killed merge's file as large as the dataset (audit T)
+    backup = tmp_path / f".o.bin.{dead}.old.tmp"              # a killed publish's backup link
+    layout.write_bytes(b"reserved")
+    backup.write_bytes(b"old")
     check_output(tmp_path / "o.bin")
-    assert not stale.exists() and other.exists()
+    assert not stale.exists() and other.exists() and not layout.exists() and not backup.exists()
     # a command writing into a folder clears every killed command's temporary in it
     # (export-wav killed half-way leaves one per WAV; a rerun with other ids writes other names)
     wav = tmp_path / f".other.wav.{dead}.tmp"

@@ -28,6 +28,27 @@ import numpy as np
 from .errors import DexedDataError
 
 
+def row_numbers(rows, path, error: type[DexedDataError] = DexedDataError) -> np.ndarray:
+    """``rows`` as int64 row numbers, refused unless a 1-D sequence of whole numbers (one line naming ``path``)."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        raise error(f"{path}: rows are a sequence of whole row numbers, got {rows.dtype} of shape {rows.shape}")
+    return rows.astype(np.int64)
+
+
+def check_mel_selection(f: h5py.File, path, rows: np.ndarray, notes, error: type[DexedDataError] = DexedDataError,
+                        fix: str = "render it with --store mel (the default)") -> None:
+    """Refuse a selection of a dataset's ``/mel`` that is not there: no ``/mel``, a row or note index out of range."""
+    if "mel" not in f:
+        raise error(f"{path}: no /mel stored; {fix}")
+    n, k = f["mel"].shape[:2]
+    bad = rows[(rows < 0) | (rows >= n)]
+    if bad.size:
+        raise error(f"{path}: row {bad[0]} is out of range; this dataset has {n} rows (0–{n - 1})")
+    if notes is not None and not all(0 <= int(j) < k for j in notes):
+        raise error(f"{path}: notes {[int(j) for j in notes]}: indices of the file's {k} notes are 0–{k - 1}")
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's text cut to its first line (HDF5's messages run over several)."""
     text = str(exc).strip().splitlines()

@@ -42,28 +42,17 @@ class MelDataset(Dataset):
     def __init__(self, path, rows: Sequence[int], notes: Sequence[int] | None = None,
                  bounds: tuple[float, float] | None = None) -> None:
         from .dataset import check_file
-        from .inputs import open_hdf5
+        from .inputs import check_mel_selection, open_hdf5, row_numbers
 
         self.path = str(path)
-        rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
-            raise DatasetError(f"{self.path}: rows are a sequence of whole row numbers, got {np.asarray(rows).dtype} "
-                               f"of shape {rows.shape}")
-        self.rows = rows.astype(np.int64)
+        self.rows = row_numbers(rows, self.path, DatasetError)
         self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
         if self.bounds is not None and not (np.isfinite(self.bounds).all() and self.bounds[0] < self.bounds[1]):
             raise DatasetError(f"bounds {bounds}: give (min_db, max_db) with min_db < max_db (the file's mel_bounds)")
         with open_hdf5(self.path, "dataset", DatasetError) as f:
             check_file(f, self.path)   # a catalogue, another format, an interrupted render: said as such
-            if "mel" not in f:
-                raise DatasetError(f"{self.path}: no /mel stored; render with --store mel (the default)")
-            n, k = f["mel"].shape[:2]
-            bad = self.rows[(self.rows < 0) | (self.rows >= n)]
-            if bad.size:
-                raise DatasetError(f"{self.path}: row {bad[0]} is out of range; this dataset has {n} rows (0–{n - 1})")
+            check_mel_selection(f, self.path, self.rows, notes, DatasetError)
             self.notes = None if notes is None else [int(x) for x in notes]
-            if self.notes is not None and not all(0 <= x < k for x in self.notes):
-                raise DatasetError(f"{self.path}: notes {self.notes}: indices of the file's {k} notes are 0–{k - 1}")
             self.raw = f["presets/raw"][...][self.rows].astype(np.int64)
         self._made_from = file_identity(self.path)
         self._h5: h5py.File | None = None

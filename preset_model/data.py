@@ -235,13 +235,11 @@ class SpectrogramDataset(Dataset):
 
     def __init__(self, path: str | Path, rows, encoding: str, note_index: tuple[int, ...],
                  mel_bounds: tuple[float, float], in_memory: bool = False) -> None:
+        from dexed_data.inputs import check_mel_selection, row_numbers
         from dexed_data.outputs import file_identity
 
         self.path = str(path)
-        rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
-            raise DataError(f"{path}: rows are a sequence of whole row numbers, got {rows.dtype} of shape {rows.shape}")
-        self.rows = rows.astype(np.int64)
+        self.rows = row_numbers(rows, path, DataError)
         self.note_index = tuple(sorted(note_index))
         lo, hi = mel_bounds
         if not hi > lo:
@@ -249,14 +247,7 @@ class SpectrogramDataset(Dataset):
         self.lo, self.scale = float(lo), 2.0 / (float(hi) - float(lo))
         enc = get_encoding(encoding)
         with open_checked(self.path) as h5:   # raw values within their maxima, audibility (N, K, 6)
-            if "mel" not in h5:
-                raise DataError(f"{path}: has no /mel spectrograms; render it with mel storage enabled")
-            n, k = h5["mel"].shape[:2]
-            bad = self.rows[(self.rows < 0) | (self.rows >= n)]
-            if bad.size:
-                raise DataError(f"{path}: row {bad[0]} is out of range; this dataset has {n} rows (0–{n - 1})")
-            if not all(0 <= j < k for j in self.note_index):
-                raise DataError(f"{path}: notes {list(self.note_index)}: indices of the file's {k} notes are 0–{k - 1}")
+            check_mel_selection(h5, path, self.rows, self.note_index, DataError)
             raw = h5["presets/raw"][:][self.rows]
             audible = h5["audible"][:][self.rows]
         self._made_from = file_identity(self.path)

@@ -31,7 +31,7 @@ Example::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 
@@ -548,18 +548,20 @@ def _varlen(data: bytes, i: int) -> tuple[int, int]:
     raise _MidiFormatError(f"a length longer than 4 bytes at byte {i - 4}")
 
 
-def midi_sysex(data: bytes) -> tuple[list[tuple[int, bytes]], str | None]:
-    """The SysEx messages of a Standard MIDI File, as raw bytes: ``([(offset, F0 … F7), ...], error)``.
+def midi_sysex(data: bytes) -> tuple[list[tuple[int, bytes, list[tuple[int, int]]]], str | None]:
+    """The SysEx messages of a Standard MIDI File, as raw bytes: ``([(offset, F0 … F7, spans), ...], error)``.
 
     Read from the file's bytes (not through a MIDI library that clips data bytes to 7 bits), so a
     data byte with bit 7 set reaches the decoder as it is, exactly like in a .syx file. A SysEx
     split into an ``F0`` packet and ``F7`` continuation packets (legal in MIDI files) is joined
     into one message. ``offset`` is the file position of the first packet's data minus one (the
-    byte where ``F0`` would stand in a .syx file). ``error`` says which parts could not be read
+    byte where ``F0`` would stand in a .syx file); ``spans`` lists, per packet, ``(index in the
+    message, file position)`` of its first data byte, so that a position in the joined message can
+    be named in the file (:func:`_file_position`). ``error`` says which parts could not be read
     (a damaged track, a file cut short); the messages of every other track are returned, and of a
     SysEx cut short what is there.
     """
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, bytes, list[tuple[int, int]]]] = []
     errors: list[str] = []
     pos, tracks = 0, 0
     declared = int.from_bytes(data[10:12], "big") if data[:8] == b"MThd\x00\x00\x00\x06" else None
@@ -584,14 +586,18 @@ def midi_sysex(data: bytes) -> tuple[list[tuple[int, bytes]], str | None]:
     return out, "; ".join(errors) or None
 
 
-def _track_sysex(data: bytes, i: int, end: int, out: list[tuple[int, bytes]]) -> None:
+def _track_sysex(data: bytes, i: int, end: int, out: list) -> None:
     running = None
-    open_at, parts = None, []   # a SysEx whose F0 packet did not end with F7
+    open_at, parts = None, []   # a SysEx whose F0 packet did not end with F7: its (file position, bytes)
 
     def close() -> None:
         nonlocal open_at, parts
         if open_at is not None:
-            out.append((open_at, b"\xF0" + b"".join(parts)))
+            spans, at = [], 1
+            for pos, packet in parts:
+                spans.append((at, pos))
+                at += len(packet)
+            out.append((open_at, b"\xF0" + b"".join(packet for _, packet in parts), spans))
         open_at, parts = None, []
 
     while i < end:
@@ -605,18 +611,18 @@ def _track_sysex(data: bytes, i: int, end: int, out: list[tuple[int, bytes]]) ->
             if j + length > end:   # cut short: what is there is kept (a bank's complete voices)
                 if status == 0xF0:
                     close()
-                    open_at, parts = j - 1, [packet]
+                    open_at, parts = j - 1, [(j, packet)]
                 elif open_at is not None:
-                    parts.append(packet)
+                    parts.append((j, packet))
                 close()
                 raise _MidiFormatError(f"SysEx event at byte {i} runs past the end of its track")
             if status == 0xF0:
                 close()
-                open_at, parts = j - 1, [packet]
+                open_at, parts = j - 1, [(j, packet)]
             elif open_at is not None:   # a continuation packet
-                parts.append(packet)
+                parts.append((j, packet))
             elif packet.startswith(b"\xF0"):   # an escape packet holding a message, F0 included
-                open_at, parts = j, [packet[1:]]
+                open_at, parts = j, [(j + 1, packet[1:])]
             if open_at is not None and packet.endswith(b"\xF7"):
                 close()
             running = None
@@ -637,15 +643,42 @@ def _track_sysex(data: bytes, i: int, end: int, out: list[tuple[int, bytes]]) ->
     close()
 
 
-def _scan_midi(data: bytes, scan: _Scan) -> None:
-    """Scan the SysEx messages of a Standard MIDI File (see :func:`midi_sysex`)."""
-    messages, error = midi_sysex(data)
+def _scan_midi(data: bytes, scan: _Scan, at: int = 0) -> None:
+    """Scan the SysEx messages of a Standard MIDI File (see :func:`midi_sysex`) that starts at byte
+    ``at`` of the file (a RIFF RMID wrapper's offset); every byte named is the file's."""
+    messages, error = midi_sysex(data[at:])
     if error is not None:
-        scan.problem("midi_error", f"MIDI file has parts that cannot be read ({error}); "
+        scan.problem("midi_error", _BYTE_AT.sub(lambda m: f"byte {int(m[1]) + at}",
+                                             f"MIDI file has parts that cannot be read ({error}); ")
                      + (f"the {len(messages)} SysEx message(s) found were read" if messages else
-                        "export its SysEx to a .syx file with a MIDI editor"), 0)
-    for base, message in messages:
-        _scan(message, base, scan)   # an unterminated one as it is: an F7 added would be read as its last data byte
+                        "export its SysEx to a .syx file with a MIDI editor"), at)
+    for base, message, spans in messages:
+        problems, voices = len(scan.result.problems), len(scan.result.voices)
+        _scan(message, 0, scan)   # an unterminated one as it is: an F7 added would be read as its last data byte
+        place = lambda k: at + _file_position(k, base, spans)   # noqa: E731 - positions of this message's bytes
+        scan.result.problems[problems:] = [_placed(p, place) for p in scan.result.problems[problems:]]
+        scan.result.voices[voices:] = [replace(v, offset=place(v.offset), problems=tuple(_placed(p, place) for p in
+                                                                                          v.problems))
+                                       for v in scan.result.voices[voices:]]
+
+
+#: A byte position as problem messages write it.
+_BYTE_AT = re.compile(r"\bbyte (\d+)(?![\dxX])")
+
+
+def _file_position(k: int, base: int, spans: list[tuple[int, int]]) -> int:
+    """Where byte ``k`` of a SysEx joined from MIDI packets (:func:`midi_sysex`) lies in the file:
+    its ``F0`` (k = 0) at ``base``, the others in their packet."""
+    if k <= 0 or not spans:
+        return base + k
+    start, pos = next(span for span in reversed(spans) if span[0] <= k)
+    return pos + (k - start)
+
+
+def _placed(p: Problem, place) -> Problem:
+    """``p`` with its byte positions, given within a joined MIDI SysEx, moved to the file's."""
+    return replace(p, message=_BYTE_AT.sub(lambda m: f"byte {place(int(m[1]))}", p.message),
+                   offset=None if p.offset is None else place(p.offset))
 
 
 def _is_midi(data: bytes) -> int | None:
@@ -670,7 +703,7 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
     scan = _Scan(source, result)
     midi_at = _is_midi(data)
     if midi_at is not None:
-        _scan_midi(data[midi_at:], scan)
+        _scan_midi(data, scan, midi_at)
     else:
         _scan(data, 0, scan)
     if midi_at is not None and not result.problems and not result.messages:

@@ -3,6 +3,8 @@ exactly like .syx (bit 7 masked, split SysEx packets joined)."""
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,28 @@ def test_mid_joins_split_sysex_packets():
     result = decode_bytes(_smf(*packets))
     assert len(result.voices) == 32 and result.problems == []
     assert [v.name for v in result.voices] == [v.name for v in decode_bytes(BANK).voices]
+
+
+def test_bytes_named_in_a_split_or_wrapped_mid_are_the_files_own():
+    # a position inside a SysEx joined from packets was its index in the joined message, and a file in
+    # a RIFF RMID wrapper was counted from its MThd: both named bytes that hold something else
+    bank = bytearray(BANK)
+    flagged = 6 + 20 * 128 + 3                          # a data byte of voice 21, in the third packet
+    bank[flagged] |= 0x80
+    bank[-2] = (bank[-2] + 1) & 0x7F                    # a wrong checksum, in the last packet
+    body = bytes(bank[1:])
+    data = _smf(_sysex_event(0xF0, body[:1000]), _sysex_event(0xF7, body[1000:2000]), _sysex_event(0xF7, body[2000:]))
+    riff = b"RIFF" + (len(data) + 12).to_bytes(4, "little") + b"RMIDdata" + len(data).to_bytes(4, "little") + data
+    for file in (data, riff):
+        result = decode_bytes(file)
+        problems = {p.code: p for v in [None, *result.voices] for p in (result.problems if v is None else v.problems)}
+        assert set(problems) == {"bit7_set", "bad_checksum"}, [p.message for p in problems.values()]
+        for p in problems.values():
+            named = int(re.findall(r"byte (\d+)", p.message)[-1])   # its own; the first names the message
+            assert named == p.offset, p.message
+        assert file[problems["bit7_set"].offset] == bank[flagged]               # the flagged byte itself
+        assert file[problems["bad_checksum"].offset] == bank[-2]                # the checksum byte itself
+        assert file[result.voices[0].offset + 1:result.voices[0].offset + 3] == bytes(bank[1:3])   # F0's place
 
 
 def test_truncated_mid_keeps_the_messages_before_the_cut():

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import multiprocessing
 import os
 import time
@@ -140,6 +141,16 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
             return render.summarize_output(out, 0, time.perf_counter() - t0)
         plan = ClusterPlan.for_selection(job.selection_size, shards)
         work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
+        _make_work_dir(work)
+        return _render_in(work, out, catalogue, config, cluster, job, plan, ids, limit, progress, t0)
+
+
+def _render_in(work: Path, out: Path, catalogue: Path, config, cluster: str, job, plan: "ClusterPlan", ids, limit,
+               progress: bool, t0: float) -> "render.RenderSummary":
+    """The shards of ``job`` rendered in ``work`` and merged into ``out``, holding ``work``'s lock:
+    two jobs sharing a --work-dir each deleted the shards after merging them, and the other's merge
+    then met files gone (a traceback after its output was published)."""
+    with render.JobLock(work, "cluster render job", ", or give this one another --work-dir"):
         fresh = not (work / "job.json").exists()
         _claim_work_dir(work, job, plan)
 
@@ -168,20 +179,33 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
         return render.summarize_output(out, rendered, time.perf_counter() - t0)
 
 
-def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
-    """Record the job in ``work/job.json``; refuse a folder that holds another job's shards."""
-    record = {"format": "dexed-cluster-job", **render.job_record(job), "command": job.command,
-              "shards": plan.shards, "segment_size": plan.segment_size}
+def _make_work_dir(work: Path) -> None:
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RenderError(f"--work-dir {work}: cannot make this folder for the shard files ({exc.strerror or exc}); "
                           "choose a folder you can write (every worker must see it under the same path)") from None
+
+
+def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
+    """Record the job in ``work/job.json``; refuse a folder that holds another job's shards."""
+    record = {"format": "dexed-cluster-job", **render.job_record(job), "command": job.command,
+              "shards": plan.shards, "segment_size": plan.segment_size}
     if not (work / "job.json").exists() and any(work.glob("shard-*")):
-        raise RenderError(f"--work-dir {work} holds shard files but no job.json; choose an empty --work-dir")
-    render.claim_job_file(work / "job.json", record,
-                          f"--work-dir {work} holds shards of another render job (other options, selection "
-                          f"or catalogue); rerun that command to finish it, or choose another --work-dir")
+        raise RenderError(f"the shard folder {work} holds shard files but no job.json; choose an empty --work-dir")
+    try:
+        earlier = json.loads((work / "job.json").read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier == job.command:   # "rerun that command" would be this one again: the catalogue changed
+        other = (f"the shard folder {work} holds an unfinished render of this same command that cannot be resumed: "
+                 f"what it read from the catalogue, or the engine or package version, changed since it started; "
+                 f"delete {work} to render again (or give another --work-dir)")
+    else:
+        other = (f"the shard folder {work} holds shards of another render job (other options, selection or "
+                 f"catalogue); rerun that command{f' ({earlier})' if earlier else ''} to finish it, or delete {work} "
+                 "to start over (or give another --work-dir)")
+    render.claim_job_file(work / "job.json", record, other)
 
 
 def local_workers(cluster: str) -> int | None:
@@ -244,7 +268,11 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
     from distributed import as_completed
     from dexed_data.console import progress as progress_bar
 
+    import logging
+
     client, local = _connect(cluster)
+    # its "Failed to reconnect to scheduler ... closing client" log came before the one error line
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     client.register_plugin(_render_pool_cleanup(), name="dexed-render-pool-cleanup")
     bar = progress_bar(progress, total=plan.presets, initial=plan.presets - sum(plan.shard_presets(k) for k in todo),
                        unit="preset", smoothing=0.05, dynamic_ncols=True)
@@ -259,9 +287,15 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
             try:
                 summary = fut.result()
             except Exception as exc:  # noqa: BLE001 - any cause: report which shard, keep finished ones
-                raise RenderError(f"shard {k}/{plan.shards} failed on the cluster ({type(exc).__name__}: {exc}); "
-                                  f"finished shards are kept in {paths[k].parent}: rerun the command to resume"
-                                  ) from exc
+                from .inputs import first_line
+
+                if _scheduler_lost(client, exc):   # not this shard's fault: every task was cancelled
+                    raise RenderError(f"lost the connection to the Dask scheduler at {cluster} (it stopped, or the "
+                                      f"network failed); finished shards are kept in {paths[k].parent}: restart "
+                                      "the scheduler and its workers, then rerun the command to resume") from None
+                raise RenderError(f"shard {k}/{plan.shards} failed on the cluster ({type(exc).__name__}: "
+                                  f"{first_line(exc)}); finished shards are kept in {paths[k].parent}: rerun the "
+                                  "command to resume") from exc
             if isinstance(summary, ShardFailed):
                 raise RenderError(f"shard {k}/{plan.shards}: {summary.message}; finished shards are kept in "
                                   f"{paths[k].parent}: rerun the command to resume")
@@ -276,6 +310,11 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
         if local is not None:
             local.close()
     return rendered
+
+
+def _scheduler_lost(client, exc: BaseException) -> bool:
+    """Whether a task failed because the client lost its scheduler (Dask cancels every task then)."""
+    return "scheduler-connection-lost" in str(exc) or getattr(client, "status", "running") in ("closing", "closed")
 
 
 def _render_shard(k: int, n: int, shard_path: str, catalogue: str, config: render.RenderConfig,

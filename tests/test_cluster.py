@@ -185,6 +185,39 @@ def test_a_second_job_on_one_output_stops_at_once(catalogue, tmp_path):
     assert not (tmp_path / "x.h5.shards").exists() and not out.exists()
 
 
+def test_the_same_command_after_its_catalogue_changed_is_told_to_delete_the_shards(catalogue, tmp_path):
+    # audit Y: it was told to rerun "that command" (itself) or choose a --work-dir it never gave
+    import json
+
+    from dexed_data.cluster import ClusterPlan, _claim_work_dir
+    from dexed_data.render import SEGMENT_SIZE, plan_job
+
+    out, work = tmp_path / "f.h5", tmp_path / "f.h5.shards"
+    job = plan_job(catalogue, CFG, None, N, None, SEGMENT_SIZE)
+    work.mkdir()
+    _claim_work_dir(work, job, ClusterPlan.for_selection(job.selection_size))
+    record = json.loads((work / "job.json").read_text())
+    (work / "job.json").write_text(json.dumps({**record, "selection_hash": "before the catalogue changed"}))
+    with pytest.raises(RenderError) as err:
+        render_on_cluster(catalogue, out, CFG, cluster="local:1", work_dir=None, limit=N)
+    assert "this same command that cannot be resumed" in str(err.value)
+    assert f"delete {work} to render again" in str(err.value) and "rerun that command" not in str(err.value)
+
+
+def test_a_second_job_sharing_a_work_dir_stops_at_once(catalogue, tmp_path):
+    """Two jobs on one --work-dir (other outputs) each deleted the shards after merging them: the
+    other's merge then met files gone, a traceback after its output was published (audit Y)."""
+    from dexed_data.render import JobLock
+
+    work = tmp_path / "shared"
+    work.mkdir()
+    with JobLock(work):
+        with pytest.raises(RenderError, match=r"another cluster render job .* is writing shared in .*, or give this "
+                                              r"one another --work-dir"):
+            render_on_cluster(catalogue, tmp_path / "y.h5", CFG, cluster="local:1", work_dir=work, limit=N)
+    assert list(work.iterdir()) == [] and not (tmp_path / "y.h5").exists()
+
+
 def test_bad_cluster_outputs_and_sizes_are_refused_before_any_work(catalogue, tmp_path):
     # as a local render refuses them: output under a file, output = input, an uncreatable --work-dir,
     # and local:N beyond 4 × the cores (local:10**12 grew to 24 GB before the OOM killer ended it)
@@ -211,6 +244,40 @@ def test_a_shard_that_fails_on_our_error_is_said_once_not_retried(monkeypatch):
     monkeypatch.setattr(distributed, "Lock", lambda name: __import__("contextlib").nullcontext())
     failed = cluster._render_shard(0, 2, "/nowhere/s.h5", "c.h5", CFG, None, None, 64, "cmd")
     assert isinstance(failed, cluster.ShardFailed) and "no space left" in failed.message
+
+
+def test_a_lost_scheduler_is_said_as_such_in_one_line(monkeypatch, tmp_path):
+    # audit Y: "shard 4/16 failed on the cluster (FutureCancelledError: …scheduler-connection-lost.\n
+    # Client lost the connection…)": a shard blamed, Dask's line break inside the one error line
+    class Lost:
+        def result(self):
+            raise RuntimeError("dexed-render-x-shard-4-of-16 cancelled for reason: scheduler-connection-lost.\n"
+                               "Client lost the connection to the scheduler.")
+
+    class Client:
+        status = "closed"
+
+        def register_plugin(self, *a, **k):
+            pass
+
+        def submit(self, *a, **k):
+            return Lost()
+
+        def cancel(self, futures):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(cluster, "_connect", lambda address: (Client(), None))
+    monkeypatch.setattr(distributed, "as_completed", lambda futures: list(futures))
+    plan = cluster.ClusterPlan.for_selection(8, 2)
+    paths = [tmp_path / f"s{k}.h5" for k in range(2)]
+    with pytest.raises(RenderError) as err:
+        cluster._run_shards("tcp://10.0.0.1:8786", plan, [0, 1], paths, "h", False, ())
+    message = str(err.value)
+    assert message.startswith("lost the connection to the Dask scheduler at tcp://10.0.0.1:8786") and "\n" not in message
+    assert "shard" not in message.split(";")[0] and "rerun the command to resume" in message
 
 
 def test_without_dask_the_error_says_how_to_install(catalogue, tmp_path, monkeypatch):

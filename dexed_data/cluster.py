@@ -266,7 +266,7 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
                 progress: bool, args: tuple) -> int:
     """Submit one task per shard in ``todo``, follow them to the end; presets rendered by this run."""
     from distributed import as_completed
-    from dexed_data.console import progress as progress_bar
+    from dexed_data.console import interrupts_deferred, progress as progress_bar
 
     import logging
 
@@ -303,12 +303,17 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
             bar.update(plan.shard_presets(k))
             bar.set_postfix(workers=len(client.scheduler_info().get("workers", {})), refresh=False)
     finally:
-        bar.close()
-        with contextlib.suppress(Exception):   # stop the other shards' tasks before the client goes
-            client.cancel(list(futures))
-        client.close()
-        if local is not None:
-            local.close()
+        # a second Ctrl-C while the cluster shuts down (a double press, `timeout -s INT`) broke the one
+        # line of the first into tracebacks: held back until the shutdown ends, which the timeouts bound
+        with interrupts_deferred():
+            bar.close()
+            with contextlib.suppress(Exception):   # stop the other shards' tasks before the client goes
+                client.cancel(list(futures))
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+            if local is not None:
+                with contextlib.suppress(Exception):
+                    local.close(timeout=10)
     return rendered
 
 

@@ -158,7 +158,8 @@ def fit(
     seed: Optional[int] = typer.Option(None, help="Seed of init, shuffling and latent noise (default 0)."),
     workers: int = typer.Option(2, help="DataLoader worker processes per training process."),
     device: str = typer.Option("auto", help="auto (CUDA if present) | cpu | cuda | cuda:N."),
-    amp: bool = typer.Option(True, help="Mixed precision on CUDA (ignored on CPU)."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (ignored on CPU; "
+                                       "default on, or the run's own setting with --resume)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop each epoch after this many batches (smoke runs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     progress: bool = PROGRESS,
@@ -212,6 +213,10 @@ def fit(
     _check_seed(seed)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a run folder")
+    from .model import SIZES as sizes
+
+    if size is not None and size not in sizes:   # --resume --size huge was ignored
+        _fail(f"--size {size!r}: choose {', '.join(sizes)}")
 
     from .model import model_config
     from .train import TrainConfig, fit as fit_model
@@ -234,14 +239,21 @@ def fit(
         ckpt = _plain(load_checkpoint, out / "last.pt")
         base = TrainConfig(**ckpt["train_config"])
         saved = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
-        if model_args or size:
-            model_cfg = replace(saved, **(SIZES[size] if size in SIZES else {}), **model_args)
+        if size:   # a size sets all its fields ("paper" is the defaults; --size paper on a tiny run was ignored)
+            sized = model_config(size)
+            differ = sorted(k for fields in SIZES.values() for k in fields if getattr(sized, k) != getattr(saved, k))
+            if differ:
+                _fail(f"--resume --size {size}: this run's model has another size ({', '.join(differ)} differ); a run "
+                      "keeps its size: resume without --size, or train this size in another --out")
+        if model_args:
+            model_cfg = replace(saved, **model_args)
     else:
         model_cfg = model_config(size or "paper", **model_args)
     # the run's length and budget: as given, else (on --resume) the checkpoint's (a plain --resume
     # reset --epochs to 400 and dropped --max-minutes and --max-steps); the machine's settings as given
     length = {k: v for k, v in dict(epochs=epochs, max_steps=max_steps, max_minutes=max_minutes).items() if v is not None}
-    cfg = _plain(replace, base, workers=workers, device=device, amp=amp, in_memory=in_memory, **length, **train_args)
+    cfg = _plain(replace, base, workers=workers, device=device, amp=base.amp if amp is None else amp,
+                 in_memory=in_memory, **length, **train_args)
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:   # one fit per run folder (torchrun: rank 0 holds it for all)
         from dexed_data.render import JobLock
@@ -266,7 +278,8 @@ def fit(
             _fail(f"{out}: training ended but {', '.join(missing)} is missing (a save failed, e.g. on a full "
                   "disk, or no epoch gave a finite validation loss); free space and rerun with --resume and a "
                   "higher --epochs")
-        why = "time budget spent" if result.out_of_time else f"{result.epoch + 1} epochs"
+        why = ("time budget spent" if result.out_of_time
+               else f"{result.epoch + 1} epoch{'s' if result.epoch + 1 != 1 else ''}")
         typer.echo(f"done ({why}): best validation parameter loss {result.best_valid:.4f} (num + 0.2·cat); "
                    f"checkpoints in {result.out}")
         train_n, valid_n, test_n = result.split_sizes

@@ -511,11 +511,16 @@ def _write_atomic(path: Path, text: str) -> None:
         raise CheckpointError(str(exc)) from None
 
 
+#: The files of a run that record its epochs (written together after each epoch).
+RUN_RECORDS = ("metrics.csv", "best.pt", "last.pt")
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
     import io
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[-1]))
+    # every row's columns: a CUDA run resumed on CPU has rows with and without gpu_utilisation
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
     writer.writeheader()
     writer.writerows([{k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
                       for r in rows])                                 # no value: an empty cell
@@ -543,8 +548,13 @@ def _read_csv(path: Path, last_epoch: int) -> list[dict]:
     """Metrics rows of epochs ≤ ``last_epoch`` (1-based; rows after the last checkpoint are dropped on resume)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= last_epoch]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: saved by a spreadsheet, with a BOM
+            return [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= last_epoch]
+    except (KeyError, ValueError, TypeError, UnicodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read its epochs ({type(exc).__name__}: {exc}); put back the file fit "
+                              "wrote (a copy edited by another program), or move it away: the resumed run then "
+                              "writes the epochs from here on only") from None
 
 
 def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
@@ -565,11 +575,17 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     out = Path(out)
     rank, world, local_rank = _distributed()
     ckpt = None
+    if out.is_dir() and rank == 0:   # a kill between an epoch's renames: its files are put in place together first
+        from dexed_data.outputs import finish_killed_publishes
+
+        finish_killed_publishes(out / name for name in RUN_RECORDS)
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
         model_cfg, cfg = _resumed_configs(ckpt, model_cfg, cfg)
-    elif (out / "last.pt").exists():
-        raise CheckpointError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    elif any((out / name).exists() for name in RUN_RECORDS):   # best.pt alone too: a finished run kept small
+        held = ", ".join(name for name in RUN_RECORDS if (out / name).exists())
+        raise CheckpointError(f"{out} already holds a run ({held}); pass --resume to continue it or choose another "
+                              "--out")
     model_cfg, cfg = model_cfg or ModelConfig(), cfg or TrainConfig()
     device = _device(cfg.device, local_rank)
     own_group = world > 1 and not dist.is_initialized()
@@ -748,12 +764,21 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                        **({"gpu_utilisation": float(np.nanmean(util)) if util else float("nan")}
                           if device.type == "cuda" else {})}
                 rows.append(row)
-                # metrics first, then best.pt, then last.pt: an interruption anywhere leaves last.pt at the
-                # previous epoch, and the resumed run redoes this one (dropping its row, rewriting best.pt)
-                _write_csv(out / "metrics.csv", rows)
-                if is_best:
-                    save_checkpoint(out / "best.pt", state)
-                save_checkpoint(out / "last.pt", state)
+                # the epoch's files together (dexed_data.outputs.together): interrupted before their renames,
+                # none changed and the resumed run redoes the epoch; killed between them, the next fit in
+                # this folder finishes them first. One by one, a kill after best.pt left it at an epoch
+                # that the resumed run redid differently, so it held a model nothing else recorded
+                from dexed_data.errors import OutputError
+                from dexed_data.outputs import together
+
+                try:
+                    with together():
+                        _write_csv(out / "metrics.csv", rows)
+                        if is_best:
+                            save_checkpoint(out / "best.pt", state)
+                        save_checkpoint(out / "last.pt", state)
+                except OutputError as exc:
+                    raise CheckpointError(str(exc)) from None
                 if tb is not None:
                     for k, v in row.items():
                         tb.add_scalar(k, v, epoch + 1)

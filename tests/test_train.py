@@ -513,3 +513,63 @@ def test_spectrogram_dataset_refuses_bad_rows_and_a_file_replaced_under_it(datas
         ds[0]
     ds = SpectrogramDataset(copy, [0, 3], "num", notes, bounds)
     assert ds[1][0].shape[0] == 1 and len(ds) == 2
+
+
+def test_an_epochs_files_are_written_together_and_a_kept_run_is_never_replaced(dataset, tmp_path, monkeypatch):
+    # audit X: metrics.csv, best.pt and last.pt were written one by one: a kill while last.pt was written
+    # left best.pt at an epoch that the resumed run redid differently (a model nothing else recorded)
+    import preset_model.train as train
+
+    out = tmp_path / "run"
+    fit(dataset, out, TINY, replace(FAST, epochs=1, max_steps=1), progress=False)
+    before = {name: (out / name).read_bytes() for name in ("metrics.csv", "best.pt", "last.pt")}
+    real = train.save_checkpoint
+
+    def stopped_at_last(path, state):
+        if Path(path).name == "last.pt":
+            raise KeyboardInterrupt                      # SIGTERM while last.pt is written
+        real(path, state)
+
+    monkeypatch.setattr(train, "save_checkpoint", stopped_at_last)
+    with pytest.raises(KeyboardInterrupt):
+        fit(dataset, out, None, replace(FAST, epochs=2, max_steps=1), resume=True, progress=False)
+    assert {name: (out / name).read_bytes() for name in before} == before      # none of the epoch's files
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+    monkeypatch.undo()
+    # a finished run kept without last.pt (to save space) was trained over, best.pt and metrics.csv replaced
+    (out / "last.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"already holds a run \(metrics.csv, best.pt\); pass --resume"):
+        fit(dataset, out, TINY, replace(FAST, epochs=1, max_steps=1), progress=False)
+    assert (out / "best.pt").read_bytes() == before["best.pt"]
+
+
+def test_metrics_of_a_cuda_run_resumed_on_cpu_and_a_csv_saved_by_a_spreadsheet(tmp_path):
+    from preset_model.train import _read_csv, _write_csv
+
+    path = tmp_path / "metrics.csv"
+    _write_csv(path, [{"epoch": 1, "loss": 0.5, "gpu_utilisation": 0.9}, {"epoch": 2, "loss": 0.4}])   # CUDA, then CPU
+    assert path.read_text().splitlines() == ["epoch,loss,gpu_utilisation", "1,0.5,0.9", "2,0.4,"]
+    path.write_text("\ufeffepoch,loss\n1.0,0.5\n2,0.4\n3,0.3\n", encoding="utf-8")      # BOM, "1.0"
+    assert [r["loss"] for r in _read_csv(path, 2)] == ["0.5", "0.4"]
+    path.write_text("when,loss\nyesterday,0.5\n")
+    with pytest.raises(CheckpointError, match="metrics.csv: cannot read its epochs"):
+        _read_csv(path, 2)
+
+
+def test_a_plain_resume_keeps_the_runs_amp_and_a_size_is_compared(dataset, tmp_path):
+    # audit X: a --no-amp run's plain --resume was refused (amp: saved False, asked True), and
+    # --resume --size paper (or huge) on a tiny run was ignored
+    out = tmp_path / "run"
+    common = ["--data", str(dataset), "--out", str(out), "--workers", "0", "--no-progress", "--max-steps", "1",
+              "--batch-size", "8"]
+    res = CliRunner().invoke(app, ["fit", *common, "--size", "tiny", "--epochs", "1", "--no-amp"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["fit", *common, "--epochs", "2", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(out / "last.pt")["train_config"]["amp"] is False
+    res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "paper"])
+    assert res.exit_code == 2 and "this run's model has another size (channels" in res.output, res.output
+    res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "huge"])
+    assert res.exit_code == 2 and "--size 'huge'" in res.output, res.output
+    res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "tiny"])
+    assert res.exit_code == 0, res.output

@@ -421,8 +421,8 @@ def match(
     _check_jobs(jobs)
     gain = _plain(parse_gain, gain_db)
     _check_seed(seed)
-    _check_syx_name(output)
     _outputs([output], [*files, *_run_files(run), data], force)
+    _check_syx_name(output)
     if wav is not None:
         if wav.resolve() == output.resolve():
             _fail(f"--wav {wav} is the -o file; give --wav a folder of its own")
@@ -526,8 +526,8 @@ def interpolate(
 
     if not 2 <= steps <= 32:
         _fail(f"--steps {steps}: must be between 2 and 32 (one DX7 bank)")
-    _check_syx_name(output)
     _outputs([output], [a.rpartition(":")[0] or a, a, b.rpartition(":")[0] or b, b, *_run_files(run), data], force)
+    _check_syx_name(output)
     va, vb = _plain(read_voice, a), _plain(read_voice, b)
     m = _plain(morph, run, va, vb, steps, data)
     _plain(write_syx, output, m.raw, m.names)

@@ -629,14 +629,15 @@ def test_a_run_refuses_data_rendered_with_other_settings(fitted, tmp_path):
     longer = tmp_path / "longer.h5"                      # same notes, other note length
     render_dataset(fitted.data.parent / "presets.h5", longer, RenderConfig(notes=NOTES, hold=HOLD + 0.25,
                    release=RELEASE), jobs=1, progress=False)
-    faster = tmp_path / "faster.h5"                      # as if rendered at 44.1 kHz with 128 mel bands
+    faster = tmp_path / "faster.h5"      # as if rendered at 44.1 kHz, notes half as long (the same samples)
     faster.write_bytes(fitted.data.read_bytes())
-    with h5py.File(faster, "r+") as f:
+    with h5py.File(faster, "r+") as f:   # consistent with its arrays' shapes, which readers check
         mel = json.loads(f.attrs["mel_config"])
         f.attrs["sample_rate"] = 44100
-        f.attrs["mel_config"] = json.dumps({**mel, "sample_rate": 44100, "n_mels": 128})
+        f.attrs["hold"], f.attrs["release"] = HOLD / 2, RELEASE / 2
+        f.attrs["mel_config"] = json.dumps({**mel, "sample_rate": 44100, "n_fft": 2 * mel.get("n_fft", 2048)})
     for data, why in ((longer, f"hold {HOLD + 0.25:g} s where the run's dataset has {HOLD:g} s"),
-                      (faster, "sample rate 44100 Hz where the run's dataset has 22050 Hz; mel bands 128 where")):
+                      (faster, "sample rate 44100 Hz where the run's dataset has 22050 Hz")):
         assert_clean_error(run(model_app, "evaluate", fitted.flow6, "--data", data, "-o", tmp_path / "e"),
                            str(data), why, "rendered with other settings")
         assert_clean_error(run(model_app, "match", fitted.flow6, "--data", data, fitted.bank, "-o", tmp_path / "m.syx"),

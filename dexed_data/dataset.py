@@ -461,9 +461,9 @@ def check_dataset(f: h5py.File, path, allow_incomplete: bool = False, schema: bo
             rows("duplicate_of", -1, np.arange(n), "-1 or an earlier row")
         bounds = (info.mel_min_db, info.mel_max_db)
         if info.complete and "mel" in f and not (np.isfinite(bounds).all() and bounds[0] <= bounds[1]) \
-                and np.any(f["status"][...] == STATUS_OK):   # the scale every reader maps /mel with
+                and np.any((f["status"][...] == STATUS_OK) & ~f["silent"][...]):   # the scale readers map /mel with
             raise _malformed(path, f"attributes mel_min_db, mel_max_db are {bounds[0]}, {bounds[1]} while presets "
-                                   "were rendered: finite bounds, min ≤ max, are expected")
+                                   "that sound were rendered: finite bounds, min ≤ max, are expected")
         if info.schema_hash == SCHEMA_HASH:   # another schema's maxima are not these (and that file is refused)
             # rendered rows only: a failed row keeps the values its engine refused (its /error says why)
             rendered = f["status"][...] == STATUS_OK

@@ -353,5 +353,6 @@ def test_a_signal_to_the_group_of_a_local_cluster_render_gives_one_line(catalogu
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signum, err
+    # a second signal during the tidy-up after the first ends the process (dexed_data.console): killed by it
+    assert proc.returncode == 128 + signum or (signame.endswith("twice") and proc.returncode == -signum), err
     assert err.startswith("error: ") and err.count("\n") == 1, err

@@ -116,7 +116,7 @@ def export_command(
     all at TRANSPOSE 24 (no transpose), so a voice with another TRANSPOSE plays octaves or
     semitones away from its dataset audio: --as-rendered writes them as rendered.
     """
-    from .export import export_sysex, following, own_transpose
+    from .export import export_sysex, following
     from .ids import parse_ids
 
     if ids is not None and all_:
@@ -131,9 +131,8 @@ def export_command(
                             inputs=_ids_file(ids), as_rendered=as_rendered)
     for path in written:
         typer.echo(str(path))
-    moved = 0 if as_rendered else own_transpose(catalogue, ids=chosen, limit=limit)
-    if moved:
-        typer.echo(f"note: {moved} of the voices have their own TRANSPOSE (not 24, the value datasets render them "
+    if written.own_transpose:
+        typer.echo(f"note: {written.own_transpose} of the voices have their own TRANSPOSE (not 24, the value datasets render them "
                    "at), so they play at another pitch than their dataset audio; --as-rendered writes them as "
                    "rendered", err=True)
     left = [p.name for p in following(output, len(written))]

@@ -142,41 +142,35 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
         plan = ClusterPlan.for_selection(job.selection_size, shards)
         work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
         _make_work_dir(work)
-        return _render_in(work, out, catalogue, config, cluster, job, plan, ids, limit, progress, t0)
+        # the shard folder's lock too: two jobs sharing a --work-dir each deleted the shards after
+        # merging them, and the other's merge then met files gone (a traceback after its output was published)
+        with render.JobLock(work, "cluster render job", ", or give this one another --work-dir"):
+            fresh = not (work / "job.json").exists()
+            _claim_work_dir(work, job, plan)
 
-
-def _render_in(work: Path, out: Path, catalogue: Path, config, cluster: str, job, plan: "ClusterPlan", ids, limit,
-               progress: bool, t0: float) -> "render.RenderSummary":
-    """The shards of ``job`` rendered in ``work`` and merged into ``out``, holding ``work``'s lock:
-    two jobs sharing a --work-dir each deleted the shards after merging them, and the other's merge
-    then met files gone (a traceback after its output was published)."""
-    with render.JobLock(work, "cluster render job", ", or give this one another --work-dir"):
-        fresh = not (work / "job.json").exists()
-        _claim_work_dir(work, job, plan)
-
-        paths = [plan.shard_path(work, k) for k in range(plan.shards)]
-        todo = [k for k in range(plan.shards) if not paths[k].exists()]
-        rendered = 0
-        if todo:
+            paths = [plan.shard_path(work, k) for k in range(plan.shards)]
+            todo = [k for k in range(plan.shards) if not paths[k].exists()]
+            rendered = 0
+            if todo:
+                try:
+                    rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
+                                           args=(str(catalogue), config, str(ids) if ids else None, limit,
+                                                 plan.segment_size, job.command))
+                except RenderError:   # e.g. no scheduler at --cluster: a job that never started leaves nothing behind
+                    if fresh and not any(p.exists() for p in paths):
+                        (work / "job.json").unlink(missing_ok=True)
+                        with contextlib.suppress(OSError):
+                            work.rmdir()
+                    raise
+            merge(paths, out)
+            for p in paths:
+                p.unlink()
+            (work / "job.json").unlink()
             try:
-                rendered = _run_shards(cluster, plan, todo, paths, job.selection_hash, progress,
-                                       args=(str(catalogue), config, str(ids) if ids else None, limit,
-                                             plan.segment_size, job.command))
-            except RenderError:   # e.g. no scheduler at --cluster: a job that never started leaves nothing behind
-                if fresh and not any(p.exists() for p in paths):
-                    (work / "job.json").unlink(missing_ok=True)
-                    with contextlib.suppress(OSError):
-                        work.rmdir()
-                raise
-        merge(paths, out)
-        for p in paths:
-            p.unlink()
-        (work / "job.json").unlink()
-        try:
-            work.rmdir()   # only when empty: it may be a shared folder holding other things
-        except OSError:
-            pass
-        return render.summarize_output(out, rendered, time.perf_counter() - t0)
+                work.rmdir()   # only when empty: it may be a shared folder holding other things
+            except OSError:
+                pass
+            return render.summarize_output(out, rendered, time.perf_counter() - t0)
 
 
 def _make_work_dir(work: Path) -> None:

@@ -15,9 +15,9 @@ from typing import Sequence
 from . import sysex
 from .catalogue import read_catalogue
 from .errors import CatalogueError, OutputError
-from .schema import apply_fixed
+from .schema import FIXED_TRANSPOSE, TRANSPOSE_OFFSET, apply_fixed
 
-__all__ = ["export_sysex", "own_transpose", "numbered", "following"]
+__all__ = ["export_sysex", "Exported", "numbered", "following"]
 
 
 def numbered(output, k: int) -> Path:
@@ -35,25 +35,18 @@ def following(output, count: int) -> list[Path]:
     return found
 
 
-def own_transpose(catalogue, *, ids: Sequence[str] | None = None, limit: int | None = None) -> int:
-    """How many of the presets an export selects have a TRANSPOSE other than the rendered one (24):
-    exported as they are, they play at another pitch than their audio in a dataset."""
-    from .schema import FIXED_TRANSPOSE, TRANSPOSE_OFFSET
+class Exported(list):
+    """The files an export wrote, in order (a list of paths), and ``own_transpose``: how many of its
+    voices have a TRANSPOSE other than the rendered one (24), so that, written as imported, they
+    play at another pitch than their audio in a dataset (0 with ``as_rendered``)."""
 
-    cat = read_catalogue(catalogue)
-    rows = _selected(cat, ids, limit)
-    return int((cat.raw[rows, TRANSPOSE_OFFSET] != FIXED_TRANSPOSE).sum()) if rows else 0
-
-
-def _selected(cat, ids: Sequence[str] | None, limit: int | None) -> list[int]:
-    rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
-    return rows if limit is None else rows[:limit]
+    own_transpose: int = 0
 
 
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
                  single: bool = False, force: bool = False, inputs: Sequence = (),
-                 as_rendered: bool = False) -> list[Path]:
-    """Write presets of a catalogue as DX7 SysEx files; returns the files written.
+                 as_rendered: bool = False) -> Exported:
+    """Write presets of a catalogue as DX7 SysEx files; returns the files written (:class:`Exported`).
 
     Args:
         catalogue: path of ``presets.h5``.
@@ -81,7 +74,9 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     if limit is not None and limit < 1:
         raise CatalogueError(f"--limit {limit}: must be ≥ 1")
     cat = read_catalogue(catalogue)
-    rows = _selected(cat, ids, limit)
+    rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
+    if limit is not None:
+        rows = rows[:limit]
     if not rows:
         raise CatalogueError(f"{catalogue}: no presets selected to export")
     output = Path(output)
@@ -93,7 +88,8 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     for target in targets:   # all checked before the first is written
         check_output(target, inputs=[catalogue, *inputs], force=force)
     raw = apply_fixed(cat.raw) if as_rendered else cat.raw
-    written = []
+    written = Exported()
+    written.own_transpose = int((raw[rows, TRANSPOSE_OFFSET] != FIXED_TRANSPOSE).sum())
     with together():   # every file, or none
         for target, chunk in zip(targets, chunks):
             if single:

@@ -426,10 +426,11 @@ def _roll_back(published: list[tuple[Path, Path]], backups: list[tuple[bool, Pat
     undone = 0
     for (_, path), (existed, backup) in reversed(list(zip(published, backups))):
         key = os.path.realpath(path)
+        seen = _CHECKED.get(key)          # what this command published there (None: a path it did not check)
         try:
             if backup is not None:
                 os.replace(backup, path)
-            elif not existed and file_identity(path) == _CHECKED.get(key, file_identity(path)):
+            elif not existed and seen in (None, file_identity(path)):
                 os.unlink(path)
             else:
                 continue

@@ -213,10 +213,10 @@ def fit(
     _check_seed(seed)
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a run folder")
-    from .model import SIZES as sizes
+    from .model import SIZES
 
-    if size is not None and size not in sizes:   # --resume --size huge was ignored
-        _fail(f"--size {size!r}: choose {', '.join(sizes)}")
+    if size is not None and size not in SIZES:   # --resume --size huge was ignored
+        _fail(f"--size {size!r}: choose {', '.join(SIZES)}")
 
     from .model import model_config
     from .train import TrainConfig, fit as fit_model
@@ -234,7 +234,7 @@ def fit(
     base, model_cfg = TrainConfig(), None
     if resume:  # options not given keep the checkpoint's values; given ones must agree with it (checked in fit)
         from .checkpoint import load_checkpoint
-        from .model import SIZES, ModelConfig
+        from .model import ModelConfig
 
         ckpt = _plain(load_checkpoint, out / "last.pt")
         base = TrainConfig(**ckpt["train_config"])

@@ -575,9 +575,10 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     out = Path(out)
     rank, world, local_rank = _distributed()
     ckpt = None
-    if out.is_dir() and rank == 0:   # a kill between an epoch's renames: its files are put in place together first
-        from dexed_data.outputs import finish_killed_publishes
+    from dexed_data.errors import OutputError
+    from dexed_data.outputs import finish_killed_publishes, together
 
+    if out.is_dir() and rank == 0:   # a kill between an epoch's renames: its files are put in place together first
         finish_killed_publishes(out / name for name in RUN_RECORDS)
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
@@ -768,9 +769,6 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                 # none changed and the resumed run redoes the epoch; killed between them, the next fit in
                 # this folder finishes them first. One by one, a kill after best.pt left it at an epoch
                 # that the resumed run redid differently, so it held a model nothing else recorded
-                from dexed_data.errors import OutputError
-                from dexed_data.outputs import together
-
                 try:
                     with together():
                         _write_csv(out / "metrics.csv", rows)

@@ -82,7 +82,12 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
     Raises:
         DexedDataError: a PATH does not exist, or is neither a file nor a folder (a device, a pipe).
     """
+    from .inputs import unreachable
+
     paths = [Path(p) for p in paths]
+    blocked = [f"{p}: {unreachable(p)}" for p in paths if unreachable(p) is not None]
+    if blocked:
+        raise CatalogueError(f"cannot read {'; '.join(blocked)}")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise CatalogueError(f"no such file or folder: {', '.join(missing)}")
@@ -441,7 +446,7 @@ class _Import:
     def add_same(self, rel: str, first: str) -> None:
         """A second path to a file already read (a hard or symbolic link): accounted, not read again."""
         self.entries.append(_entry(rel, "same_file", problems=[
-            {"code": "same_file", "message": f"{rel}: the same file as {first} (a link); read once, as {first}",
+            {"code": "same_file", "message": f"{rel}: the same file as {first} (a link to it, or given twice); read once, as {first}",
              "offset": None, "voice": None, "param": None, "repaired": False}]))
 
     def add_file(self, f: _DecodedFile) -> None:
@@ -594,7 +599,7 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
     sources = [p for p, _ in files]
     check_output(output, inputs=sources, force=force, what="catalogue")
     if report is not None:
-        if Path(report).resolve() == Path(output).resolve():
+        if os.path.realpath(report) == os.path.realpath(output):
             raise OutputError(f"--report {report} and -o {output} name the same file; give the report its own name "
                               "(e.g. import.json)")
         check_output(report, inputs=sources + [Path(output)], force=force, what="report")
@@ -621,6 +626,11 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         found = Counter(e["outcome"] for e in state.entries)
         what = (f"{len(files)} file(s) read, by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
                 if files else "no file in it")
+        why = [e["problems"][0]["message"] for e in state.entries if e["outcome"] == "rejected" and e["problems"]]
+        if why and len(why) <= 3:        # what went wrong with each, not only that something did
+            what += "; " + "; ".join(why)
+        elif state.rejected_by:
+            what += "; rejected for: " + ", ".join(f"{k} {n}" for k, n in state.rejected_by.most_common(5))
         written = "nothing written"
         if report is not None:   # the report still says why each file gave nothing
             rep.write_json(report)

@@ -32,17 +32,23 @@ def file_kind(path) -> str:
 
     from .catalogue import FORMAT as CATALOGUE_FORMAT
     from .dataset import FORMAT as DATASET_FORMAT
-    from .inputs import no_such, open_hdf5
+    from .inputs import no_such, open_hdf5, unreachable
 
     path = Path(path)
+    why = unreachable(path)
+    if why is not None:
+        raise DexedDataError(f"{path}: cannot be read: {why}")
     if path.is_dir():
         raise DexedDataError(f"{path} is a folder; give a catalogue, a dataset or a .syx file")
     if not path.is_file():
         if not path.exists():
             raise DexedDataError(no_such(path))
         raise DexedDataError(f"{path}: not a regular file (a device or pipe); give a catalogue, a dataset or a .syx file")
-    with open(path, "rb") as f:
-        signature = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            signature = f.read(8)
+    except OSError as exc:
+        raise DexedDataError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
     if signature != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):   # a truncated HDF5 file still starts so
         return "sysex"
     with open_hdf5(path, "HDF5", DexedDataError) as f:

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -65,11 +66,37 @@ def no_such(path: str | os.PathLike, what: str = "file") -> str:
     return f"{path}: no such {what}"
 
 
+#: Why a path cannot even be looked up, by errno (:func:`unreachable`).
+_UNREACHABLE = {
+    errno.EACCES: "a folder on its way cannot be entered (permission denied)",
+    errno.ENAMETOOLONG: "the name is too long for the file system (255 bytes per name at most)",
+    errno.ELOOP: "it is a loop of links (a link that leads back to itself)",
+}
+
+
+def unreachable(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be looked up at all (a folder on its way that cannot be entered, a name
+    too long, a loop of links), or None: it exists, or plainly does not (Python 3.11's
+    ``Path.exists()`` raises for these instead of answering)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        return _UNREACHABLE.get(exc.errno, exc.strerror or str(exc))
+    except ValueError:   # an embedded NUL
+        return "the name holds a NUL character"
+    return None
+
+
 def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = DexedDataError) -> h5py.File:
     """Open ``path`` read-only as HDF5, or raise ``error`` with one line (``what`` names the file kind)."""
     if path is None:
         raise error(f"give the path of a {what} file, not None")
     path = Path(path)
+    why = unreachable(path)
+    if why is not None:
+        raise error(f"{path}: cannot be read: {why}")
     if not path.exists():
         raise error(no_such(path, f"{what} file"))
     if path.is_dir():

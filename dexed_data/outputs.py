@@ -91,6 +91,11 @@ def h5_text(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+#: Longest output file name (bytes) whose temporary name (:func:`temp_path`, a pid of up to 7
+#: digits) fits the usual 255-byte limit of a name.
+MAX_NAME_BYTES = 255 - len("..1234567.tmp")
+
+
 def temp_path(path: str | os.PathLike) -> Path:
     """The temporary file beside ``path`` that :func:`atomic_path` writes first."""
     path = Path(path)
@@ -102,7 +107,7 @@ def _same_file(a: Path, b: Path) -> bool:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
         return a.resolve() == b.resolve()
-    except OSError:
+    except (OSError, RuntimeError):   # RuntimeError: a loop of links (Python ≤ 3.12's resolve)
         return False
 
 
@@ -134,6 +139,9 @@ def _check_parent(path: Path, what: str, shown: Path | None = None) -> None:
         if ancestor.is_symlink():   # a dangling link: mkdir would fail later
             break
         ancestor = ancestor.parent
+    if ancestor.is_symlink() and not ancestor.exists():
+        raise OutputError(f"cannot write {what} {shown}: {ancestor} is a broken link (to {os.readlink(ancestor)}); "
+                          "remove it or choose another output")
     if not ancestor.is_dir():
         raise OutputError(f"cannot write {what} {shown}: {ancestor} is not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
@@ -173,7 +181,14 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
     Raises:
         OutputError: one line saying what is wrong and what to do.
     """
+    from .inputs import unreachable
+
     path = Path(path)
+    why = unreachable(path)
+    if why is not None:
+        raise OutputError(f"cannot write {what} {path}: {why}")
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"{what} {path} is a broken link (to {os.readlink(path)}); remove it or choose another output")
     for source in inputs:
         if source is not None and _same_file(path, Path(source)):
             raise OutputError(f"{what} {path} is also an input of this command ({source}); "
@@ -204,6 +219,10 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
             if exc.errno == errno.ENOENT:   # the folder exists, yet no file can be made in it: /proc said so
                 raise OutputError(f"cannot write {what} {path}: the folder {path.parent} takes no new files (a "
                                   "virtual file system such as /proc?); choose a folder on a disk") from None
+            if exc.errno == errno.ENAMETOOLONG:   # the name fits, the temporary name beside it does not
+                raise OutputError(f"cannot write {what} {path}: its name ({len(os.fsencode(path.name))} bytes) is too "
+                                  "long for the temporary file written first beside it (.NAME.PID.tmp); use a name of "
+                                  f"at most {MAX_NAME_BYTES} bytes") from None
             raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
         else:
             probe.unlink(missing_ok=True)
@@ -218,8 +237,13 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
 
     The folder may exist (its other files are left alone) or not (it is created when written).
     """
+    from .inputs import unreachable
+
     folder = Path(folder)
     names = list(names)
+    why = unreachable(folder)
+    if why is not None:
+        raise OutputError(f"cannot write to {what} {folder}: {why}")
     for source in inputs:
         for n in names:
             if source is not None and _same_file(folder / n, Path(source)):

@@ -215,3 +215,52 @@ def test_list_names_the_message_of_a_file_holding_several(tmp_path):
     a18 = [x for x in lines if " A17 " in x]
     b18 = [x for x in lines if " B17 " in x]
     assert a18[0].endswith("both.syx:18") and b18[0].endswith("both.syx:18 (message 2)"), lines
+
+
+def test_paths_that_cannot_be_looked_up_give_one_line(tmp_path):
+    # Python 3.11's Path.exists() raises for a loop of links or a name too long instead of
+    # answering; a file link that loops inside a folder is counted as unreadable, the rest imported
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(2, 0), ["A0", "A1"])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.syx").write_bytes(bank)
+    (folder / "me.syx").symlink_to("me.syx")
+    result = invoke("import-sysex", folder, "-o", tmp_path / "p.h5", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert read_catalogue(tmp_path / "p.h5").raw.shape[0] == 2
+    (tmp_path / "loop.h5").symlink_to("loop.h5")
+    (tmp_path / "dangling.h5").symlink_to(tmp_path / "nowhere" / "p.h5")
+    long = "x" * 300
+    cases = [
+        (("import-sysex", folder, "-o", tmp_path / "loop.h5"), "loop of links"),
+        (("import-sysex", folder, "-o", tmp_path / "p2.h5", "--report", tmp_path / "loop.h5"), "loop of links"),
+        (("import-sysex", folder / f"{long}.syx", "-o", tmp_path / "p3.h5"), "name is too long"),
+        (("import-sysex", folder, "-o", tmp_path / f"{long}.h5"), "name is too long"),
+        (("import-sysex", folder, "-o", tmp_path / f"{long}" / "p.h5"), "name is too long"),
+        (("info", tmp_path / f"{long}.h5"), "name is too long"),
+        (("list", tmp_path / f"{long}.h5"), "name is too long"),
+        (("import-sysex", folder, "-o", tmp_path / "dangling.h5"), "is a broken link"),
+        (("import-sysex", folder, "-o", tmp_path / "dangling.h5", "--force"), "is a broken link"),
+        # the name fits, the temporary file beside it (.NAME.PID.tmp) does not: say how long a name may be
+        (("import-sysex", folder, "-o", tmp_path / ("y" * 247 + ".h5")), "use a name of at most 242 bytes"),
+    ]
+    for args, said in cases:
+        result = invoke(*args, "--no-progress") if args[0] == "import-sysex" else invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert said in result.output and "Traceback" not in result.output, (args, result.output)
+        assert result.output.count("error:") == 1
+    assert not (tmp_path / "nowhere").exists() and (tmp_path / "dangling.h5").is_symlink()
+
+
+def test_an_import_that_finds_no_voice_says_why_each_file_was_rejected(tmp_path):
+    import os
+
+    (tmp_path / "in").mkdir()
+    os.mkfifo(tmp_path / "in" / "pipe.syx")
+    with open(tmp_path / "in" / "huge.syx", "wb") as f:   # sparse: over the 64 MB a SysEx file may have
+        f.truncate(65 << 20)
+    result = invoke("import-sysex", tmp_path / "in", "-o", tmp_path / "p.h5", "--no-progress")
+    assert result.exit_code == 2 and "nothing written" in result.output
+    said = " ".join(result.output.split("by outcome:")[1].split())
+    assert "pipe.syx: " in said and "huge.syx: " in said and "not a regular file" in said   # each file's own problem
+    assert not (tmp_path / "p.h5").exists()

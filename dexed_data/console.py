@@ -130,26 +130,30 @@ def _raise_later(signum: int, after: float = 0.02) -> None:
 
 class _QuietWhenGone:
     """A text stream that turns into /dev/null once its reader has gone (EPIPE; EIO from a
-    terminal that was closed)."""
+    terminal that was closed). Any other failure to write (a full disk under ``> report.txt``)
+    is kept in :attr:`failed`: the command then ends with an error (:func:`_check_written`)."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
+        self.failed: OSError | None = None
 
-    def _gone(self) -> None:
+    def _gone(self, exc: OSError) -> None:
+        if exc.errno not in (errno.EPIPE, errno.EIO) and self.failed is None:
+            self.failed = exc
         self._stream = open(os.devnull, "w")
 
     def write(self, text):
         try:
             return self._stream.write(text)
-        except OSError:
-            self._gone()
+        except OSError as exc:
+            self._gone(exc)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except OSError:
-            self._gone()
+        except OSError as exc:
+            self._gone(exc)
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
@@ -215,6 +219,20 @@ def _usable_streams() -> None:
         setattr(sys, name, _QuietWhenGone(getattr(sys, name)))
 
 
+def _check_written() -> None:
+    """Exit 2 with one line if the command's standard output could not be written (a full disk
+    under ``> file``): the command's result is not where its user will look for it."""
+    out = sys.stdout
+    if isinstance(out, _QuietWhenGone):
+        out.flush()
+        if out.failed is not None:
+            from .outputs import failure_reason
+
+            print(f"error: the command's output could not be written to its standard output "
+                  f"({failure_reason(out.failed)}); it is incomplete or missing", file=sys.stderr)
+            sys.exit(2)
+
+
 def run(app, errors: tuple[type[BaseException], ...]) -> None:
     """Run a typer ``app`` as a command line, with the policies of the module docstring."""
     _usable_streams()
@@ -229,6 +247,7 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
     try:
         app()
         done = True
+        _check_written()
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -240,6 +259,8 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         if _stopped_by and exc.code not in (0, None):   # typer turns the interrupt into exit 130 (older: 1)
             _said_stopped()
         done = exc.code in (0, None)
+        if done:
+            _check_written()
         raise
     finally:
         # a second signal while cleaning up after a failure or an interrupt ends the process; once the

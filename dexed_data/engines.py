@@ -43,7 +43,7 @@ from .schema import FIXED_PARAMS, N_OPERATORS, PARAM_BY_NAME, SOUND_BYTES, VOICE
 
 __all__ = [
     "EngineSpec", "Render", "Engine", "DexedEngine", "DawDreamerEngine", "make_engine",
-    "validate_raw", "validate_notes", "dc_block", "voice_clip", "plugin_output", "PLUGIN_GAIN", "DEXED_REQUIRED_NAMES", "lfo_recipe",
+    "validate_raw", "validate_notes", "probe_plugin_load", "dc_block", "voice_clip", "plugin_output", "PLUGIN_GAIN", "DEXED_REQUIRED_NAMES", "lfo_recipe",
     "lfo_deltas", "LfoRecipe", "lfo_audible", "host_resettable",
     "dexed_voice_from_state",
 ]
@@ -432,6 +432,10 @@ def host_resettable(raw: np.ndarray) -> bool:
     return not (int(raw[PARAM_BY_NAME["LFO WAVE"].voice_offset]) == 5 and lfo_audible(raw))
 
 
+#: Free space (bytes) below which a state that cannot be read back is blamed on the temporary
+#: folder (Dexed 1.0.1's saved state is ~12 kB).
+_STATE_ROOM = 1 << 20
+
 #: Voice parameters the clean-state reset drives (all Dexed builds have them).
 _RESET_NEEDS = ("LFO SPEED", "LFO KEY SYNC", "TRANSPOSE")
 
@@ -561,11 +565,12 @@ class DawDreamerEngine:
         if missing:
             names = list(index)
             shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+            its = f"its {len(names)} parameters are {shown}" if names else "it has no parameters at all"
             raise EngineError(
                 f"plug-in {self.spec.plugin!r} is not Dexed-like: it lacks the parameter(s) "
                 f"{', '.join(repr(n) for n in missing[:5])}{' ...' if len(missing) > 5 else ''}"
                 f"{f' ({len(missing)} missing)' if len(missing) > 5 else ''}; "
-                f"its {len(names)} parameters are {shown} (use a Dexed VST2/VST3 build, or pass a "
+                f"{its} (use a Dexed VST2/VST3 build, or pass a "
                 "param_map that targets its names)")
         return index
 
@@ -627,18 +632,35 @@ class DawDreamerEngine:
         finaliser runs)."""
         import tempfile
 
-        fd, path = tempfile.mkstemp(prefix="dexed-state-", suffix=".bin")
+        import shutil
+
+        try:
+            fd, path = tempfile.mkstemp(prefix="dexed-state-", suffix=".bin")
+        except OSError as exc:
+            raise EngineError(f"cannot make a file in the temporary folder {tempfile.gettempdir()} to read the "
+                              f"plug-in's voice back ({exc.strerror or exc}); set TMPDIR to a writable folder "
+                              "with room") from None
         os.close(fd)
         try:
             proc.save_state(path)
             with open(path, "rb") as f:
                 data = f.read()
+            free = shutil.disk_usage(os.path.dirname(path)).free
         finally:
             try:
                 os.remove(path)
             except OSError:
                 pass
-        return dexed_voice_from_state(data, self.spec.plugin)
+        try:
+            return dexed_voice_from_state(data, self.spec.plugin)
+        except EngineError:
+            # DawDreamer says nothing when it cannot write the state: a full temporary folder looks
+            # like a build whose state holds no voice
+            if free < _STATE_ROOM:
+                raise EngineError(f"the plug-in's state could not be saved whole in the temporary folder "
+                                  f"{os.path.dirname(path)} to read its voice back ({free // 1024} kB free); free "
+                                  "space there, or set TMPDIR to a folder with room") from None
+            raise
 
     def _reset_render(self, engine, proc, raw: np.ndarray) -> None:
         """The clean-state reset before a note (class docstring): LFO phase 0, voices dead, DC 0."""
@@ -764,6 +786,35 @@ _RESET_HOLD = 1024
 _PANIC_BLOCK = 5
 
 
+def probe_plugin_load(path: str, sample_rate: int = 22050) -> None:
+    """Load the plug-in once in a child process: a damaged binary (a bundle copied half-way) can
+    crash the whole process that loads it (SIGBUS, SIGSEGV), which no ``except`` catches.
+
+    Raises:
+        EngineError: the child died by a signal while loading it (naming the signal and what to check).
+    """
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, dawdreamer; e = dawdreamer.RenderEngine(float(sys.argv[2]), 512)\n"
+            "try:\n    e.make_plugin_processor('probe', sys.argv[1])\nexcept Exception:\n    pass")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.normpath(path), str(sample_rate)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        raise EngineError(crashed_while_loading(path, name))
+
+
+def crashed_while_loading(path: str, how: str) -> str:
+    """The message for a plug-in whose loading killed the process (``how``: the signal)."""
+    return (f"the plug-in {path!r} crashed the process that loaded it ({how}): its binary is damaged or "
+            "incomplete (a bundle copied half-way?) or not built for this machine; copy the bundle again whole")
+
+
 def _load_hint(path: str) -> str:
     """What to check when DawDreamer cannot load ``path``: the bundle's naming rule, or the bundle
     rather than its inner binary, else the generic question."""
@@ -780,7 +831,19 @@ def _load_hint(path: str) -> str:
         if binaries and not any(b.stem == stem for b in binaries):
             return (f"a VST3 bundle must be named like its binary: it holds {binaries[0].name}, so name the "
                     f"folder {binaries[0].stem}.vst3")
+    if os.path.isfile(full) and _exports(full, b"GetPluginFactory") and not _exports(full, b"VSTPluginMain"):
+        return ("it is the binary of a VST3 plug-in, which loads only from its bundle: give the .vst3 folder it "
+                f"came from (…/{Path(full).stem}.vst3, holding Contents/x86_64-linux/{Path(full).name})")
     return "is it a VST2 .so or VST3 bundle built for this machine?"
+
+
+def _exports(path: str, symbol: bytes) -> bool:
+    """Whether the file's bytes hold ``symbol`` (a plug-in entry point's name in its symbol table)."""
+    try:
+        with open(path, "rb") as f:
+            return symbol in f.read(256 << 20)
+    except OSError:
+        return False
 
 
 def plugin_build(path: str) -> tuple[int, str]:

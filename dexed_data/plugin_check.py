@@ -25,13 +25,14 @@ Example::
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .engines import EngineSpec, host_resettable, make_engine
+from .engines import EngineSpec, host_resettable, make_engine, probe_plugin_load
 from .errors import DexedDataError, EngineError
 from .features import SILENT_THRESHOLD_DB, silent_notes
 from .schema import apply_fixed
@@ -87,6 +88,9 @@ class PluginCheck:
         does not repeat, worse agreement, or nothing compared at all."""
         done = self.rendered
         failed = [p for p in self.presets if p.error and not p.error.startswith("refused")]
+        if failed and not done:         # a build that fails every preset (ignores host parameters…) is not OK
+            return False, ("NOT OK: every preset failed (see above); datasets cannot be rendered with this "
+                           "build as it is")
         if not done:
             return False, ("NOT CHECKED: no preset of the sample could be compared (all refused or failed); "
                            "check other presets (--presets, -n)")
@@ -207,6 +211,8 @@ def check_plugin(plugin, presets=None, n: int = 64, *, notes=((40, 85), (50, 85)
     raws, names, source = sample_presets(presets, n)
     notes = tuple((int(p), int(v)) for p, v in notes)
     spec = EngineSpec(name="dawdreamer", sample_rate=sample_rate, plugin=str(plugin))
+    if os.path.exists(str(plugin)):
+        probe_plugin_load(str(plugin), sample_rate)   # a damaged binary kills the loading process: not this one
     first = make_engine(spec)
     result = PluginCheck(str(plugin), first.version, source, notes, hold, release,
                          [PresetCheck(name) for name in names])

@@ -298,6 +298,12 @@ def _selection_hash(cat, sel: np.ndarray, raw: np.ndarray, occ: dict[str, np.nda
     return h.hexdigest()[:16]
 
 
+def _shell_word(path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
 def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit=None) -> str:
     """The creation command stored in the file: what made the data (no output path, no shard, no jobs).
 
@@ -785,6 +791,15 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         if isinstance(exc, (ImportError, MemoryError)):   # a worker out of memory while loading its libraries
             raise RenderError(f"a worker process could not load the engine ({type(exc).__name__}: {exc}); the "
                               f"system's limits may be too low ({_limits()}): raise them, or use fewer --jobs") from None
+        if type(exc).__name__ == "TerminatedWorkerError" and config.engine == "dawdreamer":
+            # a damaged plug-in binary kills the worker that loads it (SIGBUS): not a traceback of loky's
+            import re
+
+            from .engines import crashed_while_loading
+
+            how = re.search(r"\{(SIG\w+)", str(exc))
+            raise RenderError(crashed_while_loading(str(config.plugin), how[1] if how else "it died")
+                              + "; `dexed-data check-plugin --plugin PATH` tests a build") from None
         raise
     record = job_record(job, engine_version)
     startup = time.perf_counter() - t0
@@ -801,7 +816,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                      f"dexed-data records less of the catalogue); delete {parts} to render again")
         else:
             other = (f"{parts} holds an unfinished render of another job (other options, selection, catalogue, "
-                     f"engine or package version); rerun that command{f' ({earlier})' if earlier else ''} to finish "
+                     f"engine or package version); rerun that command{f' ({earlier} -o {_shell_word(out)})' if earlier else ''} to finish "
                      f"it, or delete {parts} to start over")
         claim_job_file(parts / "job.json", record, other)
         for leftover in parts.glob("*.tmp"):
@@ -1151,6 +1166,12 @@ def worker_signals(parent: int | None = None) -> None:
     group = {getattr(signal, name) for name in _GROUP_SIGNALS}
     for signum in group:
         signal.signal(signum, signal.SIG_IGN)
+    if "PYTHONFAULTHANDLER" not in os.environ:
+        # loky would print ~40 lines of "Fatal Python error" for a worker that crashes (a damaged plug-in):
+        # the parent says what happened in one line (PYTHONFAULTHANDLER=1 shows them again)
+        if not _DEVNULL:
+            _DEVNULL.append(open(os.devnull, "w"))
+        faulthandler.enable(file=_DEVNULL[0])
     signal.pthread_sigmask(signal.SIG_UNBLOCK, group)   # started blocked (_held): pending ones are dropped
     exit_with_parent(parent)
 

@@ -291,6 +291,8 @@ def test_check_plugin_verdict():
     nothing = check([], refused=2)
     assert not nothing.ok and nothing.verdict[1].startswith("NOT CHECKED")
     assert "verdict      NOT CHECKED" in nothing.format() and "speed        not measured" in nothing.format()
+    every_one_failed = check([], refused=1, failed=2)     # a build that ignores the host: not "try other presets"
+    assert not every_one_failed.ok and every_one_failed.verdict[1].startswith("NOT OK: every preset failed")
     hush = check([0.0, 0.0])                          # silence against silence shows nothing of the build
     for p in hush.presets:
         p.audible = False

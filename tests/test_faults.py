@@ -1576,6 +1576,10 @@ def test_closed_output_streams_and_a_deleted_current_folder(tmp_path):
     proc = subprocess.run(["bash", "-c", "set -o pipefail; " + " ".join(_quote(a) for a in _cli("list", str(out)))
                            + " | true"], capture_output=True, text=True, timeout=120)   # the reader has gone
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    for cmd in (_cli("list", str(out)), [sys.executable, "-m", "preset_model", "--help"]):   # stdout on a full disk: not silently lost
+        proc = subprocess.run(" ".join(_quote(a) for a in cmd) + " > /dev/full", shell=True, capture_output=True,
+                              text=True, timeout=120)
+        assert_clean_process_error(proc, "could not be written to its standard output (no space left on the device)")
     gone = tmp_path / "gone"
     gone.mkdir()
     proc = subprocess.run(_cli("info", str(out)), cwd=gone, capture_output=True, text=True, timeout=120,

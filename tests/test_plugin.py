@@ -367,6 +367,31 @@ def test_no_state_file_is_left_behind(dexed_plugin, rom1a, tmp_path, monkeypatch
     assert not list(tmp_path.glob("dexed-state-*"))
 
 
+def test_a_full_temporary_folder_is_named_not_blamed_on_the_build(plugin_engine, rom1a, tmp_path, monkeypatch):
+    # DawDreamer writes the state silently cut short when $TMPDIR is full: the read-back then found
+    # "no dexedBlob program in it; is it a Dexed build?"
+    import shutil
+    import tempfile
+    from collections import namedtuple
+
+    class _CutShort:
+        def save_state(self, path):
+            plugin_engine._live[1].save_state(path)
+            with open(path, "r+b") as f:
+                f.truncate(100)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 20, 1 << 20, 4096))
+    with pytest.raises(EngineError, match=f"could not be saved whole in the temporary folder {tmp_path} .*4 kB free.*"
+                                          "set TMPDIR"):
+        plugin_engine._state_voice(_CutShort())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 0, 1 << 30))   # room: not the folder
+    with pytest.raises(EngineError, match="cannot read the voice back"):
+        plugin_engine._state_voice(_CutShort())
+    assert not list(tmp_path.glob("dexed-state-*"))
+
+
 def test_a_plugin_that_cannot_be_loaded_gets_a_hint_for_what_was_given(dexed_plugin, tmp_path):
     import shutil
 
@@ -378,3 +403,37 @@ def test_a_plugin_that_cannot_be_loaded_gets_a_hint_for_what_was_given(dexed_plu
     inner = next(Path(dexed_plugin).glob("Contents/*/*.so"))
     with pytest.raises(EngineError, match="give the VST3 bundle folder .*Dexed.vst3, not a file inside it"):
         make_engine(EngineSpec(name="dawdreamer", plugin=str(inner)))
+    alone = tmp_path / "DexedAlone.so"                      # the VST3 binary copied out of its bundle
+    shutil.copy(inner, alone)
+    with pytest.raises(EngineError, match="binary of a VST3 plug-in, which loads only from its bundle"):
+        make_engine(EngineSpec(name="dawdreamer", plugin=str(alone)))
+
+
+def test_a_damaged_plugin_binary_is_one_line_not_a_crash(dexed_plugin, rom1a, tmp_path):
+    # a bundle copied half-way: loading it kills the process (SIGBUS); check-plugin said nothing
+    # (exit 135) and render printed a worker's crash dump and loky's traceback
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    damaged = tmp_path / "Dexed.vst3"
+    shutil.copytree(dexed_plugin, damaged)
+    binary = next(damaged.glob("Contents/*/*.so"))
+    os.chmod(binary, 0o644)
+    os.truncate(binary, 4_000_000)
+    from dexed_data.catalogue import write_catalogue
+
+    write_catalogue(tmp_path / "p.h5", np.stack([rom1a["KOTO"], rom1a["E.PIANO 1"]]), ["KOTO", "E.PIANO 1"])
+    main = "import sys; from dexed_data.cli import main; sys.argv[0] = 'dexed-data'; main()"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"} | {"HOME": str(tmp_path)}
+    for args in (["check-plugin", "--plugin", str(damaged), "-n", "1", "--no-progress"],
+                 ["render", str(tmp_path / "p.h5"), "-o", str(tmp_path / "d.h5"), "--engine", "dawdreamer",
+                  "--plugin", str(damaged), "--notes", "60:85", "--hold", "0.2", "--release", "0.1", "--no-progress"]):
+        proc = subprocess.run([sys.executable, "-c", main, *args], capture_output=True, text=True, timeout=300,
+                              env=env)
+        assert proc.returncode == 2, (args[0], proc.returncode, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr and "Fatal Python error" not in proc.stderr, proc.stderr[-2000:]
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "crashed the process that loaded it (SIGBUS)" in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "d.h5").exists() and not (tmp_path / "d.h5.parts").exists()

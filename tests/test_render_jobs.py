@@ -275,6 +275,7 @@ def test_a_refused_resume_says_what_differs_and_which_command_to_rerun(catalogue
     assert "config.hold (0.2 there, 0.3 here)" in text
     assert f"rerun that command (dexed-data render {catalogue} --engine dexed --notes 60:85" in text
     assert "--hold 0.2 " in text
+    assert f" -o {tmp_path / 'd.h5'}) to finish it" in text          # the command as it can be pasted
     # the same command whose catalogue content changed (or an earlier version's job): not "rerun that command"
     job = tmp_path / "d.h5.parts" / "job.json"
     record = json.loads(job.read_text())

@@ -90,13 +90,12 @@ def preset_table(path: str | Path) -> list[Preset]:
     """
     from .catalogue import FORMAT as CATALOGUE_FORMAT, check_catalogue
     from .dataset import FORMAT as DATASET_FORMAT, check_dataset
-    from .inputs import open_hdf5
+    from .inputs import format_attr, open_hdf5
 
     if path is None:
         raise DexedDataError("give the path of a catalogue (presets.h5) or a dataset (dataset.h5), not None")
     with open_hdf5(path, "catalogue or dataset", DexedDataError) as f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        fmt = format_attr(f)
         if fmt == CATALOGUE_FORMAT:
             check_catalogue(f, path)
         elif fmt == DATASET_FORMAT:

@@ -247,10 +247,10 @@ def check_catalogue(f: h5py.File, path, values: bool = True) -> None:
     Raises:
         CatalogueError: one line naming the file, the array or preset (row, id) and what to do.
     """
-    from .inputs import check_array, check_ids, check_raw_values, check_rows, damaged
+    from .inputs import check_array, check_ids, check_raw_values, check_rows, damaged, format_attr
 
     try:
-        fmt = f.attrs.get("format")
+        fmt = format_attr(f)
         version = f.attrs.get("format_version")
         schema = f.attrs.get("schema_hash")
         if fmt != FORMAT:

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .console import cli_path
+from .console import cli_file_path, cli_path
 from .errors import DexedDataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -80,8 +80,8 @@ def _ids_file(ids) -> list[str]:
 @app.command("import-sysex")
 def import_sysex_command(
     paths: List[str] = typer.Argument(..., help="SysEx files and/or folders (walked recursively, any extension)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Catalogue to write (presets.h5); written atomically."),
-    report: Optional[Path] = typer.Option(None, "--report", readable=False, parser=cli_path, help="Also write the JSON import report here."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_file_path("presets.h5"), help="Catalogue to write (presets.h5); written atomically."),
+    report: Optional[Path] = typer.Option(None, "--report", readable=False, parser=cli_file_path("import.json"), help="Also write the JSON import report here."),
     strict: bool = typer.Option(False, "--strict", help="Reject every voice that needed any repair."),
     progress: bool = PROGRESS,
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
@@ -101,7 +101,7 @@ def import_sysex_command(
 @app.command("export")
 def export_command(
     catalogue: Path = typer.Argument(..., readable=False, parser=cli_path, help="A catalogue written by import-sysex (presets.h5)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="First .syx file; more are named NAME_2.syx, NAME_3.syx..."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_file_path("bank.syx"), help="First .syx file; more are named NAME_2.syx, NAME_3.syx..."),
     ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
     all_: bool = typer.Option(False, "--all", help="Export every preset (in id order)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
@@ -179,8 +179,10 @@ def list_command(
 def _incomplete_dataset(path: Path) -> bool:
     import h5py
 
+    from .inputs import format_attr
+
     with h5py.File(path, "r") as f:
-        return f.attrs.get("format") == "dexed-dataset" and not bool(f.attrs.get("complete", False))
+        return format_attr(f) == "dexed-dataset" and not bool(f.attrs.get("complete", False))
 
 
 @app.command("info")
@@ -211,7 +213,7 @@ def _warn_empty_mel_bands(config) -> None:
 @app.command("render")
 def render_command(
     catalogue: Path = typer.Argument(..., readable=False, parser=cli_path, help="A catalogue written by import-sysex (presets.h5)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Dataset to write (dataset.h5); exists only once complete."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_file_path("dataset.h5"), help="Dataset to write (dataset.h5); exists only once complete."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes, one thread each (at most 4 × the CPU cores; "
                                                          "more than the cores rarely helps)."),
     engine: str = typer.Option("dexed", "--engine", help="dexed (dexed-py, default) or dawdreamer (needs --plugin)."),
@@ -278,7 +280,7 @@ def render_command(
 @app.command("merge")
 def merge_command(
     shards: List[Path] = typer.Argument(..., readable=False, parser=cli_path, help="The N shard files of one render (--shard K/N)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Dataset to write; equals a single run's file."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_file_path("dataset.h5"), help="Dataset to write; equals a single run's file."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Join the shard files of one render job into one dataset."""

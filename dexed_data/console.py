@@ -311,6 +311,22 @@ def cli_path(value) -> Path:
     return Path(value)
 
 
+def cli_file_path(example: str):
+    """The parser of a file to write given on the command line: as :func:`cli_path`, and refused
+    when it ends with a slash (``-o out/`` names a folder; ``Path`` drops the slash, and a file
+    named ``out`` was written). ``example``: a file name the message suggests (``presets.h5``)."""
+    def parse(value) -> Path:
+        import typer
+
+        if isinstance(value, str) and value.endswith(("/", os.sep)):
+            typer.echo(f"error: {value} ends with '/', so it names a folder, but a file is written there; give a "
+                       f"file name (e.g. {value}{example})", err=True)
+            raise typer.Exit(2)
+        return cli_path(value)
+
+    return parse
+
+
 def dexed_data_main() -> None:
     """The ``dexed-data`` command (:func:`_main_of`)."""
     _main_of("dexed_data.cli")

@@ -349,11 +349,14 @@ def catalogue_not_dataset(path) -> str:
 
 def check_file(f: h5py.File, path, allow_incomplete: bool = False, schema: bool = True) -> None:
     """Refuse a file that is not a complete dataset of this format version and (``schema``) parameter schema."""
+    from .inputs import format_attr
+
     a = f.attrs
-    if a.get("format") == "dexed-catalogue":
+    fmt = format_attr(f)
+    if fmt == "dexed-catalogue":
         raise DatasetError(catalogue_not_dataset(path))
-    if a.get("format") != FORMAT:
-        raise DatasetError(f"{path}: not a dexed dataset (format={a.get('format')!r}); "
+    if fmt != FORMAT:
+        raise DatasetError(f"{path}: not a dexed dataset (format={fmt!r}); "
                            "render one with `dexed-data render presets.h5 -o dataset.h5`")
     try:
         version = int(a.get("format_version", -1))
@@ -377,9 +380,11 @@ REQUIRED = ("presets/raw", "presets/id", "presets/name", "presets/sound_group", 
 
 def check_datasets(f: h5py.File, path) -> None:
     """Refuse a file whose attributes are right but whose datasets are missing or of the wrong size."""
+    from .inputs import format_attr
+
     stored = tuple(a for a in str(f.attrs.get("stored", "")).split(",") if a)
     missing = [name for name in REQUIRED + stored if not isinstance(f.get(name), h5py.Dataset)]
-    if missing and f.attrs.get("format") == FORMAT and not bool(f.attrs.get("complete", False)):
+    if missing and format_attr(f) == FORMAT and not bool(f.attrs.get("complete", False)):
         where = Path(str(path))    # a render's own unfinished file: X.h5.parts/dataset.h5
         final = where.parent.name[:-len(".parts")] if where.parent.name.endswith(".parts") else None
         raise DatasetError(f"{path}: the dataset is incomplete (its render was interrupted before it wrote "
@@ -464,9 +469,16 @@ def check_dataset(f: h5py.File, path, allow_incomplete: bool = False, schema: bo
                 and np.any((f["status"][...] == STATUS_OK) & ~f["silent"][...]):   # the scale readers map /mel with
             raise _malformed(path, f"attributes mel_min_db, mel_max_db are {bounds[0]}, {bounds[1]} while presets "
                                    "that sound were rendered: finite bounds, min ≤ max, are expected")
+        rendered = f["status"][...] == STATUS_OK
+        for name in ("peak", "rms"):     # a rendered note's level is a finite number ≥ 0: what info, report and
+            values = f[name][...]        # the silence checks read (NaN was counted as usable and left out of plots)
+            bad = np.flatnonzero(rendered & ~np.all(np.isfinite(values) & (values >= 0), axis=1))
+            if bad.size:
+                raise _malformed(path, f"/{name} of rendered preset row {bad[0]} (id {ids[bad[0]]}) is "
+                                       f"{values[bad[0]].tolist()}: levels are finite numbers ≥ 0"
+                                       + (f" ({bad.size} rows)" if bad.size > 1 else ""))
         if info.schema_hash == SCHEMA_HASH:   # another schema's maxima are not these (and that file is refused)
             # rendered rows only: a failed row keeps the values its engine refused (its /error says why)
-            rendered = f["status"][...] == STATUS_OK
             check_raw_values(np.where(rendered[:, None], f["presets/raw"][...], 0), ids, path, DatasetError,
                              "import and render it again")
     except (KeyError, OSError, ValueError, TypeError) as exc:   # data cut off, an array where a value was

@@ -32,7 +32,7 @@ def file_kind(path) -> str:
 
     from .catalogue import FORMAT as CATALOGUE_FORMAT
     from .dataset import FORMAT as DATASET_FORMAT
-    from .inputs import no_such, open_hdf5, unreachable
+    from .inputs import format_attr, no_such, open_hdf5, unreachable
 
     path = Path(path)
     why = unreachable(path)
@@ -52,8 +52,7 @@ def file_kind(path) -> str:
     if signature != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):   # a truncated HDF5 file still starts so
         return "sysex"
     with open_hdf5(path, "HDF5", DexedDataError) as f:
-        fmt = f.attrs.get("format")
-    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        fmt = format_attr(f)
     kinds = {CATALOGUE_FORMAT: "catalogue", DATASET_FORMAT: "dataset"}
     if fmt not in kinds:
         raise DexedDataError(f"{path}: HDF5 file of unknown format {fmt!r}; expected 'dexed-catalogue' or 'dexed-dataset'")
@@ -132,8 +131,11 @@ def describe_dataset(path) -> str:
             if name in ds.file:
                 d = ds.file[name]
                 stored = d.id.get_storage_size()
+                # uncompressed rows are reserved for every preset, failed ones included; compressed
+                # chunks are written for the rendered presets only
+                rows = len(ds) if d.chunks is None else ok
                 lines.append(f"  {name:<13} {d.shape} {d.dtype}, {h.storage.compression}, "
-                             f"{stored / max(ok, 1) / 1e6:.3f} MB/preset, {stored / 1e9:.2f} GB")
+                             f"{stored / max(rows, 1) / 1e6:.3f} MB/preset, {stored / 1e9:.2f} GB")
             else:
                 lines.append(f"  {name:<13} not stored")
         lines.append(f"  file size     {os.path.getsize(path) / 1e9:.3f} GB")

@@ -89,6 +89,21 @@ def unreachable(path: str | os.PathLike) -> str | None:
     return None
 
 
+def format_attr(f: h5py.File) -> str | None:
+    """A file's ``format`` attribute as text; None when it has none. A value that is not one
+    string (an array, a number, undecodable bytes: another program's file) comes back as a text
+    that names no format of this toolkit, so comparisons and messages work on any file."""
+    try:
+        value = f.attrs.get("format")
+    except Exception as exc:  # noqa: BLE001 - h5py cannot read some attribute types at all
+        return f"<unreadable: {type(exc).__name__}>"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if value is None or isinstance(value, str):
+        return value
+    return f"<not text: {type(value).__name__}>"
+
+
 def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = DexedDataError) -> h5py.File:
     """Open ``path`` read-only as HDF5, or raise ``error`` with one line (``what`` names the file kind)."""
     if path is None:
@@ -101,6 +116,8 @@ def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = 
         raise error(no_such(path, f"{what} file"))
     if path.is_dir():
         raise error(f"{path} is a folder, not a {what} file")
+    if not path.is_file():
+        raise error(f"{path}: not a regular file (a device or pipe), not a {what} file")
     try:
         size = path.stat().st_size
     except OSError as exc:

@@ -209,26 +209,31 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
             raise OutputError(f"{what} {path} exists and is not a regular file; choose another output")
     _check_parent(path, what)
     if path.parent.is_dir():   # a probe: a virtual file system (/proc) or a full quota says no here
-        probe = temp_path(path)
-        try:
-            with open(probe, "xb"):
-                pass
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:   # the folder exists, yet no file can be made in it: /proc said so
-                raise OutputError(f"cannot write {what} {path}: the folder {path.parent} takes no new files (a "
-                                  "virtual file system such as /proc?); choose a folder on a disk") from None
-            if exc.errno == errno.ENAMETOOLONG:   # the name fits, the temporary name beside it does not
-                raise OutputError(f"cannot write {what} {path}: its name ({len(os.fsencode(path.name))} bytes) is too "
-                                  "long for the temporary file written first beside it (.NAME.PID.tmp); use a name of "
-                                  f"at most {MAX_NAME_BYTES} bytes") from None
-            raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
-        else:
-            probe.unlink(missing_ok=True)
+        _probe(temp_path(path), f"{what} {path}", path.name)
         _remove_stale_temps(path.parent, lambda name: name == path.name)
     _CHECKED[os.path.realpath(path)] = file_identity(path)
     return path
+
+
+def _probe(probe: Path, shown: str, name: str | None = None) -> None:
+    """Make and remove the file ``probe`` in an existing folder: a virtual file system (/proc), a
+    read-only mount or a full quota refuses here, before the command's work, not after it
+    (``shown``: the output as messages name it; ``name``: its file name, for a name too long)."""
+    try:
+        with open(probe, "xb"):
+            pass
+    except FileExistsError:
+        return
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:   # the folder exists, yet no file can be made in it: /proc said so
+            raise OutputError(f"cannot write {shown}: the folder {probe.parent} takes no new files (a "
+                              "virtual file system such as /proc?); choose a folder on a disk") from None
+        if exc.errno == errno.ENAMETOOLONG and name is not None:   # the name fits, the temporary name does not
+            raise OutputError(f"cannot write {shown}: its name ({len(os.fsencode(name))} bytes) is too "
+                              "long for the temporary file written first beside it (.NAME.PID.tmp); use a name of "
+                              f"at most {MAX_NAME_BYTES} bytes") from None
+        raise OutputError(f"cannot write {shown}: {_reason(exc)}") from None
+    probe.unlink(missing_ok=True)
 
 
 def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force: bool = False,
@@ -256,6 +261,14 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
         _check_parent(folder / "x", what, folder)   # the folder is made: its deepest existing ancestor
     elif not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {what} {folder}: not writable")
+    where = folder
+    while not where.is_dir() and where != where.parent:
+        where = where.parent
+    _probe(where / f".probe.{os.getpid()}.tmp", f"to {what} {folder}")
+    folders = [n for n in names if (folder / n).is_dir()]
+    if folders:   # not even with --force: a folder is not a file to replace
+        raise OutputError(f"{folder / folders[0]} is a folder where this command writes a file; move it away or "
+                          f"choose another {what}")
     if not force:
         taken = [n for n in names if (folder / n).exists()]
         if taken and finished:

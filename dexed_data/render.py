@@ -58,7 +58,7 @@ import numpy as np
 
 from . import dataset as ds
 from . import storage, writer
-from .errors import DexedDataError, OutputError, RenderError
+from .errors import DexedDataError, EngineError, OutputError, RenderError
 from .outputs import OutputClash
 from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
 
@@ -425,6 +425,8 @@ def render_one(row: int, raw: np.ndarray, config: RenderConfig | None = None) ->
     try:
         render = _WORKER["engine"].render(raw, cfg.notes, cfg.hold, cfg.release, operators=cfg.operators)
         feats = compute_features(render, cfg.mel_config)
+        if not (np.isfinite(feats.peak).all() and np.isfinite(feats.rms).all()):   # NaN propagates into the peak
+            raise EngineError("the engine returned NaN or infinite samples (a damaged or incompatible plug-in build?)")
         silent = bool(np.all(feats.silent))
         mel16 = storage.as_dtype(feats.mel, np.float16)
         chunks = {}

@@ -264,7 +264,9 @@ def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
         else:
             from .features import MelConfig, mel_db
 
-            mel = mel_db(ds.audio(row), MelConfig(sample_rate=ds.info.sample_rate))
+            stored_mel = ds.info.header.mel_config    # the file's own settings, which its mel bounds were taken with
+            fields = {k: stored_mel[k] for k in ("sample_rate", "n_fft", "hop", "n_mels", "floor_db") if k in stored_mel}
+            mel = mel_db(ds.audio(row), MelConfig(**{"sample_rate": ds.info.sample_rate, **fields}))
         for j in range(k):
             ax = axes[r, j]
             image = ax.imshow(mel[j], origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
@@ -382,6 +384,9 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         f"{h.release:g} s; notes {html.escape(', '.join(f'{p}:{v}' for p, v in h.notes))}; "
         f"stored: {html.escape(', '.join(h.storage.arrays) or 'no audio or mel')}.<br>"
         f"Made by: <code>{html.escape(h.command)}</code></p>",
+        (f"<p><b>Shard {html.escape(str(info.shard))} of a render job</b>: its counts, duplicates and bounds cover "
+         "only its part of the presets; <code>dexed-data merge</code> joins the shards into the whole dataset.</p>"
+         if info.shard else ""),
         "<h2>Counts</h2>", counts,
         "<p>Distinct by sound: bit-identical audio on every note (exact fingerprint). Duplicates keep their "
         "rows and provenance; the lowest row (smallest id) of each group is kept for training.</p>",
@@ -391,17 +396,19 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
                       ["used for", "dB values map linearly to [-1, 1] for training (over rendered, non-silent presets)"]]),
         "<h2>Algorithms</h2>", f"<img src='{alg}' alt='algorithm distribution'>",
     ]
-    if levels:
-        parts += ["<h2>Loudness and peak per note</h2>",
-                  f"<p>Rendered presets; levels in dBFS at the plug-in's scale, clipped to [-120, 12]. "
-                  f"Dotted line: near-silent threshold ({SILENT_NOTE_DB:g} dBFS peak).</p>",
-                  f"<img src='{levels}' alt='peak and RMS per note'>"]
+    parts.append("<h2>Loudness and peak per note</h2>")
+    parts += ([f"<p>Rendered presets; levels in dBFS at the plug-in's scale, clipped to [-120, 12]. "
+               f"Dotted line: near-silent threshold ({SILENT_NOTE_DB:g} dBFS peak).</p>",
+               f"<img src='{levels}' alt='peak and RMS per note'>"] if levels else
+              ["<p>No preset rendered (every render failed: see Failed renders), so there are no levels.</p>"])
     parts.append("<h2>Example mel spectrograms</h2>")
     parts.append(f"<p>{len(pick)} random usable presets (seed {seed}); time left to right "
                  f"({h.hold + h.release:g} s), mel bands low to high, colours span the scaling bounds.</p>"
                  f"<img src='{mels}' alt='example mel spectrograms'>" if mels else
                  "<p>None shown (--examples 0).</p>" if examples == 0 and len(usable) else
-                 "<p>No usable preset with stored audio or mel.</p>")
+                 "<p>No usable preset to show: none rendered without failing and sounds (a failed or "
+                 "near-silent preset is not usable).</p>" if not len(usable) else
+                 "<p>None shown: the file stores neither audio nor mel spectrograms.</p>")
     parts.append("<h2>Largest groups of identical-sounding presets</h2>")
     parts.append(provenance)
     parts.append("<h2>Parameter distributions</h2><p>Raw values (0-based, as stored in a voice) of every "

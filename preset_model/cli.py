@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from dexed_data.console import cli_path
+from dexed_data.console import cli_file_path, cli_path
 from .errors import PresetModelError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -310,7 +310,7 @@ def evaluate(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best.pt (the default) | last.pt: which of "
                                              "the run folder's checkpoints (RUN given as a .pt file is that one)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          readable=False, parser=cli_path, help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
+                                          readable=False, parser=cli_file_path("eval"), help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
     refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
                                                    "true sound (candidates: it, the nearest training presets)."),
     progress: bool = PROGRESS,
@@ -356,7 +356,7 @@ def match(
     paths: list[Path] = typer.Argument(..., metavar="[RUN] FILES...",
                                        readable=False, parser=cli_path, help="Run folder (or checkpoint .pt), unless --data alone is given; then "
                                             "audio files (WAV/FLAC/OGG/AIFF; any rate, length, channels)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help=".syx to write: one voice → single-voice dump, more → bank."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_file_path("voice.syx"), help=".syx to write: one voice → single-voice dump, more → bank."),
     wav: Optional[Path] = typer.Option(None, "--wav", readable=False, parser=cli_path, help="Write each file's re-rendered note to DIR/STEM.rerender.wav."),
     each: bool = typer.Option(False, "--each", help="Every file is its own sound (its note from its name, else 60:85)."),
     gain_db: str = typer.Option("0", "--gain-db", help="Gain in dB applied to the inputs (they should be at Dexed's "
@@ -515,7 +515,7 @@ def interpolate(
     b: str = typer.Argument(..., help="Last voice, FILE.syx:N (N from 1, counted across the file's "
                                          "messages; a single-voice file needs no :N)."),
     steps: int = typer.Option(8, "--steps", help="Voices in the bank, both ends included (2-32)."),
-    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Bank .syx to write."),
+    output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_file_path("path.syx"), help="Bank .syx to write."),
     data: Optional[Path] = typer.Option(None, "--data", readable=False, parser=cli_path, help="Not needed: the run holds its render settings "
                                         "(older runs: the dataset they were trained on, if it moved)."),
     force: bool = FORCE,

@@ -773,7 +773,7 @@ def test_match_refine_says_when_the_runs_dataset_is_missing_or_another(fitted, t
 def test_evaluate_refuses_a_folder_as_output_and_names_a_foreign_checkpoint(fitted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for out in (".", "/", "..", str(tmp_path)):
-        assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "-o", out, "--limit", "1"), "is a folder")
+        assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "-o", out, "--limit", "1"), "folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     junk = tmp_path / "best.pt"
     junk.write_bytes(fitted.data.read_bytes())   # an HDF5 file under a checkpoint's name
@@ -1936,3 +1936,28 @@ def test_a_worker_ended_by_its_watchdog_prints_no_stack_dump(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])     # the watchdog ended it
     assert "Timeout" not in proc.stderr and "File " not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_foreign_hdf5_pipes_and_outputs_that_cannot_be_files_are_refused_first(catalogue, dataset, tmp_path):
+    # audit Z4: a `format` attribute that is not one string gave tracebacks (info, list) or "damaged"
+    # (report, export); a pipe was "an empty file"; /proc and a folder at a file's name were found only
+    # after the work; `-o out/` wrote a file named out
+    import h5py
+
+    for k, value in enumerate((["netcdf"], np.array([1, 2]), np.bytes_(b"\xff\xfeab"), h5py.Empty("f"))):
+        with h5py.File(tmp_path / f"f{k}.h5", "w") as f:
+            f.attrs["format"] = value
+        for args in (("info",), ("list",), ("report", "-o", tmp_path / "r"), ("export-wav", "-o", tmp_path / "w"),
+                     ("export", "--all", "-o", tmp_path / "x.syx")):
+            assert_clean_error(run(data_app, args[0], tmp_path / f"f{k}.h5", *args[1:]), "format")
+    os.mkfifo(tmp_path / "pipe.h5")
+    assert_clean_error(run(data_app, "list", tmp_path / "pipe.h5"), "not a regular file")
+    assert_clean_error(run(data_app, "report", dataset, "-o", "/proc/report"), "takes no new files")
+    assert_clean_error(run(data_app, "export-wav", dataset, "-o", "/proc"), "takes no new files")
+    (tmp_path / "rep" / "index.html").mkdir(parents=True)
+    for force in ((), ("--force",)):
+        assert_clean_error(run(data_app, "report", dataset, "-o", tmp_path / "rep", *force),
+                           "index.html is a folder where this command writes a file")
+    res = CliRunner().invoke(data_app, ["export", str(catalogue), "--all", "-o", f"{tmp_path / 'bank'}/"])
+    assert_clean_error(res, "ends with '/', so it names a folder")
+    assert not (tmp_path / "bank").exists() and not list(tmp_path.glob("bank_*"))

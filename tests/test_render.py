@@ -358,3 +358,32 @@ def test_segments_end_in_quarter_segments_for_large_jobs():
         assert max(body) <= size and max(body) - min(body) <= 1
         assert max(end) - min(end) <= 1 and max(end) <= -(-max(body) // 4) + 1 and min(end) >= min(body) // 4 - 1
     assert len(segment_bounds(7 * 64, 64)) == 7          # fewer than TAPER_MIN_SEGMENTS: equal sizes only
+
+
+def test_an_engine_that_returns_nan_fails_the_preset_and_the_file_stays_readable(tmp_path):
+    # a NaN peak used to be stored as a rendered preset's level; the reader now refuses such a file
+    from dexed_data import render as render_mod
+
+    render_mod._init_worker(SMALL, in_worker=False)
+    engine = render_mod._WORKER["engine"]
+
+    class _NaN:
+        def render(self, *args, **kwargs):
+            r = engine.render(*args, **kwargs)
+            r.audio[0, 5] = np.nan
+            return r
+
+    render_mod._WORKER["engine"] = _NaN()
+    try:
+        r = render_one(0, apply_fixed(simple_voice()))
+    finally:
+        render_mod._WORKER.clear()
+    assert r.status == ds.STATUS_FAILED and "NaN or infinite samples" in r.error
+    # a file whose rendered row holds a NaN level (hand-edited, or written before this check) is refused in one line
+    write_catalogue(tmp_path / "p.h5", np.stack([simple_voice(), simple_voice(velocity_sens=3)]), ["A", "B"])
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1, operators=False)
+    render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", cfg, jobs=1, progress=False)
+    with h5py.File(tmp_path / "d.h5", "r+") as f:
+        f["rms"][1, 0] = np.inf
+    with pytest.raises(DatasetError, match=r"/rms of rendered preset row 1 .* levels are finite numbers ≥ 0"):
+        ds.DatasetReader(tmp_path / "d.h5")

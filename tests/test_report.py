@@ -158,3 +158,29 @@ def test_report_with_nothing_shown_says_why_not_that_nothing_exists(tmp_path, da
     page = (tmp_path / "r" / "index.html").read_text()
     assert "No two presets render identically" not in page and "groups of identical-sounding presets (not listed" in page
     assert "No usable preset" not in page and "None shown (--examples 0)" in page
+
+
+def test_examples_of_an_audio_only_dataset_use_its_own_mel_settings(tmp_path, rom1a_path, monkeypatch):
+    # drawn with the default 257 mels and hop 256, and coloured with bounds taken at the file's 64 / 1024
+    from dexed_data import features, report
+
+    v = sysex.decode_file(rom1a_path).voices[:2]
+    write_catalogue(tmp_path / "p.h5", np.stack([x.raw for x in v]), [x.name for x in v])
+    cfg = RenderConfig(notes=((60, 85),), hold=0.3, release=0.1, operators=False, store=("audio",), n_mels=64, hop=1024)
+    render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", cfg, jobs=1, progress=False)
+    seen = []
+    real = features.mel_db
+    monkeypatch.setattr(features, "mel_db", lambda audio, c: seen.append(c) or real(audio, c))
+    assert report.write_report(tmp_path / "d.h5", tmp_path / "r", examples=2)
+    assert seen and all((c.n_mels, c.hop, c.n_fft) == (64, 1024, 1024) for c in seen)
+
+
+def test_the_report_of_a_shard_says_it_covers_part_of_the_job(tmp_path, rom1a_path):
+    v = sysex.decode_file(rom1a_path).voices[:4]
+    write_catalogue(tmp_path / "p.h5", np.stack([x.raw for x in v]), [x.name for x in v])
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1, operators=False)
+    render_dataset(tmp_path / "p.h5", tmp_path / "s0.h5", cfg, jobs=1, shard="0/2", progress=False, segment_size=2)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "s0.h5"), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<b>Shard 0/2 of a render job</b>" in page and "dexed-data merge" in page

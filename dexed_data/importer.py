@@ -179,7 +179,8 @@ class ImportReport:
             ignored around messages), ``duplicates`` (imported voices − unique rows) and
             ``unique`` (count at each of :data:`DEDUP_LEVELS`).
         files: one dict per file seen: ``path``, ``outcome`` (``imported``, ``repaired``,
-            ``partly_rejected``, ``rejected``, ``no_dx7_data``, ``same_file``: a second path to a
+            ``partly_rejected``, ``rejected``, ``no_dx7_data`` (no DX7 data at all: text, another
+            maker's SysEx; the files of reason ``no_sysex``), ``same_file``: a second path to a
             file read under its first path, a link), ``messages``, ``voices``,
             ``imported``, ``duplicates``, ``repaired`` / ``rejected`` (reason → count), ``problems``.
     """
@@ -373,7 +374,8 @@ def _outcome(n_kept: int, repaired: Counter, rejected: Counter) -> str:
     lost = any(c.startswith(VOICE_LOSS_CODES) for c in rejected)
     if n_kept:
         return "partly_rejected" if lost else ("repaired" if repaired else "imported")
-    if rejected and set(rejected) != {"no_sysex"}:
+    # a file of another maker's SysEx (unknown_message) holds no DX7 data, like text: not a DX7 file gone wrong
+    if rejected and not set(rejected) <= {"no_sysex", "unknown_message"}:
         return "rejected"
     return "no_dx7_data"
 

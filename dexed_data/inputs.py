@@ -46,8 +46,14 @@ def check_mel_selection(f: h5py.File, path, rows: np.ndarray, notes, error: type
     bad = rows[(rows < 0) | (rows >= n)]
     if bad.size:
         raise error(f"{path}: row {bad[0]} is out of range; this dataset has {n} rows (0–{n - 1})")
-    if notes is not None and not all(0 <= int(j) < k for j in notes):
-        raise error(f"{path}: notes {[int(j) for j in notes]}: indices of the file's {k} notes are 0–{k - 1}")
+    if notes is None:
+        return
+    index = np.asarray(notes)
+    if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):   # (pitch, velocity) pairs are not indices
+        raise error(f"{path}: notes {np.asarray(notes).tolist()}: give indices of the file's {k} notes (0–{k - 1}, "
+                    "in the order of its `notes` attribute), not (pitch, velocity) pairs")
+    if not all(0 <= int(j) < k for j in index):
+        raise error(f"{path}: notes {[int(j) for j in index]}: indices of the file's {k} notes are 0–{k - 1}")
 
 
 def first_line(exc: BaseException) -> str:

@@ -241,7 +241,7 @@ def fit(
         saved = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
         if size:   # a size sets all its fields ("paper" is the defaults; --size paper on a tiny run was ignored)
             sized = model_config(size)
-            differ = sorted(k for fields in SIZES.values() for k in fields if getattr(sized, k) != getattr(saved, k))
+            differ = sorted({k for fields in SIZES.values() for k in fields if getattr(sized, k) != getattr(saved, k)})
             if differ:
                 _fail(f"--resume --size {size}: this run's model has another size ({', '.join(differ)} differ); a run "
                       "keeps its size: resume without --size, or train this size in another --out")
@@ -495,7 +495,9 @@ def match(
                            "another; give a recording of the sound", err=True)
             if s.much_quieter:
                 how = "silent (all zeros)" if isinf(s.level_db) else f"{-s.level_db:.1f} dB quieter than the input (RMS)"
-                hint = "" if gain == "auto" else " (for a recording normalised near 0 dBFS, try --gain-db auto)"
+                # the level hint only for a loud input (as the note above); a quiet one points elsewhere
+                hint = (" (for a recording normalised near 0 dBFS, try --gain-db auto)"
+                        if gain != "auto" and v.peak_db > LOUD_PEAK_DB else "")
                 typer.echo(f"  warning: the re-render of {s.file} is {how}; the inferred voice barely sounds on "
                            f"this note, so its scores compare the input with near-silence{hint}", err=True)
     typer.echo("(similarity: 1 − spectral convergence, 1 = same spectrogram, 0 = error as large as the input; "

@@ -339,7 +339,7 @@ def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool
         first = [f for n, f in zip(named, files) if n is not None]
         raise AudioInputError(f"{first[0]} is named by note (…_PITCH-VELOCITY) but other files are not: name every "
                               f"file by its note (the model's notes: {listed}), or none and give {k} files per sound "
-                              f"in that order")
+                              f"in that order, or pass --each to match every file as its own sound")
     if len(files) % k == 0:
         return [[(j, f) for j, f in enumerate(files[i:i + k])] for i in range(0, len(files), k)]
     if len(files) == 1:

@@ -175,6 +175,10 @@ def test_torch_dataset_without_preset_model(workdir):
         assert raw.shape == (3, 145) and torch.equal(raw[0], torch.from_numpy(ds.raw[ds.usable()[0]].astype(np.int64)))
         db, _ = ds.torch_dataset(rows=[0], notes=[3], scale=False)[0]
         assert db.shape[0] == 1 and torch.equal(db[0], torch.from_numpy(ds.mel(0)[3]))
+        from dexed_data.errors import DatasetError
+
+        with pytest.raises(DatasetError, match=r"give indices of the file's 6 notes .*not \(pitch, velocity\) pairs"):
+            ds.torch_dataset(notes=[(60, 85)])            # a raw TypeError from int() before
 
 
 def test_render_a_syx_voice_or_catalogue_row_equals_the_dataset(workdir):
@@ -263,9 +267,11 @@ def dexed_data_render(bank: Path, n: int) -> np.ndarray:
     return dexed_data.render(f"{bank}:{n}", notes=[(60, 85)], hold=HOLD, release=RELEASE)[0]
 
 
-def test_evaluate_finds_a_moved_dataset_beside_the_run_or_says_what_to_pass(fitted, tmp_path):
+def test_evaluate_finds_a_moved_dataset_beside_the_run_or_says_what_to_pass(fitted, tmp_path, monkeypatch):
     from preset_model.errors import CheckpointError
     from preset_model.inference import load_run
+
+    monkeypatch.chdir(tmp_path)   # a relative recorded path is tried from here: not the user's own dataset.h5
 
     moved = tmp_path / "project"
     travel(fitted.flow6, fitted.data, moved / "runs" / "paper", recorded=str(fitted.data.parent / "gone.h5"))
@@ -336,6 +342,7 @@ def test_match_warns_when_the_rerender_is_much_quieter(fitted, tmp_path):
     assert res.exit_code == 0, res.output
     assert re.search(r"warning: the re-render of .*loud\.wav is (\d+\.\d dB quieter than the input|silent)",
                      res.output)
+    assert "try --gain-db auto" in res.output        # the input peaks far above a voice's level: the hint fits
 
 
 # --- CLI: --version, list, --ids --------------------------------------------------------------------

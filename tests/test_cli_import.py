@@ -264,3 +264,19 @@ def test_an_import_that_finds_no_voice_says_why_each_file_was_rejected(tmp_path)
     said = " ".join(result.output.split("by outcome:")[1].split())
     assert "pipe.syx: " in said and "huge.syx: " in said and "not a regular file" in said   # each file's own problem
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_another_makers_sysex_is_no_dx7_data_and_the_file_counts_agree(tmp_path):
+    # a Roland dump was outcome "rejected" while its reason was counted as no_sysex with text files
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(2, 0), ["A0", "A1"])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.syx").write_bytes(bank)
+    (tmp_path / "in" / "roland.syx").write_bytes(b"\xf0\x41\x10\x42\x12\x40\x00\x7f\x00\x41\xf7")
+    (tmp_path / "in" / "notes.txt").write_text("hello")
+    result = invoke("import-sysex", tmp_path / "in", "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    outcomes = {f["path"]: f["outcome"] for f in report["files"]}
+    assert outcomes == {"a.syx": "imported", "roland.syx": "no_dx7_data", "notes.txt": "no_dx7_data"}
+    assert report["summary"]["files_by_outcome"]["no_dx7_data"] == report["summary"]["rejected_by_reason"]["no_sysex"]

@@ -569,6 +569,8 @@ def test_a_plain_resume_keeps_the_runs_amp_and_a_size_is_compared(dataset, tmp_p
     assert load_checkpoint(out / "last.pt")["train_config"]["amp"] is False
     res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "paper"])
     assert res.exit_code == 2 and "this run's model has another size (channels" in res.output, res.output
+    named = " ".join(res.output.split()).split("another size (")[1].split(" differ)")[0].split(", ")
+    assert len(named) == len(set(named)), named                          # each field once
     res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "huge"])
     assert res.exit_code == 2 and "--size 'huge'" in res.output, res.output
     res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "tiny"])

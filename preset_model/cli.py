@@ -295,6 +295,10 @@ def fit(
                        "presets or near-copy groups for one; `preset-model evaluate` needs --split valid", err=True)
 
 
+#: Suffix of the file beside ``evaluate``'s output that keeps its refined presets until it is done.
+REFINE_JOURNAL = ".refine-partial.jsonl"
+
+
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., readable=False, parser=cli_path, help="Run folder written by `preset-model fit` (or a checkpoint .pt)."),
@@ -339,9 +343,13 @@ def evaluate(
         out = out.with_suffix("")
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     _outputs([js, md], [*_run_files(run), data], force)   # before the (long) evaluation
+    # the refined presets as they are done: an interrupted --refine evaluation resumes from them
+    journal = out.with_name(out.name + REFINE_JOURNAL) if refine else None
     report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine,
-                    progress=progress)
+                    progress=progress, journal=journal)
     _plain(write_report, report, out)   # both, or neither
+    if journal is not None:
+        journal.unlink(missing_ok=True)
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())

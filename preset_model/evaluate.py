@@ -149,7 +149,7 @@ def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSett
 
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", baseline: str | None = None,
              jobs: int = 1, limit: int | None = None, checkpoint: str = "best.pt", refine: int = 0,
-             progress: bool = False) -> dict:
+             progress: bool = False, journal: str | Path | None = None) -> dict:
     """Evaluate a run (or a baseline on the run's split and input notes); returns the report dict.
 
     Args:
@@ -163,6 +163,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         refine: N > 0 refines each inferred preset by a re-render search of N renders against the
             true preset's sound (:func:`preset_model.refine.refine_presets`).
         progress: bars on stderr for the search and the re-rendering.
+        journal: with ``refine``, a file that keeps each refined preset as it is done, so that an
+            interrupted evaluation resumes (:class:`preset_model.refine.RefineJournal`).
     """
     t0 = time.perf_counter()
     loaded = load_run(run, checkpoint, data)
@@ -177,7 +179,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if refine > 0:
         from .refine import refine_presets
 
-        pred = refine_presets(loaded.settings, data, rows, train_rows, pred, refine, jobs, progress=progress)
+        pred = refine_presets(loaded.settings, data, rows, train_rows, pred, refine, jobs, progress=progress,
+                              journal=journal)
     import h5py
 
     with h5py.File(data, "r") as h5:

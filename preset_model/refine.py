@@ -633,28 +633,122 @@ def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) ->
         sigma = min(0.5, sigma * 1.5) if improved else max(0.01, sigma * 0.8)
 
 
+class RefineJournal:
+    """The presets ``evaluate --refine`` has finished, one JSON line each, fsynced as it goes, so that
+    an interrupted evaluation (Ctrl-C, a kill, a full disk) resumes where it stopped: run the same
+    command again. A line holds the evaluation's ``key`` (dataset file, render settings, budget,
+    seed, search settings: any change and nothing is reused), the row, digests of the true and the
+    predicted preset, and the refined preset. A cut-off last line (killed mid-write) is ignored.
+    Held with an exclusive ``flock`` while open: a second evaluation on the same output stops at once.
+    """
+
+    def __init__(self, path: str | Path, key: str) -> None:
+        self.path, self.key = Path(path), key
+        self.done: dict[tuple[int, str, str], np.ndarray] = {}
+        self._file = None
+
+    def __enter__(self) -> "RefineJournal":
+        import fcntl
+        import json
+
+        try:
+            self._file = open(self.path, "a+b")
+        except OSError as exc:
+            raise PresetModelError(f"cannot keep the refined presets in {self.path} ({exc.strerror or exc}); "
+                                   "choose another -o") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise PresetModelError(f"{self.path} is being written by another `preset-model evaluate --refine` on the "
+                                   "same output; wait for it to finish, or give this one another -o") from None
+        self._file.seek(0)
+        data = self._file.read()
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+                if entry["key"] == self.key:
+                    raw = np.asarray(entry["raw"], np.uint8)
+                    if raw.shape == (145,):
+                        self.done[(int(entry["row"]), str(entry["true"]), str(entry["pred"]))] = raw
+            except (ValueError, KeyError, TypeError):
+                continue                        # the line a kill cut off, or another version's
+        if data and not data.endswith(b"\n"):
+            self._file.write(b"\n")           # the next line starts on its own
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    @staticmethod
+    def digest(raw: np.ndarray) -> str:
+        import hashlib
+
+        return hashlib.sha256(np.ascontiguousarray(raw, np.uint8).tobytes()).hexdigest()[:16]
+
+    def get(self, row: int, true: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
+        return self.done.get((int(row), self.digest(true), self.digest(pred)))
+
+    def add(self, row: int, true: np.ndarray, pred: np.ndarray, raw: np.ndarray) -> None:
+        import json
+        import os
+
+        line = json.dumps({"key": self.key, "row": int(row), "true": self.digest(true), "pred": self.digest(pred),
+                           "raw": np.asarray(raw, np.uint8).tolist()}) + "\n"
+        self._file.write(line.encode())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+
 def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.ndarray, pred: np.ndarray,
-                   budget: int, jobs: int = 1, seed: int = 0, progress: bool = False) -> np.ndarray:
+                   budget: int, jobs: int = 1, seed: int = 0, progress: bool = False,
+                   journal: str | Path | None = None) -> np.ndarray:
     """``preset-model evaluate --refine N``: each predicted preset ``pred (len(rows), 145)`` refined against its row's sound.
 
     The true preset of each dataset row is rendered on all the dataset's notes (``settings``:
     :class:`~preset_model.inference.RenderSettings`); the candidates are the prediction, the
     nearest presets among ``train_rows`` and a sine voice; returns the refined presets ``(len(rows), 145)`` uint8.
+    With ``journal`` (a file), each finished preset is kept there as it is done (:class:`RefineJournal`),
+    and the presets an earlier, interrupted call with the same settings finished are taken from it.
     """
+    import contextlib
+    import hashlib
+    import json
+    import os
+    import sys
+
     import h5py
 
     from dexed_data.engines import make_engine
 
     with h5py.File(data, "r") as h5:
         raw_all = h5["presets/raw"][:]
-    index = NearestPresets(data, train_rows)
-    engine = make_engine(settings.engine_spec)
     cfg = RefineConfig(budget=budget, seed=seed)
     notes = list(settings.notes)
+    st = os.stat(data)
+    key = hashlib.sha256(json.dumps([os.path.realpath(data), st.st_size, st.st_mtime_ns, repr(settings.engine_spec),
+                                     notes, settings.hold, settings.release, repr(settings.mel), repr(cfg),
+                                     hashlib.sha256(np.asarray(train_rows, np.int64).tobytes()).hexdigest()],
+                                    default=str).encode()).hexdigest()[:16]
+    rows, pred = np.asarray(rows), np.asarray(pred, np.uint8)
     out = []
-    for r, p in zip(np.asarray(rows), np.asarray(pred, np.uint8)):
-        target = engine.render(raw_all[r], notes, settings.hold, settings.release).audio
-        cands = [("prediction", p)] + sound_candidates(target, range(len(notes)), settings.mel, None, None, index, cfg)
-        out.append(refine(target, notes, cands, settings.engine_spec, settings.hold, settings.release, cfg, jobs,
-                          progress, desc=f"row {r}").raw)
+    with (RefineJournal(journal, key) if journal is not None else contextlib.nullcontext()) as kept:
+        found = [kept.get(r, raw_all[r], p) if kept is not None else None for r, p in zip(rows, pred)]
+        if any(f is not None for f in found):
+            print(f"resuming: {sum(f is not None for f in found)} of {len(rows)} presets were refined by an earlier, "
+                  f"interrupted run of this evaluation ({journal})", file=sys.stderr)
+        index = engine = None
+        for r, p, done in zip(rows, pred, found):
+            if done is not None:
+                out.append(done)
+                continue
+            if engine is None:
+                index, engine = NearestPresets(data, train_rows), make_engine(settings.engine_spec)
+            target = engine.render(raw_all[r], notes, settings.hold, settings.release).audio
+            cands = [("prediction", p)] + sound_candidates(target, range(len(notes)), settings.mel, None, None, index,
+                                                           cfg)
+            out.append(refine(target, notes, cands, settings.engine_spec, settings.hold, settings.release, cfg, jobs,
+                              progress, desc=f"row {r}").raw)
+            if kept is not None:
+                kept.add(r, raw_all[r], p, out[-1])
     return np.stack(out) if out else np.zeros((0, 145), np.uint8)

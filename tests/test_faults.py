@@ -1447,6 +1447,16 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tm
     from dexed_data.console import _after_interrupt     # the other commands' endings of that line
 
     assert _after_interrupt("check-plugin") == "; nothing was written" and "--resume" in _after_interrupt("fit")
+    import sys
+
+    argv = sys.argv
+    try:
+        sys.argv = ["preset-model", "evaluate", "runs/x", "--refine", "300"]
+        assert "the presets refined so far are kept beside its output and reused" in _after_interrupt("evaluate")
+        sys.argv = ["preset-model", "evaluate", "runs/x"]
+        assert "refined" not in _after_interrupt("evaluate")
+    finally:
+        sys.argv = argv
 
 
 def test_progress_in_a_log_is_plain_lines_and_on_a_terminal_a_live_bar(monkeypatch, capsys):

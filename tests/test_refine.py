@@ -237,6 +237,50 @@ def test_evaluate_refine_hook(fitted):
     assert report["silent_fraction"] == 0.0
 
 
+def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_path, monkeypatch):
+    # evaluate --refine on a test split runs for hours: killed, it started again from the first preset
+    import json
+
+    from preset_model import refine as refine_mod
+    from preset_model.errors import PresetModelError
+    from preset_model.refine import RefineJournal
+
+    whole = evaluate(fitted.flow6, limit=3, refine=10, baseline="knn")
+    journal = tmp_path / "eval.refine-partial.jsonl"
+    calls = []
+    real = refine_mod.refine
+
+    def stop_at_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refine_mod, "refine", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(fitted.flow6, limit=3, refine=10, baseline="knn", journal=journal)
+    assert len(journal.read_text().splitlines()) == 1
+    with open(journal, "ab") as f:
+        f.write(b'{"key": "cut off by a ki')          # a line a kill cut short is ignored
+    calls.clear()
+    monkeypatch.setattr(refine_mod, "refine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = evaluate(fitted.flow6, limit=3, refine=10, baseline="knn", journal=journal)
+    assert len(calls) == 2                                               # the first preset was not searched again
+    assert again["per_preset"] == whole["per_preset"] and again["params"] == whole["params"]
+    kept = [json.loads(line) for line in journal.read_text().splitlines() if not line.startswith('{"key": "cut')]
+    assert len({k["row"] for k in kept}) == 3 == len(kept)               # each preset once
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.flow6), "--limit", "2", "--refine", "10", "--baseline", "knn",
+                                   "-o", str(tmp_path / "ev"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ev.json").exists() and not (tmp_path / "ev.refine-partial.jsonl").exists()   # done: gone
+    calls.clear()                                                        # another budget reuses nothing
+    evaluate(fitted.flow6, limit=3, refine=12, baseline="knn", journal=journal)
+    assert len(calls) == 3
+    with RefineJournal(journal, "k"):                                    # a second evaluation on one output
+        with pytest.raises(PresetModelError, match="being written by another `preset-model evaluate --refine`"):
+            RefineJournal(journal, "k").__enter__()
+
+
 def test_lsd_anatomy_tool_splits_the_error_consistently(fitted):
     import re
     import subprocess

@@ -738,7 +738,7 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
             print(f"resuming: {sum(f is not None for f in found)} of {len(rows)} presets were refined by an earlier, "
                   f"interrupted run of this evaluation ({journal})", file=sys.stderr)
         index = engine = None
-        for r, p, done in zip(rows, pred, found):
+        for i, (r, p, done) in enumerate(zip(rows, pred, found)):
             if done is not None:
                 out.append(done)
                 continue
@@ -748,7 +748,7 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
             cands = [("prediction", p)] + sound_candidates(target, range(len(notes)), settings.mel, None, None, index,
                                                            cfg)
             out.append(refine(target, notes, cands, settings.engine_spec, settings.hold, settings.release, cfg, jobs,
-                              progress, desc=f"row {r}").raw)
+                              progress, desc=f"preset {i + 1}/{len(rows)} (row {r})").raw)
             if kept is not None:
                 kept.add(r, raw_all[r], p, out[-1])
     return np.stack(out) if out else np.zeros((0, 145), np.uint8)

@@ -71,6 +71,16 @@ def _command_line() -> str:
     return shlex.join(["dexed-data", *sys.argv[1:]])
 
 
+def _one_ids(ids: Optional[List[str]]) -> Optional[str]:
+    """The one ``--ids`` value: given twice, typer kept only the last and dropped the first's presets."""
+    if not ids:
+        return None
+    if len(ids) > 1:
+        _fail(f"--ids was given {len(ids)} times ({', '.join(ids)}); give it once: ids separated by commas, or a "
+              "file listing them")
+    return ids[0]
+
+
 def _ids_file(ids) -> list[str]:
     """The ``--ids`` value when it names a file: an input, never replaced (``-o picks.txt --force``
     with ``--ids picks.txt`` wrote a bank over it)."""
@@ -102,7 +112,7 @@ def import_sysex_command(
 def export_command(
     catalogue: Path = typer.Argument(..., readable=False, parser=cli_path, help="A catalogue written by import-sysex (presets.h5)."),
     output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_file_path("bank.syx"), help="First .syx file; more are named NAME_2.syx, NAME_3.syx..."),
-    ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
+    ids: Optional[List[str]] = typer.Option(None, "--ids", help=IDS_HELP),
     all_: bool = typer.Option(False, "--all", help="Export every preset (in id order)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Export at most this many (with --all: the first N by id)."),
     single: bool = typer.Option(False, "--single", help="One single-voice dump per file instead of 32-voice banks."),
@@ -118,6 +128,8 @@ def export_command(
     """
     from .export import export_sysex, following
     from .ids import parse_ids
+
+    ids = _one_ids(ids)
 
     if ids is not None and all_:
         typer.echo("error: give either --ids or --all, not both", err=True)
@@ -224,7 +236,7 @@ def render_command(
     hold: float = typer.Option(3.0, "--hold", help="Seconds each note is held."),
     release: float = typer.Option(1.0, "--release", help="Seconds rendered after the note-off."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Render only the first N selected presets (catalogue order)."),
-    ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP + " Default: all."),
+    ids: Optional[List[str]] = typer.Option(None, "--ids", help=IDS_HELP + " Default: all."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: render only shard K (0-based) of N; join with merge."),
     store: str = typer.Option("mel", "--store", help="Big arrays to store: mel (default), audio or audio,mel."),
     compression: str = typer.Option("none", "--compression",
@@ -244,6 +256,8 @@ def render_command(
     """Render catalogue presets into a dataset (audio, mel spectrograms, levels); resumable: rerun to continue."""
     from .errors import RenderError
     from .render import RenderConfig, parse_notes, render_dataset
+
+    ids = _one_ids(ids)
 
     def run():
         config = RenderConfig(engine=engine, plugin=plugin,
@@ -294,13 +308,15 @@ def merge_command(
 def export_wav_command(
     dataset: Path = typer.Argument(..., readable=False, parser=cli_path, help="A rendered dataset (dataset.h5); without stored audio its presets are re-rendered."),
     output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Folder for the wav files (created)."),
-    ids: Optional[str] = typer.Option(None, "--ids", help=IDS_HELP),
+    ids: Optional[List[str]] = typer.Option(None, "--ids", help=IDS_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
     from .ids import parse_ids
     from .wav import export_wav
+
+    ids = _one_ids(ids)
 
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None

@@ -1971,3 +1971,16 @@ def test_foreign_hdf5_pipes_and_outputs_that_cannot_be_files_are_refused_first(c
     res = CliRunner().invoke(data_app, ["export", str(catalogue), "--all", "-o", f"{tmp_path / 'bank'}/"])
     assert_clean_error(res, "ends with '/', so it names a folder")
     assert not (tmp_path / "bank").exists() and not list(tmp_path.glob("bank_*"))
+
+
+def test_ids_given_twice_is_refused_not_half_used(catalogue, dataset, tmp_path):
+    # typer kept the last --ids and dropped the first's presets without a word
+    from dexed_data.catalogue import read_catalogue
+
+    a, b = read_catalogue(catalogue).ids[:2]
+    for args in (("export", catalogue, "-o", tmp_path / "x.syx"), ("export-wav", dataset, "-o", tmp_path / "w"),
+                 ("render", catalogue, "-o", tmp_path / "d.h5")):
+        assert_clean_error(run(data_app, *args, "--ids", a, "--ids", b), "--ids was given 2 times", "give it once")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    res = run(data_app, "export", catalogue, "-o", tmp_path / "x.syx", "--ids", f"{a},{b}")
+    assert res.exit_code == 0, res.output

@@ -112,7 +112,7 @@ class Catalogue:
     def rows(self, ids: Sequence[str]) -> list[int]:
         """Rows of several ids (in the given order); unknown ids raise one error listing them all."""
         where = {i: r for r, i in enumerate(self.ids)}
-        missing = [i for i in ids if i not in where]
+        missing = list(dict.fromkeys(i for i in ids if i not in where))   # each unknown id once
         if missing:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise CatalogueError(f"{len(missing)} id(s) not in the catalogue: {shown}; "

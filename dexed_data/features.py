@@ -176,17 +176,28 @@ def mel_db(audio: np.ndarray, cfg: MelConfig = MelConfig()) -> np.ndarray:
     # pad_mode="constant") (tested), ~3× faster on one thread. The mel triangles are sparse (~2 non-zero
     # weights per bin), so a sparse product costs a fraction of the dense one.
     half = cfg.n_fft // 2
-    frames = torch.nn.functional.pad(x, (half, half)).unfold(-1, cfg.n_fft, cfg.hop) * win  # (notes, frames, n_fft)
-    spec = torch.fft.rfft(frames, dim=-1).numpy()                                           # (notes, frames, bins)
-    notes, n_frames_, bins = spec.shape
-    # |X|² and the (bins, notes·frames) layout in numpy: ~2× and ~4× cheaper than torch's complex
-    # views and transposed copy on one thread (tools/bench_render.py measures the whole command)
-    power = torch.from_numpy(np.ascontiguousarray(np.square(np.abs(spec)).reshape(-1, bins).T))
-    power.mul_((2.0 / float(win.sum())) ** 2)
-    mel = torch.sparse.mm(_sparse_filterbank(cfg), power)                                  # (n_mels, notes·frames)
-    mel = mel.reshape(cfg.n_mels, notes, n_frames_).permute(1, 0, 2).contiguous()
+    framed = torch.nn.functional.pad(x, (half, half)).unfold(-1, cfg.n_fft, cfg.hop)       # (notes, frames, n_fft), a view
+    notes, n_frames_ = framed.shape[:2]
+    # A block of frames at a time: the windowed frames and their spectra take n_fft / hop times the
+    # audio's memory (--hop 1 needed 4 GB for one preset); the paper's settings are one block
+    step = max(1, MEL_BLOCK_BYTES // (4 * cfg.n_fft * notes))
+    fbank, scale = _sparse_filterbank(cfg), (2.0 / float(win.sum())) ** 2
+    mel = torch.empty((cfg.n_mels, notes, n_frames_), dtype=torch.float32)
+    for a in range(0, n_frames_, step):
+        spec = torch.fft.rfft(framed[:, a:a + step] * win, dim=-1).numpy()                 # (notes, frames, bins)
+        bins = spec.shape[-1]
+        # |X|² and the (bins, notes·frames) layout in numpy: ~2× and ~4× cheaper than torch's complex
+        # views and transposed copy on one thread (tools/bench_render.py measures the whole command)
+        power = torch.from_numpy(np.ascontiguousarray(np.square(np.abs(spec)).reshape(-1, bins).T))
+        power.mul_(scale)
+        mel[:, :, a:a + step] = torch.sparse.mm(fbank, power).reshape(cfg.n_mels, notes, -1)  # (n_mels, notes·frames)
+    mel = mel.permute(1, 0, 2).contiguous()
     floor = 10.0 ** (cfg.floor_db / 10.0)
     return (10.0 * torch.log10(mel.clamp_min_(floor))).numpy()
+
+
+#: Bytes of windowed frames :func:`mel_db` transforms at once (its spectra take about twice that).
+MEL_BLOCK_BYTES = 64 << 20
 
 
 def _db(x: np.ndarray, floor_db: float = LEVEL_FLOOR_DB) -> np.ndarray:

@@ -45,6 +45,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -66,8 +67,11 @@ from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
 DEFAULT_NOTES: tuple[tuple[int, int], ...] = ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
 #: Presets per segment file: the unit of crash recovery and of shard assignment.
 SEGMENT_SIZE = 64
-#: Longest ``hold`` or ``release`` (s): a note of 2 × 60 s at 192 kHz is already 88 MB per preset.
+#: Longest ``hold`` or ``release`` (s). A note of 2 × 60 s at 192 kHz is 88 MB of float32 audio,
+#: and a worker holds ~12–20 times its notes' audio while it renders (:func:`worker_memory`).
 MAX_SECONDS = 60.0
+#: A render worker's memory before any preset (Python, torch, the engine), bytes (measured ~235 MB).
+WORKER_BASE_BYTES = 300 << 20
 #: The longest ``RenderConfig.timeout``: a day per preset (the watchdog's clock overflows near 6e9 s,
 #: and presets rendered under a larger value failed with an OverflowError).
 MAX_TIMEOUT = 86400.0
@@ -161,9 +165,12 @@ class RenderConfig:
         bad = [f"{p}:{v}" for p, v in self.notes if not (0 <= p <= 127 and 1 <= v <= 127)]
         if bad:
             raise RenderError(f"--notes {', '.join(bad)}: pitch must be 0–127 and velocity 1–127")
-        if not (8 <= self.n_fft <= 16384 and 1 <= self.hop <= self.n_fft and 1 <= self.n_mels <= self.n_fft // 2 + 1):
-            raise RenderError(f"mel settings n_fft {self.n_fft}, hop {self.hop}, n_mels {self.n_mels}: need "
-                              f"8 ≤ n_fft ≤ 16384, 1 ≤ hop ≤ n_fft and 1 ≤ n_mels ≤ n_fft/2 + 1")
+        if not 8 <= self.n_fft <= 16384:
+            raise RenderError(f"mel settings: n_fft {self.n_fft} must be 8 … 16384")
+        if not 1 <= self.hop <= self.n_fft:
+            raise RenderError(f"--hop {self.hop}: must be 1 … {self.n_fft} (the STFT size, n_fft)")
+        if not 1 <= self.n_mels <= self.n_fft // 2 + 1:
+            raise RenderError(f"--n-mels {self.n_mels}: must be 1 … {self.n_fft // 2 + 1} (the STFT's bins, n_fft/2 + 1)")
 
     @property
     def engine_spec(self):
@@ -253,7 +260,10 @@ class RenderSummary:
 def parse_notes(text: str) -> tuple[tuple[int, int], ...]:
     """``"40:85,60:127"`` → ``((40, 85), (60, 127))``."""
     try:
-        notes = tuple((int(p), int(v)) for p, v in (item.split(":") for item in text.split(",") if item.strip()))
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        if any(not re.fullmatch(r"\s*[+-]?\d+\s*", x) for pair in pairs for x in pair):
+            raise ValueError(text)   # int() takes "60_0" as 600, which the messages below then showed
+        notes = tuple((int(p), int(v)) for p, v in pairs)
     except ValueError:
         raise RenderError(f"--notes {text!r}: write pitch:velocity pairs, e.g. 40:85,60:127") from None
     if not notes:
@@ -676,6 +686,7 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     """
     t0 = time.perf_counter()
     check_jobs(jobs)
+    check_memory(config, jobs)
     if limit is not None and limit < 1:   # before any worker starts
         raise RenderError(f"--limit {limit}: must be ≥ 1")
     if segment_size < 1:
@@ -692,6 +703,57 @@ def render_dataset(catalogue_path, out_path, config: RenderConfig = RenderConfig
     with JobLock(out):
         return _render_locked(catalogue_path, out, config, jobs, shard, progress, ids_file, limit, segment_size, t0,
                               command)
+
+
+def worker_memory(config: RenderConfig) -> int:
+    """Bytes a render worker needs for one preset beyond :data:`WORKER_BASE_BYTES`: its notes'
+    audio (float32) 20 times with the operators' signals (six more channels, and their levels), 12
+    times without (engine buffers, the output stage in float64, fingerprints), plus its mel
+    spectrograms 4 times. Measured peaks: 53 MB for the paper's settings (estimate 51), 466 / 272 MB
+    for six 20-s notes at 48 kHz with / without operators (462 / 277), 520 MB with ``--hop 1`` (556)."""
+    t = int((config.hold + config.release) * config.sample_rate)
+    audio = 4 * len(config.notes) * t
+    mel = 4 * len(config.notes) * config.n_mels * (1 + t // config.hop)
+    return audio * (20 if config.operators else 12) + 4 * mel
+
+
+def _available_memory() -> int | None:
+    """Memory this machine (or its container's limit) can still give, bytes; None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    try:   # a cgroup v2 limit (a container, a batch job) is lower than the machine's memory
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def check_memory(config: RenderConfig, jobs: int) -> None:
+    """Refuse settings whose ``jobs`` workers need more memory than is available, before any work:
+    one preset of 2 × 60-s notes at 192 kHz needs ~11 GB per worker, and the machine would swap or
+    kill the job mid-way."""
+    per = WORKER_BASE_BYTES + worker_memory(config)
+    free = _available_memory()
+    if free is None or jobs * per <= free:
+        return
+    ways = ["fewer --jobs"] if jobs > 1 else []
+    ways += ["shorter --hold/--release", "a lower --sample-rate"]
+    if config.operators:
+        ways.append("--no-operators (about 40 % less)")
+    if config.hop < 64:
+        ways.append("a larger --hop")
+    with_ops = ", with the operators' signals" if config.operators else ""
+    raise RenderError(f"these settings need about {per / 1e9:.1f} GB per render worker ({len(config.notes)} notes of "
+                      f"{config.hold + config.release:g} s at {config.sample_rate} Hz"
+                      f"{with_ops}), {jobs * per / 1e9:.1f} GB for "
+                      f"--jobs {jobs}, but only {free / 1e9:.1f} GB of memory is available; use "
+                      + ", ".join(ways))
 
 
 def check_jobs(jobs: int) -> None:
@@ -795,8 +857,6 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                               f"system's limits may be too low ({_limits()}): raise them, or use fewer --jobs") from None
         if type(exc).__name__ == "TerminatedWorkerError" and config.engine == "dawdreamer":
             # a damaged plug-in binary kills the worker that loads it (SIGBUS): not a traceback of loky's
-            import re
-
             from .engines import crashed_while_loading
 
             how = re.search(r"\{(SIG\w+)", str(exc))

@@ -46,14 +46,15 @@ class StorageConfig:
     def __post_init__(self) -> None:
         bad = [a for a in self.arrays if a not in BIG_ARRAYS]
         if not self.arrays:   # a dataset that no model can train on
-            raise DatasetError(f"storage arrays: none given; store at least one of {', '.join(BIG_ARRAYS)} "
-                               "(--store mel, audio or audio,mel)")
+            raise DatasetError(f"--store (the arrays to store): none given; store at least one of "
+                               f"{', '.join(BIG_ARRAYS)} (--store mel, audio or audio,mel)")
         if bad or len(set(self.arrays)) != len(self.arrays):
-            raise DatasetError(f"storage arrays {self.arrays!r}: choose among {BIG_ARRAYS} (comma-separated, no repeats)")
+            raise DatasetError(f"--store {','.join(map(str, self.arrays))}: choose among {', '.join(BIG_ARRAYS)} "
+                               "(comma-separated, no repeats)")
         if self.compression not in COMPRESSIONS:
-            raise DatasetError(f"compression {self.compression!r}: use none, lzf or gzip-1 … gzip-9")
+            raise DatasetError(f"--compression {self.compression!r}: use none, lzf or gzip-1 … gzip-9")
         if self.audio_dtype not in ("float16", "float32"):
-            raise DatasetError(f"audio dtype {self.audio_dtype!r}: use float16 or float32")
+            raise DatasetError(f"--audio-dtype {self.audio_dtype!r}: use float16 or float32")
         # keep the canonical order so that "mel,audio" and "audio,mel" are the same job
         object.__setattr__(self, "arrays", tuple(a for a in BIG_ARRAYS if a in self.arrays))
 

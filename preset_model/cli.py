@@ -123,8 +123,9 @@ def _outputs(paths: list[Path], inputs: list, force: bool) -> None:
 #: The largest --refine budget: ~27 renders/s on one core, so about an hour per sound.
 MAX_REFINE = 100_000
 
-#: Seeds are numpy / torch seeds: 0 … 2^63 − 1.
-MAX_SEED = 2**63 - 1
+#: Seeds: 0 … 2^32 − 1. Torch's CPU generator keeps 32 bits of a seed, so larger ones trained the
+#: same run as a smaller one (0 and 2^32 gave byte-identical runs).
+MAX_SEED = 2**32 - 1
 
 
 def _check_refine(refine: int) -> None:
@@ -330,6 +331,8 @@ def evaluate(
     if checkpoint is not None and run.is_file():   # it was ignored: the .pt given was scored, labelled as the option
         _fail(f"--checkpoint {checkpoint} picks a checkpoint of a run folder, and {run} is a checkpoint file: give "
               f"the folder with --checkpoint, or the checkpoint file alone")
+    if checkpoint == "":   # an empty value (an unset shell variable) ran as best.pt
+        _fail('--checkpoint "": give best.pt or last.pt')
     checkpoint = checkpoint or "best.pt"
     if checkpoint not in ("best.pt", "last.pt"):   # a path would be unpickled as a checkpoint
         _fail(f"--checkpoint {checkpoint!r}: use best.pt or last.pt (the run's own checkpoints); to evaluate "

@@ -96,7 +96,7 @@ class Encoding:
 
     def __init__(self, name: str) -> None:
         if name not in ENCODINGS:
-            raise PresetModelError(f"unknown encoding {name!r}; choose one of {', '.join(ENCODINGS)}")
+            raise PresetModelError(f"--encoding {name!r}: unknown encoding; choose one of {', '.join(ENCODINGS)}")
         self.name = name
         groups: list[Group] = []
         start = 0

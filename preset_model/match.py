@@ -90,6 +90,8 @@ class AudioInputError(PresetModelError):
 MAX_AUDIO_SECONDS = 600.0
 #: Highest sample rate accepted (Hz): 8 × 192 kHz.
 MAX_SAMPLE_RATE = 1_536_000
+#: Lowest sample rate accepted (Hz): telephone audio is 8 kHz; a 1-Hz "recording" is not sound.
+MIN_SAMPLE_RATE = 4_000
 #: Largest sample magnitude accepted, after the gain (80 dB over full scale; the engine's own output
 #: stays within ±8): beyond ~1e19 the spectra overflow float32 and every distance is NaN.
 MAX_PEAK = 1e4
@@ -126,7 +128,11 @@ def parse_gain(text: str) -> float | str:
         value = float(text)
     except ValueError:
         raise AudioInputError(f"--gain-db {text}: must be 'auto' or a number of dB") from None
-    check_gain(value)
+    try:
+        check_gain(value)
+    except AudioInputError:   # say what was typed (1e309 was shown as "inf")
+        raise AudioInputError(f"--gain-db {text}: must be 'auto' or a finite number of dB between "
+                              f"-{MAX_GAIN_DB:g} and {MAX_GAIN_DB:g}") from None
     return value
 
 
@@ -156,6 +162,9 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     try:
         with open(path, "rb") as fh:   # a file object: soundfile cannot open a name that is not UTF-8
             head = sf.info(fh)
+            if head.samplerate < MIN_SAMPLE_RATE:
+                raise AudioInputError(f"{path}: a sample rate of {head.samplerate:,} Hz, below any audio's "
+                                      f"({MIN_SAMPLE_RATE:,} Hz at least); re-export the recording")
             if head.samplerate > MAX_SAMPLE_RATE:
                 raise AudioInputError(f"{path}: a sample rate of {head.samplerate:,} Hz, above any audio's "
                                       f"({MAX_SAMPLE_RATE:,} Hz at most); re-export the recording")

@@ -86,9 +86,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
-            raise PresetModelError(f"unknown encoding {self.encoding!r}; choose one of {', '.join(ENCODINGS)}")
+            raise PresetModelError(f"--encoding {self.encoding!r}: unknown encoding; choose one of {', '.join(ENCODINGS)}")
         if self.head not in HEADS:
-            raise PresetModelError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
+            raise PresetModelError(f"--head {self.head!r}: unknown head; choose one of {', '.join(HEADS)}")
         if self.notes < 1 or not self.channels:
             raise PresetModelError(f"need at least one note and one conv layer, got notes={self.notes}, "
                                    f"channels={self.channels}")

@@ -528,7 +528,7 @@ def test_seeds_out_of_range_are_refused(command, fitted, dataset, tmp_path):
         res = run(model_app, "match", fitted.mlp1, tone, "-o", tmp_path / "m.syx", "--seed", str(2**64))
     elif command == "fit":
         res = run(model_app, "fit", "--data", dataset, "--out", tmp_path / "r", "--size", "tiny", "--workers", "0",
-                  "--device", "cpu", "--no-progress", "--seed", "-1")
+                  "--device", "cpu", "--no-progress", "--seed", str(2**32))   # trained the same run as seed 0
     else:
         res = run(data_app, "report", dataset, "-o", tmp_path / "rep", "--seed", "-1")
     assert_clean_error(res, "--seed", "must be between 0 and")
@@ -1984,3 +1984,26 @@ def test_ids_given_twice_is_refused_not_half_used(catalogue, dataset, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     res = run(data_app, "export", catalogue, "-o", tmp_path / "x.syx", "--ids", f"{a},{b}")
     assert res.exit_code == 0, res.output
+
+
+def test_refused_values_are_named_as_typed(catalogue, dataset, fitted, tmp_path):
+    # audit Z5: "compression 'gzip'", "storage arrays ('wav',)", "mel settings n_fft 1024, hop 0 …",
+    # "--notes 600:85" for 60_0:85, "--gain-db inf" for 1e309; --checkpoint "" ran as best.pt; a 1-Hz wav was matched
+    out = tmp_path / "d.h5"
+    for args, said in ((("--compression", "gzip"), "--compression 'gzip'"), (("--store", "wav"), "--store wav"),
+                       (("--audio-dtype", "float64"), "--audio-dtype 'float64'"), (("--hop", "0"), "--hop 0: must be 1"),
+                       (("--n-mels", "514"), "--n-mels 514: must be 1 … 513"),
+                       (("--notes", "60_0:85"), "--notes '60_0:85': write pitch:velocity pairs")):
+        assert_clean_error(run(data_app, "render", catalogue, "-o", out, *args), said)
+    tone = tmp_path / "t.wav"
+    sf.write(tone, np.full(2205, 0.1, np.float32), 22050)
+    assert_clean_error(run(model_app, "match", fitted.mlp1, tone, "-o", tmp_path / "m.syx", "--gain-db", "1e309"),
+                       "--gain-db 1e309")
+    proc = subprocess.run([sys.executable, "-m", "preset_model", "fit", "--data", str(dataset), "--out",
+                           str(tmp_path / "r"), "--head", "Flow"], capture_output=True, text=True, timeout=300)
+    assert_clean_process_error(proc, "--head 'Flow'")
+    assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--checkpoint", ""), '--checkpoint ""')
+    slow = tmp_path / "slow.wav"
+    sf.write(slow, np.full(8, 0.1, np.float32), 1)
+    assert_clean_error(run(model_app, "match", fitted.mlp1, slow, "-o", tmp_path / "m.syx"), "1 Hz, below any audio's")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.wav", "t.wav"]

@@ -124,3 +124,14 @@ def test_compute_features(engine):
     assert blind.audible.all() and np.isnan(blind.operator_db).all()
     silent = compute_features(engine.render(simple_voice(31, (0,) * 6), [(60, 85)], 0.5, 0.1, operators=True))
     assert silent.silent.all() and not silent.audible.any() and (silent.mel == -120).all()
+
+
+def test_mel_db_in_blocks_of_frames_is_the_same_and_bounded(monkeypatch):
+    # the windowed frames of a whole preset at once took n_fft / hop times its audio: 4 GB at --hop 1
+    from dexed_data import features
+
+    x = (np.random.default_rng(3).standard_normal((3, 22050)) * 0.1).astype(np.float32)
+    cfg = features.MelConfig(n_mels=40, hop=7)
+    whole = features.mel_db(x, cfg)
+    monkeypatch.setattr(features, "MEL_BLOCK_BYTES", 1 << 16)          # a few frames per block
+    assert np.array_equal(features.mel_db(x, cfg), whole) and whole.shape == (3, 40, 1 + 22050 // 7)

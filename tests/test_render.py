@@ -387,3 +387,19 @@ def test_an_engine_that_returns_nan_fails_the_preset_and_the_file_stays_readable
         f["rms"][1, 0] = np.inf
     with pytest.raises(DatasetError, match=r"/rms of rendered preset row 1 .* levels are finite numbers ≥ 0"):
         ds.DatasetReader(tmp_path / "d.h5")
+
+
+def test_settings_that_need_more_memory_than_is_available_are_refused_first(tmp_path, monkeypatch):
+    from dexed_data import render as render_mod
+
+    big = RenderConfig(sample_rate=192000, hold=60, release=60)
+    assert render_mod.worker_memory(big) > 10e9 > 100e6 > render_mod.worker_memory(RenderConfig())
+    monkeypatch.setattr(render_mod, "_available_memory", lambda: 8 << 30)
+    write_catalogue(tmp_path / "p.h5", np.stack([simple_voice()]), ["A"])
+    with pytest.raises(RenderError, match=r"need about 13\.\d GB per render worker .* only 8\.6 GB of memory is "
+                                          r"available; use shorter --hold/--release, a lower --sample-rate, --no-operators"):
+        render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", big, jobs=1, progress=False)
+    with pytest.raises(RenderError, match="use fewer --jobs"):
+        render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", RenderConfig(sample_rate=96000, hold=60, release=60), jobs=2,
+                       progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.h5"]

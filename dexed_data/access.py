@@ -211,7 +211,7 @@ class RenderedDataset(DatasetReader):
             raise DatasetError(f"{self.path}: no rendered preset that is not silent, so no bounds to scale the "
                                "spectrograms by; pass scale=False for the dB values, or render presets that sound")
         return MelDataset(self.path, self.usable() if rows is None else rows, notes,
-                          self.mel_bounds if scale else None)
+                          self.mel_bounds if scale else None, made_from=self.identity)
 
 
 def open_dataset(path: str | Path) -> RenderedDataset:

@@ -499,8 +499,12 @@ class DatasetReader:
     def __init__(self, path, allow_incomplete: bool = False):
         from .inputs import damaged, open_hdf5
 
+        from .outputs import file_identity
+
         self.path = str(path)
         self._f = open_hdf5(path, "dataset", DatasetError)
+        #: the file this reader holds (a torch dataset made from it must read the same one)
+        self.identity = file_identity(path)
         try:
             self.info = check_dataset(self._f, self.path, allow_incomplete)
             p = self._f["presets"]

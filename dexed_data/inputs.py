@@ -114,6 +114,8 @@ def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = 
     """Open ``path`` read-only as HDF5, or raise ``error`` with one line (``what`` names the file kind)."""
     if path is None:
         raise error(f"give the path of a {what} file, not None")
+    if not isinstance(path, (str, os.PathLike)):
+        raise error(f"{path!r}: give the path of a {what} file (a str or Path)")
     path = Path(path)
     why = unreachable(path)
     if why is not None:

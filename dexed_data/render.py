@@ -149,6 +149,12 @@ class RenderConfig:
             raise RenderError(f"--release {self.release}: must be ≥ 0 and ≤ {MAX_SECONDS:g} s")
         from .engines import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
+        for name in ("sample_rate", "n_mels", "hop", "n_fft"):   # '44100', None, 22050.9: refused, not half-used
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value) or value != int(value):
+                raise RenderError(f"{name} {value!r}: give a whole number")
+            object.__setattr__(self, name, int(value))
         if not MIN_SAMPLE_RATE <= int(self.sample_rate) <= MAX_SAMPLE_RATE:
             raise RenderError(f"--sample-rate {self.sample_rate}: must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz "
                               "(dexed-py renders silence below about 12,800 Hz)")

@@ -37,10 +37,12 @@ class MelDataset(Dataset):
         rows: file rows to serve, in order.
         notes: indices of the notes to return (default all K).
         bounds: dB scaling bounds (the file's ``mel_bounds``), or ``None`` for dB.
+        made_from: the identity of the file ``rows`` and ``bounds`` were read from (a reader's
+            ``identity``): refused if the file at ``path`` is another one by now.
     """
 
     def __init__(self, path, rows: Sequence[int], notes: Sequence[int] | None = None,
-                 bounds: tuple[float, float] | None = None) -> None:
+                 bounds: tuple[float, float] | None = None, made_from: tuple | None = None) -> None:
         from .dataset import check_file
         from .inputs import check_mel_selection, open_hdf5, row_numbers
 
@@ -55,6 +57,10 @@ class MelDataset(Dataset):
             self.notes = None if notes is None else [int(x) for x in notes]
             self.raw = f["presets/raw"][...][self.rows].astype(np.int64)
         self._made_from = file_identity(self.path)
+        if made_from is not None and made_from != self._made_from:
+            # rows, bounds and usable presets came from the reader's file, the spectrograms would not
+            raise DatasetError(f"{self.path} was replaced since it was opened (a render wrote it again?); open it "
+                               "again to read the new file")
         self._h5: h5py.File | None = None
         self._pid: int | None = None
 

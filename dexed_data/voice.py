@@ -118,14 +118,13 @@ def raw_values(voice) -> np.ndarray:
     if raw.dtype.kind in "if" and raw.min() < 0:
         i = int(np.argmin(raw))
         raise DexedDataError(f"a voice's raw values are 0 or more, got {raw[i]} at byte {i}")
-    values = raw.astype(np.int64)
-    over = np.flatnonzero(values > VOICE_MAX)
+    over = np.flatnonzero(raw.astype(np.float64) > VOICE_MAX)   # before any integer cast: 2**64 − 1 wrapped
     if over.size:   # checked before the cast to bytes, which would wrap 261 to 5
         names = [p.name for p in VOICE_PARAMS]
         raise DexedDataError("raw voice values out of range: " + ", ".join(
-            f"{names[i]}={values[i]} (max {VOICE_MAX[i]}, byte {i})" for i in over[:4])
+            f"{names[i]}={raw[i]} (max {VOICE_MAX[i]}, byte {i})" for i in over[:4])
             + (f" and {over.size - 4} more" if over.size > 4 else ""))
-    return values.astype(np.uint8)
+    return raw.astype(np.uint8)
 
 
 def render_voice(voice, notes: Sequence[tuple[int, int]] = DEFAULT_NOTES, hold: float = 3.0,

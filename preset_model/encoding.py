@@ -128,12 +128,21 @@ class Encoding:
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """Raw voice values ``(..., 145)`` (uint8, voice order) → encoded ``(..., length)`` float32.
 
-        Raises :class:`PresetModelError` on a value above its parameter's max.
+        Raises :class:`PresetModelError` on a value that is not a whole number from 0 to its
+        parameter's max (a −1 wrote its one-hot 1.0 into the previous parameter's group; NaN became −9e16).
         """
         raw = np.asarray(raw)
-        if raw.shape[-1] != SOUND_BYTES:
+        if raw.ndim == 0 or raw.shape[-1] != SOUND_BYTES:
             raise PresetModelError(f"raw presets must have {SOUND_BYTES} values on the last axis, got shape {raw.shape}")
-        bad = raw > VOICE_MAX
+        if raw.dtype.kind not in "biuf":
+            raise PresetModelError(f"raw presets are numbers (the DX7's bytes), got an array of {raw.dtype}")
+        values = raw.astype(np.float64)
+        odd = ~np.isfinite(values) | (values != np.round(values)) | (values < 0)
+        if odd.any():
+            where = np.argwhere(odd)[0]
+            raise PresetModelError(f"raw value at index {tuple(int(i) for i in where)} is {raw[tuple(where)]}: raw values are "
+                                   "whole numbers from 0 to each parameter's max (the DX7's bytes)")
+        bad = values > VOICE_MAX
         if bad.any():
             where = np.argwhere(bad)[0]
             raise PresetModelError(f"raw value out of range at index {tuple(where)}: "
@@ -190,7 +199,15 @@ def decode_targets(targets) -> np.ndarray:
         >>> [bool((decode_targets(get_encoding(n).encode(raw)) == raw).all()) for n in ENCODINGS]
         [True, True, True]
     """
-    v = np.asarray(targets.detach().cpu().numpy() if hasattr(targets, "detach") else targets, np.float32)
+    given = targets.detach().cpu().numpy() if hasattr(targets, "detach") else targets
+    try:
+        v = np.asarray(given)
+        if v.dtype.kind not in "biuf":   # text, objects, complex (whose imaginary part was dropped)
+            raise ValueError(v.dtype)
+        v = v.astype(np.float32)
+    except ValueError:
+        what = f"an array of {given.dtype}" if isinstance(given, np.ndarray) else f"a {type(given).__name__}"
+        raise PresetModelError(f"targets are an array of real numbers (..., 144 | 224 | 610), got {what}") from None
     by_length = {length: name for name, length in _LENGTHS.items()}
     if v.ndim == 0 or v.shape[-1] not in by_length:
         raise PresetModelError(f"encoded presets have {', '.join(map(str, sorted(by_length)))} elements on the last "

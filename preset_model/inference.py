@@ -28,6 +28,7 @@ Example (``runs/paper`` is a run folder written by ``preset-model fit``)::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,9 +279,17 @@ class Run:
             raise PresetModelError(f"audio arrays are float samples at full scale 1.0, got {given.dtype}; convert "
                                    "integer PCM first (int16: x / 32768)")
         x = given.astype(np.float32)
+        if x.ndim == 2 and 2 in x.shape and min(x.shape) == 2:
+            raise PresetModelError(f"audio array of shape {x.shape} looks like stereo: mix it to mono first "
+                                   f"(x.mean(axis={x.shape.index(2)}))")
         if x.ndim != 1:
             raise PresetModelError(f"audio arrays must be 1-D (samples,), got shape {x.shape}; pass files for "
                                    "several notes")
+        if x.size == 0:
+            raise PresetModelError("audio array: empty (0 samples)")
+        if not np.isfinite(x).all():
+            raise PresetModelError(f"audio array: holds NaN or infinite samples (the first at sample "
+                                   f"{int(np.flatnonzero(~np.isfinite(x))[0])})")
 
         def whole(v) -> bool:
             return isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, bool) \
@@ -299,10 +308,24 @@ class Run:
         if len(self.input_notes) > 1 and (int(pitch), int(velocity)) not in self.input_notes:
             raise PresetModelError(f"note {pitch}:{velocity} is not one of this model's input notes "
                                    f"({', '.join(f'{p}:{v}' for p, v in self.input_notes)}); record one of them")
+        from dataclasses import replace
+
+        from .match import AudioInputError
+
+        shown = f"audio array ({int(pitch)}:{int(velocity)})"
         with tempfile.TemporaryDirectory() as tmp:   # the file path is the one the command takes
             path = Path(tmp) / f"AUDIO_{int(pitch)}-{int(velocity)}.wav"
             sf.write(path, x, int(sample_rate or self.settings.sample_rate), subtype="FLOAT")
-            return match_files(self, [path], each=True, gain_db=gain_db)
+            try:
+                result = match_files(self, [path], each=True, gain_db=gain_db)
+            except AudioInputError as exc:   # said of the array, not of a temporary file that is gone
+                text = str(exc).replace(str(path), shown).replace("--gain-db auto", "gain_db='auto'")
+                raise AudioInputError(text.replace("--gain-db", "gain_db=").replace("cut the file", "cut the array")) \
+                    from None
+        for v in result.voices:   # the temporary file is gone: name the array instead
+            v.files = [shown if f == str(path) else f for f in v.files]
+            v.scores = [replace(sc, file=shown) if sc.file == str(path) else sc for sc in v.scores]
+        return result
 
     def interpolate(self, a, b, steps: int = 8):
         """``steps`` voices on the straight latent path from ``a`` to ``b`` (flow head only).
@@ -396,6 +419,10 @@ def load_run(run: str | Path, checkpoint: str = "best.pt", data: str | Path | No
     """
     if run is None:
         raise CheckpointError("give a run folder written by `preset-model fit` (or its best.pt), not None")
+    if not isinstance(run, (str, os.PathLike)):
+        raise CheckpointError(f"run {run!r}: give the path of a run folder written by `preset-model fit` (or its best.pt)")
+    if not isinstance(checkpoint, str) or not checkpoint:
+        raise CheckpointError(f"checkpoint {checkpoint!r}: give best.pt or last.pt")
     run = Path(run)
     path = run if run.is_file() else run / checkpoint
     model, ckpt = load_model(path)

@@ -64,8 +64,8 @@ class Morph:
 
 def interpolate(run: str | Path | Run, a: Voice, b: Voice, steps: int = 8, data: str | Path | None = None) -> Morph:
     """``steps`` voices from ``a`` to ``b`` (both included) along the straight latent path."""
-    if not 2 <= steps <= 32:
-        raise PresetModelError(f"--steps must be between 2 and 32 (one DX7 bank), got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= 32:
+        raise PresetModelError(f"--steps must be a whole number between 2 and 32 (one DX7 bank), got {steps!r}")
     loaded = run if isinstance(run, Run) else load_run(run, data=data)
     z = loaded.preset_to_latent(np.stack([a.raw, b.raw]))
     t = np.linspace(0.0, 1.0, steps)

@@ -181,6 +181,24 @@ def test_torch_dataset_without_preset_model(workdir):
             ds.torch_dataset(notes=[(60, 85)])            # a raw TypeError from int() before
 
 
+def test_a_torch_dataset_is_not_made_from_a_file_replaced_under_its_reader(workdir, tmp_path):
+    # it served the new file's spectrograms with the old file's rows and bounds
+    import os
+    import shutil
+
+    import dexed_data
+    from dexed_data.errors import DatasetError
+
+    path = tmp_path / "d.h5"
+    shutil.copy(workdir / "dataset.h5", path)
+    with dexed_data.open_dataset(path) as ds:
+        assert len(ds.torch_dataset()) == len(ds.usable())
+        shutil.copy(workdir / "dataset.h5", tmp_path / "new.h5")
+        os.replace(tmp_path / "new.h5", path)                 # what a rerun of render into the same path does
+        with pytest.raises(DatasetError, match="was replaced since it was opened"):
+            ds.torch_dataset()
+
+
 def test_render_a_syx_voice_or_catalogue_row_equals_the_dataset(workdir):
     import dexed_data
     from dexed_data.catalogue import read_catalogue
@@ -434,6 +452,35 @@ def test_a_researchers_mistakes_get_the_toolkits_errors_not_wrong_results(workdi
             run.match(x, **kwargs)
     with pytest.raises(PresetModelError, match="int16"):
         run.match((x * 32767).astype(np.int16))
+    # said of the array, not of the temporary file it went through (named, then gone)
+    nan = x.copy()
+    nan[5] = np.nan
+    for odd, why in ((np.zeros(0, np.float32), "audio array: empty"), (nan, "NaN or infinite samples .*sample 5"),
+                     (np.stack([x, x]), r"looks like stereo: mix it to mono first \(x.mean\(axis=0\)\)"),
+                     (x * 1e6, r"audio array \(60:85\): its samples reach .* gain_db=")):
+        with pytest.raises(PresetModelError, match=why) as err:
+            run.match(odd)
+        assert "AUDIO_" not in str(err.value) and "/tmp" not in str(err.value) and "--gain-db" not in str(err.value)
+    matched = run.match(x)
+    assert matched.voices[0].files == ["audio array (60:85)"] and matched.voices[0].scores[0].file == "audio array (60:85)"
+    # wrong types: the toolkit's errors naming the argument, not pathlib's or numpy's
+    from dexed_data.errors import RenderError
+    from preset_model.encoding import decode_targets
+    from preset_model.errors import CheckpointError
+
+    for rate in ("44100", None, 22050.9):
+        with pytest.raises(RenderError, match=f"sample_rate {rate!r}: give a whole number"):
+            dexed_data.render(ds.raw[0], notes=[(60, 85)], hold=0.1, release=0.1, sample_rate=rate)
+    for steps in (3.0, "4", None):
+        with pytest.raises(PresetModelError, match="--steps must be a whole number"):
+            run.interpolate(ds.raw[0], ds.raw[1], steps=steps)
+    for call, why in ((lambda: load_run(123), "run 123: give the path"),
+                      (lambda: load_run(fitted.flow6, checkpoint=None), "checkpoint None"),
+                      (lambda: dexed_data.open_dataset(123), "123: give the path of a dataset file"),
+                      (lambda: decode_targets("abc"), "got a str"),
+                      (lambda: decode_targets(np.zeros(144, complex)), "got an array of complex128")):
+        with pytest.raises((CheckpointError, DatasetError, PresetModelError), match=why):
+            call()
     # a reader cannot be pickled (say so), and once closed says so
     with pytest.raises(DatasetError, match="cannot be pickled"):
         pickle.dumps(ds)

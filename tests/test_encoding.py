@@ -82,6 +82,16 @@ def test_out_of_range_raw_is_refused():
         get_encoding("num").encode(np.zeros(10, dtype=np.uint8))
     with pytest.raises(PresetModelError, match="unknown encoding"):
         get_encoding("onehot")
+    # −1 put its one-hot 1.0 in the previous parameter's group, NaN became −9e16, 1.5 encoded as 1.5/99
+    for bad, value in ((-1, "-1.0"), (np.nan, "nan"), (1.5, "1.5")):
+        odd = apply_fixed(np.zeros(145, dtype=np.uint8)).astype(np.float64)
+        odd[14] = bad
+        for name in ENCODINGS:
+            with pytest.raises(PresetModelError, match=rf"index \(14,\) is {value}: raw values are whole numbers"):
+                get_encoding(name).encode(odd)
+    for junk in (None, np.uint8(3), ["a"] * 145):
+        with pytest.raises(PresetModelError):
+            get_encoding("numcat++").encode(junk)
 
 
 @pytest.mark.parametrize("name", ENCODINGS)

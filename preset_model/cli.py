@@ -348,11 +348,22 @@ def evaluate(
     _outputs([js, md], [*_run_files(run), data], force)   # before the (long) evaluation
     # the refined presets as they are done: an interrupted --refine evaluation resumes from them
     journal = out.with_name(out.name + REFINE_JOURNAL) if refine else None
-    report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine,
-                    progress=progress, journal=journal)
-    _plain(write_report, report, out)   # both, or neither
-    if journal is not None:
-        journal.unlink(missing_ok=True)
+    from dexed_data.render import JobLock
+
+    # one evaluation per output from start to end: a second one started while the first scores its
+    # presets (after its journal is closed) found the journal, then lost it when the first removed it
+    _plain(lambda: out.parent.mkdir(parents=True, exist_ok=True))
+    lock = JobLock(out, what="evaluation", hint="")
+    _plain(lock.__enter__)
+    try:
+        _outputs([js, md], [*_run_files(run), data], force)   # again, now that no other evaluation can write them
+        report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine,
+                        progress=progress, journal=journal)
+        _plain(write_report, report, out)   # both, or neither
+        if journal is not None:
+            journal.unlink(missing_ok=True)
+    finally:
+        lock.__exit__(None, None, None)
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())

@@ -83,7 +83,7 @@ from pathlib import Path
 import numpy as np
 
 from dexed_data.engines import EngineSpec
-from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, algorithm, apply_fixed
+from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, VOICE_MAX, algorithm, apply_fixed
 
 from .baselines import INDEX_BYTES
 from .errors import PresetModelError
@@ -645,6 +645,7 @@ class RefineJournal:
     def __init__(self, path: str | Path, key: str) -> None:
         self.path, self.key = Path(path), key
         self.done: dict[tuple[int, str, str], np.ndarray] = {}
+        self.kept = 0   # lines of this key in the file (read, then written)
         self._file = None
 
     def __enter__(self) -> "RefineJournal":
@@ -652,6 +653,7 @@ class RefineJournal:
         import json
 
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)   # as the report's own folder is made
             self._file = open(self.path, "a+b")
         except OSError as exc:
             raise PresetModelError(f"cannot keep the refined presets in {self.path} ({exc.strerror or exc}); "
@@ -668,11 +670,12 @@ class RefineJournal:
             try:
                 entry = json.loads(line)
                 if entry["key"] == self.key:
-                    raw = np.asarray(entry["raw"], np.uint8)
-                    if raw.shape == (145,):
-                        self.done[(int(entry["row"]), str(entry["true"]), str(entry["pred"]))] = raw
-            except (ValueError, KeyError, TypeError):
-                continue                        # the line a kill cut off, or another version's
+                    raw = np.asarray(entry["raw"], np.float64)
+                    if raw.shape == (145,) and np.all((raw >= 0) & (raw <= VOICE_MAX) & (raw == np.round(raw))):
+                        self.done[(int(entry["row"]), str(entry["true"]), str(entry["pred"]))] = raw.astype(np.uint8)
+            except (ValueError, KeyError, TypeError, OverflowError):
+                continue                        # the line a kill cut off, another version's, or a damaged one
+        self.kept = len(self.done)
         if data and not data.endswith(b"\n"):
             self._file.write(b"\n")           # the next line starts on its own
         return self
@@ -695,9 +698,17 @@ class RefineJournal:
 
         line = json.dumps({"key": self.key, "row": int(row), "true": self.digest(true), "pred": self.digest(pred),
                            "raw": np.asarray(raw, np.uint8).tolist()}) + "\n"
-        self._file.write(line.encode())
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(line.encode())
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            from dexed_data.outputs import failure_reason
+
+            raise PresetModelError(f"cannot keep the refined presets in {self.path} ({failure_reason(exc)}); "
+                                   f"{self.kept} of them are kept there: free space and run the same command again to "
+                                   "go on from them") from None
+        self.kept += 1
 
 
 def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.ndarray, pred: np.ndarray,

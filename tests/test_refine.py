@@ -279,6 +279,42 @@ def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_pat
     with RefineJournal(journal, "k"):                                    # a second evaluation on one output
         with pytest.raises(PresetModelError, match="being written by another `preset-model evaluate --refine`"):
             RefineJournal(journal, "k").__enter__()
+    # a damaged line that still parses (a value over its parameter's max, negative, too large for a byte) is skipped
+    good = json.loads(journal.read_text().splitlines()[-1])
+    for value in (300, -1, 200):
+        bad = dict(good, raw=[value] * 145)
+        journal.write_text(json.dumps(bad) + "\n")
+        with RefineJournal(journal, good["key"]) as kept:
+            assert kept.done == {}
+    # the journal's folder is made like the report's; a full disk names the file and what is kept
+    nested = tmp_path / "new" / "folder" / "j.jsonl"
+    with RefineJournal(nested, "k") as kept:
+        assert nested.parent.is_dir()
+
+        class _Full:
+            def write(self, data):
+                raise OSError(28, "No space left on device")
+
+        kept._file.close()
+        kept._file = _Full()
+        with pytest.raises(PresetModelError, match=r"cannot keep the refined presets in .*j\.jsonl \(no space left on "
+                                                   r"the device\); 0 of them are kept there: free space and run the "
+                                                   "same command again"):
+            kept.add(1, np.zeros(145, np.uint8), np.zeros(145, np.uint8), np.zeros(145, np.uint8))
+        kept._file = open(nested, "rb")
+
+
+def test_a_second_evaluation_on_one_output_is_refused_for_its_whole_run(fitted, tmp_path, monkeypatch):
+    # the journal's lock ended with the search: a second evaluation started while the first scored
+    # its presets, found the journal, and lost it when the first removed it
+    from dexed_data.render import JobLock
+
+    out = tmp_path / "ev"
+    with JobLock(out, what="evaluation", hint=""):
+        res = CliRunner().invoke(app, ["evaluate", str(fitted.flow6), "--limit", "1", "--refine", "5", "--baseline",
+                                       "knn", "-o", str(out), "--no-progress"])
+    assert res.exit_code == 2 and "another evaluation" in res.output and "is writing ev" in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_lsd_anatomy_tool_splits_the_error_consistently(fitted):

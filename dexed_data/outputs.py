@@ -556,6 +556,12 @@ def _journals(folder: Path) -> Iterator[tuple[Path, list[tuple[Path, Path, objec
             yield Path(entry.path), entries
 
 
+def killed_publish_pending(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds the journal of a killed command's publish that :func:`finish_killed_publishes`
+    would settle (another process of the same job waits for it: ``preset-model fit`` under torchrun)."""
+    return any(True for _ in _journals(Path(folder)))
+
+
 def _published(tmp: Path, target: Path) -> bool:
     """Whether the rename of ``tmp`` onto ``target`` happened (a hard link made and not yet unlinked counts)."""
     if not tmp.is_file() or tmp.is_symlink():
@@ -678,7 +684,8 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
     except OSError as exc:
         kept = "the previous file is unchanged" if path.exists() else "nothing was written"
         if _PENDING is not None:
-            kept = "none of this command's files was written"
+            # (fit publishes each epoch's files together: the earlier epochs' files stay as they were)
+            kept = "none of the files written with it was put in place, and the files already there are unchanged"
         raise OutputError(f"cannot write {what} {path}: {_reason(exc)}; {kept}") from None
     finally:
         if not staged:

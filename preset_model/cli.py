@@ -34,7 +34,9 @@ def _group(version: bool = typer.Option(False, "--version", callback=_version, i
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    # under torchrun every rank says its own line: marked, so that two lines are not two different errors
+    typer.echo(f"error: {f'[rank {rank}] ' if rank != '0' else ''}{message}", err=True)
     raise typer.Exit(2)
 
 
@@ -46,6 +48,17 @@ def _plain(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except (PresetModelError, DexedDataError) as exc:
         _fail(str(exc))
+    except RuntimeError as exc:
+        # torch.distributed's own errors (gloo "Connection closed by peer", a rendezvous that failed): another
+        # process of this torchrun job stopped, and its own line says why; not a wall of traceback per rank
+        import torch.distributed as dist
+
+        lost = isinstance(exc, getattr(dist, "DistError", ())) or "Connection closed by peer" in str(exc) \
+            or "gloo" in str(exc).lower()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and lost:
+            _fail("another process of this torchrun job stopped (its own error line says why); fix that and rerun "
+                  "the same command (with --resume once an epoch is finished)")
+        raise
     except OSError as exc:   # the run folder's disk is full or gone: no traceback for that
         _fail(f"{getattr(exc, 'filename', None) or ''}{': ' if getattr(exc, 'filename', None) else ''}"
               f"{exc.strerror or exc}")
@@ -237,6 +250,10 @@ def fit(
         from .checkpoint import load_checkpoint
         from .model import ModelConfig
 
+        from .train import settle_run_folder
+
+        # a kill between the renames of an epoch (the first one included): its files first, on every rank alike
+        _plain(settle_run_folder, out, int(os.environ.get("RANK", "0")))
         ckpt = _plain(load_checkpoint, out / "last.pt")
         base = TrainConfig(**ckpt["train_config"])
         saved = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})

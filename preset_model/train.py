@@ -557,6 +557,33 @@ def _read_csv(path: Path, last_epoch: int) -> list[dict]:
                               "writes the epochs from here on only") from None
 
 
+#: How long a rank other than 0 waits for rank 0 to finish a killed publish of the run folder (s).
+SETTLE_WAIT = 300.0
+
+
+def settle_run_folder(out: str | Path, rank: int) -> None:
+    """Put a killed epoch's files in place before anything reads them (:func:`dexed_data.outputs.
+    finish_killed_publishes`): rank 0 finishes the publish; the other ranks wait until its journal is
+    gone, so that every rank resumes from the same ``last.pt`` (rank 1 read the previous epoch's
+    while rank 0 renamed the next one's into place, and the two trained from different epochs)."""
+    import time
+
+    from dexed_data.outputs import finish_killed_publishes, killed_publish_pending
+
+    out = Path(out)
+    if not out.is_dir():
+        return
+    if rank == 0:   # a kill between an epoch's renames: its files are put in place together first
+        finish_killed_publishes(out / name for name in RUN_RECORDS)
+        return
+    deadline = time.monotonic() + SETTLE_WAIT
+    while killed_publish_pending(out):
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"{out}: the files of a killed epoch were not put in place by rank 0 within "
+                                  f"{SETTLE_WAIT:g} s; run the same command again")
+        time.sleep(0.05)
+
+
 def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
         resume: bool = False, progress: bool = True) -> FitResult:
     """Train a :class:`PresetModel` on ``data`` (a ``dataset.h5``), writing checkpoints and metrics to ``out``.
@@ -576,10 +603,9 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     rank, world, local_rank = _distributed()
     ckpt = None
     from dexed_data.errors import OutputError
-    from dexed_data.outputs import finish_killed_publishes, together
+    from dexed_data.outputs import together
 
-    if out.is_dir() and rank == 0:   # a kill between an epoch's renames: its files are put in place together first
-        finish_killed_publishes(out / name for name in RUN_RECORDS)
+    settle_run_folder(out, rank)
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
         model_cfg, cfg = _resumed_configs(ckpt, model_cfg, cfg)
@@ -595,6 +621,11 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.batch_size % world:
+        if resume:   # the batch is the run's (fixed): the number of processes is what can change
+            fits = [g for g in range(1, min(cfg.batch_size // 2, 64) + 1) if cfg.batch_size % g == 0]
+            raise PresetModelError(f"this run's batch of {cfg.batch_size} (fixed by its checkpoint) is not divisible by "
+                                   f"the {world} processes; resume it on a number of processes that divides it "
+                                   f"({', '.join(map(str, fits[:12]))}{', …' if len(fits) > 12 else ''})")
         raise PresetModelError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
     if cfg.batch_size // world < 2:     # batch normalisation of a 1 × 1 feature map needs two presets
         raise PresetModelError(f"--batch-size {cfg.batch_size}: must be at least 2 per process"
@@ -775,8 +806,10 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                         if is_best:
                             save_checkpoint(out / "best.pt", state)
                         save_checkpoint(out / "last.pt", state)
-                except OutputError as exc:
-                    raise CheckpointError(str(exc)) from None
+                except OutputError as exc:   # a full disk: say how to go on (a plain rerun is refused once last.pt exists)
+                    again = "rerun with --resume" if (out / "last.pt").is_file() else "run the same command again"
+                    raise CheckpointError(f"{exc}; free space and {again}" if "no space left" in str(exc)
+                                          else str(exc)) from None
                 if tb is not None:
                     for k, v in row.items():
                         tb.add_scalar(k, v, epoch + 1)

@@ -1277,7 +1277,7 @@ def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tm
 
     monkeypatch.setattr(outputs, "write_bytes", disk_full_at_the_second)
     res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav")
-    assert_clean_error(res, "no space left", "none of this command's files was written")
+    assert_clean_error(res, "no space left", "none of the files written with it was put in place")
     assert len(calls) == 2 and not (tmp_path / "wav").exists()     # nor the folder it made
     monkeypatch.setattr(outputs, "write_bytes", real)
     res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav")   # no --force needed
@@ -1297,7 +1297,7 @@ def test_an_import_whose_report_fails_leaves_no_catalogue(tmp_path, monkeypatch)
     monkeypatch.setattr(ImportReport, "write_json", full)
     res = run(data_app, "import-sysex", REPO / "presets", "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json",
               "--no-progress")
-    assert_clean_error(res, "r.json", "no space left", "none of this command's files was written")
+    assert_clean_error(res, "r.json", "no space left", "none of the files written with it was put in place")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -1893,6 +1893,19 @@ def test_a_fit_stopped_by_a_full_disk_says_how_to_go_on(fitted, tmp_path, monkey
                   "--max-steps", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress")
         assert_clean_error(res, needle)
         checkpoint.append(True)
+    # the same when the epoch's files are published together (a checkpoint that does not fit): it said
+    # "none of this command's files was written", though earlier epochs' were, and not how to go on
+    from dexed_data.errors import OutputError
+
+    def no_room(path, state):
+        raise OutputError(f"cannot write checkpoint {path}: no space left on the device; none of the files written "
+                          "with it was put in place, and the files already there are unchanged")
+
+    monkeypatch.setattr(train, "_write_atomic", lambda path, text: None)
+    monkeypatch.setattr(train, "save_checkpoint", no_room)
+    res = run(model_app, "fit", "--out", tmp_path / "c", "--data", fitted.data, "--size", "tiny", "--epochs", "1",
+              "--max-steps", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress")
+    assert_clean_error(res, "the files already there are unchanged; free space and run the same command again")
 
 
 def test_a_disk_too_full_to_create_the_render_file_is_one_line_not_a_crash(catalogue, tmp_path, monkeypatch):
@@ -2007,3 +2020,50 @@ def test_refused_values_are_named_as_typed(catalogue, dataset, fitted, tmp_path)
     sf.write(slow, np.full(8, 0.1, np.float32), 1)
     assert_clean_error(run(model_app, "match", fitted.mlp1, slow, "-o", tmp_path / "m.syx"), "1 Hz, below any audio's")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.wav", "t.wav"]
+
+
+_KILLED_EPOCH = """
+import os, sys
+from pathlib import Path
+from dexed_data import outputs
+out = Path(sys.argv[1])
+real, renamed = outputs._rename_checked, []
+
+def killed(tmp, path):                 # kill -9 once the first file of the epoch is in place
+    if renamed:
+        os._exit(137)
+    real(tmp, path)
+    renamed.append(path)
+
+outputs._rename_checked = killed
+for name in ("metrics.csv", "last.pt"):
+    outputs.check_output(out / name, force=True)
+with outputs.together():
+    for name in ("metrics.csv", "last.pt"):
+        outputs.write_bytes(out / name, b"epoch 2 " + name.encode())
+"""
+
+
+def test_every_rank_of_a_resumed_fit_reads_the_killed_epochs_files_once_they_are_in_place(tmp_path):
+    # torchrun: rank 0 finished the killed epoch's renames while rank 1 had already read the previous
+    # last.pt, and the two trained from different epochs
+    import threading
+
+    from preset_model.train import settle_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("metrics.csv", "last.pt"):
+        (out / name).write_bytes(b"epoch 1 " + name.encode())
+    killed = subprocess.run([sys.executable, "-c", _KILLED_EPOCH, str(out)], capture_output=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert killed.returncode == 137, killed.stderr.decode()[-2000:]
+    assert (out / "metrics.csv").read_bytes().startswith(b"epoch 2") and (out / "last.pt").read_bytes().startswith(b"epoch 1")
+    seen = []
+    rank1 = threading.Thread(target=lambda: (settle_run_folder(out, 1), seen.append((out / "last.pt").read_bytes())))
+    rank1.start()
+    rank1.join(0.5)
+    assert rank1.is_alive()                               # waits for rank 0 instead of reading epoch 1's last.pt
+    settle_run_folder(out, 0)
+    rank1.join(10)
+    assert seen == [b"epoch 2 last.pt"] and not list(out.glob(".together.*"))

@@ -23,7 +23,7 @@ from preset_model.checkpoint import load_checkpoint, load_model  # noqa: E402
 from preset_model.cli import app  # noqa: E402
 from preset_model.data import make_datasets, split_ids  # noqa: E402
 from preset_model.encoding import get_encoding  # noqa: E402
-from preset_model.errors import CheckpointError, DataError  # noqa: E402
+from preset_model.errors import CheckpointError, DataError, PresetModelError  # noqa: E402
 from preset_model.model import model_config  # noqa: E402
 from preset_model.train import TrainConfig, fit  # noqa: E402
 
@@ -575,3 +575,27 @@ def test_a_plain_resume_keeps_the_runs_amp_and_a_size_is_compared(dataset, tmp_p
     assert res.exit_code == 2 and "--size 'huge'" in res.output, res.output
     res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "tiny"])
     assert res.exit_code == 0, res.output
+
+
+def test_under_torchrun_errors_are_marked_by_rank_and_a_lost_peer_is_one_line(monkeypatch, capsys):
+    # every rank printed the same error unmarked, and a rank whose peer died a 200-line gloo traceback
+    import typer
+
+    from preset_model.cli import _plain
+
+    def peer_gone():
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [::1]:5")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(typer.Exit):
+        _plain(peer_gone)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: [rank 1] another process of this torchrun job stopped")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(typer.Exit):
+        _plain(lambda: (_ for _ in ()).throw(PresetModelError("--batch-size 7 is not divisible by the 2 processes")))
+    assert capsys.readouterr().err == "error: --batch-size 7 is not divisible by the 2 processes\n"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(RuntimeError, match="Connection closed"):   # one process: not a torchrun peer, raised as is
+        _plain(peer_gone)

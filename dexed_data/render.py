@@ -715,8 +715,9 @@ def worker_memory(config: RenderConfig) -> int:
     """Bytes a render worker needs for one preset beyond :data:`WORKER_BASE_BYTES`: its notes'
     audio (float32) 20 times with the operators' signals (six more channels, and their levels), 12
     times without (engine buffers, the output stage in float64, fingerprints), plus its mel
-    spectrograms 4 times. Measured peaks: 53 MB for the paper's settings (estimate 51), 466 / 272 MB
-    for six 20-s notes at 48 kHz with / without operators (462 / 277), 520 MB with ``--hop 1`` (556)."""
+    spectrograms 4 times. Peaks measured over a worker's start (MiB) against this estimate: the
+    paper's settings 53 (48); six 20-s notes at 48 kHz with / without operators 466 / 272 (528 / 352);
+    ``--hop 1 --n-mels 64`` 520 (557)."""
     t = int((config.hold + config.release) * config.sample_rate)
     audio = 4 * len(config.notes) * t
     mel = 4 * len(config.notes) * config.n_mels * (1 + t // config.hop)

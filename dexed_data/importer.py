@@ -179,8 +179,8 @@ class ImportReport:
             ignored around messages), ``duplicates`` (imported voices − unique rows) and
             ``unique`` (count at each of :data:`DEDUP_LEVELS`).
         files: one dict per file seen: ``path``, ``outcome`` (``imported``, ``repaired``,
-            ``partly_rejected``, ``rejected``, ``no_dx7_data`` (no DX7 data at all: text, another
-            maker's SysEx; the files of reason ``no_sysex``), ``same_file``: a second path to a
+            ``partly_rejected``, ``rejected``, ``no_dx7_data`` (no SysEx and no DX7 data at all),
+            ``same_file``: a second path to a
             file read under its first path, a link), ``messages``, ``voices``,
             ``imported``, ``duplicates``, ``repaired`` / ``rejected`` (reason → count), ``problems``.
     """
@@ -374,8 +374,8 @@ def _outcome(n_kept: int, repaired: Counter, rejected: Counter) -> str:
     lost = any(c.startswith(VOICE_LOSS_CODES) for c in rejected)
     if n_kept:
         return "partly_rejected" if lost else ("repaired" if repaired else "imported")
-    # a file of another maker's SysEx (unknown_message) holds no DX7 data, like text: not a DX7 file gone wrong
-    if rejected and not set(rejected) <= {"no_sysex", "unknown_message"}:
+    # (unknown_message is also a damaged DX7 message: a file with one is "rejected", not "no DX7 data")
+    if rejected and set(rejected) != {"no_sysex"}:
         return "rejected"
     return "no_dx7_data"
 
@@ -628,7 +628,9 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         found = Counter(e["outcome"] for e in state.entries)
         what = (f"{len(files)} file(s) read, by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
                 if files else "no file in it")
-        why = [e["problems"][0]["message"] for e in state.entries if e["outcome"] == "rejected" and e["problems"]]
+        # each rejected file's reason: the first of its problems that rejected something (not one skipped or repaired)
+        why = [next((p["message"] for p in e["problems"] if p["code"] in e["rejected"] and not p["repaired"]),
+                    e["problems"][0]["message"]) for e in state.entries if e["outcome"] == "rejected" and e["problems"]]
         if why and len(why) <= 3:        # what went wrong with each, not only that something did
             what += "; " + "; ".join(why)
         elif state.rejected_by:

@@ -556,10 +556,15 @@ def _journals(folder: Path) -> Iterator[tuple[Path, list[tuple[Path, Path, objec
             yield Path(entry.path), entries
 
 
-def killed_publish_pending(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` holds the journal of a killed command's publish that :func:`finish_killed_publishes`
-    would settle (another process of the same job waits for it: ``preset-model fit`` under torchrun)."""
-    return any(True for _ in _journals(Path(folder)))
+def killed_publish_pending(targets: Iterable[str | os.PathLike]) -> bool:
+    """Whether a killed command's publish that wrote one of ``targets`` is still to be settled by
+    :func:`finish_killed_publishes` (another process of the same job waits for it: ``preset-model
+    fit`` under torchrun). Journals about other files of the folder (a killed ``evaluate`` writing
+    its report in the run folder) do not count: nothing here settles them."""
+    targets = [Path(t) for t in targets]
+    wanted = {Path(os.path.realpath(t.parent)) / t.name for t in targets}
+    return any(wanted & {path for _, path, _ in entries}
+               for folder in {t.parent for t in wanted} for _, entries in _journals(folder))
 
 
 def _published(tmp: Path, target: Path) -> bool:

@@ -735,19 +735,25 @@ def _available_memory() -> int | None:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         used = int(Path("/sys/fs/cgroup/memory.current").read_text())
         if limit != "max":
-            free = min(free, int(limit) - used)
+            # memory.current counts the file cache, which the kernel gives back: its inactive part is free
+            stat = dict(line.split()[:2] for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines()
+                        if len(line.split()) >= 2)
+            used -= int(stat.get("inactive_file", 0))
+            free = min(free, max(0, int(limit) - used))
     except (OSError, ValueError):
         pass
     return free
 
 
 def check_memory(config: RenderConfig, jobs: int) -> None:
-    """Refuse settings whose ``jobs`` workers need more memory than is available, before any work:
-    one preset of 2 × 60-s notes at 192 kHz needs ~11 GB per worker, and the machine would swap or
-    kill the job mid-way."""
+    """Refuse settings whose ``jobs`` workers need more memory than is available, before any
+    worker starts: one preset of 2 × 60-s notes at 192 kHz needs ~13 GB per worker, and the machine
+    would swap or kill the job mid-way. Every worker needs it, however few presets there are: each
+    renders a silent voice with these settings as it starts (:func:`_init_worker`'s warm-up)."""
     per = WORKER_BASE_BYTES + worker_memory(config)
+    need = jobs * per
     free = _available_memory()
-    if free is None or jobs * per <= free:
+    if free is None or need <= free:
         return
     ways = ["fewer --jobs"] if jobs > 1 else []
     ways += ["shorter --hold/--release", "a lower --sample-rate"]
@@ -758,7 +764,7 @@ def check_memory(config: RenderConfig, jobs: int) -> None:
     with_ops = ", with the operators' signals" if config.operators else ""
     raise RenderError(f"these settings need about {per / 1e9:.1f} GB per render worker ({len(config.notes)} notes of "
                       f"{config.hold + config.release:g} s at {config.sample_rate} Hz"
-                      f"{with_ops}), {jobs * per / 1e9:.1f} GB for "
+                      f"{with_ops}), {need / 1e9:.1f} GB for "
                       f"--jobs {jobs}, but only {free / 1e9:.1f} GB of memory is available; use "
                       + ", ".join(ways))
 

@@ -313,6 +313,15 @@ def fit(
                        "presets or near-copy groups for one; `preset-model evaluate` needs --split valid", err=True)
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the ``folders`` (deepest first) that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 #: Suffix of the file beside ``evaluate``'s output that keeps its refined presets until it is done.
 REFINE_JOURNAL = ".refine-partial.jsonl"
 
@@ -369,9 +378,14 @@ def evaluate(
 
     # one evaluation per output from start to end: a second one started while the first scores its
     # presets (after its journal is closed) found the journal, then lost it when the first removed it
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]   # removed again if nothing is written
     _plain(lambda: out.parent.mkdir(parents=True, exist_ok=True))
     lock = JobLock(out, what="evaluation", hint="")
-    _plain(lock.__enter__)
+    try:
+        _plain(lock.__enter__)
+    except BaseException:
+        _remove_empty(made)
+        raise
     try:
         _outputs([js, md], [*_run_files(run), data], force)   # again, now that no other evaluation can write them
         report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine,
@@ -381,6 +395,7 @@ def evaluate(
             journal.unlink(missing_ok=True)
     finally:
         lock.__exit__(None, None, None)
+        _remove_empty(made)   # a failed evaluation leaves no folder it made (a journal in it keeps it)
     typer.echo(f"{report['method']} on {report['presets']} {split} presets: "
                f"num MAE {report['params']['num_mae']:.4f}, cat acc {report['params']['cat_accuracy']:.4f}, "
                + ", ".join(f"{k} {v['mean']:.4f}" for k, v in report["audio"].items())

@@ -295,9 +295,11 @@ class Run:
             return isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, bool) \
                 and np.isfinite(v) and float(v) == int(v)
 
-        if sample_rate is not None and not (whole(sample_rate) and 1000 <= sample_rate <= 768000):
+        from .match import MIN_SAMPLE_RATE
+
+        if sample_rate is not None and not (whole(sample_rate) and MIN_SAMPLE_RATE <= sample_rate <= 768000):
             raise PresetModelError(f"sample_rate {sample_rate!r}: give the recording's rate in Hz, a whole number "
-                                   "of 1000–768000 (or leave it out for the run's rate)")
+                                   f"of {MIN_SAMPLE_RATE}–768000 (or leave it out for the run's rate)")
         if note is not None:
             pair = list(np.asarray(note, dtype=object).reshape(-1)) if np.ndim(note) == 1 else None
             if (pair is None or len(pair) != 2 or not all(whole(v) for v in pair)
@@ -320,8 +322,8 @@ class Run:
                 result = match_files(self, [path], each=True, gain_db=gain_db)
             except AudioInputError as exc:   # said of the array, not of a temporary file that is gone
                 text = str(exc).replace(str(path), shown).replace("--gain-db auto", "gain_db='auto'")
-                raise AudioInputError(text.replace("--gain-db", "gain_db=").replace("cut the file", "cut the array")) \
-                    from None
+                text = text.replace("--gain-db", "gain_db=").replace("cut the file", "cut the array")
+                raise AudioInputError(text.replace("re-export the recording", "check sample_rate=")) from None
         for v in result.voices:   # the temporary file is gone: name the array instead
             v.files = [shown if f == str(path) else f for f in v.files]
             v.scores = [replace(sc, file=shown) if sc.file == str(path) else sc for sc in v.scores]

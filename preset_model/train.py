@@ -577,7 +577,7 @@ def settle_run_folder(out: str | Path, rank: int) -> None:
         finish_killed_publishes(out / name for name in RUN_RECORDS)
         return
     deadline = time.monotonic() + SETTLE_WAIT
-    while killed_publish_pending(out):
+    while killed_publish_pending(out / name for name in RUN_RECORDS):
         if time.monotonic() > deadline:
             raise CheckpointError(f"{out}: the files of a killed epoch were not put in place by rank 0 within "
                                   f"{SETTLE_WAIT:g} s; run the same command again")

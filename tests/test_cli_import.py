@@ -266,17 +266,16 @@ def test_an_import_that_finds_no_voice_says_why_each_file_was_rejected(tmp_path)
     assert not (tmp_path / "p.h5").exists()
 
 
-def test_another_makers_sysex_is_no_dx7_data_and_the_file_counts_agree(tmp_path):
-    # a Roland dump was outcome "rejected" while its reason was counted as no_sysex with text files
-    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(2, 0), ["A0", "A1"])
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.syx").write_bytes(bank)
-    (tmp_path / "in" / "roland.syx").write_bytes(b"\xf0\x41\x10\x42\x12\x40\x00\x7f\x00\x41\xf7")
-    (tmp_path / "in" / "notes.txt").write_text("hello")
-    result = invoke("import-sysex", tmp_path / "in", "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json",
+def test_a_damaged_dx7_bank_is_rejected_with_its_own_reason(tmp_path):
+    # a bank converted as text (LF → CRLF) is a DX7 file gone wrong, not "no DX7 data"; and the error
+    # names the problem that rejected a file, not the stray bytes skipped before it
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(32, 0), [f"V{i}" for i in range(32)])
+    (tmp_path / "crlf.syx").write_bytes(bank.replace(b"\n", b"\r\n") if b"\n" in bank else bank[:6] + b"\r" + bank[6:])
+    (tmp_path / "cut.syx").write_bytes(b"hello" + bank[:60])
+    result = invoke("import-sysex", tmp_path / "crlf.syx", "-o", tmp_path / "p.h5", "--report", tmp_path / "r.json",
                     "--no-progress")
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "r.json").read_text())
-    outcomes = {f["path"]: f["outcome"] for f in report["files"]}
-    assert outcomes == {"a.syx": "imported", "roland.syx": "no_dx7_data", "notes.txt": "no_dx7_data"}
-    assert report["summary"]["files_by_outcome"]["no_dx7_data"] == report["summary"]["rejected_by_reason"]["no_sysex"]
+    assert result.exit_code == 2
+    assert json.loads((tmp_path / "r.json").read_text())["files"][0]["outcome"] == "rejected"
+    result = invoke("import-sysex", tmp_path / "cut.syx", "-o", tmp_path / "p.h5", "--no-progress")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "holds only 54 of its 4096 data bytes" in said and "outside any SysEx" not in said

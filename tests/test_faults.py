@@ -2036,10 +2036,11 @@ def killed(tmp, path):                 # kill -9 once the first file of the epoc
     renamed.append(path)
 
 outputs._rename_checked = killed
-for name in ("metrics.csv", "last.pt"):
+names = sys.argv[2:] or ["metrics.csv", "last.pt"]
+for name in names:
     outputs.check_output(out / name, force=True)
 with outputs.together():
-    for name in ("metrics.csv", "last.pt"):
+    for name in names:
         outputs.write_bytes(out / name, b"epoch 2 " + name.encode())
 """
 
@@ -2067,3 +2068,12 @@ def test_every_rank_of_a_resumed_fit_reads_the_killed_epochs_files_once_they_are
     settle_run_folder(out, 0)
     rank1.join(10)
     assert seen == [b"epoch 2 last.pt"] and not list(out.glob(".together.*"))
+    # a killed publish of other files in the run folder (evaluate's report, RUN/eval-SPLIT.json) is not the
+    # ranks' to settle: rank 1 waited 300 s for it, then failed, and so did every rerun
+    killed = subprocess.run([sys.executable, "-c", _KILLED_EPOCH, str(out), "eval-valid.json", "eval-valid.md"],
+                            capture_output=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert killed.returncode == 137 and list(out.glob(".together.*.journal"))
+    rank1 = threading.Thread(target=settle_run_folder, args=(out, 1))
+    rank1.start()
+    rank1.join(5)
+    assert not rank1.is_alive()

@@ -315,6 +315,10 @@ def test_a_second_evaluation_on_one_output_is_refused_for_its_whole_run(fitted, 
                                        "knn", "-o", str(out), "--no-progress"])
     assert res.exit_code == 2 and "another evaluation" in res.output and "is writing ev" in res.output, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # a failed evaluation leaves no folder it made for its output
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.flow6), "--data", str(tmp_path / "missing.h5"),
+                                   "-o", str(tmp_path / "new" / "deep" / "ev")])
+    assert res.exit_code == 2 and not (tmp_path / "new").exists(), res.output
 
 
 def test_lsd_anatomy_tool_splits_the_error_consistently(fitted):

@@ -399,7 +399,18 @@ def test_settings_that_need_more_memory_than_is_available_are_refused_first(tmp_
     with pytest.raises(RenderError, match=r"need about 13\.\d GB per render worker .* only 8\.6 GB of memory is "
                                           r"available; use shorter --hold/--release, a lower --sample-rate, --no-operators"):
         render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", big, jobs=1, progress=False)
+    # every worker renders a silent voice with the settings as it starts, so --jobs counts even for one preset
     with pytest.raises(RenderError, match="use fewer --jobs"):
-        render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", RenderConfig(sample_rate=96000, hold=60, release=60), jobs=2,
-                       progress=False)
+        render_dataset(tmp_path / "p.h5", tmp_path / "d.h5", RenderConfig(sample_rate=96000, hold=60, release=60),
+                       jobs=2, progress=False, limit=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.h5"]
+    # a container's limit counts its file cache as used: the inactive part is free again
+    cg = tmp_path / "cgroup"
+    cg.mkdir()
+    (cg / "memory.max").write_text(str(8 << 30))
+    (cg / "memory.current").write_text(str((8 << 30) - (1 << 20)))
+    (cg / "memory.stat").write_text(f"anon 1000000\ninactive_file {6 << 30}\nactive_file 5\n")
+    real_path = render_mod.Path
+    monkeypatch.undo()                                    # the real _available_memory, reading cgroup files from cg
+    monkeypatch.setattr(render_mod, "Path", lambda p: real_path(str(p).replace("/sys/fs/cgroup", str(cg))))
+    assert 5.5e9 < render_mod._available_memory() < 6.5e9

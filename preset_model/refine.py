@@ -654,7 +654,7 @@ class RefineJournal:
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)   # as the report's own folder is made
-            self._file = open(self.path, "a+b")
+            self._file = open(self.path, "a+b", buffering=0)   # unbuffered: a failed write leaves nothing to flush
         except OSError as exc:
             raise PresetModelError(f"cannot keep the refined presets in {self.path} ({exc.strerror or exc}); "
                                    "choose another -o") from None
@@ -681,7 +681,10 @@ class RefineJournal:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:   # the error that stopped the writing is already on its way (add() names the file)
+            pass
 
     @staticmethod
     def digest(raw: np.ndarray) -> str:
@@ -699,8 +702,9 @@ class RefineJournal:
         line = json.dumps({"key": self.key, "row": int(row), "true": self.digest(true), "pred": self.digest(pred),
                            "raw": np.asarray(raw, np.uint8).tolist()}) + "\n"
         try:
-            self._file.write(line.encode())
-            self._file.flush()
+            left = memoryview(line.encode())
+            while left:                       # an unbuffered write may take part of the line (a disk filling)
+                left = left[self._file.write(left):]
             os.fsync(self._file.fileno())
         except OSError as exc:
             from dexed_data.outputs import failure_reason

@@ -806,7 +806,9 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
                         if is_best:
                             save_checkpoint(out / "best.pt", state)
                         save_checkpoint(out / "last.pt", state)
-                except OutputError as exc:   # a full disk: say how to go on (a plain rerun is refused once last.pt exists)
+                except (OutputError, CheckpointError) as exc:
+                    # a full disk (save_checkpoint says it as a CheckpointError): say how to go on (a plain
+                    # rerun is refused once last.pt exists)
                     again = "rerun with --resume" if (out / "last.pt").is_file() else "run the same command again"
                     raise CheckpointError(f"{exc}; free space and {again}" if "no space left" in str(exc)
                                           else str(exc)) from None

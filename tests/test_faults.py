@@ -1895,14 +1895,14 @@ def test_a_fit_stopped_by_a_full_disk_says_how_to_go_on(fitted, tmp_path, monkey
         checkpoint.append(True)
     # the same when the epoch's files are published together (a checkpoint that does not fit): it said
     # "none of this command's files was written", though earlier epochs' were, and not how to go on
-    from dexed_data.errors import OutputError
+    import preset_model.checkpoint as checkpoint_mod
 
-    def no_room(path, state):
-        raise OutputError(f"cannot write checkpoint {path}: no space left on the device; none of the files written "
-                          "with it was put in place, and the files already there are unchanged")
+    def no_room(obj, f):                  # torch's own words for a full disk, through the real save_checkpoint
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed (unexpected pos 1234 vs 5678)")
 
     monkeypatch.setattr(train, "_write_atomic", lambda path, text: None)
-    monkeypatch.setattr(train, "save_checkpoint", no_room)
+    monkeypatch.setattr(checkpoint_mod.torch, "save", no_room)
     res = run(model_app, "fit", "--out", tmp_path / "c", "--data", fitted.data, "--size", "tiny", "--epochs", "1",
               "--max-steps", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress")
     assert_clean_error(res, "the files already there are unchanged; free space and run the same command again")

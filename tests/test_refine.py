@@ -291,8 +291,13 @@ def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_pat
     with RefineJournal(nested, "k") as kept:
         assert nested.parent.is_dir()
 
-        class _Full:
+        class _Full:                          # a disk that takes part of a line, then nothing
             def write(self, data):
+                if len(data) > 10:
+                    return 10
+                raise OSError(28, "No space left on device")
+
+            def close(self):                  # a buffered file's close tried the write again and raised
                 raise OSError(28, "No space left on device")
 
         kept._file.close()
@@ -301,7 +306,6 @@ def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_pat
                                                    r"the device\); 0 of them are kept there: free space and run the "
                                                    "same command again"):
             kept.add(1, np.zeros(145, np.uint8), np.zeros(145, np.uint8), np.zeros(145, np.uint8))
-        kept._file = open(nested, "rb")
 
 
 def test_a_second_evaluation_on_one_output_is_refused_for_its_whole_run(fitted, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -557,6 +558,28 @@ def _read_csv(path: Path, last_epoch: int) -> list[dict]:
                               "writes the epochs from here on only") from None
 
 
+@contextlib.contextmanager
+def _signals_end_process():
+    """Let Ctrl-C, SIGTERM and SIGHUP end the process at once inside this block: while torch waits
+    for the other ranks to connect (minutes, in its own loop) a Python handler never runs, and the
+    command's handlers kept a fit that ``timeout`` had sent SIGTERM running for good."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    held = {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names if hasattr(signal, n)}
+    for signum in held:
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+
+
 #: How long a rank other than 0 waits for rank 0 to finish a killed publish of the run folder (s).
 SETTLE_WAIT = 300.0
 
@@ -619,7 +642,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     if own_group:
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        with _signals_end_process():   # waiting for the other ranks inside torch: nothing written yet
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.batch_size % world:
         if resume:   # the batch is the run's (fixed): the number of processes is what can change
             fits = [g for g in range(1, min(cfg.batch_size // 2, 64) + 1) if cfg.batch_size % g == 0]

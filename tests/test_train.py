@@ -599,3 +599,32 @@ def test_under_torchrun_errors_are_marked_by_rank_and_a_lost_peer_is_one_line(mo
     monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(RuntimeError, match="Connection closed"):   # one process: not a torchrun peer, raised as is
         _plain(peer_gone)
+
+
+def test_a_rank_waiting_for_its_peers_ends_on_sigterm(tmp_path):
+    # torch waits for the other ranks in its own loop, where the command's Python handlers never run:
+    # `timeout`'s SIGTERM left the fit running (seen for 10 minutes, until SIGKILL)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from model_fixtures import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "d.h5", n=24)
+    env = dict(os.environ, WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="nonexistent.invalid",
+               MASTER_PORT="29999", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-m", "preset_model", "fit", "--data", str(data), "--out",
+                             str(tmp_path / "r"), "--size", "tiny", "--device", "cpu", "--no-progress"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(8)                                     # imports, checks, then the wait for rank 1
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (tmp_path / "r" / "last.pt").exists()

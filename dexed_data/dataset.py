@@ -498,7 +498,6 @@ class DatasetReader:
 
     def __init__(self, path, allow_incomplete: bool = False):
         from .inputs import damaged, open_hdf5
-
         from .outputs import file_identity
 
         self.path = str(path)

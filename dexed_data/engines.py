@@ -630,9 +630,8 @@ class DawDreamerEngine:
         The file is removed at once: one kept for the engine's life stayed in ``$TMPDIR`` after
         every ``render --engine dawdreamer`` (one per worker; the job ends its workers, so no
         finaliser runs)."""
-        import tempfile
-
         import shutil
+        import tempfile
 
         try:
             fd, path = tempfile.mkstemp(prefix="dexed-state-", suffix=".bin")
@@ -831,19 +830,21 @@ def _load_hint(path: str) -> str:
         if binaries and not any(b.stem == stem for b in binaries):
             return (f"a VST3 bundle must be named like its binary: it holds {binaries[0].name}, so name the "
                     f"folder {binaries[0].stem}.vst3")
-    if os.path.isfile(full) and _exports(full, b"GetPluginFactory") and not _exports(full, b"VSTPluginMain"):
+    if os.path.isfile(full) and _exports(full) == {b"GetPluginFactory"}:
         return ("it is the binary of a VST3 plug-in, which loads only from its bundle: give the .vst3 folder it "
                 f"came from (…/{Path(full).stem}.vst3, holding Contents/x86_64-linux/{Path(full).name})")
     return "is it a VST2 .so or VST3 bundle built for this machine?"
 
 
-def _exports(path: str, symbol: bytes) -> bool:
-    """Whether the file's bytes hold ``symbol`` (a plug-in entry point's name in its symbol table)."""
+def _exports(path: str) -> set[bytes]:
+    """The plug-in entry points whose names the file's bytes hold (its symbol table): VST3's
+    ``GetPluginFactory``, VST2's ``VSTPluginMain``."""
     try:
         with open(path, "rb") as f:
-            return symbol in f.read(256 << 20)
+            data = f.read(256 << 20)
     except OSError:
-        return False
+        return set()
+    return {symbol for symbol in (b"GetPluginFactory", b"VSTPluginMain") if symbol in data}
 
 
 def plugin_build(path: str) -> tuple[int, str]:

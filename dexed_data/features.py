@@ -83,6 +83,15 @@ class MelConfig:
     n_mels: int = 257
     floor_db: float = LEVEL_FLOOR_DB
 
+    @classmethod
+    def stored(cls, settings, sample_rate: int, **fallback) -> "MelConfig":
+        """The settings a file or checkpoint stores (its ``mel_config``, a dict; other keys are
+        ignored), at ``sample_rate`` and with ``fallback`` (then the defaults) for the fields it lacks."""
+        from dataclasses import fields
+
+        given = {f.name: settings[f.name] for f in fields(cls) if f.name in (settings or {})}
+        return cls(**{"sample_rate": sample_rate, **fallback, **given})
+
 
 def n_frames(n_samples: int, cfg: MelConfig = MelConfig()) -> int:
     """Frames :func:`mel_db` returns for a note of ``n_samples`` samples."""

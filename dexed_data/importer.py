@@ -85,7 +85,7 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
     from .inputs import unreachable
 
     paths = [Path(p) for p in paths]
-    blocked = [f"{p}: {unreachable(p)}" for p in paths if unreachable(p) is not None]
+    blocked = [f"{p}: {why}" for p, why in ((p, unreachable(p)) for p in paths) if why is not None]
     if blocked:
         raise CatalogueError(f"cannot read {'; '.join(blocked)}")
     missing = [str(p) for p in paths if not p.exists()]

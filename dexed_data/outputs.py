@@ -130,9 +130,9 @@ def failure_reason(exc: BaseException) -> str:
     return first_line(exc)
 
 
-def _check_parent(path: Path, what: str, shown: Path | None = None) -> None:
+def _check_parent(path: Path, what: str, shown: Path | None = None) -> Path:
     """The deepest existing ancestor of ``path`` must be a writable folder (messages name ``shown``,
-    default ``path``)."""
+    default ``path``); returns it."""
     shown = path if shown is None else shown
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
@@ -146,6 +146,7 @@ def _check_parent(path: Path, what: str, shown: Path | None = None) -> None:
         raise OutputError(f"cannot write {what} {shown}: {ancestor} is not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {what} {shown}: the folder {ancestor} is not writable")
+    return ancestor
 
 
 def render_holding(path: str | os.PathLike) -> int | None:
@@ -257,13 +258,11 @@ def check_folder(folder: str | os.PathLike, names: Iterable[str] = (), *, force:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what} {folder} is a file; give a folder")
     finished = finish_killed_publishes(folder / n for n in names) if folder.is_dir() else []
+    where = folder
     if not folder.exists():
-        _check_parent(folder / "x", what, folder)   # the folder is made: its deepest existing ancestor
+        where = _check_parent(folder / "x", what, folder)   # the folder is made: its deepest existing ancestor
     elif not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {what} {folder}: not writable")
-    where = folder
-    while not where.is_dir() and where != where.parent:
-        where = where.parent
     _probe(where / f".probe.{os.getpid()}.tmp", f"to {what} {folder}")
     folders = [n for n in names if (folder / n).is_dir()]
     if folders:   # not even with --force: a folder is not a file to replace
@@ -556,13 +555,19 @@ def _journals(folder: Path) -> Iterator[tuple[Path, list[tuple[Path, Path, objec
             yield Path(entry.path), entries
 
 
+def _placed(targets: Iterable[str | os.PathLike]) -> set[Path]:
+    """``targets`` with their folders resolved (each folder once): where their renames land."""
+    targets = [Path(t) for t in targets]
+    folders = {parent: Path(os.path.realpath(parent)) for parent in {t.parent for t in targets}}
+    return {folders[t.parent] / t.name for t in targets}
+
+
 def killed_publish_pending(targets: Iterable[str | os.PathLike]) -> bool:
     """Whether a killed command's publish that wrote one of ``targets`` is still to be settled by
     :func:`finish_killed_publishes` (another process of the same job waits for it: ``preset-model
     fit`` under torchrun). Journals about other files of the folder (a killed ``evaluate`` writing
     its report in the run folder) do not count: nothing here settles them."""
-    targets = [Path(t) for t in targets]
-    wanted = {Path(os.path.realpath(t.parent)) / t.name for t in targets}
+    wanted = _placed(targets)
     return any(wanted & {path for _, path, _ in entries}
                for folder in {t.parent for t in wanted} for _, entries in _journals(folder))
 
@@ -587,9 +592,7 @@ def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
     files appear together, each unless its target changed since that command checked it (another
     command wrote it: that file is kept and the temporary file removed).
     """
-    targets = [Path(t) for t in targets]
-    folders = {parent: Path(os.path.realpath(parent)) for parent in {t.parent for t in targets}}   # once each
-    wanted = {folders[t.parent] / t.name for t in targets}
+    wanted = _placed(targets)
     finished: list[Path] = []
     for folder in {t.parent for t in wanted}:
         for journal, entries in _journals(folder):

@@ -46,6 +46,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import threading
 import time
@@ -314,12 +315,6 @@ def _selection_hash(cat, sel: np.ndarray, raw: np.ndarray, occ: dict[str, np.nda
     return h.hexdigest()[:16]
 
 
-def _shell_word(path) -> str:
-    import shlex
-
-    return shlex.quote(str(path))
-
-
 def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit=None) -> str:
     """The creation command stored in the file: what made the data (no output path, no shard, no jobs).
 
@@ -342,8 +337,6 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
         parts += ["--ids", str(ids_file)]
     if limit is not None:
         parts += ["--limit", str(limit)]
-    import shlex
-
     from .outputs import h5_text
 
     return h5_text(shlex.join(parts))   # quoted for a shell: a catalogue path with a space stays one word
@@ -416,8 +409,15 @@ def _init_worker(config: RenderConfig, in_worker: bool = True) -> None:
 
 
 _RELEASE_AT_EXIT: list = []
-#: The watchdog's output in a worker (opened once).
+#: The watchdog's and the crash handler's output in a worker (opened once).
 _DEVNULL: list = []
+
+
+def _devnull():
+    """/dev/null, opened once per process (where faulthandler writes what no user should read)."""
+    if not _DEVNULL:
+        _DEVNULL.append(open(os.devnull, "w"))
+    return _DEVNULL[0]
 
 
 def _release_engine() -> None:
@@ -466,9 +466,7 @@ def _render_guarded(row: int, raw: np.ndarray, config: RenderConfig) -> writer.R
     if _WORKER.get("config") != config:
         _init_worker(config)
     # its stack dump is no message for a user (the parent reports the preset as timed out): to /dev/null
-    if not _DEVNULL:
-        _DEVNULL.append(open(os.devnull, "w"))
-    faulthandler.dump_traceback_later(config.timeout * 1.5 + 5, exit=True, file=_DEVNULL[0])
+    faulthandler.dump_traceback_later(config.timeout * 1.5 + 5, exit=True, file=_devnull())
     try:
         return render_one(row, raw)
     finally:
@@ -718,9 +716,12 @@ def worker_memory(config: RenderConfig) -> int:
     spectrograms 4 times. Peaks measured over a worker's start (MiB) against this estimate: the
     paper's settings 53 (48); six 20-s notes at 48 kHz with / without operators 466 / 272 (528 / 352);
     ``--hop 1 --n-mels 64`` 520 (557)."""
-    t = int((config.hold + config.release) * config.sample_rate)
+    from .engines import n_samples
+    from .features import n_frames
+
+    t = n_samples(config.hold, config.release, config.sample_rate)
     audio = 4 * len(config.notes) * t
-    mel = 4 * len(config.notes) * config.n_mels * (1 + t // config.hop)
+    mel = 4 * len(config.notes) * config.n_mels * n_frames(t, config.mel_config)
     return audio * (20 if config.operators else 12) + 4 * mel
 
 
@@ -891,7 +892,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
                      f"dexed-data records less of the catalogue); delete {parts} to render again")
         else:
             other = (f"{parts} holds an unfinished render of another job (other options, selection, catalogue, "
-                     f"engine or package version); rerun that command{f' ({earlier} -o {_shell_word(out)})' if earlier else ''} to finish "
+                     f"engine or package version); rerun that command{f' ({earlier} -o {shlex.quote(str(out))})' if earlier else ''} to finish "
                      f"it, or delete {parts} to start over")
         claim_job_file(parts / "job.json", record, other)
         for leftover in parts.glob("*.tmp"):
@@ -1244,9 +1245,7 @@ def worker_signals(parent: int | None = None) -> None:
     if "PYTHONFAULTHANDLER" not in os.environ:
         # loky would print ~40 lines of "Fatal Python error" for a worker that crashes (a damaged plug-in):
         # the parent says what happened in one line (PYTHONFAULTHANDLER=1 shows them again)
-        if not _DEVNULL:
-            _DEVNULL.append(open(os.devnull, "w"))
-        faulthandler.enable(file=_DEVNULL[0])
+        faulthandler.enable(file=_devnull())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, group)   # started blocked (_held): pending ones are dropped
     exit_with_parent(parent)
 

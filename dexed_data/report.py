@@ -264,9 +264,8 @@ def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
         else:
             from .features import MelConfig, mel_db
 
-            stored_mel = ds.info.header.mel_config    # the file's own settings, which its mel bounds were taken with
-            fields = {k: stored_mel[k] for k in ("sample_rate", "n_fft", "hop", "n_mels", "floor_db") if k in stored_mel}
-            mel = mel_db(ds.audio(row), MelConfig(**{"sample_rate": ds.info.sample_rate, **fields}))
+            # the file's own settings, which its mel bounds were taken with
+            mel = mel_db(ds.audio(row), MelConfig.stored(ds.info.header.mel_config, ds.info.sample_rate))
         for j in range(k):
             ax = axes[r, j]
             image = ax.imshow(mel[j], origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",

@@ -90,12 +90,10 @@ def settings_from_checkpoint(render: dict) -> RenderSettings:
     ``plugin``; ``engine_version`` and ``fixed_params`` are kept for the record.
     """
     try:
-        mel = dict(render.get("mel_config") or {})
-        fields = {k: mel[k] for k in ("sample_rate", "n_fft", "hop", "n_mels", "floor_db") if k in mel}
-        fields.setdefault("sample_rate", int(render["sample_rate"]))
+        mel = MelConfig.stored(render.get("mel_config"), int(render["sample_rate"]))
         return RenderSettings(str(render["engine"]), int(render["sample_rate"]),
                               tuple((int(p), int(v)) for p, v in render["notes"]), float(render["hold"]),
-                              float(render["release"]), MelConfig(**fields), render.get("plugin") or None,
+                              float(render["release"]), mel, render.get("plugin") or None,
                               render.get("engine_version") or None)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"the checkpoint's render settings are incomplete ({type(exc).__name__}: {exc}); "
@@ -107,13 +105,11 @@ def read_render_settings(path: str | Path) -> RenderSettings:
     info = read_info(path)  # checks the format
     with h5py.File(path, "r") as h5:
         a = h5.attrs
-        mel = json.loads(a["mel_config"]) if "mel_config" in a else {}
-        fields = {k: mel[k] for k in ("sample_rate", "n_fft", "hop", "n_mels", "floor_db") if k in mel}
-        fields.setdefault("sample_rate", int(a["sample_rate"]))
-        fields.setdefault("n_mels", info.n_mels)
+        mel = MelConfig.stored(json.loads(a["mel_config"]) if "mel_config" in a else {}, int(a["sample_rate"]),
+                               n_mels=info.n_mels)
         plugin, version = (v.decode() if isinstance(v, bytes) else v for v in (a.get("plugin"), a.get("engine_version")))
         return RenderSettings(str(a["engine"]), int(a["sample_rate"]), info.notes, float(a["hold"]),
-                              float(a["release"]), MelConfig(**fields), str(plugin) if plugin else None,
+                              float(a["release"]), mel, str(plugin) if plugin else None,
                               str(version) if version else None)
 
 

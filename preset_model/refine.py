@@ -82,8 +82,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dexed_data.engines import EngineSpec
-from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, VOICE_MAX, algorithm, apply_fixed
+from dexed_data.engines import EngineSpec, validate_raw
+from dexed_data.errors import EngineError
+from dexed_data.schema import LEARNABLE_PARAMS, PARAM_BY_NAME, algorithm, apply_fixed
 
 from .baselines import INDEX_BYTES
 from .errors import PresetModelError
@@ -670,10 +671,8 @@ class RefineJournal:
             try:
                 entry = json.loads(line)
                 if entry["key"] == self.key:
-                    raw = np.asarray(entry["raw"], np.float64)
-                    if raw.shape == (145,) and np.all((raw >= 0) & (raw <= VOICE_MAX) & (raw == np.round(raw))):
-                        self.done[(int(entry["row"]), str(entry["true"]), str(entry["pred"]))] = raw.astype(np.uint8)
-            except (ValueError, KeyError, TypeError, OverflowError):
+                    self.done[(int(entry["row"]), str(entry["true"]), str(entry["pred"]))] = validate_raw(entry["raw"])
+            except (EngineError, ValueError, KeyError, TypeError, OverflowError):
                 continue                        # the line a kill cut off, another version's, or a damaged one
         self.kept = len(self.done)
         if data and not data.endswith(b"\n"):

@@ -89,6 +89,8 @@ class MelConfig:
         ignored), at ``sample_rate`` and with ``fallback`` (then the defaults) for the fields it lacks."""
         from dataclasses import fields
 
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"mel_config must be a JSON object, not {type(settings).__name__}")
         given = {f.name: settings[f.name] for f in fields(cls) if f.name in (settings or {})}
         return cls(**{"sample_rate": sample_rate, **fallback, **given})
 

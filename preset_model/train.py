@@ -562,7 +562,8 @@ def _read_csv(path: Path, last_epoch: int) -> list[dict]:
 def _signals_end_process():
     """Let Ctrl-C, SIGTERM and SIGHUP end the process at once inside this block: while torch waits
     for the other ranks to connect (minutes, in its own loop) a Python handler never runs, and the
-    command's handlers kept a fit that ``timeout`` had sent SIGTERM running for good."""
+    command's handlers kept a fit that ``timeout`` had sent SIGTERM running for good. A signal the
+    process was started with ignored (``nohup``, a script's ``cmd &``) stays ignored."""
     import signal
     import threading
 
@@ -571,6 +572,7 @@ def _signals_end_process():
         return
     names = ("SIGINT", "SIGTERM", "SIGHUP")
     held = {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names if hasattr(signal, n)}
+    held = {signum: h for signum, h in held.items() if h is not signal.SIG_IGN}
     for signum in held:
         signal.signal(signum, signal.SIG_DFL)
     try:

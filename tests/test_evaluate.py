@@ -252,3 +252,16 @@ def test_evaluate_shows_its_progress_unless_told_not_to(fitted, tmp_path, capsys
     res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--limit", "2", "--baseline", "mean", "--no-progress",
                                    "-o", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("mel", [[["hop", 512]], "abc", 3])
+def test_a_checkpoints_mel_settings_that_are_not_an_object_are_refused(mel):
+    # a list of pairs was read as "no settings" (the default hop) instead of refused (audit Z15)
+    from preset_model.checkpoint import CheckpointError
+    from preset_model.inference import settings_from_checkpoint
+
+    render = {"engine": "dexed", "sample_rate": 22050, "notes": [[60, 85]], "hold": 3.0, "release": 1.0,
+              "mel_config": {"hop": 512}}
+    assert settings_from_checkpoint(render).mel.hop == 512
+    with pytest.raises(CheckpointError, match="incomplete"):
+        settings_from_checkpoint({**render, "mel_config": mel})

@@ -601,6 +601,27 @@ def test_under_torchrun_errors_are_marked_by_rank_and_a_lost_peer_is_one_line(mo
         _plain(peer_gone)
 
 
+def test_the_wait_for_peers_keeps_a_signal_started_ignored():
+    # nohup (SIGHUP) and a script's `cmd &` (SIGINT) start a fit with the signal ignored: closing the
+    # terminal must not end a rank while it waits for its peers (audit Z15)
+    import signal
+
+    from preset_model.train import _signals_end_process
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *a: None)
+        with _signals_end_process():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
 def test_a_rank_waiting_for_its_peers_ends_on_sigterm(tmp_path):
     # torch waits for the other ranks in its own loop, where the command's Python handlers never run:
     # `timeout`'s SIGTERM left the fit running (seen for 10 minutes, until SIGKILL)

@@ -89,6 +89,11 @@ def interrupts_deferred():
             raise KeyboardInterrupt
 
 
+def interrupt_waiting() -> bool:
+    """Whether a signal has come inside an :func:`interrupts_deferred` block and waits for its end."""
+    return bool(_deferred)
+
+
 def outputs_published() -> None:
     """Say that the command's outputs are whole and published: a signal from now on changes nothing,
     so it is ignored while the command tidies up and exits (as once it has returned: :func:`run`),

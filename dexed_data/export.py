@@ -15,6 +15,7 @@ from typing import Sequence
 from . import sysex
 from .catalogue import read_catalogue
 from .errors import CatalogueError, OutputError
+from .inputs import unreachable
 from .schema import FIXED_TRANSPOSE, TRANSPOSE_OFFSET, apply_fixed
 
 __all__ = ["export_sysex", "Exported", "numbered", "following"]
@@ -74,12 +75,15 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     if limit is not None and limit < 1:
         raise CatalogueError(f"--limit {limit}: must be ≥ 1")
     cat = read_catalogue(catalogue)
-    rows = list(range(len(cat))) if ids is None else cat.rows(list(ids))
+    rows = list(range(len(cat))) if ids is None else list(dict.fromkeys(cat.rows(list(ids))))   # an id given twice: once
     if limit is not None:
         rows = rows[:limit]
     if not rows:
         raise CatalogueError(f"{catalogue}: no presets selected to export")
     output = Path(output)
+    why = unreachable(output)      # a folder on its way that cannot be entered, a name too long: one line
+    if why is not None:
+        raise OutputError(f"cannot write {output}: {why}")
     if output.is_dir() or not output.name:     # ".", "/", "outd": the numbered names need a file name
         raise OutputError(f"output {output} is a folder; give a file name")
     size = 1 if single else 32
@@ -90,7 +94,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     raw = apply_fixed(cat.raw) if as_rendered else cat.raw
     written = Exported()
     written.own_transpose = int((raw[rows, TRANSPOSE_OFFSET] != FIXED_TRANSPOSE).sum())
-    with together():   # every file, or none
+    with together(last=True):   # every file, or none
         for target, chunk in zip(targets, chunks):
             if single:
                 data = sysex.encode_single(raw[chunk[0]], cat.names[chunk[0]])

@@ -642,7 +642,7 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
         raise CatalogueError(f"no DX7 voice imported from {', '.join(map(str, paths))} ({what}); {written}. "
                              "Give DX7 SysEx files (banks of 32 voices or single voices) or folders holding them"
                              + (", or drop --strict" if strict and state.rejected_by else ""))
-    with together():   # the catalogue and its report, both or neither
+    with together(last=True):   # the catalogue and its report, both or neither
         write_catalogue(output, unique_raw, unique_names, occurrences, command=command)
         if report is not None:
             rep.write_json(report)

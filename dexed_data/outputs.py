@@ -370,7 +370,7 @@ def _rename_checked(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def together() -> Iterator[None]:
+def together(last: bool = False) -> Iterator[None]:
     """Publish the files written inside this block (:func:`atomic_path`, :func:`write_bytes`, ...)
     only when the whole block succeeds (rule 6).
 
@@ -379,6 +379,13 @@ def together() -> Iterator[None]:
     with another command still publishes nothing. If the block raises (or is interrupted), every
     temporary file is removed and no target changes. Blocks do not nest: an inner block joins
     the outer one.
+
+    A signal (Ctrl-C, SIGTERM, SIGHUP) that comes while the files are renamed is held back until
+    the renames already made are undone, then stops the command: it left part of an export's
+    files, said none was written, and its rerun was refused (audit Z13). ``last``: these are the
+    command's last writes, so once they are published a signal changes nothing
+    (:func:`~dexed_data.console.outputs_published`): it said "interrupted" after an export
+    had written every bank, and the rerun it advised was refused.
 
     Example::
 
@@ -398,32 +405,47 @@ def together() -> Iterator[None]:
         clash = next((e for e in map(_taken, (path for _, path in pending)) if e is not None), None)
         if clash is not None:
             raise clash
+        from .console import interrupt_waiting, interrupts_deferred, outputs_published
+
         done = 0
         journals = _write_journal(pending) if len(pending) > 1 else []
         backups = _back_up(pending) if len(pending) > 1 else [(True, None)] * len(pending)
-        try:
-            for tmp, path in pending:
-                _rename_checked(tmp, path)
-                done += 1
-        except (OSError, OutputError) as exc:
-            undone = _roll_back(pending[:done], backups)
-            _drop_journal(journals)
-            why = f"cannot write {pending[done][1]}: {_reason(exc)}" if isinstance(exc, OSError) else str(exc)
-            if undone == done:
-                raise OutputError(f"{why}; none of this command's {len(pending)} files was written"
-                                  + (" (the ones already in place were put back as they were)" if done else "")
-                                  ) from None
-            raise OutputError(f"{why}; {done - undone} of this command's {len(pending)} files were written before "
-                              f"it and could not be put back (the first: {pending[0][1]})") from None
-        finally:
-            for _, backup in backups:
-                if backup is not None:
+        with interrupts_deferred():      # raises the interrupt held back, if any, at its end
+            try:
+                for tmp, path in pending:
+                    if interrupt_waiting():
+                        break
+                    _rename_checked(tmp, path)
+                    done += 1
+                if done < len(pending):   # stopped: all or none (rule 6), and none is what the message says
+                    _roll_back(pending[:done], backups)
+                    _drop_journal(journals)
+            except (OSError, OutputError) as exc:
+                undone = _roll_back(pending[:done], backups)
+                _drop_journal(journals)
+                why = f"cannot write {pending[done][1]}: {_reason(exc)}" if isinstance(exc, OSError) else str(exc)
+                if undone == done:
+                    raise OutputError(f"{why}; none of this command's {len(pending)} files was written"
+                                      + (" (the ones already in place were put back as they were)" if done else "")
+                                      ) from None
+                raise OutputError(f"{why}; {done - undone} of this command's {len(pending)} files were written "
+                                  f"before it and could not be put back (the first: {pending[0][1]})") from None
+            except BaseException:         # an interrupt not held back (a library call: Python's own handler)
+                _roll_back(pending[:done], backups)
+                _drop_journal(journals)
+                raise
+            finally:
+                for _, backup in backups:
+                    if backup is not None:
+                        with contextlib.suppress(OSError):
+                            backup.unlink()
+            if done == len(pending):      # all published (a signal during the last rename comes after it)
+                for folder in {Path(path).parent for _, path in pending}:
                     with contextlib.suppress(OSError):
-                        backup.unlink()
-        for folder in {Path(path).parent for _, path in pending}:
-            with contextlib.suppress(OSError):
-                fsync_path(folder)
-        _drop_journal(journals)
+                        fsync_path(folder)
+                _drop_journal(journals)
+                if last:
+                    outputs_published()
     finally:
         _PENDING = None
         for tmp, _ in batch.values():

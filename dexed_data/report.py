@@ -420,6 +420,6 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
         parts.append(_table(["id", "reason"], [[f"<code>{i}</code>", html.escape(r)] for i, r in failures[:20]]))
     parts.append("</body></html>")
     index = out / "index.html"
-    with together():   # the page, or nothing (nor the folder made for it)
+    with together(last=True):   # the page, or nothing (nor the folder made for it)
         write_text(index, "\n".join(parts), "report")
     return index

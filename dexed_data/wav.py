@@ -54,9 +54,13 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit {limit}: must be ≥ 1")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        from .errors import OutputError
+    from .errors import OutputError
+    from .inputs import unreachable
 
+    why = unreachable(out_dir)     # a folder on its way that cannot be entered, a name too long: one line
+    if why is not None:
+        raise OutputError(f"cannot write to output folder {out_dir}: {why}")
+    if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output folder {out_dir} is a file; give a folder")
     from .access import open_dataset
 
@@ -83,7 +87,7 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
 
         check_folder(out_dir, [n for r in rows for n in names(r)], force=force, inputs=[path, *inputs])
         written = []
-        with together():   # every file, or none (nor the folders made for them)
+        with together(last=True):   # every file, or none (nor the folders made for them)
             for r in rows:
                 audio = ds.audio(r)   # stored, or rendered again exactly
                 for name, note in zip(names(r), audio):

@@ -422,6 +422,10 @@ def test_export_numbers_banks(tmp_path):
     assert [p.name for p in written] == ["bank.syx", "bank_2.syx", "bank_3.syx"]
     voices = sum(len(sysex.decode_file(p).voices) for p in written)
     assert voices == 96  # the last bank is padded to 32 with INIT VOICE
+    cat = read_catalogue(tmp_path / "p.h5")
+    twice = export_sysex(tmp_path / "p.h5", tmp_path / "twice.syx", ids=[cat.ids[5], cat.ids[5], cat.ids[2]])
+    names = [v.name for v in sysex.decode_file(twice[0]).voices]   # an id given twice is written once (audit Z13)
+    assert [n.strip() for n in names[:3]] == [cat.names[5].strip(), cat.names[2].strip(), "INIT VOICE"]
 
 
 def test_export_as_rendered_writes_the_transpose_a_dataset_renders(tmp_path):

@@ -239,6 +239,8 @@ def test_paths_that_cannot_be_looked_up_give_one_line(tmp_path):
         (("import-sysex", folder, "-o", tmp_path / f"{long}" / "p.h5"), "name is too long"),
         (("info", tmp_path / f"{long}.h5"), "name is too long"),
         (("list", tmp_path / f"{long}.h5"), "name is too long"),
+        (("export", tmp_path / "p.h5", "--all", "-o", tmp_path / long / "b.syx"), "name is too long"),   # audit Z13
+        (("export-wav", tmp_path / "p.h5", "-o", tmp_path / long / "w"), "name is too long"),
         (("import-sysex", folder, "-o", tmp_path / "dangling.h5"), "is a broken link"),
         (("import-sysex", folder, "-o", tmp_path / "dangling.h5", "--force"), "is a broken link"),
         # the name fits, the temporary file beside it (.NAME.PID.tmp) does not: say how long a name may be

@@ -1058,6 +1058,55 @@ def test_a_commands_files_appear_together_or_not_at_all(tmp_path):
     assert (deep / "f.bin").read_bytes() == b"last" and leftovers(tmp_path) == []
 
 
+_SIGNAL_IN_PUBLISH = """
+import os, signal, sys
+from pathlib import Path
+from dexed_data import console, outputs
+console._install()
+out, at, last = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "last"
+renamed, rename = [], outputs._rename_checked
+def rename_then_signal(tmp, path):
+    rename(tmp, path)
+    renamed.append(path)
+    if len(renamed) == at:
+        os.kill(os.getpid(), signal.SIGINT)        # Ctrl-C while the files are put in place
+outputs._rename_checked = rename_then_signal
+try:
+    with outputs.together(last=last):
+        for k in range(5):
+            outputs.write_bytes(out / f"b_{k}.syx", b"new")
+    print("returned")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("at, last, ends, kept", [(2, False, "interrupted", 0), (5, False, "interrupted", 5),
+                                                  (2, True, "interrupted", 0), (5, True, "returned", 5)])
+def test_a_signal_while_files_are_put_in_place_leaves_all_or_none(tmp_path, at, last, ends, kept):
+    """Audit Z13: Ctrl-C during an export's renames left part of its files, said none was written,
+    and the rerun it advised was refused ("already exists"); over an earlier export with --force it
+    left a mix of old and new banks. The renames made are undone before the interrupt; a signal
+    during the last rename of a command's last writes changes nothing (all are published)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "publish.py"
+    script.write_text(_SIGNAL_IN_PUBLISH)
+    (tmp_path / "out").mkdir()
+    for k in (1, 3):
+        (tmp_path / "out" / f"b_{k}.syx").write_bytes(b"old")          # replaced, as with --force
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(at), "last" if last else "-"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == ends, done.stderr
+    files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    if kept:
+        assert files == {f"b_{k}.syx": b"new" for k in range(5)}
+    else:
+        assert files == {"b_1.syx": b"old", "b_3.syx": b"old"}                 # put back as they were
+
+
 def test_a_publish_failing_half_way_puts_back_the_files_it_replaced(tmp_path, monkeypatch):
     """Rule 6 when a rename fails (audit Q3: `export --force` onto an immutable file published the
     files before it and stopped): the files already in place are put back, created ones removed."""

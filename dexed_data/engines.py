@@ -680,6 +680,11 @@ class DawDreamerEngine:
             proc.add_midi_note(pitch, 100, start, _RESET_HOLD / sr)
         engine.render(n * block / sr)
 
+    def renders(self, raw: np.ndarray) -> bool:
+        """Whether :meth:`render` takes this voice: not one with a sample-and-hold LFO that can be
+        heard, when this build is reset by the host (:func:`host_resettable`)."""
+        return self.reset != "dexed" or host_resettable(raw)
+
     def render(self, raw: np.ndarray, notes: Notes, hold: float = 3.0, release: float = 1.0, *,
                operators: bool = False) -> Render:
         """Render ``raw`` (145,) on each note from a clean state; ``operators`` is ignored (None).
@@ -689,7 +694,7 @@ class DawDreamerEngine:
         """
         raw = validate_raw(raw)
         notes = validate_notes(notes, hold, release)
-        if self.reset == "dexed" and not host_resettable(raw):
+        if not self.renders(raw):
             raise EngineError("LFO WAVE is SAMPLE&HOLD with an audible LFO: Dexed's random generator "
                               "cannot be reset by a host, so this voice would sound different on every "
                               "run (docs/FORMAT.md, 'The DawDreamer path'); render it with --engine dexed")

@@ -510,6 +510,10 @@ def match(
             filled = []   # a 1-note model's input is its file, shifted if named by another note
         note = f" (notes {', '.join(filled)} filled by pitch-shifting)" if filled else ""
         typer.echo(f"voice {v.name.strip()!r}{note}")
+        if v.embedded:
+            typer.echo("  note: this voice has a sample-and-hold LFO that can be heard, which the plug-in cannot "
+                       "reset; it was re-rendered by the embedded dexed engine (the plug-in's sound from a clean "
+                       "state; in Dexed its LFO's random steps differ each time it is played)", err=True)
         if gain == "auto":
             typer.echo(f"  gain {v.gain_db:+.1f} dB (auto: the loudest file's peak brought to {AUTO_PEAK_DB:g} dBFS)")
         elif v.peak_db > LOUD_PEAK_DB:

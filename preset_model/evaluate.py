@@ -100,13 +100,14 @@ def predict(run: Run, data: Path, rows: np.ndarray, train_rows: np.ndarray, base
 
 def _score(pairs: list[tuple[np.ndarray, np.ndarray]], settings: RenderSettings) -> list[dict[str, float]]:
     """Worker: render each (true, inferred) pair on the dataset's notes and compare."""
-    from dexed_data.engines import make_engine
     from dexed_data.features import silent_notes
+
+    from .inference import ScoringEngine
 
     engine = _ENGINES.get(settings.engine_spec)
     if engine is None:
         torch.set_num_threads(1)
-        engine = _ENGINES[settings.engine_spec] = make_engine(settings.engine_spec)
+        engine = _ENGINES[settings.engine_spec] = ScoringEngine(settings.engine_spec)
     out = []
     for true_raw, pred_raw in pairs:
         a = engine.render(true_raw, settings.notes, settings.hold, settings.release).audio
@@ -212,7 +213,18 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         "per_param": params["per_param"],
         "per_preset": {"id": [ids[r] for r in rows], **{k: v.tolist() for k, v in audio.items()}},
         "seconds": {"inference": t_infer, "total": time.perf_counter() - t0}, "jobs": jobs,
+        "embedded_renders": _embedded_renders(loaded.settings, true, pred),
     }
+
+
+def _embedded_renders(settings: RenderSettings, true: np.ndarray, pred: np.ndarray) -> int:
+    """How many inferred presets :class:`~preset_model.inference.ScoringEngine` renders with the
+    embedded engine: on the plug-in path, those with a sample-and-hold LFO that can be heard."""
+    if settings.engine != "dawdreamer":
+        return 0
+    from dexed_data.engines import host_resettable
+
+    return sum(not host_resettable(p) for t, p in zip(true, pred) if not np.array_equal(t, p))
 
 
 def report_notes(report: dict) -> list[str]:
@@ -225,6 +237,10 @@ def report_notes(report: dict) -> list[str]:
     if missing:
         notes.append(f"Note: this dataset lacks {' and '.join(missing)} (another or a partial dataset, or presets "
                      "that became unusable): these scores are not comparable with the run's on its own dataset.")
+    if report.get("embedded_renders"):
+        notes.append(f"Note: {report['embedded_renders']} inferred preset(s) have a sample-and-hold LFO that can be "
+                     "heard, which the plug-in cannot reset; they were rendered by the embedded dexed engine (the "
+                     "plug-in's sound from a clean state, docs/FORMAT.md).")
     if report.get("split") == "train" and str(report.get("method", "")).startswith("knn"):
         notes.append("Note: the kNN baseline on the training split finds each preset itself, so its scores are 0 "
                      "by construction; score it on the test (or valid) split.")

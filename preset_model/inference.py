@@ -113,6 +113,35 @@ def read_render_settings(path: str | Path) -> RenderSettings:
                               str(version) if version else None)
 
 
+class ScoringEngine:
+    """Renders inferred and searched voices to score them: the dataset's engine, except for a voice
+    that engine refuses, a sample-and-hold LFO that can be heard on the plug-in path (Dexed's random
+    generator cannot be reset by a host: :func:`dexed_data.engines.host_resettable`). That voice is
+    rendered by the embedded engine, which is the plug-in's sound from a clean state
+    (docs/FORMAT.md). No training voice is one, but a model or a search can infer one; one such
+    voice stopped a whole ``evaluate``, and ``match`` wrote nothing (audit Z16).
+
+    Attributes:
+        embedded: how many renders the embedded engine made in place of the dataset's.
+    """
+
+    def __init__(self, spec) -> None:
+        from dexed_data.engines import make_engine
+
+        self.spec, self.engine, self._embedded, self.embedded = spec, make_engine(spec), None, 0
+
+    def render(self, raw: np.ndarray, notes, hold: float, release: float):
+        renders = getattr(self.engine, "renders", None)
+        if renders is None or renders(raw):
+            return self.engine.render(raw, notes, hold, release)
+        from dexed_data.engines import EngineSpec, make_engine
+
+        if self._embedded is None:
+            self._embedded = make_engine(EngineSpec("dexed", self.spec.sample_rate))
+        self.embedded += 1
+        return self._embedded.render(raw, notes, hold, release)
+
+
 def settings_differences(run: RenderSettings, data: RenderSettings, mel: bool = True) -> list[str]:
     """How a dataset's render settings differ from a run's, one phrase each (empty: none).
 

@@ -68,7 +68,7 @@ from dexed_data.schema import pad_name
 from dexed_data.sysex import VOICES_PER_BANK
 
 from .errors import PresetModelError
-from .inference import Run, load_run, read_render_settings
+from .inference import Run, ScoringEngine, load_run, read_render_settings
 from .metrics import audio_metrics, pitch_offset_cents, similarity
 from .refine import NearestPresets, RefineConfig, Refined, refine as search, sound_candidates, training_rows
 
@@ -262,6 +262,7 @@ class MatchedVoice:
     search: Refined | None = None          # the re-render search (refine > 0): candidates' and final distances
     gain_db: float = 0.0                   # gain applied to its files (dB; per sound with gain_db="auto")
     peak_db: float = float("-inf")         # its loudest file's peak after that gain, dBFS
+    embedded: bool = False                 # re-rendered by the embedded engine (the plug-in path refuses it)
 
 
 @dataclass
@@ -389,7 +390,6 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         seed: seed of the search.
         progress: show the search's progress bar.
     """
-    from dexed_data.engines import make_engine
     from dexed_data.features import SILENT_THRESHOLD_DB, silent_notes
 
     if run is None:
@@ -479,12 +479,13 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             raw = sound_candidates(target, idx, s.mel, None, None, index, replace(cfg, neighbours=1))[0][1]
         raws.append(raw)
         searches.append(found)
-    engine = make_engine(s.engine_spec)
+    engine = ScoringEngine(s.engine_spec)   # a voice the plug-in path refuses: the embedded engine
     voices = []
     for group, originals, raw, found, (gain, peak) in zip(given, played, raws, searches, gains):
+        before = engine.embedded
         render = engine.render(raw, s.notes, s.hold, s.release).audio
         voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render, search=found,
-                             gain_db=gain, peak_db=peak)
+                             gain_db=gain, peak_db=peak, embedded=engine.embedded > before)
         for j, f in group:
             ref, note = originals[j]
             est = (render[s.notes.index(note)] if note in s.notes

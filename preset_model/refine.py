@@ -386,22 +386,20 @@ _WORKER: dict = {}
 def _render_scores(raws: list[np.ndarray], spec: EngineSpec, notes, hold: float, release: float,
                    target_key, target: np.ndarray | None) -> list[tuple[float, np.ndarray | None]]:
     """Worker: render each raw on ``notes``; its distance to the target (inf if silent where the target is not)."""
-    from dexed_data.engines import host_resettable, make_engine, n_samples
     from dexed_data.features import silent_notes
+
+    from .inference import ScoringEngine
 
     if _WORKER.get("spec") != spec:
         import torch
 
         torch.set_num_threads(1)
-        _WORKER.update(spec=spec, engine=make_engine(spec))
+        _WORKER.update(spec=spec, engine=ScoringEngine(spec))
     if _WORKER.get("key") != target_key:
         _WORKER.update(key=target_key, feats=spectral_features(target, spec.sample_rate),
                        loud=not bool(silent_notes(target).all()))
     out = []
     for raw in raws:
-        if spec.name == "dawdreamer" and not host_resettable(raw):   # the plug-in path refuses such a voice
-            out.append((float("inf"), np.zeros((len(notes), n_samples(hold, release, spec.sample_rate)), np.float32)))
-            continue                                                 # (its sample-and-hold LFO cannot be reset)
         audio = _WORKER["engine"].render(raw, notes, hold, release).audio
         if _WORKER["loud"] and silent_notes(audio).all():
             out.append((float("inf"), audio))

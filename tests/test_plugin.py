@@ -171,6 +171,29 @@ def test_sample_and_hold_lfo_voices_are_refused(plugin_engine, rom1a):
     assert host_resettable(raw) and plugin_engine.render(raw, [(60, 85)], 0.2, 0.1).audio.size
 
 
+def test_an_inferred_sample_and_hold_voice_is_scored_with_the_embedded_engine(dexed_plugin, dexed_engine, rom1a):
+    # a model or a search can infer a voice the plug-in path refuses: one stopped a whole evaluate,
+    # and match wrote nothing (audit Z16); it is rendered by the embedded engine, and counted
+    from preset_model.evaluate import _embedded_renders, report_notes
+    from preset_model.inference import RenderSettings, ScoringEngine
+
+    from dexed_data.features import MelConfig
+
+    raw = rom1a["BRASS   1"].copy()
+    raw[voice_index("LFO WAVE")] = 5
+    engine = ScoringEngine(EngineSpec(name="dawdreamer", plugin=dexed_plugin))
+    got = engine.render(raw, [(60, 85)], 0.2, 0.1).audio
+    assert np.array_equal(got, dexed_engine.render(raw, [(60, 85)], 0.2, 0.1).audio) and engine.embedded == 1
+    plain = rom1a["BRASS   1"]
+    assert np.abs(engine.render(plain, [(60, 85)], 0.2, 0.1).audio
+                  - dexed_engine.render(plain, [(60, 85)], 0.2, 0.1).audio).max() < TOLERANCE
+    assert engine.embedded == 1                                     # the plug-in rendered that one
+    settings = RenderSettings("dawdreamer", 22050, ((60, 85),), 0.2, 0.1, MelConfig(), dexed_plugin)
+    true = np.stack([plain, plain, raw])
+    assert _embedded_renders(settings, true, np.stack([raw, plain, raw])) == 1   # a true preset is not re-rendered
+    assert "1 inferred preset(s) have a sample-and-hold LFO" in " ".join(report_notes({"embedded_renders": 1}))
+
+
 def test_check_plugin_command(dexed_plugin):
     # the bundle as tab completion gives it (a trailing slash): DawDreamer refused it as "Unable to load plugin"
     result = CliRunner().invoke(app, ["check-plugin", "--plugin", str(dexed_plugin).rstrip("/") + "/", "-n", "3",

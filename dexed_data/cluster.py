@@ -32,10 +32,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import multiprocessing
 import os
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +149,7 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
         # merging them, and the other's merge then met files gone (a traceback after its output was published)
         with render.JobLock(work, "cluster render job", ", or give this one another --work-dir"):
             fresh = not (work / "job.json").exists()
-            _claim_work_dir(work, job, plan)
+            _claim_work_dir(work, job, plan, out, cluster)
 
             paths = [plan.shard_path(work, k) for k in range(plan.shards)]
             todo = [k for k in range(plan.shards) if not paths[k].exists()]
@@ -163,13 +166,14 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
                             work.rmdir()
                     raise
             merge(paths, out)
-            for p in paths:
-                p.unlink()
-            (work / "job.json").unlink()
-            try:
+            try:   # the output is published: a shard that cannot be removed only leaves the folder behind
+                for p in [*paths, work / "job.json"]:
+                    p.unlink(missing_ok=True)
                 work.rmdir()   # only when empty: it may be a shared folder holding other things
-            except OSError:
-                pass
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY:
+                    print(f"warning: cannot remove the shard files in {work} ({exc.strerror or exc}); {out} is "
+                          "whole: delete that folder yourself", file=sys.stderr)
             return render.summarize_output(out, rendered, time.perf_counter() - t0)
 
 
@@ -181,21 +185,29 @@ def _make_work_dir(work: Path) -> None:
                           "choose a folder you can write (every worker must see it under the same path)") from None
 
 
-def _claim_work_dir(work: Path, job, plan: ClusterPlan) -> None:
-    """Record the job in ``work/job.json``; refuse a folder that holds another job's shards."""
+def _claim_work_dir(work: Path, job, plan: ClusterPlan, out: Path, cluster: str) -> None:
+    """Record the job in ``work/job.json``; refuse a folder that holds another job's shards, naming
+    the command that finishes that job (its ``output`` is kept for that message, not compared: a
+    job resumed into another output is the same job)."""
     record = {"format": "dexed-cluster-job", **render.job_record(job), "command": job.command,
               "shards": plan.shards, "segment_size": plan.segment_size}
     if not (work / "job.json").exists() and any(work.glob("shard-*")):
         raise RenderError(f"the shard folder {work} holds shard files but no job.json; choose an empty --work-dir")
     try:
-        earlier = json.loads((work / "job.json").read_text()).get("command")
+        found = json.loads((work / "job.json").read_text())
+        earlier, output = found.get("command"), found.get("output")
     except (OSError, ValueError, AttributeError):
-        earlier = None
+        found = earlier = output = None
+    if found is None or output is not None:   # (a job.json of an earlier version has none)
+        # compared with the recorded output, so that only what makes another job is named as differing
+        record["output"] = output if output is not None else str(out)
     if earlier == job.command:   # "rerun that command" would be this one again: the catalogue changed
         other = (f"the shard folder {work} holds an unfinished render of this same command that cannot be resumed: "
                  f"what it read from the catalogue, or the engine or package version, changed since it started; "
                  f"delete {work} to render again (or give another --work-dir)")
     else:
+        if earlier and isinstance(output, str):   # the command that finishes it (a plain render never reads --work-dir)
+            earlier += f" -o {shlex.quote(output)} --cluster {shlex.quote(cluster)} --work-dir {shlex.quote(str(work))}"
         other = (f"the shard folder {work} holds shards of another render job (other options, selection or "
                  f"catalogue); rerun that command{f' ({earlier})' if earlier else ''} to finish it, or delete {work} "
                  "to start over (or give another --work-dir)")

@@ -81,7 +81,12 @@ def merge(shard_paths: Sequence, out_path, force: bool = False) -> Path:
         occ_order = np.argsort(occ["preset"], kind="stable")
         occ = {k: v[occ_order] for k, v in occ.items()}
         occ["preset"] = occ["preset"].astype(np.int32)
-        near = cat("near_group") if all(t.near_group is not None for t in tables) else None
+        lacking = [p for p, t in zip(shard_paths, tables) if t.near_group is None]
+        if lacking and len(lacking) < len(tables):   # every shard of one job has it, or none (an older version)
+            raise DatasetError(f"{lacking[0]}: this shard has no /presets/near_group, which the other shards of its "
+                               "job have (edited, or written by another version); render it again "
+                               "(`dexed-data render … --shard K/N`)")
+        near = None if lacking else cat("near_group")
         table = PresetTable(cat("raw"), cat("ids"), cat("names"), cat("sound_group"),
                             merged_rows.astype(np.int32), occ, near)
         blocks = [Block(f, np.arange(len(t)), np.searchsorted(merged_rows, t.catalogue_row),

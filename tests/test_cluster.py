@@ -197,13 +197,26 @@ def test_the_same_command_after_its_catalogue_changed_is_told_to_delete_the_shar
     out, work = tmp_path / "f.h5", tmp_path / "f.h5.shards"
     job = plan_job(catalogue, CFG, None, N, None, SEGMENT_SIZE)
     work.mkdir()
-    _claim_work_dir(work, job, ClusterPlan.for_selection(job.selection_size))
+    _claim_work_dir(work, job, ClusterPlan.for_selection(job.selection_size), out, "local:1")
     record = json.loads((work / "job.json").read_text())
+    assert record["output"] == str(out)
     (work / "job.json").write_text(json.dumps({**record, "selection_hash": "before the catalogue changed"}))
     with pytest.raises(RenderError) as err:
         render_on_cluster(catalogue, out, CFG, cluster="local:1", work_dir=None, limit=N)
     assert "this same command that cannot be resumed" in str(err.value)
     assert f"delete {work} to render again" in str(err.value) and "rerun that command" not in str(err.value)
+    # another job's folder names the command that finishes it, with its output and folder (audit Z14:
+    # the recorded command had no -o, and with one it rendered locally, never reading the folder)
+    (work / "job.json").write_text(json.dumps({**record, "command": "dexed-data render p.h5 --hold 2"}))
+    with pytest.raises(RenderError) as err:
+        render_on_cluster(catalogue, tmp_path / "g.h5", CFG, cluster="local:1", work_dir=work, limit=N)
+    assert (f"rerun that command (dexed-data render p.h5 --hold 2 -o {out} --cluster local:1 --work-dir {work})"
+            in str(err.value)), str(err.value)
+    assert "output" not in str(err.value).split("differs in:")[1]
+    # the same job resumed into another output is the same job (and an earlier version's job.json has no output)
+    del record["output"]
+    (work / "job.json").write_text(json.dumps(record))
+    _claim_work_dir(work, job, ClusterPlan.for_selection(job.selection_size), tmp_path / "h.h5", "local:1")
 
 
 def test_a_second_job_sharing_a_work_dir_stops_at_once(catalogue, tmp_path):
@@ -356,3 +369,23 @@ def test_a_signal_to_the_group_of_a_local_cluster_render_gives_one_line(catalogu
     # a second signal during the tidy-up after the first ends the process (dexed_data.console): killed by it
     assert proc.returncode == 128 + signum or (signame.endswith("twice") and proc.returncode == -signum), err
     assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_shards_that_cannot_be_removed_after_the_merge_are_a_warning(catalogue, tmp_path, monkeypatch, capsys):
+    # audit Z14: an immutable shard gave a traceback and exit 1 after the output was published whole
+    import errno
+    from pathlib import Path
+
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self.name.startswith("shard-"):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    out, work = tmp_path / "x.h5", tmp_path / "w"
+    summary = render_on_cluster(catalogue, out, CFG, cluster="local:1", work_dir=work, limit=4, progress=False)
+    assert summary.rendered == 4 and out.exists()
+    assert f"warning: cannot remove the shard files in {work} (Operation not permitted); {out} is whole" \
+        in capsys.readouterr().err

@@ -260,6 +260,14 @@ def test_merge_refuses_a_shard_as_output_and_a_shard_without_mel(work, catalogue
     res = run(data_app, "merge", *shards, "-o", tmp_path / "m.h5")
     assert_clean_error(res, "s1.h5", "/mel")
     assert not (tmp_path / "m.h5").exists() and leftovers(tmp_path) == []
+    # one shard without the near-copy groups the others have: every row lost them (audit Z14)
+    shards[1].unlink()
+    render_dataset(catalogue, shards[1], cfg, jobs=1, shard="1/2", progress=False, limit=4, segment_size=2)
+    with h5py.File(shards[0], "r+") as f:
+        del f["presets/near_group"]
+    res = run(data_app, "merge", *shards, "-o", tmp_path / "m.h5")
+    assert_clean_error(res, "s0.h5: this shard has no /presets/near_group")
+    assert not (tmp_path / "m.h5").exists() and leftovers(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- damaged inputs

@@ -195,15 +195,21 @@ def _too_small(path, usable: np.ndarray, keys: list[str], ids: list[str], split:
         silent = int(h5["silent"][:].astype(bool).sum()) if "silent" in h5 else 0
         dup_of = h5["duplicate_of"][:] if "duplicate_of" in h5 else np.full(n, -1)
         dups = int((dup_of >= 0).sum())
-        usable_dups = int(((dup_of >= 0) & (h5["status"][:] == 1) & ~h5["silent"][:].astype(bool)).sum()
-                          if "status" in h5 and "silent" in h5 else dups)
+        heard = ((h5["status"][:] == 1) & ~h5["silent"][:].astype(bool) if "status" in h5 and "silent" in h5
+                 else np.ones(n, bool))
+        usable_dups = int(((dup_of >= 0) & heard).sum())
     groups = len({keys[r] for r in usable})
     dups = dups if not keep_duplicates else 0
     why = [f"{failed} failed"] * bool(failed) + [f"{silent} silent"] * bool(silent) + [f"{dups} duplicates by sound"] * bool(dups)
-    other = [f for f in range(5) if f != split.fold and
-             (lambda s: len(s.train) >= 2 and s.valid)(split_ids([ids[r] for r in usable], f, groups=[keys[r] for r in usable]))]
+    def enough(rows, fold: int) -> bool:
+        s = split_ids([ids[r] for r in rows], fold, groups=[keys[r] for r in rows])
+        return len(s.train) >= 2 and bool(s.valid)
+
+    other = [f for f in range(5) if f != split.fold and enough(usable, f)]
+    # only where it helps: duplicates of one near-copy group go to one side of the split (audit Z16)
+    keeping = dups and usable_dups and enough(np.flatnonzero(heard), split.fold)
     hints = ([f"--fold {' or '.join(map(str, other))} leaves some for both"] * bool(other)
-             + [f"--keep-duplicates keeps the {usable_dups} duplicates"] * bool(dups and usable_dups)
+             + [f"--keep-duplicates keeps the {usable_dups} duplicates"] * bool(keeping)
              + ["render more presets"])
     return (f"{path}: too few presets to train on: {len(usable)} usable of {n}"
             + (f" ({', '.join(why)} left out)" if why else "")

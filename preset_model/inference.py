@@ -418,13 +418,22 @@ def _dataset_mismatch(path: Path, ckpt: dict, settings: RenderSettings) -> str:
         return (f"{path}: dataset schema {info.schema_hash} differs from the checkpoint's {ckpt['schema_hash']}; "
                 f"pass the dataset the run was trained on")
     if list(info.notes) != list(settings.notes):
-        return (f"{path}: rendered on notes {list(info.notes)}, but the model was trained on {list(settings.notes)}; "
-                f"pass the dataset the run was trained on")
+        return _notes_differ(path, info.notes, settings.notes)
     diffs = settings_differences(settings, read_render_settings(path), mel="mel_config" in ckpt.get("render", {}))
     if diffs:
         return (f"{path}: rendered with other settings than the run's dataset ({'; '.join(diffs)}); pass the "
                 f"dataset the run was trained on, or one rendered with the same settings")
     return ""
+
+
+def _notes_differ(path, notes, run_notes) -> str:
+    """A dataset rendered on other notes than the run's dataset. The model may read only some of
+    them, but evaluation and the search re-render and score every note of the run's dataset (audit
+    Z16: "the model was trained on" all six notes was said of a model that reads one)."""
+    shown = lambda ns: ", ".join(f"{p}:{v}" for p, v in ns)  # noqa: E731
+    return (f"{path}: rendered on notes {shown(notes)}, but the run's dataset on {shown(run_notes)} (the notes "
+            "its presets are re-rendered and scored on, whichever of them the model reads); pass the dataset the "
+            "run was trained on, or one rendered on the same notes")
 
 
 def load_run(run: str | Path, checkpoint: str = "best.pt", data: str | Path | None = None) -> Run:
@@ -473,6 +482,5 @@ def load_run(run: str | Path, checkpoint: str = "best.pt", data: str | Path | No
     note_index = tuple(int(i) for i in ckpt.get("note_index", range(model.cfg.notes)))
     saved_notes = [tuple(n) for n in ckpt.get("notes", settings.notes)]
     if list(settings.notes) != saved_notes:
-        raise CheckpointError(f"{data_path}: rendered on notes {list(settings.notes)}, but the model was trained on "
-                              f"{saved_notes}; pass the dataset the run was trained on")
+        raise CheckpointError(_notes_differ(data_path, settings.notes, saved_notes))
     return Run(run_dir, model, ckpt, settings, note_index, data_path, why)

@@ -265,3 +265,18 @@ def test_a_checkpoints_mel_settings_that_are_not_an_object_are_refused(mel):
     assert settings_from_checkpoint(render).mel.hop == 512
     with pytest.raises(CheckpointError, match="incomplete"):
         settings_from_checkpoint({**render, "mel_config": mel})
+
+
+def test_a_dataset_on_other_notes_is_refused_with_a_true_reason(fitted, tmp_path):
+    # the 1-note run was said to be "trained on" all six notes of its dataset (audit Z16)
+    from dexed_data.render import RenderConfig, render_dataset
+    from run_fixtures import HOLD, NOTES, RELEASE
+
+    one = tmp_path / "one.h5"
+    render_dataset(fitted.data.parent / "presets.h5", one, RenderConfig(notes=NOTES[3:4], hold=HOLD, release=RELEASE),
+                   jobs=1, progress=False, limit=4)
+    res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1), "--data", str(one), "-o", str(tmp_path / "e")])
+    assert res.exit_code == 2, res.output
+    shown = ", ".join(f"{p}:{v}" for p, v in NOTES)
+    assert (f"rendered on notes {NOTES[3][0]}:{NOTES[3][1]}, but the run's dataset on {shown} (the notes its presets "
+            "are re-rendered and scored on, whichever of them the model reads)") in res.output, res.output

@@ -378,6 +378,23 @@ def test_fit_says_when_the_test_split_is_empty_and_why_data_is_too_small(tmp_pat
         fit(tiny, tmp_path / "run3", TINY, replace(FAST, epochs=1), progress=False)
 
 
+def test_keep_duplicates_is_suggested_only_where_it_leaves_enough(tmp_path):
+    # presets that all sound the same are one near-copy group: --keep-duplicates was suggested, and
+    # fit then failed again (audit Z16)
+    import h5py
+
+    for same in (True, False):
+        data = write_synthetic_dataset(tmp_path / f"d{same}.h5", n=12, failed=(), silent=())
+        with h5py.File(data, "r+") as h5:
+            h5["duplicate_of"] = np.array([-1] + [0] * 11, np.int32)      # all duplicates of the first
+            prints = np.zeros((12, 16), np.uint8) if same else np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+            h5["near_fingerprint"] = prints
+        with pytest.raises(DataError) as err:
+            fit(data, tmp_path / f"run{same}", TINY, replace(FAST, epochs=1), progress=False)
+        assert "1 usable of 12 (11 duplicates by sound left out)" in str(err.value)
+        assert ("--keep-duplicates" in str(err.value)) is (not same), str(err.value)
+
+
 def test_ddp_training_losses_are_the_global_batchs(two_rank_run, one_process_run):
     # metrics.csv's train_* columns of 2 ranks are those of the global batch, as one process's (they
     # were rank 0's share: train_cat 8.21 against 9.00 in an audit)

@@ -455,6 +455,7 @@ def match(
     """
     from math import isinf, isnan
 
+    from dexed_data.features import SILENT_THRESHOLD_DB
     from dexed_data.outputs import check_folder, together
 
     from .inference import load_run
@@ -514,7 +515,9 @@ def match(
             typer.echo("  note: this voice has a sample-and-hold LFO that can be heard, which the plug-in cannot "
                        "reset; it was re-rendered by the embedded dexed engine (the plug-in's sound from a clean "
                        "state; in Dexed its LFO's random steps differ each time it is played)", err=True)
-        if gain == "auto":
+        if gain == "auto" and v.peak_db < SILENT_THRESHOLD_DB:
+            typer.echo(f"  gain {v.gain_db:+.1f} dB (auto: near-silent input, left at its level)")
+        elif gain == "auto":
             typer.echo(f"  gain {v.gain_db:+.1f} dB (auto: the loudest file's peak brought to {AUTO_PEAK_DB:g} dBFS)")
         elif v.peak_db > LOUD_PEAK_DB:
             typer.echo(f"  note: its input peaks at {v.peak_db:.1f} dBFS, louder than almost any DX7 voice "
@@ -551,6 +554,10 @@ def match(
             if silent_input:
                 typer.echo(f"  note: {s.file} is silent (all zeros) on this note: any voice matches it as well as "
                            "another; give a recording of the sound", err=True)
+            elif s.input_silent:   # noise, dither, or stereo channels that cancel in the mono mix (audit Z17)
+                typer.echo(f"  note: {s.file} is near-silent on this note (its peak is below {SILENT_THRESHOLD_DB:g} "
+                           "dBFS): the voice is matched to noise; give a recording of the sound (a stereo file is "
+                           "mixed to mono: channels of opposite polarity cancel)", err=True)
             if s.much_quieter:
                 how = "silent (all zeros)" if isinf(s.level_db) else f"{-s.level_db:.1f} dB quieter than the input (RMS)"
                 # the level hint only for a loud input (as the note above); a quiet one points elsewhere

@@ -55,6 +55,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import re
@@ -95,6 +96,9 @@ MIN_SAMPLE_RATE = 4_000
 #: Largest sample magnitude accepted, after the gain (80 dB over full scale; the engine's own output
 #: stays within ±8): beyond ~1e19 the spectra overflow float32 and every distance is NaN.
 MAX_PEAK = 1e4
+#: A note's samples peaking this many dB below the rest of its file are a lead-in (hiss before the
+#: sound), not the sound: the file is refused with where its sound starts.
+LEAD_IN_DB = 40.0
 #: The pitch offset is measured within ± this many cents; one at the edge is "beyond" it.
 PITCH_RANGE_CENTS = 600.0
 #: Largest ``gain_db`` magnitude accepted.
@@ -137,9 +141,13 @@ def parse_gain(text: str) -> float | str:
 
 
 def auto_gain_db(audio: list[np.ndarray]) -> float:
-    """The gain (dB) that brings the loudest peak of ``audio`` to :data:`AUTO_PEAK_DB`; 0 for silence."""
+    """The gain (dB) that brings the loudest peak of ``audio`` to :data:`AUTO_PEAK_DB`; 0 for
+    near-silence (a peak below the silence level, −70 dBFS: noise, dither, channels that cancel),
+    which it raised by up to 82 dB into a sound matched as if it were one (audit Z17)."""
+    from dexed_data.features import SILENT_THRESHOLD_DB
+
     peak = max((float(np.abs(x).max()) for x in audio if x.size), default=0.0)
-    if peak <= 1e-6:
+    if peak < 10.0 ** (SILENT_THRESHOLD_DB / 20.0):
         return 0.0
     return float(np.clip(AUTO_PEAK_DB - 20.0 * np.log10(peak), -MAX_GAIN_DB, MAX_GAIN_DB))
 
@@ -159,6 +167,7 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     if not Path(path).is_file():
         raise AudioInputError(f"{path}: " + ("not a regular file (a device or pipe); give an audio file"
                                              if Path(path).exists() else "no such file"))
+    head = None
     try:
         with open(path, "rb") as fh:   # a file object: soundfile cannot open a name that is not UTF-8
             head = sf.info(fh)
@@ -177,9 +186,10 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
             x, sr = sf.read(fh, dtype="float32", always_2d=True, frames=need)
     except AudioInputError:
         raise
+    except OSError as exc:   # opening it (permission denied…): soundfile's own errors are not OSErrors
+        raise AudioInputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except Exception as exc:  # soundfile raises its own error types and RuntimeError
-        raise AudioInputError(f"{path}: cannot read audio ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                              "use WAV, FLAC, OGG or AIFF") from None
+        raise _unreadable(path, head, exc) from None
     if x.size == 0:
         raise AudioInputError(f"{path}: the file holds no samples")
     if not np.isfinite(x).all():
@@ -196,6 +206,28 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     n = min(n_samples, len(mono))
     out[:n] = mono[:n]
     return out * np.float32(10.0 ** (gain_db / 20.0))
+
+
+def _unreadable(path, head, exc: Exception) -> AudioInputError:
+    """The error for audio that cannot be read: a file of a known format (``head``: its header was
+    read) is damaged or cut off; anything else is not audio this reader knows."""
+    said = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    if head is not None:
+        return AudioInputError(f"{path}: a {head.format_info} file that cannot be read to its end ({said}); it is "
+                               "damaged or cut off: export it again")
+    return AudioInputError(f"{path}: cannot read audio ({said}); use WAV, FLAC, OGG or AIFF")
+
+
+def file_peak(path: str | Path) -> float:
+    """The largest mono sample magnitude of ``path`` (read in blocks), as far as it can be read: a
+    file damaged or cut off after the note is used as far as it goes (only the note is matched)."""
+    import soundfile as sf
+
+    peak = 0.0
+    with open(path, "rb") as fh, contextlib.suppress(Exception):   # soundfile's own error types
+        for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
+            peak = max(peak, float(np.abs(block.mean(axis=1)).max(initial=0.0)))
+    return peak
 
 
 def sound_onset(path: str | Path, threshold: float) -> float | None:
@@ -243,6 +275,7 @@ class Score:
     shift_semitones: int = 0               # the note it was played on → the model's note it stands for
     rerender: np.ndarray | None = None     # (samples,) the re-render on ``note``
     model_note: tuple[int, int] | None = None   # the model's (or dataset's) note it stands for
+    input_silent: bool = False             # the input is near-silent on this note (all zeros, or noise)
 
     @property
     def much_quieter(self) -> bool:
@@ -433,6 +466,14 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
                         f"{f}: silent for the whole {n / s.sample_rate:.2f} s that a note lasts, and its sound "
                         f"starts at {onset:.2f} s; cut the silence before the note (a note starts at the "
                         "beginning of its file)")
+            whole = file_peak(f) * 10.0 ** (gain / 20.0)
+            if float(np.abs(x).max(initial=0.0)) < whole * 10.0 ** (-LEAD_IN_DB / 20.0):
+                # hiss before the sound: the note length holds noise only (audit Z17: matched to it, unsaid)
+                onset = sound_onset(f, whole * 10.0 ** (-20.0 / 20.0) / 10.0 ** (gain / 20.0))
+                raise AudioInputError(
+                    f"{f}: the {n / s.sample_rate:.2f} s that a note lasts peak more than {LEAD_IN_DB:g} dB below "
+                    f"the rest of the file, whose sound starts at {onset:.2f} s; cut what comes before the note "
+                    "(a note starts at the beginning of its file)")
             note = played_note(f, notes, j, alone=len(group) == 1)
             originals[j] = (x, note)
             audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])
@@ -496,7 +537,7 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             voice.scores.append(Score(f, note, similarity(ref, est),
                                       audio_metrics(ref, est, s.sample_rate)["log_spectral_mae"],
                                       cents, bool(quiet[1]), _rms_db(est) - _rms_db(ref),
-                                      notes[j][0] - note[0], est, notes[j]))
+                                      notes[j][0] - note[0], est, notes[j], bool(quiet[0])))
         voices.append(voice)
     return MatchResult(voices, s.notes, s.sample_rate)
 

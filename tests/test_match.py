@@ -211,6 +211,37 @@ def test_a_lead_in_longer_than_the_note_is_said_not_matched_as_silence(fitted, t
     assert len(match_files(fitted.mlp1, [tmp_path / "zeros.wav"]).voices) == 1
 
 
+def test_noise_before_the_sound_and_near_silent_inputs_are_said(fitted, tmp_path):
+    # audit Z17: hiss before the note passed the lead-in check (matched to the hiss alone, unsaid);
+    # dither or stereo channels that cancel were matched as sound, and --gain-db auto raised them 82 dB
+    from preset_model.match import auto_gain_db
+
+    t = np.arange(SR) / SR
+    tone = (0.2 * np.sin(2 * np.pi * 262 * t) * np.exp(-2 * t)).astype(np.float32)
+    hiss = np.random.default_rng(0).normal(0, 3e-4, SR).astype(np.float32)          # peaks near −60 dBFS
+    sf.write(tmp_path / "lead.wav", np.concatenate([hiss, tone]), SR, subtype="PCM_16")
+    with pytest.raises(AudioInputError, match=r"lead.wav: the 0.75 s that a note lasts peak more than 40 dB below "
+                                              r"the rest of the file, whose sound starts at 1.00 s"):
+        match_files(fitted.mlp1, [tmp_path / "lead.wav"])
+    sf.write(tmp_path / "early.wav", np.concatenate([tone, hiss]), SR, subtype="PCM_16")   # hiss after: fine
+    assert len(match_files(fitted.mlp1, [tmp_path / "early.wav"]).voices) == 1
+    sf.write(tmp_path / "cancel.wav", np.stack([tone, -tone], 1), SR, subtype="PCM_16")   # opposite polarity
+    assert auto_gain_db([np.full(8, 1e-4, np.float32)]) == 0.0 and auto_gain_db([tone * 0.01]) > 30
+    for gain in ("0", "auto"):
+        res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "cancel.wav"), "-o",
+                                       str(tmp_path / f"c{gain}.syx"), "--gain-db", gain])
+        assert res.exit_code == 0, res.output
+        assert "cancel.wav is near-silent on this note (its peak is below -70 dBFS)" in res.output, res.output
+        assert gain == "0" or "gain +0.0 dB (auto: near-silent input, left at its level)" in res.output
+    # a cut-off file of a known format: said so, not "use WAV, FLAC, OGG or AIFF"
+    sf.write(tmp_path / "whole.flac", np.tile(tone, 3), SR)
+    data = (tmp_path / "whole.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[:len(data) // 10])                 # cut within the note
+    with pytest.raises(AudioInputError) as err:
+        match_files(fitted.mlp1, [tmp_path / "cut.flac"])
+    assert "FLAC" in str(err.value) and "WAV, FLAC" not in str(err.value), str(err.value)
+
+
 def test_a_pitch_offset_at_the_edge_of_its_range_is_printed_as_beyond_it(fitted, recording, tmp_path, monkeypatch):
     from preset_model import match as match_module
     from preset_model.metrics import pitch_offset_cents

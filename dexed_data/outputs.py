@@ -407,18 +407,18 @@ def together(last: bool = False) -> Iterator[None]:
             raise clash
         from .console import interrupt_waiting, interrupts_deferred, outputs_published
 
-        done = 0
-        journals = _write_journal(pending) if len(pending) > 1 else []
-        backups = _back_up(pending) if len(pending) > 1 else [(True, None)] * len(pending)
+        done, journals, backups, lost = 0, [], [], 0
         with interrupts_deferred():      # raises the interrupt held back, if any, at its end
             try:
+                journals = _write_journal(pending) if len(pending) > 1 else []
+                backups = _back_up(pending) if len(pending) > 1 else [(True, None)] * len(pending)
                 for tmp, path in pending:
                     if interrupt_waiting():
                         break
                     _rename_checked(tmp, path)
                     done += 1
                 if done < len(pending):   # stopped: all or none (rule 6), and none is what the message says
-                    _roll_back(pending[:done], backups)
+                    lost = done - _roll_back(pending[:done], backups)
                     _drop_journal(journals)
             except (OSError, OutputError) as exc:
                 undone = _roll_back(pending[:done], backups)
@@ -431,6 +431,9 @@ def together(last: bool = False) -> Iterator[None]:
                 raise OutputError(f"{why}; {done - undone} of this command's {len(pending)} files were written "
                                   f"before it and could not be put back (the first: {pending[0][1]})") from None
             except BaseException:         # an interrupt not held back (a library call: Python's own handler)
+                # raised as the rename it came in returns: that file is in place too (its temporary is gone)
+                if done < len(pending) and backups and not os.path.lexists(pending[done][0]):
+                    done += 1
                 _roll_back(pending[:done], backups)
                 _drop_journal(journals)
                 raise
@@ -439,6 +442,9 @@ def together(last: bool = False) -> Iterator[None]:
                     if backup is not None:
                         with contextlib.suppress(OSError):
                             backup.unlink()
+            if lost:   # a replaced file without a backup (no hard links there): said as it is, not "not written"
+                raise OutputError(f"interrupted while its {len(pending)} files were put in place; {lost} of them "
+                                  f"were written and could not be put back (the first: {pending[0][1]})")
             if done == len(pending):      # all published (a signal during the last rename comes after it)
                 for folder in {Path(path).parent for _, path in pending}:
                     with contextlib.suppress(OSError):

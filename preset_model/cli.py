@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -390,7 +391,7 @@ def evaluate(
         _outputs([js, md], [*_run_files(run), data], force)   # again, now that no other evaluation can write them
         report = _plain(run_evaluation, run, data, split, baseline, jobs, limit, checkpoint, refine=refine,
                         progress=progress, journal=journal)
-        _plain(write_report, report, out)   # both, or neither
+        _plain(write_report, report, out, last=True)   # both, or neither; a signal after them changes nothing
         if journal is not None:
             journal.unlink(missing_ok=True)
     finally:
@@ -496,14 +497,33 @@ def match(
             typer.echo(f"note: {loaded.dataset_error or 'the run’s dataset was not found'}; so --refine starts from "
                        "the model's voice alone, without the nearest training presets (the better half of its "
                        "candidates): pass --data DATASET", err=True)
-    result = _plain(match_files, loaded, files, each=each, gain_db=gain, data=data, refine=refine, jobs=jobs,
-                    seed=seed, progress=progress and refine > 0)
-    notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
-    if loaded is None:
-        typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))
-    with together():   # the voice and its re-renders, all or none
-        _plain(write_syx, output, [v.raw for v in result.voices], [v.name for v in result.voices])
-        paths = _plain(write_wavs, result, wav) if wav is not None else []
+    # with --refine, each sound's search is kept as it is done: an interrupted match resumes from them,
+    # and one match per output holds a lock from its first search until its files are written
+    journal = output.with_name(output.name + REFINE_JOURNAL) if refine > 0 else None
+    made = [p for p in [output.parent, *output.parent.parents] if not p.exists()] if journal is not None else []
+    if journal is not None:
+        _plain(lambda: output.parent.mkdir(parents=True, exist_ok=True))
+    from dexed_data.render import JobLock
+
+    lock = JobLock(output, what="match", hint="") if journal is not None else contextlib.nullcontext()
+    try:
+        _plain(lock.__enter__)
+        try:
+            _outputs([output], [*files, *_run_files(run), data], force)   # again, now that no other match writes it
+            result = _plain(match_files, loaded, files, each=each, gain_db=gain, data=data, refine=refine, jobs=jobs,
+                            seed=seed, progress=progress and refine > 0, journal=journal)
+            notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
+            if loaded is None:
+                typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))
+            with together(last=True):   # the voice and its re-renders, all or none; a signal after them changes nothing
+                _plain(write_syx, output, [v.raw for v in result.voices], [v.name for v in result.voices])
+                paths = _plain(write_wavs, result, wav) if wav is not None else []
+            if journal is not None:
+                journal.unlink(missing_ok=True)
+        finally:
+            lock.__exit__(None, None, None)
+    finally:
+        _remove_empty(made)   # a failed match leaves no folder it made (a journal in it keeps it)
     for v in result.voices:
         given = {tuple(s.model_note) for s in v.scores}   # a file played on 62:85 gives the model's 60:85
         filled = [f"{p}:{q}" for p, q in notes if (p, q) not in given]

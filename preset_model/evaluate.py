@@ -111,9 +111,11 @@ def _score(pairs: list[tuple[np.ndarray, np.ndarray]], settings: RenderSettings)
     out = []
     for true_raw, pred_raw in pairs:
         a = engine.render(true_raw, settings.notes, settings.hold, settings.release).audio
+        before = engine.embedded
         b = a if np.array_equal(true_raw, pred_raw) else \
             engine.render(pred_raw, settings.notes, settings.hold, settings.release).audio
-        out.append({**audio_metrics(a, b, settings.sample_rate), "silent": float(silent_notes(b).all())})
+        out.append({**audio_metrics(a, b, settings.sample_rate), "silent": float(silent_notes(b).all()),
+                    "embedded": float(engine.embedded > before)})
     return out
 
 
@@ -122,8 +124,9 @@ def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSett
     """Audio metrics of each (true, inferred) preset pair: ``{metric: (N,) float64}``, rendered in ``jobs`` processes.
 
     Besides :data:`AUDIO_METRICS`, ``"silent"`` is 1.0 where the inferred preset is near-silent on every note
-    (:func:`dexed_data.features.silent_notes`), a failure the averages alone hide. ``progress``: a
-    bar on stderr over the presets.
+    (:func:`dexed_data.features.silent_notes`), a failure the averages alone hide, and ``"embedded"``
+    1.0 where the plug-in path refused it and the embedded engine rendered it
+    (:class:`~preset_model.inference.ScoringEngine`). ``progress``: a bar on stderr over the presets.
     """
     from dexed_data.console import progress as progress_bar
 
@@ -145,7 +148,7 @@ def score_audio(true_raw: np.ndarray, pred_raw: np.ndarray, settings: RenderSett
                 results.append(f.result())
                 bar.update(len(c))
     flat = [m for r in results for m in r]
-    return {k: np.array([m[k] for m in flat], np.float64) for k in (*AUDIO_METRICS, "silent")}
+    return {k: np.array([m[k] for m in flat], np.float64) for k in (*AUDIO_METRICS, "silent", "embedded")}
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test", baseline: str | None = None,
@@ -213,18 +216,9 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         "per_param": params["per_param"],
         "per_preset": {"id": [ids[r] for r in rows], **{k: v.tolist() for k, v in audio.items()}},
         "seconds": {"inference": t_infer, "total": time.perf_counter() - t0}, "jobs": jobs,
-        "embedded_renders": _embedded_renders(loaded.settings, true, pred),
+        # inferred presets the plug-in path refuses, rendered by the embedded engine (ScoringEngine)
+        "embedded_renders": int(audio["embedded"].sum()),
     }
-
-
-def _embedded_renders(settings: RenderSettings, true: np.ndarray, pred: np.ndarray) -> int:
-    """How many inferred presets :class:`~preset_model.inference.ScoringEngine` renders with the
-    embedded engine: on the plug-in path, those with a sample-and-hold LFO that can be heard."""
-    if settings.engine != "dawdreamer":
-        return 0
-    from dexed_data.engines import host_resettable
-
-    return sum(not host_resettable(p) for t, p in zip(true, pred) if not np.array_equal(t, p))
 
 
 def report_notes(report: dict) -> list[str]:
@@ -273,15 +267,16 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:
-    """Write ``out.json`` and ``out.md`` (``out`` without extension); returns both paths."""
+def write_report(report: dict, out: str | Path, last: bool = False) -> tuple[Path, Path]:
+    """Write ``out.json`` and ``out.md`` (``out`` without extension); returns both paths. ``last``:
+    the command's last writes (:func:`dexed_data.outputs.together`)."""
     out = Path(out)
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
     from dexed_data.outputs import together, write_text
 
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
-    with together():   # each whole, both or neither (dexed_data.outputs)
+    with together(last=last):   # each whole, both or neither (dexed_data.outputs)
         write_text(js, json.dumps(report, indent=1), "report")
         write_text(md, report_markdown(report), "report")
     return js, md

@@ -71,7 +71,8 @@ from dexed_data.sysex import VOICES_PER_BANK
 from .errors import PresetModelError
 from .inference import Run, ScoringEngine, load_run, read_render_settings
 from .metrics import audio_metrics, pitch_offset_cents, similarity
-from .refine import NearestPresets, RefineConfig, Refined, refine as search, sound_candidates, training_rows
+from .refine import (NearestPresets, RefineConfig, RefineJournal, Refined, refine as search, sound_candidates,
+                     training_rows)
 
 #: The note a lone recording is taken to be (PAPER.md's single-note input).
 LONE_NOTE = (60, 85)
@@ -404,9 +405,43 @@ def sound_name(files: list[str | Path]) -> str:
     return _dx7_name(common or stems[0] or Path(files[0]).stem)   # a file named by its note alone: that
 
 
+def _match_key(loaded: Run | None, settings, index, cfg: RefineConfig) -> str:
+    """What a kept search depends on besides its sound: the run's checkpoint, the dataset searched,
+    the render and search settings (any change and nothing is reused)."""
+    import hashlib
+    import json
+
+    def identity(path) -> list:
+        st = os.stat(path)
+        return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
+
+    model = hashlib.sha256()
+    for tensor in (loaded.model.state_dict().values() if loaded is not None else ()):   # the weights (~0.1 s)
+        model.update(tensor.detach().cpu().numpy().tobytes())
+    parts = [model.hexdigest(), identity(index.data) if index is not None else None, repr(settings.engine_spec),
+             [list(n) for n in settings.notes], settings.hold, settings.release, repr(settings.mel), repr(cfg),
+             hashlib.sha256(np.asarray(index.rows if index is not None else [], np.int64).tobytes()).hexdigest()]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def _kept_search(kept, i: int, audio: np.ndarray, idx: list[int]) -> Refined | None:
+    """The search an interrupted run of this match finished for sound ``i`` (None: not kept)."""
+    if kept is None:
+        return None
+    raw = kept.get(i, audio, np.asarray(idx, np.uint8))
+    if raw is None:
+        return None
+    e = kept.get_extra(i, audio, np.asarray(idx, np.uint8))
+    try:
+        return Refined(raw, float(e["distance"]), np.zeros((0, 0), np.float32),
+                       [(str(k), float(d)) for k, d in e["candidates"]], int(e["renders"]), float(e["seconds"]))
+    except (KeyError, TypeError, ValueError):
+        return None   # kept by another version: searched again
+
+
 def match_files(run: str | Path | Run | None, files: list[str | Path], each: bool = False, gain_db: float | str = 0.0,
                 data: str | Path | None = None, refine: int = 0, jobs: int = 1, seed: int = 0,
-                progress: bool = False) -> MatchResult:
+                progress: bool = False, journal: str | Path | None = None) -> MatchResult:
     """Infer one voice per sound in ``files`` (grouping as in the module docstring), re-render and score it.
 
     Args:
@@ -422,6 +457,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         jobs: render processes of the search.
         seed: seed of the search.
         progress: show the search's progress bar.
+        journal: with ``refine``, a file that keeps each sound's searched voice as it is done, so
+            that an interrupted match resumes (:class:`preset_model.refine.RefineJournal`).
     """
     from dexed_data.features import SILENT_THRESHOLD_DB, silent_notes
 
@@ -505,21 +542,37 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         raise PresetModelError(f"{data}: no dataset to take presets from")
     cfg = RefineConfig(budget=refine, seed=seed)
     raws, searches = [], []
-    for i, (group, audio) in enumerate(zip(given, inputs)):
-        idx = [note_index[j] for j, _ in group]                           # given notes among the dataset's
-        target = np.stack([audio[j] for j, _ in group])
-        found = None
-        if refine > 0:
-            cands = sound_candidates(target, idx, s.mel, loaded, None if db is None else db[i], index, cfg)
-            found = search(target, [s.notes[k] for k in idx], cands, s.engine_spec, s.hold, s.release, cfg, jobs,
-                           progress, desc=sound_name([f for _, f in group]).strip() or "sound")
-            raw = found.raw
-        elif loaded is not None:
-            raw = loaded.infer_db(db[i:i + 1])[0]
-        else:
-            raw = sound_candidates(target, idx, s.mel, None, None, index, replace(cfg, neighbours=1))[0][1]
-        raws.append(raw)
-        searches.append(found)
+    kept_journal = (RefineJournal(journal, _match_key(loaded, s, index, cfg), "preset-model match --refine")
+                    if refine > 0 and journal is not None else contextlib.nullcontext())
+    with kept_journal as kept:
+        reused = 0
+        for i, (group, audio) in enumerate(zip(given, inputs)):
+            idx = [note_index[j] for j, _ in group]                           # given notes among the dataset's
+            target = np.stack([audio[j] for j, _ in group])
+            found = None
+            if refine > 0:
+                found = _kept_search(kept, i, audio, idx)
+                reused += found is not None
+                if found is None:
+                    cands = sound_candidates(target, idx, s.mel, loaded, None if db is None else db[i], index, cfg)
+                    found = search(target, [s.notes[k] for k in idx], cands, s.engine_spec, s.hold, s.release, cfg,
+                                   jobs, progress, desc=sound_name([f for _, f in group]).strip() or "sound")
+                    if kept is not None:
+                        kept.add(i, audio, np.asarray(idx, np.uint8), found.raw,
+                                 {"distance": found.distance, "candidates": found.candidates,
+                                  "renders": found.renders, "seconds": found.seconds})
+                raw = found.raw
+            elif loaded is not None:
+                raw = loaded.infer_db(db[i:i + 1])[0]
+            else:
+                raw = sound_candidates(target, idx, s.mel, None, None, index, replace(cfg, neighbours=1))[0][1]
+            raws.append(raw)
+            searches.append(found)
+        if reused:
+            import sys
+
+            print(f"resumed: {reused} of {len(given)} sounds were searched by an earlier, interrupted run of this "
+                  f"match ({journal})", file=sys.stderr)
     engine = ScoringEngine(s.engine_spec)   # a voice the plug-in path refuses: the embedded engine
     voices = []
     for group, originals, raw, found, (gain, peak) in zip(given, played, raws, searches, gains):

@@ -633,17 +633,20 @@ def _es(start: np.ndarray, score, budget: int, cfg: RefineConfig, best: list) ->
 
 
 class RefineJournal:
-    """The presets ``evaluate --refine`` has finished, one JSON line each, fsynced as it goes, so that
-    an interrupted evaluation (Ctrl-C, a kill, a full disk) resumes where it stopped: run the same
-    command again. A line holds the evaluation's ``key`` (dataset file, render settings, budget,
-    seed, search settings: any change and nothing is reused), the row, digests of the true and the
-    predicted preset, and the refined preset. A cut-off last line (killed mid-write) is ignored.
-    Held with an exclusive ``flock`` while open: a second evaluation on the same output stops at once.
+    """The presets ``evaluate --refine`` (or ``match --refine``) has finished, one JSON line each,
+    fsynced as it goes, so that an interrupted evaluation (Ctrl-C, a kill, a full disk) resumes
+    where it stopped: run the same command again. A line holds the evaluation's ``key`` (dataset
+    file, render settings, budget, seed, search settings: any change and nothing is reused), the
+    row, digests of the true and the predicted preset (``match``: the sound's audio and its notes),
+    the refined preset and what the caller keeps with it (``extra``). A cut-off last line (killed
+    mid-write) is ignored. Held with an exclusive ``flock`` while open: a second command on the
+    same output stops at once.
     """
 
-    def __init__(self, path: str | Path, key: str) -> None:
-        self.path, self.key = Path(path), key
+    def __init__(self, path: str | Path, key: str, what: str = "preset-model evaluate --refine") -> None:
+        self.path, self.key, self.what = Path(path), key, what
         self.done: dict[tuple[int, str, str], np.ndarray] = {}
+        self.extra: dict[tuple[int, str, str], dict] = {}   # what the caller kept with a preset (add's extra)
         self.kept = 0   # lines of this key in the file (read, then written)
         self._file = None
 
@@ -661,7 +664,7 @@ class RefineJournal:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise PresetModelError(f"{self.path} is being written by another `preset-model evaluate --refine` on the "
+            raise PresetModelError(f"{self.path} is being written by another `{self.what}` on the "
                                    "same output; wait for it to finish, or give this one another -o") from None
         self._file.seek(0)
         data = self._file.read()
@@ -669,7 +672,9 @@ class RefineJournal:
             try:
                 entry = json.loads(line)
                 if entry["key"] == self.key:
-                    self.done[(int(entry["row"]), str(entry["true"]), str(entry["pred"]))] = validate_raw(entry["raw"])
+                    at = (int(entry["row"]), str(entry["true"]), str(entry["pred"]))
+                    self.done[at] = validate_raw(entry["raw"])
+                    self.extra[at] = entry.get("extra") if isinstance(entry.get("extra"), dict) else {}
             except (EngineError, ValueError, KeyError, TypeError, OverflowError):
                 continue                        # the line a kill cut off, another version's, or a damaged one
         self.kept = len(self.done)
@@ -685,19 +690,29 @@ class RefineJournal:
 
     @staticmethod
     def digest(raw: np.ndarray) -> str:
+        """Of a preset (``uint8`` values) or of audio (floats, as float32 with its shape)."""
         import hashlib
 
-        return hashlib.sha256(np.ascontiguousarray(raw, np.uint8).tobytes()).hexdigest()[:16]
+        a = np.asarray(raw)
+        data = (np.ascontiguousarray(a, "<f4").tobytes() + repr(a.shape).encode() if a.dtype.kind == "f"
+                else np.ascontiguousarray(a, np.uint8).tobytes())
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    def _at(self, row: int, true: np.ndarray, pred: np.ndarray) -> tuple[int, str, str]:
+        return int(row), self.digest(true), self.digest(pred)
 
     def get(self, row: int, true: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
-        return self.done.get((int(row), self.digest(true), self.digest(pred)))
+        return self.done.get(self._at(row, true, pred))
 
-    def add(self, row: int, true: np.ndarray, pred: np.ndarray, raw: np.ndarray) -> None:
+    def get_extra(self, row: int, true: np.ndarray, pred: np.ndarray) -> dict:
+        return self.extra.get(self._at(row, true, pred), {})
+
+    def add(self, row: int, true: np.ndarray, pred: np.ndarray, raw: np.ndarray, extra: dict | None = None) -> None:
         import json
         import os
 
         line = json.dumps({"key": self.key, "row": int(row), "true": self.digest(true), "pred": self.digest(pred),
-                           "raw": np.asarray(raw, np.uint8).tolist()}) + "\n"
+                           "raw": np.asarray(raw, np.uint8).tolist(), **({"extra": extra} if extra else {})}) + "\n"
         try:
             left = memoryview(line.encode())
             while left:                       # an unbuffered write may take part of the line (a disk filling)

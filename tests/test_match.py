@@ -283,3 +283,41 @@ def test_sound_names_and_note_clashes_say_what_they_are():
     assert "both note 40:85 of the same sound; give each note once" in str(err.value)   # 40:85 is the model's
     with pytest.raises(AudioInputError, match="a note that is not one of the model's"):
         group_files(["a_40-85.wav", "a_41-85.wav"], NOTES)
+
+
+def test_an_interrupted_match_refine_resumes_from_its_journal(fitted, recording, tmp_path, monkeypatch):
+    # a bank of sounds at --refine 300 runs for minutes: interrupted, it started again from the first sound
+    from preset_model import match as match_mod
+
+    other = tmp_path / "other.wav"
+    sf.write(other, sf.read(recording)[0][::-1].copy(), 44100)       # a second sound (reversed)
+    files = [recording, other]
+    whole = match_files(None, files, each=True, data=fitted.data, refine=8)
+    journal = tmp_path / "b.syx.refine-partial.jsonl"
+    calls, real = [], match_mod.search
+
+    def stop_at_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(match_mod, "search", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        match_files(None, files, each=True, data=fitted.data, refine=8, journal=journal)
+    assert len(journal.read_text().splitlines()) == 1
+    calls.clear()
+    monkeypatch.setattr(match_mod, "search", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = match_files(None, files, each=True, data=fitted.data, refine=8, journal=journal)
+    assert len(calls) == 1                                           # the first sound was not searched again
+    for a, b in zip(whole.voices, again.voices):
+        assert np.array_equal(a.raw, b.raw) and a.search.distance == b.search.distance
+        assert a.search.candidates == b.search.candidates and a.search.renders == b.search.renders
+    calls.clear()
+    match_files(None, files, each=True, data=fitted.data, refine=8, seed=1, journal=journal)
+    assert len(calls) == 2                                           # another seed reuses nothing
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(recording), str(other), "--each",
+                                   "--refine", "8", "-o", str(tmp_path / "b.syx"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "b.syx").exists() and not journal.exists()   # done: the journal is gone
+    assert not list(tmp_path.glob(".b.syx.lock"))

@@ -174,7 +174,7 @@ def test_sample_and_hold_lfo_voices_are_refused(plugin_engine, rom1a):
 def test_an_inferred_sample_and_hold_voice_is_scored_with_the_embedded_engine(dexed_plugin, dexed_engine, rom1a):
     # a model or a search can infer a voice the plug-in path refuses: one stopped a whole evaluate,
     # and match wrote nothing (audit Z16); it is rendered by the embedded engine, and counted
-    from preset_model.evaluate import _embedded_renders, report_notes
+    from preset_model.evaluate import report_notes, score_audio
     from preset_model.inference import RenderSettings, ScoringEngine
 
     from dexed_data.features import MelConfig
@@ -190,7 +190,8 @@ def test_an_inferred_sample_and_hold_voice_is_scored_with_the_embedded_engine(de
     assert engine.embedded == 1                                     # the plug-in rendered that one
     settings = RenderSettings("dawdreamer", 22050, ((60, 85),), 0.2, 0.1, MelConfig(), dexed_plugin)
     true = np.stack([plain, plain, raw])
-    assert _embedded_renders(settings, true, np.stack([raw, plain, raw])) == 1   # a true preset is not re-rendered
+    scored = score_audio(true, np.stack([raw, plain, raw]), settings)      # a true preset is not re-rendered
+    assert scored["embedded"].tolist() == [1.0, 0.0, 0.0] and np.isfinite(scored["log_spectral_mae"]).all()
     assert "1 inferred preset(s) have a sample-and-hold LFO" in " ".join(report_notes({"embedded_renders": 1}))
 
 

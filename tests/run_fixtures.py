@@ -50,3 +50,17 @@ def build(base: Path) -> Fitted:
     fit(data, mlp1, model_config("tiny", encoding="num", head="mlp", notes=1), cfg, progress=False)
     _BUILT[base] = Fitted(data, flow6, mlp1, REPO / "presets" / "toolkit_bank_a.syx")
     return _BUILT[base]
+
+
+def counted(real, interrupt_at: int | None = None):
+    """``real`` wrapped to count its calls (the list returned with it) and, at call ``interrupt_at``,
+    to raise ``KeyboardInterrupt`` instead, as Ctrl-C in the middle of a long job would."""
+    calls: list[int] = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapped, calls

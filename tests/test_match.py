@@ -13,7 +13,7 @@ from dexed_data.sysex import decode_file
 from preset_model.cli import app
 from preset_model.match import (AudioInputError, group_files, load_audio, match_files, shift_pitch, sound_name,
                                  voice_name)
-from run_fixtures import HOLD, NOTES, RELEASE, build
+from run_fixtures import HOLD, NOTES, RELEASE, build, counted
 
 SR = 22050
 
@@ -294,20 +294,13 @@ def test_an_interrupted_match_refine_resumes_from_its_journal(fitted, recording,
     files = [recording, other]
     whole = match_files(None, files, each=True, data=fitted.data, refine=8)
     journal = tmp_path / "b.syx.refine-partial.jsonl"
-    calls, real = [], match_mod.search
-
-    def stop_at_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(match_mod, "search", stop_at_second)
+    real = match_mod.search
+    monkeypatch.setattr(match_mod, "search", counted(real, interrupt_at=2)[0])
     with pytest.raises(KeyboardInterrupt):
         match_files(None, files, each=True, data=fitted.data, refine=8, journal=journal)
     assert len(journal.read_text().splitlines()) == 1
-    calls.clear()
-    monkeypatch.setattr(match_mod, "search", lambda *a, **k: calls.append(1) or real(*a, **k))
+    search, calls = counted(real)
+    monkeypatch.setattr(match_mod, "search", search)
     again = match_files(None, files, each=True, data=fitted.data, refine=8, journal=journal)
     assert len(calls) == 1                                           # the first sound was not searched again
     for a, b in zip(whole.voices, again.voices):

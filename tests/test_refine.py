@@ -17,7 +17,7 @@ from preset_model.match import AUTO_PEAK_DB, auto_gain_db, match_files, parse_ga
 from preset_model.metrics import pitch_offset_cents
 from preset_model.refine import (RefineConfig, _moves, _mutate, _predict, refine, sine_voice, spectral_distance,
                                  transpose_voice)
-from run_fixtures import HOLD, NOTES, RELEASE, build
+from run_fixtures import HOLD, NOTES, RELEASE, build, counted
 
 SR = 22050
 SPEC = EngineSpec()
@@ -247,23 +247,15 @@ def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_pat
 
     whole = evaluate(fitted.flow6, limit=3, refine=10, baseline="knn")
     journal = tmp_path / "eval.refine-partial.jsonl"
-    calls = []
     real = refine_mod.refine
-
-    def stop_at_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(refine_mod, "refine", stop_at_second)
+    monkeypatch.setattr(refine_mod, "refine", counted(real, interrupt_at=2)[0])
     with pytest.raises(KeyboardInterrupt):
         evaluate(fitted.flow6, limit=3, refine=10, baseline="knn", journal=journal)
     assert len(journal.read_text().splitlines()) == 1
     with open(journal, "ab") as f:
         f.write(b'{"key": "cut off by a ki')          # a line a kill cut short is ignored
-    calls.clear()
-    monkeypatch.setattr(refine_mod, "refine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    search, calls = counted(real)
+    monkeypatch.setattr(refine_mod, "refine", search)
     again = evaluate(fitted.flow6, limit=3, refine=10, baseline="knn", journal=journal)
     assert len(calls) == 2                                               # the first preset was not searched again
     assert again["per_preset"] == whole["per_preset"] and again["params"] == whole["params"]

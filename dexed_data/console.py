@@ -381,6 +381,9 @@ def _after_interrupt(command: str) -> str:
         if "--resume" in sys.argv:
             return "; files not finished were not written. Run the same command again to continue from the last epoch"
         return "; files not finished were not written. Add --resume to the same command to continue from the last epoch"
+    if command == "match" and (_option("--refine") or "0") not in ("0", ""):
+        return ("; nothing was written (a match writes its voices together, at the end). Run the same command "
+                "again to continue: the sounds searched so far are kept beside its output and reused")
     if command == "match":
         return ("; nothing was written (a match writes its voices together, at the end), and the same command run "
                 "again matches every sound again")

@@ -199,8 +199,9 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
     finished = finish_killed_publishes([path]) if path.parent.is_dir() else []
     holder = None if rendering_ok else render_holding(path)
     if holder is not None and holder != os.getpid():   # found now, not after this command's work
-        raise OutputError(f"{what} {path} is being written by a render job (pid {holder}); wait for it to finish "
-                          "(or stop it), or choose another output")
+        raise OutputError(f"{what} {path} is being written by another command (pid {holder}: a render, or an "
+                          "evaluate or match with --refine); wait for it to finish (or stop it), or choose another "
+                          "output")
     if path.exists() or path.is_symlink():
         if not force and finished:
             raise OutputError(_FINISHED.format(path=path, n=len(finished)))
@@ -639,6 +640,10 @@ def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
                         finished.append(path)
                     else:
                         tmp.unlink()
+            pid = _JOURNAL_NAME.fullmatch(journal.name)[1]
+            for _, path, _ in entries:              # its backups of the files it replaced (hard links: kept
+                with contextlib.suppress(OSError):  # the old contents, hidden, until a --force rerun)
+                    path.with_name(f".{path.name}.{pid}.old.tmp").unlink()
             for parent in {path.parent for _, path, _ in entries}:
                 with contextlib.suppress(OSError):
                     fsync_path(parent)

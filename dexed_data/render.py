@@ -40,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import faulthandler
 import hashlib
 import json
@@ -800,7 +801,8 @@ class JobLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise RenderError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
+                raise RenderError(f"cannot create the lock file {self.path}: {exc.strerror}; choose another output"
+                                  + (" (a shorter name)" if exc.errno == errno.ENAMETOOLONG else "")) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -683,6 +683,12 @@ class RefineJournal:
         return self
 
     def __exit__(self, *exc) -> None:
+        import contextlib
+        import os
+
+        with contextlib.suppress(OSError):
+            if os.fstat(self._file.fileno()).st_size == 0:   # nothing kept: no file left (nor the folder),
+                self.path.unlink()                            # removed while it is still locked
         try:
             self._file.close()
         except OSError:   # the error that stopped the writing is already on its way (add() names the file)

@@ -969,7 +969,7 @@ def test_a_file_a_render_is_writing_is_refused_before_any_work(tmp_path):
     with JobLock(out):                                    # as a running `dexed-data render -o x.h5` holds it
         proc = subprocess.run([sys.executable, "-m", "dexed_data", "import-sysex", str(REPO / "presets"), "-o",
                                str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and f"is being written by a render job (pid {os.getpid()})" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and f"is being written by another command (pid {os.getpid()}" in proc.stderr, proc.stderr
     assert not out.exists()
 
 
@@ -1350,6 +1350,7 @@ def test_a_killed_publish_is_finished_only_as_its_journal_vouches(tmp_path):
     finish_killed_publishes([tmp_path / "other.bin"])   # not one of its files: nothing happens
     remove_stale_temps(tmp_path)                     # (fit's clean-up of its run folder) keeps what it needs
     assert journal.exists() and not a.exists() and (tmp_path / f".a.bin.{dead}.tmp").exists()
+    (tmp_path / f".c.bin.{dead}.old.tmp").write_bytes(b"c before")   # its backup of c (audit Z19: kept for ever)
     finish_killed_publishes([c])
     assert a.read_bytes() == b"killed a" and b.read_bytes() == b"written since"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "c.bin"]
@@ -1562,6 +1563,10 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tm
         assert "the presets refined so far are kept beside its output and reused" in _after_interrupt("evaluate")
         sys.argv = ["preset-model", "evaluate", "runs/x"]
         assert "refined" not in _after_interrupt("evaluate")
+        sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "--refine", "300", "-o", "a.syx"]
+        assert "the sounds searched so far are kept beside its output and reused" in _after_interrupt("match")
+        sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "-o", "a.syx"]
+        assert "matches every sound again" in _after_interrupt("match")
     finally:
         sys.argv = argv
 

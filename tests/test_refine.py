@@ -279,6 +279,9 @@ def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_pat
         with RefineJournal(journal, good["key"]) as kept:
             assert kept.done == {}
     # the journal's folder is made like the report's; a full disk names the file and what is kept
+    with RefineJournal(tmp_path / "none.jsonl", "k"):                    # nothing kept: no file left (audit Z19)
+        assert (tmp_path / "none.jsonl").exists()
+    assert not (tmp_path / "none.jsonl").exists()
     nested = tmp_path / "new" / "folder" / "j.jsonl"
     with RefineJournal(nested, "k") as kept:
         assert nested.parent.is_dir()
@@ -291,6 +294,9 @@ def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_pat
 
             def close(self):                  # a buffered file's close tried the write again and raised
                 raise OSError(28, "No space left on device")
+
+            def fileno(self):
+                raise OSError(9, "Bad file descriptor")
 
         kept._file.close()
         kept._file = _Full()

@@ -381,16 +381,24 @@ def _after_interrupt(command: str) -> str:
         if "--resume" in sys.argv:
             return "; files not finished were not written. Run the same command again to continue from the last epoch"
         return "; files not finished were not written. Add --resume to the same command to continue from the last epoch"
-    if command == "match" and (_option("--refine") or "0") not in ("0", ""):
+    if command == "match" and _searched():
         return ("; nothing was written (a match writes its voices together, at the end). Run the same command "
                 "again to continue: the sounds searched so far are kept beside its output and reused")
     if command == "match":
         return ("; nothing was written (a match writes its voices together, at the end), and the same command run "
                 "again matches every sound again")
-    if command == "evaluate" and (_option("--refine") or "0") not in ("0", ""):
+    if command == "evaluate" and _searched():
         return ("; files not finished were not written. Run the same command again to continue: the presets "
                 "refined so far are kept beside its output and reused")
     return "; files not finished were not written. Run the same command again"
+
+
+def _searched() -> bool:
+    """Whether this command line runs a re-render search (``--refine N``, N > 0: ``00`` is none)."""
+    try:
+        return int(_option("--refine") or 0) > 0
+    except ValueError:
+        return False
 
 
 def _option(name: str) -> str | None:

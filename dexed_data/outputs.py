@@ -419,11 +419,11 @@ def together(last: bool = False) -> Iterator[None]:
                     _rename_checked(tmp, path)
                     done += 1
                 if done < len(pending):   # stopped: all or none (rule 6), and none is what the message says
+                    _drop_journal(journals)   # first: killed while rolling back, no rerun takes the rest as whole
                     lost = done - _roll_back(pending[:done], backups)
-                    _drop_journal(journals)
             except (OSError, OutputError) as exc:
-                undone = _roll_back(pending[:done], backups)
                 _drop_journal(journals)
+                undone = _roll_back(pending[:done], backups)
                 why = f"cannot write {pending[done][1]}: {_reason(exc)}" if isinstance(exc, OSError) else str(exc)
                 if undone == done:
                     raise OutputError(f"{why}; none of this command's {len(pending)} files was written"
@@ -435,8 +435,8 @@ def together(last: bool = False) -> Iterator[None]:
                 # raised as the rename it came in returns: that file is in place too (its temporary is gone)
                 if done < len(pending) and backups and not os.path.lexists(pending[done][0]):
                     done += 1
-                _roll_back(pending[:done], backups)
                 _drop_journal(journals)
+                _roll_back(pending[:done], backups)
                 raise
             finally:
                 for _, backup in backups:
@@ -493,9 +493,11 @@ def _roll_back(published: list[tuple[Path, Path]], backups: list[tuple[bool, Pat
         key = os.path.realpath(path)
         seen = _CHECKED.get(key)          # what this command published there (None: a path it did not check)
         try:
+            if seen not in (None, file_identity(path)):
+                continue                  # another command wrote it since (audit Z20: its file was replaced)
             if backup is not None:
                 os.replace(backup, path)
-            elif not existed and seen in (None, file_identity(path)):
+            elif not existed:
                 os.unlink(path)
             else:
                 continue

@@ -806,9 +806,10 @@ class JobLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                # "PID WHAT": the holder's own kind (an evaluation holds a match's output too)
+                owner, _, what = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
                 os.close(fd)
-                raise RenderError(f"another {self.what}{f' (pid {owner})' if owner else ''} is writing "
+                raise RenderError(f"another {what or self.what}{f' (pid {owner})' if owner else ''} is writing "
                                   f"{self.path.name[1:-5]} in {self.path.parent}; wait for it to finish "
                                   f"(or stop it) and rerun this command{self.hint}") from None
             try:
@@ -820,7 +821,7 @@ class JobLock:
             os.close(fd)   # the previous holder removed the file while we waited for it: retry
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {self.what}".encode(), 0)
         except OSError as exc:   # a full disk: a traceback before
             os.close(fd)
             self.path.unlink(missing_ok=True)

@@ -644,6 +644,12 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     if own_group:
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        if progress:   # the wait can be long, and a signal in it ends the process without a word (below)
+            import sys
+
+            print(f"[rank {rank}] waiting for the other {world - 1} process(es) at "
+                  f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} (Ctrl-C ends it; "
+                  "nothing is written before they connect)", file=sys.stderr, flush=True)
         with _signals_end_process():   # waiting for the other ranks inside torch: nothing written yet
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.batch_size % world:

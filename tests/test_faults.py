@@ -1165,6 +1165,33 @@ def test_a_library_interrupt_in_a_rename_puts_back_that_file_too(tmp_path, monke
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {"b_0.syx": b"old", "b_2.syx": b"old"}
 
 
+def test_a_failed_publish_never_puts_back_a_file_over_another_commands(tmp_path, monkeypatch):
+    # audit Z20: a publish failing after another command had written one of its files put its backup
+    # back over that command's file (the other command's success half undone)
+    from dexed_data import outputs
+    from dexed_data.errors import OutputError
+
+    a, b = tmp_path / "a.syx", tmp_path / "b.syx"
+    a.write_bytes(b"old a")
+    b.write_bytes(b"old b")
+    real = outputs._rename_checked
+
+    def then_another_command(tmp, path):
+        if Path(path) == b:
+            other = tmp_path / "other.tmp"
+            other.write_bytes(b"other a")
+            os.replace(other, a)                   # another command publishes a meanwhile
+            raise OSError(28, "No space left on device")
+        return real(tmp, path)
+
+    monkeypatch.setattr(outputs, "_rename_checked", then_another_command)
+    with pytest.raises(OutputError, match="1 of this command's 2 files were written before it and could not be put"):
+        with outputs.together():
+            for path in (a, b):
+                outputs.write_bytes(outputs.check_output(path, force=True), b"mine")
+    assert a.read_bytes() == b"other a" and b.read_bytes() == b"old b"
+
+
 def test_a_publish_failing_half_way_puts_back_the_files_it_replaced(tmp_path, monkeypatch):
     """Rule 6 when a rename fails (audit Q3: `export --force` onto an immutable file published the
     files before it and stopped): the files already in place are put back, created ones removed."""
@@ -1566,6 +1593,8 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tm
         sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "--refine", "300", "-o", "a.syx"]
         assert "the sounds searched so far are kept beside its output and reused" in _after_interrupt("match")
         sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "-o", "a.syx"]
+        assert "matches every sound again" in _after_interrupt("match")
+        sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "--refine=00", "-o", "a.syx"]   # no search
         assert "matches every sound again" in _after_interrupt("match")
     finally:
         sys.argv = argv

@@ -88,6 +88,12 @@ def test_a_locked_output_stops_a_second_job_at_once(catalogue, tmp_path):
         assert time.monotonic() - t0 < 30
     assert proc.returncode == 2 and proc.stderr.startswith("error: another render job (pid 12345)"), proc.stderr
     assert not out.exists() and not (tmp_path / "d.h5.parts").exists()
+    from dexed_data.errors import RenderError
+    from dexed_data.render import JobLock    # the holder names its own kind (audit Z20: "another evaluation" for a match)
+
+    with JobLock(out, what="match"):
+        with pytest.raises(RenderError, match=rf"another match \(pid {os.getpid()}\) is writing d.h5"):
+            JobLock(out, what="evaluation").__enter__()
 
 
 def _children(pid: int) -> list[int]:

@@ -226,7 +226,7 @@ def test_a_second_job_sharing_a_work_dir_stops_at_once(catalogue, tmp_path):
 
     work = tmp_path / "shared"
     work.mkdir()
-    with JobLock(work):
+    with JobLock(work, "cluster render job"):   # the holder names its own kind
         with pytest.raises(RenderError, match=r"another cluster render job .* is writing shared in .*, or give this "
                                               r"one another --work-dir"):
             render_on_cluster(catalogue, tmp_path / "y.h5", CFG, cluster="local:1", work_dir=work, limit=N)

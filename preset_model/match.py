@@ -426,12 +426,10 @@ def _match_key(loaded: Run | None, settings, index, cfg: RefineConfig) -> str:
 
 def _kept_search(kept, i: int, audio: np.ndarray, idx: list[int]) -> Refined | None:
     """The search an interrupted run of this match finished for sound ``i`` (None: not kept)."""
-    if kept is None:
+    found = kept.entry(i, audio, np.asarray(idx, np.uint8)) if kept is not None else None
+    if found is None:
         return None
-    raw = kept.get(i, audio, np.asarray(idx, np.uint8))
-    if raw is None:
-        return None
-    e = kept.get_extra(i, audio, np.asarray(idx, np.uint8))
+    raw, e = found
     try:
         return Refined(raw, float(e["distance"]), np.zeros((0, 0), np.float32),
                        [(str(k), float(d)) for k, d in e["candidates"]], int(e["renders"]), float(e["seconds"]))

@@ -645,8 +645,8 @@ class RefineJournal:
 
     def __init__(self, path: str | Path, key: str, what: str = "preset-model evaluate --refine") -> None:
         self.path, self.key, self.what = Path(path), key, what
-        self.done: dict[tuple[int, str, str], np.ndarray] = {}
-        self.extra: dict[tuple[int, str, str], dict] = {}   # what the caller kept with a preset (add's extra)
+        #: (row, true, pred digests) → (the refined preset, what the caller kept with it: add's extra)
+        self.done: dict[tuple[int, str, str], tuple[np.ndarray, dict]] = {}
         self.kept = 0   # lines of this key in the file (read, then written)
         self._file = None
 
@@ -672,9 +672,9 @@ class RefineJournal:
             try:
                 entry = json.loads(line)
                 if entry["key"] == self.key:
-                    at = (int(entry["row"]), str(entry["true"]), str(entry["pred"]))
-                    self.done[at] = validate_raw(entry["raw"])
-                    self.extra[at] = entry.get("extra") if isinstance(entry.get("extra"), dict) else {}
+                    extra = entry.get("extra")
+                    self.done[(int(entry["row"]), str(entry["true"]), str(entry["pred"]))] = \
+                        (validate_raw(entry["raw"]), extra if isinstance(extra, dict) else {})
             except (EngineError, ValueError, KeyError, TypeError, OverflowError):
                 continue                        # the line a kill cut off, another version's, or a damaged one
         self.kept = len(self.done)
@@ -704,14 +704,13 @@ class RefineJournal:
                 else np.ascontiguousarray(a, np.uint8).tobytes())
         return hashlib.sha256(data).hexdigest()[:16]
 
-    def _at(self, row: int, true: np.ndarray, pred: np.ndarray) -> tuple[int, str, str]:
-        return int(row), self.digest(true), self.digest(pred)
+    def entry(self, row: int, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, dict] | None:
+        """The kept ``(refined preset, extra)`` of this row, true and predicted preset, or None."""
+        return self.done.get((int(row), self.digest(true), self.digest(pred)))
 
     def get(self, row: int, true: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
-        return self.done.get(self._at(row, true, pred))
-
-    def get_extra(self, row: int, true: np.ndarray, pred: np.ndarray) -> dict:
-        return self.extra.get(self._at(row, true, pred), {})
+        found = self.entry(row, true, pred)
+        return None if found is None else found[0]
 
     def add(self, row: int, true: np.ndarray, pred: np.ndarray, raw: np.ndarray, extra: dict | None = None) -> None:
         import json

@@ -571,8 +571,8 @@ def _signals_end_process():
         yield
         return
     names = ("SIGINT", "SIGTERM", "SIGHUP")
-    held = {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names if hasattr(signal, n)}
-    held = {signum: h for signum, h in held.items() if h is not signal.SIG_IGN}
+    found = {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names if hasattr(signal, n)}
+    held = {signum: h for signum, h in found.items() if h is not signal.SIG_IGN}   # an ignored one stays so
     for signum in held:
         signal.signal(signum, signal.SIG_DFL)
     try:

@@ -180,11 +180,12 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if limit is not None:
         rows = rows[:limit]
     pred = predict(loaded, data, rows, train_rows, baseline)
+    timing: dict = {}
     if refine > 0:
         from .refine import refine_presets
 
         pred = refine_presets(loaded.settings, data, rows, train_rows, pred, refine, jobs, progress=progress,
-                              journal=journal)
+                              journal=journal, timing=timing)
     import h5py
 
     with h5py.File(data, "r") as h5:
@@ -215,7 +216,10 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         "near_copies": {f"within_{k}": float((near <= k).mean()) for k in (1, 5, 10)},
         "per_param": params["per_param"],
         "per_preset": {"id": [ids[r] for r in rows], **{k: v.tolist() for k, v in audio.items()}},
-        "seconds": {"inference": t_infer, "total": time.perf_counter() - t0}, "jobs": jobs,
+        # "total" is this run's; "refine" adds up every search, an interrupted earlier run's included
+        "seconds": {"inference": t_infer, "total": time.perf_counter() - t0,
+                    **({"refine": timing["seconds"], "refine_resumed": timing["resumed"]} if timing else {})},
+        "jobs": jobs,
         # inferred presets the plug-in path refuses, rendered by the embedded engine (ScoringEngine)
         "embedded_renders": int(audio["embedded"].sum()),
     }

@@ -734,7 +734,7 @@ class RefineJournal:
 
 def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.ndarray, pred: np.ndarray,
                    budget: int, jobs: int = 1, seed: int = 0, progress: bool = False,
-                   journal: str | Path | None = None) -> np.ndarray:
+                   journal: str | Path | None = None, timing: dict | None = None) -> np.ndarray:
     """``preset-model evaluate --refine N``: each predicted preset ``pred (len(rows), 145)`` refined against its row's sound.
 
     The true preset of each dataset row is rendered on all the dataset's notes (``settings``:
@@ -742,8 +742,12 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
     nearest presets among ``train_rows`` and a sine voice; returns the refined presets ``(len(rows), 145)`` uint8.
     With ``journal`` (a file), each finished preset is kept there as it is done (:class:`RefineJournal`),
     and the presets an earlier, interrupted call with the same settings finished are taken from it.
+    ``timing`` (a dict) gets ``"seconds"``: the searches' wall-clock seconds, those of an earlier,
+    interrupted call included (kept in the journal with each preset), and ``"resumed"``: the presets
+    taken from the journal.
     """
     import contextlib
+    import time
     import hashlib
     import json
     import os
@@ -765,15 +769,18 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
     rows, pred = np.asarray(rows), np.asarray(pred, np.uint8)
     out = []
     with (RefineJournal(journal, key) if journal is not None else contextlib.nullcontext()) as kept:
-        found = [kept.get(r, raw_all[r], p) if kept is not None else None for r, p in zip(rows, pred)]
+        found = [kept.entry(r, raw_all[r], p) if kept is not None else None for r, p in zip(rows, pred)]
         if any(f is not None for f in found):
             print(f"resuming: {sum(f is not None for f in found)} of {len(rows)} presets were refined by an earlier, "
                   f"interrupted run of this evaluation ({journal})", file=sys.stderr)
         index = engine = None
+        seconds = 0.0
         for i, (r, p, done) in enumerate(zip(rows, pred, found)):
             if done is not None:
-                out.append(done)
+                out.append(done[0])
+                seconds += float(done[1].get("seconds", 0.0))   # a journal of an older version kept none
                 continue
+            t0 = time.perf_counter()
             if engine is None:
                 index, engine = NearestPresets(data, train_rows), make_engine(settings.engine_spec)
             target = engine.render(raw_all[r], notes, settings.hold, settings.release).audio
@@ -781,6 +788,10 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
                                                            cfg)
             out.append(refine(target, notes, cands, settings.engine_spec, settings.hold, settings.release, cfg, jobs,
                               progress, desc=f"preset {i + 1}/{len(rows)} (row {r})").raw)
+            took = time.perf_counter() - t0
+            seconds += took
             if kept is not None:
-                kept.add(r, raw_all[r], p, out[-1])
+                kept.add(r, raw_all[r], p, out[-1], {"seconds": round(took, 3)})
+        if timing is not None:
+            timing.update(seconds=seconds, resumed=sum(f is not None for f in found))
     return np.stack(out) if out else np.zeros((0, 145), np.uint8)

@@ -261,6 +261,10 @@ def test_an_interrupted_evaluate_refine_resumes_from_its_journal(fitted, tmp_pat
     assert again["per_preset"] == whole["per_preset"] and again["params"] == whole["params"]
     kept = [json.loads(line) for line in journal.read_text().splitlines() if not line.startswith('{"key": "cut')]
     assert len({k["row"] for k in kept}) == 3 == len(kept)               # each preset once
+    # the searches' time counts the interrupted run's preset too (it counted only the last run's)
+    assert again["seconds"]["refine_resumed"] == 1 and "refine_resumed" not in evaluate(fitted.flow6, limit=1)["seconds"]
+    assert again["seconds"]["refine"] == pytest.approx(sum(k["extra"]["seconds"] for k in kept), abs=0.01)
+    assert min(k["extra"]["seconds"] for k in kept) > 0
     res = CliRunner().invoke(app, ["evaluate", str(fitted.flow6), "--limit", "2", "--refine", "10", "--baseline", "knn",
                                    "-o", str(tmp_path / "ev"), "--no-progress"])
     assert res.exit_code == 0, res.output

@@ -213,8 +213,15 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
     if path.parent.is_dir():   # a probe: a virtual file system (/proc) or a full quota says no here
         _probe(temp_path(path), f"{what} {path}", path.name)
         _remove_stale_temps(path.parent, lambda name: name == path.name)
+    elif len(os.fsencode(path.name)) > MAX_NAME_BYTES:   # said before its folders are made, not after
+        raise OutputError(_too_long(f"{what} {path}", path.name))
     _CHECKED[os.path.realpath(path)] = file_identity(path)
     return path
+
+
+def _too_long(shown: str, name: str) -> str:
+    return (f"cannot write {shown}: its name ({len(os.fsencode(name))} bytes) is too long for the temporary file "
+            f"written first beside it (.NAME.PID.tmp); use a name of at most {MAX_NAME_BYTES} bytes")
 
 
 def _probe(probe: Path, shown: str, name: str | None = None) -> None:
@@ -231,9 +238,7 @@ def _probe(probe: Path, shown: str, name: str | None = None) -> None:
             raise OutputError(f"cannot write {shown}: the folder {probe.parent} takes no new files (a "
                               "virtual file system such as /proc?); choose a folder on a disk") from None
         if exc.errno == errno.ENAMETOOLONG and name is not None:   # the name fits, the temporary name does not
-            raise OutputError(f"cannot write {shown}: its name ({len(os.fsencode(name))} bytes) is too "
-                              "long for the temporary file written first beside it (.NAME.PID.tmp); use a name of "
-                              f"at most {MAX_NAME_BYTES} bytes") from None
+            raise OutputError(_too_long(shown, name)) from None
         raise OutputError(f"cannot write {shown}: {_reason(exc)}") from None
     probe.unlink(missing_ok=True)
 

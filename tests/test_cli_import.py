@@ -245,6 +245,10 @@ def test_paths_that_cannot_be_looked_up_give_one_line(tmp_path):
         (("import-sysex", folder, "-o", tmp_path / "dangling.h5", "--force"), "is a broken link"),
         # the name fits, the temporary file beside it (.NAME.PID.tmp) does not: say how long a name may be
         (("import-sysex", folder, "-o", tmp_path / ("y" * 247 + ".h5")), "use a name of at most 242 bytes"),
+        # and before the folders it would go in are made (a render left them, refused at its lock file)
+        (("import-sysex", folder, "-o", tmp_path / "new" / ("y" * 247 + ".h5")), "use a name of at most 242 bytes"),
+        (("render", tmp_path / "p.h5", "-o", tmp_path / "new" / "deeper" / ("y" * 247 + ".h5")),
+         "use a name of at most 242 bytes"),
     ]
     for args, said in cases:
         result = invoke(*args, "--no-progress") if args[0] == "import-sysex" else invoke(*args)
@@ -252,6 +256,7 @@ def test_paths_that_cannot_be_looked_up_give_one_line(tmp_path):
         assert said in result.output and "Traceback" not in result.output, (args, result.output)
         assert result.output.count("error:") == 1
     assert not (tmp_path / "nowhere").exists() and (tmp_path / "dangling.h5").is_symlink()
+    assert not (tmp_path / "new").exists()
 
 
 def test_an_import_that_finds_no_voice_says_why_each_file_was_rejected(tmp_path):

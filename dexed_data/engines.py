@@ -570,8 +570,8 @@ class DawDreamerEngine:
                 f"plug-in {self.spec.plugin!r} is not Dexed-like: it lacks the parameter(s) "
                 f"{', '.join(repr(n) for n in missing[:5])}{' ...' if len(missing) > 5 else ''}"
                 f"{f' ({len(missing)} missing)' if len(missing) > 5 else ''}; "
-                f"{its} (use a Dexed VST2/VST3 build, or pass a "
-                "param_map that targets its names)")
+                f"{its}: use a Dexed VST2/VST3 build (from Python, DawDreamerEngine(param_map=...) maps other "
+                "names)")
         return index
 
     def _parameter_names(self, proc) -> list[str]:
@@ -835,7 +835,14 @@ def _load_hint(path: str) -> str:
         if binaries and not any(b.stem == stem for b in binaries):
             return (f"a VST3 bundle must be named like its binary: it holds {binaries[0].name}, so name the "
                     f"folder {binaries[0].stem}.vst3")
+        if not binaries:
+            return (f"the bundle holds no binary (Contents/x86_64-linux/{stem}.so): it is incomplete; copy the "
+                    "whole .vst3 folder again")
     if os.path.isfile(full) and _exports(full) == {b"GetPluginFactory"}:
+        real = os.path.realpath(full)   # a link to a bundle's binary: that bundle
+        inside = next((p for p in map(str, Path(real).parents) if p.endswith(".vst3")), None)
+        if inside is not None:
+            return f"give the VST3 bundle folder {inside}, not (a link to) a file inside it"
         return ("it is the binary of a VST3 plug-in, which loads only from its bundle: give the .vst3 folder it "
                 f"came from (…/{Path(full).stem}.vst3, holding Contents/x86_64-linux/{Path(full).name})")
     return "is it a VST2 .so or VST3 bundle built for this machine?"
@@ -855,18 +862,33 @@ def _exports(path: str) -> set[bytes]:
 def plugin_build(path: str) -> tuple[int, str]:
     """What identifies a plug-in build: its bytes and the SHA-256 of its content (16 hex digits),
     of the file, or of every file of a bundle folder with its relative path (~10 ms for Dexed)."""
+    def unreadable(exc: OSError):
+        raise EngineError(f"cannot read the plug-in {path!r}: {exc.filename}: {exc.strerror or exc}; check its "
+                          "permissions (every file of the bundle is read to identify the build)") from None
+
     if not os.path.isdir(path):
         files = [("", path)]
     else:
-        files = sorted((os.path.relpath(os.path.join(d, f), path), os.path.join(d, f))
-                       for d, _, names in os.walk(path) for f in names)
+        files, seen = [], set()
+        # linked folders inside the bundle followed (a linked Contents was hashed as nothing: any build
+        # passed for any other), each once (a loop of links)
+        for d, dirs, names in os.walk(path, followlinks=True, onerror=unreadable):
+            if os.path.realpath(d) in seen:
+                dirs[:] = []
+                continue
+            seen.add(os.path.realpath(d))
+            files += [(os.path.relpath(os.path.join(d, f), path), os.path.join(d, f)) for f in names]
+        files.sort()
     h, size = hashlib.sha256(), 0
-    for rel, full in files:
-        h.update(rel.encode() + b"\0")
-        with open(full, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-                size += len(block)
+    try:
+        for rel, full in files:
+            h.update(rel.encode() + b"\0")
+            with open(full, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+                    size += len(block)
+    except OSError as exc:
+        unreadable(exc)
     return size, h.hexdigest()[:16]
 
 

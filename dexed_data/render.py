@@ -1037,6 +1037,22 @@ def claim_job_file(job_file: Path, record: dict, other_job: str) -> bool:
     return False
 
 
+def _same_command(recorded, command: str) -> bool:
+    """Whether the creation command ``recorded`` in a file is ``command`` with its paths (the
+    catalogue, ``--plugin``, ``--ids``) spelled the same or otherwise (``./x``, a trailing slash, an
+    absolute path): a resume takes them as the same job, so a rerun of the finished file does too."""
+    if recorded == command:
+        return True
+    try:
+        a, b = shlex.split(str(recorded)), shlex.split(command)
+    except ValueError:
+        return False
+    if len(a) != len(b) or len(a) < 3:
+        return False
+    paths = {2} | {i + 1 for i, w in enumerate(b[:-1]) if w in ("--plugin", "--ids")}
+    return all(x == y or (i in paths and os.path.realpath(x) == os.path.realpath(y)) for i, (x, y) in enumerate(zip(a, b)))
+
+
 def check_finished(out: Path, job: Job) -> None:
     """``out`` exists: accept it only when it is the complete output of this very job."""
     import h5py
@@ -1044,7 +1060,8 @@ def check_finished(out: Path, job: Job) -> None:
     try:
         with h5py.File(out, "r") as f:
             ds.check_file(f, out)
-            same_command = f.attrs.get("command") == job.command and str(f.attrs.get("shard", "None")) == str(job.shard)
+            same_command = _same_command(f.attrs.get("command"), job.command) and \
+                str(f.attrs.get("shard", "None")) == str(job.shard)
             same = same_command and f.attrs.get("selection_hash") == job.selection_hash
             made_with = str(f.attrs.get("engine_version", ""))
     except OSError:

@@ -6,6 +6,7 @@ Needs ../shared/plugins/Dexed.vst3 (or DEXED_PLUGIN): skips with a reason withou
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -431,6 +432,45 @@ def test_a_plugin_that_cannot_be_loaded_gets_a_hint_for_what_was_given(dexed_plu
     shutil.copy(inner, alone)
     with pytest.raises(EngineError, match="binary of a VST3 plug-in, which loads only from its bundle"):
         make_engine(EngineSpec(name="dawdreamer", plugin=str(alone)))
+    # audit Y5: a link to a bundle's binary names that bundle (it named …/link.vst3, which is not there);
+    # a bundle without its binary says so (it asked whether it was built for this machine)
+    (tmp_path / "link.so").symlink_to(inner)
+    with pytest.raises(EngineError, match=f"give the VST3 bundle folder {os.path.realpath(dexed_plugin)}, not "):
+        make_engine(EngineSpec(name="dawdreamer", plugin=str(tmp_path / "link.so")))
+    (tmp_path / "Empty.vst3" / "Contents" / "Resources").mkdir(parents=True)
+    with pytest.raises(EngineError, match="the bundle holds no binary .*copy the whole .vst3 folder again"):
+        make_engine(EngineSpec(name="dawdreamer", plugin=str(tmp_path / "Empty.vst3")))
+
+
+def test_a_linked_or_unreadable_part_of_a_bundle_is_read_or_named(dexed_plugin, tmp_path, monkeypatch):
+    # audit Y5: os.walk did not enter a linked Contents folder, so such a bundle was "0 bytes" and any
+    # build passed for any other; a file the user cannot read was a traceback
+    import builtins
+    import shutil
+
+    import dexed_data.engines as engines
+
+    linked = tmp_path / "lnk" / "Dexed.vst3"
+    linked.mkdir(parents=True)
+    (linked / "Contents").symlink_to(Path(dexed_plugin) / "Contents")
+    whole = engines.plugin_build(dexed_plugin)
+    assert engines.plugin_build(str(linked)) == whole and whole[0] > 1 << 20
+    copy = tmp_path / "copy" / "Dexed.vst3"
+    shutil.copytree(dexed_plugin, copy)
+    (copy / "Contents" / "again").symlink_to(copy / "Contents")             # a loop of links is read once
+    assert engines.plugin_build(str(copy))[0] == whole[0]
+
+    def denied(path, *args, **kwargs):                                      # as for a user without read permission
+        if str(path).endswith("moduleinfo.json"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(engines, "open", denied, raising=False)
+    with pytest.raises(EngineError, match="cannot read the plug-in .*moduleinfo.json: Permission denied; check its "
+                                          "permissions"):
+        engines.plugin_build(str(copy))
+    res = CliRunner().invoke(app, ["check-plugin", "--plugin", str(copy), "-n", "1"])
+    assert res.exit_code != 0 and "Permission denied" in res.output and "Traceback" not in res.output, res.output
 
 
 def test_a_damaged_plugin_binary_is_one_line_not_a_crash(dexed_plugin, rom1a, tmp_path):

@@ -426,3 +426,29 @@ def test_the_recorded_command_renders_the_file_again_with_a_space_in_its_path(ca
                             "--no-progress"], env=env(), capture_output=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert_same(content(first), content(tmp_path / "b.h5"))
+
+
+def test_a_finished_output_is_this_command_whatever_its_paths_spelling(catalogue, tmp_path, monkeypatch):
+    # audit Y5: a resume took `--plugin p/Dexed.vst3/` (tab completion's slash) or `./p/…` for the same
+    # job, yet a rerun of the finished file with it was "not made by this command"
+    from dexed_data.catalogue import read_catalogue
+    from dexed_data.errors import RenderError
+    from dexed_data.render import RenderConfig, _same_command, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(read_catalogue(catalogue).ids[:3]) + "\n")
+    out = tmp_path / "d.h5"
+    render_dataset(catalogue, out, cfg, jobs=1, progress=False, ids_file=ids)
+    monkeypatch.chdir(tmp_path)
+    other = Path(os.path.relpath(catalogue, tmp_path))                 # the catalogue spelled otherwise too
+    again = render_dataset(other, out, cfg, jobs=1, progress=False, ids_file=Path("ids.txt"))
+    assert again.rendered == 0 and again.ok == 3
+    with pytest.raises(RenderError, match="not made by this command"):   # another selection is still another job
+        render_dataset(catalogue, out, cfg, jobs=1, progress=False, limit=3)
+    a = "dexed-data render cat.h5 --engine dawdreamer --plugin p/Dexed.vst3 --notes 60:85"
+    assert _same_command(a, a.replace("p/Dexed.vst3", "./p/Dexed.vst3/"))
+    assert _same_command(a, a.replace("p/Dexed.vst3", str(tmp_path / "p" / "Dexed.vst3")))
+    assert not _same_command(a, a.replace("p/Dexed.vst3", "q/Dexed.vst3"))
+    assert not _same_command(a, a.replace("60:85", "60:86")) and not _same_command(None, a)
+    assert not _same_command(a, a.replace("cat.h5", "p/Dexed.vst3"))   # a path only where the command has one

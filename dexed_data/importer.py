@@ -260,7 +260,8 @@ def _rejection_unit(code: str) -> str:
 
 def _problem_dict(p) -> dict:
     return {"code": p.code, "message": p.message, "offset": p.offset, "voice": p.voice,
-            "param": getattr(p, "param", None), "repaired": bool(p.repaired)}
+            "param": getattr(p, "param", None), "repaired": bool(p.repaired),
+            **({"count": p.count} if getattr(p, "count", 1) != 1 else {})}   # one problem for many (sysex.LISTED_PER_CODE)
 
 
 
@@ -325,9 +326,9 @@ class _FileProblems:
         offsets = sorted({v.offset for v in result.voices})
         for p in result.problems:
             if p.code in SKIPPED_CODES:
-                out.skipped[p.code] += 1
+                out.skipped[p.code] += p.count
             elif not p.repaired:
-                out.rejected[p.code] += 1
+                out.rejected[p.code] += p.count
             elif p.code in FILE_WIDE_REPAIRS or _message_of(offsets, p.offset) is None:
                 out.file_repairs.add(p.code)
             else:

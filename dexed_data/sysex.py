@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -128,6 +129,13 @@ class Problem:
     voice: int | None = None
     param: str | None = None
     repaired: bool = False
+    #: items this one stands for: past :data:`LISTED_PER_CODE` of a code in a stretch of a file, the
+    #: rest of that code is one problem (a stray disk image of F0 bytes made millions)
+    count: int = 1
+
+
+#: Problems of one code listed one by one in a stretch of a file (a file, or a MIDI file's SysEx event).
+LISTED_PER_CODE = 100
 
 
 @dataclass(frozen=True)
@@ -290,6 +298,7 @@ _DX7II_FORMATS = {0x05: "DX7II/TX802 supplement of one voice (ACED)",
 _DX7II_7E = (b"LM  8973", b"LM  8952", b"LM  MCRY", b"LM  FKSY")  # DX7II, TX802 and their tables
 _FOUR_OP_7E = (b"LM  8976", b"LM  8023")  # TX81Z/DX11 performance and supplement data
 _FMT_BANK, _FMT_SINGLE = 0x09, 0x00
+_F0_RUN = re.compile(rb"\xF0+")
 # Start of the next Yamaha message (dump, parameter change or request): ends a DX7 message early.
 _NEXT_YAMAHA = re.compile(rb"\xF0\x43[\x00-\x2F]")
 
@@ -300,10 +309,26 @@ class _Scan:
     def __init__(self, source: str, result: FileResult):
         self.source, self.result = source, result
         self.yamaha_seen = False
+        self._listed: Counter = Counter()        # code → problems listed one by one
+        self._folded: dict[str, list] = {}       # code → [how many more, the first one's offset]
 
     def problem(self, code: str, text: str, offset: int | None, repaired: bool = False) -> None:
+        if not repaired and self._listed[code] >= LISTED_PER_CODE:
+            self._folded.setdefault(code, [0, offset])[0] += 1
+            return
+        self._listed[code] += 1
         where = self.source if offset is None else f"{self.source}, byte {offset}"
         self.result.problems.append(Problem(code, f"{where}: {text}", offset, None, None, repaired))
+
+    def fold(self) -> None:
+        """The problems past :data:`LISTED_PER_CODE` of each code, as one problem each (end of a stretch)."""
+        for code, (more, first) in self._folded.items():
+            where = self.source if first is None else f"{self.source}, byte {first}"
+            self.result.problems.append(Problem(
+                code, f"{where}: {more:,} more of the same ({code}) from here on, not listed one by one; skipped",
+                first, None, None, False, more))
+            self._listed[code] = 0
+        self._folded.clear()
 
 
 def _classify(data: bytes, s: int) -> tuple[str, str]:
@@ -323,14 +348,21 @@ def _classify(data: bytes, s: int) -> tuple[str, str]:
 
 def _skip_to_end(data: bytes, s: int) -> int:
     """Index after a generic message at ``s``: its F7, or the next F0 / end of data if unterminated."""
-    f7, f0 = data.find(b"\xF7", s + 1), data.find(b"\xF0", s + 1)
-    if f7 >= 0 and (f0 < 0 or f7 < f0):
-        return f7 + 1
-    return f0 if f0 >= 0 else len(data)
+    f0 = data.find(b"\xF0", s + 1)
+    end = len(data) if f0 < 0 else f0
+    f7 = data.find(b"\xF7", s + 1, end)   # up to the next F0 only: a file of F0 bytes took quadratic time
+    return f7 + 1 if f7 >= 0 else end
 
 
 def _scan(data: bytes, base: int, scan: _Scan) -> None:
     """Find every message in ``data`` (a file, or one SysEx event of a MIDI file at ``base``)."""
+    try:
+        _scan_messages(data, base, scan)
+    finally:
+        scan.fold()
+
+
+def _scan_messages(data: bytes, base: int, scan: _Scan) -> None:
     pos, n = 0, len(data)
     while pos < n:
         s = data.find(b"\xF0", pos)
@@ -360,6 +392,11 @@ def _scan(data: bytes, base: int, scan: _Scan) -> None:
         if len(header) >= 2 and header[1] == 0x43:
             scan.yamaha_seen = True
             what = "Yamaha parameter change or request message" if len(header) > 2 else "cut-off message"
+        elif len(header) > 1 and header[1] == 0xF0:   # F0 F0 …: no message starts here, whatever the run's length
+            pos = _F0_RUN.match(data, s).end() - 1   # the last may start a message
+            scan.problem("unknown_message", f"a run of {pos - s:,} F0 bytes, not SysEx (F0 starts a message); "
+                         "skipped", base + s)
+            continue
         else:
             what = f"SysEx message of manufacturer 0x{header[1]:02X}" if len(header) > 1 else "lone F0 byte"
         pos = _skip_to_end(data, s)

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .console import cli_file_path, cli_path
+from .console import cli_file_path, cli_path, one_line
 from .errors import DexedDataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -49,13 +49,13 @@ def _plain_errors(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except DexedDataError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(exc)}", err=True)
         raise typer.Exit(2) from None
 
 
 def _fail(message: str) -> None:
     """One ``error: ...`` line and exit status 2 (a bad option value)."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(2)
 
 
@@ -161,7 +161,8 @@ def list_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Print at most N presets."),
 ) -> None:
     """List presets: row, id, name and the first file it was found in (file:voice, voice from 1;
-    "(message M)" after it when that is not the file's first SysEx message).
+    "(message M)" after it when that is not the file's first DX7 voice message: M counts the
+    banks and single voices decoded in the file, from 1, not other SysEx messages).
 
     The ids are what --ids takes (export, export-wav, render). "+K more" counts the preset's
     other occurrences (the same sound values found elsewhere).

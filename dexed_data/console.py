@@ -184,6 +184,12 @@ class _Lines:
         self._stream.flush()
 
 
+def one_line(text) -> str:
+    """``text`` on one line: a newline or carriage return in it (a file name may hold one) written as
+    ``\\n`` / ``\\r``, as ``list`` and ``info`` write such names, so that an error stays one line."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _is_terminal(stream) -> bool:
     try:
         return stream.isatty()
@@ -254,7 +260,7 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         done = True
         _check_written()
     except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:   # raised outside typer's main, while it builds the command from its options
         if not _stopped_by:

@@ -267,7 +267,7 @@ def _problem_dict(p) -> dict:
 
 _BANK_HEADER_LEN = 6
 #: Problems that are not about DX7 data: bytes around messages that were ignored.
-SKIPPED_CODES = frozenset({"stray_bytes", "trailing_garbage"})
+SKIPPED_CODES = sysex.SKIPPED
 #: Repairs that concern every voice of the file (headerless raw data), not one message.
 FILE_WIDE_REPAIRS = frozenset({"no_header"})
 #: Rejections that lose DX7 voice data (the others reject data that is not DX7 voices).

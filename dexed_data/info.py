@@ -49,6 +49,8 @@ def file_kind(path) -> str:
             signature = f.read(8)
     except OSError as exc:
         raise DexedDataError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    if not signature and path.suffix.lower() in (".h5", ".hdf5"):   # as `list` says it (it read as SysEx)
+        raise DexedDataError(f"{path}: empty file (0 bytes), not a catalogue or dataset; was it written to a full disk?")
     if signature != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):   # a truncated HDF5 file still starts so
         return "sysex"
     with open_hdf5(path, "HDF5", DexedDataError) as f:

@@ -706,7 +706,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, what: str = "output", parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; on success it becomes ``path``.
 
     Any exception inside the block (or while publishing) removes the temporary file and leaves
@@ -718,7 +718,8 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
         ...     _ = tmp.write_text("whole or nothing")
     """
     path = Path(path)
-    make_parents(path)
+    if parents:   # (not for a file in a folder that must still be there: a render's segment)
+        make_parents(path)
     tmp = temp_path(path)
     staged = False
     try:
@@ -741,9 +742,9 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
                 tmp.unlink()
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> None:
-    """Write ``data`` to ``path`` atomically (rule 1)."""
-    with atomic_path(path, what) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output", parents: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (rule 1); ``parents``: make its missing folders."""
+    with atomic_path(path, what, parents) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
 

@@ -952,7 +952,12 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         if not any(parts.glob("seg-*.h5")):   # nothing rendered yet: no half-made file to keep either
             partial.unlink(missing_ok=True)
         where = "" if isinstance(exc, OutputError) else f"writing {getattr(exc, 'filename', None) or parts}: "
-        raise RenderError(f"{where}{failure_reason(exc)}; free space and rerun the same command to continue") from None
+        said = failure_reason(exc)
+        full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            any(w in said.lower() for w in ("no space left", "quota", "free space"))
+        # not every failure is a full disk: a folder deleted or made read-only while the job ran
+        todo = "free space" if full else "fix that"
+        raise RenderError(f"{where}{said}; {todo} and rerun the same command to continue") from None
     shutil.rmtree(parts, ignore_errors=True)
     summary = summarize_output(out, rendered, time.perf_counter() - t0)
     summary.startup = startup

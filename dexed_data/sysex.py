@@ -134,6 +134,9 @@ class Problem:
     count: int = 1
 
 
+#: Problems that are bytes outside any message, ignored (``importer.SKIPPED_CODES``).
+SKIPPED = frozenset({"stray_bytes", "trailing_garbage"})
+
 #: Problems of one code listed one by one in a stretch of a file (a file, or a MIDI file's SysEx event).
 LISTED_PER_CODE = 100
 
@@ -601,7 +604,9 @@ def midi_sysex(data: bytes) -> tuple[list[tuple[int, bytes, list[tuple[int, int]
     out: list[tuple[int, bytes, list[tuple[int, int]]]] = []
     errors: list[str] = []
     pos, tracks = 0, 0
-    declared = int.from_bytes(data[10:12], "big") if data[:8] == b"MThd\x00\x00\x00\x06" else None
+    # a header chunk longer than 6 bytes is legal ("read and honour the length"); the walk skips the rest
+    declared = int.from_bytes(data[10:12], "big") if data[:4] == b"MThd" and \
+        int.from_bytes(data[4:8], "big") >= 6 else None
     if declared is None:
         return out, "no valid MThd header"
     while pos + 8 <= len(data):
@@ -722,6 +727,8 @@ def _is_midi(data: bytes) -> int | None:
     """Offset of ``MThd`` in a Standard MIDI File (also inside a RIFF RMID wrapper), else None."""
     if data.startswith(b"MThd"):
         return 0
+    if data[:1] == b"\x00" and data[128:132] == b"MThd":   # a MacBinary file (128-byte header) from a classic Mac
+        return 128
     if data[:4] == b"RIFF" and data[8:12] == b"RMID":
         at = data.find(b"MThd", 12)
         return at if at >= 0 else None
@@ -752,7 +759,7 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
     result.problems.clear()
     if not _raw_voices(data, scan):
         # The whole file was "outside any message"; saying so again adds nothing.
-        result.problems[:] = [p for p in problems if p.code not in ("stray_bytes", "trailing_garbage")]
+        result.problems[:] = [p for p in problems if p.code not in SKIPPED]
         scan.problem("no_sysex", "no DX7 SysEx message and no raw DX7 voice data found (text or "
                      "another format); skip this file", None)
     return result
@@ -789,4 +796,6 @@ def describe_sysex(path: str | PathLike[str]) -> dict:
     result = decode_file(path)
     return {"file": str(path), "format": "sysex", "messages": result.messages, "voices": len(result.voices),
             "names": [v.name for v in result.voices],
-            "problems": [f"{p.code}{'' if p.repaired else ' (rejected)'}: {p.message}" for p in result.problems]}
+            # bytes outside any message are skipped, as the import's summary says, not rejected
+            "problems": [f"{p.code}{'' if p.repaired else ' (skipped)' if p.code in SKIPPED else ' (rejected)'}: "
+                         f"{p.message}" for p in result.problems]}

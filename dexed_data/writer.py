@@ -150,7 +150,8 @@ class SegmentWriter:
         self._f.close()
         from .outputs import write_bytes
 
-        write_bytes(self.path, image, "segment")
+        # the job's folder, deleted while it ran, is not made again for one stray segment
+        write_bytes(self.path, image, "segment", parents=False)
 
     def abandon(self) -> None:
         """Close without publishing (Ctrl-C, an error): nothing of the segment is on disk."""

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from dexed_data.console import cli_file_path, cli_path
+from dexed_data.console import cli_file_path, cli_path, one_line
 from .errors import PresetModelError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -37,7 +37,7 @@ def _group(version: bool = typer.Option(False, "--version", callback=_version, i
 def _fail(message: str) -> None:
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
     # under torchrun every rank says its own line: marked, so that two lines are not two different errors
-    typer.echo(f"error: {f'[rank {rank}] ' if rank != '0' else ''}{message}", err=True)
+    typer.echo(f"error: {f'[rank {rank}] ' if rank != '0' else ''}{one_line(message)}", err=True)
     raise typer.Exit(2)
 
 

@@ -286,3 +286,24 @@ def test_a_damaged_dx7_bank_is_rejected_with_its_own_reason(tmp_path):
     result = invoke("import-sysex", tmp_path / "cut.syx", "-o", tmp_path / "p.h5", "--no-progress")
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "holds only 54 of its 4096 data bytes" in said and "outside any SysEx" not in said
+
+
+def test_info_says_what_the_import_says_and_errors_stay_on_one_line(tmp_path):
+    # audit Y1: info called ignored bytes "(rejected)" where the import skips them; an empty .h5 was
+    # read as SysEx ("no DX7 voice in it") where `list` says it is empty; a newline in a file name
+    # split an error over two lines (list and info write it as \n)
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(32, 0), ["A"] * 32)
+    (tmp_path / "junk.syx").write_bytes(bank + b"junk\n")
+    result = invoke("info", tmp_path / "junk.syx")
+    assert result.exit_code == 0 and "trailing_garbage (skipped): " in result.output, result.output
+    (tmp_path / "zero.h5").write_bytes(b"")
+    result = invoke("info", tmp_path / "zero.h5")
+    assert result.exit_code == 2 and "empty file (0 bytes), not a catalogue or dataset" in result.output
+    odd = tmp_path / "em\npty.syx"
+    odd.write_bytes(b"")
+    res = subprocess.run([sys.executable, "-m", "dexed_data", "import-sysex", str(odd), "-o", str(tmp_path / "p.h5"),
+                          "--no-progress"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "em\\npty.syx" in res.stderr, res.stderr
+    res = subprocess.run([sys.executable, "-m", "preset_model", "match", "--data", str(tmp_path / "no\nne.h5"),
+                          str(odd), "-o", str(tmp_path / "x.syx")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no\\nne.h5" in res.stderr, res.stderr

@@ -2083,6 +2083,23 @@ def test_a_disk_too_full_to_create_the_render_file_is_one_line_not_a_crash(catal
                        progress=False, limit=4)
     assert str(err.value) == (f"writing {tmp_path / 'e.h5.parts'}: no space left on the device; free space and rerun "
                               "the same command to continue")
+    # audit Y2: not every failure is a full disk (a folder deleted or made read-only while the job ran),
+    # and a job's folder deleted while it ran is not made again by its next segment (a worker left a
+    # stray OUT.parts holding one segment)
+    from dexed_data.errors import OutputError
+    from dexed_data.outputs import write_bytes
+
+    def gone(path):
+        raise OSError(2, "No such file or directory")
+
+    monkeypatch.setattr(render, "_recorded_command", gone)
+    with pytest.raises(DexedDataError) as err:
+        render_dataset(catalogue, tmp_path / "g.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1,
+                       progress=False, limit=4)
+    assert str(err.value).endswith("No such file or directory; fix that and rerun the same command to continue")
+    with pytest.raises(OutputError, match="cannot write segment .*No such file or directory; nothing was written"):
+        write_bytes(tmp_path / "gone.h5.parts" / "seg-000001.h5", b"x", "segment", parents=False)
+    assert not (tmp_path / "gone.h5.parts").exists()
 
 
 def test_a_worker_ended_by_its_watchdog_prints_no_stack_dump(tmp_path):

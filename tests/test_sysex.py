@@ -291,6 +291,18 @@ def _sysex_event(message: bytes) -> bytes:
     return b"\x00\xF0" + length + message[1:] + b"\x00\xFF\x2F\x00"
 
 
+def test_a_longer_midi_header_and_a_macbinary_wrapper_are_read():
+    # audit Y1: a header chunk longer than 6 bytes (legal: "read and honour the length") was refused,
+    # and a MIDI file with a classic Mac's 128-byte MacBinary header read as junk SysEx
+    raws, _, bank = bank_of()
+    whole = _smf(_sysex_event(bank))
+    longer = b"MThd\x00\x00\x00\x08" + whole[8:14] + b"\x00\x00" + whole[14:]
+    for data in (longer, bytes(65) + b"Midi" + bytes(59) + whole):
+        result = decode_bytes(data)
+        assert codes(result) == [] and len(result.voices) == 32 and np.array_equal(result.voices[3].raw, raws[3])
+    assert codes(decode_bytes(b"MThd\x00\x00\x00\x04\x00\x01" + whole[14:])) == ["midi_error"]   # too short
+
+
 def test_midi_bank_cut_short_keeps_its_complete_voices_and_a_bad_track_spares_the_others():
     raws, _, bank = bank_of()
     whole = _smf(_sysex_event(bank))

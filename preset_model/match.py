@@ -179,10 +179,15 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
                 raise AudioInputError(f"{path}: a sample rate of {head.samplerate:,} Hz, above any audio's "
                                       f"({MAX_SAMPLE_RATE:,} Hz at most); re-export the recording")
             if head.frames / head.samplerate > MAX_AUDIO_SECONDS:
-                raise AudioInputError(f"{path}: {head.frames / head.samplerate:.0f} s of audio; at most "
+                raise AudioInputError(f"{path}: {head.frames / head.samplerate:.2f} s of audio; at most "
                                       f"{MAX_AUDIO_SECONDS:g} s is accepted (only the first note length is used: "
                                       "cut the file)")
             need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + 64   # + resampling filter margin
+            declared = _declared_frames(fh)
+            if declared is not None and head.frames < min(declared, need - 64):
+                # the reader gives what is there: the note was matched on its start and silence (audit Y3)
+                raise AudioInputError(f"{path}: cut off: its header says {declared / head.samplerate:.2f} s of audio, "
+                                      f"the file holds {head.frames / head.samplerate:.2f} s; export it again")
             fh.seek(0)
             x, sr = sf.read(fh, dtype="float32", always_2d=True, frames=need)
     except AudioInputError:
@@ -192,7 +197,10 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     except Exception as exc:  # soundfile raises its own error types and RuntimeError
         raise _unreadable(path, head, exc) from None
     if x.size == 0:
-        raise AudioInputError(f"{path}: the file holds no samples")
+        big = Path(path).stat().st_size > 4096   # a cut-off OGG reads as no samples at all
+        raise AudioInputError(f"{path}: the file holds no samples" + (
+            f" that can be read, in {Path(path).stat().st_size:,} bytes: it is damaged or cut off; export it again"
+            if big else ""))
     if not np.isfinite(x).all():
         raise AudioInputError(f"{path}: holds NaN or infinite samples; fix or re-export the recording")
     mono = x.mean(axis=1)
@@ -209,6 +217,38 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     return out * np.float32(10.0 ** (gain_db / 20.0))
 
 
+def _declared_frames(fh) -> int | None:
+    """The frames a WAV or AIFF file's header says it holds (its ``data`` chunk's length, its
+    ``COMM`` chunk's count), None for other formats or a length left open by a streaming writer.
+    The reader reports the frames a cut-off file holds, so a file cut inside the note is told
+    apart from a short one only by its header."""
+    import struct
+
+    fh.seek(0)
+    head = fh.read(12)
+    riff, aiff = head[:4] == b"RIFF" and head[8:12] == b"WAVE", head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC")
+    if not (riff or aiff):
+        return None
+    order, align = ("<" if riff else ">"), None
+    for _ in range(64):                                  # the chunks before the audio: a few
+        chunk = fh.read(8)
+        if len(chunk) < 8:
+            return None
+        cid, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+        if riff and cid == b"fmt ":
+            body = fh.read(size)
+            align = struct.unpack("<H", body[12:14])[0] if len(body) >= 14 else None
+            fh.seek(size % 2, 1)
+            continue
+        if riff and cid == b"data":
+            return None if not align or size in (0, 0xFFFFFFFF) else size // align
+        if aiff and cid == b"COMM":
+            body = fh.read(6)
+            return struct.unpack(">I", body[2:6])[0] if len(body) == 6 else None
+        fh.seek(size + size % 2, 1)
+    return None
+
+
 def _unreadable(path, head, exc: Exception) -> AudioInputError:
     """The error for audio that cannot be read: a file of a known format (``head``: its header was
     read) is damaged or cut off; anything else is not audio this reader knows."""
@@ -221,13 +261,16 @@ def _unreadable(path, head, exc: Exception) -> AudioInputError:
 
 def file_peak(path: str | Path) -> float:
     """The largest mono sample magnitude of ``path`` (read in blocks), as far as it can be read: a
-    file damaged or cut off after the note is used as far as it goes (only the note is matched)."""
+    file damaged or cut off after the note is used as far as it goes (only the note is matched).
+    Samples that are not sound (NaN, infinite, or beyond :data:`MAX_PEAK`) are left out: after the
+    note, where nothing is matched, one such sample made the note a "lead-in" (audit Y3)."""
     import soundfile as sf
 
     peak = 0.0
     with open(path, "rb") as fh, contextlib.suppress(Exception):   # soundfile's own error types
         for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
-            peak = max(peak, float(np.abs(block.mean(axis=1)).max(initial=0.0)))
+            mono = np.abs(block.mean(axis=1))
+            peak = max(peak, float(mono[np.isfinite(mono) & (mono <= MAX_PEAK)].max(initial=0.0)))
     return peak
 
 
@@ -347,13 +390,14 @@ def played_note(file: str, notes: tuple[tuple[int, int], ...], j: int, alone: bo
     return LONE_NOTE if alone and len(notes) > 1 else notes[j]
 
 
-def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool = False
-                ) -> list[list[tuple[int, str]]]:
+def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool = False,
+                what: str = "model") -> list[list[tuple[int, str]]]:
     """Files → sounds: each sound a list of ``(model note index, file)`` (see the module docstring).
 
     A file played on a note that is not one of the model's (named by another note, or a lone file
     taken as 60:85 by a model without that note) stands for the model's nearest note, and is
-    pitch-shifted to it for the model's input."""
+    pitch-shifted to it for the model's input. ``what``: the notes' owner as messages name it
+    (``"dataset"`` for ``match --data`` without a run)."""
     k = len(notes)
     if not files:
         raise AudioInputError("give at least one audio file")
@@ -372,7 +416,7 @@ def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool
             group = sounds.setdefault(_sound_key(f), [])
             clash = [(g, m) for (j, g), m in zip(group, played.get(_sound_key(f), [])) if j == t]
             if clash:
-                stands = (f" (a note that is not one of the model's, {listed}, stands for the nearest of them)"
+                stands = (f" (a note that is not one of the {what}'s, {listed}, stands for the nearest of them)"
                           if tuple(n) != tuple(notes[t]) or tuple(clash[0][1]) != tuple(notes[t]) else "")
                 raise AudioInputError(f"{clash[0][0]} and {f} are both note {notes[t][0]}:{notes[t][1]} of the same "
                                       f"sound{stands}; give each note once")
@@ -382,13 +426,13 @@ def group_files(files: list[str], notes: tuple[tuple[int, int], ...], each: bool
     if any(n is not None for n in named):
         first = [f for n, f in zip(named, files) if n is not None]
         raise AudioInputError(f"{first[0]} is named by note (…_PITCH-VELOCITY) but other files are not: name every "
-                              f"file by its note (the model's notes: {listed}), or none and give {k} files per sound "
+                              f"file by its note (the {what}'s notes: {listed}), or none and give {k} files per sound "
                               f"in that order, or pass --each to match every file as its own sound")
     if len(files) % k == 0:
         return [[(j, f) for j, f in enumerate(files[i:i + k])] for i in range(0, len(files), k)]
     if len(files) == 1:
         return [[(lone, files[0])]]
-    raise AudioInputError(f"{len(files)} files for a {k}-note model: give {k} files per sound, one per note in this "
+    raise AudioInputError(f"{len(files)} files for a {k}-note {what}: give {k} files per sound, one per note in this "
                           f"order ({listed}), or name files by note (sound_60-85.wav: any subset of the notes, "
                           f"the others filled), or one file (taken as note 60:85, the other notes filled from it), "
                           f"or use --each to make every file its own sound")
@@ -425,7 +469,8 @@ def _match_key(loaded: Run | None, settings, index, cfg: RefineConfig) -> str:
 
 
 def _kept_search(kept, i: int, audio: np.ndarray, idx: list[int]) -> Refined | None:
-    """The search an interrupted run of this match finished for sound ``i`` (None: not kept)."""
+    """The search an interrupted run of this match finished for sound ``i`` (None: not kept);
+    ``idx``: what the search was given besides the audio (its notes)."""
     found = kept.entry(i, audio, np.asarray(idx, np.uint8)) if kept is not None else None
     if found is None:
         return None
@@ -472,7 +517,7 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
     folder = next((f for f in files if Path(f).is_dir()), None)
     if folder is not None:   # said before the grouping counts it as a file
         raise AudioInputError(f"{folder} is a folder; give its audio files (e.g. {folder}/*.wav)")
-    groups = group_files(files, notes, each)
+    groups = group_files(files, notes, each, "model" if loaded is not None else "dataset")
     if len(groups) > VOICES_PER_BANK:   # before minutes of matching, not when writing the bank
         raise PresetModelError(f"{len(groups)} sounds make {len(groups)} voices, more than one DX7 bank holds "
                                f"({VOICES_PER_BANK}); split the input into several runs")
@@ -508,7 +553,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
                 raise AudioInputError(
                     f"{f}: the {n / s.sample_rate:.2f} s that a note lasts peak more than {LEAD_IN_DB:g} dB below "
                     f"the rest of the file, whose sound starts at {onset:.2f} s; cut what comes before the note "
-                    "(a note starts at the beginning of its file)")
+                    "(a note starts at the beginning of its file), or, if the note is what comes first, cut the "
+                    "louder sound after it")
             note = played_note(f, notes, j, alone=len(group) == 1)
             originals[j] = (x, note)
             audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])
@@ -547,16 +593,20 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         for i, (group, audio) in enumerate(zip(given, inputs)):
             idx = [note_index[j] for j, _ in group]                           # given notes among the dataset's
             target = np.stack([audio[j] for j, _ in group])
+            # the search renders each file's note at the pitch its audio was moved to and the velocity it
+            # was played at (a 60:127 recording was searched at the model's 60:85: an exact preset scored 14)
+            heard = [(s.notes[k][0], played[i][j][1][1]) for (j, _), k in zip(group, idx)]
+            asked = np.asarray(idx + [v for _, v in heard], np.uint8)         # what the journal keys the search by
             found = None
             if refine > 0:
-                found = _kept_search(kept, i, audio, idx)
+                found = _kept_search(kept, i, audio, asked)
                 reused += found is not None
                 if found is None:
                     cands = sound_candidates(target, idx, s.mel, loaded, None if db is None else db[i], index, cfg)
-                    found = search(target, [s.notes[k] for k in idx], cands, s.engine_spec, s.hold, s.release, cfg,
+                    found = search(target, heard, cands, s.engine_spec, s.hold, s.release, cfg,
                                    jobs, progress, desc=sound_name([f for _, f in group]).strip() or "sound")
                     if kept is not None:
-                        kept.add(i, audio, np.asarray(idx, np.uint8), found.raw,
+                        kept.add(i, audio, asked, found.raw,
                                  {"distance": found.distance, "candidates": found.candidates,
                                   "renders": found.renders, "seconds": found.seconds})
                 raw = found.raw

@@ -242,6 +242,36 @@ def test_noise_before_the_sound_and_near_silent_inputs_are_said(fitted, tmp_path
     assert "FLAC" in str(err.value) and "WAV, FLAC" not in str(err.value), str(err.value)
 
 
+def test_what_follows_the_note_and_a_header_that_says_more_are_judged_right(fitted, tmp_path):
+    # audit Y3: one infinite or huge sample after the note (where nothing is matched) made the note a
+    # "lead-in" whose advice cut the note away; a WAV or AIFF cut inside the note was matched on its
+    # start and silence (its reader reports the frames there); a cut-off OGG "holds no samples"; a
+    # file a second over the 600 s limit was "600 s … at most 600 s"; a dataset was called a model
+    t = np.arange(SR) / SR
+    tone = (0.2 * np.sin(2 * np.pi * 262 * t) * np.exp(-2 * t)).astype(np.float32)
+    for bad in (np.inf, 1e6):
+        after = np.concatenate([tone, np.zeros(SR, np.float32)])
+        after[int(1.5 * SR)] = bad
+        sf.write(tmp_path / "after.wav", after, SR, subtype="FLOAT")
+        assert len(match_files(fitted.mlp1, [tmp_path / "after.wav"]).voices) == 1
+    for name, subtype in (("w.wav", "PCM_16"), ("w.aiff", "PCM_24"), ("x.wav", "FLOAT")):
+        sf.write(tmp_path / name, np.tile(tone, 2), SR, subtype=subtype)   # 2 s: the note is the first 0.75 s
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut-{name}").write_bytes(data[:len(data) // 5])       # cut at 0.4 s, inside the note
+        (tmp_path / f"long-{name}").write_bytes(data[:len(data) * 3 // 4])   # cut after the note: used
+        with pytest.raises(AudioInputError, match=rf"cut-{name}: cut off: its header says 2.00 s of audio, the file "
+                                                  r"holds 0.\d\d s; export it again"):
+            load_audio(tmp_path / f"cut-{name}", SR, int(0.75 * SR))
+        assert np.abs(load_audio(tmp_path / f"long-{name}", SR, int(0.75 * SR))).max() > 0.1
+    sf.write(tmp_path / "a.ogg", np.tile(tone, 4), SR)
+    (tmp_path / "cut.ogg").write_bytes((tmp_path / "a.ogg").read_bytes()[:5000])
+    with pytest.raises(AudioInputError, match="holds no samples that can be read, in 5,000 bytes: it is damaged or cut "
+                                              "off"):
+        load_audio(tmp_path / "cut.ogg", SR, int(0.75 * SR))
+    with pytest.raises(AudioInputError, match="7 files for a 6-note dataset"):
+        group_files([f"f{i}.wav" for i in range(7)], NOTES, what="dataset")
+
+
 def test_a_pitch_offset_at_the_edge_of_its_range_is_printed_as_beyond_it(fitted, recording, tmp_path, monkeypatch):
     from preset_model import match as match_module
     from preset_model.metrics import pitch_offset_cents

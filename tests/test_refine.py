@@ -216,6 +216,25 @@ def test_match_data_alone_without_refine_returns_the_nearest_preset(fitted, tmp_
     assert min(s.similarity for s in voice.scores) > 0.999
 
 
+def test_the_search_renders_a_recording_at_the_velocity_it_was_played(fitted, tmp_path):
+    # audit Y3: a file named by a note that is none of the model's was searched at the model's
+    # velocity: its exact preset, found by the search, scored a distance of 14 (similarity 1.000)
+    from preset_model.refine import training_rows
+    import h5py
+
+    row = int(training_rows(fitted.data)[0])
+    with h5py.File(fitted.data, "r") as h5:
+        raw = h5["presets/raw"][row]
+    pitch = NOTES[0][0]
+    velocity = 127 if NOTES[0][1] < 100 else 40
+    assert (pitch, velocity) not in NOTES
+    f = tmp_path / f"known_{pitch}-{velocity}.wav"
+    sf.write(f, make_engine(EngineSpec()).render(raw, [(pitch, velocity)], HOLD, RELEASE).audio[0], SR, subtype="FLOAT")
+    (voice,) = match_files(None, [f], data=fitted.data, refine=20, each=True).voices
+    assert voice.search.distance == pytest.approx(0.0, abs=1e-6) and np.array_equal(voice.raw, raw)
+    assert voice.scores[0].similarity > 0.999
+
+
 def test_match_run_refine_beats_or_equals_the_models_voice(fitted, tmp_path):
     (f,) = _non_dx7_inputs(tmp_path)[:1]
     (voice,) = match_files(fitted.flow6, [f], refine=30).voices

@@ -231,11 +231,14 @@ class ImportReport:
                  f"{u['packed_as_found']}, bit 7 masked {u['packed_masked']}, sound-equivalent {u['sound_equivalent']}"),
         ]
         # each count in its own unit: the reasons of rejection concern files, messages or voices
-        rejected = s["rejected_by_reason"]
-        by_unit = {unit: {k: v for k, v in rejected.items() if _rejection_unit(k) == unit}
+        rejected = Counter(s["rejected_by_reason"])
+        partly = s.get("partly_read_by_reason", {})
+        rejected.subtract(partly)   # those files gave voices: not rejected files
+        by_unit = {unit: {k: v for k, v in rejected.items() if _rejection_unit(k) == unit and v > 0}
                    for unit in ("files", "messages", "voices")}
         for label, counts in (("repaired (voices)", s["repaired_by_reason"]),
                               *((f"rejected ({unit})", by_unit[unit]) for unit in ("files", "messages", "voices")),
+                              ("partly read (files)", partly),
                               ("skipped (byte runs)", s["skipped_by_reason"])):
             if counts:
                 lines.append(f"{label:<20}{'':>8}   {reasons(counts)}")
@@ -493,6 +496,12 @@ class _Import:
             "repaired_by_reason": dict(sorted(self.repaired_by.items())),
             "rejected_by_reason": dict(sorted(self.rejected_by.items())),
             "skipped_by_reason": dict(sorted(self.skipped_by.items())),
+            # files that gave voices although part of them could not be read (a damaged MIDI track)
+            "partly_read_by_reason": dict(sorted(sum((Counter({k: v for k, v in e["rejected"].items()
+                                                               if k in FILE_REJECTIONS})
+                                                      for e in self.entries
+                                                      if e["outcome"] in ("partly_rejected", "repaired", "imported")),
+                                                     Counter()).items())),
             "duplicates": t["voices_imported"] - n_unique,
             "unique": {
                 "packed_as_found": count_unique_rows(packed),

@@ -307,3 +307,24 @@ def test_info_says_what_the_import_says_and_errors_stay_on_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "preset_model", "match", "--data", str(tmp_path / "no\nne.h5"),
                           str(odd), "-o", str(tmp_path / "x.syx")], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no\\nne.h5" in res.stderr, res.stderr
+
+
+def test_a_midi_file_partly_read_is_not_counted_as_a_rejected_file(tmp_path):
+    # audit Y1: a MIDI file whose header declares more tracks than it holds imported its 32 voices,
+    # yet the summary listed it under "rejected (files)"
+    import mido
+
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(32, 0), ["A"] * 32)
+    midi = mido.MidiFile()
+    midi.tracks.append(mido.MidiTrack([mido.Message("sysex", data=bank[1:-1])]))
+    midi.save(str(tmp_path / "m.mid"))
+    data = (tmp_path / "m.mid").read_bytes()
+    (tmp_path / "more.mid").write_bytes(data[:10] + (3).to_bytes(2, "big") + data[12:])   # 3 tracks declared, 1 there
+    (tmp_path / "none.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    result = invoke("import-sysex", tmp_path / "more.mid", tmp_path / "none.mid", "-o", tmp_path / "p.h5",
+                    "--report", tmp_path / "r.json", "--no-progress")
+    assert result.exit_code == 0, result.output
+    lines = {line[:20].strip(): line[20:].strip() for line in result.output.splitlines()}
+    assert lines["partly read (files)"] == "midi_error 1" and lines["rejected (files)"] == "midi_error 1", result.output
+    s = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert s["rejected_by_reason"]["midi_error"] == 2 and s["partly_read_by_reason"] == {"midi_error": 1}

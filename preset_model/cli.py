@@ -33,6 +33,9 @@ def _group(version: bool = typer.Option(False, "--version", callback=_version, i
 
 # --- option checks: every value refused here with one line names its allowed range ----------------
 
+#: Largest --batch-size accepted: more presets than any dataset holds.
+MAX_BATCH_SIZE = 1 << 24
+
 
 def _fail(message: str) -> None:
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
@@ -208,6 +211,9 @@ def fit(
         _fail(f"--notes {notes}: must be 1 (MIDI 60, vel 85) or the number of notes the dataset was rendered on (6)")
     if batch_size is not None and batch_size < 2:
         _fail(f"--batch-size {batch_size}: must be ≥ 2 (batch normalisation needs two presets in a batch)")
+    if batch_size is not None and batch_size > MAX_BATCH_SIZE:   # past sys.maxsize torch's sampler raised
+        _fail(f"--batch-size {batch_size}: must be at most {MAX_BATCH_SIZE:,} (a batch larger than the training "
+              "set is the training set)")
     if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
         _fail(f"--lr {lr}: must be a finite number > 0 and ≤ 1")
     if workers < 0 or workers > 4 * (os.cpu_count() or 1):

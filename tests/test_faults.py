@@ -340,6 +340,7 @@ def test_data_option_ranges(command, args, needle, catalogue, dataset, tmp_path)
 @pytest.mark.parametrize("option,needle", [
     (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-5"], "--batch-size"),
     (["--batch-size", "1"], "must be ≥ 2 (batch normalisation"), (["--lr", "-1"], "--lr"),
+    (["--batch-size", "100000000000000000000"], "--batch-size 100000000000000000000: must be at most"),   # audit Y4
     (["--lr", "nan"], "--lr"), (["--workers", "-1"], "--workers"), (["--epochs", "0"], "--epochs"),
     (["--device", "foo"], "--device"), (["--anneal", "1.5"], "--anneal"), (["--beta", "-1"], "--beta"),
     (["--num-loss", "huber"], "--num-loss"),

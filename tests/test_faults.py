@@ -278,8 +278,8 @@ def test_merge_refuses_a_shard_as_output_and_a_shard_without_mel(work, catalogue
 def test_damaged_dataset_files(command, kind, broken, tmp_path):
     args = {"info": [], "report": ["-o", tmp_path / "rep"], "export-wav": ["-o", tmp_path / "wav"]}[command]
     res = run(data_app, command, broken[kind], *args)
-    if command == "info" and kind == "empty":   # info reads any file that is not HDF5 as SysEx: none in it
-        assert_clean_error(res, "no DX7 voice in it")
+    if command == "info" and kind == "empty":   # as `list` says it (audit Y1: it read it as SysEx, "no DX7 voice")
+        assert_clean_error(res, "empty file (0 bytes), not a catalogue or dataset")
         return
     assert_clean_error(res, broken[kind].name)
     assert not (tmp_path / "rep").exists() and not (tmp_path / "wav").exists()

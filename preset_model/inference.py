@@ -28,6 +28,7 @@ Example (``runs/paper`` is a run folder written by ``preset-model fit``)::
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,9 +233,16 @@ class Run:
         """dB spectrograms of the model's input notes ``(B, K, mels, frames)`` → raw presets ``(B, 145)`` uint8."""
         db = np.asarray(db, np.float32)
         cfg = self.model.cfg
-        if db.shape[1:] != (cfg.notes, cfg.n_mels, cfg.frames):
+        if db.ndim != 4 or db.shape[1:] != (cfg.notes, cfg.n_mels, cfg.frames):
             raise PresetModelError(f"the model takes spectrograms of shape (B, {cfg.notes}, {cfg.n_mels}, "
                                    f"{cfg.frames}), got {db.shape}")
+        if not (isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool) and batch_size >= 1):
+            raise PresetModelError(f"batch_size={batch_size!r}: must be an integer ≥ 1")
+        bad = ~np.isfinite(db).reshape(len(db), -1).all(axis=1)
+        if bad.any():   # a failed preset's row (NaN in /mel) became an all-zero voice, silently (audit Y6)
+            raise PresetModelError(f"spectrogram {int(np.argmax(bad))} (of {len(db)}) holds NaN or infinite values: "
+                                   "a dataset row whose preset failed to render holds NaN in /mel; skip rows whose "
+                                   "/status is not 0")
         out = [self.model.infer(torch.from_numpy(scale_mel(db[i:i + batch_size], self.mel_bounds)))
                for i in range(0, len(db), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 145), np.uint8)
@@ -347,7 +355,8 @@ class Run:
                 result = match_files(self, [path], each=True, gain_db=gain_db)
             except AudioInputError as exc:   # said of the array, not of a temporary file that is gone
                 text = str(exc).replace(str(path), shown).replace("--gain-db auto", "gain_db='auto'")
-                text = text.replace("--gain-db", "gain_db=").replace("cut the file", "cut the array")
+                text = text.replace("--gain-db ", "gain_db=").replace("--gain-db", "gain_db").replace(
+                    "cut the file", "cut the array")
                 raise AudioInputError(text.replace("re-export the recording", "check sample_rate=")) from None
         for v in result.voices:   # the temporary file is gone: name the array instead
             v.files = [shown if f == str(path) else f for f in v.files]

@@ -463,6 +463,18 @@ def test_a_researchers_mistakes_get_the_toolkits_errors_not_wrong_results(workdi
         assert "AUDIO_" not in str(err.value) and "/tmp" not in str(err.value) and "--gain-db" not in str(err.value)
     matched = run.match(x)
     assert matched.voices[0].files == ["audio array (60:85)"] and matched.voices[0].scores[0].file == "audio array (60:85)"
+    with pytest.raises(PresetModelError, match=r"^gain_db=loud: must be 'auto'"):   # it said "gain_db= loud"
+        run.match(x, gain_db="loud")
+    # audit Y6: a failed row's spectrogram (NaN in /mel) became an all-zero voice, silently; a batch
+    # size of -1 gave no presets for one spectrogram
+    db = np.stack([ds.mel(0)[list(run.note_index)]] * 3)
+    assert run.infer_db(db, batch_size=2).shape == (3, 145)
+    db[1, 0, 3, 4] = np.nan
+    with pytest.raises(PresetModelError, match=r"spectrogram 1 \(of 3\) holds NaN .*/status is not 0"):
+        run.infer_db(db)
+    for size in (-1, 0, 2.5, True):
+        with pytest.raises(PresetModelError, match="batch_size=.*must be an integer ≥ 1"):
+            run.infer_db(db[:1], batch_size=size)
     # wrong types: the toolkit's errors naming the argument, not pathlib's or numpy's
     from dexed_data.errors import RenderError
     from preset_model.encoding import decode_targets

@@ -185,9 +185,9 @@ class _Lines:
 
 
 def one_line(text) -> str:
-    """``text`` on one line: a newline or carriage return in it (a file name may hold one) written as
-    ``\\n`` / ``\\r``, as ``list`` and ``info`` write such names, so that an error stays one line."""
-    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+    """``text`` on one line: its control characters (a file name may hold a newline) escaped
+    (``\\n``, ``\\x0b``) as ``list`` and ``info`` write such names, so that an error stays one line."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def _is_terminal(stream) -> bool:
@@ -330,8 +330,8 @@ def cli_file_path(example: str):
         import typer
 
         if isinstance(value, str) and value.endswith(("/", os.sep)):
-            typer.echo(f"error: {value} ends with '/', so it names a folder, but a file is written there; give a "
-                       f"file name (e.g. {value}{example})", err=True)
+            typer.echo(one_line(f"error: {value} ends with '/', so it names a folder, but a file is written there; "
+                                f"give a file name (e.g. {value}{example})"), err=True)
             raise typer.Exit(2)
         return cli_path(value)
 

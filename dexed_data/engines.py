@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import math
@@ -863,8 +864,9 @@ def plugin_build(path: str) -> tuple[int, str]:
     """What identifies a plug-in build: its bytes and the SHA-256 of its content (16 hex digits),
     of the file, or of every file of a bundle folder with its relative path (~10 ms for Dexed)."""
     def unreadable(exc: OSError):
-        raise EngineError(f"cannot read the plug-in {path!r}: {exc.filename}: {exc.strerror or exc}; check its "
-                          "permissions (every file of the bundle is read to identify the build)") from None
+        todo = ("a link in it points nowhere: copy the bundle again whole" if exc.errno == errno.ENOENT else
+                "check its permissions (every file of the bundle is read to identify the build)")
+        raise EngineError(f"cannot read the plug-in {path!r}: {exc.filename}: {exc.strerror or exc}; {todo}") from None
 
     if not os.path.isdir(path):
         files = [("", path)]
@@ -877,6 +879,7 @@ def plugin_build(path: str) -> tuple[int, str]:
                 dirs[:] = []
                 continue
             seen.add(os.path.realpath(d))
+            dirs.sort()   # a folder reached by two paths is named by the same one, whatever the listing order
             files += [(os.path.relpath(os.path.join(d, f), path), os.path.join(d, f)) for f in names]
         files.sort()
     h, size = hashlib.sha256(), 0

@@ -78,8 +78,8 @@ def describe(path) -> str:
 
     summary = describe_sysex(path)
     if not summary["voices"]:
-        problems = summary["problems"]
-        first = f" ({problems[0]}{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''})" if problems else ""
+        problems, more = summary["problems"], summary["problem_count"] - 1
+        first = f" ({problems[0]}{f'; and {more:,} more' if more > 0 else ''})" if problems else ""
         raise DexedDataError(f"{path}: no DX7 voice in it{first}; give a catalogue, a dataset or a DX7 .syx file")
     return format_mapping(summary)
 

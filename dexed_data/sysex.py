@@ -312,25 +312,29 @@ class _Scan:
     def __init__(self, source: str, result: FileResult):
         self.source, self.result = source, result
         self.yamaha_seen = False
-        self._listed: Counter = Counter()        # code → problems listed one by one
-        self._folded: dict[str, list] = {}       # code → [how many more, the first one's offset]
+        self._listed: Counter = Counter()        # code → problems listed one by one in this file
+        self._folded: dict[str, list] = {}       # code → [how many more, the first one]
 
     def problem(self, code: str, text: str, offset: int | None, repaired: bool = False) -> None:
+        where = self.source if offset is None else f"{self.source}, byte {offset}"
+        found = Problem(code, f"{where}: {text}", offset, None, None, repaired)
         if not repaired and self._listed[code] >= LISTED_PER_CODE:
-            self._folded.setdefault(code, [0, offset])[0] += 1
+            self._folded.setdefault(code, [0, found])[0] += 1
             return
         self._listed[code] += 1
-        where = self.source if offset is None else f"{self.source}, byte {offset}"
-        self.result.problems.append(Problem(code, f"{where}: {text}", offset, None, None, repaired))
+        self.result.problems.append(found)
 
     def fold(self) -> None:
-        """The problems past :data:`LISTED_PER_CODE` of each code, as one problem each (end of a stretch)."""
+        """At the end of a stretch (a file, a MIDI file's SysEx event): the problems of each code past
+        :data:`LISTED_PER_CODE` in the file, as one problem that counts them (a lone one as itself)."""
         for code, (more, first) in self._folded.items():
-            where = self.source if first is None else f"{self.source}, byte {first}"
+            if more == 1:
+                self.result.problems.append(first)
+                continue
+            where = self.source if first.offset is None else f"{self.source}, byte {first.offset}"
             self.result.problems.append(Problem(
                 code, f"{where}: {more:,} more of the same ({code}) from here on, not listed one by one; skipped",
-                first, None, None, False, more))
-            self._listed[code] = 0
+                first.offset, None, None, False, more))
         self._folded.clear()
 
 
@@ -397,7 +401,7 @@ def _scan_messages(data: bytes, base: int, scan: _Scan) -> None:
             what = "Yamaha parameter change or request message" if len(header) > 2 else "cut-off message"
         elif len(header) > 1 and header[1] == 0xF0:   # F0 F0 …: no message starts here, whatever the run's length
             pos = _F0_RUN.match(data, s).end() - 1   # the last may start a message
-            scan.problem("unknown_message", f"a run of {pos - s:,} F0 bytes, not SysEx (F0 starts a message); "
+            scan.problem("unknown_message", f"{pos - s:,} F0 byte(s) that start no message (the next F0 does); "
                          "skipped", base + s)
             continue
         else:
@@ -723,12 +727,16 @@ def _placed(p: Problem, place) -> Problem:
                    offset=None if p.offset is None else place(p.offset))
 
 
+#: MacBinary's header length: the file's data fork follows it (its length at bytes 83–86).
+_MACBINARY = 128
+
+
 def _is_midi(data: bytes) -> int | None:
     """Offset of ``MThd`` in a Standard MIDI File (also inside a RIFF RMID wrapper), else None."""
     if data.startswith(b"MThd"):
         return 0
-    if data[:1] == b"\x00" and data[128:132] == b"MThd":   # a MacBinary file (128-byte header) from a classic Mac
-        return 128
+    if data[:1] == b"\x00" and data[_MACBINARY:_MACBINARY + 4] == b"MThd":   # a MacBinary file from a classic Mac
+        return _MACBINARY
     if data[:4] == b"RIFF" and data[8:12] == b"RMID":
         at = data.find(b"MThd", 12)
         return at if at >= 0 else None
@@ -746,6 +754,9 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
     result = FileResult(source)
     scan = _Scan(source, result)
     midi_at = _is_midi(data)
+    if midi_at == _MACBINARY:   # its data fork only: the header gives its length (a resource fork follows)
+        fork = int.from_bytes(data[83:87], "big")
+        data = data[:_MACBINARY + fork] if 0 < fork <= len(data) - _MACBINARY else data
     if midi_at is not None:
         _scan_midi(data, scan, midi_at)
     else:
@@ -798,4 +809,5 @@ def describe_sysex(path: str | PathLike[str]) -> dict:
             "names": [v.name for v in result.voices],
             # bytes outside any message are skipped, as the import's summary says, not rejected
             "problems": [f"{p.code}{'' if p.repaired else ' (skipped)' if p.code in SKIPPED else ' (rejected)'}: "
-                         f"{p.message}" for p in result.problems]}
+                         f"{p.message}" for p in result.problems],
+            "problem_count": sum(p.count for p in result.problems)}   # a folded problem counts its many

@@ -168,7 +168,7 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     if not Path(path).is_file():
         raise AudioInputError(f"{path}: " + ("not a regular file (a device or pipe); give an audio file"
                                              if Path(path).exists() else "no such file"))
-    head = None
+    head = declared = None
     try:
         with open(path, "rb") as fh:   # a file object: soundfile cannot open a name that is not UTF-8
             head = sf.info(fh)
@@ -179,8 +179,8 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
                 raise AudioInputError(f"{path}: a sample rate of {head.samplerate:,} Hz, above any audio's "
                                       f"({MAX_SAMPLE_RATE:,} Hz at most); re-export the recording")
             if head.frames / head.samplerate > MAX_AUDIO_SECONDS:
-                raise AudioInputError(f"{path}: {head.frames / head.samplerate:.2f} s of audio; at most "
-                                      f"{MAX_AUDIO_SECONDS:g} s is accepted (only the first note length is used: "
+                raise AudioInputError(f"{path}: {head.frames:,} samples at {head.samplerate:,} Hz, more than the "
+                                      f"{MAX_AUDIO_SECONDS:g} s accepted (only the first note length is used: "
                                       "cut the file)")
             need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + 64   # + resampling filter margin
             declared = _declared_frames(fh)
@@ -197,7 +197,8 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     except Exception as exc:  # soundfile raises its own error types and RuntimeError
         raise _unreadable(path, head, exc) from None
     if x.size == 0:
-        big = Path(path).stat().st_size > 4096   # a cut-off OGG reads as no samples at all
+        # a cut-off OGG reads as no samples at all; a WAV whose header says 0 frames is empty, however long
+        big = Path(path).stat().st_size > 4096 and declared != 0
         raise AudioInputError(f"{path}: the file holds no samples" + (
             f" that can be read, in {Path(path).stat().st_size:,} bytes: it is damaged or cut off; export it again"
             if big else ""))
@@ -219,7 +220,8 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
 
 def _declared_frames(fh) -> int | None:
     """The frames a WAV or AIFF file's header says it holds (its ``data`` chunk's length, its
-    ``COMM`` chunk's count), None for other formats or a length left open by a streaming writer.
+    ``COMM`` chunk's count); None for other formats, for compressed WAV data (ADPCM, GSM: blocks of
+    many frames) and for a length a streaming writer left open (0xFFFFFFFF; 0 is returned as 0).
     The reader reports the frames a cut-off file holds, so a file cut inside the note is told
     apart from a short one only by its header."""
     import struct
@@ -237,11 +239,15 @@ def _declared_frames(fh) -> int | None:
         cid, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
         if riff and cid == b"fmt ":
             body = fh.read(size)
-            align = struct.unpack("<H", body[12:14])[0] if len(body) >= 14 else None
+            tag = struct.unpack("<H", body[:2])[0] if len(body) >= 2 else None
+            if tag == 0xFFFE and len(body) >= 26:   # WAVE_FORMAT_EXTENSIBLE: the tag opens its sub-format
+                tag = struct.unpack("<H", body[24:26])[0]
+            # PCM, float, A-law and µ-law: a frame per block; compressed blocks (ADPCM, GSM) hold many
+            align = struct.unpack("<H", body[12:14])[0] if len(body) >= 14 and tag in (1, 3, 6, 7) else None
             fh.seek(size % 2, 1)
             continue
         if riff and cid == b"data":
-            return None if not align or size in (0, 0xFFFFFFFF) else size // align
+            return None if not align or size == 0xFFFFFFFF else size // align
         if aiff and cid == b"COMM":
             body = fh.read(6)
             return struct.unpack(">I", body[2:6])[0] if len(body) == 6 else None
@@ -600,6 +606,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             found = None
             if refine > 0:
                 found = _kept_search(kept, i, audio, asked)
+                if found is None and all(v == s.notes[k][1] for (_, v), k in zip(heard, idx)):
+                    found = _kept_search(kept, i, audio, idx)   # kept before the key held the velocities
                 reused += found is not None
                 if found is None:
                     cands = sound_candidates(target, idx, s.mel, loaded, None if db is None else db[i], index, cfg)

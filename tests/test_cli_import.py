@@ -304,6 +304,13 @@ def test_info_says_what_the_import_says_and_errors_stay_on_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "dexed_data", "import-sysex", str(odd), "-o", str(tmp_path / "p.h5"),
                           "--no-progress"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "em\\npty.syx" in res.stderr, res.stderr
+    (tmp_path / "roland.syx").write_bytes(b"\xF0\x41\x10\x42\x12\xF7" * 1000)   # R1: it said "and 101 more"
+    result = invoke("info", tmp_path / "roland.syx")
+    assert result.exit_code == 2 and "; and 1,000 more)" in result.output, result.output   # 999 + no_sysex
+    for name in ("out\nx/", "out\x0bx/"):                                   # R1: -o's own check, \v too
+        res = subprocess.run([sys.executable, "-m", "dexed_data", "import-sysex", str(tmp_path / "junk.syx"), "-o",
+                              f"{tmp_path}/{name}"], capture_output=True, text=True)
+        assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
     res = subprocess.run([sys.executable, "-m", "preset_model", "match", "--data", str(tmp_path / "no\nne.h5"),
                           str(odd), "-o", str(tmp_path / "x.syx")], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no\\nne.h5" in res.stderr, res.stderr

@@ -268,6 +268,19 @@ def test_what_follows_the_note_and_a_header_that_says_more_are_judged_right(fitt
     with pytest.raises(AudioInputError, match="holds no samples that can be read, in 5,000 bytes: it is damaged or cut "
                                               "off"):
         load_audio(tmp_path / "cut.ogg", SR, int(0.75 * SR))
+    # regression review R1: compressed WAV data (blocks of many frames) is not judged by its header;
+    # an empty WAV with a long LIST chunk is empty, not damaged; 600 s and a sample is "more than 600 s"
+    sf.write(tmp_path / "adpcm.wav", np.tile(tone, 2), SR, subtype="IMA_ADPCM")
+    assert np.abs(load_audio(tmp_path / "adpcm.wav", SR, int(0.75 * SR))).max() > 0.1
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), SR, subtype="PCM_16")
+    data = (tmp_path / "empty.wav").read_bytes()
+    listed = data[:12] + b"LIST" + (5000).to_bytes(4, "little") + bytes(5000) + data[12:]
+    (tmp_path / "listed.wav").write_bytes(listed[:4] + (len(listed) - 8).to_bytes(4, "little") + listed[8:])
+    with pytest.raises(AudioInputError, match=r"listed.wav: the file holds no samples$"):
+        load_audio(tmp_path / "listed.wav", SR, int(0.75 * SR))
+    sf.write(tmp_path / "long.wav", np.zeros(600 * 8000 + 1, np.int16), 8000, subtype="PCM_16")
+    with pytest.raises(AudioInputError, match="4,800,001 samples at 8,000 Hz, more than the 600 s accepted"):
+        load_audio(tmp_path / "long.wav", SR, int(0.75 * SR))
     with pytest.raises(AudioInputError, match="7 files for a 6-note dataset"):
         group_files([f"f{i}.wav" for i in range(7)], NOTES, what="dataset")
 
@@ -336,7 +349,20 @@ def test_an_interrupted_match_refine_resumes_from_its_journal(fitted, recording,
     for a, b in zip(whole.voices, again.voices):
         assert np.array_equal(a.raw, b.raw) and a.search.distance == b.search.distance
         assert a.search.candidates == b.search.candidates and a.search.renders == b.search.renders
+    # a journal kept before the key held the played velocities (the notes alone) is still resumed
+    import json
+
+    from preset_model.refine import RefineJournal
+
+    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    for e in lines:                                                  # one file per sound (--each): one note
+        idx = [k for k in range(len(NOTES)) if RefineJournal.digest(np.asarray([k, NOTES[k][1]], np.uint8)) == e["pred"]]
+        assert len(idx) == 1
+        e["pred"] = RefineJournal.digest(np.asarray(idx, np.uint8))
+    journal.write_text("".join(json.dumps(e) + "\n" for e in lines))
     calls.clear()
+    old = match_files(None, files, each=True, data=fitted.data, refine=8, journal=journal)
+    assert len(calls) == 0 and all(np.array_equal(a.raw, b.raw) for a, b in zip(whole.voices, old.voices))
     match_files(None, files, each=True, data=fitted.data, refine=8, seed=1, journal=journal)
     assert len(calls) == 2                                           # another seed reuses nothing
     res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(recording), str(other), "--each",

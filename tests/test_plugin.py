@@ -465,6 +465,24 @@ def test_a_linked_or_unreadable_part_of_a_bundle_is_read_or_named(dexed_plugin, 
             raise PermissionError(13, "Permission denied", str(path))
         return builtins.open(path, *args, **kwargs)
 
+    # regression review R1: a folder reached by two paths is hashed under the same one whatever the
+    # listing order (a byte-identical copy was "another engine version"); a dangling link says so
+    twins = []
+    for order in ("link first", "link last"):
+        b = tmp_path / order / "Dexed.vst3"
+        (b / "Contents").mkdir(parents=True)
+        if order == "link first":
+            (b / "Contents" / "Alias").symlink_to("Resources")
+        shutil.copytree(Path(dexed_plugin) / "Contents" / "Resources", b / "Contents" / "Resources")
+        shutil.copytree(Path(dexed_plugin) / "Contents" / "x86_64-linux", b / "Contents" / "x86_64-linux")
+        if order == "link last":
+            (b / "Contents" / "Alias").symlink_to("Resources")
+        twins.append(engines.plugin_build(str(b)))
+    assert twins[0] == twins[1]
+    (copy / "Contents" / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(EngineError, match="dangling: No such file or directory; a link in it points nowhere"):
+        engines.plugin_build(str(copy))
+    (copy / "Contents" / "dangling").unlink()
     monkeypatch.setattr(engines, "open", denied, raising=False)
     with pytest.raises(EngineError, match="cannot read the plug-in .*moduleinfo.json: Permission denied; check its "
                                           "permissions"):

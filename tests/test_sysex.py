@@ -239,12 +239,19 @@ def test_a_file_of_f0_bytes_or_of_many_foreign_messages_is_read_in_linear_time_a
     result = decode_bytes(b"BM" + b"\xF0" * (1 << 20) + bank)  # the bank's own F0 ends the run
     assert len(result.voices) == 32 and time.perf_counter() - t0 < 10
     assert [(p.code, p.count) for p in result.problems] == [("stray_bytes", 1), ("unknown_message", 1)]
-    assert "a run of 1,048,576 F0 bytes" in result.problems[1].message
+    assert "1,048,576 F0 byte(s) that start no message (the next F0 does)" in result.problems[1].message
+    assert "1 F0 byte(s) that start no message" in decode_bytes(b"\xF0" + bank).problems[0].message   # F0 F0 43 …
     result = decode_bytes(b"\xF0\x41\xF7" * 1000 + bank + b"\xF0\x41\xF7" * 3)   # many whole foreign messages
     assert len(result.voices) == 32 and len(result.problems) == 101
     assert sum(p.count for p in result.problems) == 1003                      # each still counted
     folded = result.problems[100]
     assert folded.count == 903 and folded.offset == 300 and "903 more of the same (unknown_message)" in folded.message
+    # regression review R1: in a MIDI file each SysEx event is a stretch; past 100 in the file, an
+    # event's lone problem was replaced by "1 more of the same … from here on" and the next listed again
+    roland = [_sysex_event(b"\xF0\x41\x10\x42\x12\x00\xF7")[:-4] for _ in range(150)]
+    result = decode_bytes(_smf(b"".join(roland) + _sysex_event(bank)))
+    assert len(result.voices) == 32 and len(result.problems) == 150 and all(p.count == 1 for p in result.problems)
+    assert not any("more of the same" in p.message for p in result.problems)
 
 
 def test_several_messages_in_one_file():
@@ -297,7 +304,10 @@ def test_a_longer_midi_header_and_a_macbinary_wrapper_are_read():
     raws, _, bank = bank_of()
     whole = _smf(_sysex_event(bank))
     longer = b"MThd\x00\x00\x00\x08" + whole[8:14] + b"\x00\x00" + whole[14:]
-    for data in (longer, bytes(65) + b"Midi" + bytes(59) + whole):
+    mac = bytearray(bytes(65) + b"Midi" + bytes(59))
+    mac[83:87] = len(whole).to_bytes(4, "big")                 # the data fork's length; a resource fork follows
+    fork = bytes(-len(whole) % 128) + b"\x00\x00\x01\x00" + bytes(300)
+    for data in (longer, bytes(65) + b"Midi" + bytes(59) + whole, bytes(mac) + whole + fork):
         result = decode_bytes(data)
         assert codes(result) == [] and len(result.voices) == 32 and np.array_equal(result.voices[3].raw, raws[3])
     assert codes(decode_bytes(b"MThd\x00\x00\x00\x04\x00\x01" + whole[14:])) == ["midi_error"]   # too short

@@ -78,7 +78,8 @@ def describe(path) -> str:
 
     summary = describe_sysex(path)
     if not summary["voices"]:
-        problems, more = summary["problems"], summary["problem_count"] - 1
+        problems = summary["problems"]
+        more = summary.get("problem_count", len(problems)) - 1
         first = f" ({problems[0]}{f'; and {more:,} more' if more > 0 else ''})" if problems else ""
         raise DexedDataError(f"{path}: no DX7 voice in it{first}; give a catalogue, a dataset or a DX7 .syx file")
     return format_mapping(summary)

@@ -417,7 +417,7 @@ def test_match_refuses_bad_audio_and_gain(fitted, tmp_path):
     sf.write(nan, np.full(2205, np.nan, np.float32), 22050, subtype="FLOAT")
     long = tmp_path / "long.wav"   # 11 minutes at 8 kHz: refused from its header
     sf.write(long, np.zeros(11 * 60 * 8000, np.int16), 8000, subtype="PCM_16")
-    for files, extra, needle in (([nan], [], "NaN"), ([long], [], "at most 600 s"),
+    for files, extra, needle in (([nan], [], "NaN"), ([long], [], "more than the 600 s accepted"),
                                  ([good], ["--gain-db", "nan"], "--gain-db"),
                                  ([good], ["--gain-db", "loud"], "'auto' or a number of dB"),
                                  ([good], ["--gain-db", "200"], "between -120 and 120")):

@@ -166,3 +166,48 @@ def test_bench_render_refuses_too_few_presets():
     proc = subprocess.run([sys.executable, str(TOOLS / "bench_render.py"), "--presets", "1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--presets 1: at least 4" in proc.stderr
+
+
+# -- audit Y7: scripts that deleted or overwrote what was not theirs, tracebacks ----------------------
+
+def test_tools_keep_what_is_not_theirs_and_fail_in_one_line(tmp_path):
+    def run(*args, cwd=tmp_path):
+        return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+    precious = tmp_path / "precious"                      # bench_render --work deleted a folder it did not make
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("mine")
+    res = run(TOOLS / "bench_render.py", "--presets", "4", "--source", tmp_path / "nothing", "--work", precious)
+    assert res.returncode == 2 and "holds files this script did not make" in res.stderr, res.stderr
+    assert (precious / "thesis.txt").read_text() == "mine"
+    res = run(TOOLS / "bench_render.py", "--presets", "4", "--source", tmp_path / "nothing", "--work", tmp_path / "w")
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    assert (tmp_path / "w" / ".benchmark-scratch").exists()   # its own: emptied by the next run
+    res = run(TOOLS / "bench_train.py", "--data", tmp_path / "none.h5")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "none.h5" in res.stderr, res.stderr
+    results = tmp_path / "RESULTS.md"                     # experiments.py overwrote cpu_experiment.py's file
+    results.write_text("# x\n<!-- end of tools/cpu_experiment.py output; sections below are kept -->\nkept\n")
+    res = run(TOOLS / "experiments.py", "--small", "--out", tmp_path / "exp", "--results", results)
+    assert res.returncode == 2 and "is written by tools/cpu_experiment.py" in res.stderr, res.stderr
+    assert results.read_text().endswith("kept\n") and not (tmp_path / "exp").exists()
+    res = run(TOOLS / "fault_matrix.py", "--code", tmp_path / "nowhere")   # it tested the installed package
+    assert res.returncode == 2 and "not a checkout of this toolkit" in res.stderr
+    res = subprocess.run(["bash", TOOLS / "demo.sh", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0 and "Usage: bash tools/demo.sh [WORK_DIR]" in res.stdout
+    assert not (tmp_path / "--help").exists()            # it ran the whole demo into ./--help
+    res = subprocess.run(["bash", TOOLS / "demo.sh", "-x"], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2 and "no such option" in res.stderr
+
+
+def test_sound_dedup_check_refuses_another_corpus_in_its_output(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    shutil.copy(REPO / "presets" / "toolkit_bank_a.syx", a)
+    shutil.copy(REPO / "presets" / "toolkit_bank_b.syx", b)
+    out = tmp_path / "sdc"
+    first = subprocess.run([sys.executable, TOOLS / "sound_dedup_check.py", a, "-o", out, "--limit", "2"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    res = subprocess.run([sys.executable, TOOLS / "sound_dedup_check.py", b, "-o", out, "--limit", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "holds the results of another corpus" in res.stderr, res.stderr

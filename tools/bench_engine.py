@@ -20,6 +20,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--presets", type=int, default=20)
     args = ap.parse_args()
+    if args.presets < 1:
+        ap.error(f"--presets {args.presets}: give at least 1")
     limit_threads()
     rng = np.random.default_rng(0)
     from dexed_data.schema import VOICE_MAX, apply_fixed
@@ -44,4 +46,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main   # this folder: errors as one line
+
+    run_main(main)

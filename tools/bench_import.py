@@ -62,4 +62,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _cli import run_main   # this folder: errors as one line
+
+    run_main(main)

@@ -46,6 +46,22 @@ STORAGES = (("mel", "none"), ("audio,mel", "none"), ("mel", "lzf"), ("mel", "gzi
 MIN_PRESETS = 4   # steady state = (N presets - 1 preset) / (N - 1); coordination = (N - N // 10) presets
 
 
+def scratch(folder: Path, script: str) -> None:
+    """Empty ``folder`` for this run, only if it is new, empty, or one a benchmark made (its marker
+    file): ``--work .`` or ``--work ~/project`` deleted whatever was there (audit Y7)."""
+    marker = folder / ".benchmark-scratch"
+    from _cli import fail   # this folder
+
+    if folder.exists() and not folder.is_dir():
+        fail(f"--work {folder} is a file; give a scratch folder")
+    if folder.is_dir() and any(folder.iterdir()) and not marker.exists():
+        fail(f"--work {folder} holds files this script did not make; give a new or empty folder (it is emptied "
+             "before each run)")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    marker.write_text(f"a scratch folder of tools/{script}.py: emptied by its next run\n")
+
+
 def per_extra_preset(total: float, fixed: float, n: int) -> float | None:
     """Seconds per preset past the first, ``(total - fixed) / (n - 1)``, from an ``n``-preset run and a
     1-preset run; ``None`` when that is not positive (the ``n - 1`` extra presets are lost in the noise
@@ -258,7 +274,8 @@ def main() -> None:
                     help=f"presets rendered by each measurement (at least {MIN_PRESETS}; steady-state numbers "
                          "need enough to outweigh start-up noise, a few hundred)")
     ap.add_argument("--source", default="corpus", help="corpus, bundled, a SysEx folder, or a presets.h5")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/bench_render"), help="scratch folder (deleted first)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/bench_render"),
+                    help="scratch folder: a new or empty one, or one this script made before (emptied first)")
     args = ap.parse_args()
     if args.presets < MIN_PRESETS:
         ap.error(f"--presets {args.presets}: at least {MIN_PRESETS} are needed for the steady-state numbers")
@@ -271,8 +288,7 @@ def main() -> None:
     from dexed_data.render import RenderConfig
     from dexed_data.schema import apply_fixed
 
-    shutil.rmtree(args.work, ignore_errors=True)
-    args.work.mkdir(parents=True)
+    scratch(args.work, "bench_render")
     cat_path = _catalogue(args.source, args.work)
     raws = apply_fixed(read_catalogue(cat_path).raw[: args.presets])
     n = len(raws)
@@ -413,4 +429,6 @@ def _same_data(a: Path, b: Path) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main   # this folder: errors as one line
+
+    run_main(main)

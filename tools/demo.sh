@@ -7,6 +7,11 @@
 # repository root, it writes demo-run/ there.
 # A 3-epoch tiny model only shows that every step runs; its voices are not expected to sound right.
 set -euo pipefail
+case "${1:-}" in
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "error: $1: no such option; usage: bash tools/demo.sh [WORK_DIR]" >&2; exit 2 ;;
+esac
+if (( $# > 1 )); then echo "error: one WORK_DIR at most; usage: bash tools/demo.sh [WORK_DIR]" >&2; exit 2; fi
 work="${1:-demo-run}"
 [[ "$work" == /* ]] || work="$PWD/$work"   # the caller's folder, before the cd below
 cd "$(dirname "$0")/.."

@@ -9,7 +9,7 @@ Steps (each skipped when its output already exists, so an interrupted run contin
     OUT/runs/.../eval-test.*  preset-model evaluate on the test split
     OUT/baselines/...         evaluate --baseline knn|mean on a run's split and input notes
     OUT/results.json          every number of the table
-    --results FILE            the Markdown table and how it was made (docs/RESULTS.md)
+    --results FILE            the Markdown table and how it was made (docs/RESULTS-matrix.md)
 
 ``--small`` is the CPU preset (2 cores, under an hour on an idle machine): 2,500 presets, mel
 spectrograms of 64 bands × 87 frames (hop 1024) instead of 257 × 345, the ``small`` model size,
@@ -18,7 +18,7 @@ very little training; it cannot reproduce the paper's converged numbers.
 
 Example::
 
-    python tools/experiments.py --small --out /tmp/exp --results docs/RESULTS.md
+    python tools/experiments.py --small --out /tmp/exp --results docs/RESULTS-matrix.md
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ def main(argv=None) -> None:
     p.add_argument("--small", action="store_true", help="CPU preset: 2,500 presets, reduced spectrograms, small model.")
     p.add_argument("--out", type=Path, default=Path("experiments"), help="Work folder (datasets, runs, reports).")
     p.add_argument("--corpus", type=Path, default=Path(os.environ.get("DEXED_CORPUS", REPO.parent / "shared/corpus/dx7-cc0")))
-    p.add_argument("--results", type=Path, default=None, help="Write the Markdown results here (e.g. docs/RESULTS.md).")
+    p.add_argument("--results", type=Path, default=None, help="Write the Markdown results here (e.g. docs/RESULTS-matrix.md; a file that "
+                   "tools/cpu_experiment.py writes, such as docs/RESULTS.md, is refused).")
     p.add_argument("--presets", type=int, help="Override: presets rendered (first N of the catalogue).")
     p.add_argument("--epochs", type=int, help="Override: training epochs per run.")
     p.add_argument("--max-steps", type=int, help="Override: batches per epoch (default: all).")
@@ -192,6 +193,10 @@ def main(argv=None) -> None:
     p.add_argument("--heads", help="Override: comma-separated subset of flow,mlp.")
     p.add_argument("--notes", help="Override: comma-separated subset of 1,6.")
     args = p.parse_args(argv)
+    keep = "<!-- end of tools/cpu_experiment.py output"   # that script's file: its kept sections would be lost
+    if args.results and args.results.is_file() and keep in args.results.read_text(errors="replace"):
+        p.error(f"--results {args.results} is written by tools/cpu_experiment.py (its sections below the marker "
+                "would be lost); write this table elsewhere, e.g. docs/RESULTS-matrix.md")
     plan = SMALL if args.small else Plan()
     over = dict(presets=args.presets, epochs=args.epochs, max_steps=args.max_steps, eval_limit=args.eval_limit, jobs=args.jobs,
                 encodings=tuple(args.encodings.split(",")) if args.encodings else None,
@@ -230,7 +235,7 @@ def main(argv=None) -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     log(f"done in {time.time() - t0:.0f} s: {args.out / 'results.json'}")
     if args.results:
-        args.results.write_text(markdown(results))
+        args.results.write_text(markdown(results))   # (checked before the runs: see main's start)
         log(f"wrote {args.results}")
 
 
@@ -371,4 +376,6 @@ def _fmt(x: float | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main   # this folder: errors as one line
+
+    run_main(main)

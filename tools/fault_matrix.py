@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--all", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    if not (args.code / "dexed_data" / "__init__.py").is_file():   # else the installed package ran, unsaid
+        ap.error(f"--code {args.code}: not a checkout of this toolkit (no dexed_data/ in it)")
     work = args.work or Path(tempfile.mkdtemp(prefix="faults-"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(args.code.resolve()))

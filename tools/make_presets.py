@@ -1147,7 +1147,13 @@ if __name__ == "__main__":
     parser.add_argument("--check", action="store_true",
                         help="also render every voice at (60, 85) and print pitch/envelope numbers")
     args = parser.parse_args()
-    for p in main(args.out):
-        print(f"wrote {p} ({p.stat().st_size} bytes)")
-    if args.check:
-        print_check(BANKS)
+
+    def run() -> None:
+        for p in main(args.out):
+            print(f"wrote {p} ({p.stat().st_size} bytes)")
+        if args.check:
+            print_check(BANKS)
+
+    from _cli import run_main   # this folder: errors as one line
+
+    run_main(run)

@@ -99,9 +99,11 @@ def main() -> None:
         sys.exit("--jobs must be at least 1")
     from dexed_data.catalogue import read_catalogue
 
-    n = len(read_catalogue(a.presets).raw)
+    cat = read_catalogue(a.presets)
+    n = len(cat.raw)
     n = n if a.limit is None else min(n, max(0, a.limit))
     done: dict[int, dict] = {}
+    other = 0   # lines of another catalogue (another preset at that row): not this one's, redone
     parts = sorted(a.out.parent.glob(a.out.name + ".part*")) if a.out.parent.exists() else []
     for path in [a.out] + parts:
         if path.exists():
@@ -110,7 +112,14 @@ def main() -> None:
                     rec = json.loads(line)
                 except json.JSONDecodeError:      # a line cut by an interruption: that preset is redone
                     continue
-                done[rec["row"]] = rec
+                row = rec.get("row")
+                if not (isinstance(row, int) and 0 <= row < len(cat.ids) and rec.get("id") == cat.ids[row]):
+                    other += 1
+                    continue
+                done[row] = rec
+    if other:
+        print(f"{a.out}: {other} line(s) of another catalogue (their ids differ) are not counted; they are redone "
+              "(and replaced in the file)", flush=True)
     todo = [r for r in range(n) if r not in done]
     print(f"{a.presets}: {n} presets, {len(done)} already counted, {len(todo)} to render with {a.jobs} job(s)",
           flush=True)
@@ -134,4 +143,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main   # this folder: errors as one line
+
+    run_main(main)

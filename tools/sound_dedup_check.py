@@ -1,4 +1,5 @@
-"""Check dedup by sound on a SysEx corpus against the independent figures of DX7.md §6.
+"""Check dedup by sound on a SysEx corpus against the independent figures of DX7.md §6
+(``../shared/reference/DX7.md``, beside the repository; not part of it).
 
 Imports the corpus (``import-sysex``), renders every catalogue preset on the dataset's notes with
 the paper's fixed values applied (audio only: no mel, no operators, which leaves the audio
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -83,11 +83,21 @@ def main(argv=None) -> int:
     from dexed_data.render import DEFAULT_NOTES
     from dexed_data.schema import apply_fixed
 
+    from _cli import fail   # this folder
+
+    if not Path(args.corpus).exists():
+        fail(f"{args.corpus}: no such file or folder; give a SysEx corpus")
     args.out.mkdir(parents=True, exist_ok=True)
-    cat_path = args.out / "presets.h5"
+    cat_path, made_from = args.out / "presets.h5", args.out / "corpus.txt"
+    corpus = os.path.realpath(args.corpus)
+    if cat_path.exists() and (not made_from.exists() or made_from.read_text().strip() != corpus):
+        # its catalogue and batches were reused for another corpus, unsaid (audit Y7)
+        fail(f"{args.out} holds the results of another corpus "
+             f"({made_from.read_text().strip() if made_from.exists() else 'not recorded'}); give another -o or delete it")
     t0 = time.perf_counter()
     if not cat_path.exists():
         import_sysex([args.corpus], cat_path, progress=False, command="tools/sound_dedup_check.py")
+        made_from.write_text(corpus + "\n")
     cat = read_catalogue(cat_path)
     print(f"catalogue: {len(cat)} presets unique by values ({time.perf_counter() - t0:.0f} s)", flush=True)
     n = len(cat) if args.limit is None else min(args.limit, len(cat))
@@ -182,4 +192,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     for k, v in _THREADS.items():
         os.environ.setdefault(k, v)
-    sys.exit(main())
+    from _cli import run_main   # this folder: errors as one line
+
+    run_main(main)

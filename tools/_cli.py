@@ -1,0 +1,33 @@
+"""What the tools/ scripts share when run from the command line: the toolkit's errors as one line.
+
+A wrong input (a missing corpus, a dataset given for a catalogue, a plug-in that does not load)
+ends a script with ``error: …`` and exit status 2, as the toolkit's own commands do, not with a
+traceback; a command a script runs that fails has already printed its own error line.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def fail(message: str) -> None:
+    """One ``error: …`` line on stderr and exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_main(main, *args) -> None:
+    """Run ``main(*args)``; exit with its return value, or 2 after one ``error:`` line."""
+    from dexed_data.errors import DexedDataError
+    from preset_model.errors import PresetModelError
+
+    try:
+        sys.exit(main(*args))
+    except (DexedDataError, PresetModelError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        said = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        fail(said)
+    except subprocess.CalledProcessError as exc:   # the command printed its own error above
+        shown = " ".join(str(c) for c in exc.cmd[1:6]) if isinstance(exc.cmd, (list, tuple)) else str(exc.cmd)
+        fail(f"`{shown} …` failed (exit {exc.returncode}); its message is above")
+    except RuntimeError as exc:   # DawDreamer's "Unable to load plugin." and the like
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

@@ -200,7 +200,9 @@ def _param_grid(raw: np.ndarray, params, title: str, out: Path, name: str, color
         counts = np.bincount(raw[:, p.voice_offset] // width, minlength=len(edges) - 1)[: len(edges) - 1]
         ax.stairs(counts, edges, fill=True, color=color)   # one artist, not one bar per bin
         label = p.name if p.operator is None else p.name[4:]
-        ax.set_title(label + (" (fixed)" if p.fixed is not None else ""), fontsize=9)
+        over = int((raw[:, p.voice_offset] > p.max).sum())   # failed rows keep such values: said, not dropped
+        ax.set_title(label + (" (fixed)" if p.fixed is not None else "") + (f", {over} over max" if over else ""),
+                     fontsize=9)
         ax.tick_params(labelsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))   # values are integers
         ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
@@ -216,11 +218,12 @@ def _algorithms(raw: np.ndarray, out: Path) -> str:
     plt = _pyplot()
     alg = next(p for p in VOICE_PARAMS if p.name == "ALGORITHM")
     counts = np.bincount(raw[:, alg.voice_offset], minlength=32)[:32]
+    over = int((raw[:, alg.voice_offset] > alg.max).sum())   # failed rows keep such values: said, not dropped
     fig, ax = plt.subplots(figsize=(9, 2.6))
     ax.bar(np.arange(32), counts, color="tab:green")
     ax.set_xticks(np.arange(32), ALGORITHM_LABELS, fontsize=8)
     ax.set_xlim(-0.7, 31.7)
-    ax.set_xlabel("algorithm (1–32)")
+    ax.set_xlabel("algorithm (1–32)" + (f"; {over} failed preset(s) with a value over 32, not shown" if over else ""))
     ax.set_ylabel("presets")
     fig.tight_layout()
     return _save(fig, out, "algorithms.png")
@@ -415,7 +418,7 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
     for title, fig in figures:
         parts += [f"<h3>{html.escape(title)}</h3>", f"<img src='{fig}' alt='{html.escape(title)}'>"]
     if failures:
-        parts.append(f"<h2>Failed renders</h2><p>{len(failures)} presets"
+        parts.append(f"<h2>Failed renders</h2><p>{len(failures)} preset{'s' if len(failures) != 1 else ''}"
                      + (", the first 20:" if len(failures) > 20 else ":") + "</p>")
         parts.append(_table(["id", "reason"], [[f"<code>{i}</code>", html.escape(r)] for i, r in failures[:20]]))
     parts.append("</body></html>")

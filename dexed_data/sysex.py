@@ -805,10 +805,12 @@ def decode_file(path: str | PathLike[str]) -> FileResult:
 def describe_sysex(path: str | PathLike[str]) -> dict:
     """Summary of a SysEx (or any) file for ``dexed-data info``: messages, voices, names, problems."""
     result = decode_file(path)
-    counted = sum(p.count for p in result.problems)   # a folded problem stands for many
+    # the voices' own repairs too (out of range, bit 7): the import counts them (audit Y8: "no problem")
+    found = [*result.problems, *(p for v in result.voices for p in v.problems)]
+    counted = sum(p.count for p in found)   # a folded problem stands for many
     return {"file": str(path), "format": "sysex", "messages": result.messages, "voices": len(result.voices),
             "names": [v.name for v in result.voices],
             # bytes outside any message are skipped, as the import's summary says, not rejected
-            "problems": [f"{p.code}{'' if p.repaired else ' (skipped)' if p.code in SKIPPED else ' (rejected)'}: "
-                         f"{p.message}" for p in result.problems],
-            **({"problem_count": counted} if counted != len(result.problems) else {})}
+            "problems": [f"{p.code}{' (repaired)' if p.repaired else ' (skipped)' if p.code in SKIPPED else ' (rejected)'}: "
+                         f"{p.message}" for p in found],
+            **({"problem_count": counted} if counted != len(found) else {})}

@@ -253,7 +253,9 @@ def report_markdown(report: dict) -> str:
             f"{report['method']} baseline (on the run's split and input notes {notes})")
     lines = [f"# Evaluation: {report['run']}", "",
              f"{what}, {report['split']} split of `{report['dataset']}`: {report['presets']} presets "
-             f"({report['train_presets']} training presets), checkpoint {report['checkpoint']} (epoch {report['epoch']}, counted from 1).",
+             f"({report['train_presets']} training presets)" + (
+                 f", checkpoint {report['checkpoint']} (epoch {report['epoch']}, counted from 1)." if m else
+                 f", the split of checkpoint {report['checkpoint']} (a baseline uses none of its weights)."),   # audit Y8
              *[line for note in report_notes(report) for line in ("", note)],
              "", "| metric | value |", "|---|---|",
              f"| numerical parameter MAE (fraction of range) | {report['params']['num_mae']:.4f} |",

@@ -184,3 +184,35 @@ def test_the_report_of_a_shard_says_it_covers_part_of_the_job(tmp_path, rom1a_pa
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r" / "index.html").read_text()
     assert "<b>Shard 0/2 of a render job</b>" in page and "dexed-data merge" in page
+
+
+def test_out_of_range_values_of_failed_rows_are_said_in_the_histograms(monkeypatch, tmp_path):
+    # audit Y8: the algorithm and parameter histograms ("every preset in the file, rendered or not")
+    # dropped the failed rows' out-of-range values without a word
+    import matplotlib.axes
+
+    from dexed_data import report
+    from dexed_data.schema import PARAM_BY_NAME, VOICE_PARAMS
+
+    raw = np.zeros((3, 145), np.uint8)
+    alg = PARAM_BY_NAME["ALGORITHM"].voice_offset
+    raw[2, alg] = 40
+    said = {}
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda self, text, *a, **k: said.setdefault("x", text))
+    report._algorithms(raw, tmp_path)
+    assert "1 failed preset(s) with a value over 32, not shown" in said["x"]
+    titles = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, text, *a, **k: titles.append(text))
+    params = [p for p in VOICE_PARAMS if p.name == "ALGORITHM"]
+    report._param_grid(raw, params, "t", tmp_path, "grid.png")
+    assert titles == ["ALGORITHM, 1 over max"]
+
+
+def test_info_on_a_bank_lists_the_voices_repairs(tmp_path):
+    # audit Y8: info listed no problem for a bank whose voices the import repairs (out of range, bit 7)
+    bank = bytearray(sysex.encode_bank(np.zeros((32, 145), np.uint8), ["A"] * 32))
+    bank[6 + 10] = 127                                   # voice 1, OP6 R SCALE DEPTH 127 (max 99)
+    bank[6 + 4096] = (-sum(bank[6:6 + 4096])) & 0x7F
+    (tmp_path / "oor.syx").write_bytes(bytes(bank))
+    res = CliRunner().invoke(app, ["info", str(tmp_path / "oor.syx")])
+    assert res.exit_code == 0 and "out_of_range (repaired): " in res.output and "clamped to 99" in res.output, res.output

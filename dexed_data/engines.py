@@ -865,6 +865,7 @@ def plugin_build(path: str) -> tuple[int, str]:
     of the file, or of every file of a bundle folder with its relative path (~10 ms for Dexed)."""
     def unreadable(exc: OSError):
         todo = ("a link in it points nowhere: copy the bundle again whole" if exc.errno == errno.ENOENT else
+                "a link in it loops: copy the bundle again whole" if exc.errno == errno.ELOOP else
                 "check its permissions (every file of the bundle is read to identify the build)")
         raise EngineError(f"cannot read the plug-in {path!r}: {exc.filename}: {exc.strerror or exc}; {todo}") from None
 

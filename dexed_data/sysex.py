@@ -316,10 +316,14 @@ class _Scan:
         self._folded: dict[str, list] = {}       # code → [how many more, the first one]
 
     def problem(self, code: str, text: str, offset: int | None, repaired: bool = False) -> None:
+        folded = self._folded.get(code)
+        if folded is not None:            # past the listed ones: counted only (made for each, it was slow)
+            folded[0] += 1
+            return
         where = self.source if offset is None else f"{self.source}, byte {offset}"
         found = Problem(code, f"{where}: {text}", offset, None, None, repaired)
         if not repaired and self._listed[code] >= LISTED_PER_CODE:
-            self._folded.setdefault(code, [0, found])[0] += 1
+            self._folded[code] = [1, found]
             return
         self._listed[code] += 1
         self.result.problems.append(found)
@@ -754,7 +758,8 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
     result = FileResult(source)
     scan = _Scan(source, result)
     midi_at = _is_midi(data)
-    if midi_at == _MACBINARY:   # its data fork only: the header gives its length (a resource fork follows)
+    if midi_at == _MACBINARY and data[:1] == b"\x00":   # MacBinary (not a RIFF RMID with MThd at 128): its data
+        # fork only, whose length the header gives (a resource fork follows)
         fork = int.from_bytes(data[83:87], "big")
         data = data[:_MACBINARY + fork] if 0 < fork <= len(data) - _MACBINARY else data
     if midi_at is not None:

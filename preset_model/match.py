@@ -221,7 +221,7 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
 def _declared_frames(fh) -> int | None:
     """The frames a WAV or AIFF file's header says it holds (its ``data`` chunk's length, its
     ``COMM`` chunk's count); None for other formats, for compressed WAV data (ADPCM, GSM: blocks of
-    many frames) and for a length a streaming writer left open (0xFFFFFFFF; 0 is returned as 0).
+    many frames) and for a length a writer left open (0xFFFFFFFF, or 0 with audio after it).
     The reader reports the frames a cut-off file holds, so a file cut inside the note is told
     apart from a short one only by its header."""
     import struct
@@ -247,6 +247,9 @@ def _declared_frames(fh) -> int | None:
             fh.seek(size % 2, 1)
             continue
         if riff and cid == b"data":
+            if size == 0:   # empty, or a writer stopped before it wrote its lengths (audio after it): unknown
+                here = fh.tell()
+                return 0 if fh.seek(0, 2) - here < (align or 1) else None
             return None if not align or size == 0xFFFFFFFF else size // align
         if aiff and cid == b"COMM":
             body = fh.read(6)

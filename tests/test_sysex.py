@@ -311,6 +311,14 @@ def test_a_longer_midi_header_and_a_macbinary_wrapper_are_read():
         result = decode_bytes(data)
         assert codes(result) == [] and len(result.voices) == 32 and np.array_equal(result.voices[3].raw, raws[3])
     assert codes(decode_bytes(b"MThd\x00\x00\x00\x04\x00\x01" + whole[14:])) == ["midi_error"]   # too short
+    # regression review R2: a RIFF RMID whose MThd sits at byte 128 is not a MacBinary file to cut short
+    info = bytearray(100)
+    info[63:67] = (73).to_bytes(4, "big")                # file bytes 83–86: a MacBinary "data fork length"
+    body = b"RMID" + b"LIST" + (100).to_bytes(4, "little") + bytes(info) + b"data" + len(whole).to_bytes(4, "little")
+    rmid = b"RIFF" + (len(body) + len(whole)).to_bytes(4, "little") + body + whole
+    assert rmid.index(b"MThd") == 128
+    result = decode_bytes(rmid)
+    assert codes(result) == [] and len(result.voices) == 32
 
 
 def test_midi_bank_cut_short_keeps_its_complete_voices_and_a_bad_track_spares_the_others():

@@ -178,11 +178,14 @@ def test_tools_keep_what_is_not_theirs_and_fail_in_one_line(tmp_path):
     precious.mkdir()
     (precious / "thesis.txt").write_text("mine")
     res = run(TOOLS / "bench_render.py", "--presets", "4", "--source", tmp_path / "nothing", "--work", precious)
-    assert res.returncode == 2 and "holds files this script did not make" in res.stderr, res.stderr
+    assert res.returncode == 2 and "holds files not marked as this script's" in res.stderr, res.stderr
     assert (precious / "thesis.txt").read_text() == "mine"
     res = run(TOOLS / "bench_render.py", "--presets", "4", "--source", tmp_path / "nothing", "--work", tmp_path / "w")
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr
     assert (tmp_path / "w" / ".benchmark-scratch").exists()   # its own: emptied by the next run
+    (tmp_path / "link").symlink_to(tmp_path / "w")
+    res = run(TOOLS / "bench_render.py", "--presets", "4", "--source", tmp_path / "nothing", "--work", tmp_path / "link")
+    assert res.returncode == 2 and "is a link" in res.stderr and (tmp_path / "w").is_dir(), res.stderr
     res = run(TOOLS / "bench_train.py", "--data", tmp_path / "none.h5")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "none.h5" in res.stderr, res.stderr
     results = tmp_path / "RESULTS.md"                     # experiments.py overwrote cpu_experiment.py's file
@@ -211,3 +214,7 @@ def test_sound_dedup_check_refuses_another_corpus_in_its_output(tmp_path):
     res = subprocess.run([sys.executable, TOOLS / "sound_dedup_check.py", b, "-o", out, "--limit", "2"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "holds the results of another corpus" in res.stderr, res.stderr
+    (out / "corpus.txt").unlink()                        # an older version's output: said so, with how to reuse it
+    res = subprocess.run([sys.executable, TOOLS / "sound_dedup_check.py", a, "-o", out, "--limit", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "made by an older version" in res.stderr and "corpus.txt" in res.stderr, res.stderr

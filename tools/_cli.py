@@ -27,7 +27,9 @@ def run_main(main, *args) -> None:
         said = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
         fail(said)
     except subprocess.CalledProcessError as exc:   # the command printed its own error above
-        shown = " ".join(str(c) for c in exc.cmd[1:6]) if isinstance(exc.cmd, (list, tuple)) else str(exc.cmd)
+        cmd = [str(c) for c in exc.cmd] if isinstance(exc.cmd, (list, tuple)) else [str(exc.cmd)]
+        start = cmd.index("-m") + 1 if "-m" in cmd else 0   # `python -m dexed_data …`: from the module on
+        shown = " ".join([cmd[start].split("/")[-1], *cmd[start + 1:start + 5]])
         fail(f"`{shown} …` failed (exit {exc.returncode}); its message is above")
     except RuntimeError as exc:   # DawDreamer's "Unable to load plugin." and the like
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

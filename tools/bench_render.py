@@ -52,10 +52,13 @@ def scratch(folder: Path, script: str) -> None:
     marker = folder / ".benchmark-scratch"
     from _cli import fail   # this folder
 
+    if folder.is_symlink():
+        fail(f"--work {folder} is a link; give the folder itself (it is emptied before each run)")
     if folder.exists() and not folder.is_dir():
         fail(f"--work {folder} is a file; give a scratch folder")
     if folder.is_dir() and any(folder.iterdir()) and not marker.exists():
-        fail(f"--work {folder} holds files this script did not make; give a new or empty folder (it is emptied "
+        fail(f"--work {folder} holds files not marked as this script's (its own, from a version before the mark, or "
+             "anyone's): delete the folder if they are not needed, or give a new or empty folder (it is emptied "
              "before each run)")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -92,8 +92,11 @@ def main(argv=None) -> int:
     corpus = os.path.realpath(args.corpus)
     if cat_path.exists() and (not made_from.exists() or made_from.read_text().strip() != corpus):
         # its catalogue and batches were reused for another corpus, unsaid (audit Y7)
-        fail(f"{args.out} holds the results of another corpus "
-             f"({made_from.read_text().strip() if made_from.exists() else 'not recorded'}); give another -o or delete it")
+        if made_from.exists():
+            fail(f"{args.out} holds the results of another corpus ({made_from.read_text().strip()}); give another -o "
+                 "or delete it")
+        fail(f"{args.out} was made by an older version of this script, which did not record its corpus: give another "
+             f"-o, or, if it is {corpus}, write that path into {made_from} to reuse its renders")
     t0 = time.perf_counter()
     if not cat_path.exists():
         import_sysex([args.corpus], cat_path, progress=False, command="tools/sound_dedup_check.py")

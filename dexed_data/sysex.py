@@ -810,8 +810,17 @@ def decode_file(path: str | PathLike[str]) -> FileResult:
 def describe_sysex(path: str | PathLike[str]) -> dict:
     """Summary of a SysEx (or any) file for ``dexed-data info``: messages, voices, names, problems."""
     result = decode_file(path)
-    # the voices' own repairs too (out of range, bit 7): the import counts them (audit Y8: "no problem")
-    found = [*result.problems, *(p for v in result.voices for p in v.problems)]
+    # the voices' own repairs too (out of range, bit 7), which the import counts (audit Y8: "no problem");
+    # past LISTED_PER_CODE of a code, one line counts the rest (a bank of FF bytes gave 3,136 lines)
+    found, listed, more = list(result.problems), Counter(), Counter()
+    for p in (p for v in result.voices for p in v.problems):
+        listed[p.code] += 1
+        if listed[p.code] <= LISTED_PER_CODE:
+            found.append(p)
+        else:
+            more[p.code] += 1
+    found += [Problem(code, f"{path}: {n:,} more of the same ({code}) in the voices after these, not listed one by "
+                      "one", None, None, None, True, n) for code, n in more.items()]
     counted = sum(p.count for p in found)   # a folded problem stands for many
     return {"file": str(path), "format": "sysex", "messages": result.messages, "voices": len(result.voices),
             "names": [v.name for v in result.voices],

@@ -218,6 +218,10 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     return out * np.float32(10.0 ** (gain_db / 20.0))
 
 
+#: A RIFF chunk's id: four printable ASCII characters ("LIST", "id3 ", "fact").
+_CHUNK_ID = re.compile(rb"[\x20-\x7e]{4}")
+
+
 def _declared_frames(fh) -> int | None:
     """The frames a WAV or AIFF file's header says it holds (its ``data`` chunk's length, its
     ``COMM`` chunk's count); None for other formats, for compressed WAV data (ADPCM, GSM: blocks of
@@ -248,8 +252,8 @@ def _declared_frames(fh) -> int | None:
             continue
         if riff and cid == b"data":
             if size == 0:   # empty, or a writer stopped before it wrote its lengths (audio after it): unknown
-                here = fh.tell()
-                return 0 if fh.seek(0, 2) - here < (align or 1) else None
+                after = fh.read(8)   # nothing, or another chunk (metadata written after the audio): empty
+                return 0 if len(after) < (align or 1) or (len(after) == 8 and _CHUNK_ID.fullmatch(after[:4])) else None
             return None if not align or size == 0xFFFFFFFF else size // align
         if aiff and cid == b"COMM":
             body = fh.read(6)

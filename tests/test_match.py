@@ -278,6 +278,10 @@ def test_what_follows_the_note_and_a_header_that_says_more_are_judged_right(fitt
     (tmp_path / "listed.wav").write_bytes(listed[:4] + (len(listed) - 8).to_bytes(4, "little") + listed[8:])
     with pytest.raises(AudioInputError, match=r"listed.wav: the file holds no samples$"):
         load_audio(tmp_path / "listed.wav", SR, int(0.75 * SR))
+    after = data + b"LIST" + (5000).to_bytes(4, "little") + bytes(5000)     # R3: metadata after the empty data
+    (tmp_path / "after.wav").write_bytes(after[:4] + (len(after) - 8).to_bytes(4, "little") + after[8:])
+    with pytest.raises(AudioInputError, match=r"after.wav: the file holds no samples$"):
+        load_audio(tmp_path / "after.wav", SR, int(0.75 * SR))
     # R2: a writer that stopped before its lengths (RIFF and data sizes 0, audio after them) is not "empty"
     sf.write(tmp_path / "w0.wav", np.tile(tone, 2), SR, subtype="PCM_16")
     data = bytearray((tmp_path / "w0.wav").read_bytes())

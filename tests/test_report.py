@@ -216,3 +216,14 @@ def test_info_on_a_bank_lists_the_voices_repairs(tmp_path):
     (tmp_path / "oor.syx").write_bytes(bytes(bank))
     res = CliRunner().invoke(app, ["info", str(tmp_path / "oor.syx")])
     assert res.exit_code == 0 and "out_of_range (repaired): " in res.output and "clamped to 99" in res.output, res.output
+    # R3: a bank of FF bytes printed a line per parameter of every voice (3,136); past 100 one line counts them
+    ff = bytearray(sysex.encode_bank(np.zeros((32, 145), np.uint8), ["A"] * 32))
+    ff[6:6 + 4096] = b"\xff" * 4096
+    ff[6 + 4096] = (-sum(b & 0x7F for b in ff[6:6 + 4096])) & 0x7F
+    (tmp_path / "ff.syx").write_bytes(bytes(ff))
+    res = CliRunner().invoke(app, ["info", str(tmp_path / "ff.syx")])
+    lines = res.output.splitlines()
+    assert res.exit_code == 0 and len(lines) < 300, len(lines)
+    folded = [x for x in lines if "more of the same (out_of_range)" in x]
+    assert len(folded) == 1 and sum(" out_of_range (repaired)" in x for x in lines) == 101
+    assert re.search(r"problem_count: 3\d{3}", res.output), res.output[-300:]

@@ -217,4 +217,4 @@ def test_sound_dedup_check_refuses_another_corpus_in_its_output(tmp_path):
     (out / "corpus.txt").unlink()                        # an older version's output: said so, with how to reuse it
     res = subprocess.run([sys.executable, TOOLS / "sound_dedup_check.py", a, "-o", out, "--limit", "2"],
                          capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and "made by an older version" in res.stderr and "corpus.txt" in res.stderr, res.stderr
+    assert res.returncode == 2 and "no record of its corpus" in res.stderr and "corpus.txt" in res.stderr, res.stderr

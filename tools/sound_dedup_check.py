@@ -90,13 +90,14 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cat_path, made_from = args.out / "presets.h5", args.out / "corpus.txt"
     corpus = os.path.realpath(args.corpus)
-    if cat_path.exists() and (not made_from.exists() or made_from.read_text().strip() != corpus):
+    if cat_path.exists() and (not made_from.exists() or made_from.read_text().rstrip("\n") != corpus):
         # its catalogue and batches were reused for another corpus, unsaid (audit Y7)
         if made_from.exists():
-            fail(f"{args.out} holds the results of another corpus ({made_from.read_text().strip()}); give another -o "
-                 "or delete it")
-        fail(f"{args.out} was made by an older version of this script, which did not record its corpus: give another "
-             f"-o, or, if it is {corpus}, write that path into {made_from} to reuse its renders")
+            fail(f"{args.out} holds the results of another corpus ({made_from.read_text().rstrip()}); give another "
+                 "-o or delete it")
+        fail(f"{args.out} holds a presets.h5 with no record of its corpus (an older version of this script wrote "
+             f"none; or it was put there by hand): give another -o, or, if it was made from {corpus}, write that "
+             f"path into {made_from} to reuse it")
     t0 = time.perf_counter()
     if not cat_path.exists():
         import_sysex([args.corpus], cat_path, progress=False, command="tools/sound_dedup_check.py")

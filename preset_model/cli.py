@@ -166,7 +166,7 @@ def fit(
     out: Path = typer.Option(..., "--out", readable=False, parser=cli_path, help="Run folder: checkpoints, metrics.csv, split.json."),
     encoding: Optional[str] = typer.Option(None, help="Preset encoding: numcat++ (default) | numcat | num."),
     head: Optional[str] = typer.Option(None, help="Regression head: flow (default) | mlp."),
-    notes: Optional[int] = typer.Option(None, help="Input notes per preset: as many as the dataset was rendered on (default 6, the paper's), or 1 (MIDI 60, vel 85)."),
+    notes: Optional[int] = typer.Option(None, help="Input notes per preset: 6 (the default, the paper's; the dataset must have been rendered on 6), or 1 (MIDI 60, vel 85)."),
     size: Optional[str] = typer.Option(None, help="Model size: paper (default) | small | tiny."),
     epochs: Optional[int] = typer.Option(None, help="Total epochs (default 400; a resumed run continues up to this "
                                                     "number, by default its own)."),
@@ -348,7 +348,7 @@ def evaluate(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best.pt (the default) | last.pt: which of "
                                              "the run folder's checkpoints (RUN given as a .pt file is that one)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          readable=False, parser=cli_file_path("eval"), help="Report path without extension (default RUN/eval-SPLIT[-BASELINE][-refineN])."),
+                                          readable=False, parser=cli_file_path("eval"), help="Report path without extension (default RUN/eval-SPLIT[-last][-BASELINE][-refineN]; -last for last.pt)."),
     refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
                                                    "true sound (candidates: it, the nearest training presets)."),
     progress: bool = PROGRESS,
@@ -374,7 +374,9 @@ def evaluate(
     if output is not None and (output.name in ("", ".", "..") or output.is_dir()):
         _fail(f"-o {output} is a folder; give a file name without extension (OUT.json and OUT.md are written), "
               f"e.g. -o {output / 'eval'}")
-    out = output or folder / (f"eval-{split}" + (f"-{baseline}" if baseline else "") + (f"-refine{refine}" if refine else ""))
+    last = (run.name if run.is_file() else checkpoint) == "last.pt"   # (audit Y9: it replaced best.pt's report)
+    out = output or folder / (f"eval-{split}" + ("-last" if last else "") + (f"-{baseline}" if baseline else "")
+                              + (f"-refine{refine}" if refine else ""))
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")

@@ -62,7 +62,8 @@ class DatasetInfo:
         if notes == 1 and SINGLE_NOTE in self.notes:
             return (self.notes.index(SINGLE_NOTE),)
         raise DataError(f"{self.path}: a {notes}-note model needs {'note ' + str(SINGLE_NOTE) if notes == 1 else str(notes) + ' notes'}, "
-                        f"but the dataset was rendered on {list(self.notes)}; re-render or pick --notes {len(self.notes)}")
+                        f"but the dataset was rendered on {', '.join(f'{a}:{b}' for a, b in self.notes)}; re-render or pick "
+                        f"--notes {len(self.notes)}")
 
 
 def open_checked(path: str | Path) -> h5py.File:

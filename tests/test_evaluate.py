@@ -174,6 +174,16 @@ def test_a_checkpoint_given_as_run_is_the_one_the_report_names(fitted, tmp_path)
     res = CliRunner().invoke(app, ["evaluate", str(fitted.mlp1 / "best.pt"), "--checkpoint", "last.pt", "--limit", "1",
                                    "-o", str(tmp_path / "s")])
     assert res.exit_code == 2 and "is a checkpoint file" in res.output and not (tmp_path / "s.json").exists()
+    # audit Y9: last.pt's report took best.pt's default name (refused, or with --force replaced it)
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted.mlp1, run)
+    for extra in ([], ["--checkpoint", "last.pt"]):
+        res = CliRunner().invoke(app, ["evaluate", str(run), "--limit", "1", "--baseline", "mean", *extra])
+        assert res.exit_code == 0, res.output
+    assert (run / "eval-test-mean.json").exists() and (run / "eval-test-last-mean.json").exists()
+    assert json.loads((run / "eval-test-last-mean.json").read_text())["checkpoint"] == "last.pt"
 
 
 def test_evaluate_says_when_the_data_lacks_part_of_the_runs_split(fitted, tmp_path):

@@ -348,7 +348,7 @@ def evaluate(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best.pt (the default) | last.pt: which of "
                                              "the run folder's checkpoints (RUN given as a .pt file is that one)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          readable=False, parser=cli_file_path("eval"), help="Report path without extension (default RUN/eval-SPLIT[-last][-BASELINE][-refineN]; -last for last.pt)."),
+                                          readable=False, parser=cli_file_path("eval"), help="Report path without extension (default RUN/eval-SPLIT[-CKPT][-BASELINE][-refineN]; -CKPT names a checkpoint other than best.pt: -last for last.pt)."),
     refine: int = typer.Option(0, "--refine", help="Refine each inferred preset by a search of N renders against the "
                                                    "true sound (candidates: it, the nearest training presets)."),
     progress: bool = PROGRESS,
@@ -374,8 +374,10 @@ def evaluate(
     if output is not None and (output.name in ("", ".", "..") or output.is_dir()):
         _fail(f"-o {output} is a folder; give a file name without extension (OUT.json and OUT.md are written), "
               f"e.g. -o {output / 'eval'}")
-    last = (run.name if run.is_file() else checkpoint) == "last.pt"   # (audit Y9: it replaced best.pt's report)
-    out = output or folder / (f"eval-{split}" + ("-last" if last else "") + (f"-{baseline}" if baseline else "")
+    # a checkpoint other than best.pt is named in the report's (audit Y9, R4: it replaced best.pt's report)
+    scored = run.name if run.is_file() else checkpoint
+    tag = "" if scored == "best.pt" else f"-{Path(scored).stem}"
+    out = output or folder / (f"eval-{split}" + tag + (f"-{baseline}" if baseline else "")
                               + (f"-refine{refine}" if refine else ""))
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")

@@ -222,6 +222,27 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
 _CHUNK_ID = re.compile(rb"[\x20-\x7e]{4}")
 
 
+def _only_chunks(fh) -> bool:
+    """Whether the rest of ``fh`` is nothing or whole RIFF chunks to its very end (metadata written
+    after an empty ``data`` chunk), not audio a writer left behind a length of 0 (audio whose first
+    bytes happen to be printable is not taken for a chunk: its chunks would not end with the file)."""
+    import struct
+
+    here = fh.tell()
+    end = fh.seek(0, 2)
+    fh.seek(here)
+    for _ in range(64):
+        if end - here < 8:
+            return end == here
+        head = fh.read(8)
+        size = struct.unpack("<I", head[4:])[0]
+        if not _CHUNK_ID.fullmatch(head[:4]) or here + 8 + size > end:
+            return False
+        here = min(end, here + 8 + size + size % 2)
+        fh.seek(here)
+    return False
+
+
 def _declared_frames(fh) -> int | None:
     """The frames a WAV or AIFF file's header says it holds (its ``data`` chunk's length, its
     ``COMM`` chunk's count); None for other formats, for compressed WAV data (ADPCM, GSM: blocks of
@@ -252,8 +273,7 @@ def _declared_frames(fh) -> int | None:
             continue
         if riff and cid == b"data":
             if size == 0:   # empty, or a writer stopped before it wrote its lengths (audio after it): unknown
-                after = fh.read(8)   # nothing, or another chunk (metadata written after the audio): empty
-                return 0 if len(after) < (align or 1) or (len(after) == 8 and _CHUNK_ID.fullmatch(after[:4])) else None
+                return 0 if _only_chunks(fh) else None
             return None if not align or size == 0xFFFFFFFF else size // align
         if aiff and cid == b"COMM":
             body = fh.read(6)

@@ -184,6 +184,9 @@ def test_a_checkpoint_given_as_run_is_the_one_the_report_names(fitted, tmp_path)
         assert res.exit_code == 0, res.output
     assert (run / "eval-test-mean.json").exists() and (run / "eval-test-last-mean.json").exists()
     assert json.loads((run / "eval-test-last-mean.json").read_text())["checkpoint"] == "last.pt"
+    shutil.copy(run / "last.pt", run / "epoch2.pt")                      # R4: any other checkpoint file too
+    res = CliRunner().invoke(app, ["evaluate", str(run / "epoch2.pt"), "--limit", "1", "--baseline", "mean"])
+    assert res.exit_code == 0 and (run / "eval-test-epoch2-mean.json").exists(), res.output
 
 
 def test_evaluate_says_when_the_data_lacks_part_of_the_runs_split(fitted, tmp_path):

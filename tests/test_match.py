@@ -288,11 +288,14 @@ def test_what_follows_the_note_and_a_header_that_says_more_are_judged_right(fitt
     data[4:8] = bytes(4)
     data[data.index(b"data") + 4:data.index(b"data") + 8] = bytes(4)
     (tmp_path / "unfinished.wav").write_bytes(bytes(data))
-    try:
-        x = load_audio(tmp_path / "unfinished.wav", SR, int(0.75 * SR))
-        assert np.abs(x).max() > 0.1                      # a reader that takes the audio as it is: fine
-    except AudioInputError as err:
-        assert "damaged or cut off" in str(err), str(err)
+    data[data.index(b"data") + 8:data.index(b"data") + 12] = b"ABCD"   # R4: audio that reads like a chunk id
+    (tmp_path / "printable.wav").write_bytes(bytes(data))
+    for name in ("unfinished.wav", "printable.wav"):
+        try:
+            x = load_audio(tmp_path / name, SR, int(0.75 * SR))
+            assert np.abs(x).max() > 0.1                  # a reader that takes the audio as it is: fine
+        except AudioInputError as err:
+            assert "damaged or cut off" in str(err), str(err)
     sf.write(tmp_path / "long.wav", np.zeros(600 * 8000 + 1, np.int16), 8000, subtype="PCM_16")
     with pytest.raises(AudioInputError, match="4,800,001 samples at 8,000 Hz, more than the 600 s accepted"):
         load_audio(tmp_path / "long.wav", SR, int(0.75 * SR))

@@ -93,8 +93,8 @@ def main(argv=None) -> int:
     if cat_path.exists() and (not made_from.exists() or made_from.read_text().rstrip("\n") != corpus):
         # its catalogue and batches were reused for another corpus, unsaid (audit Y7)
         if made_from.exists():
-            fail(f"{args.out} holds the results of another corpus ({made_from.read_text().rstrip()}); give another "
-                 "-o or delete it")
+            fail(f"{args.out} holds the results of another corpus ({made_from.read_text().rstrip(chr(10))!r}, not "
+                 f"{corpus!r}); give another -o or delete it")
         fail(f"{args.out} holds a presets.h5 with no record of its corpus (an older version of this script wrote "
              f"none; or it was put there by hand): give another -o, or, if it was made from {corpus}, write that "
              f"path into {made_from} to reuse it")

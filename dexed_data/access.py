@@ -75,7 +75,9 @@ def printable_name(name: str) -> str:
 
 def printable_path(path: str) -> str:
     """A file path for one line of display: control characters (a newline in a file name) escaped, ``\\n``."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in path)
+    from .console import one_line
+
+    return one_line(path)
 
 
 def preset_table(path: str | Path) -> list[Preset]:

@@ -187,7 +187,7 @@ class _Lines:
 def one_line(text) -> str:
     """``text`` on one line: its control characters (a file name may hold a newline) escaped
     (``\\n``, ``\\x0b``) as ``list`` and ``info`` write such names, so that an error stays one line."""
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in str(text))
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def _is_terminal(stream) -> bool:

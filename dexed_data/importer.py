@@ -482,6 +482,15 @@ class _Import:
             rejected=dict(sorted(problems.rejected.items())), skipped=dict(sorted(problems.skipped.items())),
             problems=[_problem_dict(p) for p in all_problems]))
 
+    def _partly_read(self) -> Counter:
+        """File-level reasons of the files that gave voices although part of them could not be read
+        (a damaged MIDI track): counted in ``rejected_by_reason`` too, but not rejected files."""
+        partly: Counter = Counter()
+        for e in self.entries:
+            if e["outcome"] in ("partly_rejected", "repaired", "imported"):
+                partly.update({k: v for k, v in e["rejected"].items() if k in FILE_REJECTIONS})
+        return partly
+
     def summary(self, n_unique: int, unique_raw: np.ndarray, packed: np.ndarray, masked: np.ndarray) -> dict:
         """The :attr:`ImportReport.summary` once every file is read and deduplicated."""
         t = self.totals
@@ -496,12 +505,7 @@ class _Import:
             "repaired_by_reason": dict(sorted(self.repaired_by.items())),
             "rejected_by_reason": dict(sorted(self.rejected_by.items())),
             "skipped_by_reason": dict(sorted(self.skipped_by.items())),
-            # files that gave voices although part of them could not be read (a damaged MIDI track)
-            "partly_read_by_reason": dict(sorted(sum((Counter({k: v for k, v in e["rejected"].items()
-                                                               if k in FILE_REJECTIONS})
-                                                      for e in self.entries
-                                                      if e["outcome"] in ("partly_rejected", "repaired", "imported")),
-                                                     Counter()).items())),
+            "partly_read_by_reason": dict(sorted(self._partly_read().items())),
             "duplicates": t["voices_imported"] - n_unique,
             "unique": {
                 "packed_as_found": count_unique_rows(packed),

@@ -708,10 +708,6 @@ class RefineJournal:
         """The kept ``(refined preset, extra)`` of this row, true and predicted preset, or None."""
         return self.done.get((int(row), self.digest(true), self.digest(pred)))
 
-    def get(self, row: int, true: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
-        found = self.entry(row, true, pred)
-        return None if found is None else found[0]
-
     def add(self, row: int, true: np.ndarray, pred: np.ndarray, raw: np.ndarray, extra: dict | None = None) -> None:
         import json
         import os
@@ -747,11 +743,11 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
     taken from the journal.
     """
     import contextlib
-    import time
     import hashlib
     import json
     import os
     import sys
+    import time
 
     import h5py
 
@@ -770,8 +766,9 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
     out = []
     with (RefineJournal(journal, key) if journal is not None else contextlib.nullcontext()) as kept:
         found = [kept.entry(r, raw_all[r], p) if kept is not None else None for r, p in zip(rows, pred)]
-        if any(f is not None for f in found):
-            print(f"resuming: {sum(f is not None for f in found)} of {len(rows)} presets were refined by an earlier, "
+        resumed = sum(f is not None for f in found)
+        if resumed:
+            print(f"resuming: {resumed} of {len(rows)} presets were refined by an earlier, "
                   f"interrupted run of this evaluation ({journal})", file=sys.stderr)
         index = engine = None
         seconds = 0.0
@@ -793,5 +790,5 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
             if kept is not None:
                 kept.add(r, raw_all[r], p, out[-1], {"seconds": round(took, 3)})
         if timing is not None:
-            timing.update(seconds=seconds, resumed=sum(f is not None for f in found))
+            timing.update(seconds=seconds, resumed=resumed)
     return np.stack(out) if out else np.zeros((0, 145), np.uint8)

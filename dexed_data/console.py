@@ -253,6 +253,10 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         print("error: the current folder no longer exists (it was deleted or moved while this shell was "
               "in it); cd to an existing folder and run the command again", file=sys.stderr)
         sys.exit(2)
+    repeated = repeated_option(app, sys.argv[1:])
+    if repeated is not None:
+        print(f"error: {one_line(repeated)}", file=sys.stderr)
+        sys.exit(2)
     found = _install()
     done = False
     try:
@@ -286,6 +290,37 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
             for signum, handler in found.items():     # as found
                 signal.signal(signum, handler)
         _installed.clear()
+
+
+def repeated_option(app, args: list[str]) -> str | None:
+    """What is wrong when ``args`` (a command line of ``app``) gives one of its command's one-value
+    options twice, else None: typer keeps the last value and drops the first without a word
+    (``render --notes 40:85 --notes 60:85`` rendered 60:85 alone, ``-o a.h5 -o b.h5`` wrote b.h5)."""
+    import typer.main
+
+    command = getattr(typer.main.get_command(app), "commands", {}).get(args[0]) if args else None
+    if command is None:
+        return None
+    options = {name: p for p in command.params if getattr(p, "param_type_name", "") == "option"
+               for name in (*p.opts, *p.secondary_opts)}
+    given: dict[str, list[str]] = {}
+    words = iter(args[1:])
+    for word in words:
+        if word == "--":
+            break
+        name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        p = options.get(name)
+        if p is None or p.is_flag or p.count:
+            continue
+        if not equals:
+            value = next(words, "")
+        if not p.multiple:
+            given.setdefault(p.name, []).append(f"{name} {value}")
+    for uses in given.values():
+        if len(uses) > 1:
+            return (f"{uses[0].split(' ')[0]} was given {len(uses)} times ({', '.join(uses)}); a command takes it once, "
+                    "and would have used the last alone: give it once")
+    return None
 
 
 #: The handlers :func:`_install` replaced (signal → handler), while a command runs.

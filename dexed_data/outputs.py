@@ -168,7 +168,7 @@ def render_holding(path: str | os.PathLike) -> int | None:
 
 
 def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
-                 what: str = "output", rendering_ok: bool = False) -> Path:
+                 what: str = "output", rendering_ok: bool = False, leftovers: Iterable[str | os.PathLike] = ()) -> Path:
     """Check rules 2–4 for the file ``path`` before any work; returns it as a :class:`Path`.
 
     Args:
@@ -178,6 +178,9 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
         what: how messages name the file (``"output"``, ``"report"``, ...).
         rendering_ok: do not refuse a file a render is writing (``render`` itself, which takes
             the lock and says so in its own words).
+        leftovers: the command's own files that a run killed while publishing ``path`` leaves
+            beside it (its journal, its ``.NAME.lock``): removed when this check completes that
+            publish, as that run would have (a lock only when no process holds it).
 
     Raises:
         OutputError: one line saying what is wrong and what to do.
@@ -204,6 +207,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
                           "output")
     if path.exists() or path.is_symlink():
         if not force and finished:
+            _remove_leftovers(leftovers)   # audit A2: they stayed for good (nothing would run that command again)
             raise OutputError(_FINISHED.format(path=path, n=len(finished)))
         if not force:
             raise OutputError(EXISTS.format(path=path))
@@ -217,6 +221,23 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
         raise OutputError(_too_long(f"{what} {path}", path.name))
     _CHECKED[os.path.realpath(path)] = file_identity(path)
     return path
+
+
+def _remove_leftovers(paths: Iterable[str | os.PathLike]) -> None:
+    """Remove what a finished run would have: its journal, and its lock file unless a process holds it."""
+    import fcntl
+
+    for p in map(Path, paths):
+        with contextlib.suppress(OSError):
+            if not p.name.endswith(".lock"):
+                p.unlink(missing_ok=True)
+                continue
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # BlockingIOError (an OSError) when held
+                p.unlink()
+            finally:
+                os.close(fd)
 
 
 def _too_long(shown: str, name: str) -> str:

@@ -879,6 +879,9 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             how = re.search(r"\{(SIG\w+)", str(exc))
             raise RenderError(crashed_while_loading(str(config.plugin), how[1] if how else "it died")
                               + "; `dexed-data check-plugin --plugin PATH` tests a build") from None
+        if type(exc).__name__ == "TerminatedWorkerError":   # killed from outside (the out-of-memory killer)
+            raise RenderError(worker_died(exc) + "; nothing was written: run the same command again "
+                              "(or with fewer --jobs if the system is short of memory)") from None
         raise
     record = job_record(job, engine_version)
     startup = time.perf_counter() - t0
@@ -1273,6 +1276,12 @@ def worker_signals(parent: int | None = None) -> None:
         faulthandler.enable(file=_devnull())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, group)   # started blocked (_held): pending ones are dropped
     exit_with_parent(parent)
+
+
+def worker_died(exc: BaseException) -> str:
+    """What loky's ``TerminatedWorkerError`` means, in one line: a worker process was killed (its signal)."""
+    how = re.search(r"\{(SIG\w+)", str(exc))
+    return f"a worker process was killed{f' ({how[1]})' if how else ''} while it was needed"
 
 
 def helper_pool(jobs: int, env: dict | None = None, timeout: int = 120):

@@ -702,14 +702,21 @@ def _scan_midi(data: bytes, scan: _Scan, at: int = 0) -> None:
                                              f"MIDI file has parts that cannot be read ({error}); ")
                      + (f"the {len(messages)} SysEx message(s) found were read" if messages else
                         "export its SysEx to a .syx file with a MIDI editor"), at)
-    for base, message, spans in messages:
-        problems, voices = len(scan.result.problems), len(scan.result.voices)
-        _scan(message, 0, scan)   # an unterminated one as it is: an F7 added would be read as its last data byte
-        place = lambda k: at + _file_position(k, base, spans)   # noqa: E731 - positions of this message's bytes
-        scan.result.problems[problems:] = [_placed(p, place) for p in scan.result.problems[problems:]]
-        scan.result.voices[voices:] = [replace(v, offset=place(v.offset), problems=tuple(_placed(p, place) for p in
-                                                                                          v.problems))
-                                       for v in scan.result.voices[voices:]]
+    try:   # folded once for the whole file: 50,000 events of one problem each gave 50,000 problems
+        for base, message, spans in messages:
+            problems, voices = len(scan.result.problems), len(scan.result.voices)
+            folds = {code: first for code, (_, first) in scan._folded.items()}
+            _scan_messages(message, 0, scan)   # an unterminated one as it is: an F7 added would be its last data byte
+            place = lambda k: at + _file_position(k, base, spans)   # noqa: E731 - positions of this message's bytes
+            scan.result.problems[problems:] = [_placed(p, place) for p in scan.result.problems[problems:]]
+            scan.result.voices[voices:] = [replace(v, offset=place(v.offset), problems=tuple(_placed(p, place) for p in
+                                                                                              v.problems))
+                                           for v in scan.result.voices[voices:]]
+            for code, entry in scan._folded.items():   # a fold begun in this message: its first one placed too
+                if folds.get(code) is not entry[1]:
+                    entry[1] = _placed(entry[1], place)
+    finally:
+        scan.fold()
 
 
 #: A byte position as problem messages write it.

@@ -51,7 +51,11 @@ def _plain(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (PresetModelError, DexedDataError) as exc:
-        _fail(str(exc))
+        # raised in a DataLoader worker, torch gives it the worker's whole traceback: its last line is ours
+        text = str(exc)
+        if "\nOriginal Traceback (most recent call last):" in text:
+            text = text.rstrip().rpartition("\n")[2].partition(": ")[2] or text
+        _fail(text)
     except RuntimeError as exc:
         # torch.distributed's own errors (gloo "Connection closed by peer", a rendezvous that failed): another
         # process of this torchrun job stopped, and its own line says why; not a wall of traceback per rank
@@ -131,10 +135,10 @@ def _check_syx_name(output: Path) -> None:
               "--wav DIR in match)")
 
 
-def _outputs(paths: list[Path], inputs: list, force: bool) -> None:
+def _outputs(paths: list[Path], inputs: list, force: bool, leftovers=()) -> None:
     from dexed_data.outputs import check_output
 
-    _plain(lambda: [check_output(p, inputs=inputs, force=force) for p in paths])
+    _plain(lambda: [check_output(p, inputs=inputs, force=force, leftovers=leftovers) for p in paths])
 
 
 #: The largest --refine budget: ~27 renders/s on one core, so about an hour per sound.
@@ -166,7 +170,7 @@ def fit(
     out: Path = typer.Option(..., "--out", readable=False, parser=cli_path, help="Run folder: checkpoints, metrics.csv, split.json."),
     encoding: Optional[str] = typer.Option(None, help="Preset encoding: numcat++ (default) | numcat | num."),
     head: Optional[str] = typer.Option(None, help="Regression head: flow (default) | mlp."),
-    notes: Optional[int] = typer.Option(None, help="Input notes per preset: 6 (the default, the paper's; the dataset must have been rendered on 6), or 1 (MIDI 60, vel 85)."),
+    notes: Optional[int] = typer.Option(None, help="Input notes per preset: every note the dataset was rendered on (the default: 6, the paper's, for a dataset rendered on its six notes), or 1 (MIDI 60, vel 85)."),
     size: Optional[str] = typer.Option(None, help="Model size: paper (default) | small | tiny."),
     epochs: Optional[int] = typer.Option(None, help="Total epochs (default 400; a resumed run continues up to this "
                                                     "number, by default its own)."),
@@ -273,6 +277,10 @@ def fit(
         if model_args:
             model_cfg = replace(saved, **model_args)
     else:
+        if notes is None:   # a dataset rendered on 60:85 alone trains a one-note model without being told
+            from .data import read_info
+
+            model_args["notes"] = len(_plain(read_info, data).notes)
         model_cfg = model_config(size or "paper", **model_args)
     # the run's length and budget: as given, else (on --resume) the checkpoint's (a plain --resume
     # reset --epochs to 400 and dropped --max-minutes and --max-steps); the machine's settings as given
@@ -333,6 +341,14 @@ def _remove_empty(folders: list[Path]) -> None:
 REFINE_JOURNAL = ".refine-partial.jsonl"
 
 
+def _leftovers(out: Path) -> list[Path]:
+    """The journal and lock of a run of evaluate or match on ``out``: a rerun that finds that run's
+    files put in place (it was killed between them) removes them, as that run would have."""
+    from dexed_data.render import JobLock
+
+    return [out.with_name(out.name + REFINE_JOURNAL), JobLock(out).path]
+
+
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., readable=False, parser=cli_path, help="Run folder written by `preset-model fit` (or a checkpoint .pt)."),
@@ -382,7 +398,7 @@ def evaluate(
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
     js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
-    _outputs([js, md], [*_run_files(run), data], force)   # before the (long) evaluation
+    _outputs([js, md], [*_run_files(run), data], force, _leftovers(out))   # before the (long) evaluation
     # the refined presets as they are done: an interrupted --refine evaluation resumes from them
     journal = out.with_name(out.name + REFINE_JOURNAL) if refine else None
     from dexed_data.render import JobLock
@@ -487,7 +503,7 @@ def match(
     _check_jobs(jobs)
     gain = _plain(parse_gain, gain_db)
     _check_seed(seed)
-    _outputs([output], [*files, *_run_files(run), data], force)
+    _outputs([output], [*files, *_run_files(run), data], force, _leftovers(output))
     _check_syx_name(output)
     if wav is not None:
         if wav.resolve() == output.resolve():

@@ -286,8 +286,9 @@ class SpectrogramDataset(Dataset):
                 from dexed_data.outputs import file_identity
 
                 if file_identity(self.path) != self._made_from:   # the targets come from the file as it was
-                    raise DataError(f"{self.path} was replaced or removed since this dataset was made; make the "
-                                    "dataset again from the file as it is now")
+                    raise DataError(f"{self.path} was replaced or removed while it was being read (another command "
+                                    "wrote it); once that command has finished, run this one again (fit: with "
+                                    "--resume if it saved a checkpoint)")
                 self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
             db = self._h5["mel"][self.rows[i], self._notes].astype(np.float32)
         mel = np.clip((db - self.lo) * self.scale - 1.0, -1.0, 1.0)

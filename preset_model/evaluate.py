@@ -175,6 +175,27 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     data = loaded.data
     if loaded.settings.engine not in ("dexed", "dawdreamer"):
         raise DataError(f"{data}: made with engine {loaded.settings.engine!r}, which cannot re-render presets")
+    from dexed_data.outputs import file_identity
+
+    # the dataset is opened several times (rows, spectrograms, presets): one replaced in between (merge
+    # --force) mixed two files' presets into a report, or failed with a traceback (audit A1)
+    seen = file_identity(data)
+
+    def unchanged() -> None:
+        if file_identity(data) != seen:
+            raise DataError(f"{data} was replaced or changed while this evaluation read it (another command wrote "
+                            "it); once that command has finished, run the evaluation again")
+
+    try:
+        return _evaluate(loaded, data, split, baseline, jobs, limit, checkpoint, refine, progress, journal, run, t0,
+                         unchanged)
+    except Exception:
+        unchanged()   # what failed read a file that had changed: say that
+        raise
+
+
+def _evaluate(loaded, data, split, baseline, jobs, limit, checkpoint, refine, progress, journal, run, t0,
+              unchanged) -> dict:
     rows, train_rows = split_rows(loaded, data, split)
     coverage = split_coverage(loaded, split, rows, train_rows)
     if limit is not None:
@@ -191,6 +212,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     with h5py.File(data, "r") as h5:
         raw_all = h5["presets/raw"][:]
         ids = [x.decode() for x in h5["presets/id"][:]]
+    unchanged()   # its last read: the rows, spectrograms and presets all came from one file
     true = raw_all[rows]
     params = parameter_metrics(true, pred)
     from .split import nearest_distance

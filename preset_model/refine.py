@@ -430,7 +430,16 @@ class _Renderer:
         parts = np.array_split(np.arange(len(raws)), min(self.jobs, len(raws)))
         futures = [self.ex.submit(_render_scores, [raws[i] for i in p], *self.args, self.key, self.target)
                    for p in parts]
-        return [r for f in futures for r in f.result()]
+        try:
+            return [r for f in futures for r in f.result()]
+        except Exception as exc:
+            if type(exc).__name__ != "TerminatedWorkerError":
+                raise
+            from dexed_data.render import worker_died
+
+            # (the out-of-memory killer): the searches already finished are in the journal
+            raise PresetModelError(worker_died(exc) + "; the searches finished before it are kept: run the same "
+                                   "command again to go on (or with fewer --jobs if the system is short of memory)") from None
 
 
 def _weights(raw: np.ndarray) -> np.ndarray:

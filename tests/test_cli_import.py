@@ -106,6 +106,26 @@ def test_errors_are_one_plain_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
 
 
+def test_an_option_given_twice_is_refused_not_half_used(tmp_path):
+    """Audit A3: typer kept the last of a repeated option and dropped the first without a word
+    (render --notes 40:85 --notes 60:85 rendered 60:85 alone; import-sysex -o a.h5 -o b.h5 wrote b.h5)."""
+    from dexed_data.cli import app as data_app
+    from dexed_data.console import repeated_option
+    from preset_model.cli import app as model_app
+
+    said = repeated_option(data_app, ["render", "p.h5", "--notes", "40:85", "--notes=60:85", "-o", "d.h5"])
+    assert said.startswith("--notes was given 2 times (--notes 40:85, --notes 60:85)") and "give it once" in said
+    assert repeated_option(model_app, ["evaluate", "run", "-o", "e1", "--output", "e2"]).startswith("-o was given 2")
+    # flags, options that take several values, one use each, values that look like options: all fine
+    assert repeated_option(data_app, ["render", "p.h5", "--ids", "a", "--ids", "b", "--no-progress", "--progress",
+                                      "-o", "--notes", "--notes", "60:85"]) is None
+    assert repeated_option(data_app, ["list", "p.h5", "--", "--name", "--name"]) is None
+    assert repeated_option(data_app, []) is None and repeated_option(data_app, ["--help"]) is None
+    proc = subprocess.run([sys.executable, "-m", "dexed_data", "import-sysex", str(tmp_path), "-o", str(tmp_path / "a.h5"),
+                           "-o", str(tmp_path / "b.h5")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: -o was given 2 times") and not list(tmp_path.iterdir())
+
+
 def test_bundled_presets_import(presets_dir, tmp_path):
     if not any(p.suffix.lower() == ".syx" for p in presets_dir.rglob("*")):
         pytest.skip("presets/ has no .syx yet")

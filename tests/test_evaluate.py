@@ -212,6 +212,32 @@ def test_evaluate_says_when_the_data_lacks_part_of_the_runs_split(fitted, tmp_pa
     assert "not comparable" in (tmp_path / "e.md").read_text()
 
 
+def test_a_dataset_replaced_while_evaluate_reads_it_is_refused_not_mixed(fitted, tmp_path, monkeypatch):
+    """Audit A1: evaluate opens the dataset three times; one replaced in between (merge --force) gave a
+    report of one file's predictions scored against the other's presets, exit 0, or a traceback."""
+    import os
+    import shutil
+
+    import preset_model.evaluate as ev
+    from preset_model.errors import DataError
+
+    data = tmp_path / "d.h5"
+    shutil.copy(fitted.data, data)
+    real = ev.predict
+
+    def then_replaced(*args, **kwargs):
+        out = real(*args, **kwargs)
+        shutil.copy(fitted.data, tmp_path / "new.h5")
+        os.replace(tmp_path / "new.h5", data)   # another command's publish
+        return out
+
+    monkeypatch.setattr(ev, "predict", then_replaced)
+    with pytest.raises(DataError, match="d.h5 was replaced or changed while this evaluation read it"):
+        evaluate(fitted.flow6, data, limit=2, jobs=1)
+    monkeypatch.setattr(ev, "predict", real)
+    assert evaluate(fitted.flow6, data, limit=2, jobs=1)["presets"] == 2   # left alone, it is read as it is
+
+
 def test_a_baseline_on_data_without_the_runs_training_presets_is_refused_in_one_line(fitted, tmp_path):
     # the kNN index over no preset multiplied by a 0 x 0 matrix, and the mean preset of none indexed
     # an empty array: tracebacks, where the model's own evaluation on the same data answered

@@ -1398,6 +1398,62 @@ def test_a_killed_publish_is_finished_only_as_its_journal_vouches(tmp_path):
     assert a.read_bytes() == b"killed a" and planted.exists()
 
 
+def test_a_render_worker_killed_while_starting_is_one_line(catalogue, tmp_path, monkeypatch):
+    """Audit A2: a worker killed from outside (the out-of-memory killer) while the workers start was a
+    traceback of loky's TerminatedWorkerError with the embedded engine (one line with a plug-in's)."""
+    import dexed_data.render as render
+    from dexed_data.errors import DexedDataError
+
+    class TerminatedWorkerError(Exception):
+        pass
+
+    def killed(future, jobs):
+        raise TerminatedWorkerError("A worker process managed by the executor was unexpectedly terminated. "
+                                    "The exit codes of the workers are {SIGKILL(-9)}")
+
+    monkeypatch.setattr(render, "_first_result", killed)
+    out = tmp_path / "d.h5"
+    with pytest.raises(DexedDataError, match=r"^a worker process was killed \(SIGKILL\) while it was needed; nothing "
+                                             r"was written: run the same command again"):
+        render.render_dataset(catalogue, out, render.RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), jobs=1,
+                              progress=False, limit=4)
+    assert not out.exists()
+
+
+def test_a_rerun_that_finishes_a_killed_publish_removes_that_runs_journal_and_lock(tmp_path):
+    """Audit A2: evaluate --refine killed between its two renames; the rerun put OUT.md in place and
+    stopped (the output is complete), leaving the dead run's lock and refine journal for good."""
+    import fcntl
+
+    from dexed_data.errors import OutputError
+    from dexed_data.outputs import check_output
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    js.write_text("{}")                                              # renamed before the kill
+    (tmp_path / f".r.md.{dead}.tmp").write_text("# report")
+    (tmp_path / f".together.{dead}.journal").write_text(json.dumps([["r.json", None], ["r.md", None]]))
+    journal, lock = tmp_path / "r.refine-partial.jsonl", tmp_path / ".r.lock"
+    journal.write_text("{}\n")
+    lock.write_text(f"{dead} evaluation")
+    held = tmp_path / ".other.lock"                                  # a live command's lock is never removed
+    held.write_text("1 evaluation")
+    fd = os.open(held, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(OutputError, match="killed while it put its files in place"):
+            check_output(js, leftovers=[journal, lock, held])
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".other.lock", "r.json", "r.md"]
+        assert md.read_text() == "# report"
+        journal.write_text("{}\n")                                 # an output that merely exists: kept
+        with pytest.raises(OutputError, match="already exists"):
+            check_output(js, leftovers=[journal])
+        assert journal.exists()
+    finally:
+        os.close(fd)
+
+
 def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tmp_path, monkeypatch):
     import dexed_data.outputs as outputs
 

@@ -420,3 +420,24 @@ def test_match_says_when_the_search_began_from_a_candidate_moved_onto_the_inputs
     assert "moved onto the input's pitch" in res.output and "moved by +4" in res.output   # ~ +400 cents
     cents = float(res.output.split("pitch offset ")[1].split(" cents")[0])
     assert abs(cents) < 20
+
+
+def test_a_search_worker_killed_from_outside_is_one_line():
+    """Audit A2: a worker of match/evaluate --refine --jobs 2 killed (the out-of-memory killer) was a
+    traceback of loky's TerminatedWorkerError; now one line saying what is kept and what to do."""
+    from preset_model.errors import PresetModelError
+    from preset_model.refine import _Renderer
+
+    class TerminatedWorkerError(Exception):   # loky's, as the pool raises it
+        pass
+
+    class Dead:
+        def result(self):
+            raise TerminatedWorkerError("A worker process managed by the executor was unexpectedly terminated. "
+                                        "The exit codes of the workers are {SIGKILL(-9)}")
+
+    renderer = _Renderer(np.zeros((1, 2205), np.float32), EngineSpec(), [(60, 85)], 0.05, 0.0, 1)
+    renderer.jobs, renderer.ex = 2, type("Pool", (), {"submit": lambda self, *a: Dead()})()
+    with pytest.raises(PresetModelError, match=r"worker process was killed \(SIGKILL\).*finished before it are kept: "
+                                               r"run the same command again"):
+        renderer([sine_voice(), sine_voice()])

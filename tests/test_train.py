@@ -150,6 +150,18 @@ def test_cli_fit(dataset, tmp_path):
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
 
 
+def test_cli_fit_notes_default_to_the_datasets(tmp_path):
+    """Without --notes a dataset rendered on 60:85 alone trains a one-note model (it asked for --notes 1)."""
+    one = write_synthetic_dataset(tmp_path / "one.h5", n=24, notes=((60, 85),))
+    args = ["fit", "--data", str(one), "--out", str(tmp_path / "run"), "--size", "tiny", "--epochs", "1",
+            "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["model_config"]["notes"] == 1
+    res = CliRunner().invoke(app, [*args[:4], str(tmp_path / "six"), *args[5:], "--notes", "6"])
+    assert res.exit_code != 0 and "--notes 1" in res.output   # asked for, still refused with what to pass
+
+
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, epochs: int, resume: bool,
                 weights: str) -> None:
     """One torchrun-like rank: fit (or resume) ``out``, save this rank's weights as ``weights/rankR.pt``

@@ -114,3 +114,12 @@ def test_make_presets_regenerates_identical_files(tmp_path: Path, presets_dir: P
     assert sorted(p.name for p in written) == BANK_FILES
     for p in written:
         assert p.read_bytes() == (presets_dir / p.name).read_bytes(), f"{p.name} differs from the recipes"
+    assert mp.main(tmp_path) == written                    # its own files again: the same bytes, no --force
+    written[0].write_bytes(b"a user's own bank")           # audit A3: replaced without a word
+    with pytest.raises(FileExistsError, match="pass --force"):
+        mp.main(tmp_path)
+    assert written[0].read_bytes() == b"a user's own bank"
+    mp.main(tmp_path, force=True)
+    assert written[0].read_bytes() == (presets_dir / written[0].name).read_bytes()
+    with pytest.raises(FileNotFoundError, match="empty --out"):   # it wrote into the current folder
+        mp.main("")

@@ -195,6 +195,19 @@ def test_tools_keep_what_is_not_theirs_and_fail_in_one_line(tmp_path):
     assert results.read_text().endswith("kept\n") and not (tmp_path / "exp").exists()
     res = run(TOOLS / "fault_matrix.py", "--code", tmp_path / "nowhere")   # it tested the installed package
     assert res.returncode == 2 and "not a checkout of this toolkit" in res.stderr
+    notes = tmp_path / "notes.txt"                       # audit A3: rebuilt from its JSON lines, the rest lost
+    notes.write_text("00d671d7c67dab1f\n")
+    res = run(TOOLS / "plugin_agreement.py", "--presets", tmp_path / "none.h5", "--out", notes, "--limit", "1")
+    assert res.returncode == 2 and "is not this tool's output (line 1" in res.stderr, res.stderr
+    assert notes.read_text() == "00d671d7c67dab1f\n"
+    for args, said in ((["--out", tmp_path], "is a folder"), (["--out", tmp_path / "a.jsonl", "--limit", "-1"],
+                                                               "--limit -1: must be 0 or more")):
+        res = run(TOOLS / "plugin_agreement.py", "--presets", tmp_path / "none.h5", *args)
+        assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, res.stderr
+    for tool, args in (("lsd_anatomy.py", ["--steps", "-1"]), ("lsd_anatomy.py", ["--sounds", "0"]),
+                       ("bench_gain.py", ["--sounds", "0"]), ("bench_refine.py", ["--budget", "0", "--out", tmp_path])):
+        res = run(TOOLS / tool, "--data", tmp_path / "none.h5", *args)
+        assert res.returncode == 2 and res.stderr.startswith(f"error: {args[0]} {args[1]}: must be at least"), res.stderr
     res = subprocess.run(["bash", TOOLS / "demo.sh", "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0 and "Usage: bash tools/demo.sh [WORK_DIR]" in res.stdout
     assert not (tmp_path / "--help").exists()            # it ran the whole demo into ./--help

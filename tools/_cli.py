@@ -16,6 +16,15 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def at_least(args, **minimums: int) -> None:
+    """``fail`` unless each named option of the parsed ``args`` is at least its minimum (``--sounds 0`` printed a
+    table of NaN, ``--steps -1`` a traceback)."""
+    for name, low in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            fail(f"--{name.replace('_', '-')} {value}: must be at least {low}")
+
+
 def run_main(main, *args) -> None:
     """Run ``main(*args)``; exit with its return value, or 2 after one ``error:`` line."""
     from dexed_data.errors import DexedDataError

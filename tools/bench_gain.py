@@ -49,15 +49,16 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    if a.sounds < 1 or a.budget < 1:
-        sys.exit("--sounds and --budget must be at least 1")
+    from _cli import at_least, fail
+
+    at_least(a, sounds=1, budget=1)
 
     import torch
 
     torch.set_num_threads(1)
     s = read_render_settings(a.data)
     if (60, 85) not in s.notes:
-        sys.exit(f"{a.data}: its notes {s.notes} lack 60:85")
+        fail(f"{a.data}: its notes {s.notes} lack 60:85")
     engine = make_engine(s.engine_spec)
     ids, usable, keys = read_usable(a.data)
     test = set(split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable]).test)

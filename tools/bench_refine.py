@@ -140,9 +140,14 @@ def main() -> None:
                     help=f"A folder (created if missing) for {RESULTS_NAME} and {Path(RESULTS_NAME).stem}.md, "
                          "or a FILE.json (the tables go to FILE.md beside it).")
     a = ap.parse_args()
+    from _cli import at_least, fail
+
+    at_least(a, sounds=1, budget=1, jobs=1, perturb=1, neighbours=1, donors=0, offspring=1, screen=0, transpose=0)
+    if not 0 <= a.jump <= 1:
+        fail(f"--jump {a.jump}: must be a probability between 0 and 1")
     unknown = set(a.sets.split(",")) - {"test", "perturbed", "transposed"}
     if unknown:
-        sys.exit(f"--sets: unknown set(s) {', '.join(sorted(unknown))}; choose from test, perturbed, transposed")
+        fail(f"--sets: unknown set(s) {', '.join(sorted(unknown))}; choose from test, perturbed, transposed")
     out_json, out_md = output_paths(a.out)   # before any work: a bad --out fails at once
 
     import torch
@@ -171,7 +176,7 @@ def main() -> None:
 
         loaded = load_run(a.run, data=a.data)
         if sorted(loaded.checkpoint["split"]["train"]) != sorted(ids[r] for r in train):
-            sys.exit(f"{a.run} was not trained on the training split of {a.data}")
+            fail(f"{a.run} was not trained on the training split of {a.data}")
     print(f"{a.data}: {len(usable)} usable presets, {len(train)} training, {len(test_rows)} test; "
           f"{len(pick)} sounds per set, budget {a.budget}, jobs {a.jobs}; "
           f"index built in {t_index:.1f} s (pool {index.pool})", flush=True)

@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refine", type=int, default=0, help="also split the error of the refined voice (budget)")
     a = ap.parse_args()
+    from _cli import at_least
+
+    at_least(a, sounds=1, steps=0, refine=0)
 
     import torch
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
@@ -1129,27 +1130,36 @@ def bank_bytes(voices: tuple[Voice, ...]) -> bytes:
     return encode_bank(raws, names)
 
 
-def main(out_dir: str | Path = DEFAULT_OUT) -> list[Path]:
-    """Write every bank of :data:`BANKS` into ``out_dir`` (created if needed); return the paths written."""
+def main(out_dir: str | Path = DEFAULT_OUT, force: bool = False) -> list[Path]:
+    """Write every bank of :data:`BANKS` into ``out_dir`` (created if needed); return the paths written.
+    A file of the same name that holds other bytes is replaced only with ``force`` (FileExistsError);
+    each file is written whole or not at all (a temporary file renamed into place)."""
+    if str(out_dir) == "":
+        raise FileNotFoundError(2, 'an empty --out ("") was given (an unset variable?); give a folder, . for this one',
+                                "--out")
     out = Path(out_dir)
+    banks = {out / filename: bank_bytes(voices) for filename, voices in BANKS.items()}
+    other = [p for p, data in banks.items() if p.is_file() and p.read_bytes() != data]
+    if other and not force:
+        raise FileExistsError(17, "holds other bytes than this script writes (pass --force to replace it)", str(other[0]))
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, voices in BANKS.items():
-        path = out / filename
-        path.write_bytes(bank_bytes(voices))
-        written.append(path)
-    return written
+    for path, data in banks.items():
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return list(banks)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the .syx files (default: presets/)")
+    parser.add_argument("--force", action="store_true", help="replace files of the same names that hold other bytes")
     parser.add_argument("--check", action="store_true",
                         help="also render every voice at (60, 85) and print pitch/envelope numbers")
     args = parser.parse_args()
 
     def run() -> None:
-        for p in main(args.out):
+        for p in main(args.out, args.force):
             print(f"wrote {p} ({p.stat().st_size} bytes)")
         if args.check:
             print_check(BANKS)

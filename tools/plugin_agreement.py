@@ -87,6 +87,28 @@ def summarize(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _not_ours(path: Path) -> str | None:
+    """Why ``path`` is not a file of this tool's records (JSON objects with a row and an id, one per
+    line; the last may be cut by an interruption), or None."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        lines = text.splitlines()
+    except UnicodeDecodeError:
+        return "it is not text"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    for k, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if k == len(lines) - 1 and not text.endswith("\n"):
+                continue                 # a line cut by an interruption (its newline not written)
+            return f"line {k + 1} is not one of its JSON records"
+        if not (isinstance(rec, dict) and "row" in rec and "id" in rec):
+            return f"line {k + 1} is not one of its records"
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", required=True, type=Path, help="catalogue (dexed-data import-sysex)")
@@ -95,8 +117,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="only the first N presets")
     a = ap.parse_args()
+    from _cli import fail
+
     if a.jobs < 1:
-        sys.exit("--jobs must be at least 1")
+        fail(f"--jobs {a.jobs}: must be at least 1")
+    if a.limit is not None and a.limit < 0:
+        fail(f"--limit {a.limit}: must be 0 or more")
+    if a.out.is_dir():
+        fail(f"--out {a.out} is a folder; give a file for the JSON lines (e.g. {a.out / 'agreement.jsonl'})")
+    if a.out.exists():
+        not_ours = _not_ours(a.out)
+        if not_ours is not None:   # audit A3: any file was rebuilt from the lines that parsed, the rest lost
+            fail(f"--out {a.out} is not this tool's output ({not_ours}); it is left alone: give another --out")
     from dexed_data.catalogue import read_catalogue
 
     cat = read_catalogue(a.presets)

@@ -242,7 +242,7 @@ def render_command(
     store: str = typer.Option("mel", "--store", help="Big arrays to store: mel (default), audio or audio,mel."),
     compression: str = typer.Option("none", "--compression",
                                     help="none (default, fastest), lzf, or gzip-1 … gzip-9 (about half the size, for sharing)."),
-    audio_dtype: str = typer.Option("float16", "--audio-dtype", help="float16 (default) or float32."),
+    audio_dtype: Optional[str] = typer.Option(None, "--audio-dtype", help="Stored audio: float16 (default) or float32 (with --store audio)."),
     operators: bool = typer.Option(True, "--operators/--no-operators",
                                    help="Render each operator to measure its audibility (slower)."),
     n_mels: int = typer.Option(257, "--n-mels", help="Mel bands of the stored spectrograms (64 for the CPU-scale path)."),
@@ -261,10 +261,14 @@ def render_command(
     ids = _one_ids(ids)
 
     def run():
+        stored = tuple(s.strip() for s in store.split(",") if s.strip())
+        if audio_dtype is not None and "audio" not in stored:   # accepted, recorded and ignored (audit A3)
+            raise RenderError(f"--audio-dtype {audio_dtype} is the type of stored audio, and --store {store} stores "
+                              "none; add audio to --store (--store audio,mel) or leave --audio-dtype out")
         config = RenderConfig(engine=engine, plugin=plugin,
                               sample_rate=sample_rate, notes=parse_notes(notes), hold=hold, release=release,
-                              operators=operators, store=tuple(s.strip() for s in store.split(",") if s.strip()),
-                              compression=compression, audio_dtype=audio_dtype, timeout=timeout,
+                              operators=operators, store=stored,
+                              compression=compression, audio_dtype=audio_dtype or "float16", timeout=timeout,
                               n_mels=n_mels, hop=hop)
         if "mel" in config.store:
             _warn_empty_mel_bands(config)

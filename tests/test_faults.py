@@ -2219,7 +2219,9 @@ def test_refused_values_are_named_as_typed(catalogue, dataset, fitted, tmp_path)
     # "--notes 600:85" for 60_0:85, "--gain-db inf" for 1e309; --checkpoint "" ran as best.pt; a 1-Hz wav was matched
     out = tmp_path / "d.h5"
     for args, said in ((("--compression", "gzip"), "--compression 'gzip'"), (("--store", "wav"), "--store wav"),
-                       (("--audio-dtype", "float64"), "--audio-dtype 'float64'"), (("--hop", "0"), "--hop 0: must be 1"),
+                       (("--audio-dtype", "float64", "--store", "audio"), "--audio-dtype 'float64'"),
+                       (("--audio-dtype", "float32"), "--store mel stores none; add audio to --store"),   # audit A3
+                       (("--hop", "0"), "--hop 0: must be 1"),
                        (("--n-mels", "514"), "--n-mels 514: must be 1 … 513"),
                        (("--notes", "60_0:85"), "--notes '60_0:85': write pitch:velocity pairs")):
         assert_clean_error(run(data_app, "render", catalogue, "-o", out, *args), said)

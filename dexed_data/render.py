@@ -917,6 +917,10 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
 
             with h5py.File(partial, "r+") as f:
                 f.attrs["command"] = job.command
+        import h5py
+
+        with h5py.File(partial, "r+"):   # open in another program: said now, not after rendering (audit A1)
+            pass
         todo_segments = [(s, a, b) for s, a, b in job.segments if not seg_path[s].exists()]
         rendered = sum(b - a for _, a, b in todo_segments)
         if todo_segments:
@@ -956,6 +960,9 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             partial.unlink(missing_ok=True)
         where = "" if isinstance(exc, OutputError) else f"writing {getattr(exc, 'filename', None) or parts}: "
         said = failure_reason(exc)
+        if isinstance(exc, OSError) and (exc.errno == errno.EAGAIN or "unable to lock file" in str(exc)):
+            raise RenderError(f"{partial} is open in another program (HDF5 locks a file while a program has it "
+                              "open); close it there, then rerun the same command to continue") from None
         full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
             any(w in said.lower() for w in ("no space left", "quota", "free space"))
         # not every failure is a full disk: a folder deleted or made read-only while the job ran

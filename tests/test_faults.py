@@ -1420,6 +1420,41 @@ def test_a_render_worker_killed_while_starting_is_one_line(catalogue, tmp_path, 
     assert not out.exists()
 
 
+def test_a_render_resumed_while_another_program_has_its_file_open_says_so_before_rendering(catalogue, tmp_path,
+                                                                                         monkeypatch):
+    """Audit A1: it rendered every segment, then failed with HDF5's own words ("unable to lock file,
+    errno = 11")."""
+    import dexed_data.render as render
+    from dexed_data.errors import DexedDataError
+
+    config, out = render.RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), tmp_path / "d.h5"
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = render._run
+    monkeypatch.setattr(render, "_run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4)
+    partial = tmp_path / "d.h5.parts" / "dataset.h5"
+    assert partial.exists()
+    reader = subprocess.Popen([sys.executable, "-c", f"import h5py, sys, time; f = h5py.File({str(partial)!r}, 'r'); "
+                               "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    calls = []
+    monkeypatch.setattr(render, "_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        with pytest.raises(DexedDataError, match=r"d\.h5\.parts/dataset\.h5 is open in another program .*close it "
+                                                 r"there, then rerun the same command to continue"):
+            render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4)
+        assert not calls   # (with no segment rendered yet, nothing is kept: a new layout next time)
+    finally:
+        reader.kill()
+        reader.wait()
+    render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4)
+    assert out.exists() and calls
+
+
 def test_a_rerun_that_finishes_a_killed_publish_removes_that_runs_journal_and_lock(tmp_path):
     """Audit A2: evaluate --refine killed between its two renames; the rerun put OUT.md in place and
     stopped (the output is complete), leaving the dead run's lock and refine journal for good."""

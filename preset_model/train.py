@@ -633,7 +633,8 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     settle_run_folder(out, rank)
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
-        model_cfg, cfg = _resumed_configs(ckpt, model_cfg, cfg)
+        on_cpu = cfg is not None and _device(cfg.device, local_rank).type == "cpu"
+        model_cfg, cfg = _resumed_configs(ckpt, model_cfg, cfg, on_cpu)
     elif any((out / name).exists() for name in RUN_RECORDS):   # best.pt alone too: a finished run kept small
         held = ", ".join(name for name in RUN_RECORDS if (out / name).exists())
         raise CheckpointError(f"{out} already holds a run ({held}); pass --resume to continue it or choose another "
@@ -880,8 +881,10 @@ def _check_resumed_data(ckpt: dict, data) -> None:
 
 
 def _resumed_configs(ckpt: dict, model_cfg: ModelConfig | None,
-                     cfg: TrainConfig | None) -> tuple[ModelConfig, TrainConfig]:
-    """The checkpoint's configs, after checking that the requested ones (if any) agree with them."""
+                     cfg: TrainConfig | None, on_cpu: bool = False) -> tuple[ModelConfig, TrainConfig]:
+    """The checkpoint's configs, after checking that the requested ones (if any) agree with them.
+    ``on_cpu``: resumed on the CPU, where mixed precision is off whatever ``amp`` says, so a run's
+    ``amp`` is kept (for a later GPU resume) without refusing ``--no-amp`` (audit A3)."""
     saved_model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
     saved_train = TrainConfig(**ckpt["train_config"])
     if model_cfg is not None:
@@ -892,6 +895,8 @@ def _resumed_configs(ckpt: dict, model_cfg: ModelConfig | None,
                                   + ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in diff.items()))
     if cfg is None:
         return saved_model, saved_train
+    if on_cpu:
+        cfg = replace(cfg, amp=saved_train.amp)
     mutable = ("epochs", "workers", "device", "max_steps", "max_minutes", "in_memory")
     diff = {k: (v, getattr(cfg, k)) for k, v in asdict(saved_train).items() if k not in mutable and getattr(cfg, k) != v}
     if diff:

@@ -604,6 +604,10 @@ def test_a_plain_resume_keeps_the_runs_amp_and_a_size_is_compared(dataset, tmp_p
     assert res.exit_code == 2 and "--size 'huge'" in res.output, res.output
     res = CliRunner().invoke(app, ["fit", *common, "--epochs", "3", "--resume", "--size", "tiny"])
     assert res.exit_code == 0, res.output
+    # audit A3: on the CPU (where --amp does nothing) --amp or --no-amp on a resume was refused; the run's is kept
+    res = CliRunner().invoke(app, ["fit", *common, "--epochs", "4", "--resume", "--amp", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(out / "last.pt")["train_config"]["amp"] is False
 
 
 def test_under_torchrun_errors_are_marked_by_rank_and_a_lost_peer_is_one_line(monkeypatch, capsys):

@@ -632,6 +632,15 @@ def test_under_torchrun_errors_are_marked_by_rank_and_a_lost_peer_is_one_line(mo
     monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(RuntimeError, match="Connection closed"):   # one process: not a torchrun peer, raised as is
         _plain(peer_gone)
+    # audit A1: raised in a DataLoader worker, our error came back as the worker's whole traceback
+    worker = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                       '  File "worker.py", line 374, in _worker_loop\n    data = fetcher.fetch(index)\n'
+                       "preset_model.errors.DataError: d.h5 was replaced or removed while it was being read (another "
+                       "command wrote it)\n")
+    with pytest.raises(typer.Exit):
+        _plain(lambda: (_ for _ in ()).throw(worker))
+    assert capsys.readouterr().err == ("error: d.h5 was replaced or removed while it was being read (another command "
+                                       "wrote it)\n")
 
 
 def test_the_wait_for_peers_keeps_a_signal_started_ignored():

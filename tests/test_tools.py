@@ -205,7 +205,8 @@ def test_tools_keep_what_is_not_theirs_and_fail_in_one_line(tmp_path):
         res = run(TOOLS / "plugin_agreement.py", "--presets", tmp_path / "none.h5", *args)
         assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, res.stderr
     for tool, args in (("lsd_anatomy.py", ["--steps", "-1"]), ("lsd_anatomy.py", ["--sounds", "0"]),
-                       ("bench_gain.py", ["--sounds", "0"]), ("bench_refine.py", ["--budget", "0", "--out", tmp_path])):
+                       ("bench_gain.py", ["--sounds", "0"]), ("bench_refine.py", ["--budget", "0", "--out", tmp_path]),
+                       ("refine_oracle.py", ["--sounds", "0", "--out", tmp_path / "o.json"])):
         res = run(TOOLS / tool, "--data", tmp_path / "none.h5", *args)
         assert res.returncode == 2 and res.stderr.startswith(f"error: {args[0]} {args[1]}: must be at least"), res.stderr
     res = subprocess.run(["bash", TOOLS / "demo.sh", "--help"], capture_output=True, text=True, cwd=tmp_path)

@@ -253,6 +253,9 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         print("error: the current folder no longer exists (it was deleted or moved while this shell was "
               "in it); cd to an existing folder and run the command again", file=sys.stderr)
         sys.exit(2)
+    import typer.rich_utils
+
+    typer.rich_utils.rich_format_error = _usage_error   # one line, as every other error (not a box)
     repeated = repeated_option(app, sys.argv[1:])
     if repeated is not None:
         print(f"error: {one_line(repeated)}", file=sys.stderr)
@@ -290,6 +293,16 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
             for signum, handler in found.items():     # as found
                 signal.signal(signum, handler)
         _installed.clear()
+
+
+def _usage_error(exc) -> None:
+    """A command line typer cannot parse (``--limit abc``, an unknown option, a missing argument):
+    one ``error:`` line naming the option and where the options are listed, instead of a box."""
+    if type(exc).__name__ == "NoArgsIsHelpError":   # no arguments: typer has printed the help (as its own does)
+        return
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    print(f"error: {one_line(exc.format_message()).rstrip('.')}{where}", file=sys.stderr)
 
 
 def repeated_option(app, args: list[str]) -> str | None:

@@ -124,6 +124,13 @@ def test_an_option_given_twice_is_refused_not_half_used(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dexed_data", "import-sysex", str(tmp_path), "-o", str(tmp_path / "a.h5"),
                            "-o", str(tmp_path / "b.h5")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: -o was given 2 times") and not list(tmp_path.iterdir())
+    # audit A3: what typer cannot parse was a box of six lines; now one line, as every other error
+    for module, args, said in (("dexed_data", ["render", "p.h5", "--limit", "abc"], "error: Invalid value for '--limit'"),
+                               ("preset_model", ["fit", "--out", "r", "--bogus"], "error: No such option: --bogus"),
+                               ("dexed_data", ["list"], "error: Missing argument 'file' (see `")):
+        proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.startswith(said) and proc.stderr.count("\n") == 1, proc.stderr
+        assert "--help`)" in proc.stderr
 
 
 def test_bundled_presets_import(presets_dir, tmp_path):

@@ -77,9 +77,9 @@ def open_checked(path: str | Path) -> h5py.File:
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a folder; give the dataset file (dataset.h5) made by `dexed-data render`")
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no such dataset file; build one with `dexed-data render`")
-    h5 = open_hdf5(path, "dataset", DataError)
+    h5 = open_hdf5(path, "dataset", DataError)   # a device or a pipe said as such
     try:
         check_dataset(h5, path, schema=False)
     except DexedDataError as exc:

@@ -400,7 +400,11 @@ def find_dataset(ckpt: dict, run_dir: Path, data: str | Path | None = None) -> t
     """
     if data is not None:
         path = Path(data)
-        return (path, "") if path.is_file() else (None, f"{path}: no such dataset file (--data)")
+        if path.is_file():
+            return path, ""
+        return None, (f"{path} (--data) is a folder; give the dataset file made by `dexed-data render`" if path.is_dir()
+                      else f"{path} (--data): not a regular file (a device or pipe); give a dataset file"
+                      if path.exists() else f"{path}: no such dataset file (--data)")
     record = ckpt.get("dataset") or {}
     recorded = Path(str(record.get("path", "")))
     name = record.get("name") or recorded.name

@@ -2268,6 +2268,10 @@ def test_refused_values_are_named_as_typed(catalogue, dataset, fitted, tmp_path)
                            str(tmp_path / "r"), "--head", "Flow"], capture_output=True, text=True, timeout=300)
     assert_clean_process_error(proc, "--head 'Flow'")
     assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--checkpoint", ""), '--checkpoint ""')
+    # audit A3: a folder or a device given as --data was "no such dataset file"
+    assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--data", tmp_path), "(--data) is a folder")
+    assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--data", "/dev/zero"), "(a device or pipe)")
+    assert_clean_error(run(model_app, "fit", "--data", "/dev/zero", "--out", tmp_path / "r2"), "(a device or pipe)")
     slow = tmp_path / "slow.wav"
     sf.write(slow, np.full(8, 0.1, np.float32), 1)
     assert_clean_error(run(model_app, "match", fitted.mlp1, slow, "-o", tmp_path / "m.syx"), "1 Hz, below any audio's")

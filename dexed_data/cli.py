@@ -371,8 +371,9 @@ def report_command(
     """Write a self-contained HTML report, one file with its figures embedded (counts, parameter histograms, levels, examples, duplicates)."""
     from .report import write_report
 
-    if examples < 0 or groups < 0:
-        _fail(f"--examples {examples} / --groups {groups}: must be ≥ 0")
+    for name, value in (("--examples", examples), ("--groups", groups)):
+        if value < 0:
+            _fail(f"{name} {value}: must be ≥ 0")
     if not 0 <= seed < 2**63:
         _fail(f"--seed {seed}: must be between 0 and {2**63 - 1}")
     index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed, force=force)

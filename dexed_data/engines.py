@@ -491,9 +491,8 @@ class DawDreamerEngine:
         if spec.name != "dawdreamer":
             raise EngineError(f"DawDreamerEngine needs EngineSpec(name='dawdreamer'), got {spec.name!r}")
         if not spec.plugin:
-            raise EngineError("the dawdreamer engine needs a plug-in: --plugin /path/to/Dexed.vst3 "
-                              "(in Python: EngineSpec(name='dawdreamer', "
-                              "plugin='/path/to/Dexed.vst3'))")
+            raise EngineError("the dawdreamer engine needs a plug-in: --plugin /path/to/Dexed.vst3 (an empty "
+                              "path names none; in Python: EngineSpec(name='dawdreamer', plugin='/path/to/Dexed.vst3'))")
         if not os.path.exists(spec.plugin):
             raise EngineError(f"plug-in not found: {spec.plugin!r} (give the path of a Dexed .vst3 "
                               "bundle or VST2 .so)")

@@ -93,7 +93,7 @@ def format_mapping(info: dict) -> str:
     lines = []
     for key, value in info.items():
         if isinstance(value, list):
-            lines.append(f"{key}:")
+            lines.append(f"{key}:" if value else f"{key}: none")   # not a heading over nothing
             for item in value:
                 lines.append(f"  {shown(str(item[0]))}  {shown(str(item[1]))}"
                              if isinstance(item, (list, tuple)) and len(item) == 2 else f"  {shown(str(item))}")

@@ -350,7 +350,7 @@ def write_report(dataset_path, out_dir, *, examples: int = 4, groups: int = 10, 
     from .outputs import check_folder, together, write_text
 
     if examples < 0 or groups < 0:
-        raise DatasetError(f"--examples {examples} / --groups {groups}: must be ≥ 0")
+        raise DatasetError(f"examples={examples}, groups={groups}: each must be ≥ 0")
     out = check_folder(out_dir, REPORT_FILES, force=force, inputs=[dataset_path], what="report folder")
     with DatasetReader(dataset_path) as ds:
         summary = summarize(ds)

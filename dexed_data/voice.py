@@ -70,6 +70,8 @@ def load_voice(spec: str | Path) -> Voice:
             raise DexedDataError(f"{spec}: {index!r} is not a voice number; write {path}:N, N a whole number "
                                  "from 1")
         path, index = str(spec), ""
+    if path == "":   # ":1" (Path("") is the current folder, "a folder")
+        raise DexedDataError(f"{spec}: no file named before the ':'; write voices as FILE.syx:N, N from 1")
     if not Path(path).is_file():
         what = ("a folder, not a file" if Path(path).is_dir() else "not a regular file (a device or pipe)"
                 if Path(path).exists() else "no such file")

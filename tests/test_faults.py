@@ -2268,6 +2268,15 @@ def test_refused_values_are_named_as_typed(catalogue, dataset, fitted, tmp_path)
                            str(tmp_path / "r"), "--head", "Flow"], capture_output=True, text=True, timeout=300)
     assert_clean_process_error(proc, "--head 'Flow'")
     assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--checkpoint", ""), '--checkpoint ""')
+    # audit A3: ":1" was "a folder"; both report options were named for one; an empty problems heading
+    assert_clean_error(run(model_app, "interpolate", fitted.flow6, ":1", ":2", "-o", tmp_path / "i.syx"),
+                       ":1: no file named before the ':'")
+    assert_clean_error(run(data_app, "report", catalogue, "-o", tmp_path / "r.html", "--examples", "-1"),
+                       "--examples -1: must be ≥ 0")
+    bank = tmp_path / "banks" / "bank.syx"
+    assert run(data_app, "export", catalogue, "--all", "-o", bank).exit_code == 0
+    assert "problems: none" in run(data_app, "info", bank).output
+    shutil.rmtree(bank.parent)
     # audit A3: a folder or a device given as --data was "no such dataset file"
     assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--data", tmp_path), "(--data) is a folder")
     assert_clean_error(run(model_app, "evaluate", fitted.mlp1, "--data", "/dev/zero"), "(a device or pipe)")

@@ -408,7 +408,7 @@ def test_bench_gain_tool_scores_the_four_input_levels(fitted):
     assert all(np.isfinite(v).all() and v[0] >= 0 and v[1] >= 0 for v in rows.values())
     bad = subprocess.run([sys.executable, str(tool), "--data", str(fitted.data), "--sounds", "0"],
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "at least 1" in bad.stderr
+    assert bad.returncode == 2 and "error: --sounds 0: must be at least 1" in bad.stderr
 
 
 def test_match_says_when_the_search_began_from_a_candidate_moved_onto_the_inputs_pitch(fitted, tmp_path):

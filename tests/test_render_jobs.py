@@ -23,7 +23,9 @@ SHORT = ["--notes", "60:85", "--hold", "0.2", "--release", "0.1", "--no-progress
 
 
 def render_cmd(catalogue: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dexed_data", "render", str(catalogue), "-o", str(out), *SHORT, *extra]
+    """The render command line: SHORT's settings, but those ``extra`` gives (an option given twice is refused)."""
+    short = [w for k in range(0, len(SHORT) - 1, 2) if SHORT[k] not in extra for w in SHORT[k:k + 2]] + SHORT[-1:]
+    return [sys.executable, "-m", "dexed_data", "render", str(catalogue), "-o", str(out), *short, *extra]
 
 
 def env() -> dict:

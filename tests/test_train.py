@@ -538,7 +538,7 @@ def test_spectrogram_dataset_refuses_bad_rows_and_a_file_replaced_under_it(datas
     ds = SpectrogramDataset(copy, [0, 3], "num", notes, bounds)
     shutil.copy(dataset, tmp_path / "other.h5")
     (tmp_path / "other.h5").replace(copy)                    # replaced before the first item is read
-    with pytest.raises(DataError, match="was replaced or removed since this dataset was made"):
+    with pytest.raises(DataError, match="was replaced or removed while it was being read"):
         ds[0]
     ds = SpectrogramDataset(copy, [0, 3], "num", notes, bounds)
     assert ds[1][0].shape[0] == 1 and len(ds) == 2

@@ -436,14 +436,14 @@ def _after_interrupt(command: str) -> str:
             return "; files not finished were not written. Run the same command again to continue from the last epoch"
         return "; files not finished were not written. Add --resume to the same command to continue from the last epoch"
     if command == "match" and _searched():
-        return ("; nothing was written (a match writes its voices together, at the end). Run the same command "
-                "again to continue: the sounds searched so far are kept beside its output and reused")
+        return ("; no voice was written (a match writes its voices together, at the end). Run the same command "
+                "again to continue: the sounds searched so far (if any) are kept beside its output and reused")
     if command == "match":
         return ("; nothing was written (a match writes its voices together, at the end), and the same command run "
                 "again matches every sound again")
     if command == "evaluate" and _searched():
         return ("; files not finished were not written. Run the same command again to continue: the presets "
-                "refined so far are kept beside its output and reused")
+                "refined so far (if any) are kept beside its output and reused")
     return "; files not finished were not written. Run the same command again"
 
 

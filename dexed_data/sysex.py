@@ -602,8 +602,8 @@ def midi_sysex(data: bytes) -> tuple[list[tuple[int, bytes, list[tuple[int, int]
     Read from the file's bytes (not through a MIDI library that clips data bytes to 7 bits), so a
     data byte with bit 7 set reaches the decoder as it is, exactly like in a .syx file. A SysEx
     split into an ``F0`` packet and ``F7`` continuation packets (legal in MIDI files) is joined
-    into one message. ``offset`` is the file position of the first packet's data minus one (the
-    byte where ``F0`` would stand in a .syx file); ``spans`` lists, per packet, ``(index in the
+    into one message. ``offset`` is the file position of its ``F0`` (the event's status byte; it
+    was the byte before the data, a length byte: R1); ``spans`` lists, per packet, ``(index in the
     message, file position)`` of its first data byte, so that a position in the joined message can
     be named in the file (:func:`_file_position`). ``error`` says which parts could not be read
     (a damaged track, a file cut short); the messages of every other track are returned, and of a
@@ -661,14 +661,14 @@ def _track_sysex(data: bytes, i: int, end: int, out: list) -> None:
             if j + length > end:   # cut short: what is there is kept (a bank's complete voices)
                 if status == 0xF0:
                     close()
-                    open_at, parts = j - 1, [(j, packet)]
+                    open_at, parts = i, [(j, packet)]
                 elif open_at is not None:
                     parts.append((j, packet))
                 close()
                 raise _MidiFormatError(f"SysEx event at byte {i} runs past the end of its track")
             if status == 0xF0:
                 close()
-                open_at, parts = j - 1, [(j, packet)]
+                open_at, parts = i, [(j, packet)]
             elif open_at is not None:   # a continuation packet
                 parts.append((j, packet))
             elif packet.startswith(b"\xF0"):   # an escape packet holding a message, F0 included

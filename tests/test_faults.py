@@ -1679,11 +1679,11 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_the_rerun_finishes(catalogue, tm
     argv = sys.argv
     try:
         sys.argv = ["preset-model", "evaluate", "runs/x", "--refine", "300"]
-        assert "the presets refined so far are kept beside its output and reused" in _after_interrupt("evaluate")
+        assert "the presets refined so far (if any) are kept beside its output and reused" in _after_interrupt("evaluate")
         sys.argv = ["preset-model", "evaluate", "runs/x"]
         assert "refined" not in _after_interrupt("evaluate")
         sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "--refine", "300", "-o", "a.syx"]
-        assert "the sounds searched so far are kept beside its output and reused" in _after_interrupt("match")
+        assert "no voice was written (a match writes its voices together, at the end). Run the same command again to continue: the sounds searched so far (if any) are kept beside its output and reused" in _after_interrupt("match")
         sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "-o", "a.syx"]
         assert "matches every sound again" in _after_interrupt("match")
         sys.argv = ["preset-model", "match", "--data", "d.h5", "a.wav", "--refine=00", "-o", "a.syx"]   # no search

@@ -283,7 +283,9 @@ def test_midi_file_with_sysex(tmp_path):
     result = decode_file(path)
     assert result.problems == [] and len(result.voices) == 32
     assert np.array_equal(result.voices[5].raw, raws[5])
-    assert path.read_bytes()[result.voices[0].offset + 1:][:5] == bank[1:6]
+    raw = path.read_bytes()   # the voice's message is placed at its event's F0 (regression review R1: it was
+    at = result.voices[0].offset   # a length byte, 2 bytes past the F0 for a bank)
+    assert raw[at] == 0xF0 and raw[at + 3:at + 8] == bank[1:6]   # F0, 2 length bytes, the data
     assert codes(decode_bytes(b"MThd\x00\x00\x00\x06garbage")) == ["midi_error"]
 
 

@@ -224,20 +224,27 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
 
 
 def _remove_leftovers(paths: Iterable[str | os.PathLike]) -> None:
-    """Remove what a finished run would have: its journal, and its lock file unless a process holds it."""
+    """Remove what a finished run would have: its lock files and its journal, only while no process
+    holds one of those locks (a running command of the same output owns the journal: R1)."""
     import fcntl
 
-    for p in map(Path, paths):
-        with contextlib.suppress(OSError):
-            if not p.name.endswith(".lock"):
-                p.unlink(missing_ok=True)
-                continue
-            fd = os.open(p, os.O_RDONLY)
+    paths = [Path(p) for p in paths]
+    held = []
+    try:
+        for p in (p for p in paths if p.name.endswith(".lock")):
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # BlockingIOError (an OSError) when held
-                p.unlink()
-            finally:
-                os.close(fd)
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            held.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # BlockingIOError when a process holds it: keep all
+        for p in paths:
+            p.unlink(missing_ok=True)
+    except OSError:
+        pass
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def _too_long(shown: str, name: str) -> str:

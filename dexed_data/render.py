@@ -873,7 +873,8 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         if isinstance(exc, (ImportError, MemoryError)):   # a worker out of memory while loading its libraries
             raise RenderError(f"a worker process could not load the engine ({type(exc).__name__}: {exc}); the "
                               f"system's limits may be too low ({_limits()}): raise them, or use fewer --jobs") from None
-        if type(exc).__name__ == "TerminatedWorkerError" and config.engine == "dawdreamer":
+        if type(exc).__name__ == "TerminatedWorkerError" and config.engine == "dawdreamer" \
+                and "SIGKILL" not in str(exc):   # killed from outside (R1: the plug-in was blamed)
             # a damaged plug-in binary kills the worker that loads it (SIGBUS): not a traceback of loky's
             from .engines import crashed_while_loading
 
@@ -934,7 +935,12 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
         files, blocks = [], []
         try:
             for s, a, b in job.segments:
-                f = h5py.File(seg_path[s], "r")
+                try:
+                    f = h5py.File(seg_path[s], "r")
+                except OSError as exc:
+                    if _open_elsewhere(exc):   # one of the segments, named (R1: the unfinished file was)
+                        raise _open_elsewhere_error(seg_path[s]) from None
+                    raise
                 files.append(f)
                 blocks.append(writer.Block(f, np.arange(b - a), _out_rows(job, a, b),
                                        (float(f.attrs["mel_min_db"]), float(f.attrs["mel_max_db"]))))
@@ -961,9 +967,8 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             partial.unlink(missing_ok=True)
         where = "" if isinstance(exc, OutputError) else f"writing {getattr(exc, 'filename', None) or parts}: "
         said = failure_reason(exc)
-        if isinstance(exc, OSError) and (exc.errno == errno.EAGAIN or "unable to lock file" in str(exc)):
-            raise RenderError(f"{partial} is open in another program (HDF5 locks a file while a program has it "
-                              "open); close it there, then rerun the same command to continue") from None
+        if _open_elsewhere(exc):
+            raise _open_elsewhere_error(partial) from None
         full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
             any(w in said.lower() for w in ("no space left", "quota", "free space"))
         # not every failure is a full disk: a folder deleted or made read-only while the job ran
@@ -1009,8 +1014,20 @@ def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None,
         if same and writer.in_place(header.storage):
             writer.row_slots(partial, header)   # its arrays are where rows can be written
         return same
-    except Exception:  # noqa: BLE001 - unreadable or damaged: made again
+    except Exception as exc:  # noqa: BLE001 - unreadable or damaged: made again
+        if _open_elsewhere(exc):   # not damaged: its finished segments were thrown away (R1)
+            raise _open_elsewhere_error(partial) from None
         return False
+
+
+def _open_elsewhere(exc: BaseException) -> bool:
+    """Whether ``exc`` is HDF5 refusing a file another program has open (its file lock)."""
+    return isinstance(exc, OSError) and (exc.errno == errno.EAGAIN or "unable to lock file" in str(exc))
+
+
+def _open_elsewhere_error(path: Path) -> RenderError:
+    return RenderError(f"{path} is open in another program (HDF5 locks a file while a program has it open); close "
+                       "it there, then rerun the same command to continue")
 
 
 def _differences(there: dict, here: dict, prefix: str = "") -> list[str]:

@@ -57,6 +57,11 @@ def _plain(fn, *args, **kwargs):
             text = text.rstrip().rpartition("\n")[2].partition(": ")[2] or text
         _fail(text)
     except RuntimeError as exc:
+        if type(exc).__name__ == "TerminatedWorkerError":   # a render worker killed from outside (R1: evaluate's
+            from dexed_data.render import worker_died          # scoring after its searches was a traceback)
+
+            _fail(worker_died(exc) + "; run the same command again (a --refine search resumes from the sounds or "
+                  "presets it finished; use fewer --jobs if the system is short of memory)")
         # torch.distributed's own errors (gloo "Connection closed by peer", a rendezvous that failed): another
         # process of this torchrun job stopped, and its own line says why; not a wall of traceback per rank
         import torch.distributed as dist

@@ -374,9 +374,16 @@ class Refined:
     trace: list[float] = field(default_factory=list)
 
     def candidate(self, prefix: str) -> float | None:
-        """Best distance among candidates whose label starts with ``prefix`` (None if there is none);
-        the transposed ones count only when ``prefix`` names them (``"nearest-1 moved"``)."""
-        d = [v for k, v in self.candidates if k.startswith(prefix) and (MOVED not in k or " moved" in prefix)]
+        """Best distance among the candidates ``prefix`` names (None if there is none): the label itself
+        (``"nearest-1"``, not ``"nearest-12"``; ``"model"``, not ``"model-sample-3"``: audit A4), or every
+        label it begins, up to a ``-`` or a space (``"model-sample-"``, ``"sine moved"``); the
+        transposed ones count only when ``prefix`` names them (``"nearest-1 moved"``)."""
+        def named(k: str) -> bool:
+            if MOVED in k and " moved" not in prefix:
+                return False
+            return k == prefix or (k.startswith(prefix) and (prefix[-1:] in ("-", " ") or k[len(prefix)] == " "))
+
+        d = [v for k, v in self.candidates if named(k)]
         return min(d) if d else None
 
 

@@ -1429,16 +1429,19 @@ def test_a_render_resumed_while_another_program_has_its_file_open_says_so_before
 
     config, out = render.RenderConfig(notes=((60, 85),), hold=0.2, release=0.1), tmp_path / "d.h5"
 
-    def stopped(*args, **kwargs):
+    real = render._run
+
+    def stopped(job, todo, *args, **kwargs):   # the first segment rendered, then Ctrl-C
+        real(job, todo[:1], *args, **kwargs)
         raise KeyboardInterrupt
 
-    real = render._run
     monkeypatch.setattr(render, "_run", stopped)
     with pytest.raises(KeyboardInterrupt):
-        render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4)
+        render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4, segment_size=2)
     partial = tmp_path / "d.h5.parts" / "dataset.h5"
-    assert partial.exists()
-    reader = subprocess.Popen([sys.executable, "-c", f"import h5py, sys, time; f = h5py.File({str(partial)!r}, 'r'); "
+    assert partial.exists() and len(list(partial.parent.glob("seg-*.h5"))) == 1
+    # held for writing (R1: the layout was then taken for a damaged one, and the finished segment deleted)
+    reader = subprocess.Popen([sys.executable, "-c", f"import h5py, sys, time; f = h5py.File({str(partial)!r}, 'r+'); "
                                "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     calls = []
     monkeypatch.setattr(render, "_run", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -1446,13 +1449,13 @@ def test_a_render_resumed_while_another_program_has_its_file_open_says_so_before
         assert reader.stdout.readline().strip() == "open"
         with pytest.raises(DexedDataError, match=r"d\.h5\.parts/dataset\.h5 is open in another program .*close it "
                                                  r"there, then rerun the same command to continue"):
-            render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4)
-        assert not calls   # (with no segment rendered yet, nothing is kept: a new layout next time)
+            render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4, segment_size=2)
+        assert not calls and len(list(partial.parent.glob("seg-*.h5"))) == 1   # its finished work kept
     finally:
         reader.kill()
         reader.wait()
-    render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4)
-    assert out.exists() and calls
+    summary = render.render_dataset(catalogue, out, config, jobs=1, progress=False, limit=4, segment_size=2)
+    assert out.exists() and calls and summary.rendered == 2   # the other segment only
 
 
 def test_a_rerun_that_finishes_a_killed_publish_removes_that_runs_journal_and_lock(tmp_path):
@@ -1466,25 +1469,32 @@ def test_a_rerun_that_finishes_a_killed_publish_removes_that_runs_journal_and_lo
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     js, md = tmp_path / "r.json", tmp_path / "r.md"
-    js.write_text("{}")                                              # renamed before the kill
-    (tmp_path / f".r.md.{dead}.tmp").write_text("# report")
-    (tmp_path / f".together.{dead}.journal").write_text(json.dumps([["r.json", None], ["r.md", None]]))
     journal, lock = tmp_path / "r.refine-partial.jsonl", tmp_path / ".r.lock"
-    journal.write_text("{}\n")
-    lock.write_text(f"{dead} evaluation")
-    held = tmp_path / ".other.lock"                                  # a live command's lock is never removed
-    held.write_text("1 evaluation")
-    fd = os.open(held, os.O_RDWR)
+
+    def killed_between_its_renames():
+        md.unlink(missing_ok=True)
+        js.write_text("{}")                                          # renamed before the kill
+        (tmp_path / f".r.md.{dead}.tmp").write_text("# report")
+        (tmp_path / f".together.{dead}.journal").write_text(json.dumps([["r.json", None], ["r.md", None]]))
+        journal.write_text("{}\n")
+        lock.write_text(f"{dead} evaluation")
+
+    killed_between_its_renames()
+    with pytest.raises(OutputError, match="killed while it put its files in place"):
+        check_output(js, leftovers=[journal, lock])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"] and md.read_text() == "# report"
+    journal.write_text("{}\n")                                     # an output that merely exists: kept
+    with pytest.raises(OutputError, match="already exists"):
+        check_output(js, leftovers=[journal])
+    assert journal.exists()
+    # regression review R1: a command running on this output holds its lock and owns the journal: kept
+    killed_between_its_renames()
+    fd = os.open(lock, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         with pytest.raises(OutputError, match="killed while it put its files in place"):
-            check_output(js, leftovers=[journal, lock, held])
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".other.lock", "r.json", "r.md"]
-        assert md.read_text() == "# report"
-        journal.write_text("{}\n")                                 # an output that merely exists: kept
-        with pytest.raises(OutputError, match="already exists"):
-            check_output(js, leftovers=[journal])
-        assert journal.exists()
+            check_output(js, leftovers=[journal, lock])
+        assert journal.exists() and lock.exists() and md.read_text() == "# report"
     finally:
         os.close(fd)
 

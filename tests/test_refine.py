@@ -241,6 +241,10 @@ def test_match_run_refine_beats_or_equals_the_models_voice(fitted, tmp_path):
     r = voice.search
     assert r.candidate("model") is not None and r.candidate("model-sample-") is not None
     assert r.candidate("nearest-1") is not None and r.distance <= min(d for _, d in r.candidates)
+    # audit A4: "nearest-1" also named nearest-10 … nearest-16, "model" the model's samples: the best of them printed
+    labelled = dict(r.candidates)
+    assert r.candidate("nearest-1") == labelled["nearest-1"] and r.candidate("model") == labelled["model"]
+    assert r.candidate("model-sample-") == min(d for k, d in r.candidates if k.startswith("model-sample-"))
     assert r.renders == 30 and not silent_notes(voice.render).all()
 
 
@@ -441,3 +445,16 @@ def test_a_search_worker_killed_from_outside_is_one_line():
     with pytest.raises(PresetModelError, match=r"worker process was killed \(SIGKILL\).*finished before it are kept: "
                                                r"run the same command again"):
         renderer([sine_voice(), sine_voice()])
+
+
+def test_a_candidate_label_names_that_candidate_not_every_label_it_begins():
+    """Audit A4: match printed nearest-12's distance as the nearest preset's, and a model sample's as the
+    model's (a silent model voice looked 62.36 from its input)."""
+    from preset_model.refine import Refined
+
+    r = Refined(sine_voice(), 1.0, np.zeros((1, 10), np.float32),
+                [("model", float("inf")), ("model-sample-3", 2.0), ("nearest-1", 5.0), ("nearest-12", 3.0),
+                 ("nearest-1 moved by +10 cents", 1.5)], 10, 0.1)
+    assert r.candidate("nearest-1") == 5.0 and r.candidate("model") == float("inf")
+    assert r.candidate("model-sample-") == 2.0 and r.candidate("nearest-") == 3.0
+    assert r.candidate("nearest-1 moved") == 1.5 and r.candidate("sine") is None

@@ -642,6 +642,15 @@ def test_under_torchrun_errors_are_marked_by_rank_and_a_lost_peer_is_one_line(mo
     assert capsys.readouterr().err == ("error: d.h5 was replaced or removed while it was being read (another command "
                                        "wrote it)\n")
 
+    class TerminatedWorkerError(RuntimeError):   # loky's: a render worker killed from outside (R1: a traceback)
+        pass
+
+    with pytest.raises(typer.Exit):
+        _plain(lambda: (_ for _ in ()).throw(TerminatedWorkerError("The exit codes of the workers are {SIGKILL(-9)}")))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: a worker process was killed (SIGKILL) while it was needed; "
+                                                    "run the same command again")
+
 
 def test_the_wait_for_peers_keeps_a_signal_started_ignored():
     # nohup (SIGHUP) and a script's `cmd &` (SIGINT) start a fit with the signal ignored: closing the

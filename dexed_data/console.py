@@ -312,7 +312,7 @@ def repeated_option(app, args: list[str]) -> str | None:
     import typer.main
 
     command = getattr(typer.main.get_command(app), "commands", {}).get(args[0]) if args else None
-    if command is None:
+    if command is None or "--help" in args[1:(args.index("--") if "--" in args else None)]:   # the help is asked for
         return None
     options = {name: p for p in command.params if getattr(p, "param_type_name", "") == "option"
                for name in (*p.opts, *p.secondary_opts)}
@@ -322,6 +322,8 @@ def repeated_option(app, args: list[str]) -> str | None:
         if word == "--":
             break
         name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if not word.startswith("--") and len(word) > 2 and word[:2] in options:   # glued: -ob.h5, -j2 (R1)
+            name, equals, value = word[:2], "=", word[2:]
         p = options.get(name)
         if p is None or p.is_flag or p.count:
             continue

@@ -649,7 +649,11 @@ def interpolate(
     va, vb = _plain(read_voice, a), _plain(read_voice, b)
     m = _plain(morph, run, va, vb, steps, data)
     _plain(write_syx, output, m.raw, m.names)
-    typer.echo(f"{va.source} ({va.name.strip()}) → {vb.source} ({vb.name.strip()}): {steps} voices in {output}")
+    from dexed_data.access import printable_name
+
+    # a name's control bytes as `list` shows them (audit A4: a newline and ESC went to the terminal)
+    typer.echo(f"{va.source} ({printable_name(va.name).strip()}) → {vb.source} ({printable_name(vb.name).strip()}): "
+               f"{steps} voices in {output}")
     from dexed_data.schema import FIXED_TRANSPOSE
 
     said: set[str] = set()   # both voices from one damaged file: its notes once

@@ -116,6 +116,11 @@ def test_an_option_given_twice_is_refused_not_half_used(tmp_path):
     said = repeated_option(data_app, ["render", "p.h5", "--notes", "40:85", "--notes=60:85", "-o", "d.h5"])
     assert said.startswith("--notes was given 2 times (--notes 40:85, --notes 60:85)") and "give it once" in said
     assert repeated_option(model_app, ["evaluate", "run", "-o", "e1", "--output", "e2"]).startswith("-o was given 2")
+    assert repeated_option(data_app, ["render", "p.h5", "-o", "a.h5", "-ob.h5"]).startswith("-o was given 2 times "
+                                                                                           "(-o a.h5, -o b.h5)")
+    assert repeated_option(data_app, ["render", "p.h5", "-j", "1", "-j2"]) is not None   # glued short forms (R1)
+    assert repeated_option(data_app, ["render", "p.h5", "-ob.h5", "-j2"]) is None
+    assert repeated_option(data_app, ["render", "--help", "-o", "a", "-o", "b"]) is None   # the help, as asked
     # flags, options that take several values, one use each, values that look like options: all fine
     assert repeated_option(data_app, ["render", "p.h5", "--ids", "a", "--ids", "b", "--no-progress", "--progress",
                                       "-o", "--notes", "--notes", "60:85"]) is None

@@ -74,6 +74,15 @@ def test_cli_interpolate_writes_a_bank(fitted, tmp_path):
     assert len(out.read_bytes()) == 4104 and len(voices) == 32
     assert [v.name.strip() for v in voices[:8]] == [f"MORPH {i:02d}" for i in range(1, 9)]
     assert np.array_equal(apply_fixed(voices[0].raw), read_voice(f"{fitted.bank}:1").raw)
+    # audit A4: a name's control bytes (a newline, ESC) went to the terminal as they are
+    from dexed_data.sysex import encode_single
+
+    odd = tmp_path / "odd.syx"
+    odd.write_bytes(encode_single(voices[0].raw, "A\nB\x1bC"))
+    res = CliRunner().invoke(app, ["interpolate", str(fitted.flow6), f"{odd}:1", f"{fitted.bank}:7", "-o",
+                                   str(tmp_path / "m2.syx")])
+    assert res.exit_code == 0, res.output
+    assert "(A·B·C) →" in res.stdout and "\x1b" not in res.stdout
 
 
 def test_a_truncated_banks_note_is_said_once_and_a_wav_name_is_refused(fitted, tmp_path):

@@ -396,11 +396,32 @@ def _rename_checked(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
         else:
             os.unlink(tmp)
     else:
-        clash = _taken(path)
-        if clash is not None:
-            raise clash
-        os.replace(tmp, path)
+        with _folder_locked(Path(path).parent):   # the check and the replace as one step (audit A1)
+            clash = _taken(path)
+            if clash is not None:
+                raise clash
+            os.replace(tmp, path)
     _CHECKED[key] = file_identity(path)
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` while a checked file in it is replaced: two commands
+    replacing one file (``--force``) both passed the check, then each replaced it, and both said they
+    had written it (one result lost). Where the folder cannot be locked, the replace goes on unlocked."""
+    import fcntl
+
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

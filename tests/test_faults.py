@@ -1360,6 +1360,35 @@ def test_a_dataset_still_rendering_is_named_as_such(tmp_path):
                            "d.h5: no such", "d.h5.parts holds an unfinished render", "rerun that render command")
 
 
+def test_a_file_replaced_by_two_commands_is_checked_and_replaced_in_one_step(tmp_path):
+    """Audit A1: two --force publishes of one file could both pass the check (the file is as I saw it)
+    before either replaced it, and both said they had written it. The check and the replace now hold
+    the folder's lock: a publish waits while another command holds it."""
+    import threading
+
+    from dexed_data.outputs import check_output, write_bytes
+
+    target = tmp_path / "bank.syx"
+    target.write_bytes(b"before")
+    check_output(target, force=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
+                               str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        publish = threading.Thread(target=write_bytes, args=(target, b"after"))
+        publish.start()
+        publish.join(0.5)
+        assert publish.is_alive() and target.read_bytes() == b"before"   # waiting for the other command's step
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        publish.join(30)
+        assert not publish.is_alive() and target.read_bytes() == b"after"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_killed_publish_is_finished_only_as_its_journal_vouches(tmp_path):
     """Finished only onto targets as the killed command saw them, only by a check of one of its
     files, and only for this user's journals whose temporary files are .NAME.PID.tmp beside their

@@ -72,6 +72,16 @@ def perturb(raw: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return apply_fixed(out)
 
 
+def test_sample(data: Path, sounds: int, seed: int):
+    """The benchmark's sounds: ``sounds`` test presets of fold 0's split drawn with ``seed``, in row order.
+    Returns ``(ids, usable rows, test rows, picked rows)``."""
+    ids, usable, keys = read_usable(data)
+    test = set(split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable]).test)
+    test_rows = np.array([r for r in usable if ids[r] in test], np.int64)
+    pick = np.sort(np.random.default_rng(seed).choice(test_rows, size=min(sounds, len(test_rows)), replace=False))
+    return ids, usable, test_rows, pick
+
+
 def param_distance(raw: np.ndarray, train_raw: np.ndarray) -> tuple[int, float]:
     """(fewest learnable parameters that differ, smallest numerical MAE in fractions of range) to any training preset."""
     a, t = raw[OFFSETS].astype(np.int64), train_raw[:, OFFSETS].astype(np.int64)
@@ -155,12 +165,7 @@ def main() -> None:
     torch.set_num_threads(1)
     s = read_render_settings(a.data)
     engine = make_engine(s.engine_spec)
-    ids, usable, keys = read_usable(a.data)
-    split = split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable])
-    test = set(split.test)
-    test_rows = np.array([r for r in usable if ids[r] in test], np.int64)
-    rng = np.random.default_rng(a.seed)
-    pick = np.sort(rng.choice(test_rows, size=min(a.sounds, len(test_rows)), replace=False))
+    ids, usable, test_rows, pick = test_sample(a.data, a.sounds, a.seed)
     t0 = time.perf_counter()
     train = training_rows(a.data)
     index = NearestPresets(a.data, train)

@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dexed_data.engines import make_engine  # noqa: E402
 from dexed_data.schema import LEARNABLE_PARAMS, apply_fixed  # noqa: E402
-from preset_model.data import read_usable, split_ids  # noqa: E402
 from preset_model.inference import read_render_settings  # noqa: E402
 from preset_model.metrics import audio_metrics  # noqa: E402
 from preset_model.refine import NearestPresets, RefineConfig, refine, sound_candidates, training_rows  # noqa: E402
@@ -89,11 +88,9 @@ def main() -> None:
     torch.set_num_threads(1)
     s = read_render_settings(a.data)
     engine = make_engine(s.engine_spec)
-    ids, usable, keys = read_usable(a.data)
-    split = split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable])
-    test = set(split.test)
-    test_rows = np.array([r for r in usable if ids[r] in test], np.int64)
-    pick = np.sort(np.random.default_rng(a.seed).choice(test_rows, size=min(a.sounds, len(test_rows)), replace=False))
+    from bench_refine import test_sample   # this folder: the benchmark's own sounds
+
+    pick = test_sample(a.data, a.sounds, a.seed)[3]
     index = NearestPresets(a.data, training_rows(a.data))
     with h5py.File(a.data, "r") as h5:
         raw_all = h5["presets/raw"][:]

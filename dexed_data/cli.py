@@ -262,7 +262,9 @@ def render_command(
 
     def run():
         stored = tuple(s.strip() for s in store.split(",") if s.strip())
-        if audio_dtype is not None and "audio" not in stored:   # accepted, recorded and ignored (audit A3)
+        # float32 was accepted, recorded and ignored (audit A3); float16, the default, stays accepted: every
+        # dataset records it in the command that made it, to be run again (R1, R2)
+        if audio_dtype not in (None, "float16") and "audio" not in stored:
             raise RenderError(f"--audio-dtype {audio_dtype} is the type of stored audio, and --store {store} stores "
                               "none; add audio to --store (--store audio,mel) or leave --audio-dtype out")
         config = RenderConfig(engine=engine, plugin=plugin,

@@ -301,8 +301,13 @@ def _usage_error(exc) -> None:
     if type(exc).__name__ == "NoArgsIsHelpError":   # no arguments: typer has printed the help (as its own does)
         return
     ctx = getattr(exc, "ctx", None)
-    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-    print(f"error: {one_line(exc.format_message()).rstrip('.')}{where}", file=sys.stderr)
+    if ctx is not None:
+        path = ctx.command_path
+    else:   # (an option missing its value has no context: the command line names it)
+        prog = Path(sys.argv[0]).name
+        prog = f"python -m {Path(sys.argv[0]).parent.name}" if prog == "__main__.py" else prog
+        path = " ".join([prog, *[w for w in sys.argv[1:2] if not w.startswith("-")]])
+    print(f"error: {one_line(exc.format_message()).rstrip('.')} (see `{path} --help`)", file=sys.stderr)
 
 
 def repeated_option(app, args: list[str]) -> str | None:

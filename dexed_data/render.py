@@ -327,9 +327,8 @@ def canonical_command(catalogue_path, config: RenderConfig, ids_file=None, limit
         parts += ["--plugin", str(config.plugin)]
     parts += ["--notes", ",".join(f"{p}:{v}" for p, v in config.notes), "--sample-rate", str(config.sample_rate),
               "--hold", f"{config.hold:g}", "--release", f"{config.release:g}",
-              "--store", ",".join(config.storage.arrays), "--compression", config.compression]
-    if "audio" in config.storage.arrays:   # refused without stored audio
-        parts += ["--audio-dtype", config.audio_dtype]
+              "--store", ",".join(config.storage.arrays), "--compression", config.compression,
+              "--audio-dtype", config.audio_dtype]   # (float16, the default, is accepted without stored audio)
     if not config.operators:
         parts.append("--no-operators")
     defaults = RenderConfig()

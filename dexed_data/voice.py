@@ -66,11 +66,11 @@ def load_voice(spec: str | Path) -> Voice:
     if not sep or Path(str(spec)).exists():     # a name holding a colon is a name
         path, index = str(spec), ""
     elif not (index.isascii() and index.isdigit()):
-        if Path(path).exists():
+        if path and Path(path).exists():   # ("" is the current folder: ":x" names no file, said below)
             raise DexedDataError(f"{spec}: {index!r} is not a voice number; write {path}:N, N a whole number "
                                  "from 1")
         path, index = str(spec), ""
-    if path == "":   # ":1" (Path("") is the current folder, "a folder")
+    if path == "" and sep:   # ":1" (Path("") is the current folder, "a folder")
         raise DexedDataError(f"{spec}: no file named before the ':'; write voices as FILE.syx:N, N from 1")
     if not Path(path).is_file():
         what = ("a folder, not a file" if Path(path).is_dir() else "not a regular file (a device or pipe)"

@@ -132,7 +132,9 @@ def test_an_option_given_twice_is_refused_not_half_used(tmp_path):
     # audit A3: what typer cannot parse was a box of six lines; now one line, as every other error
     for module, args, said in (("dexed_data", ["render", "p.h5", "--limit", "abc"], "error: Invalid value for '--limit'"),
                                ("preset_model", ["fit", "--out", "r", "--bogus"], "error: No such option: --bogus"),
-                               ("dexed_data", ["list"], "error: Missing argument 'file' (see `")):
+                               ("dexed_data", ["list"], "error: Missing argument 'file' (see `"),
+                               ("dexed_data", ["render", "p.h5", "-o"],   # no context: the command line's (R2)
+                                "error: Option '-o' requires an argument (see `python -m dexed_data render --help`)")):
         proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == 2 and proc.stderr.startswith(said) and proc.stderr.count("\n") == 1, proc.stderr
         assert "--help`)" in proc.stderr

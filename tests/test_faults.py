@@ -2295,6 +2295,7 @@ def test_refused_values_are_named_as_typed(catalogue, dataset, fitted, tmp_path)
     for args, said in ((("--compression", "gzip"), "--compression 'gzip'"), (("--store", "wav"), "--store wav"),
                        (("--audio-dtype", "float64", "--store", "audio"), "--audio-dtype 'float64'"),
                        (("--audio-dtype", "float32"), "--store mel stores none; add audio to --store"),   # audit A3
+                       (("--audio-dtype", "float16", "--hop", "0"), "--hop 0: must be 1"),   # the default: accepted (R2)
                        (("--hop", "0"), "--hop 0: must be 1"),
                        (("--n-mels", "514"), "--n-mels 514: must be 1 … 513"),
                        (("--notes", "60_0:85"), "--notes '60_0:85': write pitch:velocity pairs")):
@@ -2310,6 +2311,9 @@ def test_refused_values_are_named_as_typed(catalogue, dataset, fitted, tmp_path)
     # audit A3: ":1" was "a folder"; both report options were named for one; an empty problems heading
     assert_clean_error(run(model_app, "interpolate", fitted.flow6, ":1", ":2", "-o", tmp_path / "i.syx"),
                        ":1: no file named before the ':'")
+    res = run(model_app, "interpolate", fitted.flow6, ":x", ":2", "-o", tmp_path / "i.syx")   # R2: "write :N"
+    assert_clean_error(res, ":x: no such file")
+    assert ":N, N a whole number" not in res.output
     assert_clean_error(run(data_app, "report", catalogue, "-o", tmp_path / "r.html", "--examples", "-1"),
                        "--examples -1: must be ≥ 0")
     bank = tmp_path / "banks" / "bank.syx"

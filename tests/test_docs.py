@@ -83,8 +83,9 @@ def test_readme_render_and_training_defaults_are_the_code_defaults():
     t, model = TrainConfig(), ModelConfig()
     assert (model.encoding, model.head, model.notes, t.batch_size, t.lr) == ("numcat++", "flow", 6, 160, 2e-4)
     flat = " ".join(readme.split())
-    assert ("Defaults are the paper's and its reference code's: NumCat++ encoding, flow regression head, 6 notes, "
-            "batch 160, Adam 2e-4 with weight decay 1e-4, the learning rate warmed up over 6 epochs from 0.1× and "
+    assert ("Defaults are the paper's and its reference code's: NumCat++ encoding, flow regression head, every "
+            "note the dataset was rendered on (the paper's 6; a dataset rendered on `--notes 60:85` alone trains a "
+            "one-note model), batch 160, Adam 2e-4 with weight decay 1e-4, the learning rate warmed up over 6 epochs from 0.1× and "
             "cut by 5 when the validation parameter loss stalls for 6 epochs") in flat
     assert (t.weight_decay, t.warmup_epochs, t.warmup_start, t.plateau_factor, t.plateau_patience) == \
         (1e-4, 6, 0.1, 0.2, 6)

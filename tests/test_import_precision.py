@@ -102,7 +102,8 @@ def test_bytes_named_in_a_split_or_wrapped_mid_are_the_files_own():
             assert named == p.offset, p.message
         assert file[problems["bit7_set"].offset] == bank[flagged]               # the flagged byte itself
         assert file[problems["bad_checksum"].offset] == bank[-2]                # the checksum byte itself
-        assert file[result.voices[0].offset + 1:result.voices[0].offset + 3] == bytes(bank[1:3])   # F0's place
+        at = result.voices[0].offset                                           # the event's F0 (R1), its
+        assert file[at] == 0xF0 and file[at + 3:at + 5] == bytes(bank[1:3])    # 2 length bytes, the data
 
 
 def test_truncated_mid_keeps_the_messages_before_the_cut():

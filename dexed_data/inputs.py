@@ -146,11 +146,16 @@ def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = 
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        if exc.errno == 11 or "unable to lock file" in str(exc):   # HDF5's file lock: another program writes it
+        if hdf5_locked(exc):   # another program writes it
             raise error(f"{path}: open for writing by another program (HDF5 locks it meanwhile); wait until it is "
                         "done, or close it there, then run this again") from None
         raise error(f"{path}: damaged HDF5 file, cannot be opened ({first_line(exc)}); it may be truncated: "
                     "copy or write it again") from None
+
+
+def hdf5_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is HDF5 refusing a file that another program has open (its file lock)."""
+    return isinstance(exc, OSError) and (exc.errno == errno.EAGAIN or "unable to lock file" in str(exc))
 
 
 def damaged(path, exc: BaseException, error: type[DexedDataError] = DexedDataError) -> DexedDataError:

@@ -62,6 +62,7 @@ import numpy as np
 from . import dataset as ds
 from . import storage, writer
 from .errors import DexedDataError, EngineError, OutputError, RenderError
+from .inputs import hdf5_locked
 from .outputs import OutputClash
 from .schema import FIXED_PARAMS, SCHEMA_HASH, SOUND_BYTES, apply_fixed
 
@@ -873,12 +874,11 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             raise RenderError(f"a worker process could not load the engine ({type(exc).__name__}: {exc}); the "
                               f"system's limits may be too low ({_limits()}): raise them, or use fewer --jobs") from None
         if type(exc).__name__ == "TerminatedWorkerError" and config.engine == "dawdreamer" \
-                and "SIGKILL" not in str(exc):   # killed from outside (R1: the plug-in was blamed)
+                and _killing_signal(exc) != "SIGKILL":   # killed from outside (R1: the plug-in was blamed)
             # a damaged plug-in binary kills the worker that loads it (SIGBUS): not a traceback of loky's
             from .engines import crashed_while_loading
 
-            how = re.search(r"\{(SIG\w+)", str(exc))
-            raise RenderError(crashed_while_loading(str(config.plugin), how[1] if how else "it died")
+            raise RenderError(crashed_while_loading(str(config.plugin), _killing_signal(exc) or "it died")
                               + "; `dexed-data check-plugin --plugin PATH` tests a build") from None
         if type(exc).__name__ == "TerminatedWorkerError":   # killed from outside (the out-of-memory killer)
             raise RenderError(worker_died(exc) + "; nothing was written: run the same command again "
@@ -929,15 +929,13 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             target = (str(partial), writer.row_slots(partial, header)) if writer.in_place(header.storage) else None
             _run(job, todo_segments, seg_path, header, jobs, progress, executor, target)
         # finish: the small arrays from the segment files (and compressed chunks), then publish
-        import h5py
-
         files, blocks = [], []
         try:
             for s, a, b in job.segments:
                 try:
                     f = h5py.File(seg_path[s], "r")
                 except OSError as exc:
-                    if _open_elsewhere(exc):   # one of the segments, named (R1: the unfinished file was)
+                    if hdf5_locked(exc):   # one of the segments, named (R1: the unfinished file was)
                         raise _open_elsewhere_error(seg_path[s]) from None
                     raise
                 files.append(f)
@@ -966,7 +964,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
             partial.unlink(missing_ok=True)
         where = "" if isinstance(exc, OutputError) else f"writing {getattr(exc, 'filename', None) or parts}: "
         said = failure_reason(exc)
-        if _open_elsewhere(exc):
+        if hdf5_locked(exc):
             raise _open_elsewhere_error(partial) from None
         full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
             any(w in said.lower() for w in ("no space left", "quota", "free space"))
@@ -1014,14 +1012,9 @@ def _layout_matches(partial: Path, header: ds.DatasetHeader, extra: dict | None,
             writer.row_slots(partial, header)   # its arrays are where rows can be written
         return same
     except Exception as exc:  # noqa: BLE001 - unreadable or damaged: made again
-        if _open_elsewhere(exc):   # not damaged: its finished segments were thrown away (R1)
+        if hdf5_locked(exc):   # not damaged: its finished segments were thrown away (R1)
             raise _open_elsewhere_error(partial) from None
         return False
-
-
-def _open_elsewhere(exc: BaseException) -> bool:
-    """Whether ``exc`` is HDF5 refusing a file another program has open (its file lock)."""
-    return isinstance(exc, OSError) and (exc.errno == errno.EAGAIN or "unable to lock file" in str(exc))
 
 
 def _open_elsewhere_error(path: Path) -> RenderError:
@@ -1302,10 +1295,16 @@ def worker_signals(parent: int | None = None) -> None:
     exit_with_parent(parent)
 
 
+def _killing_signal(exc: BaseException) -> str | None:
+    """The signal loky's ``TerminatedWorkerError`` names (``"SIGKILL"``), if any."""
+    how = re.search(r"\{(SIG\w+)", str(exc))
+    return how[1] if how else None
+
+
 def worker_died(exc: BaseException) -> str:
     """What loky's ``TerminatedWorkerError`` means, in one line: a worker process was killed (its signal)."""
-    how = re.search(r"\{(SIG\w+)", str(exc))
-    return f"a worker process was killed{f' ({how[1]})' if how else ''} while it was needed"
+    how = _killing_signal(exc)
+    return f"a worker process was killed{f' ({how})' if how else ''} while it was needed"
 
 
 def helper_pool(jobs: int, env: dict | None = None, timeout: int = 120):

@@ -253,9 +253,7 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         print("error: the current folder no longer exists (it was deleted or moved while this shell was "
               "in it); cd to an existing folder and run the command again", file=sys.stderr)
         sys.exit(2)
-    import typer.rich_utils
-
-    typer.rich_utils.rich_format_error = _usage_error   # one line, as every other error (not a box)
+    _one_line_usage_errors()
     repeated = repeated_option(app, sys.argv[1:])
     if repeated is not None:
         print(f"error: {one_line(repeated)}", file=sys.stderr)
@@ -293,6 +291,37 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
             for signum, handler in found.items():     # as found
                 signal.signal(signum, handler)
         _installed.clear()
+
+
+def _one_line_usage_errors() -> None:
+    """Have typer print a command line it cannot parse as :func:`_usage_error` does, not as a box.
+    Its ``rich_utils`` (and rich, ~8 MB) is imported only when an error or the help is printed: imported
+    at start, it left too little memory under a tight ``ulimit -v`` for render to say so in one line."""
+    import importlib.abc
+    import importlib.util
+
+    module = sys.modules.get("typer.rich_utils")
+    if module is not None:
+        module.rich_format_error = _usage_error
+        return
+
+    class Patched(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "typer.rich_utils":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            load = spec.loader.exec_module
+
+            def exec_module(module) -> None:
+                load(module)
+                module.rich_format_error = _usage_error
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    if not any(type(f).__name__ == "Patched" for f in sys.meta_path):
+        sys.meta_path.insert(0, Patched())
 
 
 def _usage_error(exc) -> None:

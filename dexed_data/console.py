@@ -267,6 +267,12 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
     except errors as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    except MemoryError:   # (its frames, and what they held, are gone by now)
+        print(f"error: out of memory: {_command()} needed more memory than the system could give; files "
+              "appear whole or not at all, so what it finished is kept and nothing partial was written; close "
+              "other programs, or give it a smaller input (fewer --jobs, a smaller --batch), and run it again",
+              file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:   # raised outside typer's main, while it builds the command from its options
         if not _stopped_by:
             raise
@@ -324,6 +330,13 @@ def _one_line_usage_errors() -> None:
         sys.meta_path.insert(0, Patched())
 
 
+def _command() -> str:
+    """The command as its user would name it: ``dexed-data render``, ``python -m preset_model fit``."""
+    prog = Path(sys.argv[0]).name
+    prog = f"python -m {Path(sys.argv[0]).parent.name}" if prog == "__main__.py" else prog
+    return " ".join([prog, *[w for w in sys.argv[1:2] if not w.startswith("-")]])
+
+
 def _usage_error(exc) -> None:
     """A command line typer cannot parse (``--limit abc``, an unknown option, a missing argument):
     one ``error:`` line naming the option and where the options are listed, instead of a box."""
@@ -333,9 +346,7 @@ def _usage_error(exc) -> None:
     if ctx is not None:
         path = ctx.command_path
     else:   # (an option missing its value has no context: the command line names it)
-        prog = Path(sys.argv[0]).name
-        prog = f"python -m {Path(sys.argv[0]).parent.name}" if prog == "__main__.py" else prog
-        path = " ".join([prog, *[w for w in sys.argv[1:2] if not w.startswith("-")]])
+        path = _command()
     print(f"error: {one_line(exc.format_message()).rstrip('.')} (see `{path} --help`)", file=sys.stderr)
 
 

@@ -475,7 +475,7 @@ class _Import:
         self.repaired_by.update(repaired)
         self.rejected_by.update(problems.rejected)
         self.skipped_by.update(problems.skipped)
-        all_problems = list(f.result.problems) + [p for v in voices for p in v.problems]
+        all_problems = list(f.result.problems) + sysex.voice_problem_list(f.result)
         self.entries.append(_entry(
             f.rel, _outcome(n_kept, repaired, problems.rejected), messages=int(f.result.messages),
             voices=len(voices), imported=n_kept, repaired=dict(sorted(repaired.items())),

@@ -72,97 +72,162 @@ def _equal_row_groups(keys: np.ndarray) -> list[np.ndarray]:
     return [order[starts[g]:starts[g + 1]] for g in np.flatnonzero(counts > 1)]
 
 
-def near_pairs(values: np.ndarray, k: int = NEAR_PARAMS, block: int = 512) -> np.ndarray:
-    """All pairs ``(i, j)``, ``i < j``, of rows of ``values (N, D)`` that differ in at most ``k`` columns.
+class Links:
+    """Links between ``n`` rows kept as connected components: memory ``O(n)`` however many links.
 
-    Exact, by the pigeonhole principle: split the columns into ``k + 1`` bands; two rows that
-    differ in at most ``k`` columns agree on at least one whole band, so only rows that share a
-    band are compared. Returns ``(P, 2)`` int64, sorted, without repeats.
+    Links are buffered and folded into component labels (each row's smallest row of its component)
+    when the buffer grows past ``max(65,536, n / 2)`` links or on :meth:`components`. ``label`` may lag
+    behind the buffer: two rows with equal labels are joined, unequal ones may be joined already.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.label = np.arange(n, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._count = 0
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Join rows ``a[i]`` and ``b[i]`` for every ``i``."""
+        a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
+        new = self.label[a] != self.label[b]
+        if new.any():
+            self._pending.append(np.stack([a[new], b[new]], 1))
+            self._count += int(new.sum())
+            if self._count > max(1 << 16, self.n // 2):
+                self.flush()
+
+    def add_pairs(self, pairs: np.ndarray) -> None:
+        """Join the two rows of every row of ``pairs (P, 2)``."""
+        pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+        self.add(pairs[:, 0], pairs[:, 1])
+
+    def flush(self) -> None:
+        """Fold the buffered links into ``label``."""
+        if not self._pending:
+            return
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        pairs = np.concatenate(self._pending)
+        self._pending, self._count = [], 0
+        # each row's present label is a row of its component, so (row, label) keeps what is joined
+        i = np.concatenate([pairs[:, 0], np.arange(self.n)])
+        j = np.concatenate([pairs[:, 1], self.label])
+        graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(self.n, self.n))
+        count, comp = connected_components(graph, directed=False)
+        smallest = np.full(count, self.n, np.int64)
+        np.minimum.at(smallest, comp, np.arange(self.n))
+        self.label = smallest[comp]
+
+    def components(self) -> np.ndarray:
+        """Smallest row of each row's component, ``(n,)`` int64."""
+        self.flush()
+        return self.label.copy()
+
+
+def add_near_links(links: Links, values: np.ndarray, k: int = NEAR_PARAMS, small: int = 256) -> None:
+    """Join every two rows of ``values (N, D)`` that differ in at most ``k`` columns (exact components).
+
+    By the pigeonhole principle: split the columns into ``k + 1`` bands; two rows that differ in at
+    most ``k`` columns agree on at least one whole band, so only rows that share a band are
+    compared. A group of rows that share a band is split again in the same way over the columns
+    that still vary in it, until it is small (every two of its rows compared, in blocks) or varies
+    in at most ``k`` columns (all of its rows joined): so many variants of one voice (a patch
+    randomiser's output) cost about ``N log N``, not ``N²``. Groups whose rows are all joined
+    already are skipped.
     """
     values = np.asarray(values)
     n, d = values.shape
-    if d <= k:   # every pair differs in at most d ≤ k columns
-        i, j = np.triu_indices(n, 1)
-        return np.stack([i, j], 1).astype(np.int64)
     # a fixed shuffle mixes operators and globals in each band, so bands rarely coincide by accident
-    bands = np.array_split(np.random.default_rng(0).permutation(d), k + 1)
-    found = []
-    for band in bands:
-        for members in _equal_row_groups(values[:, band]):
-            for i in range(0, len(members), block):
-                a = members[i:i + block]
-                dist = (values[a][:, None, :] != values[members][None, :, :]).sum(-1)
+    stack = [(np.arange(n), np.random.default_rng(0).permutation(d))]
+    while stack:
+        rows, cols = stack.pop()
+        label = links.label[rows]
+        if len(rows) < 2 or (label == label[0]).all():
+            continue
+        sub = values[np.ix_(rows, cols)]
+        varying = cols[(sub != sub[0]).any(0)]
+        if varying.size <= k:   # every two rows differ in at most k columns
+            links.add(rows[:-1], rows[1:])
+        elif len(rows) <= small:
+            part = values[np.ix_(rows, varying)]
+            for i in range(0, len(rows), 64):
+                dist = (part[i:i + 64, None, :] != part[None, :, :]).sum(-1)
                 ii, jj = np.nonzero(dist <= k)
-                keep = a[ii] < members[jj]
-                found.append(np.stack([a[ii][keep], members[jj][keep]], 1))
-    if not found:
-        return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+                keep = ii + i < jj
+                links.add(rows[ii[keep] + i], rows[jj[keep]])
+        else:
+            for band in np.array_split(varying, k + 1):
+                rest = varying[~np.isin(varying, band)]
+                stack.extend((rows[g], rest) for g in _equal_row_groups(values[np.ix_(rows, band)]))
 
 
-def near_copy_pairs(values: np.ndarray, k: int = NEAR_PARAMS, step_params: int = STEP_PARAMS) -> np.ndarray:
-    """Pairs of rows of learnable values ``(N, 144)`` linked by the parameter rules (module
-    docstring): at most ``k`` differing values, or at most ``step_params`` values one step apart
-    and the rest equal. ``(P, 2)`` int64, ``i < j``."""
-    values = np.asarray(values)
-    pairs = np.concatenate([near_pairs(values, k), step_pairs(values, step_params)])
-    return np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
+#: Rows compared with each row in :func:`add_step_links`'s sorted order (the CC0 corpus needs 68).
+STEP_WINDOW = 256
 
 
-def step_pairs(values: np.ndarray, m: int = STEP_PARAMS) -> np.ndarray:
-    """All pairs ``(i, j)``, ``i < j``, of rows of ``values (N, D)`` one step apart in each of at most
-    ``m`` columns and equal in the others. ``(P, 2)`` int64, sorted, without repeats.
+def add_step_links(links: Links, values: np.ndarray, m: int = STEP_PARAMS, window: int = STEP_WINDOW) -> None:
+    """Join rows of ``values (N, D)`` one step apart in each of at most ``m`` columns and equal in the others.
 
-    As :func:`near_pairs`, rows that differ in at most ``m`` columns share one of ``m + 1`` bands of
-    columns; and such rows' sums of values are at most ``m`` apart. So each band's rows are sorted
+    As :func:`add_near_links`, rows that differ in at most ``m`` columns share one of ``m + 1`` bands
+    of columns; and such rows' sums of values are at most ``m`` apart. So each band's rows are sorted
     by (band values, sum), and each row is compared with the next ones while they share its band
     values and their sums are within ``m``: one array operation per distance in that order, for
-    all groups at once (the corpus's ~80,000 small groups cost 8 s one by one).
+    all groups at once (the corpus's ~80,000 small groups cost 8 s one by one). Exact when no more
+    than ``window`` rows follow a row in that order within its band values and sum range (true of
+    the CC0 corpus, where the most is 67); beyond, only the ``window`` next ones are compared, so
+    that a file of many variants of one voice costs ``N · window``, not ``N²``. Pairs already
+    joined are not compared.
     """
     values = np.asarray(values)
     n, d = values.shape
     if n < 2:
-        return np.zeros((0, 2), np.int64)
+        return
     sums = values.astype(np.int64).sum(1)
-    found = []
+    spread = values.std(0)
     # (with d ≤ m columns every row may pair with every other: one band of no columns, one group)
     bands = np.array_split(np.random.default_rng(0).permutation(d), m + 1) if d > m else [np.arange(0)]
     for band in bands:
+        links.flush()
         group = unique_rows(values[:, band])[1] if band.size else np.zeros(n, np.int64)
-        order = np.lexsort((sums, group))
+        # only rows of groups that span two components or more can join anything
+        lowest, highest = np.full(n, n, np.int64), np.full(n, -1, np.int64)
+        np.minimum.at(lowest, group, links.label)
+        np.maximum.at(highest, group, links.label)
+        rows = np.flatnonzero(lowest[group] != highest[group])
+        if rows.size < 2:
+            continue
+        order = rows[np.lexsort((sums[rows], group[rows]))]
         g, s = group[order], sums[order]
-        start = np.arange(n - 1)
-        step = 1
-        while start.size:
+        # the most varied columns outside the band, checked first: most rows beside each other in a
+        # file of unrelated variants differ by more than one step there
+        outside = np.setdiff1d(np.arange(d), band)
+        first = values[np.ix_(order, outside[np.argsort(-spread[outside], kind="stable")[:8]])].astype(np.int16)
+        start = np.arange(len(order) - 1)
+        for step in range(1, window + 1):
             other = start + step
-            start = start[other < n]
+            start = start[other < len(order)]
             other = start + step
             near = (g[other] == g[start]) & (s[other] - s[start] <= m)   # fails for every later one too
             start, other = start[near], other[near]
-            a, b = order[start], order[other]
+            if not start.size:
+                break
+            close = np.abs(first[start] - first[other]).max(1, initial=0) <= 1
+            a, b = order[start[close]], order[other[close]]
+            new = links.label[a] != links.label[b]
+            a, b = a[new], b[new]
             diff = np.abs(values[a].astype(np.int16) - values[b].astype(np.int16))
             ok = (diff.max(1, initial=0) <= 1) & ((diff > 0).sum(1) <= m)
-            found.append(np.stack([np.minimum(a, b)[ok], np.maximum(a, b)[ok]], 1))
-            step += 1
-    pairs = np.concatenate(found).astype(np.int64) if found else np.zeros((0, 2), np.int64)
-    return np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
+            links.add(a[ok], b[ok])
 
 
-def _components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Smallest row index of each row's connected component under ``pairs``."""
-    parent = np.arange(n)
-
-    def root(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in pairs:
-        ra, rb = root(int(a)), root(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([root(i) for i in range(n)], np.int64)
+def add_near_copy_links(links: Links, values: np.ndarray, k: int = NEAR_PARAMS, step_params: int = STEP_PARAMS) -> None:
+    """Join rows of learnable values ``(N, 144)`` linked by the parameter rules (module docstring):
+    at most ``k`` differing values, or at most ``step_params`` values one step apart and the rest
+    equal."""
+    add_near_links(links, values, k)
+    if step_params:
+        add_step_links(links, values, step_params)
 
 
 def _chain(groups: list[np.ndarray]) -> np.ndarray:
@@ -196,11 +261,12 @@ def near_copy_groups(raw: np.ndarray, names, near_fingerprints: np.ndarray | Non
     text = [(x.decode("ascii", "replace") if isinstance(x, bytes) else str(x)).strip().casefold() for x in names]
     name_codes = np.unique(np.array(text, dtype=object).astype(str), return_inverse=True)[1].ravel()
     named = np.array([t != "" for t in text], bool)
-    links = [near_copy_pairs(learnable_values(raw), k, step_params),
-             _chain([np.flatnonzero(named)[g] for g in _equal_row_groups(name_codes[named][:, None])])]
+    links = Links(n)
+    links.add_pairs(_chain([np.flatnonzero(named)[g] for g in _equal_row_groups(name_codes[named][:, None])]))
     if near_fingerprints is not None:
-        links.append(fingerprint_links(near_fingerprints, fingerprint_valid))
-    return _components(n, np.concatenate(links))
+        links.add_pairs(fingerprint_links(near_fingerprints, fingerprint_valid))
+    add_near_copy_links(links, learnable_values(raw), k, step_params)
+    return links.components()
 
 
 def nearest_distance(queries: np.ndarray, pool: np.ndarray, block: int = 256) -> np.ndarray:

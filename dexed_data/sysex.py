@@ -171,6 +171,9 @@ class FileResult:
     voices: list[DecodedVoice] = field(default_factory=list)
     messages: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: voices' own repairs past :data:`LISTED_PER_CODE` of a code in the file: code → how many,
+    #: counted only (:func:`voice_problem_list` lists them with one line per code)
+    more_voice_problems: Counter = field(default_factory=Counter)
 
 
 # --------------------------------------------------------------------------- voice codec
@@ -233,8 +236,8 @@ def pack_voices(raws: np.ndarray, names: list[str]) -> np.ndarray:
 
 
 def _range_problems(raw: np.ndarray, where: str, offset: int | None,
-                    voice: int | None) -> list[Problem]:
-    over = np.flatnonzero(raw > VOICE_MAX)
+                    voice: int | None, over: np.ndarray | None = None) -> list[Problem]:
+    over = np.flatnonzero(raw > VOICE_MAX) if over is None else over
     return [Problem("out_of_range",
                     f"{where}: {_NAMES[i]} = {raw[i]} is above its maximum {VOICE_MAX[i]}; clamped "
                     f"to {VOICE_MAX[i]} (check the sound, or fix the voice in an editor)",
@@ -314,6 +317,37 @@ class _Scan:
         self.yamaha_seen = False
         self._listed: Counter = Counter()        # code → problems listed one by one in this file
         self._folded: dict[str, list] = {}       # code → [how many more, the first one]
+        self._voice_listed: Counter = Counter()  # code → voices' own problems listed one by one
+        self._voice_more: dict[str, Problem] = {}   # code → what voices past those hold instead
+
+    def voice_problems(self, hi: np.ndarray, raw: np.ndarray, where: str, start: int, voice: int) -> tuple[Problem, ...]:
+        """A voice's own repairs (bit 7 set, ``raw`` unclamped out of range): one problem per value up
+        to :data:`LISTED_PER_CODE` of a code in the file, then counted in ``more_voice_problems``,
+        the voice holding one problem shared by all such voices of the file (a 64 MB file of junk
+        banks made 50 million problems, 140 MB of memory per MB of input)."""
+        found = []
+        if hi.any():
+            if self._voice_listed["bit7_set"] < LISTED_PER_CODE:
+                self._voice_listed["bit7_set"] += 1
+                found.append(_bit7_problem(hi, where, start, voice))
+            else:
+                found.append(self._more("bit7_set", 1, "data bytes with bit 7 set, cleared"))
+        over = np.flatnonzero(raw > VOICE_MAX)
+        if over.size:
+            room = max(0, LISTED_PER_CODE - self._voice_listed["out_of_range"])
+            self._voice_listed["out_of_range"] += min(room, over.size)
+            found += _range_problems(raw, where, start, voice, over[:room])
+            if over.size > room:
+                found.append(self._more("out_of_range", over.size - room, "values above their maximum, clamped to it"))
+        return tuple(found)
+
+    def _more(self, code: str, count: int, what: str) -> Problem:
+        self.result.more_voice_problems[code] += count
+        if code not in self._voice_more:   # count 0: it stands for nothing itself (counted in more_voice_problems)
+            self._voice_more[code] = Problem(
+                code, f"{self.source}: {what}, in this voice (in the voices past the first {LISTED_PER_CODE} such "
+                "problems of the file, counted, not listed one by one)", None, None, None, True, 0)
+        return self._voice_more[code]
 
     def problem(self, code: str, text: str, offset: int | None, repaired: bool = False) -> None:
         folded = self._folded.get(code)
@@ -520,9 +554,7 @@ def _add_voices(raw: np.ndarray, names: np.ndarray, hi: np.ndarray, packed: np.n
         problems: tuple[Problem, ...] = ()
         if i in flagged:
             where = f"{scan.source}, voice {i + 1} ('{name}') of the message at byte {offset}"
-            start = body + i * stride
-            found = [_bit7_problem(hi[i], where, start, i)] if hi[i].any() else []
-            problems = tuple(found + _range_problems(raw[i], where, start, i))
+            problems = scan.voice_problems(hi[i], raw[i], where, body + i * stride, i)
         result.voices.append(DecodedVoice(clamped[i], name, packed[i, :PACKED_SOUND_BYTES].tobytes(),
                                           message, i, offset, problems))
 
@@ -734,6 +766,8 @@ def _file_position(k: int, base: int, spans: list[tuple[int, int]]) -> int:
 
 def _placed(p: Problem, place) -> Problem:
     """``p`` with its byte positions, given within a joined MIDI SysEx, moved to the file's."""
+    if p.count == 0:   # a voice's stand-in for problems counted only: no position, shared by many voices
+        return p
     return replace(p, message=_BYTE_AT.sub(lambda m: f"byte {place(int(m[1]))}", p.message),
                    offset=None if p.offset is None else place(p.offset))
 
@@ -814,20 +848,19 @@ def decode_file(path: str | PathLike[str]) -> FileResult:
     return decode_bytes(data, str(path))
 
 
+def voice_problem_list(result: FileResult) -> list[Problem]:
+    """The voices' own problems of a decoded file as listed (import report, ``info``): each listed one,
+    then one per code for the ones past :data:`LISTED_PER_CODE` (a bank of FF bytes gave 3,136)."""
+    return ([p for v in result.voices for p in v.problems if p.count]
+            + [Problem(code, f"{result.path}: {n:,} more of the same ({code}) in the voices after these, not listed "
+                       "one by one", None, None, None, True, n) for code, n in result.more_voice_problems.items()])
+
+
 def describe_sysex(path: str | PathLike[str]) -> dict:
     """Summary of a SysEx (or any) file for ``dexed-data info``: messages, voices, names, problems."""
     result = decode_file(path)
-    # the voices' own repairs too (out of range, bit 7), which the import counts (audit Y8: "no problem");
-    # past LISTED_PER_CODE of a code, one line counts the rest (a bank of FF bytes gave 3,136 lines)
-    found, listed, more = list(result.problems), Counter(), Counter()
-    for p in (p for v in result.voices for p in v.problems):
-        listed[p.code] += 1
-        if listed[p.code] <= LISTED_PER_CODE:
-            found.append(p)
-        else:
-            more[p.code] += 1
-    found += [Problem(code, f"{path}: {n:,} more of the same ({code}) in the voices after these, not listed one by "
-                      "one", None, None, None, True, n) for code, n in more.items()]
+    # the voices' own repairs too (out of range, bit 7), which the import counts (audit Y8: "no problem")
+    found = result.problems + voice_problem_list(result)
     counted = sum(p.count for p in found)   # a folded problem stands for many
     return {"file": str(path), "format": "sysex", "messages": result.messages, "voices": len(result.voices),
             "names": [v.name for v in result.voices],

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dexed_data.nearcopy import (NEAR_PARAMS, _chain, _components, _equal_row_groups, fingerprint_links,
-                                 learnable_values, near_copy_groups, near_copy_pairs, nearest_distance)
+from dexed_data.nearcopy import (NEAR_PARAMS, Links, _chain, _equal_row_groups, add_near_copy_links, fingerprint_links,
+                                 learnable_values, near_copy_groups, nearest_distance)
 
 __all__ = ["NEAR_PARAMS", "group_keys", "nearest_distance", "split_keys"]
 
@@ -66,12 +66,13 @@ def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None
         base = np.array([g.decode() if isinstance(g, bytes) else str(g) for g in near_group], dtype=object)
     # members of each key, chained (by one sort: comparing every row with every key took ~10 s on the corpus)
     codes = np.unique(base.astype(str), return_inverse=True)[1].reshape(-1, 1) if n else np.zeros((0, 1), np.int64)
-    links = [_chain(_equal_row_groups(codes))]
-    if near_group is not None and raw is not None and n:
-        links.append(near_copy_pairs(learnable_values(raw)))
+    links = Links(n)
+    links.add_pairs(_chain(_equal_row_groups(codes)))
     if near_fingerprints is not None:
-        links.append(fingerprint_links(near_fingerprints, fingerprint_valid))
-    comp = _components(n, np.concatenate(links))
+        links.add_pairs(fingerprint_links(near_fingerprints, fingerprint_valid))
+    if near_group is not None and raw is not None and n:
+        add_near_copy_links(links, learnable_values(raw))
+    comp = links.components()
     smallest: dict[int, str] = {}
     for c, k in zip(comp.tolist(), base.tolist()):
         if c not in smallest or k < smallest[c]:

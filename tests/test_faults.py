@@ -2385,3 +2385,19 @@ def test_every_rank_of_a_resumed_fit_reads_the_killed_epochs_files_once_they_are
     rank1.start()
     rank1.join(5)
     assert not rank1.is_alive()
+
+
+@pytest.mark.parametrize("package, command, patch", [
+    ("dexed_data", "import-sysex", "import dexed_data.importer as m; m.import_sysex = boom"),
+    ("preset_model", "evaluate", "import preset_model.cli as m; m._plain = boom"),
+])
+def test_out_of_memory_is_one_line_that_says_what_is_kept(package, command, patch, tmp_path):
+    """Audit A5: a MemoryError (a file too big for the memory left) was a traceback."""
+    args = "'x', 'y', '-o', 'z'" if package == "dexed_data" else "'x', '-o', 'z'"
+    code = (f"import sys\nsys.argv = ['{package}', '{command}', {args}]\n"
+            "def boom(*a, **k):\n    raise MemoryError()\n"
+            f"{patch}\nfrom {package}.cli import main\nmain()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith(f"error: out of memory: {package} {command} needed more memory") and \
+        "nothing partial was written" in res.stderr and "run it again" in res.stderr

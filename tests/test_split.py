@@ -8,7 +8,8 @@ import numpy as np
 
 from dexed_data.schema import LEARNABLE_PARAMS
 from preset_model.data import split_ids
-from dexed_data.nearcopy import NEAR_PARAMS, near_copy_groups, near_pairs, nearest_distance
+from dexed_data.nearcopy import (NEAR_PARAMS, Links, add_near_links, add_step_links, near_copy_groups,
+                                 nearest_distance)
 from preset_model.split import group_keys, split_keys
 
 COLS = np.array([p.voice_offset for p in LEARNABLE_PARAMS])
@@ -36,20 +37,60 @@ def mutate(raw: np.ndarray, k: int, rng) -> np.ndarray:
     return out
 
 
-def test_near_pairs_is_exact_against_brute_force():
+def components(n: int, ok: np.ndarray) -> list:
+    """Components of the rows of an ``(n, n)`` bool link matrix, as each row's smallest row."""
+    links = Links(n)
+    links.add(*np.nonzero(np.triu(ok, 1)))
+    return links.components().tolist()
+
+
+def near_components(values, k: int, **kw) -> list:
+    links = Links(len(values))
+    add_near_links(links, values, k, **kw)
+    return links.components().tolist()
+
+
+def step_components(values, m: int, **kw) -> list:
+    links = Links(len(values))
+    add_step_links(links, values, m, **kw)
+    return links.components().tolist()
+
+
+def test_near_links_give_the_brute_force_components():
     rng = np.random.default_rng(1)
     base = random_presets(40, seed=1)
     raw = np.concatenate([base] + [np.stack([mutate(r, int(rng.integers(0, 7)), rng) for r in base]) for _ in range(3)])
     values = raw[:, COLS]
     for k in (0, 1, 3, 5):
         dist = (values[:, None, :] != values[None, :, :]).sum(-1)
-        want = {(i, j) for i, j in zip(*np.nonzero(dist <= k)) if i < j}
-        assert {tuple(p) for p in near_pairs(values, k)} == want
+        want = components(len(values), dist <= k)
+        assert len(set(want)) > 40 and near_components(values, k) == want
+        assert near_components(values, k, small=2) == want        # every group split again down to its varying columns
 
 
-def test_step_pairs_is_exact_against_brute_force():
-    from dexed_data.nearcopy import step_pairs
+def test_near_links_of_many_variants_of_one_voice_are_exact_and_not_quadratic():
+    """A patch randomiser's output: one voice with 4 parameters drawn at random, 1,500 times; the
+    groups that share a band hold every row, and are split again over the varying columns."""
+    rng = np.random.default_rng(5)
+    values = np.repeat(random_presets(1, seed=5)[:, COLS], 1500, 0)
+    varied = rng.choice(len(COLS), 4, replace=False)
+    values[:, varied] = rng.integers(0, 100, (1500, 4))
+    dist = (values[:, None, :] != values[None, :, :]).sum(-1)
+    sizes = []
+    for k in (1, 2, 3):
+        want = components(len(values), dist <= k)
+        assert near_components(values, k, small=16) == want
+        sizes.append(len(set(want)))
+    assert sizes[0] > sizes[1] > sizes[2] and 10 < sizes[1] < 1400   # apart, chains, one group
+    compared = []
+    links = Links(len(values))
+    real_add = links.add
+    links.add = lambda a, b: (compared.append(len(np.atleast_1d(a))), real_add(a, b))
+    add_near_links(links, values, 3)
+    assert sum(compared) < 20 * len(values)   # every pair (1.1 million) was compared before
 
+
+def test_step_links_give_the_brute_force_components():
     rng = np.random.default_rng(2)
     base = random_presets(30, seed=2)
     nudged = []
@@ -61,11 +102,34 @@ def test_step_pairs_is_exact_against_brute_force():
     values = np.concatenate([base, np.stack(nudged)])[:, COLS]
     diff = np.abs(values[:, None, :].astype(int) - values[None, :, :].astype(int))
     for m in (1, 4, 16):
-        ok = (diff.max(-1) <= 1) & ((diff > 0).sum(-1) <= m)
-        want = {(i, j) for i, j in zip(*np.nonzero(ok)) if i < j}
-        assert {tuple(p) for p in step_pairs(values, m)} == want and len(want) > (30 if m == 16 else 0)
+        want = components(len(values), (diff.max(-1) <= 1) & ((diff > 0).sum(-1) <= m))
+        assert len(set(want)) < len(values) - (20 if m == 16 else 0) and step_components(values, m) == want
     few = np.array([[0, 0, 0], [1, 1, 1], [3, 3, 3]], np.uint8)   # no more columns than the rule allows
-    assert step_pairs(few, 3).tolist() == [[0, 1]] and near_pairs(few, 3).tolist() == [[0, 1], [0, 2], [1, 2]]
+    assert step_components(few, 3) == [0, 0, 2] and near_components(few, 3) == [0, 0, 0]
+
+
+def test_step_links_past_the_window_only_miss_links_never_add_them():
+    """A voice and its copy one step up in one parameter, with 300 variants of the same sum between
+    them in the sorted order: the window keeps the cost linear and misses them; a long one does not."""
+    rng = np.random.default_rng(3)
+    base = np.clip(random_presets(1, seed=3)[0, COLS].astype(int), 2, 97)
+    pairs = rng.permutation([(a, b) for a in range(len(COLS)) for b in range(len(COLS)) if a != b])[:300]
+    junk = []
+    for a, b in pairs:    # two values 2 steps apart: linked to nothing, and sorted beside the voice
+        r = base.copy()
+        r[a] += 2
+        r[b] -= 2
+        junk.append(r)
+    up = base.copy()
+    up[0] += 1
+    values = np.stack([base, *junk, up]).astype(np.uint8)
+    diff = np.abs(values[:, None, :].astype(int) - values[None, :, :].astype(int))
+    exact = components(len(values), (diff.max(-1) <= 1) & ((diff > 0).sum(-1) <= 16))
+    assert exact[-1] == 0 and len(set(exact)) == len(values) - 1
+    assert step_components(values, 16, window=400) == exact
+    short = step_components(values, 16, window=4)
+    assert all(exact[a] == exact[b] for a, b in enumerate(short))   # a refinement of the exact components
+    assert short[-1] == len(values) - 1                            # which the short window did not reach
 
 
 def test_near_copies_share_a_side_and_unrelated_presets_spread():

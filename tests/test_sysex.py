@@ -481,3 +481,56 @@ def test_decode_bytes_never_raises_on_mutated_banks(edits, cut, prefix):
 @given(data=st.binary(max_size=600))
 def test_decode_bytes_never_raises_on_broken_midi(data):
     check_result(decode_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk" + data))
+
+
+def test_voices_repairs_past_the_listed_ones_are_counted_not_made_one_by_one(tmp_path):
+    """Audit A5: a 64 MB file of junk banks made one problem per value out of range (50 million,
+    140 MB of memory per MB of input). Past LISTED_PER_CODE of a code in a file they are counted,
+    and each voice holds one problem shared by the file's other such voices, so repairs stay known."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dexed_data.cli import app
+    from dexed_data.sysex import LISTED_PER_CODE, voice_problem_list
+
+    rng = np.random.default_rng(4)
+    packed = rng.integers(0, 128, (8, 32, 128), dtype=np.uint8)
+    data = b"".join(BANK_HEADER + b.tobytes() + bytes([checksum(b.tobytes()), 0xF7]) for b in packed)
+    data = bytearray(data)
+    for i in range(150):                              # bit 7 in 150 voices' first byte (voices 0–149)
+        data[6 + (i // 32) * 4104 + (i % 32) * 128] |= 0x80
+    result = decode_bytes(bytes(data), "junk.syx")
+    from dexed_data.sysex import unpack_voices
+
+    raw, _ = unpack_voices(packed.reshape(-1, 128))
+    over = int((raw > VOICE_MAX).sum())
+    assert len(result.voices) == 256 and over > 10 * LISTED_PER_CODE
+    listed = [p for v in result.voices for p in v.problems if p.count]
+    assert sum(p.code == "out_of_range" for p in listed) == LISTED_PER_CODE
+    assert sum(p.code == "bit7_set" for p in listed) == LISTED_PER_CODE
+    assert result.more_voice_problems == {"out_of_range": over - LISTED_PER_CODE, "bit7_set": 150 - LISTED_PER_CODE}
+    stand_ins = {id(p) for v in result.voices for p in v.problems if not p.count}
+    assert len(stand_ins) == 2                        # one per code for the whole file
+    for i, v in enumerate(result.voices):             # every voice still says what was repaired in it
+        want = {c for c, has in (("out_of_range", (raw[i] > VOICE_MAX).any()), ("bit7_set", i < 150)) if has}
+        assert {p.code for p in v.problems} == want, i
+        assert np.array_equal(v.raw, np.minimum(raw[i], VOICE_MAX))
+    shown = voice_problem_list(result)
+    assert len(shown) == 2 * LISTED_PER_CODE + 2 and sum(p.count for p in shown) == over + 150
+    assert f"{over - LISTED_PER_CODE:,} more of the same (out_of_range)" in shown[-2].message + shown[-1].message
+    # the import's report and counts, and info, say the same
+    (tmp_path / "junk.syx").write_bytes(bytes(data))
+    res = CliRunner().invoke(app, ["import-sysex", str(tmp_path / "junk.syx"), "-o", str(tmp_path / "p.h5"),
+                                   "--report", str(tmp_path / "r.json"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    (entry,) = report["files"]
+    assert len(entry["problems"]) == 2 * LISTED_PER_CODE + 2
+    assert sum(p.get("count", 1) for p in entry["problems"] if p["code"] == "out_of_range") == over
+    repaired_voices = int(((raw > VOICE_MAX).any(1) | (np.arange(256) < 150)).sum())
+    assert report["summary"]["voices_repaired"] == repaired_voices
+    assert entry["repaired"]["out_of_range"] == int((raw > VOICE_MAX).any(1).sum()) and entry["repaired"]["bit7_set"] == 150
+    res = CliRunner().invoke(app, ["info", str(tmp_path / "junk.syx")])
+    assert res.exit_code == 0 and f"problem_count: {over + 150}" in res.output, res.output[-400:]
+    assert sum("(repaired)" in line for line in res.output.splitlines()) == 2 * LISTED_PER_CODE + 2

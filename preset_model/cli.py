@@ -515,10 +515,9 @@ def match(
             _fail(f"--wav {wav} is the -o file; give --wav a folder of its own")
         _plain(check_folder, wav, rerender_names(files), force=force, inputs=[*files, output, *_run_files(run), data])
     for f in files:
-        suffix = not_a_note(f)
-        if suffix:
-            typer.echo(f"note: {f} ends like a note name ({suffix}) but it is not a MIDI note (pitch 0–127, "
-                       "velocity 1–127); the file is taken as not named by a note", err=True)
+        why = not_a_note(f)
+        if why:
+            typer.echo(f"note: {f} {why}; the file is taken as not named by a note", err=True)
     loaded = _plain(load_run, run, data=data) if run is not None else None
     if loaded is not None and loaded.dataset is not None:   # the dataset the run found itself is read too
         _outputs([output], [loaded.dataset], force)

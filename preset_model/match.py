@@ -79,7 +79,9 @@ LONE_NOTE = (60, 85)
 #: A re-render this many dB (RMS) quieter than its input is flagged as much quieter.
 QUIET_DB = 20.0
 #: A note named at the end of a file name, ``…_PITCH-VELOCITY`` (``dexed-data export-wav``'s names).
-_NOTE_SUFFIX = re.compile(r"([_ -])(\d{1,3})-(\d{1,3})$")
+_NOTE_SUFFIX = re.compile(r"(_)(\d{1,3})-(\d{1,3})$")
+#: An ending like a note after another separator: ``take-1-2`` (take 1, part 2) is not note 1 at velocity 2.
+_NOTE_LIKE = re.compile(r"([ -])(\d{1,3})-(\d{1,3})$")
 #: The preset id ``dexed-data export-wav`` puts first (16 hex digits and ``_``).
 _EXPORT_ID = re.compile(r"^[0-9a-f]{16}_")
 
@@ -244,19 +246,21 @@ def _only_chunks(fh) -> bool:
 
 
 def _declared_frames(fh) -> int | None:
-    """The frames a WAV or AIFF file's header says it holds (its ``data`` chunk's length, its
-    ``COMM`` chunk's count); None for other formats, for compressed WAV data (ADPCM, GSM: blocks of
-    many frames) and for a length a writer left open (0xFFFFFFFF, or 0 with audio after it).
-    The reader reports the frames a cut-off file holds, so a file cut inside the note is told
-    apart from a short one only by its header."""
+    """The frames a WAV, RF64 or AIFF file's header says it holds (its ``data`` chunk's length; for
+    compressed WAV data, ADPCM or GSM, blocks of many frames, its ``fact`` chunk's count; for RF64,
+    the 64-bit length of its ``ds64`` chunk; an AIFF's ``COMM`` count); None for other formats,
+    compressed data without a ``fact`` chunk and a length a writer left open (0xFFFFFFFF, or 0 with
+    audio after it). The reader reports the frames a cut-off file holds, so a file cut inside the
+    note is told apart from a short one only by its header."""
     import struct
 
     fh.seek(0)
     head = fh.read(12)
-    riff, aiff = head[:4] == b"RIFF" and head[8:12] == b"WAVE", head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC")
+    riff = head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE"
+    aiff = head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC")
     if not (riff or aiff):
         return None
-    order, align = ("<" if riff else ">"), None
+    order, align, counted, long_size = ("<" if riff else ">"), None, None, None
     for _ in range(64):                                  # the chunks before the audio: a few
         chunk = fh.read(8)
         if len(chunk) < 8:
@@ -271,10 +275,22 @@ def _declared_frames(fh) -> int | None:
             align = struct.unpack("<H", body[12:14])[0] if len(body) >= 14 and tag in (1, 3, 6, 7) else None
             fh.seek(size % 2, 1)
             continue
+        if riff and cid in (b"fact", b"ds64"):
+            body = fh.read(size)
+            if cid == b"fact" and len(body) >= 4:       # the frames of compressed data
+                counted = struct.unpack("<I", body[:4])[0]
+            if cid == b"ds64" and len(body) >= 16:      # RF64: the data chunk's 64-bit length
+                long_size = struct.unpack("<Q", body[8:16])[0]
+            fh.seek(size % 2, 1)
+            continue
         if riff and cid == b"data":
+            if size == 0xFFFFFFFF and head[:4] == b"RF64":
+                size = long_size if long_size is not None else size
             if size == 0:   # empty, or a writer stopped before it wrote its lengths (audio after it): unknown
                 return 0 if _only_chunks(fh) else None
-            return None if not align or size == 0xFFFFFFFF else size // align
+            if not align:
+                return counted
+            return None if size == 0xFFFFFFFF and head[:4] == b"RIFF" else size // align
         if aiff and cid == b"COMM":
             body = fh.read(6)
             return struct.unpack(">I", body[2:6])[0] if len(body) == 6 else None
@@ -391,9 +407,15 @@ def named_note(path: str | Path) -> tuple[int, int] | None:
 
 
 def not_a_note(path: str | Path) -> str | None:
-    """The ``…_P-V`` ending of a file name that looks like a note but is not a MIDI note (``_200-85``), else None."""
+    """Why a file name that ends like a note (``_200-85``, ``-1-2``) is not taken as one, else None."""
     m = _NOTE_SUFFIX.search(Path(path).stem)
-    return m[0] if m is not None and named_note(path) is None else None
+    if m is not None and named_note(path) is None:
+        return f"ends like a note name ({m[0]}) but it is not a MIDI note (pitch 0–127, velocity 1–127)"
+    m = _NOTE_LIKE.search(Path(path).stem)
+    if m is not None:
+        return (f"ends like a note name ({m[0]}), but a note is named after an underscore, "
+                f"SOUND_PITCH-VELOCITY (piano_60-85.wav)")
+    return None
 
 
 def _rms_db(x: np.ndarray) -> float:

@@ -906,6 +906,13 @@ def test_match_notes_a_name_that_looks_like_a_note_but_is_not(fitted, tmp_path):
     res = run(model_app, "match", fitted.mlp1, odd, "-o", tmp_path / "m.syx")
     assert res.exit_code == 0, res.output
     assert "take_200-85.wav ends like a note name (_200-85) but it is not a MIDI note" in res.stderr
+    # a take number is not a note: take-1-2.wav was matched as note 1 at velocity 2
+    take = tmp_path / "take-1-2.wav"
+    odd.rename(take)
+    res = run(model_app, "match", fitted.mlp1, take, "-o", tmp_path / "t.syx")
+    assert res.exit_code == 0, res.output
+    assert "take-1-2.wav ends like a note name (-1-2), but a note is named after an underscore" in res.stderr
+    assert "60:85" in res.output and " 1:2" not in res.output, res.output
 
 
 def test_of_two_commands_on_one_output_one_succeeds_and_the_other_says_so(tmp_path):

@@ -252,6 +252,18 @@ def _levels(ds: DatasetReader, ok: np.ndarray, out: Path) -> str:
     return _save(fig, out, "levels.png")
 
 
+def _shown(image: np.ndarray, rows: int = 256, cols: int = 512) -> np.ndarray:
+    """``image`` averaged over blocks down to at most ``rows`` × ``cols`` (a figure's panel shows
+    fewer pixels): matplotlib keeps several float copies of what it is given, 3.5 GB for one example
+    at ``--hop 1 --n-mels 513`` (audit A5)."""
+    image = np.asarray(image, np.float32)
+    a, b = -(-image.shape[0] // rows), -(-image.shape[1] // cols)
+    if a == 1 and b == 1:
+        return image
+    padded = np.pad(image, ((0, -image.shape[0] % a), (0, -image.shape[1] % b)), mode="edge")
+    return padded.reshape(padded.shape[0] // a, a, padded.shape[1] // b, b).mean(axis=(1, 3))
+
+
 def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
     plt = _pyplot()
     stored = ds.info.header.storage.arrays
@@ -271,7 +283,7 @@ def _example_mels(ds: DatasetReader, rows: np.ndarray, out: Path) -> str | None:
             mel = mel_db(ds.audio(row), MelConfig.stored(ds.info.header.mel_config, ds.info.sample_rate))
         for j in range(k):
             ax = axes[r, j]
-            image = ax.imshow(mel[j], origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
+            image = ax.imshow(_shown(mel[j]), origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
                               interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

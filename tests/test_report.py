@@ -227,3 +227,16 @@ def test_info_on_a_bank_lists_the_voices_repairs(tmp_path):
     folded = [x for x in lines if "more of the same (out_of_range)" in x]
     assert len(folded) == 1 and sum(" out_of_range (repaired)" in x for x in lines) == 101
     assert re.search(r"problem_count: 3\d{3}", res.output), res.output[-300:]
+
+
+def test_example_spectrograms_are_reduced_to_what_a_panel_shows():
+    # audit A5: one example at --hop 1 --n-mels 513 took 3.5 GB in matplotlib; now averaged over blocks first
+    from dexed_data.report import _shown
+
+    small = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert np.array_equal(_shown(small), small)
+    big = np.random.default_rng(0).normal(-60, 10, (513, 5001)).astype(np.float16)
+    shown = _shown(big)
+    assert shown.shape == (171, 501)                                         # blocks of 3 bands × 10 frames
+    assert abs(float(shown.mean()) - float(big.astype(np.float32).mean())) < 0.05
+    assert np.allclose(_shown(np.full((513, 5001), -30.0)), -30.0)          # edges padded with their own values

@@ -268,11 +268,14 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except MemoryError:   # (its frames, and what they held, are gone by now)
-        print(f"error: out of memory: {_command()} needed more memory than the system could give; files "
-              "appear whole or not at all, so what it finished is kept and nothing partial was written; close "
-              "other programs, or give it a smaller input (fewer --jobs, a smaller --batch), and run it again",
-              file=sys.stderr)
-        sys.exit(2)
+        _out_of_memory()
+    except RuntimeError as exc:
+        # torch's words for it: its CPU allocator's, CUDA's own type, and oneDNN's when a convolution cannot
+        # get its working memory (fit under a 840 MB limit)
+        if type(exc).__name__ != "OutOfMemoryError" and not any(
+                words in str(exc) for words in ("can't allocate memory", "could not create a primitive")):
+            raise
+        _out_of_memory()
     except KeyboardInterrupt:   # raised outside typer's main, while it builds the command from its options
         if not _stopped_by:
             raise
@@ -328,6 +331,20 @@ def _one_line_usage_errors() -> None:
 
     if not any(type(f).__name__ == "Patched" for f in sys.meta_path):
         sys.meta_path.insert(0, Patched())
+
+
+#: What to change when a command runs out of memory (its own options only); any other: free memory.
+_LESS_MEMORY = {"render": "use fewer --jobs", "fit": "use a smaller --batch-size or fewer --workers, or --from-disk",
+                "evaluate": "use fewer --jobs", "match": "use fewer --jobs"}
+
+
+def _out_of_memory() -> None:
+    """One line for a command that ran out of memory, and exit status 2."""
+    name = _command().split()[-1]
+    advice = _LESS_MEMORY.get(name, "give it a smaller input")
+    print(f"error: out of memory: {_command()} needed more memory than the system could give (no file was left "
+          f"half-written); close other programs or {advice}, and run it again", file=sys.stderr)
+    sys.exit(2)
 
 
 def _command() -> str:

@@ -184,7 +184,11 @@ def add_step_links(links: Links, values: np.ndarray, m: int = STEP_PARAMS, windo
     if n < 2:
         return
     sums = values.astype(np.int64).sum(1)
-    spread = values.std(0)
+    # each value's lowest bit, packed: rows one step apart in c columns differ in c of these bits, so
+    # a pair whose bits differ in more than m columns is out at the cost of a few words (a file of
+    # voices each nudged by one step in many parameters compared every pair in full)
+    parity = np.packbits(values & 1, axis=1)
+    parity = np.ascontiguousarray(np.pad(parity, ((0, 0), (0, -parity.shape[1] % 8)))).view(np.uint64)
     # (with d ≤ m columns every row may pair with every other: one band of no columns, one group)
     bands = np.array_split(np.random.default_rng(0).permutation(d), m + 1) if d > m else [np.arange(0)]
     for band in bands:
@@ -198,22 +202,17 @@ def add_step_links(links: Links, values: np.ndarray, m: int = STEP_PARAMS, windo
         if rows.size < 2:
             continue
         order = rows[np.lexsort((sums[rows], group[rows]))]
-        g, s = group[order], sums[order]
-        # the most varied columns outside the band, checked first: most rows beside each other in a
-        # file of unrelated variants differ by more than one step there
-        outside = np.setdiff1d(np.arange(d), band)
-        first = values[np.ix_(order, outside[np.argsort(-spread[outside], kind="stable")[:8]])].astype(np.int16)
-        start = np.arange(len(order) - 1)
+        g, s, bits = group[order], sums[order], parity[order]
+        alive = np.ones(len(order), bool)   # rows whose next ones in the order may still be near them
         for step in range(1, window + 1):
-            other = start + step
-            start = start[other < len(order)]
-            other = start + step
-            near = (g[other] == g[start]) & (s[other] - s[start] <= m)   # fails for every later one too
-            start, other = start[near], other[near]
-            if not start.size:
+            if step >= len(order):
                 break
-            close = np.abs(first[start] - first[other]).max(1, initial=0) <= 1
-            a, b = order[start[close]], order[other[close]]
+            # a row is compared with the one `step` places after it: contiguous slices, no gathers
+            alive = alive[:-1] & (g[step:] == g[:-step]) & (s[step:] - s[:-step] <= m)   # fails for every later one too
+            if not alive.any():
+                break
+            start = np.flatnonzero(alive & (np.bitwise_count(bits[step:] ^ bits[:-step]).sum(1) <= m))
+            a, b = order[start], order[start + step]
             new = links.label[a] != links.label[b]
             a, b = a[new], b[new]
             diff = np.abs(values[a].astype(np.int16) - values[b].astype(np.int16))

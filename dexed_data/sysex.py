@@ -312,19 +312,24 @@ _NEXT_YAMAHA = re.compile(rb"\xF0\x43[\x00-\x2F]")
 class _Scan:
     """Accumulates what one pass over a byte stream finds (offsets shifted by ``base``)."""
 
-    def __init__(self, source: str, result: FileResult):
-        self.source, self.result = source, result
+    def __init__(self, source: str, result: FileResult, full_voice: int | None = None):
+        self.source, self.result, self.full_voice = source, result, full_voice
         self.yamaha_seen = False
         self._listed: Counter = Counter()        # code → problems listed one by one in this file
         self._folded: dict[str, list] = {}       # code → [how many more, the first one]
         self._voice_listed: Counter = Counter()  # code → voices' own problems listed one by one
         self._voice_more: dict[str, Problem] = {}   # code → what voices past those hold instead
 
-    def voice_problems(self, hi: np.ndarray, raw: np.ndarray, where: str, start: int, voice: int) -> tuple[Problem, ...]:
+    def voice_problems(self, hi: np.ndarray, raw: np.ndarray, where: str, start: int, voice: int,
+                       index: int) -> tuple[Problem, ...]:
         """A voice's own repairs (bit 7 set, ``raw`` unclamped out of range): one problem per value up
         to :data:`LISTED_PER_CODE` of a code in the file, then counted in ``more_voice_problems``,
         the voice holding one problem shared by all such voices of the file (a 64 MB file of junk
-        banks made 50 million problems, 140 MB of memory per MB of input)."""
+        banks made 50 million problems, 140 MB of memory per MB of input). The file's voice
+        ``full_voice`` (``index`` counts the file's voices from 0) gets all of its own, uncounted."""
+        if index == self.full_voice:
+            return tuple(([_bit7_problem(hi, where, start, voice)] if hi.any() else [])
+                         + _range_problems(raw, where, start, voice))
         found = []
         if hi.any():
             if self._voice_listed["bit7_set"] < LISTED_PER_CODE:
@@ -554,7 +559,7 @@ def _add_voices(raw: np.ndarray, names: np.ndarray, hi: np.ndarray, packed: np.n
         problems: tuple[Problem, ...] = ()
         if i in flagged:
             where = f"{scan.source}, voice {i + 1} ('{name}') of the message at byte {offset}"
-            problems = scan.voice_problems(hi[i], raw[i], where, body + i * stride, i)
+            problems = scan.voice_problems(hi[i], raw[i], where, body + i * stride, i, len(result.voices))
         result.voices.append(DecodedVoice(clamped[i], name, packed[i, :PACKED_SOUND_BYTES].tobytes(),
                                           message, i, offset, problems))
 
@@ -788,16 +793,17 @@ def _is_midi(data: bytes) -> int | None:
     return None
 
 
-def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
+def decode_bytes(data: bytes, source: str = "<bytes>", full_voice: int | None = None) -> FileResult:
     """Find and decode every DX7 voice in ``data`` (any file content); never raises on content.
 
     Handles 32-voice banks, single-voice dumps, several messages per file, Standard MIDI Files
     (detected by content), raw headerless voice data and damaged messages; see :data:`PROBLEM_CODES`.
-    ``source`` names the file in problem messages.
+    ``source`` names the file in problem messages. The voices' own problems past :data:`LISTED_PER_CODE`
+    of a code are counted (:class:`FileResult`), but for voice ``full_voice`` (from 0: one voice loaded).
     """
     data = bytes(data)
     result = FileResult(source)
-    scan = _Scan(source, result)
+    scan = _Scan(source, result, full_voice)
     midi_at = _is_midi(data)
     if midi_at == _MACBINARY and data[:1] == b"\x00":   # MacBinary (not a RIFF RMID with MThd at 128): its data
         # fork only, whose length the header gives (a resource fork follows)
@@ -827,7 +833,7 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> FileResult:
 MAX_FILE_BYTES = 64 << 20
 
 
-def decode_file(path: str | PathLike[str]) -> FileResult:
+def decode_file(path: str | PathLike[str], full_voice: int | None = None) -> FileResult:
     """Read and decode one file (.syx, .mid, raw, anything); see :func:`decode_bytes`.
 
     Raises :class:`SysexError` only if the file cannot be read, is not a regular file, or is
@@ -845,7 +851,7 @@ def decode_file(path: str | PathLike[str]) -> FileResult:
         data = Path(path).read_bytes()
     except OSError as error:
         raise SysexError(f"cannot read {path}: {error.strerror}; check the path and permissions") from error
-    return decode_bytes(data, str(path))
+    return decode_bytes(data, str(path), full_voice)
 
 
 def voice_problem_list(result: FileResult) -> list[Problem]:

@@ -76,7 +76,7 @@ def load_voice(spec: str | Path) -> Voice:
         what = ("a folder, not a file" if Path(path).is_dir() else "not a regular file (a device or pipe)"
                 if Path(path).exists() else "no such file")
         raise DexedDataError(f"{path}: {what} (write voices as FILE.syx:N, N from 1)")
-    decoded = decode_file(path)
+    decoded = decode_file(path, full_voice=int(index) - 1 if index else 0)   # that voice's repairs in full
     voices = decoded.voices
     if not voices:
         raise DexedDataError(f"{path}: no DX7 voice found in the file")

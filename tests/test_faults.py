@@ -2394,17 +2394,22 @@ def test_every_rank_of_a_resumed_fit_reads_the_killed_epochs_files_once_they_are
     assert not rank1.is_alive()
 
 
-@pytest.mark.parametrize("package, command, patch", [
-    ("dexed_data", "import-sysex", "import dexed_data.importer as m; m.import_sysex = boom"),
-    ("preset_model", "evaluate", "import preset_model.cli as m; m._plain = boom"),
+@pytest.mark.parametrize("package, command, patch, advice", [
+    ("dexed_data", "import-sysex", "import dexed_data.importer as m; m.import_sysex = boom", "give it a smaller input"),
+    ("preset_model", "evaluate", "import preset_model.cli as m; m._plain = boom", "use fewer --jobs"),
+    # R5: torch says it with a RuntimeError (the CPU allocator's words), which was a 96-line traceback in fit
+    ("preset_model", "fit", "import preset_model.cli as m; m._plain = torch_boom",
+     "use a smaller --batch-size or fewer --workers, or --from-disk"),
 ])
-def test_out_of_memory_is_one_line_that_says_what_is_kept(package, command, patch, tmp_path):
+def test_out_of_memory_is_one_line_that_says_what_to_change(package, command, patch, advice, tmp_path):
     """Audit A5: a MemoryError (a file too big for the memory left) was a traceback."""
-    args = "'x', 'y', '-o', 'z'" if package == "dexed_data" else "'x', '-o', 'z'"
-    code = (f"import sys\nsys.argv = ['{package}', '{command}', {args}]\n"
+    args = {"import-sysex": "'x', '-o', 'z'", "evaluate": "'x', '-o', 'z'", "fit": "'--data', 'x', '--out', 'z'"}
+    code = (f"import sys\nsys.argv = ['{package}', '{command}', {args[command]}]\n"
             "def boom(*a, **k):\n    raise MemoryError()\n"
+            "def torch_boom(*a, **k):\n    raise RuntimeError('[enforce fail at alloc_cpu.cpp:127] . DefaultCPUAllocator: "
+            "can\\'t allocate memory: you tried to allocate 1 bytes')\n"
             f"{patch}\nfrom {package}.cli import main\nmain()\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert res.stderr.startswith(f"error: out of memory: {package} {command} needed more memory") and \
-        "nothing partial was written" in res.stderr and "run it again" in res.stderr
+        "no file was left half-written" in res.stderr and f"{advice}, and run it again" in res.stderr, res.stderr

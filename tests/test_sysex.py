@@ -533,4 +533,10 @@ def test_voices_repairs_past_the_listed_ones_are_counted_not_made_one_by_one(tmp
     assert entry["repaired"]["out_of_range"] == int((raw > VOICE_MAX).any(1).sum()) and entry["repaired"]["bit7_set"] == 150
     res = CliRunner().invoke(app, ["info", str(tmp_path / "junk.syx")])
     assert res.exit_code == 0 and f"problem_count: {over + 150}" in res.output, res.output[-400:]
+    # R5: one voice loaded (FILE.syx:N, as interpolate and match take them) still names each repair
+    from dexed_data.voice import load_voice
+
+    loaded = load_voice(f"{tmp_path / 'junk.syx'}:200")
+    clamped = np.flatnonzero(raw[199] > VOICE_MAX)
+    assert len(loaded.repairs) == len(clamped) > 1 and all("voice 8 (" in r and "clamped to" in r for r in loaded.repairs)
     assert sum("(repaired)" in line for line in res.output.splitlines()) == 2 * LISTED_PER_CODE + 2

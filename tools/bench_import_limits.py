@@ -11,6 +11,8 @@ Three kinds of file, made in a temporary folder from the bundled bank ``presets/
   randomiser's output; every voice a near-copy of every other: the near-copy grouping was quadratic);
 * ``unrelated``: the bank's voices with every operator's four EG rates drawn at random (unrelated
   voices, sorted beside each other by the one-step rule);
+* ``jitter``: one voice with every byte of its packed sound raised by one step or not, at random
+  (voices one step apart in dozens of parameters: the one-step rule compared every pair in full);
 * ``junk``: banks of random 7-bit bytes (values out of range everywhere: one problem per value
   made 140 MB of memory per MB of input).
 
@@ -34,7 +36,7 @@ import numpy as np
 
 BANK = Path(__file__).resolve().parents[1] / "presets" / "toolkit_bank_a.syx"
 HEADER = bytes([0xF0, 0x43, 0x00, 0x09, 0x20, 0x00])
-KINDS = ("variants", "unrelated", "junk")
+KINDS = ("variants", "unrelated", "jitter", "junk")
 
 
 def bank(voices: np.ndarray) -> bytes:
@@ -51,6 +53,9 @@ def make(kind: str, banks: int, seed: int = 0) -> bytes:
         if kind == "variants":
             v = np.repeat(voices[:1], 32, 0)
             v[:, 0:4] = rng.integers(0, 100, (32, 4))          # OP6 EG rates 1-4
+        elif kind == "jitter":
+            v = np.repeat(voices[:1], 32, 0)
+            v[:, :118] = np.minimum(v[:, :118] + rng.integers(0, 2, (32, 118)), 0x7F)
         elif kind == "unrelated":
             v = voices.copy()
             for op in range(6):

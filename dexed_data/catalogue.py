@@ -192,8 +192,12 @@ def _sorted_occurrences(occurrences: dict, row_of_input: np.ndarray) -> dict[str
         raise CatalogueError("an occurrence refers to a preset index outside raw")
     row = row_of_input[preset] if m else preset
     if m:
-        _, path_rank = np.unique(paths.astype(str), return_inverse=True)
-        order = np.lexsort((row, voice, message, path_rank.ravel()))
+        # ranked among the distinct paths: as one fixed-width array, every path took the longest's room
+        # (523,264 voices under a 3,769-character folder: 7.4 GB, audit A6)
+        texts = paths.tolist()
+        rank = {q: i for i, q in enumerate(sorted(set(texts)))}
+        path_rank = np.fromiter((rank[q] for q in texts), np.int64, len(texts))
+        order = np.lexsort((row, voice, message, path_rank))
     else:
         order = np.zeros(0, np.intp)
     return {"preset": row[order].astype(np.int32), "path": paths[order],

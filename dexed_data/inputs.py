@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource   # (imported when the files run out, it could not be: importing opens one)
 import re
 from pathlib import Path
 
@@ -134,6 +135,18 @@ def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = 
         raise error(f"{path}: empty file (0 bytes), not a {what}; was it written to a full disk?")
     if not os.access(path, os.R_OK):
         raise error(f"{path}: not readable (permissions)")
+    try:
+        return _open_checked(path, what, error)
+    except OSError as exc:
+        if exc.errno != errno.EMFILE and "Too many open files" not in str(exc):
+            raise
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        raise error(f"{path}: cannot be opened: this command has as many files open as the system allows "
+                    f"(`ulimit -n`: {soft}); raise the limit (e.g. `ulimit -n {max(4096, 4 * soft)}`) or give "
+                    "fewer files at once, and run it again") from None
+
+
+def _open_checked(path: Path, what: str, error: type[DexedDataError]) -> h5py.File:
     if not h5py.is_hdf5(path):
         with open(path, "rb") as f:
             sysex = f.read(1) == b"\xf0" or path.suffix.lower() in (".syx", ".mid", ".midi")
@@ -146,6 +159,8 @@ def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = 
     try:
         return h5py.File(path, "r")
     except OSError as exc:
+        if "Too many open files" in str(exc):   # (said by open_hdf5)
+            raise
         if hdf5_locked(exc):   # another program writes it
             raise error(f"{path}: open for writing by another program (HDF5 locks it meanwhile); wait until it is "
                         "done, or close it there, then run this again") from None

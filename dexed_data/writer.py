@@ -483,6 +483,8 @@ def _write_presets(f: h5py.File, p: PresetTable) -> None:
         if key == "name":  # 10 DX7 name bytes, like /presets/name: real names hold NULs, which HDF5 strings cannot
             occ.create_dataset(key, data=a if a.dtype.kind == "S" else encode_names(a), track_times=False)
         elif a.dtype.kind in "OU":
-            occ.create_dataset(key, data=a.astype(str).astype(object), dtype=h5py.string_dtype(), track_times=False)
+            # (not .astype(str): one fixed-width array takes the longest path's room for every occurrence)
+            occ.create_dataset(key, data=np.asarray([str(x) for x in a.tolist()], dtype=object).reshape(a.shape),
+                               dtype=h5py.string_dtype(), track_times=False)
         else:
             occ.create_dataset(key, data=a, track_times=False)

@@ -2413,3 +2413,24 @@ def test_out_of_memory_is_one_line_that_says_what_to_change(package, command, pa
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert res.stderr.startswith(f"error: out of memory: {package} {command} needed more memory") and \
         "no file was left half-written" in res.stderr and f"{advice}, and run it again" in res.stderr, res.stderr
+
+
+def test_a_file_that_cannot_be_opened_for_want_of_file_descriptors_says_so(tmp_path, monkeypatch):
+    """Audit A6: merge of more shards than `ulimit -n` allows gave a traceback (from h5py.is_hdf5)."""
+    import errno
+
+    from dexed_data import inputs
+    from dexed_data.errors import DatasetError
+
+    f = tmp_path / "s1.h5"
+    with h5py.File(f, "w"):
+        pass
+
+    def no_fds(path):
+        raise OSError(errno.EMFILE, "Unable to determine if file is accessible as hdf5 (errno = 24, error message = "
+                                    "'Too many open files')")
+
+    monkeypatch.setattr(inputs.h5py, "is_hdf5", no_fds)
+    with pytest.raises(DatasetError, match=r"s1.h5: cannot be opened: this command has as many files open as the system "
+                                           r"allows \(`ulimit -n`: \d+\); raise the limit"):
+        inputs.open_hdf5(f, "shard", DatasetError)

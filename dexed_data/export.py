@@ -70,7 +70,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         CatalogueError: unknown ids, nothing selected, a negative limit.
         OutputError: an output exists (without ``force``), is the catalogue, or cannot be written.
     """
-    from .outputs import check_output, together, write_bytes
+    from .outputs import check_outputs, together, write_bytes
 
     if limit is not None and limit < 1:
         raise CatalogueError(f"--limit {limit}: must be ≥ 1")
@@ -89,8 +89,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     size = 1 if single else 32
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
     targets = [numbered(output, k) for k in range(1, len(chunks) + 1)]
-    for target in targets:   # all checked before the first is written
-        check_output(target, inputs=[catalogue, *inputs], force=force)
+    check_outputs(targets, inputs=[catalogue, *inputs], force=force)   # all checked before the first is written
     raw = apply_fixed(cat.raw) if as_rendered else cat.raw
     written = Exported()
     written.own_transpose = int((raw[rows, TRANSPOSE_OFFSET] != FIXED_TRANSPOSE).sum())

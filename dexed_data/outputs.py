@@ -167,8 +167,27 @@ def render_holding(path: str | os.PathLike) -> int | None:
     return None
 
 
+def check_outputs(paths: Iterable[str | os.PathLike], *, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
+                  what: str = "output") -> list[Path]:
+    """:func:`check_output` for each of many files (``export``'s numbered files), each folder scanned
+    once for what a killed command left there, not once per file (audit A6: 16,000 files exported
+    over an earlier export took 12 minutes, 40 times a fresh export)."""
+    paths = [Path(p) for p in paths]
+    inputs = list(inputs)
+    finished = {os.path.realpath(f) for f in finish_killed_publishes([p for p in paths if p.parent.is_dir()])}
+    out = [check_output(p, inputs=inputs, force=force, what=what, _finished=finished) for p in paths]
+    names: dict[Path, set[str]] = {}
+    for p in paths:
+        names.setdefault(p.parent, set()).add(p.name)
+    for folder, mine in names.items():
+        if folder.is_dir():
+            _remove_stale_temps(folder, mine.__contains__)
+    return out
+
+
 def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
-                 what: str = "output", rendering_ok: bool = False, leftovers: Iterable[str | os.PathLike] = ()) -> Path:
+                 what: str = "output", rendering_ok: bool = False, leftovers: Iterable[str | os.PathLike] = (),
+                 _finished: set[str] | None = None) -> Path:
     """Check rules 2–4 for the file ``path`` before any work; returns it as a :class:`Path`.
 
     Args:
@@ -199,7 +218,10 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
                               "write to another file")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
-    finished = finish_killed_publishes([path]) if path.parent.is_dir() else []
+    if _finished is not None:   # (check_outputs: settled for all of its files at once)
+        finished = sorted(_finished) if os.path.realpath(path) in _finished else []
+    else:
+        finished = finish_killed_publishes([path]) if path.parent.is_dir() else []
     holder = None if rendering_ok else render_holding(path)
     if holder is not None and holder != os.getpid():   # found now, not after this command's work
         raise OutputError(f"{what} {path} is being written by another command (pid {holder}: a render, or an "
@@ -216,7 +238,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
     _check_parent(path, what)
     if path.parent.is_dir():   # a probe: a virtual file system (/proc) or a full quota says no here
         _probe(temp_path(path), f"{what} {path}", path.name)
-        _remove_stale_temps(path.parent, lambda name: name == path.name)
+        if _finished is None:
+            _remove_stale_temps(path.parent, lambda name: name == path.name)
     elif len(os.fsencode(path.name)) > MAX_NAME_BYTES:   # said before its folders are made, not after
         raise OutputError(_too_long(f"{what} {path}", path.name))
     _CHECKED[os.path.realpath(path)] = file_identity(path)

@@ -2434,3 +2434,21 @@ def test_a_file_that_cannot_be_opened_for_want_of_file_descriptors_says_so(tmp_p
     with pytest.raises(DatasetError, match=r"s1.h5: cannot be opened: this command has as many files open as the system "
                                            r"allows \(`ulimit -n`: \d+\); raise the limit"):
         inputs.open_hdf5(f, "shard", DatasetError)
+
+
+def test_export_scans_its_folder_once_not_once_per_file(catalogue, tmp_path, monkeypatch):
+    """Audit A6: each numbered file's check scanned the whole folder (three times) for a killed command's
+    leftovers: 16,000 single voices exported over an earlier export took 12 minutes."""
+    import dexed_data.outputs as outputs
+
+    out = tmp_path / "o" / "v.syx"
+    assert run(data_app, "export", catalogue, "-o", out, "--single", "--all").exit_code == 0
+    written = sorted(p.name for p in out.parent.iterdir())
+    assert len(written) > 5
+    scans = []
+    real = os.scandir
+    monkeypatch.setattr(outputs.os, "scandir", lambda path=".": (scans.append(path), real(path))[1])
+    res = run(data_app, "export", catalogue, "-o", out, "--single", "--all", "--force")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.parent.iterdir()) == written
+    assert len(scans) <= 6, len(scans)   # a few per folder, however many files

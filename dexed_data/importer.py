@@ -67,7 +67,7 @@ DEDUP_LEVELS: dict[str, str] = {
 }
 
 
-def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
+def collect_files(paths: Sequence, repeats: list | None = None) -> list[tuple[Path, str]]:
     """Every file under ``paths`` as ``(path, relative POSIX path)``, sorted by relative path.
 
     Folders are walked recursively (every file, any extension, hidden ones included), following
@@ -77,7 +77,10 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
     or symbolic links, a file given and inside a folder given) are both listed, and
     :func:`same_files` tells which repeats which. Different files that would get the same relative
     path (``a/bank/x.syx`` and ``b/bank/x.syx`` given as ``a/bank b/bank``) are both listed, named
-    relative to the folder holding all the files found.
+    relative to the folder holding all the files found. A folder reached again by another link
+    within one argument is walked once, at its first path in sorted order; ``repeats`` (if given)
+    gets ``(relative path, relative path of its first)`` for each other path to it (without that,
+    links that each lead twice to the next folder made 2^N paths).
 
     Raises:
         DexedDataError: a PATH does not exist, or is neither a file nor a folder (a device, a pipe).
@@ -97,10 +100,17 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
                              "give SysEx files or folders holding them")
     several = len(paths) > 1
     found: dict[tuple[str, str], Path] = {}    # (relative path, absolute path): a path reached twice, once
+    again: dict[str, str] = {}
     for root in paths:
         base = root.parent if (several or root.is_file()) else root
+        rel = lambda p: Path(os.path.relpath(p, base)).as_posix()   # noqa: E731
         for file in ([root] if root.is_file() else _walk(root)):
-            found.setdefault((Path(os.path.relpath(file, base)).as_posix(), os.path.abspath(file)), Path(file))
+            if isinstance(file, tuple):      # a folder walked already, at file[1]
+                again.setdefault(rel(file[0]), rel(file[1]))
+                continue
+            found.setdefault((rel(file), os.path.abspath(file)), Path(file))
+    if repeats is not None:
+        repeats.extend(sorted(again.items()))
     # Different files with one relative path (a/bank/x.syx and b/bank/x.syx given as a/bank b/bank) are
     # named from the folder the arguments share instead, whatever their order: both are imported.
     # (again while a new name is another file's: names from that folder are unique, so this ends)
@@ -119,22 +129,31 @@ def collect_files(paths: Sequence) -> list[tuple[Path, str]]:
 
 
 def _walk(root: Path):
-    """The files below ``root``, and the folders that could not be listed (reported as unreadable).
+    """The files below ``root``, the folders that could not be listed (reported as unreadable), and
+    ``(folder, first path)`` for a folder reached again by another link.
 
-    Like ``os.walk(followlinks=True)``, but a link to a folder that holds it (a loop) is skipped."""
+    Like ``os.walk(followlinks=True)`` in sorted order, but a link to a folder that holds it (a loop)
+    is skipped, and a folder reached again is walked once (audit A6: 16 levels of two links each to
+    the next level gave 65,536 paths to one file, 30 levels would never end)."""
     stack = [(str(root), frozenset())]
+    seen: dict[tuple[int, int], str] = {}
     while stack:
         folder, above = stack.pop()
         try:
             st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in above:
+            key = (st.st_dev, st.st_ino)
+            if key in above:
                 continue                                  # a loop: its files are read where it points
+            if key in seen:
+                yield Path(folder), Path(seen[key])
+                continue
             with os.scandir(folder) as it:
-                entries = list(it)
+                entries = sorted(it, key=lambda e: e.name, reverse=True)   # popped in name order
         except OSError:
             yield Path(folder)                            # listed, so that it is reported as unreadable
             continue
-        inside = above | {(st.st_dev, st.st_ino)}
+        seen[key] = folder
+        inside = above | {key}
         for e in entries:
             try:
                 is_folder = e.is_dir()                    # follows links
@@ -449,10 +468,10 @@ class _Import:
         self.entries.append(_entry(rel, "rejected", rejected={reason: 1}, problems=[
             {"code": reason, "message": message, "offset": None, "voice": None, "param": None, "repaired": False}]))
 
-    def add_same(self, rel: str, first: str) -> None:
-        """A second path to a file already read (a hard or symbolic link): accounted, not read again."""
+    def add_same(self, rel: str, first: str, what: str = "file") -> None:
+        """A second path to a file (or folder) already read (a hard or symbolic link): accounted, not read again."""
         self.entries.append(_entry(rel, "same_file", problems=[
-            {"code": "same_file", "message": f"{rel}: the same file as {first} (a link to it, or given twice); read once, as {first}",
+            {"code": "same_file", "message": f"{rel}: the same {what} as {first} (a link to it, or given twice); read once, as {first}",
              "offset": None, "voice": None, "param": None, "repaired": False}]))
 
     def add_file(self, f: _DecodedFile) -> None:
@@ -552,12 +571,16 @@ def _progress(total: int, enabled: bool):
     return progress(enabled, total=total, unit="file", desc="import-sysex", leave=False)
 
 
-def _read_files(files: list[tuple[Path, str]], strict: bool, progress: bool) -> _Import:
-    """Read, decode and account for every file, in order (a second path to a file once)."""
+def _read_files(files: list[tuple[Path, str]], strict: bool, progress: bool, repeats=()) -> _Import:
+    """Read, decode and account for every file, in order (a second path to a file once); ``repeats``:
+    ``(path, first path)`` of folders reached again (:func:`collect_files`)."""
     state = _Import(strict)
+    again = list(reversed(sorted(repeats)))      # each listed where its path sorts among the files'
     same = same_files(files)
     with _progress(len(files), progress) as bar:
         for index, (path, rel) in enumerate(files):
+            while again and again[-1][0] < rel:
+                state.add_same(*again.pop(), "folder")
             if rel in same:
                 state.add_same(rel, same[rel])
                 bar.update(1)
@@ -568,6 +591,8 @@ def _read_files(files: list[tuple[Path, str]], strict: bool, progress: bool) -> 
             else:
                 state.add_file(_DecodedFile(index, rel, *decoded))
             bar.update(1)
+    while again:
+        state.add_same(*again.pop(), "folder")
     return state
 
 
@@ -611,7 +636,8 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
     from .errors import OutputError
     from .outputs import check_output, together
 
-    files = collect_files(paths)
+    repeats: list[tuple[str, str]] = []
+    files = collect_files(paths, repeats)
     sources = [p for p, _ in files]
     check_output(output, inputs=sources, force=force, what="catalogue")
     if report is not None:
@@ -619,7 +645,7 @@ def import_sysex(paths: Sequence, output, *, strict: bool = False, report=None, 
             raise OutputError(f"--report {report} and -o {output} name the same file; give the report its own name "
                               "(e.g. import.json)")
         check_output(report, inputs=sources + [Path(output)], force=force, what="report")
-    state = _read_files(files, strict, progress)
+    state = _read_files(files, strict, progress, repeats)
     v = state.voices.arrays()
     # One row per unique raw vector; the name is the first occurrence's in (path, message, voice)
     # order, which is the accumulation order because files are sorted by path.

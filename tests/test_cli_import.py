@@ -369,3 +369,26 @@ def test_a_midi_file_partly_read_is_not_counted_as_a_rejected_file(tmp_path):
     assert lines["partly read (files)"] == "midi_error 1" and lines["rejected (files)"] == "midi_error 1", result.output
     s = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert s["rejected_by_reason"]["midi_error"] == 2 and s["partly_read_by_reason"] == {"midi_error": 1}
+
+
+def test_a_folder_reached_by_many_links_is_walked_once(tmp_path):
+    """Audit A6: 16 levels of two links each to the next level made 65,536 paths to one file (2^N: 30
+    levels would never end). Each folder is walked once, at its first path; the other is listed once."""
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(2, 0), ["A0", "A1"])
+    levels = 24
+    for i in range(levels + 1):
+        (tmp_path / "bomb" / f"l{i}").mkdir(parents=True)
+    for i in range(levels):
+        for name in "xy":
+            (tmp_path / "bomb" / f"l{i}" / name).symlink_to(f"../l{i + 1}")
+    (tmp_path / "bomb" / f"l{levels}" / "a.syx").write_bytes(bank)
+    rep = tmp_path / "r.json"
+    result = invoke("import-sysex", tmp_path / "bomb" / "l0", "-o", tmp_path / "b.h5", "--report", rep, "--no-progress")
+    assert result.exit_code == 0, result.output
+    files = json.loads(rep.read_text())["files"]
+    assert len(files) == levels + 1 and [f["path"] for f in files] == sorted(f["path"] for f in files)
+    (read,) = [f for f in files if f["outcome"] != "same_file"]
+    assert read["path"] == "x/" * levels + "a.syx" and read["imported"] == 32
+    again = {f["path"]: f["problems"][0]["message"] for f in files if f["outcome"] == "same_file"}
+    y, x = "x/" * (levels - 1) + "y", "x/" * (levels - 1) + "x"
+    assert again[y] == f"{y}: the same folder as {x} (a link to it, or given twice); read once, as {x}"

@@ -862,6 +862,10 @@ def voice_problem_list(result: FileResult) -> list[Problem]:
                        "one by one", None, None, None, True, n) for code, n in result.more_voice_problems.items()])
 
 
+#: Voice names ``info`` lists for one file (a 64 MB file of banks printed 523,264 lines, audit A6).
+LISTED_NAMES = 1024
+
+
 def describe_sysex(path: str | PathLike[str]) -> dict:
     """Summary of a SysEx (or any) file for ``dexed-data info``: messages, voices, names, problems."""
     result = decode_file(path)
@@ -869,7 +873,9 @@ def describe_sysex(path: str | PathLike[str]) -> dict:
     found = result.problems + voice_problem_list(result)
     counted = sum(p.count for p in found)   # a folded problem stands for many
     return {"file": str(path), "format": "sysex", "messages": result.messages, "voices": len(result.voices),
-            "names": [v.name for v in result.voices],
+            "names": [v.name for v in result.voices[:LISTED_NAMES]] + (
+                [f"... and {len(result.voices) - LISTED_NAMES:,} more (import the file, then `dexed-data list` shows "
+                 "them all)"] if len(result.voices) > LISTED_NAMES else []),
             # bytes outside any message are skipped, as the import's summary says, not rejected
             "problems": [f"{p.code}{' (repaired)' if p.repaired else ' (skipped)' if p.code in SKIPPED else ' (rejected)'}: "
                          f"{p.message}" for p in found],

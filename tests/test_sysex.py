@@ -533,6 +533,12 @@ def test_voices_repairs_past_the_listed_ones_are_counted_not_made_one_by_one(tmp
     assert entry["repaired"]["out_of_range"] == int((raw > VOICE_MAX).any(1).sum()) and entry["repaired"]["bit7_set"] == 150
     res = CliRunner().invoke(app, ["info", str(tmp_path / "junk.syx")])
     assert res.exit_code == 0 and f"problem_count: {over + 150}" in res.output, res.output[-400:]
+    # A6: info lists the first LISTED_NAMES names (523,264 lines for a 64 MB file), then counts the rest
+    from dexed_data.sysex import LISTED_NAMES, describe_sysex
+
+    (tmp_path / "many.syx").write_bytes(bytes(data) * 5)
+    names = describe_sysex(tmp_path / "many.syx")["names"]
+    assert len(names) == LISTED_NAMES + 1 and names[-1].startswith(f"... and {5 * 256 - LISTED_NAMES:,} more")
     # R5: one voice loaded (FILE.syx:N, as interpolate and match take them) still names each repair
     from dexed_data.voice import load_voice
 

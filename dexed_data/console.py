@@ -270,10 +270,12 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
     except MemoryError:   # (its frames, and what they held, are gone by now)
         _out_of_memory()
     except RuntimeError as exc:
-        # torch's words for it: its CPU allocator's, CUDA's own type, and oneDNN's when a convolution cannot
-        # get its working memory (fit under a 840 MB limit)
-        if type(exc).__name__ != "OutOfMemoryError" and not any(
-                words in str(exc) for words in ("can't allocate memory", "could not create a primitive")):
+        # torch's words for it: its CPU allocator's, CUDA's (its own type, or its error text), and oneDNN's
+        # when a convolution cannot get its working memory (fit under a 840 MB limit); not oneDNN's
+        # "could not create a primitive descriptor …", which is about shapes (R6)
+        text = str(exc).strip()
+        if type(exc).__name__ != "OutOfMemoryError" and "can't allocate memory" not in text \
+                and "CUDA error: out of memory" not in text and not text.endswith("could not create a primitive"):
             raise
         _out_of_memory()
     except KeyboardInterrupt:   # raised outside typer's main, while it builds the command from its options

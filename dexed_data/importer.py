@@ -100,17 +100,15 @@ def collect_files(paths: Sequence, repeats: list | None = None) -> list[tuple[Pa
                              "give SysEx files or folders holding them")
     several = len(paths) > 1
     found: dict[tuple[str, str], Path] = {}    # (relative path, absolute path): a path reached twice, once
-    again: dict[str, str] = {}
+    again: dict[tuple[str, str], tuple[str, str]] = {}   # the same for folders walked already, → their first
     for root in paths:
         base = root.parent if (several or root.is_file()) else root
-        rel = lambda p: Path(os.path.relpath(p, base)).as_posix()   # noqa: E731
+        at = lambda p: (Path(os.path.relpath(p, base)).as_posix(), os.path.abspath(p))   # noqa: E731
         for file in ([root] if root.is_file() else _walk(root)):
             if isinstance(file, tuple):      # a folder walked already, at file[1]
-                again.setdefault(rel(file[0]), rel(file[1]))
+                again.setdefault(at(file[0]), at(file[1]))
                 continue
-            found.setdefault((rel(file), os.path.abspath(file)), Path(file))
-    if repeats is not None:
-        repeats.extend(sorted(again.items()))
+            found.setdefault(at(file), Path(file))
     # Different files with one relative path (a/bank/x.syx and b/bank/x.syx given as a/bank b/bank) are
     # named from the folder the arguments share instead, whatever their order: both are imported.
     # (again while a new name is another file's: names from that folder are unique, so this ends)
@@ -125,6 +123,11 @@ def collect_files(paths: Sequence, repeats: list | None = None) -> list[tuple[Pa
         if renamed == names:
             break
         names = renamed
+    if repeats is not None:   # named as the files are: from the shared folder where two would share a name
+        named = Counter(rel for rel, _ in [*again, *again.values()])
+        name = lambda key: Path(os.path.relpath(key[1], shared)).as_posix() if named[key[0]] > 1 and shared \
+            else key[0]   # noqa: E731
+        repeats.extend(sorted((name(key), name(first)) for key, first in again.items()))
     return sorted(((found[key], name) for key, name in names.items()), key=lambda t: (t[1], str(t[0])))
 
 
@@ -132,9 +135,10 @@ def _walk(root: Path):
     """The files below ``root``, the folders that could not be listed (reported as unreadable), and
     ``(folder, first path)`` for a folder reached again by another link.
 
-    Like ``os.walk(followlinks=True)`` in sorted order, but a link to a folder that holds it (a loop)
-    is skipped, and a folder reached again is walked once (audit A6: 16 levels of two links each to
-    the next level gave 65,536 paths to one file, 30 levels would never end)."""
+    Like ``os.walk(followlinks=True)``, in the sorted order of the paths, but a link to a folder that
+    holds it (a loop) is skipped, and a folder reached again is walked once, at its first path (audit
+    A6: 16 levels of two links each to the next level gave 65,536 paths to one file, 30 levels would
+    never end); again only at a shorter path (R6: the first, too long for the system, lost its files)."""
     stack = [(str(root), frozenset())]
     seen: dict[tuple[int, int], str] = {}
     while stack:
@@ -144,25 +148,28 @@ def _walk(root: Path):
             key = (st.st_dev, st.st_ino)
             if key in above:
                 continue                                  # a loop: its files are read where it points
-            if key in seen:
+            if key in seen and len(folder) >= len(seen[key]):
                 yield Path(folder), Path(seen[key])
                 continue
             with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name, reverse=True)   # popped in name order
+                entries = list(it)
         except OSError:
             yield Path(folder)                            # listed, so that it is reported as unreadable
             continue
         seen[key] = folder
         inside = above | {key}
+        folders = []
         for e in entries:
             try:
                 is_folder = e.is_dir()                    # follows links
             except OSError:
                 is_folder = False
             if is_folder:
-                stack.append((e.path, inside))
+                folders.append(e)
             else:
                 yield Path(e.path)
+        # popped in the order of their paths ("NAME/…": "Synth-backup/" before "Synth/")
+        stack.extend((e.path, inside) for e in sorted(folders, key=lambda e: e.name + "/", reverse=True))
 
 
 def same_files(files: list[tuple[Path, str]]) -> dict[str, str]:

@@ -162,6 +162,16 @@ def add_near_links(links: Links, values: np.ndarray, k: int = NEAR_PARAMS, small
                 stack.extend((rows[g], rest) for g in _equal_row_groups(values[np.ix_(rows, band)]))
 
 
+#: Set bits of each byte value (np.bitwise_count, 2.5 times faster here, needs NumPy 2).
+_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _set_bits(rows: np.ndarray) -> np.ndarray:
+    """Set bits of each row of ``rows (n, 8·w)`` uint8, ``(n,)``."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(rows.view(np.uint64)).sum(1, dtype=np.int64)
+    return _BITS[rows].sum(1, dtype=np.int64)
+
 #: Rows compared with each row in :func:`add_step_links`'s sorted order (the CC0 corpus needs 68).
 STEP_WINDOW = 256
 
@@ -188,7 +198,7 @@ def add_step_links(links: Links, values: np.ndarray, m: int = STEP_PARAMS, windo
     # a pair whose bits differ in more than m columns is out at the cost of a few words (a file of
     # voices each nudged by one step in many parameters compared every pair in full)
     parity = np.packbits(values & 1, axis=1)
-    parity = np.ascontiguousarray(np.pad(parity, ((0, 0), (0, -parity.shape[1] % 8)))).view(np.uint64)
+    parity = np.ascontiguousarray(np.pad(parity, ((0, 0), (0, -parity.shape[1] % 8))))   # whole 64-bit words
     # (with d ≤ m columns every row may pair with every other: one band of no columns, one group)
     bands = np.array_split(np.random.default_rng(0).permutation(d), m + 1) if d > m else [np.arange(0)]
     for band in bands:
@@ -211,7 +221,7 @@ def add_step_links(links: Links, values: np.ndarray, m: int = STEP_PARAMS, windo
             alive = alive[:-1] & (g[step:] == g[:-step]) & (s[step:] - s[:-step] <= m)   # fails for every later one too
             if not alive.any():
                 break
-            start = np.flatnonzero(alive & (np.bitwise_count(bits[step:] ^ bits[:-step]).sum(1) <= m))
+            start = np.flatnonzero(alive & (_set_bits(bits[step:] ^ bits[:-step]) <= m))
             a, b = order[start], order[start + step]
             new = links.label[a] != links.label[b]
             a, b = a[new], b[new]

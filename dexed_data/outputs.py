@@ -174,7 +174,8 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, inputs: Iterable[str | 
     over an earlier export took 12 minutes, 40 times a fresh export)."""
     paths = [Path(p) for p in paths]
     inputs = list(inputs)
-    finished = {os.path.realpath(f) for f in finish_killed_publishes([p for p in paths if p.parent.is_dir()])}
+    finished: dict[str, list[Path]] = {}   # each target → what the killed publish that wrote it put in place
+    finish_killed_publishes([p for p in paths if p.parent.is_dir()], finished)
     out = [check_output(p, inputs=inputs, force=force, what=what, _finished=finished) for p in paths]
     names: dict[Path, set[str]] = {}
     for p in paths:
@@ -187,7 +188,7 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, inputs: Iterable[str | 
 
 def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
                  what: str = "output", rendering_ok: bool = False, leftovers: Iterable[str | os.PathLike] = (),
-                 _finished: set[str] | None = None) -> Path:
+                 _finished: dict[str, list[Path]] | None = None) -> Path:
     """Check rules 2–4 for the file ``path`` before any work; returns it as a :class:`Path`.
 
     Args:
@@ -219,7 +220,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
     if _finished is not None:   # (check_outputs: settled for all of its files at once)
-        finished = sorted(_finished) if os.path.realpath(path) in _finished else []
+        finished = _finished.get(os.path.realpath(path), [])
     else:
         finished = finish_killed_publishes([path]) if path.parent.is_dir() else []
     holder = None if rendering_ok else render_holding(path)
@@ -690,7 +691,7 @@ def _published(tmp: Path, target: Path) -> bool:
         return False
 
 
-def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
+def finish_killed_publishes(targets: Iterable[str | os.PathLike], settled: dict | None = None) -> list[Path]:
     """Settle the publish of a command killed inside :func:`together` that wrote one of ``targets``
     (the files a command is about to write: the same command run again, or any command writing
     one of those files), before they are checked. Returns the files it put in place.
@@ -698,7 +699,8 @@ def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
     If none of its renames happened, its temporary files are removed (as if it had been
     interrupted before publishing). Otherwise its other files are renamed into place too, so its
     files appear together, each unless its target changed since that command checked it (another
-    command wrote it: that file is kept and the temporary file removed).
+    command wrote it: that file is kept and the temporary file removed). ``settled`` (if given)
+    gets, for each (real) path a settled publish wrote, the files that publish put in place.
     """
     wanted = _placed(targets)
     finished: list[Path] = []
@@ -707,6 +709,7 @@ def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
             if not wanted & {path for _, path, _ in entries}:
                 continue
             done = [_published(tmp, path) for tmp, path, _ in entries]
+            before = len(finished)
             for (tmp, path, was), published in zip(entries, done):
                 if published:
                     with contextlib.suppress(OSError):
@@ -719,6 +722,9 @@ def finish_killed_publishes(targets: Iterable[str | os.PathLike]) -> list[Path]:
                         finished.append(path)
                     else:
                         tmp.unlink()
+            if settled is not None:
+                for _, path, _ in entries:
+                    settled[os.path.realpath(path)] = finished[before:]
             pid = _JOURNAL_NAME.fullmatch(journal.name)[1]
             for _, path, _ in entries:              # its backups of the files it replaced (hard links: kept
                 with contextlib.suppress(OSError):  # the old contents, hidden, until a --force rerun)

@@ -392,3 +392,28 @@ def test_a_folder_reached_by_many_links_is_walked_once(tmp_path):
     again = {f["path"]: f["problems"][0]["message"] for f in files if f["outcome"] == "same_file"}
     y, x = "x/" * (levels - 1) + "y", "x/" * (levels - 1) + "x"
     assert again[y] == f"{y}: the same folder as {x} (a link to it, or given twice); read once, as {x}"
+
+
+def test_a_folder_reached_twice_is_read_at_its_first_path_in_sorted_order(tmp_path):
+    """R6: the walk took "Synth/patches" before "Synth-backup" (a link to it), where the sorted order of the
+    paths, which picks the file read among two paths to it, takes "Synth-backup/a.syx"; and two arguments
+    with the same inner layout lost one folder's entry (named alike before the files were renamed apart)."""
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None].repeat(2, 0), ["A0", "A1"])
+    (tmp_path / "root" / "Synth" / "patches").mkdir(parents=True)
+    (tmp_path / "root" / "Synth" / "patches" / "a.syx").write_bytes(bank)
+    (tmp_path / "root" / "Synth-backup").symlink_to("Synth/patches")
+    rep = tmp_path / "r.json"
+    assert invoke("import-sysex", tmp_path / "root", "-o", tmp_path / "p.h5", "--report", rep).exit_code == 0
+    files = {f["path"]: f["outcome"] for f in json.loads(rep.read_text())["files"]}
+    assert files == {"Synth-backup/a.syx": "imported", "Synth/patches": "same_file"}
+    for side, level in (("a", 3), ("b", 5)):
+        sub = tmp_path / side / "bank" / "sub"
+        sub.mkdir(parents=True)
+        (sub / "y.syx").write_bytes(sysex.encode_bank(np.minimum(VOICE_MAX, level).astype(np.uint8)[None], ["Y"]))
+        (sub.parent / "s2").symlink_to("sub")
+    rep = tmp_path / "r2.json"
+    assert invoke("import-sysex", tmp_path / "a" / "bank", tmp_path / "b" / "bank", "-o", tmp_path / "q.h5",
+                  "--report", rep).exit_code == 0
+    files = {f["path"]: f["outcome"] for f in json.loads(rep.read_text())["files"]}
+    assert files == {"a/bank/s2/y.syx": "imported", "a/bank/sub": "same_file",
+                     "b/bank/s2/y.syx": "imported", "b/bank/sub": "same_file"}

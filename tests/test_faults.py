@@ -2452,3 +2452,19 @@ def test_export_scans_its_folder_once_not_once_per_file(catalogue, tmp_path, mon
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.parent.iterdir()) == written
     assert len(scans) <= 6, len(scans)   # a few per folder, however many files
+
+
+def test_an_export_killed_while_publishing_is_completed_and_said_so(catalogue, tmp_path):
+    """R6: with the folder scanned once, the rerun of an export killed after its first rename said a bare
+    'already exists' instead of that it had completed the killed run's files."""
+    out = tmp_path / "o" / "bank.syx"
+    code = (f"import os, sys\nsys.argv = ['dexed-data', 'export', {str(catalogue)!r}, '-o', {str(out)!r}, '--all', "
+            "'--single']\nimport dexed_data.outputs as o\nreal = o._rename_checked\n"
+            "def once(tmp, path):\n    real(tmp, path)\n    os._exit(9)\n"
+            "o._rename_checked = once\nfrom dexed_data.cli import main\nmain()\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 9
+    assert len(list(out.parent.glob("bank*.syx"))) == 1
+    res = run(data_app, "export", catalogue, "-o", out, "--all", "--single")
+    assert_clean_error(res, "bank.syx already exists: a run of this command was killed while it put its files in place")
+    whole = sorted(p.name for p in out.parent.iterdir())
+    assert len(whole) > 5 and not [n for n in whole if n.startswith(".")]

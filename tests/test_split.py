@@ -108,6 +108,17 @@ def test_step_links_give_the_brute_force_components():
     assert step_components(few, 3) == [0, 0, 2] and near_components(few, 3) == [0, 0, 0]
 
 
+def test_set_bits_without_numpy_2s_bitwise_count(monkeypatch):
+    """R6: np.bitwise_count needs NumPy 2; pyproject allows NumPy 1.24."""
+    from dexed_data import nearcopy
+
+    rows = np.random.default_rng(0).integers(0, 256, (50, 24), dtype=np.uint8)
+    want = np.unpackbits(rows, axis=1).sum(1)
+    assert nearcopy._set_bits(rows).tolist() == want.tolist()
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    assert nearcopy._set_bits(rows).tolist() == want.tolist()
+
+
 def test_step_links_past_the_window_only_miss_links_never_add_them():
     """A voice and its copy one step up in one parameter, with 300 variants of the same sum between
     them in the sorted order: the window keeps the cost linear and misses them; a long one does not."""

@@ -115,7 +115,7 @@ INIT_VOICE: np.ndarray = _init_voice()
 INIT_NAME = "INIT VOICE"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """Something odd in a file: repaired and kept (``repaired=True``) or rejected.
 
@@ -141,7 +141,7 @@ SKIPPED = frozenset({"stray_bytes", "trailing_garbage"})
 LISTED_PER_CODE = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecodedVoice:
     """One voice found in a file.
 

@@ -172,6 +172,7 @@ def _set_bits(rows: np.ndarray) -> np.ndarray:
         return np.bitwise_count(rows.view(np.uint64)).sum(1, dtype=np.int64)
     return _BITS[rows].sum(1, dtype=np.int64)
 
+
 #: Rows compared with each row in :func:`add_step_links`'s sorted order (the CC0 corpus needs 68).
 STEP_WINDOW = 256
 
@@ -187,7 +188,8 @@ def add_step_links(links: Links, values: np.ndarray, m: int = STEP_PARAMS, windo
     than ``window`` rows follow a row in that order within its band values and sum range (true of
     the CC0 corpus, where the most is 67); beyond, only the ``window`` next ones are compared, so
     that a file of many variants of one voice costs ``N · window``, not ``N²``. Pairs already
-    joined are not compared.
+    joined are not compared, nor pairs whose values' lowest bits differ in more than ``m`` columns
+    (a step flips a value's lowest bit: exact, and cheap).
     """
     values = np.asarray(values)
     n, d = values.shape

@@ -103,7 +103,10 @@ def collect_files(paths: Sequence, repeats: list | None = None) -> list[tuple[Pa
     again: dict[tuple[str, str], tuple[str, str]] = {}   # the same for folders walked already, → their first
     for root in paths:
         base = root.parent if (several or root.is_file()) else root
-        at = lambda p: (Path(os.path.relpath(p, base)).as_posix(), os.path.abspath(p))   # noqa: E731
+        # (the absolute path from the argument's real one: abspath read "L/../A" as "A", where L is a link, R7)
+        real = os.path.realpath(root)
+        at = lambda p: (Path(os.path.relpath(p, base)).as_posix(),   # noqa: E731
+                        os.path.normpath(os.path.join(real, os.path.relpath(p, root))))
         for file in ([root] if root.is_file() else _walk(root)):
             if isinstance(file, tuple):      # a folder walked already, at file[1]
                 again.setdefault(at(file[0]), at(file[1]))
@@ -124,8 +127,11 @@ def collect_files(paths: Sequence, repeats: list | None = None) -> list[tuple[Pa
             break
         names = renamed
     if repeats is not None:   # named as the files are: from the shared folder where two would share a name
-        named = Counter(rel for rel, _ in [*again, *again.values()])
-        name = lambda key: Path(os.path.relpath(key[1], shared)).as_posix() if named[key[0]] > 1 and shared \
+        named: dict[str, set[str]] = {}
+        for rel, absolute in [*again, *again.values()]:
+            named.setdefault(rel, set()).add(absolute)
+        common = os.path.commonpath([shared, *(absolute for _, absolute in again)]) if shared else ""
+        name = lambda key: Path(os.path.relpath(key[1], common)).as_posix() if len(named[key[0]]) > 1 and common \
             else key[0]   # noqa: E731
         repeats.extend(sorted((name(key), name(first)) for key, first in again.items()))
     return sorted(((found[key], name) for key, name in names.items()), key=lambda t: (t[1], str(t[0])))
@@ -138,7 +144,8 @@ def _walk(root: Path):
     Like ``os.walk(followlinks=True)``, in the sorted order of the paths, but a link to a folder that
     holds it (a loop) is skipped, and a folder reached again is walked once, at its first path (audit
     A6: 16 levels of two links each to the next level gave 65,536 paths to one file, 30 levels would
-    never end); again only at a shorter path (R6: the first, too long for the system, lost its files)."""
+    never end). A folder first reached at a path too long for its files (:func:`_long`) is walked
+    once more at the first path that is not (R6: its files were lost), so at most twice (R7)."""
     stack = [(str(root), frozenset())]
     seen: dict[tuple[int, int], str] = {}
     while stack:
@@ -148,7 +155,7 @@ def _walk(root: Path):
             key = (st.st_dev, st.st_ino)
             if key in above:
                 continue                                  # a loop: its files are read where it points
-            if key in seen and len(folder) >= len(seen[key]):
+            if key in seen and (_long(folder) or not _long(seen[key])):
                 yield Path(folder), Path(seen[key])
                 continue
             with os.scandir(folder) as it:
@@ -170,6 +177,15 @@ def _walk(root: Path):
                 yield Path(e.path)
         # popped in the order of their paths ("NAME/…": "Synth-backup/" before "Synth/")
         stack.extend((e.path, inside) for e in sorted(folders, key=lambda e: e.name + "/", reverse=True))
+
+
+#: Longest path the system takes (bytes, its terminating NUL included): Linux's PATH_MAX.
+_PATH_MAX = 4096
+
+
+def _long(folder: str) -> bool:
+    """Whether some file of ``folder`` could be named by a path longer than the system takes."""
+    return len(os.fsencode(folder)) + 1 + 255 >= _PATH_MAX
 
 
 def same_files(files: list[tuple[Path, str]]) -> dict[str, str]:

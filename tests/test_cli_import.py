@@ -417,3 +417,31 @@ def test_a_folder_reached_twice_is_read_at_its_first_path_in_sorted_order(tmp_pa
     files = {f["path"]: f["outcome"] for f in json.loads(rep.read_text())["files"]}
     assert files == {"a/bank/s2/y.syx": "imported", "a/bank/sub": "same_file",
                      "b/bank/s2/y.syx": "imported", "b/bank/sub": "same_file"}
+
+
+def test_links_to_every_level_of_a_chain_walk_each_folder_once_and_dotdot_after_a_link_is_followed(tmp_path):
+    """R7: a folder was walked again at every shorter path (a link to each level of a chain of 150 folders:
+    11,327 report entries, quadratic); "top/L/../A", L a link, was read as "top/A" and one bank dropped."""
+    bank = sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None], ["C"])
+    level, chain = tmp_path / "top" / "a", 40
+    level.mkdir(parents=True)
+    for i in range(chain):
+        level = level / "x"
+        level.mkdir()
+        (level / "s.syx").write_bytes(b"\xf0\x43\x00\x09\x20\x00\xf7")
+        (tmp_path / "top" / f"l{i:03d}").symlink_to(level)
+    (level / "f.syx").write_bytes(bank)
+    rep = tmp_path / "r.json"
+    assert invoke("import-sysex", tmp_path / "top", "-o", tmp_path / "p.h5", "--report", rep).exit_code == 0
+    assert len(json.loads(rep.read_text())["files"]) == 2 * chain + 1     # each file once, each link once
+    for side, value in (("top", 3), ("other", 5)):
+        (tmp_path / "dd" / side / "A").mkdir(parents=True)
+        (tmp_path / "dd" / side / "A" / "x.syx").write_bytes(
+            sysex.encode_bank(np.minimum(VOICE_MAX, value).astype(np.uint8)[None], ["D"]))
+    (tmp_path / "dd" / "other" / "sub").mkdir()
+    (tmp_path / "dd" / "top" / "L").symlink_to("../other/sub")
+    for k, order in enumerate((("top/L/../A", "top/A"), ("top/A", "top/L/../A"))):
+        rep = tmp_path / f"dd{k}.json"
+        args = [tmp_path / "dd" / o for o in order]
+        assert invoke("import-sysex", *args, "-o", tmp_path / f"dd{k}.h5", "--report", rep).exit_code == 0
+        assert sorted(f["imported"] for f in json.loads(rep.read_text())["files"]) == [32, 32]   # both banks

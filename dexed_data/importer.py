@@ -103,10 +103,7 @@ def collect_files(paths: Sequence, repeats: list | None = None) -> list[tuple[Pa
     again: dict[tuple[str, str], tuple[str, str]] = {}   # the same for folders walked already, → their first
     for root in paths:
         base = root.parent if (several or root.is_file()) else root
-        # (the absolute path from the argument's real one: abspath read "L/../A" as "A", where L is a link, R7)
-        real = os.path.realpath(root)
-        at = lambda p: (Path(os.path.relpath(p, base)).as_posix(),   # noqa: E731
-                        os.path.normpath(os.path.join(real, os.path.relpath(p, root))))
+        at = lambda p: (Path(os.path.relpath(p, base)).as_posix(), os.path.abspath(p))   # noqa: E731
         for file in ([root] if root.is_file() else _walk(root)):
             if isinstance(file, tuple):      # a folder walked already, at file[1]
                 again.setdefault(at(file[0]), at(file[1]))
@@ -144,10 +141,12 @@ def _walk(root: Path):
     Like ``os.walk(followlinks=True)``, in the sorted order of the paths, but a link to a folder that
     holds it (a loop) is skipped, and a folder reached again is walked once, at its first path (audit
     A6: 16 levels of two links each to the next level gave 65,536 paths to one file, 30 levels would
-    never end). A folder first reached at a path too long for its files (:func:`_long`) is walked
-    once more at the first path that is not (R6: its files were lost), so at most twice (R7)."""
-    stack = [(str(root), frozenset())]
+    never end). A folder whose walk met a path too long for the system, in it or below it, is walked
+    once more where a shorter path reaches it (R6, R8: those files were lost), so at most twice (R7)."""
+    stack = [(str(root), ())]
     seen: dict[tuple[int, int], str] = {}
+    lossy: set[tuple[int, int]] = set()      # folders whose walk met a path too long (in bytes)
+    again: set[tuple[int, int]] = set()      # walked a second time already
     while stack:
         folder, above = stack.pop()
         try:
@@ -155,16 +154,20 @@ def _walk(root: Path):
             key = (st.st_dev, st.st_ino)
             if key in above:
                 continue                                  # a loop: its files are read where it points
-            if key in seen and (_long(folder) or not _long(seen[key])):
-                yield Path(folder), Path(seen[key])
-                continue
+            if key in seen:
+                if key not in lossy or key in again or len(os.fsencode(folder)) >= len(os.fsencode(seen[key])):
+                    yield Path(folder), Path(seen[key])
+                    continue
+                again.add(key)
             with os.scandir(folder) as it:
                 entries = list(it)
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                lossy.update(above)
             yield Path(folder)                            # listed, so that it is reported as unreadable
             continue
         seen[key] = folder
-        inside = above | {key}
+        inside = (*above, key)
         folders = []
         for e in entries:
             try:
@@ -174,6 +177,8 @@ def _walk(root: Path):
             if is_folder:
                 folders.append(e)
             else:
+                if len(os.fsencode(e.path)) >= _PATH_MAX:   # it cannot be read at this path
+                    lossy.update(inside)
                 yield Path(e.path)
         # popped in the order of their paths ("NAME/…": "Synth-backup/" before "Synth/")
         stack.extend((e.path, inside) for e in sorted(folders, key=lambda e: e.name + "/", reverse=True))
@@ -181,11 +186,6 @@ def _walk(root: Path):
 
 #: Longest path the system takes (bytes, its terminating NUL included): Linux's PATH_MAX.
 _PATH_MAX = 4096
-
-
-def _long(folder: str) -> bool:
-    """Whether some file of ``folder`` could be named by a path longer than the system takes."""
-    return len(os.fsencode(folder)) + 1 + 255 >= _PATH_MAX
 
 
 def same_files(files: list[tuple[Path, str]]) -> dict[str, str]:

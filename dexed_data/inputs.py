@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
-import resource   # (imported when the files run out, it could not be: importing opens one)
+import resource   # here, not when no file descriptor is left: importing it opens a file
 import re
 from pathlib import Path
 

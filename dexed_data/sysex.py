@@ -130,7 +130,8 @@ class Problem:
     param: str | None = None
     repaired: bool = False
     #: items this one stands for: past :data:`LISTED_PER_CODE` of a code in a stretch of a file, the
-    #: rest of that code is one problem (a stray disk image of F0 bytes made millions)
+    #: rest of that code is one problem (a stray disk image of F0 bytes made millions); 0 for the
+    #: problem voices share past that many of their own (counted in ``FileResult.more_voice_problems``)
     count: int = 1
 
 

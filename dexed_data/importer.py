@@ -156,13 +156,15 @@ def _walk(root: Path):
                 continue                                  # a loop: its files are read where it points
             if key in seen:
                 if key not in lossy or key in again or len(os.fsencode(folder)) >= len(os.fsencode(seen[key])):
+                    if key in lossy:   # (R9: what holds this path may reach it shorter elsewhere)
+                        lossy.update(above)
                     yield Path(folder), Path(seen[key])
                     continue
                 again.add(key)
             with os.scandir(folder) as it:
                 entries = list(it)
         except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
+            if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):   # (ELOOP: more than 40 links on the way)
                 lossy.update(above)
             yield Path(folder)                            # listed, so that it is reported as unreadable
             continue
@@ -172,8 +174,10 @@ def _walk(root: Path):
         for e in entries:
             try:
                 is_folder = e.is_dir()                    # follows links
-            except OSError:
+            except OSError as exc:
                 is_folder = False
+                if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):   # it cannot be read at this path
+                    lossy.update(inside)
             if is_folder:
                 folders.append(e)
             else:

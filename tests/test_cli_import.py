@@ -465,3 +465,21 @@ def test_voices_below_a_path_too_long_for_the_system_are_read_through_a_shorter_
     files = json.loads(rep.read_text())["files"]
     assert [f["outcome"] for f in files] == ["rejected", "imported"]   # at the long path, then through z
     assert files[1]["path"] == f"z/{'G' * 240}/{'s' * 200}.syx" and files[1]["imported"] == 32   # (a padded bank)
+
+
+def test_a_file_first_reached_through_more_links_than_the_system_follows_is_read_at_a_shorter_path(tmp_path):
+    """R9: a folder first reached through 41 links (more than the system follows, ELOOP) was walked once,
+    there, and its file was lost though another link reached it directly."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "bank.syx").write_bytes(sysex.encode_bank(np.minimum(VOICE_MAX, 3).astype(np.uint8)[None], ["L"]))
+    real = tmp_path / "top" / "real"
+    for i in range(1, 46):
+        (real / f"c{i}").mkdir(parents=True)
+    for i in range(1, 45):
+        (real / f"c{i}" / "n").symlink_to(f"../c{i + 1}")
+    (real / "c41" / "v.syx").symlink_to(tmp_path / "outside" / "bank.syx")
+    (tmp_path / "top" / "zz").symlink_to("real/c41")
+    rep = tmp_path / "r.json"
+    result = invoke("import-sysex", tmp_path / "top", "-o", tmp_path / "p.h5", "--report", rep)
+    assert result.exit_code == 0, result.output
+    assert sum(f["imported"] for f in json.loads(rep.read_text())["files"]) == 32

@@ -141,11 +141,12 @@ def _walk(root: Path):
     Like ``os.walk(followlinks=True)``, in the sorted order of the paths, but a link to a folder that
     holds it (a loop) is skipped, and a folder reached again is walked once, at its first path (audit
     A6: 16 levels of two links each to the next level gave 65,536 paths to one file, 30 levels would
-    never end). A folder whose walk met a path too long for the system, in it or below it, is walked
-    once more where a shorter path reaches it (R6, R8: those files were lost), so at most twice (R7)."""
+    never end). A folder whose walk met a path the system refused (too long, or through more than 40
+    links), in it or below it, is walked once more where a shorter path reaches it (R6, R8, R9: those
+    files were lost), so at most twice (R7)."""
     stack = [(str(root), ())]
     seen: dict[tuple[int, int], str] = {}
-    lossy: set[tuple[int, int]] = set()      # folders whose walk met a path too long (in bytes)
+    lossy: set[tuple[int, int]] = set()      # folders whose walk met a path the system refused
     again: set[tuple[int, int]] = set()      # walked a second time already
     while stack:
         folder, above = stack.pop()

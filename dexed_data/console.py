@@ -342,9 +342,9 @@ _LESS_MEMORY = {"render": "use fewer --jobs", "fit": "use a smaller --batch-size
 
 def _out_of_memory() -> None:
     """One line for a command that ran out of memory, and exit status 2."""
-    name = _command().split()[-1]
-    advice = _LESS_MEMORY.get(name, "give it a smaller input")
-    print(f"error: out of memory: {_command()} needed more memory than the system could give (no file was left "
+    command = _command()
+    advice = _LESS_MEMORY.get(command.split()[-1], "give it a smaller input")
+    print(f"error: out of memory: {command} needed more memory than the system could give (no file was left "
           f"half-written); close other programs or {advice}, and run it again", file=sys.stderr)
     sys.exit(2)
 

@@ -138,12 +138,17 @@ def open_hdf5(path: str | os.PathLike, what: str, error: type[DexedDataError] = 
     try:
         return _open_checked(path, what, error)
     except OSError as exc:
-        if exc.errno != errno.EMFILE and "Too many open files" not in str(exc):
+        if not _no_descriptor_left(exc):
             raise
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         raise error(f"{path}: cannot be opened: this command has as many files open as the system allows "
                     f"(`ulimit -n`: {soft}); raise the limit (e.g. `ulimit -n {max(4096, 4 * soft)}`) or give "
                     "fewer files at once, and run it again") from None
+
+
+def _no_descriptor_left(exc: OSError) -> bool:
+    """Whether ``exc`` says the process has as many files open as ``ulimit -n`` allows (HDF5 says it in words)."""
+    return exc.errno == errno.EMFILE or "Too many open files" in str(exc)
 
 
 def _open_checked(path: Path, what: str, error: type[DexedDataError]) -> h5py.File:
@@ -159,7 +164,7 @@ def _open_checked(path: Path, what: str, error: type[DexedDataError]) -> h5py.Fi
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        if "Too many open files" in str(exc):   # (said by open_hdf5)
+        if _no_descriptor_left(exc):   # (said by open_hdf5)
             raise
         if hdf5_locked(exc):   # another program writes it
             raise error(f"{path}: open for writing by another program (HDF5 locks it meanwhile); wait until it is "

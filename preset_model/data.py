@@ -160,14 +160,16 @@ def split_ids(ids, fold: int = 0, groups=None, n_folds: int = 5, test_fraction: 
     return Split(fold, n_folds, test_fraction, *(tuple(sorted(sets[s])) for s in ("train", "valid", "test")))
 
 
-def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
+def read_usable(path: str | Path, keep_duplicates: bool = False, keys: bool = True) -> tuple[list[str], np.ndarray, list[str] | None]:
     """Preset ids, usable rows and split keys (one key per near-copy group, so a group shares a split).
 
     Usable: rendered ok, not silent and, unless ``keep_duplicates``, not a duplicate by sound
     (``/duplicate_of >= 0``: its audio equals an earlier preset's). Keys come from
     :func:`preset_model.split.split_keys` (near-copy groups: same name, at most
     :data:`~dexed_data.nearcopy.NEAR_PARAMS` differing learnable parameters, every parameter within
-    one step, same near fingerprint), so near-copies never straddle train and test.
+    one step, same near fingerprint, or mel spectrograms within :data:`~preset_model.split.SOUND_COPY_DB`),
+    so near-copies never straddle train and test. ``keys`` False: None instead of the keys, for a
+    caller that has its split already (a run's): the sound links read every spectrogram once.
     """
     from .split import split_keys
 
@@ -181,10 +183,11 @@ def read_usable(path: str | Path, keep_duplicates: bool = False) -> tuple[list[s
         raw = h5["presets/raw"][:]
         names = h5["presets/name"][:] if near_group is None else None
         near = h5["near_fingerprint"][:] if "near_fingerprint" in h5 else None
+        keys = (list(split_keys(ids, near_group, raw, names, near, rendered & ~silent, h5["mel"] if "mel" in h5 else None))
+                if keys else None)
     ok = rendered & ~silent
     if not keep_duplicates:
         ok &= dup < 0
-    keys = list(split_keys(ids, near_group, raw, names, near, rendered & ~silent))
     return ids, np.flatnonzero(ok), keys
 
 
@@ -365,7 +368,7 @@ def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
     info = read_info(path)
     check_schema(info)
     note_index = info.note_index(notes)
-    ids, usable, keys = read_usable(path, keep_duplicates)
+    ids, usable, keys = read_usable(path, keep_duplicates, keys=split is None)   # a resumed run has its split
     if split is None:
         split = split_ids([ids[r] for r in usable], fold, groups=[keys[r] for r in usable])
     row_of = {ids[r]: r for r in usable}
@@ -374,7 +377,7 @@ def make_datasets(path: str | Path, encoding: str, notes: int, fold: int = 0,
         raise DataError(f"{path}: {len(missing)} presets of the saved split (e.g. {missing[0]}) are not usable rows "
                         f"of this dataset; resume on the dataset the run started with")
     if len(split.train) < 2 or not split.valid:   # batch normalisation needs two presets in a batch
-        raise DataError(_too_small(path, usable, keys, ids, split, keep_duplicates))
+        raise DataError(_too_small(path, usable, keys or read_usable(path, keep_duplicates)[2], ids, split, keep_duplicates))
     if in_memory is None:
         in_memory = fits_in_memory(len(split.train) + len(split.valid), len(note_index), info)
     make = lambda subset, bounds: SpectrogramDataset(path, sorted(row_of[i] for i in subset), encoding,  # noqa: E731

@@ -46,7 +46,7 @@ def split_rows(run: Run, data: Path, split: str) -> tuple[np.ndarray, np.ndarray
     s = Split.from_dict(run.checkpoint["split"])
     # the run's split says which presets it holds: a run fitted with --keep-duplicates has
     # duplicates by sound in it, and they are scored (and serve the baselines) as it trained on them
-    ids, usable, _ = read_usable(data, keep_duplicates=True)
+    ids, usable, _ = read_usable(data, keep_duplicates=True, keys=False)
     row_of = {ids[r]: r for r in usable}
 
     def rows(subset):

@@ -283,7 +283,7 @@ def training_rows(data: str | Path, train_ids=None) -> np.ndarray:
     """Usable rows of ``data`` in the training split: of ``train_ids`` (a run's), else of :func:`~preset_model.data.split_ids` (fold 0)."""
     from .data import read_usable, split_ids
 
-    ids, usable, keys = read_usable(data, keep_duplicates=train_ids is not None)   # a run's: as it trained
+    ids, usable, keys = read_usable(data, keep_duplicates=train_ids is not None, keys=train_ids is None)   # a run's: as it trained
     if train_ids is None:
         train_ids = split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable]).train
     row_of = {ids[r]: r for r in usable}

@@ -3,17 +3,18 @@
 If one copy of a voice lands in training and another in the test set, a test score partly
 measures retrieval of copies. Every preset therefore takes the side of its near-copy group
 (:mod:`dexed_data.nearcopy`: same name, at most :data:`~dexed_data.nearcopy.NEAR_PARAMS`
-differing learnable parameters, every parameter within one step, same near fingerprint), and a
-group's side is a hash of its key (:func:`preset_model.data.split_ids`).
+differing learnable parameters, every parameter within one step, same near fingerprint; and here,
+mel spectrograms within :data:`SOUND_COPY_DB` of each other, whatever the names and parameters),
+and a group's side is a hash of its key (:func:`preset_model.data.split_ids`).
 
 Keys (:func:`split_keys`): a dataset rendered by this version carries each preset's catalogue
 group (``/presets/near_group``, the id of the group's first preset over the whole catalogue), so
 the name and parameter rules give the same key whatever subset of the catalogue was rendered.
-Near fingerprints exist only for rendered presets: groups they join take the smallest of their
-keys; so do the parameter rules among the dataset's own rows (a catalogue imported before the
-one-step rule lacks its links). So a preset's side can change between a subset and the whole
-only when a near-fingerprint twin from another catalogue group is missing from the subset
-(measured on the CC0 corpus: 2.2 % of presets for a random half, docs/RESULTS.md). Older
+Near fingerprints and spectrograms exist only for rendered presets: groups they join take the
+smallest of their keys; so do the parameter rules among the dataset's own rows (a catalogue
+imported before the one-step rule lacks its links). So a preset's side can change between a
+subset and the whole only when a near-fingerprint or sound twin from another catalogue group is
+missing from the subset (measured on the CC0 corpus: docs/RESULTS.md, "Near copies"). Older
 datasets without ``/presets/near_group`` are grouped over their own rows.
 
 Example::
@@ -30,7 +31,14 @@ import numpy as np
 from dexed_data.nearcopy import (NEAR_PARAMS, Links, _chain, _equal_row_groups, add_near_copy_links, fingerprint_links,
                                  learnable_values, near_copy_groups, nearest_distance)
 
-__all__ = ["NEAR_PARAMS", "group_keys", "nearest_distance", "split_keys"]
+__all__ = ["NEAR_PARAMS", "SOUND_COPY_DB", "add_sound_copy_links", "group_keys", "nearest_distance", "split_keys"]
+
+#: Two rendered, audible presets whose dB mel spectrograms differ by at most this much (RMS over
+#: every note, band and frame) share a side of the split, whatever their names and parameters: audit
+#: A8 found test presets 0.02 dB from a training preset (two voices that differ in a break point and
+#: a few envelope rates, another name, and near fingerprints split by a 3 dB step boundary). The
+#: nearest training preset of a test preset is about 6 dB away (median).
+SOUND_COPY_DB = 0.5
 
 
 def group_keys(ids, groups: np.ndarray) -> list[str]:
@@ -47,7 +55,8 @@ def group_keys(ids, groups: np.ndarray) -> list[str]:
 
 
 def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None = None, names=None,
-               near_fingerprints: np.ndarray | None = None, fingerprint_valid: np.ndarray | None = None) -> np.ndarray:
+               near_fingerprints: np.ndarray | None = None, fingerprint_valid: np.ndarray | None = None,
+               mel=None) -> np.ndarray:
     """Split key of every preset of a dataset: ``(N,)`` str.
 
     Args:
@@ -57,6 +66,9 @@ def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None
         raw, names: the presets (``raw`` also links rows by the parameter rules when ``near_group``
             is given: a catalogue imported before the one-step rule lacks those links).
         near_fingerprints, fingerprint_valid: equal near fingerprints of valid rows join groups.
+        mel: ``(N, K, M, F)`` dB mel spectrograms (``/mel``, read in blocks), or None: valid rows
+            whose spectrograms differ by at most :data:`SOUND_COPY_DB` join groups
+            (:func:`add_sound_copy_links`).
     """
     ids = list(ids)
     n = len(ids)
@@ -72,9 +84,92 @@ def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None
         links.add_pairs(fingerprint_links(near_fingerprints, fingerprint_valid))
     if near_group is not None and raw is not None and n:
         add_near_copy_links(links, learnable_values(raw))
+    if mel is not None and n:
+        add_sound_copy_links(links, mel, np.ones(n, bool) if fingerprint_valid is None else fingerprint_valid)
     comp = links.components()
     smallest: dict[int, str] = {}
     for c, k in zip(comp.tolist(), base.tolist()):
         if c not in smallest or k < smallest[c]:
             smallest[c] = k
     return np.array([smallest[c] for c in comp.tolist()], dtype=object)
+
+
+def _block_sums(x: np.ndarray, bm: int, bt: int) -> np.ndarray:
+    """``(n, K, M, F)`` → ``(n, K·⌈M/bm⌉·⌈F/bt⌉)`` float64 sums over blocks of ``bm × bt`` (the last ones smaller)."""
+    s = np.add.reduceat(np.asarray(x, np.float32), np.arange(0, x.shape[2], bm), axis=2)
+    return np.add.reduceat(s, np.arange(0, x.shape[3], bt), axis=3).reshape(len(x), -1).astype(np.float64)
+
+
+def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = SOUND_COPY_DB,
+                         block: int = 256) -> int:
+    """Join every two ``valid`` rows whose dB mel spectrograms differ by at most ``tol_db`` RMS; exact.
+
+    ``mel`` ``(N, K, M, F)`` (an ``h5py`` dataset is read once, in blocks of rows) is summed over
+    blocks of about M/8 bands × F/11 frames, each sum divided by √(its size): by Cauchy–Schwarz
+    the distance of two such summaries is at most the spectrograms' own (their root of the summed
+    squared differences), and the difference of the rows' means is at most their RMS difference.
+    Rows sorted by mean are compared with those whose mean lies within ``tol_db`` (blocks of
+    ``block`` rows, one matrix product each); a pair that passes both bounds and is not joined yet
+    is checked on the full spectrograms. Cost: one read of ``mel``, a few seconds of products for
+    30,000 presets, and a check per candidate pair (measured on the CC0 corpus: about 1,300).
+
+    Returns:
+        the number of links added.
+    """
+    rows = np.flatnonzero(np.asarray(valid, bool))
+    if len(rows) < 2:
+        return 0
+    _, k, m, f = mel.shape
+    bm, bt = -(-m // 8), -(-f // 11)
+    size = _block_sums(np.ones((1, 1, m, f)), bm, bt)[0]                 # entries in each block
+    total = k * m * f
+    feats, sums = [], []
+    for lo in range(0, len(rows), block):
+        part = rows[lo:lo + block]
+        x = mel[int(part[0]):int(part[-1]) + 1]
+        s = _block_sums(x if len(x) == len(part) else x[part - part[0]], bm, bt)
+        sums.append(s.sum(1))
+        feats.append(s / np.sqrt(np.tile(size, k)))
+    feats, mean = np.concatenate(feats), np.concatenate(sums) / total
+    order = np.argsort(mean, kind="stable")
+    feats, mean, rows = feats[order], mean[order], rows[order]
+    sq = np.square(feats).sum(1)
+    limit = total * tol_db * tol_db
+    slack = 2e-9 * float(sq.max())               # rounding of the products (a relative 1e-9: far above float64's)
+    links.flush()
+    parent = {int(r): int(links.label[r]) for r in rows}                  # union-find over rows, seeded joined
+
+    def find(r: int) -> int:
+        while parent.setdefault(r, r) != r:
+            parent[r] = parent.setdefault(parent[r], parent[r])
+            r = parent[r]
+        return r
+
+    cache: dict[int, np.ndarray] = {}
+
+    def full(r: int) -> np.ndarray:
+        if r not in cache:
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[r] = np.asarray(mel[r], np.float64)
+        return cache[r]
+
+    added = []
+    for a in range(0, len(rows), block):
+        b = min(a + block, len(rows))
+        hi = int(np.searchsorted(mean, mean[b - 1] + tol_db, side="right"))
+        d = sq[a:b, None] + sq[None, a:hi] - 2.0 * feats[a:b] @ feats[a:hi].T
+        i, j = np.nonzero(d <= limit + slack)
+        keep = j + a > i + a
+        for p, q in zip((i[keep] + a).tolist(), (j[keep] + a).tolist()):
+            if abs(mean[q] - mean[p]) > tol_db:
+                continue
+            r, s = int(rows[p]), int(rows[q])
+            fr, fs = find(r), find(s)
+            if fr == fs or np.square(full(r) - full(s)).sum() > limit:
+                continue
+            parent[max(fr, fs)] = min(fr, fs)
+            added.append((r, s))
+    if added:
+        links.add_pairs(np.array(added, np.int64))
+    return len(added)

@@ -207,6 +207,58 @@ def test_split_keys_join_groups_by_near_fingerprint():
         == ["a1", "a1", "c3", "d4"]
 
 
+def sound_copy_components(mel, valid, **kw) -> list:
+    from preset_model.split import add_sound_copy_links
+
+    links = Links(len(mel))
+    add_sound_copy_links(links, mel, valid, **kw)
+    return links.components().tolist()
+
+
+def test_sound_copy_links_give_the_brute_force_components(tmp_path):
+    """Rows whose dB mel spectrograms lie within SOUND_COPY_DB RMS are joined, exactly (audit A8), from an
+    array or an HDF5 dataset, in blocks of any size; rows that are not valid never join."""
+    import h5py
+
+    from preset_model.split import SOUND_COPY_DB
+
+    rng = np.random.default_rng(7)
+    base = rng.uniform(-120, 0, (12, 2, 10, 13))
+    mel = np.concatenate([base, base[rng.integers(0, 12, 48)]])
+    # copies at RMS distances around the tolerance (0.3–0.7 dB), some of one level shifted: a mean bound's edge
+    noise = rng.normal(size=mel[12:].shape)
+    noise *= rng.uniform(0.3, 0.7, (48, 1, 1, 1)) / np.sqrt(np.square(noise).mean(axis=(1, 2, 3), keepdims=True))
+    mel[12:] += noise
+    mel[12:20] = mel[rng.integers(0, 12, 8)] + rng.choice([-0.45, 0.55], (8, 1, 1, 1))
+    mel = mel.astype(np.float16)
+    valid = rng.random(60) > 0.15
+    m = mel.astype(np.float64)
+    rms = np.sqrt(np.square(m[:, None] - m[None]).mean(axis=(2, 3, 4)))
+    ok = (rms <= SOUND_COPY_DB) & valid[:, None] & valid[None]
+    want = components(60, ok)
+    assert 0 < sum(a != b for a, b in zip(want, range(60))) and (rms[ok] > 0.3).any()   # links near the bound
+    assert sound_copy_components(mel, valid) == want
+    assert sound_copy_components(mel, valid, block=7) == want
+    with h5py.File(tmp_path / "d.h5", "w") as h5:
+        h5["mel"] = mel
+    with h5py.File(tmp_path / "d.h5") as h5:
+        assert sound_copy_components(h5["mel"], valid, block=5) == want
+    assert sound_copy_components(mel, np.zeros(60, bool)) == list(range(60))
+
+
+def test_split_keys_join_presets_that_sound_the_same_whatever_their_parameters():
+    """Two voices 0.02 dB apart, with other names and groups (audit A8: a break point and a few rates
+    apart), share a key; the same spectrograms of a silent or failed row do not join."""
+    ids = ["a1", "b2", "c3"]
+    groups = np.array([b"a1", b"b2", b"c3"])
+    mel = np.random.default_rng(0).uniform(-100, -20, (3, 2, 8, 9)).astype(np.float32)
+    mel[1] = mel[0] + 0.02
+    assert split_keys(ids, groups, mel=mel).tolist() == ["a1", "a1", "c3"]
+    assert split_keys(ids, groups, fingerprint_valid=np.array([1, 0, 1], bool), mel=mel).tolist() == ["a1", "b2", "c3"]
+    mel[1] += 1.0
+    assert split_keys(ids, groups, mel=mel).tolist() == ["a1", "b2", "c3"]
+
+
 def test_nearest_distance_counts_differing_learnable_parameters():
     rng = np.random.default_rng(4)
     pool = random_presets(50, seed=4)

@@ -113,7 +113,7 @@ def legacy_split(data: Path) -> Split:
         dup = h5["duplicate_of"][:].astype(np.int64)
         groups = h5["presets/sound_group"][:].astype(np.int64)
         cat_rows = h5["presets/catalogue_row"][:].astype(np.int64)
-    _, usable, _ = read_usable(data)
+    _, usable, _ = read_usable(data, keys=False)
     n = len(ids)
     rep = np.where(dup >= 0, dup, np.arange(n))
     g = groups[rep]
@@ -138,7 +138,7 @@ def previous_rule_split(data: Path, catalogue: Path) -> Split:
         valid = (h5["status"][:] == 1) & ~h5["silent"][:].astype(bool)
     keys = split_keys(ids, np.array([group_id[i] for i in ids], "S16"), near_fingerprints=near,
                       fingerprint_valid=valid)
-    _, usable, _ = read_usable(data)
+    _, usable, _ = read_usable(data, keys=False)
     return split_ids([ids[r] for r in usable], 0, groups=[keys[r] for r in usable])
 
 
@@ -164,7 +164,7 @@ def split_stability(data: Path, catalogue: Path, fractions=(0.5, 0.1), seed: int
     """Share of usable presets whose side changes when only a random part of the catalogue is rendered.
 
     Simulates ``render --ids`` of a random subset: catalogue-wide near-copy groups (as
-    ``import-sysex`` stores them), near fingerprints only among the subset.
+    ``import-sysex`` stores them), near fingerprints and sound copies only among the subset.
     """
     from dexed_data.catalogue import read_catalogue
     from preset_model.split import split_keys
@@ -175,12 +175,21 @@ def split_stability(data: Path, catalogue: Path, fractions=(0.5, 0.1), seed: int
         ids = [b.decode() for b in h5["presets/id"][:]]
         near = h5["near_fingerprint"][:]
         valid = (h5["status"][:] == 1) & ~h5["silent"][:].astype(bool)
-    _, usable, _ = read_usable(data)
+    _, usable, _ = read_usable(data, keys=False)
     usable_set = set(usable.tolist())
 
+    class Subset:
+        """``/mel`` of ``rows`` only (ascending), as ``split_keys`` reads a dataset's: by slices and rows."""
+        def __init__(self, mel, rows):
+            self.mel, self.rows, self.shape = mel, rows, (len(rows), *mel.shape[1:])
+
+        def __getitem__(self, i):
+            return self.mel[self.rows[i]] if isinstance(i, slice) else self.mel[int(self.rows[i])]
+
     def sides(rows):
-        keys = split_keys([ids[r] for r in rows], np.array([group_id[ids[r]] for r in rows], "S16"),
-                          near_fingerprints=near[rows], fingerprint_valid=valid[rows])
+        with h5py.File(data, "r") as h5:
+            keys = split_keys([ids[r] for r in rows], np.array([group_id[ids[r]] for r in rows], "S16"),
+                              near_fingerprints=near[rows], fingerprint_valid=valid[rows], mel=Subset(h5["mel"], rows))
         kept = [(ids[r], k) for r, k in zip(rows, keys) if r in usable_set]
         s = split_ids([i for i, _ in kept], 0, groups=[k for _, k in kept])
         return {i: name for name in ("train", "valid", "test") for i in getattr(s, name)}
@@ -504,7 +513,7 @@ def main(argv=None) -> None:
                "The model does not beat kNN at this scale on any of these three measures.")
     with h5py.File(data, "r") as h5:
         n_presets = len(h5["presets/id"])
-    _, usable, _ = read_usable(data)
+    _, usable, _ = read_usable(data, keys=False)
     res = {"out_name": args.out.name, "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
            # the command as given (audit Y7: the text named the CC0 corpus and dropped options it was not run with)
            "command": "python tools/cpu_experiment.py " + shlex.join(sys.argv[1:]),

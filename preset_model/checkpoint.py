@@ -79,7 +79,52 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if ckpt.get("schema_hash") != SCHEMA_HASH:
         raise CheckpointError(f"{path}: trained with parameter schema {ckpt.get('schema_hash')}, but this code uses "
                               f"schema {SCHEMA_HASH}; its outputs would decode to the wrong parameters")
+    why = _damaged(ckpt)
+    if why:
+        raise CheckpointError(_unreadable(path, ckpt, why))
     return ckpt
+
+
+def _unreadable(path: Path, ckpt: dict, why: str) -> str:
+    """The one line for a checkpoint whose header is right and whose contents are not."""
+    wrote = ckpt.get("package_version")
+    if wrote == __version__:
+        return f"{path}: {why}; the checkpoint is damaged: train again (or use a copy made before the damage)"
+    return (f"{path}: {why}; it was written by preset_model {wrote or '(version unknown)'} and this is {__version__}: "
+            "use that version, or train again")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The line of an exception's text that says what is wrong (torch heads a load error with a line of its own)."""
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _damaged(ckpt: dict) -> str | None:
+    """What a checkpoint lacks that every reader needs (audit A8), or None."""
+    import math
+
+    for key in ("model", "model_config", "train_config", "split"):
+        if not isinstance(ckpt.get(key), dict):
+            return f"its {key!r} is {'missing' if key not in ckpt else 'not a dict'}"
+    split = ckpt["split"]
+    for key in ("train", "valid", "test"):
+        if not isinstance(split.get(key), (list, tuple)) or not all(isinstance(i, str) for i in split[key]):
+            return f"its split has no list of {key} preset ids"
+    for key in ("fold", "n_folds"):
+        if not isinstance(split.get(key), int):
+            return f"its split has no {key}"
+    if not isinstance(split.get("test_fraction"), (int, float)):
+        return "its split has no test_fraction"
+    b = ckpt.get("mel_bounds")
+    if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in b)
+            and b[0] < b[1]):
+        return f"its mel_bounds {b!r} are not two dB levels, low then high"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()):
+        return "its model weights are not tensors"
+    return None
 
 
 def check_dataset_schema(ckpt: dict, dataset_schema_hash: str, dataset_path: str | Path) -> None:
@@ -92,10 +137,34 @@ def check_dataset_schema(ckpt: dict, dataset_schema_hash: str, dataset_path: str
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     """A trained :class:`~preset_model.model.PresetModel` (eval mode) and its checkpoint dict."""
-    from .model import ModelConfig, PresetModel
+    from .model import PresetModel
 
     ckpt = load_checkpoint(path, map_location)
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
-    model = PresetModel(cfg)
-    model.load_state_dict(ckpt["model"])
+    cfg = model_config(ckpt, path)
+    try:
+        model = PresetModel(cfg)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:   # settings that do not fit the weights
+        raise CheckpointError(_unreadable(Path(path), ckpt, f"its model does not fit its settings ({_first_line(exc)})")) from None
     return model.to(map_location).eval(), ckpt
+
+
+def model_config(ckpt: dict, path: str | Path):
+    """The checkpoint's :class:`~preset_model.model.ModelConfig`; :class:`CheckpointError` if its settings are not one."""
+    from .model import ModelConfig
+
+    return _config(ModelConfig, ckpt, "model_config", path)
+
+
+def train_config(ckpt: dict, path: str | Path):
+    """The checkpoint's :class:`~preset_model.train.TrainConfig`; :class:`CheckpointError` if its settings are not one."""
+    from .train import TrainConfig
+
+    return _config(TrainConfig, ckpt, "train_config", path)
+
+
+def _config(cls, ckpt: dict, key: str, path: str | Path):
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt[key].items()})
+    except (TypeError, ValueError) as exc:     # a field this version lacks, or a value it refuses
+        raise CheckpointError(_unreadable(Path(path), ckpt, f"its {key} is not one this version reads ({_first_line(exc)})")) from None

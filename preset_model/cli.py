@@ -263,16 +263,14 @@ def fit(
         train_args["keep_duplicates"] = True
     base, model_cfg = TrainConfig(), None
     if resume:  # options not given keep the checkpoint's values; given ones must agree with it (checked in fit)
-        from .checkpoint import load_checkpoint
-        from .model import ModelConfig
-
+        from .checkpoint import load_checkpoint, model_config as saved_model_config, train_config
         from .train import settle_run_folder
 
         # a kill between the renames of an epoch (the first one included): its files first, on every rank alike
         _plain(settle_run_folder, out, int(os.environ.get("RANK", "0")))
         ckpt = _plain(load_checkpoint, out / "last.pt")
-        base = TrainConfig(**ckpt["train_config"])
-        saved = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
+        base = _plain(train_config, ckpt, out / "last.pt")
+        saved = _plain(saved_model_config, ckpt, out / "last.pt")
         if size:   # a size sets all its fields ("paper" is the defaults; --size paper on a tiny run was ignored)
             sized = model_config(size)
             differ = sorted({k for fields in SIZES.values() for k in fields if getattr(sized, k) != getattr(saved, k)})

@@ -634,7 +634,7 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
         on_cpu = cfg is not None and _device(cfg.device, local_rank).type == "cpu"
-        model_cfg, cfg = _resumed_configs(ckpt, model_cfg, cfg, on_cpu)
+        model_cfg, cfg = _resumed_configs(ckpt, model_cfg, cfg, on_cpu, out / "last.pt")
     elif any((out / name).exists() for name in RUN_RECORDS):   # best.pt alone too: a finished run kept small
         held = ", ".join(name for name in RUN_RECORDS if (out / name).exists())
         raise CheckpointError(f"{out} already holds a run ({held}); pass --resume to continue it or choose another "
@@ -880,13 +880,14 @@ def _check_resumed_data(ckpt: dict, data) -> None:
                               f"({'; '.join(diffs)}); resume on the dataset the run started with")
 
 
-def _resumed_configs(ckpt: dict, model_cfg: ModelConfig | None,
-                     cfg: TrainConfig | None, on_cpu: bool = False) -> tuple[ModelConfig, TrainConfig]:
+def _resumed_configs(ckpt: dict, model_cfg: ModelConfig | None, cfg: TrainConfig | None, on_cpu: bool = False,
+                     path: str | Path = "last.pt") -> tuple[ModelConfig, TrainConfig]:
     """The checkpoint's configs, after checking that the requested ones (if any) agree with them.
     ``on_cpu``: resumed on the CPU, where mixed precision is off whatever ``amp`` says, so a run's
     ``amp`` is kept (for a later GPU resume) without refusing ``--no-amp`` (audit A3)."""
-    saved_model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()})
-    saved_train = TrainConfig(**ckpt["train_config"])
+    from .checkpoint import model_config, train_config
+
+    saved_model, saved_train = model_config(ckpt, path), train_config(ckpt, path)
     if model_cfg is not None:
         asked = replace(model_cfg, n_mels=saved_model.n_mels, frames=saved_model.frames)
         diff = {k: (v, getattr(asked, k)) for k, v in asdict(saved_model).items() if getattr(asked, k) != v}

@@ -490,7 +490,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
             "    save_checkpoint(sys.argv[1], {'model': {'w': torch.zeros(100000)}})\n"
             "except CheckpointError as e:\n"
             "    print('error:', e, file=sys.stderr); sys.exit(2)\n")
-    from preset_model.checkpoint import load_checkpoint, save_checkpoint
+    from preset_model.checkpoint import save_checkpoint
 
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"w": np.ones(3).tolist()}, "epoch": 7})
@@ -498,7 +498,9 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
     proc = run_limited(["-c", code, str(path)], 100_000, tmp_path)   # python -c: "-m" is not needed
     line = assert_clean_process_error(proc, "last.pt")
     assert "inline_container" not in line, line       # torch's internals are not the message
-    assert snapshot(path) == before and load_checkpoint(path)["epoch"] == 7
+    import torch
+
+    assert snapshot(path) == before and torch.load(path, weights_only=True)["epoch"] == 7
     assert leftovers(tmp_path) == []
 
 
@@ -789,6 +791,37 @@ def test_evaluate_refuses_a_folder_as_output_and_names_a_foreign_checkpoint(fitt
     line = assert_clean_error(run(model_app, "evaluate", junk, "-o", tmp_path / "e"),
                               "not a checkpoint written by `preset-model fit`", "give a run folder")
     assert "weights_only" not in line
+
+
+def test_a_checkpoint_with_a_right_header_and_wrong_contents_is_one_line(fitted, tmp_path):
+    """Audit A8: settings a later version could add, missing records, bounds and weights that do not fit were
+    tracebacks (TypeError, KeyError, RuntimeError) in evaluate, match and fit --resume."""
+    import shutil
+
+    import torch
+
+    good = torch.load(fitted.mlp1 / "last.pt", weights_only=True)
+    cases = {
+        "model_config": lambda c: c["model_config"].update(attention=True),
+        "split": lambda c: c.pop("split"),
+        "mel_bounds": lambda c: c.update(mel_bounds=["a", "b"]),
+        "fit its settings": lambda c: c["model_config"].update(mlp_hidden=c["model_config"]["mlp_hidden"] + 1),
+        "not a dict": lambda c: c.update(model="weights"),
+    }
+    for n, (said, damage) in enumerate(cases.items()):
+        ckpt = {**good, "model_config": dict(good["model_config"])}
+        damage(ckpt)
+        bad = tmp_path / f"c{n}.pt"
+        torch.save(ckpt, bad)
+        assert_clean_error(run(model_app, "evaluate", bad, "-o", tmp_path / f"e{n}", "--limit", "1"),
+                           str(bad), said, "damaged")
+    ckpt = {**good, "train_config": {**good["train_config"], "schedule": "cosine"}, "package_version": "9.9"}
+    folder = tmp_path / "run"
+    shutil.copytree(fitted.mlp1, folder)
+    torch.save(ckpt, folder / "last.pt")
+    assert_clean_error(run(model_app, "fit", "--data", fitted.data, "--out", folder, "--resume", "--epochs", "9"),
+                       "last.pt", "train_config", "schedule", "preset_model 9.9", "use that version")
+    assert not (tmp_path / "e0.json").exists()
 
 
 def test_more_absurd_values_and_versions(catalogue, dataset, fitted, tmp_path):

@@ -357,6 +357,7 @@ def markdown(res: dict) -> str:
                                      f"{res['out_name']}\n--results docs/RESULTS.md{minutes}{compare}")
     cc0 = res.get("corpus", "dx7-cc0") == "dx7-cc0"
     corpus = "the whole CC0 corpus" if cc0 else f"the corpus {res['corpus']}"
+    sound = f",\nor mel spectrograms within {res['sound_copy_db']} dB RMS" if "sound_copy_db" in res else ""   # since 2026-12-03
     text = f"""# Results: does the model learn? (CPU scale, {corpus}, near-copy split)
 
 Made by one command, `{command}` ({res['date']}, {res['machine']}). Every number below is in
@@ -366,7 +367,7 @@ Made by one command, `{command}` ({res['date']}, {res['machine']}). Every number
 (4 s, 22,050 Hz) as 64-band mel spectrograms with hop 1024 (64 × 87 per note, `render --n-mels 64 --hop 1024`);
 {res['usable']:,} usable (rendered, not silent, not a duplicate by sound). Split: 20 % test, the rest 5 folds
 (fold 0 validates), **by near-copy group**: presets with the same name, within {res['near_params']} of the 144
-learnable parameters, one step apart in each of up to {res.get('step_params', 0)} of them, or with the same near fingerprint
+learnable parameters, one step apart in each of up to {res.get('step_params', 0)} of them, with the same near fingerprint{sound}
 share a side (dexed_data/nearcopy.py explains both numbers).
 Train / validation / test: {res['split_sizes']['train']:,} / {res['split_sizes']['valid']:,} / {res['split_sizes']['test']:,}.
 
@@ -411,7 +412,7 @@ learnable parameters: {nc['within_1']:.1%}, {nc['within_5']:.1%}, {nc['within_10
 one within one step on every learnable parameter); on the old
 split (ids hashed alone, only identical sounds grouped) {old['within_1']:.1%}, {old['within_5']:.1%}, {old['within_10']:.1%}.
 Stability: rendering only a random half (a tenth) of the catalogue moves {res['stability']['0.5']:.1%}
-({res['stability']['0.1']:.1%}) of the presets to another side, all through near-fingerprint links between
+({res['stability']['0.1']:.1%}) of the presets to another side, all through {'near-fingerprint and sound' if sound else 'near-fingerprint'} links between
 catalogue groups (the name and parameter groups come from the whole catalogue and never move).
 kNN's MFCC-40 MAE goes from {res['eval']['knn-old']['audio']['mfcc40_mae']['mean']:.2f} on the old split to
 {knn['audio']['mfcc40_mae']['mean']:.2f} on this one: that difference is what copies bought it.
@@ -522,6 +523,7 @@ def main(argv=None) -> None:
            "seeds": args.seeds, "minutes": args.minutes, "steps": args.steps, "batch_size": args.batch_size,
            "lr": args.lr, "beta": args.beta, "anneal": args.anneal, "num_loss": args.num_loss, "eval_limit": args.eval_limit, "near_params": __import__("preset_model.split").split.NEAR_PARAMS,
            "step_params": __import__("dexed_data.nearcopy").nearcopy.STEP_PARAMS,
+           "sound_copy_db": __import__("preset_model.split").split.SOUND_COPY_DB,
            "split_sizes": {k: len(getattr(new, k)) for k in ("train", "valid", "test")},
            "parameters": int(sum(v.numel() for k, v in ckpt["model"].items() if "running" not in k
                                  and "num_batches" not in k)),

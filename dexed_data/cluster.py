@@ -139,11 +139,12 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
         ids = Path(ids_file).absolute() if ids_file is not None and Path(ids_file).is_file() else ids_file
         # the whole selection, to size the plan and to recognise a finished output; read here, not on workers
         job = render.plan_job(catalogue_path, config, ids_file, limit, None, render.SEGMENT_SIZE)
+        work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
         if out.exists():
             render.check_finished(out, job)
+            _remove_finished_shards(work, job, out)
             return render.summarize_output(out, 0, time.perf_counter() - t0)
         plan = ClusterPlan.for_selection(job.selection_size, shards)
-        work = Path(work_dir).absolute() if work_dir is not None else out.with_name(out.name + ".shards")
         _make_work_dir(work)
         # the shard folder's lock too: two jobs sharing a --work-dir each deleted the shards after
         # merging them, and the other's merge then met files gone (a traceback after its output was published)
@@ -165,16 +166,37 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
                         with contextlib.suppress(OSError):
                             work.rmdir()
                     raise
-            merge(paths, out)
-            try:   # the output is published: a shard that cannot be removed only leaves the folder behind
-                for p in [*paths, work / "job.json"]:
-                    p.unlink(missing_ok=True)
-                work.rmdir()   # only when empty: it may be a shared folder holding other things
-            except OSError as exc:
-                if exc.errno != errno.ENOTEMPTY:
-                    print(f"warning: cannot remove the shard files in {work} ({exc.strerror or exc}); {out} is "
-                          "whole: delete that folder yourself", file=sys.stderr)
+            merge(paths, out)   # a signal once it has published changes nothing (console.outputs_published)
+            _remove_shards(work, paths, out)
             return render.summarize_output(out, rendered, time.perf_counter() - t0)
+
+
+def _remove_shards(work: Path, paths: list[Path], out: Path) -> None:
+    """The shard files and job record of a job whose output ``out`` is published, and ``work`` if that
+    leaves it empty (it may be a shared folder holding other things)."""
+    try:   # a shard that cannot be removed only leaves the folder behind
+        for p in [*paths, work / "job.json"]:
+            p.unlink(missing_ok=True)
+        work.rmdir()
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:
+            print(f"warning: cannot remove the shard files in {work} ({exc.strerror or exc}); {out} is "
+                  "whole: delete that folder yourself", file=sys.stderr)
+
+
+def _remove_finished_shards(work: Path, job, out: Path) -> None:
+    """``work``'s shards when its ``job.json`` is ``job``'s, whose output is whole: a job stopped between
+    its merge and the removal of its shards (audit A7), or finished by a local render, left them."""
+    try:
+        found = json.loads((work / "job.json").read_text())
+        plan = ClusterPlan(int(found["selection_size"]), int(found["segment_size"]), int(found["shards"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    mine = json.loads(json.dumps(render.job_record(job)))
+    if any(found.get(k) != v for k, v in mine.items() if k != "segment_size"):
+        return
+    with render.JobLock(work, "cluster render job", ", or give this one another --work-dir"):
+        _remove_shards(work, [plan.shard_path(work, k) for k in range(plan.shards)], out)
 
 
 def _make_work_dir(work: Path) -> None:
@@ -270,7 +292,29 @@ def _connect(cluster: str):
 
 def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Path], selection_hash: str,
                 progress: bool, args: tuple) -> int:
-    """Submit one task per shard in ``todo``, follow them to the end; presets rendered by this run."""
+    """Submit one task per shard in ``todo``, follow them to the end; presets rendered by this run.
+
+    A ``local:N`` cluster's workers are not daemons for the cluster's whole life: a nanny reads that
+    setting again when it restarts a worker that died (killed, out of memory), and a daemon cannot
+    start the render's process (audit A7: one dead worker failed the job)."""
+    import dask
+
+    with dask.config.set({"distributed.worker.daemon": False}) if local_workers(cluster) else contextlib.nullcontext():
+        return _follow_shards(cluster, plan, todo, paths, selection_hash, progress, args)
+
+
+def shard_key(selection_hash: str, shard_path: Path, k: int, n: int) -> str:
+    """The Dask key of shard ``k`` of ``n``: the shard file's path makes it a job's own (two jobs of one
+    selection with other settings share a scheduler: with the same keys, the second one's tasks were
+    taken for the first's and its shards never written, audit A7); a rerun of the job has the same."""
+    import hashlib
+
+    where = hashlib.sha256(str(Path(shard_path).absolute()).encode()).hexdigest()[:12]
+    return f"dexed-render-{selection_hash}-{where}-shard-{k}-of-{n}"
+
+
+def _follow_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Path], selection_hash: str,
+                   progress: bool, args: tuple) -> int:
     from distributed import as_completed
     from dexed_data.console import interrupts_deferred, progress as progress_bar
 
@@ -286,7 +330,7 @@ def _run_shards(cluster: str, plan: ClusterPlan, todo: list[int], paths: list[Pa
     futures: dict = {}
     try:
         futures = {client.submit(_render_shard, k, plan.shards, str(paths[k]), *args,
-                                 key=f"dexed-render-{selection_hash}-shard-{k}-of-{plan.shards}",
+                                 key=shard_key(selection_hash, paths[k], k, plan.shards),
                                  retries=2, pure=False): k for k in todo}
         for fut in as_completed(futures):
             k = futures[fut]

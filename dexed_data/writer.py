@@ -349,7 +349,11 @@ def write_dataset(path: Path, header: DatasetHeader, presets: PresetTable, block
                         sink.write_bytes(row, name, np.ascontiguousarray(value, header.storage.dtype(name)))
                 sink.sync()
         finish_layout(partial, header, blocks)
-        publish(partial, path)
+        from .console import interrupts_deferred, outputs_published
+
+        with interrupts_deferred():   # published: a signal changes nothing now (audit A7: it said "interrupted")
+            publish(partial, path)
+            outputs_published()
     except (OSError, OutputError) as exc:   # a full disk, a folder that vanished: nothing half-written stays behind
         from .outputs import failure_reason
 

@@ -389,3 +389,76 @@ def test_shards_that_cannot_be_removed_after_the_merge_are_a_warning(catalogue, 
     assert summary.rendered == 4 and out.exists()
     assert f"warning: cannot remove the shard files in {work} (Operation not permitted); {out} is whole" \
         in capsys.readouterr().err
+
+
+def test_a_local_cluster_worker_killed_mid_job_is_restarted_and_the_job_ends(catalogue, reference, tmp_path):
+    """Audit A7: the nanny restarted a killed local:N worker as a daemon, which cannot start the render's
+    process, so one dead worker failed the whole job. With one worker, every shard after the kill runs
+    on the restarted one."""
+    before = {p.pid for p in psutil.Process().children()}
+    work = tmp_path / "work"
+    killed: list[int] = []
+
+    def kill_the_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if list(work.glob("shard-*.h5")):
+                workers = [p for p in psutil.Process().children() if p.pid not in before
+                           and "spawn_main" in " ".join(p.cmdline())]
+                if workers:
+                    _kill_tree(workers[0].pid)
+                    killed.append(workers[0].pid)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    summary = render_on_cluster(catalogue, tmp_path / "cluster.h5", CFG, cluster="local:1", work_dir=work,
+                                limit=N, progress=False)
+    killer.join()
+    assert killed, "no worker was killed: the job ended before any shard finished?"
+    assert (summary.presets, summary.ok) == (N, N)
+    assert_same_data(tmp_path / "cluster.h5", reference)
+
+
+def test_two_jobs_of_one_selection_share_a_scheduler(catalogue, reference, scheduler, tmp_path):
+    """Audit A7: task keys came from the selection and the shard number only, so a second job of the same
+    presets with other settings, on the same scheduler at the same time, had its tasks taken for the
+    first's and failed ("no such shard file")."""
+    base = [sys.executable, "-m", "dexed_data", "render", str(catalogue), "--limit", str(N), "--hold", "0.3",
+            "--release", "0.2", "--store", "mel", "--compression", "lzf", "--cluster", scheduler, "--no-progress"]
+    jobs = [subprocess.Popen([*base, "-o", str(tmp_path / "a.h5"), "--notes", "40:85,60:127"], stderr=subprocess.PIPE,
+                             text=True),
+            subprocess.Popen([*base, "-o", str(tmp_path / "b.h5"), "--notes", "60:100"], stderr=subprocess.PIPE, text=True)]
+    for proc in jobs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert_same_data(tmp_path / "a.h5", reference)
+    other = RenderConfig(notes=((60, 100),), hold=0.3, release=0.2, store=("mel",), compression="lzf")
+    render_dataset(catalogue, tmp_path / "b1.h5", other, jobs=1, progress=False, limit=N)
+    with h5py.File(tmp_path / "b.h5", "r") as b, h5py.File(tmp_path / "b1.h5", "r") as b1:
+        assert b["mel"][...].tobytes() == b1["mel"][...].tobytes()
+    assert cluster.shard_key("h", tmp_path / "a" / "s.h5", 0, 2) != cluster.shard_key("h", tmp_path / "b" / "s.h5", 0, 2)
+
+
+def test_shards_left_by_a_stop_after_the_merge_are_removed_by_the_rerun(catalogue, reference, tmp_path, monkeypatch):
+    """Audit A7: a cluster render stopped between publishing OUT and removing its shards left them for good;
+    the rerun said OUT was whole and kept them. Another job's shard folder is never touched."""
+    work = tmp_path / "work"
+
+    def stop(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cluster, "_remove_shards", stop)
+    with pytest.raises(KeyboardInterrupt):
+        render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=work, limit=N, progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "c.h5").exists() and list(work.glob("shard-*.h5")) and (work / "job.json").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "job.json").write_text((work / "job.json").read_text().replace('"selection_size": 36', '"selection_size": 5'))
+    render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=other, limit=N, progress=False)
+    assert (other / "job.json").exists()
+    summary = render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=work, limit=N,
+                                progress=False)
+    assert summary.ok == N and not work.exists()
+    assert_same_data(tmp_path / "c.h5", reference)

@@ -340,6 +340,42 @@ def test_a_signal_once_the_output_is_published_changes_nothing(catalogue, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
 
 
+def test_a_signal_once_a_merge_is_published_changes_nothing(catalogue, tmp_path, monkeypatch):
+    # audit A7: merge said "interrupted ... run the same command again" (exit 130) after its output was
+    # whole, and the same command was then refused ("already exists")
+    import dexed_data.outputs as outputs
+    from dexed_data import console
+    from dexed_data.merge import merge
+    from dexed_data.render import RenderConfig, Shard, render_dataset
+
+    cfg = RenderConfig(notes=((60, 85),), hold=0.2, release=0.1)
+    shards = [tmp_path / f"s{k}.h5" for k in range(2)]
+    for k, path in enumerate(shards):
+        render_dataset(catalogue, path, cfg, jobs=1, progress=False, limit=4, shard=Shard(k, 2), segment_size=2)
+    real = outputs.publish
+
+    def publish_then_signal(source, target, *args, **kwargs):
+        real(source, target, *args, **kwargs)
+        if Path(target).name == "m.h5":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(outputs, "publish", publish_then_signal)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    console._installed.clear()
+    for s in before:
+        signal.signal(s, signal.SIG_DFL)
+    console._install()
+    try:
+        assert merge(shards, tmp_path / "m.h5") == tmp_path / "m.h5"
+    finally:
+        console._installed.clear()
+        for s, h in before.items():
+            signal.signal(s, h)
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        assert len(f["status"]) == 4
+
+
 def test_a_disk_too_full_to_finish_or_to_lock_gives_one_line_and_the_rerun_finishes(catalogue, tmp_path, monkeypatch):
     # HDF5 meeting a full disk while finishing could not close the file: 110 lines of errors and a
     # segmentation fault; a full disk when the lock file was written gave a traceback

@@ -357,7 +357,7 @@ def markdown(res: dict) -> str:
                                      f"{res['out_name']}\n--results docs/RESULTS.md{minutes}{compare}")
     cc0 = res.get("corpus", "dx7-cc0") == "dx7-cc0"
     corpus = "the whole CC0 corpus" if cc0 else f"the corpus {res['corpus']}"
-    sound = f",\nor mel spectrograms within {res['sound_copy_db']} dB RMS" if "sound_copy_db" in res else ""   # since 2026-12-03
+    sound = f",\nor mel spectrograms within {res['sound_copy_db']} dB of each other on average" if "sound_copy_db" in res else ""   # since 2026-12-03
     text = f"""# Results: does the model learn? (CPU scale, {corpus}, near-copy split)
 
 Made by one command, `{command}` ({res['date']}, {res['machine']}). Every number below is in

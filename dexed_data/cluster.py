@@ -32,7 +32,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import json
 import multiprocessing
@@ -148,7 +147,7 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
         _make_work_dir(work)
         # the shard folder's lock too: two jobs sharing a --work-dir each deleted the shards after
         # merging them, and the other's merge then met files gone (a traceback after its output was published)
-        with render.JobLock(work, "cluster render job", ", or give this one another --work-dir"):
+        with _locked_work(work):
             fresh = not (work / "job.json").exists()
             _claim_work_dir(work, job, plan, out, cluster)
 
@@ -162,26 +161,37 @@ def render_on_cluster(catalogue_path, out_path, config: render.RenderConfig, clu
                                                  plan.segment_size, job.command))
                 except RenderError:   # e.g. no scheduler at --cluster: a job that never started leaves nothing behind
                     if fresh and not any(p.exists() for p in paths):
-                        (work / "job.json").unlink(missing_ok=True)
-                        with contextlib.suppress(OSError):
-                            work.rmdir()
+                        (work / "job.json").unlink(missing_ok=True)   # and its folder (_locked_work)
                     raise
             merge(paths, out)   # a signal once it has published changes nothing (console.outputs_published)
             _remove_shards(work, paths, out)
             return render.summarize_output(out, rendered, time.perf_counter() - t0)
 
 
+@contextlib.contextmanager
+def _locked_work(work: Path):
+    """The shard folder's lock: ``.job.json.lock`` inside it, not beside it (audit A7: a --work-dir of
+    one's own in a folder one cannot write, as /scratch/$USER, was refused). When the job's record is
+    gone at the end (its output published, or a job that never started), the folder goes too if
+    nothing else is in it (it may be a shared folder holding other things)."""
+    try:
+        with render.JobLock(work / "job.json", "cluster render job", ", or give this one another --work-dir",
+                            where="--work-dir"):
+            yield
+    finally:
+        if not (work / "job.json").exists():
+            with contextlib.suppress(OSError):
+                work.rmdir()
+
+
 def _remove_shards(work: Path, paths: list[Path], out: Path) -> None:
-    """The shard files and job record of a job whose output ``out`` is published, and ``work`` if that
-    leaves it empty (it may be a shared folder holding other things)."""
+    """The shard files and job record of a job whose output ``out`` is published."""
     try:   # a shard that cannot be removed only leaves the folder behind
         for p in [*paths, work / "job.json"]:
             p.unlink(missing_ok=True)
-        work.rmdir()
     except OSError as exc:
-        if exc.errno != errno.ENOTEMPTY:
-            print(f"warning: cannot remove the shard files in {work} ({exc.strerror or exc}); {out} is "
-                  "whole: delete that folder yourself", file=sys.stderr)
+        print(f"warning: cannot remove the shard files in {work} ({exc.strerror or exc}); {out} is "
+              "whole: delete that folder yourself", file=sys.stderr)
 
 
 def _remove_finished_shards(work: Path, job, out: Path) -> None:
@@ -195,7 +205,7 @@ def _remove_finished_shards(work: Path, job, out: Path) -> None:
     mine = json.loads(json.dumps(render.job_record(job)))
     if any(found.get(k) != v for k, v in mine.items() if k != "segment_size"):
         return
-    with render.JobLock(work, "cluster render job", ", or give this one another --work-dir"):
+    with _locked_work(work):
         _remove_shards(work, [plan.shard_path(work, k) for k in range(plan.shards)], out)
 
 

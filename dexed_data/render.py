@@ -789,11 +789,11 @@ class JobLock:
     previous holder notices (the path no longer names its file) and locks the new one.
     """
 
-    def __init__(self, out: Path, what: str = "render job", hint: str = " to reuse its work"):
+    def __init__(self, out: Path, what: str = "render job", hint: str = " to reuse its work", where: str = "output"):
         out = Path(os.path.realpath(out))     # one lock per file or folder, whatever link names it
         self.path = out.with_name(f".{out.name}.lock")
         self.fd: int | None = None
-        self.what, self.hint = what, hint
+        self.what, self.hint, self.where = what, hint, where
 
     def __enter__(self) -> "JobLock":
         import fcntl
@@ -802,7 +802,7 @@ class JobLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise RenderError(f"cannot create the lock file {self.path}: {exc.strerror}; choose another output"
+                raise RenderError(f"cannot create the lock file {self.path}: {exc.strerror}; choose another {self.where}"
                                   + (" (a shorter name)" if exc.errno == errno.ENAMETOOLONG else "")) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -226,9 +226,9 @@ def test_a_second_job_sharing_a_work_dir_stops_at_once(catalogue, tmp_path):
 
     work = tmp_path / "shared"
     work.mkdir()
-    with JobLock(work, "cluster render job"):   # the holder names its own kind
-        with pytest.raises(RenderError, match=r"another cluster render job .* is writing shared in .*, or give this "
-                                              r"one another --work-dir"):
+    with JobLock(work / "job.json", "cluster render job"):   # the holder names its own kind
+        with pytest.raises(RenderError, match=r"another cluster render job .* is writing job.json in .*shared; .*, or "
+                                              r"give this one another --work-dir"):
             render_on_cluster(catalogue, tmp_path / "y.h5", CFG, cluster="local:1", work_dir=work, limit=N)
     assert list(work.iterdir()) == [] and not (tmp_path / "y.h5").exists()
 
@@ -462,3 +462,25 @@ def test_shards_left_by_a_stop_after_the_merge_are_removed_by_the_rerun(catalogu
                                 progress=False)
     assert summary.ok == N and not work.exists()
     assert_same_data(tmp_path / "c.h5", reference)
+
+
+def test_the_shard_folders_lock_is_inside_it(catalogue, reference, tmp_path, monkeypatch):
+    """Audit A7: the lock went beside --work-dir, so a folder of one's own in a folder one cannot write
+    (/scratch/$USER) was refused ("cannot create the lock file …; choose another output")."""
+    from dexed_data import render
+
+    held: list[Path] = []
+    real = render.JobLock.__enter__
+
+    def enter(self):
+        held.append(self.path)
+        return real(self)
+
+    monkeypatch.setattr(render.JobLock, "__enter__", enter)
+    work = tmp_path / "scratch" / "user"
+    render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=work, limit=N, progress=False)
+    assert work / ".job.json.lock" in held and not work.exists()
+    assert not [p for p in held if p.parent == work.parent]
+    assert_same_data(tmp_path / "c.h5", reference)
+    with pytest.raises(RenderError, match="choose another --work-dir"):
+        render.JobLock(tmp_path / "none" / "job.json", where="--work-dir").__enter__()

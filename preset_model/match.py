@@ -155,6 +155,34 @@ def auto_gain_db(audio: list[np.ndarray]) -> float:
     return float(np.clip(AUTO_PEAK_DB - 20.0 * np.log10(peak), -MAX_GAIN_DB, MAX_GAIN_DB))
 
 
+@contextlib.contextmanager
+def decoder_messages(path: str | Path, say: bool = True):
+    """Keep what a C decoder writes on the process's stderr while ``path`` is read (libmpg123 prints
+    "Note: Illegal Audio-MPEG-Header …", "Trying to resync…" for a damaged MP3, lines that came before
+    the command's own), and say it as one ``note:`` line when ``say``."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):   # no stderr to keep (a library call without one)
+        yield
+        return
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            lines = [x.strip() for x in kept.read(1 << 16).decode(errors="replace").splitlines() if x.strip()]
+    if lines and say:
+        print(f"note: {path}: the audio decoder reported {len(lines)} problem line(s), e.g. {lines[0][:160]!r}: "
+              "the file may be damaged; it is matched as far as it decodes", file=sys.stderr)
+
+
 def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: float = 0.0) -> np.ndarray:
     """Read ``path`` → ``(n_samples,)`` float32 mono at ``sample_rate`` Hz (resampled, trimmed/padded).
 
@@ -172,7 +200,7 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
                                              if Path(path).exists() else "no such file"))
     head = declared = None
     try:
-        with open(path, "rb") as fh:   # a file object: soundfile cannot open a name that is not UTF-8
+        with open(path, "rb") as fh, decoder_messages(path):   # a file object: soundfile cannot open a name that is not UTF-8
             head = sf.info(fh)
             if head.samplerate < MIN_SAMPLE_RATE:
                 raise AudioInputError(f"{path}: a sample rate of {head.samplerate:,} Hz, below any audio's "
@@ -316,7 +344,7 @@ def file_peak(path: str | Path) -> float:
     import soundfile as sf
 
     peak = 0.0
-    with open(path, "rb") as fh, contextlib.suppress(Exception):   # soundfile's own error types
+    with open(path, "rb") as fh, decoder_messages(path, say=False), contextlib.suppress(Exception):   # soundfile's own error types
         for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
             mono = np.abs(block.mean(axis=1))
             peak = max(peak, float(mono[np.isfinite(mono) & (mono <= MAX_PEAK)].max(initial=0.0)))
@@ -327,7 +355,7 @@ def sound_onset(path: str | Path, threshold: float) -> float | None:
     """Seconds into ``path`` of its first mono sample reaching ``threshold`` in magnitude; None if none does."""
     import soundfile as sf
 
-    with open(path, "rb") as fh:
+    with open(path, "rb") as fh, decoder_messages(path, say=False):
         sr, start = sf.info(fh).samplerate, 0
         fh.seek(0)
         for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):

@@ -391,3 +391,20 @@ def test_an_interrupted_match_refine_resumes_from_its_journal(fitted, recording,
     assert res.exit_code == 0, res.output
     assert (tmp_path / "b.syx").exists() and not journal.exists()   # done: the journal is gone
     assert not list(tmp_path.glob(".b.syx.lock"))
+
+
+def test_a_damaged_mp3s_decoder_lines_are_one_note(tmp_path, capfd):
+    """libmpg123 wrote its own lines ("Note: Illegal Audio-MPEG-Header …", "Trying to resync…") on stderr
+    before the command's; they are kept and said as one note, and the file is read as far as it decodes."""
+    if "MP3" not in sf.available_formats():
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) has no MP3 support")
+    tone = (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(22050) / 22050)).astype(np.float32)
+    sf.write(tmp_path / "t.mp3", tone, 22050, format="MP3")
+    data = (tmp_path / "t.mp3").read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(data[:len(data) // 2] + bytes(100) + data[len(data) // 2 + 50:])
+    assert load_audio(tmp_path / "t.mp3", 22050, 22050).shape == (22050,)
+    assert capfd.readouterr().err == ""
+    x = load_audio(tmp_path / "cut.mp3", 22050, 22050)
+    err = capfd.readouterr().err
+    assert x.shape == (22050,) and np.abs(x).max() > 0.05
+    assert err.count("\n") == 1 and err.startswith(f"note: {tmp_path / 'cut.mp3'}: the audio decoder reported"), err

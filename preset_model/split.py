@@ -97,8 +97,21 @@ def split_keys(ids, near_group: np.ndarray | None = None, raw: np.ndarray | None
 
 def _block_sums(x: np.ndarray, bm: int, bt: int) -> np.ndarray:
     """``(n, K, M, F)`` → ``(n, K·⌈M/bm⌉·⌈F/bt⌉)`` float64 sums over blocks of ``bm × bt`` (the last ones smaller)."""
-    s = np.add.reduceat(np.asarray(x, np.float32), np.arange(0, x.shape[2], bm), axis=2)
-    return np.add.reduceat(s, np.arange(0, x.shape[3], bt), axis=3).reshape(len(x), -1).astype(np.float64)
+    s = np.add.reduceat(x, np.arange(0, x.shape[2], bm), axis=2, dtype=np.float64)
+    return np.add.reduceat(s, np.arange(0, x.shape[3], bt), axis=3).reshape(len(x), -1)
+
+
+def _valid_blocks(mel, rows: np.ndarray, size: int):
+    """``mel[rows]`` (rows ascending) in pieces of at most ``size`` rows, each read as one slice of at most
+    ``size`` rows of the file (so rows far apart are never read with everything between them)."""
+    i = 0
+    while i < len(rows):
+        lo = int(rows[i])
+        j = int(np.searchsorted(rows, lo + size))
+        part = rows[i:j]
+        x = mel[lo:int(part[-1]) + 1]
+        yield x if len(x) == len(part) else x[part - lo]
+        i = j
 
 
 def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = SOUND_COPY_DB,
@@ -124,17 +137,13 @@ def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = S
     _, k, m, f = mel.shape
     bm, bt = -(-m // 8), -(-f // 11)
     total = k * m * f
-    feats = []
-    for lo in range(0, len(rows), block):
-        part = rows[lo:lo + block]
-        x = mel[int(part[0]):int(part[-1]) + 1]
-        feats.append(_block_sums(x if len(x) == len(part) else x[part - part[0]], bm, bt))
-    feats = np.concatenate(feats)
+    reads = max(1, min(block, (64 << 20) // (total * 8)))                 # rows per read: ≤ 64 MB as float64
+    feats = np.concatenate([_block_sums(x, bm, bt) for x in _valid_blocks(mel, rows, reads)])
     mean = feats.sum(1) / total
     order = np.argsort(mean, kind="stable")
     feats, mean, rows = torch.from_numpy(feats[order]), mean[order], rows[order]
     limit = total * tol_db
-    slack = 1e-9 * total * (float(np.abs(mean).max()) + 1.0)   # rounding of the sums (far above float64's)
+    slack = 1e-9 * total * (float(np.abs(mean).max()) + tol_db + 1.0)   # rounding of the sums (far above float64's)
     links.flush()
     parent = {int(r): int(links.label[r]) for r in rows}       # union-find over rows, seeded joined
 
@@ -156,7 +165,7 @@ def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = S
     added = []
     for a in range(0, len(rows), block):
         b = min(a + block, len(rows))
-        hi = int(np.searchsorted(mean, mean[b - 1] + tol_db, side="right"))
+        hi = int(np.searchsorted(mean, mean[b - 1] + tol_db + slack / total, side="right"))
         d = torch.cdist(feats[a:b], feats[a:hi], p=1.0).numpy()
         i, j = np.nonzero(d <= limit + slack)
         keep = j > i

@@ -195,18 +195,22 @@ def _remove_shards(work: Path, paths: list[Path], out: Path) -> None:
 
 
 def _remove_finished_shards(work: Path, job, out: Path) -> None:
-    """``work``'s shards when its ``job.json`` is ``job``'s, whose output is whole: a job stopped between
-    its merge and the removal of its shards (audit A7), or finished by a local render, left them."""
+    """``work``'s shards when they are all there and its ``job.json`` is ``job``'s for this output, which
+    is whole: a job stopped between its merge and the removal of its shards left them (audit A7).
+    Anything else is left alone: another output's job of the same presets and settings, still
+    unfinished, must be able to resume (R10), and a folder another job holds is not waited for."""
     try:
         found = json.loads((work / "job.json").read_text())
         plan = ClusterPlan(int(found["selection_size"]), int(found["segment_size"]), int(found["shards"]))
     except (OSError, ValueError, TypeError, KeyError):
         return
     mine = json.loads(json.dumps(render.job_record(job)))
-    if any(found.get(k) != v for k, v in mine.items() if k != "segment_size"):
+    paths = [plan.shard_path(work, k) for k in range(plan.shards)]
+    if (found.get("output") != str(out) or any(found.get(k) != v for k, v in mine.items() if k != "segment_size")
+            or not all(p.is_file() for p in paths)):
         return
-    with _locked_work(work):
-        _remove_shards(work, [plan.shard_path(work, k) for k in range(plan.shards)], out)
+    with contextlib.suppress(RenderError), _locked_work(work):   # held by a job: not this one's to tidy
+        _remove_shards(work, paths, out)
 
 
 def _make_work_dir(work: Path) -> None:

@@ -4,6 +4,7 @@ mid-shard, a client killed mid-job, and the merged file equal to a ``--jobs 1`` 
 from __future__ import annotations
 
 import contextlib
+import json
 
 import os
 import signal
@@ -458,6 +459,23 @@ def test_shards_left_by_a_stop_after_the_merge_are_removed_by_the_rerun(catalogu
     (other / "job.json").write_text((work / "job.json").read_text().replace('"selection_size": 36', '"selection_size": 5'))
     render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=other, limit=N, progress=False)
     assert (other / "job.json").exists()
+    # R10: the same presets and settings rendered into another output, unfinished (one shard missing), in
+    # its own folder: a rerun of this finished job with that --work-dir must leave it to resume
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shards = sorted(work.glob("shard-*.h5"))
+    for p in shards[1:]:
+        (unfinished / p.name).write_bytes(p.read_bytes())
+    (unfinished / "job.json").write_text((work / "job.json").read_text())
+    render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=unfinished, limit=N,
+                      progress=False)
+    assert sorted(p.name for p in unfinished.iterdir()) == sorted(["job.json", *[p.name for p in shards[1:]]])
+    record = json.loads((work / "job.json").read_text())
+    (unfinished / shards[0].name).write_bytes(shards[0].read_bytes())
+    (unfinished / "job.json").write_text(json.dumps({**record, "output": str(tmp_path / "elsewhere.h5")}))
+    render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=unfinished, limit=N,
+                      progress=False)
+    assert len(list(unfinished.iterdir())) == len(shards) + 1
     summary = render_on_cluster(catalogue, tmp_path / "c.h5", CFG, cluster="local:1", work_dir=work, limit=N,
                                 progress=False)
     assert summary.ok == N and not work.exists()

@@ -453,6 +453,9 @@ def match(
                                                    "nearest training presets and samples around them (0: no search)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes rendering the search's voices."),
     seed: int = typer.Option(0, "--seed", help="Seed of the search (same seed, same voice)."),
+    noise_floor: bool = typer.Option(False, "--noise-floor", help="With --refine: compare sounds above the "
+                                     "recording's own noise floor (hiss, 8-bit), so the search does not try to "
+                                     "reproduce the noise (match suggests it when it hears one)."),
     progress: bool = PROGRESS,
     force: bool = FORCE,
 ) -> None:
@@ -491,7 +494,7 @@ def match(
     from .inference import load_run
     from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, PITCH_RANGE_CENTS, match_files, named_note, not_a_note,
                         parse_gain, rerender_names, write_syx, write_wavs)
-    from .refine import MOVED
+    from .refine import MOVED, NOISE_HINT_DB
 
     # a folder first is the run, unless --data is given and it holds no checkpoint (a folder of recordings)
     run = paths[0] if paths and (paths[0].suffix == ".pt" or paths[0].is_dir() and (
@@ -503,6 +506,8 @@ def match(
         _fail(f"{paths[0]} is not a run folder or checkpoint: give RUN first, or --data DATASET "
               f"to match from a dataset's presets alone")
     _check_refine(refine)
+    if noise_floor and refine <= 0:
+        _fail("--noise-floor applies to the search: give --refine N too (e.g. --refine 300)")
     _check_jobs(jobs)
     gain = _plain(parse_gain, gain_db)
     _check_seed(seed)
@@ -539,7 +544,7 @@ def match(
         try:
             _outputs([output], [*files, *_run_files(run), data], force)   # again, now that no other match writes it
             result = _plain(match_files, loaded, files, each=each, gain_db=gain, data=data, refine=refine, jobs=jobs,
-                            seed=seed, progress=progress and refine > 0, journal=journal)
+                            seed=seed, progress=progress and refine > 0, journal=journal, noise_floor=noise_floor)
             notes = loaded.input_notes if loaded is not None else tuple(tuple(n) for n in result.notes)
             if loaded is None:
                 typer.echo("dataset notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in notes))
@@ -571,6 +576,9 @@ def match(
             typer.echo(f"  note: its input peaks at {v.peak_db:.1f} dBFS, louder than almost any DX7 voice "
                        f"(a typical one peaks near {AUTO_PEAK_DB:g}); for a normalised recording, --gain-db auto "
                        "matches at a voice's level", err=True)
+        if v.search is not None and not noise_floor and v.noise_floor_db > NOISE_HINT_DB:
+            typer.echo(f"  note: its input has a noise floor near {v.noise_floor_db:.0f} dB (hiss, or few bits), which "
+                       "the search tried to reproduce; --noise-floor compares sounds above it", err=True)
         if v.search is not None:
             r = v.search
             parts = [f"{what} {_distance(d)}" for what, d in (("model", r.candidate("model")),

@@ -71,7 +71,7 @@ from dexed_data.sysex import VOICES_PER_BANK
 from .errors import PresetModelError
 from .inference import Run, ScoringEngine, load_run, read_render_settings
 from .metrics import audio_metrics, pitch_offset_cents, similarity
-from .refine import (NearestPresets, RefineConfig, RefineJournal, Refined, refine as search, sound_candidates,
+from .refine import (NearestPresets, RefineConfig, RefineJournal, Refined, noise_floors, refine as search, sound_candidates,
                      training_rows)
 
 #: The note a lone recording is taken to be (PAPER.md's single-note input).
@@ -417,6 +417,7 @@ class MatchedVoice:
     gain_db: float = 0.0                   # gain applied to its files (dB; per sound with gain_db="auto")
     peak_db: float = float("-inf")         # its loudest file's peak after that gain, dBFS
     embedded: bool = False                 # re-rendered by the embedded engine (the plug-in path refuses it)
+    noise_floor_db: float = -120.0         # its given notes' highest noise floor (refine.noise_floors), dB
 
 
 @dataclass
@@ -567,7 +568,7 @@ def _kept_search(kept, i: int, audio: np.ndarray, idx: list[int]) -> Refined | N
 
 def match_files(run: str | Path | Run | None, files: list[str | Path], each: bool = False, gain_db: float | str = 0.0,
                 data: str | Path | None = None, refine: int = 0, jobs: int = 1, seed: int = 0,
-                progress: bool = False, journal: str | Path | None = None) -> MatchResult:
+                progress: bool = False, journal: str | Path | None = None, noise_floor: bool = False) -> MatchResult:
     """Infer one voice per sound in ``files`` (grouping as in the module docstring), re-render and score it.
 
     Args:
@@ -585,6 +586,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         progress: show the search's progress bar.
         journal: with ``refine``, a file that keeps each sound's searched voice as it is done, so
             that an interrupted match resumes (:class:`preset_model.refine.RefineJournal`).
+        noise_floor: with ``refine``, the search compares sounds above the input's own noise floor
+            (:attr:`preset_model.refine.RefineConfig.noise_floor`).
     """
     from dexed_data.features import SILENT_THRESHOLD_DB, silent_notes
 
@@ -667,8 +670,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         index = NearestPresets(data_path, rows)
     if loaded is None and index is None:
         raise PresetModelError(f"{data}: no dataset to take presets from")
-    cfg = RefineConfig(budget=refine, seed=seed)
-    raws, searches = [], []
+    cfg = RefineConfig(budget=refine, seed=seed, noise_floor=noise_floor)
+    raws, searches, floors = [], [], []
     kept_journal = (RefineJournal(journal, _match_key(loaded, s, index, cfg), "preset-model match --refine")
                     if refine > 0 and journal is not None else contextlib.nullcontext())
     with kept_journal as kept:
@@ -676,6 +679,7 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         for i, (group, audio) in enumerate(zip(given, inputs)):
             idx = [note_index[j] for j, _ in group]                           # given notes among the dataset's
             target = np.stack([audio[j] for j, _ in group])
+            floors.append(float(noise_floors(target, s.sample_rate)[:, 0].max()))
             # the search renders each file's note at the pitch its audio was moved to and the velocity it
             # was played at (a 60:127 recording was searched at the model's 60:85: an exact preset scored 14)
             heard = [(s.notes[k][0], played[i][j][1][1]) for (j, _), k in zip(group, idx)]
@@ -708,11 +712,11 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
                   f"match ({journal})", file=sys.stderr)
     engine = ScoringEngine(s.engine_spec)   # a voice the plug-in path refuses: the embedded engine
     voices = []
-    for group, originals, raw, found, (gain, peak) in zip(given, played, raws, searches, gains):
+    for group, originals, raw, found, (gain, peak), floor in zip(given, played, raws, searches, gains, floors):
         before = engine.embedded
         render = engine.render(raw, s.notes, s.hold, s.release).audio
         voice = MatchedVoice(sound_name([f for _, f in group]), raw, [f for _, f in group], render, search=found,
-                             gain_db=gain, peak_db=peak, embedded=engine.embedded > before)
+                             gain_db=gain, peak_db=peak, embedded=engine.embedded > before, noise_floor_db=floor)
         for j, f in group:
             ref, note = originals[j]
             est = (render[s.notes.index(note)] if note in s.notes

@@ -15,8 +15,8 @@ from preset_model.cli import app
 from preset_model.evaluate import evaluate
 from preset_model.match import AUTO_PEAK_DB, auto_gain_db, match_files, parse_gain
 from preset_model.metrics import pitch_offset_cents
-from preset_model.refine import (RefineConfig, _moves, _mutate, _predict, refine, sine_voice, spectral_distance,
-                                 transpose_voice)
+from preset_model.refine import (NOISE_HINT_DB, RefineConfig, _moves, _mutate, _predict, noise_floors, refine, sine_voice,
+                                 spectral_distance, transpose_voice)
 from run_fixtures import HOLD, NOTES, RELEASE, build, counted
 
 SR = 22050
@@ -70,6 +70,32 @@ def test_refine_is_deterministic_for_a_seed_whatever_the_jobs(voices):
     assert np.array_equal(a.raw, b.raw) and a.trace == b.trace
     assert np.array_equal(a.raw, c.raw) and a.trace == c.trace
     assert run(1).trace != a.trace                                          # another seed, another search
+
+
+def _crushed(audio: np.ndarray, bits: int = 8) -> np.ndarray:
+    q, peak = 2 ** (bits - 1), float(np.abs(audio).max())
+    return (np.round(audio / peak * 0.99 * q) / q * peak / 0.99).astype(np.float32)
+
+
+def test_noise_floor_search_ignores_what_lies_under_the_inputs_floor(voices):
+    """--noise-floor: an 8-bit copy's floor is far above a clean render's; the search compares sounds
+    above it, keeps its guarantees, and changes nothing where the floor is the metrics' own."""
+    clean = _render(voices[5])
+    crushed = _crushed(clean)
+    assert noise_floors(crushed, SR)[:, 0].max() > NOISE_HINT_DB > noise_floors(clean, SR)[:, 0].max()
+    sine = (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(clean.shape[1]) / SR)).astype(np.float32)[None]
+    assert (noise_floors(sine, SR) == -120.0).all()
+    cands = [(f"v{i}", voices[i]) for i in (1, 2, 3)] + [("sine", sine_voice())]
+    plain = refine(sine, TWO[:1], cands, SPEC, **SHORT, cfg=RefineConfig(budget=30))
+    floored = refine(sine, TWO[:1], cands, SPEC, **SHORT, cfg=RefineConfig(budget=30, noise_floor=True))
+    assert np.array_equal(plain.raw, floored.raw) and plain.trace == floored.trace   # a floor at -120: the same search
+    run = lambda: refine(crushed, TWO, cands, SPEC, **SHORT, cfg=RefineConfig(budget=40, noise_floor=True))  # noqa: E731
+    a, b = run(), run()
+    assert np.array_equal(a.raw, b.raw) and a.trace == b.trace
+    assert a.distance <= min(d for _, d in a.candidates) and np.array_equal(validate_raw(a.raw), a.raw)
+    loose = refine(crushed, TWO, cands, SPEC, **SHORT, cfg=RefineConfig(budget=40))
+    # the same candidates score closer to the input once the noise under its floor is not compared
+    assert min(d for _, d in a.candidates) < min(d for _, d in loose.candidates)
 
 
 def test_mutations_stay_in_range_and_on_steps():
@@ -197,6 +223,21 @@ def test_match_data_alone_non_dx7_inputs_give_valid_audible_voices(fitted, tmp_p
         audio = engine.render(apply_fixed(v.raw), [(60, 85)], HOLD, RELEASE).audio
         assert not silent_notes(audio).all()
     assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["hiss.rerender.wav", "sweep.rerender.wav"]
+
+
+def test_match_suggests_and_takes_noise_floor_for_a_noisy_recording(fitted, tmp_path, voices):
+    engine = make_engine(EngineSpec())
+    clean = engine.render(voices[5], [(60, 85)], HOLD, RELEASE).audio[0]
+    sf.write(tmp_path / "lofi.wav", _crushed(clean[None])[0], SR, subtype="FLOAT")
+    base = ["match", "--data", str(fitted.data), str(tmp_path / "lofi.wav"), "--refine", "12", "--no-progress"]
+    res = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "a.syx")])
+    assert res.exit_code == 0 and "noise floor near" in res.output and "--noise-floor" in res.output, res.output
+    res = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "b.syx"), "--noise-floor"])
+    assert res.exit_code == 0 and "noise floor near" not in res.output, res.output
+    assert len(decode_file(tmp_path / "b.syx").voices) == 1
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "lofi.wav"), "--noise-floor",
+                                   "-o", str(tmp_path / "c.syx")])
+    assert res.exit_code == 2 and "--refine" in res.output and not (tmp_path / "c.syx").exists()
 
 
 def test_match_data_alone_without_refine_returns_the_nearest_preset(fitted, tmp_path):

@@ -154,10 +154,11 @@ def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = S
         return r
 
     cache: dict[int, np.ndarray] = {}
+    cached = max(2, min(256, (256 << 20) // (total * 8)))   # spectrograms kept for the checks: ≤ 256 MB
 
     def full(r: int) -> np.ndarray:
         if r not in cache:
-            if len(cache) >= 256:
+            if len(cache) >= cached:
                 cache.pop(next(iter(cache)))
             cache[r] = np.asarray(mel[r], np.float64)
         return cache[r]

@@ -70,7 +70,7 @@ from dexed_data.sysex import VOICES_PER_BANK
 
 from .errors import PresetModelError
 from .inference import Run, ScoringEngine, load_run, read_render_settings
-from .metrics import audio_metrics, pitch_offset_cents, similarity
+from .metrics import FLOOR_DB, audio_metrics, pitch_offset_cents, similarity
 from .refine import (NearestPresets, RefineConfig, RefineJournal, Refined, noise_floors, refine as search, sound_candidates,
                      training_rows)
 
@@ -163,21 +163,30 @@ def decoder_messages(path: str | Path, say: bool = True):
     import sys
     import tempfile
 
+    from dexed_data.console import interrupts_deferred
+
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):   # no stderr to keep (a library call without one)
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        kept = tempfile.TemporaryFile()
+    except (OSError, ValueError):   # no stderr to flush, no temporary folder: read without keeping anything
         yield
         return
-    with tempfile.TemporaryFile() as kept:
+    with kept:
+        try:
+            saved = os.dup(2)
+        except OSError:             # fd 2 closed (2>&-): nothing to keep
+            yield
+            return
         os.dup2(kept.fileno(), 2)
         try:
             yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            kept.seek(0)
-            lines = [x.strip() for x in kept.read(1 << 16).decode(errors="replace").splitlines() if x.strip()]
+            with interrupts_deferred():   # a second Ctrl-C here must not leave fd 2 on the file (R11)
+                os.dup2(saved, 2)
+                os.close(saved)
+        kept.seek(0)
+        lines = [x.strip() for x in kept.read(1 << 16).decode(errors="replace").splitlines() if x.strip()]
     if lines and say:
         print(f"note: {path}: the audio decoder reported {len(lines)} problem line(s), e.g. {lines[0][:160]!r}: "
               "the file may be damaged; it is matched as far as it decodes", file=sys.stderr)
@@ -547,7 +556,7 @@ def _match_key(loaded: Run | None, settings, index, cfg: RefineConfig) -> str:
     for tensor in (loaded.model.state_dict().values() if loaded is not None else ()):   # the weights (~0.1 s)
         model.update(tensor.detach().cpu().numpy().tobytes())
     parts = [model.hexdigest(), identity(index.data) if index is not None else None, repr(settings.engine_spec),
-             [list(n) for n in settings.notes], settings.hold, settings.release, repr(settings.mel), repr(cfg),
+             [list(n) for n in settings.notes], settings.hold, settings.release, repr(settings.mel), cfg.key(),
              hashlib.sha256(np.asarray(index.rows if index is not None else [], np.int64).tobytes()).hexdigest()]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
@@ -679,7 +688,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         for i, (group, audio) in enumerate(zip(given, inputs)):
             idx = [note_index[j] for j, _ in group]                           # given notes among the dataset's
             target = np.stack([audio[j] for j, _ in group])
-            floors.append(float(noise_floors(target, s.sample_rate)[:, 0].max()))
+            # for match's hint, only where a search runs (90 s notes at 96 kHz: a long STFT for nothing)
+            floors.append(float(noise_floors(target, s.sample_rate)[:, 0].max()) if refine > 0 else FLOOR_DB)
             # the search renders each file's note at the pitch its audio was moved to and the velocity it
             # was played at (a 60:127 recording was searched at the model's 60:85: an exact preset scored 14)
             heard = [(s.notes[k][0], played[i][j][1][1]) for (j, _), k in zip(group, idx)]

@@ -138,16 +138,14 @@ def noise_floors(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     0) and of its 128-band log-mel (column 1) over the frames that are not digital silence; the metrics'
     floor (−120 dB) for a note that is silent. A clean render's quietest bins lie at that floor, or
     near it; a recording's noise (hiss, a converter's, 8-bit quantisation) raises them."""
-    import torch
-
     from . import metrics
 
     out = np.full((np.atleast_2d(audio).shape[0], 2), metrics.FLOOR_DB, np.float32)
     for c, x in enumerate(_db_spectrograms(audio, sample_rate)):
         for n, note in enumerate(x):
             sounding = note.max(0).values > metrics.FLOOR_DB + 5.0
-            if sounding.any():
-                out[n, c] = max(metrics.FLOOR_DB, float(torch.quantile(note[:, sounding].flatten(), 0.1)))
+            if sounding.any():   # numpy: torch.quantile refuses more than 2^24 values (90 s notes at 96 kHz)
+                out[n, c] = max(metrics.FLOOR_DB, float(np.percentile(note[:, sounding].numpy(), 10.0)))
     return out
 
 
@@ -394,6 +392,11 @@ class RefineConfig:
     transpose: int = 4
     seed: int = 0
     noise_floor: bool = False
+
+    def key(self) -> str:
+        """What a journal keys a kept search by: the settings, as written before ``noise_floor`` existed
+        when it is off (an interrupted match or evaluation of an earlier version still resumes, R11)."""
+        return repr(self).replace(", noise_floor=False", "")
 
 
 @dataclass
@@ -825,7 +828,7 @@ def refine_presets(settings, data: str | Path, rows: np.ndarray, train_rows: np.
     notes = list(settings.notes)
     st = os.stat(data)
     key = hashlib.sha256(json.dumps([os.path.realpath(data), st.st_size, st.st_mtime_ns, repr(settings.engine_spec),
-                                     notes, settings.hold, settings.release, repr(settings.mel), repr(cfg),
+                                     notes, settings.hold, settings.release, repr(settings.mel), cfg.key(),
                                      hashlib.sha256(np.asarray(train_rows, np.int64).tobytes()).hexdigest()],
                                     default=str).encode()).hexdigest()[:16]
     rows, pred = np.asarray(rows), np.asarray(pred, np.uint8)

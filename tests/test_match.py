@@ -408,3 +408,21 @@ def test_a_damaged_mp3s_decoder_lines_are_one_note(tmp_path, capfd):
     err = capfd.readouterr().err
     assert x.shape == (22050,) and np.abs(x).max() > 0.05
     assert err.count("\n") == 1 and err.startswith(f"note: {tmp_path / 'cut.mp3'}: the audio decoder reported"), err
+
+
+def test_decoder_messages_read_on_without_stderr_or_a_temporary_folder(tmp_path, monkeypatch):
+    """R11: with sys.stderr None (a library call) or no writable temporary folder, load_audio refused a
+    readable file ("cannot read audio"): the decoder's lines are then simply not kept."""
+    import sys
+    import tempfile
+
+    sf.write(tmp_path / "u8.wav", (0.1 * np.sin(np.arange(4410) / 5.0)).astype(np.float32), 22050, subtype="PCM_U8")
+    monkeypatch.setattr(sys, "stderr", None)
+    assert load_audio(tmp_path / "u8.wav", 22050, 1000).shape == (1000,)
+    monkeypatch.undo()
+
+    def no_folder(*_a, **_k):
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_folder)
+    assert load_audio(tmp_path / "u8.wav", 22050, 1000).shape == (1000,)

@@ -98,6 +98,14 @@ def test_noise_floor_search_ignores_what_lies_under_the_inputs_floor(voices):
     assert min(d for _, d in a.candidates) < min(d for _, d in loose.candidates)
 
 
+def test_journal_keys_of_searches_without_noise_floor_are_those_of_earlier_versions():
+    """R11: adding the option changed repr(cfg), so an interrupted match or evaluation of an earlier
+    version searched every sound again instead of resuming."""
+    assert RefineConfig().key() == ("RefineConfig(budget=300, neighbours=16, model_samples=4, offspring=8, donors=8, "
+                                    "jump=0.0, screen=64, transpose=4, seed=0)")
+    assert RefineConfig(noise_floor=True).key() != RefineConfig().key()
+
+
 def test_mutations_stay_in_range_and_on_steps():
     rng = np.random.default_rng(0)
     maxes = np.array([p.max for p in LEARNABLE_PARAMS])
@@ -238,6 +246,20 @@ def test_match_suggests_and_takes_noise_floor_for_a_noisy_recording(fitted, tmp_
     res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "lofi.wav"), "--noise-floor",
                                    "-o", str(tmp_path / "c.syx")])
     assert res.exit_code == 2 and "--refine" in res.output and not (tmp_path / "c.syx").exists()
+
+
+def test_match_without_refine_measures_no_noise_floor(fitted, tmp_path, monkeypatch):
+    """R11: the floor (a long STFT: 90 s notes at 96 kHz went past torch.quantile's limit, a traceback) is
+    measured only for a search."""
+    import preset_model.match as match
+
+    def refuse(*_a, **_k):
+        raise AssertionError("noise_floors called without --refine")
+
+    monkeypatch.setattr(match, "noise_floors", refuse)
+    sf.write(tmp_path / "t.wav", (0.1 * np.sin(2 * np.pi * 261.6 * np.arange(22050) / SR)).astype(np.float32), SR)
+    result = match_files(None, [tmp_path / "t.wav"], data=fitted.data)
+    assert len(result.voices) == 1
 
 
 def test_match_data_alone_without_refine_returns_the_nearest_preset(fitted, tmp_path):

@@ -199,18 +199,26 @@ def _remove_finished_shards(work: Path, job, out: Path) -> None:
     is whole: a job stopped between its merge and the removal of its shards left them (audit A7).
     Anything else is left alone: another output's job of the same presets and settings, still
     unfinished, must be able to resume (R10), and a folder another job holds is not waited for."""
-    try:
-        found = json.loads((work / "job.json").read_text())
-        plan = ClusterPlan(int(found["selection_size"]), int(found["segment_size"]), int(found["shards"]))
-    except (OSError, ValueError, TypeError, KeyError):
-        return
     mine = json.loads(json.dumps(render.job_record(job)))
-    paths = [plan.shard_path(work, k) for k in range(plan.shards)]
-    if (found.get("output") != str(out) or any(found.get(k) != v for k, v in mine.items() if k != "segment_size")
-            or not all(p.is_file() for p in paths)):
+
+    def finished_shards() -> list[Path] | None:
+        try:
+            found = json.loads((work / "job.json").read_text())
+            plan = ClusterPlan(int(found["selection_size"]), int(found["segment_size"]), int(found["shards"]))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        paths = [plan.shard_path(work, k) for k in range(plan.shards)]
+        if (found.get("output") != str(out) or any(found.get(k) != v for k, v in mine.items() if k != "segment_size")
+                or not all(p.is_file() for p in paths)):
+            return None
+        return paths
+
+    if finished_shards() is None:   # without taking the folder's lock: most reruns find nothing to tidy
         return
     with contextlib.suppress(RenderError), _locked_work(work):   # held by a job: not this one's to tidy
-        _remove_shards(work, paths, out)
+        paths = finished_shards()   # again, under the lock (R11)
+        if paths is not None:
+            _remove_shards(work, paths, out)
 
 
 def _make_work_dir(work: Path) -> None:

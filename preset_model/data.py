@@ -183,12 +183,12 @@ def read_usable(path: str | Path, keep_duplicates: bool = False, keys: bool = Tr
         raw = h5["presets/raw"][:]
         names = h5["presets/name"][:] if near_group is None else None
         near = h5["near_fingerprint"][:] if "near_fingerprint" in h5 else None
-        keys = (list(split_keys(ids, near_group, raw, names, near, rendered & ~silent, h5["mel"] if "mel" in h5 else None))
-                if keys else None)
+        found = (list(split_keys(ids, near_group, raw, names, near, rendered & ~silent, h5["mel"] if "mel" in h5 else None))
+                 if keys else None)
     ok = rendered & ~silent
     if not keep_duplicates:
         ok &= dup < 0
-    return ids, np.flatnonzero(ok), keys
+    return ids, np.flatnonzero(ok), found
 
 
 def _too_small(path, usable: np.ndarray, keys: list[str], ids: list[str], split: Split, keep_duplicates: bool) -> str:

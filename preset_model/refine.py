@@ -473,7 +473,8 @@ class _Renderer:
         self.args = (spec, [tuple(n) for n in notes], hold, release)
         self.target = np.ascontiguousarray(target, np.float32)
         self.floors = floors
-        self.key = (id(self), hash(self.target.tobytes()))
+        # what the workers' cached features depend on (a new renderer may reuse an old one's id)
+        self.key = (id(self), hash(self.target.tobytes()), None if floors is None else hash(np.asarray(floors).tobytes()))
         self.jobs = max(1, int(jobs))
         self.count = 0
         if self.jobs > 1:

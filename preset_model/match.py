@@ -165,19 +165,17 @@ def decoder_messages(path: str | Path, say: bool = True):
 
     from dexed_data.console import interrupts_deferred
 
-    try:
-        if sys.stderr is not None:
-            sys.stderr.flush()
+    try:   # before any file is opened here: with fd 2 closed, the next file opened would take its place
+        os.fstat(2)
+        if sys.stderr is None:
+            raise ValueError("no sys.stderr")
+        sys.stderr.flush()
         kept = tempfile.TemporaryFile()
-    except (OSError, ValueError):   # no stderr to flush, no temporary folder: read without keeping anything
+    except (OSError, ValueError):   # no stderr (fd 2 closed, a library call), no temporary folder: keep nothing
         yield
         return
     with kept:
-        try:
-            saved = os.dup(2)
-        except OSError:             # fd 2 closed (2>&-): nothing to keep
-            yield
-            return
+        saved = os.dup(2)
         os.dup2(kept.fileno(), 2)
         try:
             yield
@@ -209,7 +207,7 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
                                              if Path(path).exists() else "no such file"))
     head = declared = None
     try:
-        with open(path, "rb") as fh, decoder_messages(path):   # a file object: soundfile cannot open a name that is not UTF-8
+        with decoder_messages(path), open(path, "rb") as fh:   # a file object: soundfile cannot open a name that is not UTF-8
             head = sf.info(fh)
             if head.samplerate < MIN_SAMPLE_RATE:
                 raise AudioInputError(f"{path}: a sample rate of {head.samplerate:,} Hz, below any audio's "
@@ -353,7 +351,7 @@ def file_peak(path: str | Path) -> float:
     import soundfile as sf
 
     peak = 0.0
-    with open(path, "rb") as fh, decoder_messages(path, say=False), contextlib.suppress(Exception):   # soundfile's own error types
+    with decoder_messages(path, say=False), open(path, "rb") as fh, contextlib.suppress(Exception):   # soundfile's own error types
         for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
             mono = np.abs(block.mean(axis=1))
             peak = max(peak, float(mono[np.isfinite(mono) & (mono <= MAX_PEAK)].max(initial=0.0)))
@@ -364,7 +362,7 @@ def sound_onset(path: str | Path, threshold: float) -> float | None:
     """Seconds into ``path`` of its first mono sample reaching ``threshold`` in magnitude; None if none does."""
     import soundfile as sf
 
-    with open(path, "rb") as fh, decoder_messages(path, say=False):
+    with decoder_messages(path, say=False), open(path, "rb") as fh:
         sr, start = sf.info(fh).samplerate, 0
         fh.seek(0)
         for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):

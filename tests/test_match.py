@@ -426,3 +426,19 @@ def test_decoder_messages_read_on_without_stderr_or_a_temporary_folder(tmp_path,
 
     monkeypatch.setattr(tempfile, "TemporaryFile", no_folder)
     assert load_audio(tmp_path / "u8.wav", 22050, 1000).shape == (1000,)
+
+
+def test_audio_is_read_in_a_process_whose_fd_2_is_closed(tmp_path):
+    """R12: with fd 2 closed, the audio file opened first took its place, and the redirection of the
+    decoder's lines put an empty file there: every file was refused as "Format not recognised"."""
+    import os
+    import subprocess
+    import sys
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(np.arange(22050) / 5.0)).astype(np.float32), 22050)
+    code = ("import sys\nfrom preset_model.match import file_peak, load_audio\n"
+            f"x = load_audio({str(tmp_path / 'a.wav')!r}, 22050, 22050)\n"
+            f"print(x.shape, round(float(abs(x).max()), 3), round(file_peak({str(tmp_path / 'a.wav')!r}), 3))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=False, stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: os.close(2), timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "(22050,) 0.1 0.1", res.stdout

@@ -298,6 +298,19 @@ class SpectrogramDataset(Dataset):
         return torch.from_numpy(mel), self.targets[i], self.masks[i]
 
 
+def row_blocks(array, rows: np.ndarray, block: int):
+    """Yield ``(i, j, array[rows[i:j]])`` for ascending ``rows``, each read as one slice of at most ``block``
+    rows of ``array`` (an ``h5py`` dataset: contiguous reads are fast, and rows far apart are never read
+    with everything between them)."""
+    i = 0
+    while i < len(rows):
+        lo = int(rows[i])
+        j = int(np.searchsorted(rows, lo + block, side="left"))
+        x = array[lo:int(rows[j - 1]) + 1]
+        yield i, j, x if len(x) == j - i else x[np.asarray(rows[i:j]) - lo]
+        i = j
+
+
 def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarray:
     """``/mel`` of ``rows`` (any order, repeats allowed) and notes ``note_index``: ``(len(rows), notes,
     mels, frames)`` as stored, in the order of ``rows``.
@@ -313,13 +326,8 @@ def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarra
     with h5py.File(path, "r") as h5:
         mel = h5["mel"]
         out = np.empty((len(rows), len(notes), *mel.shape[2:]), mel.dtype)
-        i = 0
-        while i < len(rows):
-            lo = rows[i]
-            j = int(np.searchsorted(rows, lo + block, side="left"))
-            chunk = mel[lo:rows[j - 1] + 1]
-            out[i:j] = chunk[rows[i:j] - lo][:, notes]
-            i = j
+        for i, j, x in row_blocks(mel, rows, block):
+            out[i:j] = x[:, notes]
     return out
 
 

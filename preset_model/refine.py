@@ -232,16 +232,12 @@ def _read_mel_rows(path: str | Path, rows: np.ndarray, block: int = 256):
     """Yield ``(rows_chunk, mel (len, K, mels, frames) float32)`` for sorted ``rows``, reading contiguous slices."""
     import h5py
 
+    from .data import row_blocks
+
     rows = np.asarray(rows, np.int64)
     with h5py.File(path, "r") as h5:
-        mel = h5["mel"]
-        i = 0
-        while i < len(rows):
-            lo = rows[i]
-            j = int(np.searchsorted(rows, lo + block))
-            chunk = rows[i:j]
-            yield chunk, mel[lo:chunk[-1] + 1][chunk - lo].astype(np.float32)
-            i = j
+        for i, j, x in row_blocks(h5["mel"], rows, block):
+            yield rows[i:j], x.astype(np.float32)
 
 
 class NearestPresets:

@@ -101,19 +101,6 @@ def _block_sums(x: np.ndarray, bm: int, bt: int) -> np.ndarray:
     return np.add.reduceat(s, np.arange(0, x.shape[3], bt), axis=3).reshape(len(x), -1)
 
 
-def _valid_blocks(mel, rows: np.ndarray, size: int):
-    """``mel[rows]`` (rows ascending) in pieces of at most ``size`` rows, each read as one slice of at most
-    ``size`` rows of the file (so rows far apart are never read with everything between them)."""
-    i = 0
-    while i < len(rows):
-        lo = int(rows[i])
-        j = int(np.searchsorted(rows, lo + size))
-        part = rows[i:j]
-        x = mel[lo:int(part[-1]) + 1]
-        yield x if len(x) == len(part) else x[part - lo]
-        i = j
-
-
 def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = SOUND_COPY_DB,
                          block: int = 256) -> int:
     """Join every two ``valid`` rows whose dB mel spectrograms differ by at most ``tol_db`` on average; exact.
@@ -131,6 +118,8 @@ def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = S
     """
     import torch
 
+    from .data import row_blocks
+
     rows = np.flatnonzero(np.asarray(valid, bool))
     if len(rows) < 2:
         return 0
@@ -138,7 +127,7 @@ def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = S
     bm, bt = -(-m // 8), -(-f // 11)
     total = k * m * f
     reads = max(1, min(block, (64 << 20) // (total * 8)))                 # rows per read: ≤ 64 MB as float64
-    feats = np.concatenate([_block_sums(x, bm, bt) for x in _valid_blocks(mel, rows, reads)])
+    feats = np.concatenate([_block_sums(x, bm, bt) for _, _, x in row_blocks(mel, rows, reads)])
     mean = feats.sum(1) / total
     order = np.argsort(mean, kind="stable")
     feats, mean, rows = torch.from_numpy(feats[order]), mean[order], rows[order]

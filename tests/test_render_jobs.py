@@ -4,6 +4,7 @@ few bundled presets and one short note."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -308,11 +309,28 @@ def test_a_refused_resume_says_what_differs_and_which_command_to_rerun(catalogue
         RenderConfig(engine="foo", plugin="x")
 
 
+@contextlib.contextmanager
+def command_signal_handlers():
+    """The command line's signal handlers (dexed_data.console), installed for the block, then the test's back."""
+    from dexed_data import console
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    console._installed.clear()
+    for s in before:
+        signal.signal(s, signal.SIG_DFL)
+    console._install()
+    try:
+        yield
+    finally:
+        console._installed.clear()
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
 def test_a_signal_once_the_output_is_published_changes_nothing(catalogue, tmp_path, monkeypatch):
     # Ctrl-C or SIGTERM in the second after render published its file said "interrupted ... run the
     # same command again" (exit 130 / 143) and left OUT.parts half removed beside the finished OUT
     import dexed_data.outputs as outputs
-    from dexed_data import console
     from dexed_data.render import RenderConfig, render_dataset
 
     real = outputs.publish
@@ -324,18 +342,9 @@ def test_a_signal_once_the_output_is_published_changes_nothing(catalogue, tmp_pa
             time.sleep(0.05)
 
     monkeypatch.setattr(outputs, "publish", publish_then_signal)
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    console._installed.clear()
-    for s in before:
-        signal.signal(s, signal.SIG_DFL)
-    console._install()
-    try:
+    with command_signal_handlers():
         summary = render_dataset(catalogue, tmp_path / "d.h5", RenderConfig(notes=((60, 85),), hold=0.2, release=0.1),
                                  jobs=1, progress=False, limit=4)
-    finally:
-        console._installed.clear()
-        for s, h in before.items():
-            signal.signal(s, h)
     assert summary.ok == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
 
@@ -344,7 +353,6 @@ def test_a_signal_once_a_merge_is_published_changes_nothing(catalogue, tmp_path,
     # audit A7: merge said "interrupted ... run the same command again" (exit 130) after its output was
     # whole, and the same command was then refused ("already exists")
     import dexed_data.outputs as outputs
-    from dexed_data import console
     from dexed_data.merge import merge
     from dexed_data.render import RenderConfig, Shard, render_dataset
 
@@ -361,17 +369,8 @@ def test_a_signal_once_a_merge_is_published_changes_nothing(catalogue, tmp_path,
             time.sleep(0.05)
 
     monkeypatch.setattr(outputs, "publish", publish_then_signal)
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    console._installed.clear()
-    for s in before:
-        signal.signal(s, signal.SIG_DFL)
-    console._install()
-    try:
+    with command_signal_handlers():
         assert merge(shards, tmp_path / "m.h5") == tmp_path / "m.h5"
-    finally:
-        console._installed.clear()
-        for s, h in before.items():
-            signal.signal(s, h)
     with h5py.File(tmp_path / "m.h5", "r") as f:
         assert len(f["status"]) == 4
 

@@ -865,7 +865,7 @@ def _render_locked(catalogue_path, out: Path, config: RenderConfig, jobs: int, s
     warm = [executor.submit(_init_worker, config) for _ in range(jobs - 1)]   # the other workers too
     try:
         job = plan_job(catalogue_path, config, ids_file, limit, shard, segment_size, command)
-        engine_version, shapes, mel_config = _first_result(probe, jobs)
+        engine_version, shapes, mel_config = _first_result(probe, jobs, executor)
     except BaseException as exc:
         # leave the (reusable) workers idle for the next job, but not for ever: under a memory limit a
         # worker that could not start a thread never answered, and render waited here for good
@@ -1228,8 +1228,8 @@ def _quiet_tracker():
 
 
 _EXECUTORS: list = []
-#: Exceptions that ended loky's manager thread (:func:`_watch_manager_thread`).
-_MANAGER_FAILED: list[BaseException] = []
+#: (thread, exception) that ended a loky manager thread (:func:`_watch_manager_thread`).
+_MANAGER_FAILED: list[tuple[threading.Thread, BaseException]] = []
 
 
 def _watch_manager_thread() -> None:
@@ -1243,24 +1243,30 @@ def _watch_manager_thread() -> None:
 
     def hook(args) -> None:
         if args.thread is not None and args.thread.name == "ExecutorManagerThread":
-            _MANAGER_FAILED.append(args.exc_value)
+            _MANAGER_FAILED.append((args.thread, args.exc_value))
             return
         previous(args)
     hook.watches_loky = True
     threading.excepthook = hook
 
 
-def _first_result(future, jobs: int):
+def _first_result(future, jobs: int, executor):
     """The result of the first task the workers run, or a :class:`RenderError` naming the system's
-    limits when the pool could not deliver it (:func:`_watch_manager_thread`)."""
+    limits when ``executor``'s manager thread died and could not deliver it (:func:`_watch_manager_thread`).
+
+    Only that executor's thread counts: the manager thread of a pool shut down from another thread
+    (:func:`shutdown_workers` while a job ran) can end later with loky's own ``KeyError``, and the next
+    job, in a new pool, refused to start for it (seen once in CI)."""
     from concurrent.futures import TimeoutError as Pending
 
     while True:
         try:
             return future.result(timeout=1.0)
         except Pending:
-            if _MANAGER_FAILED:
-                exc = _MANAGER_FAILED[-1]
+            manager = getattr(executor, "_executor_manager_thread", None)
+            failed = [exc for thread, exc in _MANAGER_FAILED if manager is None or thread is manager]
+            if failed:
+                exc = failed[-1]
                 raise RenderError(f"cannot run {jobs} worker process(es) ({type(exc).__name__}: {exc}); the "
                                   f"system's limits may be too low ({_limits()}): raise them, or use fewer "
                                   "--jobs") from None

@@ -1476,7 +1476,7 @@ def test_a_render_worker_killed_while_starting_is_one_line(catalogue, tmp_path, 
     class TerminatedWorkerError(Exception):
         pass
 
-    def killed(future, jobs):
+    def killed(future, jobs, executor):
         raise TerminatedWorkerError("A worker process managed by the executor was unexpectedly terminated. "
                                     "The exit codes of the workers are {SIGKILL(-9)}")
 

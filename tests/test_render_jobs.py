@@ -438,6 +438,30 @@ def test_workers_shut_down_from_outside_record_no_failed_preset(catalogue, tmp_p
     assert_same(content(out), content(whole))
 
 
+def test_a_stopped_pools_manager_thread_failing_later_does_not_refuse_the_next_job(monkeypatch):
+    """CI, once: after workers were shut down from another thread, the old pool's loky manager thread
+    ended with its own KeyError a moment later, and the next job (a new pool) refused to start, blaming
+    the system's limits. Only the job's own pool's manager thread counts."""
+    import threading
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from dexed_data import render
+    from dexed_data.errors import RenderError
+
+    old, new = threading.Thread(target=int), threading.Thread(target=int)
+    monkeypatch.setattr(render, "_MANAGER_FAILED", [(old, KeyError(74))])
+    late = Future()
+    threading.Timer(1.5, late.set_result, ("probed",)).start()
+    assert render._first_result(late, 1, SimpleNamespace(_executor_manager_thread=new)) == "probed"
+    render._MANAGER_FAILED.append((new, RuntimeError("can't start new thread")))
+    with pytest.raises(RenderError, match=r"^cannot run 1 worker process\(es\) \(RuntimeError: can't start new "
+                                          r"thread\); the system's limits may be too low"):
+        render._first_result(Future(), 1, SimpleNamespace(_executor_manager_thread=new))
+    # the attribute is loky's own: the executor a job gets has its manager thread there
+    assert isinstance(render._new_executor(1)._executor_manager_thread, threading.Thread)
+
+
 def _wait_for(condition, seconds: float = 120) -> None:
     end = time.monotonic() + seconds
     while not condition() and time.monotonic() < end:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from dexed_data.schema import LEARNABLE_PARAMS, apply_fixed
 
+from .data import read_row
 from .inference import scale_mel
 
 BASELINES: tuple[str, ...] = ("knn", "mean", "median")
@@ -72,7 +73,7 @@ def spectrogram_features(path, rows, note_index, bounds: tuple[float, float], po
     with h5py.File(path, "r") as h5:
         mel = h5["mel"]
         for i in range(0, len(rows), block):
-            chunk = np.stack([mel[r][notes] for r in rows[i:i + block]]).astype(np.float32)
+            chunk = np.stack([read_row(mel, r)[notes] for r in rows[i:i + block]]).astype(np.float32)
             x = torch.from_numpy(scale_mel(chunk, bounds))
             if pool > 1:
                 x = F.avg_pool2d(x, pool)

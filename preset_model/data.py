@@ -293,7 +293,7 @@ class SpectrogramDataset(Dataset):
                                     "wrote it); once that command has finished, run this one again (fit: with "
                                     "--resume if it saved a checkpoint)")
                 self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
-            db = self._h5["mel"][self.rows[i], self._notes].astype(np.float32)
+            db = read_row(self._h5["mel"], self.rows[i], self._notes).astype(np.float32)
         mel = np.clip((db - self.lo) * self.scale - 1.0, -1.0, 1.0)
         return torch.from_numpy(mel), self.targets[i], self.masks[i]
 
@@ -301,12 +301,16 @@ class SpectrogramDataset(Dataset):
 def row_blocks(array, rows: np.ndarray, block: int):
     """Yield ``(i, j, array[rows[i:j]])`` for ascending ``rows``, each read as one slice of at most ``block``
     rows of ``array`` (an ``h5py`` dataset: contiguous reads are fast, and rows far apart are never read
-    with everything between them)."""
+    with everything between them). Data that HDF5 cannot read back is a :class:`DataError` naming the
+    file and the rows (:func:`unreadable`)."""
     i = 0
     while i < len(rows):
         lo = int(rows[i])
         j = int(np.searchsorted(rows, lo + block, side="left"))
-        x = array[lo:int(rows[j - 1]) + 1]
+        try:
+            x = array[lo:int(rows[j - 1]) + 1]
+        except OSError as exc:   # h5py's: a compressed chunk that does not decode (a damaged copy)
+            raise unreadable(array, lo, int(rows[j - 1]), exc) from None
         yield i, j, x if len(x) == j - i else x[np.asarray(rows[i:j]) - lo]
         i = j
 
@@ -329,6 +333,27 @@ def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarra
         for i, j, x in row_blocks(mel, rows, block):
             out[i:j] = x[:, notes]
     return out
+
+
+def unreadable(array, lo: int, hi: int, exc: OSError) -> DataError:
+    """The error for rows ``lo``–``hi`` of an HDF5 ``array`` that HDF5 cannot read back (a compressed chunk
+    damaged on disk or in a copy): it names the dataset file and the rows, where ``fit`` named its own
+    run folder ("free space", R10)."""
+    from dexed_data.inputs import first_line
+
+    path = getattr(getattr(array, "file", None), "filename", "the dataset")
+    rows = f"row {lo}" if hi == lo else f"rows {lo}–{hi}"
+    return DataError(f"{path}: {getattr(array, 'name', '/mel')} of preset {rows} cannot be read ({first_line(exc)}): "
+                     "the file is damaged (a cut-off or corrupted copy, a disk fault); copy it again, or render "
+                     "it again with dexed-data render")
+
+
+def read_row(array, row: int, notes=None) -> np.ndarray:
+    """``array[row]`` (``array[row, notes]``) of an HDF5 dataset, or :func:`unreadable`'s error."""
+    try:
+        return array[row] if notes is None else array[row, notes]
+    except OSError as exc:   # h5py's: a compressed chunk that does not decode (a damaged copy)
+        raise unreadable(array, int(row), int(row), exc) from None
 
 
 def fits_in_memory(n_rows: int, note_count: int, info: "DatasetInfo", share: float = 0.25) -> bool:

@@ -118,7 +118,7 @@ def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = S
     """
     import torch
 
-    from .data import row_blocks
+    from .data import read_row, row_blocks
 
     rows = np.flatnonzero(np.asarray(valid, bool))
     if len(rows) < 2:
@@ -149,7 +149,7 @@ def add_sound_copy_links(links: Links, mel, valid: np.ndarray, tol_db: float = S
         if r not in cache:
             if len(cache) >= cached:
                 cache.pop(next(iter(cache)))
-            cache[r] = np.asarray(mel[r], np.float64)
+            cache[r] = np.asarray(read_row(mel, r), np.float64)
         return cache[r]
 
     added = []

@@ -2501,3 +2501,47 @@ def test_an_export_killed_while_publishing_is_completed_and_said_so(catalogue, t
     assert_clean_error(res, "bank.syx already exists: a run of this command was killed while it put its files in place")
     whole = sorted(p.name for p in out.parent.iterdir())
     assert len(whole) > 5 and not [n for n in whole if n.startswith(".")]
+
+
+def _damaged_mel_chunk(src: Path, dst: Path, row: int) -> Path:
+    """A copy of ``src`` whose /mel is gzip-compressed one preset per chunk, with ``row``'s chunk overwritten
+    with bytes that do not inflate (a corrupted copy or disk block); every other byte reads back."""
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "r+") as f:
+        mel = f["mel"][...]
+        attrs = dict(f["mel"].attrs)
+        del f["mel"]
+        new = f.create_dataset("mel", data=mel, chunks=(1, *mel.shape[1:]), compression="gzip")
+        for k, v in attrs.items():
+            new.attrs[k] = v
+        info = new.id.get_chunk_info_by_coord((row, 0, 0, 0))
+    with open(dst, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(bytes(range(256)) * (info.size // 256) + bytes(info.size % 256))
+    return dst
+
+
+def test_a_damaged_mel_chunk_names_the_dataset_and_the_row_not_the_run_folder(fitted, tmp_path):
+    # R10: fit said "…(writing the run folder; free space and run the same command again)" for a dataset
+    # whose compressed /mel chunk did not decode: the user would have freed space and lost the time
+    from preset_model.baselines import spectrogram_features
+    from preset_model.data import SpectrogramDataset, read_mels
+    from preset_model.errors import DataError
+
+    with h5py.File(fitted.data, "r") as f:
+        row = int(np.flatnonzero((f["status"][...] == 1) & ~f["silent"][...])[3])
+    bad = _damaged_mel_chunk(fitted.data, tmp_path / "damaged.h5", row)
+    needle = rf"^{bad}: /mel of preset row {row} cannot be read \(.*\): the file is damaged"
+    with pytest.raises(DataError, match=needle):
+        read_mels(bad, [row], (0,))
+    with pytest.raises(DataError, match=rf"^{bad}: /mel of preset rows {row - 3}–{row + 2} cannot be read"):
+        read_mels(bad, np.arange(row - 3, row + 3), (0,))
+    with pytest.raises(DataError, match=needle):
+        SpectrogramDataset(bad, [row], "numcat++", (0,), (-120.0, 0.0))[0]
+    assert SpectrogramDataset(bad, [row + 1], "numcat++", (0,), (-120.0, 0.0))[0][0].shape[0] == 1
+    with pytest.raises(DataError, match=needle):
+        spectrogram_features(bad, [row], (0,), (-120.0, 0.0))
+    res = run(model_app, "fit", "--data", bad, "--out", tmp_path / "run", "--size", "tiny", "--epochs", "1",
+              "--max-steps", "1", "--workers", "0", "--device", "cpu", "--no-progress")
+    assert_clean_error(res, str(bad), "cannot be read", "the file is damaged")
+    assert "free space" not in res.output and "run folder" not in res.output

@@ -312,11 +312,15 @@ def test_plugin_agreement_tool_counts_refuses_and_resumes(dexed_plugin, rom1a, t
     out = tmp_path / "agree.jsonl"
     cmd = [sys.executable, str(tool), "--presets", str(tmp_path / "presets.h5"), "--plugin", dexed_plugin,
            "--out", str(out)]
-    first = subprocess.run(cmd + ["--limit", "2"], capture_output=True, text=True, timeout=300)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    first = subprocess.run(cmd + ["--limit", "2"], capture_output=True, text=True, timeout=300, env=env)
     assert first.returncode == 0, first.stderr
     assert "2 presets, 0 already counted, 2 to render" in first.stdout
-    again = subprocess.run(cmd + ["--jobs", "2"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd + ["--jobs", "2"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
+    assert not list(tmp.glob("dexed-home-*"))   # the plug-in's HOME of each worker is removed (one was left per run)
     # the bank's empty slots are one more preset (INIT VOICE): four in the catalogue
     assert "2 already counted, 2 to render" in again.stdout
     assert "4 presets: 1 refused (sample-and-hold LFO), 0 failed, 3 compared" in again.stdout

@@ -25,7 +25,9 @@ machine are noisy: compare the ratios printed by one run, not runs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -80,7 +82,8 @@ def main() -> None:
     p.add_argument("--release", type=float, default=1.0)
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_plugin"))
     args = p.parse_args()
-    os.environ["HOME"] = tempfile.mkdtemp(prefix="bench-plugin-home-")
+    os.environ["HOME"] = tempfile.mkdtemp(prefix="bench-plugin-home-")   # the plug-in writes its settings there
+    atexit.register(shutil.rmtree, os.environ["HOME"], True)
     args.work.mkdir(parents=True, exist_ok=True)
 
     from dexed_data.catalogue import read_catalogue

@@ -40,7 +40,14 @@ THRESHOLDS = (1e-3, 2e-3, 1e-2, 0.1)
 def _count(args: tuple[str, str, list[int], str]) -> int:
     """In a worker: compare the presets at ``rows``, appending one JSON line per preset to ``out``."""
     presets, plugin, rows, out = args
-    os.environ["HOME"] = tempfile.mkdtemp(prefix="dexed-home-")
+    # the plug-in writes its settings under HOME (../shared/plugins/README.md): a folder of its own,
+    # removed when the worker is done (one was left in /tmp per run)
+    with tempfile.TemporaryDirectory(prefix="dexed-home-", ignore_cleanup_errors=True) as home:
+        os.environ["HOME"] = home
+        return _compare(presets, plugin, rows, out)
+
+
+def _compare(presets: str, plugin: str, rows: list[int], out: str) -> int:
     from dexed_data.catalogue import read_catalogue
     from dexed_data.engines import EngineSpec, host_resettable, make_engine
     from dexed_data.schema import apply_fixed

@@ -254,7 +254,7 @@ def check_catalogue(f: h5py.File, path, values: bool = True) -> None:
     from .inputs import check_array, check_ids, check_raw_values, check_rows, damaged, format_attr
 
     try:
-        fmt = format_attr(f)
+        fmt = format_attr(f, CatalogueError)
         version = f.attrs.get("format_version")
         schema = f.attrs.get("schema_hash")
         if fmt != FORMAT:

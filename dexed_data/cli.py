@@ -119,6 +119,7 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
     as_rendered: bool = typer.Option(False, "--as-rendered", help="Write each voice with TRANSPOSE 24, as datasets "
                                      "render it, so it plays as its dataset audio (default: as imported)."),
+    progress: bool = PROGRESS,
 ) -> None:
     """Write catalogue presets as DX7 SysEx: 32-voice banks (the last one padded with INIT VOICE).
 
@@ -140,7 +141,7 @@ def export_command(
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None
     written = _plain_errors(export_sysex, catalogue, output, ids=chosen, limit=limit, single=single, force=force,
-                            inputs=_ids_file(ids), as_rendered=as_rendered)
+                            inputs=_ids_file(ids), as_rendered=as_rendered, progress=progress)
     for path in written:
         typer.echo(str(path))
     if written.own_transpose:
@@ -318,6 +319,7 @@ def export_wav_command(
     ids: Optional[List[str]] = typer.Option(None, "--ids", help=IDS_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many presets (default with no --ids: 10)."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
+    progress: bool = PROGRESS,
 ) -> None:
     """Write presets' audio as 32-bit float wav files, one per note: ID_NAME_PITCH-VELOCITY.wav."""
     from .ids import parse_ids
@@ -327,7 +329,8 @@ def export_wav_command(
 
     _check_limit(limit)
     chosen = _plain_errors(parse_ids, ids) if ids is not None else None
-    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit, force=force, inputs=_ids_file(ids))
+    written = _plain_errors(export_wav, dataset, output, ids=chosen, limit=limit, force=force, inputs=_ids_file(ids),
+                            progress=progress)
     for path in written:
         typer.echo(str(path))
 
@@ -365,17 +368,19 @@ def check_plugin_command(
 def report_command(
     dataset: Path = typer.Argument(..., readable=False, parser=cli_path, help="A rendered dataset (dataset.h5)."),
     output: Path = typer.Option(..., "-o", "--output", readable=False, parser=cli_path, help="Folder for index.html (created); its figures are embedded in it."),
-    examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms."),
+    examples: int = typer.Option(4, "--examples", help="Random usable presets shown as mel spectrograms (0–64)."),
     groups: int = typer.Option(10, "--groups", help="Largest groups of identical-sounding presets listed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the choice of example presets."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files (never an input)."),
 ) -> None:
     """Write a self-contained HTML report, one file with its figures embedded (counts, parameter histograms, levels, examples, duplicates)."""
-    from .report import write_report
+    from .report import MAX_EXAMPLES, write_report
 
     for name, value in (("--examples", examples), ("--groups", groups)):
         if value < 0:
             _fail(f"{name} {value}: must be ≥ 0")
+    if examples > MAX_EXAMPLES:
+        _fail(f"--examples {examples}: must be at most {MAX_EXAMPLES} (their spectrograms are one figure)")
     if not 0 <= seed < 2**63:
         _fail(f"--seed {seed}: must be between 0 and {2**63 - 1}")
     index = _plain_errors(write_report, dataset, output, examples=examples, groups=groups, seed=seed, force=force)

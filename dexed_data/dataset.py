@@ -352,7 +352,7 @@ def check_file(f: h5py.File, path, allow_incomplete: bool = False, schema: bool 
     from .inputs import format_attr
 
     a = f.attrs
-    fmt = format_attr(f)
+    fmt = format_attr(f, DatasetError)
     if fmt == "dexed-catalogue":
         raise DatasetError(catalogue_not_dataset(path))
     if fmt != FORMAT:
@@ -508,6 +508,7 @@ class DatasetReader:
             self.info = check_dataset(self._f, self.path, allow_incomplete)
             p = self._f["presets"]
             self.ids: list[str] = [x.decode() for x in p["id"][...]]
+            self._row_of: dict[str, int] | None = None
             self.names: list[str] = decode_names(p["name"][...])
             self.raw: np.ndarray = p["raw"][...]
             self.sound_group: np.ndarray = p["sound_group"][...]
@@ -578,11 +579,22 @@ class DatasetReader:
         err = self.file["error"].asstr()[...]
         return {self.ids[i]: err[i] for i in np.flatnonzero(self.status == STATUS_FAILED)}
 
+    def _rows_by_id(self) -> dict[str, int]:
+        if self._row_of is None:   # built once: a list scan per id made --ids files of many ids quadratic (A9)
+            self._row_of = {}
+            for r, i in enumerate(self.ids):
+                self._row_of.setdefault(i, r)
+        return self._row_of
+
+    def has(self, preset_id: str) -> bool:
+        """Whether a preset with id ``preset_id`` is in the file."""
+        return isinstance(preset_id, str) and preset_id in self._rows_by_id()
+
     def index(self, preset_id: str) -> int:
         """Row of the preset with id ``preset_id``."""
         try:
-            return self.ids.index(preset_id)
-        except ValueError:
+            return self._rows_by_id()[preset_id]
+        except (KeyError, TypeError):
             raise DatasetError(f"{self.path}: no preset with id {preset_id!r}") from None
 
     def _big(self, name: str, i: int) -> np.ndarray:

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -46,7 +47,7 @@ class Exported(list):
 
 def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: int | None = None,
                  single: bool = False, force: bool = False, inputs: Sequence = (),
-                 as_rendered: bool = False) -> Exported:
+                 as_rendered: bool = False, progress: bool = False) -> Exported:
     """Write presets of a catalogue as DX7 SysEx files; returns the files written (:class:`Exported`).
 
     Args:
@@ -60,6 +61,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         as_rendered: write each voice with the fixed parameters a dataset renders it with
             (TRANSPOSE 24, :func:`schema.apply_fixed`), so it plays as its dataset audio sounds;
             by default a voice is written as it was imported (its own TRANSPOSE).
+        progress: a progress bar of the files written, on stderr (:func:`dexed_data.console.progress`).
 
     Files are numbered by one rule: ``bank.syx``, ``bank_2.syx``, ``bank_3.syx``... each holding
     up to 32 voices (a bank; a last partial bank is padded by :func:`sysex.encode_bank`) or one
@@ -70,7 +72,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         CatalogueError: unknown ids, nothing selected, a negative limit.
         OutputError: an output exists (without ``force``), is the catalogue, or cannot be written.
     """
-    from .outputs import check_outputs, together, write_bytes
+    from .outputs import check_outputs, not_a_syx_name, together, write_bytes
 
     if limit is not None and limit < 1:
         raise CatalogueError(f"--limit {limit}: must be ≥ 1")
@@ -86,14 +88,23 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         raise OutputError(f"cannot write {output}: {why}")
     if output.is_dir() or not output.name:     # ".", "/", "outd": the numbered names need a file name
         raise OutputError(f"output {output} is a folder; give a file name")
+    why = not_a_syx_name(output)
+    if why is not None:
+        raise OutputError(f"-o {output}: {why}")
     size = 1 if single else 32
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
     targets = [numbered(output, k) for k in range(1, len(chunks) + 1)]
-    check_outputs(targets, inputs=[catalogue, *inputs], force=force)   # all checked before the first is written
+    # all checked before the first is written; a killed export's temporary files of any numbered name
+    # go too (A9: a shorter rerun removed only those of its own names, 26 MB stayed)
+    family = re.compile(re.escape(output.stem) + r"(_[1-9][0-9]*)?" + re.escape(output.suffix))
+    check_outputs(targets, inputs=[catalogue, *inputs], force=force, family=family.fullmatch)
     raw = apply_fixed(cat.raw) if as_rendered else cat.raw
     written = Exported()
     written.own_transpose = int((raw[rows, TRANSPOSE_OFFSET] != FIXED_TRANSPOSE).sum())
-    with together(last=True):   # every file, or none
+    from .console import progress as progress_bar
+
+    with together(last=True), progress_bar(progress and len(targets) > 1, total=len(targets), unit=" files",
+                                           desc="export", leave=False) as bar:   # every file, or none
         for target, chunk in zip(targets, chunks):
             if single:
                 data = sysex.encode_single(raw[chunk[0]], cat.names[chunk[0]])
@@ -101,4 +112,5 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
                 data = sysex.encode_bank(raw[chunk], [cat.names[r] for r in chunk])
             write_bytes(target, data)
             written.append(target)
+            bar.update()
     return written

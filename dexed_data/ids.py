@@ -54,7 +54,14 @@ def parse_ids(spec) -> list[str]:
     listed = os.path.isfile(spec)
     if listed:
         text = read_ids_text(spec)
-        ids = [t for line in text.splitlines() for t in line.split("#")[0].replace(",", " ").split()]
+        ids = []
+        for n, line in enumerate(text.splitlines(), 1):
+            tokens = line.split("#")[0].replace(",", " ").split()
+            bad = [t for t in tokens if not _ID.fullmatch(t.lower())]
+            if bad:   # A9: "not in the catalogue" for a token that cannot be an id, with no file or line named
+                raise CatalogueError(f"--ids {spec}, line {n}: {bad[0]!r} is not a preset id (16 hex digits, as "
+                                     "`dexed-data list` prints them); fix that line (# starts a comment)")
+            ids += tokens
     else:
         ids = spec.replace(",", " ").split()
     ids = [t.lower() if _ID.fullmatch(t.lower()) else t for t in ids]   # hex digits in either case
@@ -62,7 +69,8 @@ def parse_ids(spec) -> list[str]:
         bad = [t for t in ids if not _ID.fullmatch(t)]
         if bad:
             file = ("a folder, not a file of ids" if os.path.isdir(spec) else
-                    "not a regular file" if os.path.exists(spec) else "no such file")
+                    "a pipe or device; write the ids to a file and give that (a render reads it again to resume)"
+                    if os.path.exists(spec) else "no such file")
             raise CatalogueError(f"--ids {spec!r}: {file}, and {bad[0]!r} is not a preset id (16 hex digits); "
                                  "give comma-separated ids or a file listing them (`dexed-data list FILE` shows ids)")
     if not ids:

@@ -56,6 +56,10 @@ def file_kind(path) -> str:
     with open_hdf5(path, "HDF5", DexedDataError) as f:
         fmt = format_attr(f)
     kinds = {CATALOGUE_FORMAT: "catalogue", DATASET_FORMAT: "dataset"}
+    if fmt is None and Path(path).resolve().parent.name.endswith(".parts"):   # A9: "unknown format None"
+        raise DexedDataError(f"{path}: a segment of an unfinished render (its folder {Path(path).parent.name} is the "
+                             "render's work), not a dataset; rerun that render command to finish it, then use "
+                             "its dataset")
     if fmt not in kinds:
         raise DexedDataError(f"{path}: HDF5 file of unknown format {fmt!r}; expected 'dexed-catalogue' or 'dexed-dataset'")
     return kinds[fmt]

@@ -96,12 +96,20 @@ def unreachable(path: str | os.PathLike) -> str | None:
     return None
 
 
-def format_attr(f: h5py.File) -> str | None:
+def format_attr(f: h5py.File, error: type[DexedDataError] = DexedDataError) -> str | None:
     """A file's ``format`` attribute as text; None when it has none. A value that is not one
     string (an array, a number, undecodable bytes: another program's file) comes back as a text
-    that names no format of this toolkit, so comparisons and messages work on any file."""
+    that names no format of this toolkit, so comparisons and messages work on any file.
+
+    Raises:
+        ``error``: HDF5 cannot read the file's attributes back (a damaged copy: A9, it was called a
+        file "of unknown format '<unreadable: OSError>'").
+    """
     try:
         value = f.attrs.get("format")
+    except OSError as exc:
+        raise error(f"{f.filename}: damaged HDF5 file, its attributes cannot be read ({first_line(exc)}); it may "
+                    "be truncated or overwritten in part: copy or write it again") from None
     except Exception as exc:  # noqa: BLE001 - h5py cannot read some attribute types at all
         return f"<unreadable: {type(exc).__name__}>"
     if isinstance(value, bytes):

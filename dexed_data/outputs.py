@@ -53,7 +53,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import OutputError
 
@@ -94,6 +94,26 @@ def h5_text(text: str) -> str:
 #: Longest output file name (bytes) whose temporary name (:func:`temp_path`, a pid of up to 7
 #: digits) fits the usual 255-byte limit of a name.
 MAX_NAME_BYTES = 255 - len("..1234567.tmp")
+
+
+#: Suffixes of the toolkit's other files and of audio: a SysEx bank written under one is a mistake.
+NOT_SYX_SUFFIXES = (".h5", ".hdf5", ".pt", ".json", ".csv", ".html", ".md", ".wav", ".flac", ".ogg", ".aiff", ".aif",
+                    ".mp3")
+
+
+def not_a_syx_name(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a name to write DX7 SysEx under (``export -o``, ``interpolate -o``), or None:
+    another kind's suffix (A9: ``export -o x.h5`` wrote a bank there), or a name that reads back as a
+    voice of a bank (``c.syx:1`` is voice 1 of ``c.syx`` to every command that reads voices)."""
+    name = Path(path).name
+    voice = re.search(r":(\d+)$", name)
+    if voice:
+        return (f"a name ending in :{voice[1]} reads back as voice {voice[1]} of a bank ({name[:voice.start()]}), "
+                "not as this file; give a name without it")
+    suffix = Path(name).suffix.lower()
+    if suffix in NOT_SYX_SUFFIXES:
+        return f"the voices are written as DX7 SysEx; give a .syx name, not a {suffix} one"
+    return None
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -168,10 +188,11 @@ def render_holding(path: str | os.PathLike) -> int | None:
 
 
 def check_outputs(paths: Iterable[str | os.PathLike], *, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
-                  what: str = "output") -> list[Path]:
+                  what: str = "output", family: Callable[[str], object] | None = None) -> list[Path]:
     """:func:`check_output` for each of many files (``export``'s numbered files), each folder scanned
     once for what a killed command left there, not once per file (audit A6: 16,000 files exported
-    over an earlier export took 12 minutes, 40 times a fresh export)."""
+    over an earlier export took 12 minutes, 40 times a fresh export). ``family``: the names whose
+    temporary files a killed run left are removed (default: ``paths``' own)."""
     paths = [Path(p) for p in paths]
     inputs = list(inputs)
     finished: dict[str, list[Path]] = {}   # each target → what the killed publish that wrote it put in place
@@ -182,7 +203,7 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, inputs: Iterable[str | 
         names.setdefault(p.parent, set()).add(p.name)
     for folder, mine in names.items():
         if folder.is_dir():
-            _remove_stale_temps(folder, mine.__contains__)
+            _remove_stale_temps(folder, lambda name: name in mine or (family is not None and family(name)))
     return out
 
 

@@ -30,7 +30,7 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | None = None,
-               force: bool = False, inputs: Sequence = ()) -> list[Path]:
+               force: bool = False, inputs: Sequence = (), progress: bool = False) -> list[Path]:
     """Write presets' audio as 32-bit float wav files (not clipped), one per note; returns the files.
 
     Files are named ``ID_NAME_PITCH-VELOCITY.wav`` (name made file-safe). ``ids`` picks presets in
@@ -41,7 +41,8 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
     Each file is written atomically, and all of them together (:func:`dexed_data.outputs.together`):
     an error or an interrupt half-way leaves none. Existing files of the same names are refused
     unless ``force`` (see :mod:`dexed_data.outputs`), all checked before the first file is written;
-    ``inputs`` (an ``--ids`` file) and the dataset are never replaced.
+    ``inputs`` (an ``--ids`` file) and the dataset are never replaced. ``progress``: a progress bar of
+    the presets written (rendered again), on stderr.
 
     Raises:
         DatasetError: unknown id, a preset that failed to render, no rendered preset at all (without
@@ -76,6 +77,10 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
                 raise DatasetError(f"{path}: nothing to export: all {len(ds)} presets failed to render"
                                    + (f" (e.g. {reasons[0]})" if reasons else "") + f"; see `dexed-data info {path}`")
         else:
+            unknown = list(dict.fromkeys(i for i in ids if not ds.has(i)))
+            if unknown:   # all of them in one line, as export says it (A9: the first one only)
+                raise DatasetError(f"{path}: {len(unknown)} id(s) not in the dataset: {', '.join(unknown[:10])}"
+                                   f"{' ...' if len(unknown) > 10 else ''}; list its ids with `dexed-data list {path}`")
             rows = list(dict.fromkeys(ds.index(i) for i in ids))[:limit]   # an id given twice is written once
             failed = [ds.ids[r] for r in rows if ds.status[r] != STATUS_OK]
             if failed:
@@ -87,11 +92,15 @@ def export_wav(path, out_dir, ids: Sequence[str] | None = None, limit: int | Non
 
         check_folder(out_dir, [n for r in rows for n in names(r)], force=force, inputs=[path, *inputs])
         written = []
-        with together(last=True):   # every file, or none (nor the folders made for them)
-            for r in rows:
+        from .console import progress as progress_bar
+
+        with together(last=True), progress_bar(progress and len(rows) > 1, total=len(rows), unit=" presets",
+                                               desc="export-wav", leave=False) as bar:   # every file, or none
+            for r in rows:                                                               # (nor their folders)
                 audio = ds.audio(r)   # stored, or rendered again exactly
                 for name, note in zip(names(r), audio):
                     target = out_dir / name
                     write_bytes(target, wav_bytes(note, ds.info.sample_rate), "wav file")
                     written.append(target)
+                bar.update()
     return written

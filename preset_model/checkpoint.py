@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -62,11 +63,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read and check a checkpoint. Raises :class:`CheckpointError` if missing, foreign, or of another schema."""
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():   # a link to nothing, or a loop of links (A9: "no such checkpoint")
+            raise CheckpointError(f"{path}: a link that leads to no file ({os.readlink(path)}); give the checkpoint "
+                                  "itself, or mend the link")
         hint = "; it has no checkpoint yet: run fit without --resume" if path.name == "last.pt" else ""
         raise CheckpointError(f"{path}: no such checkpoint{hint}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        if isinstance(exc, OSError) and exc.errno is not None:
+            # the system's reason (permission denied, an I/O error): the file itself may be sound (A9)
+            raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions and "
+                                  "the disk, then run the same command again") from None
         # not torch's text: it runs over paragraphs and advises weights_only=False (code execution)
         raise CheckpointError(f"{path}: not a checkpoint written by `preset-model fit` (damaged, cut short, or "
                               f"another kind of file; torch: {type(exc).__name__}); give a run folder, or its "

@@ -126,8 +126,11 @@ def _run_files(run: Optional[Path]) -> list[Path]:
     its checkpoints (``RUN/last.pt``: ``-o RUN/best.pt --force`` replaced the best checkpoint)."""
     if run is None:
         return []
-    folder = run if run.is_dir() else run.parent
-    return [run, *(folder / n for n in RUN_FILES), *(p for p in folder.glob("*.pt") if p.name not in RUN_FILES)]
+    files = [run]
+    real = run.resolve()   # a link to a checkpoint: its run is where the link points (A9: --force replaced last.pt)
+    for folder in dict.fromkeys(p if p.is_dir() else p.parent for p in (run, real)):
+        files += [*(folder / n for n in RUN_FILES), *(p for p in folder.glob("*.pt") if p.name not in RUN_FILES)]
+    return files
 
 
 #: Suffixes of audio files: a .syx written under one of them is a mistake (re-renders go to --wav).
@@ -135,9 +138,14 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 
 def _check_syx_name(output: Path) -> None:
+    from dexed_data.outputs import not_a_syx_name
+
     if output.suffix.lower() in AUDIO_SUFFIXES:
         _fail(f"-o {output}: -o is the SysEx file of the voices; give it a .syx name (re-rendered audio goes to "
               "--wav DIR in match)")
+    why = not_a_syx_name(output)
+    if why:
+        _fail(f"-o {output}: {why}")
 
 
 def _outputs(paths: list[Path], inputs: list, force: bool, leftovers=()) -> None:

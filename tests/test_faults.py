@@ -2545,3 +2545,134 @@ def test_a_damaged_mel_chunk_names_the_dataset_and_the_row_not_the_run_folder(fi
               "--max-steps", "1", "--workers", "0", "--device", "cpu", "--no-progress")
     assert_clean_error(res, str(bad), "cannot be read", "the file is damaged")
     assert "free space" not in res.output and "run folder" not in res.output
+
+
+# --------------------------------------------------------------------------- audit A9
+
+
+def test_a_checkpoint_given_through_a_link_protects_its_own_runs_files(fitted, bank, tmp_path):
+    # A9 M1: the run's files were taken from the link's folder, so `-o RUN/last.pt --force` wrote a bank
+    # over the training's last checkpoint (fit --resume then refused the run)
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(fitted.flow6, folder)
+    (tmp_path / "ck.pt").symlink_to(folder / "best.pt")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for out in (folder / "last.pt", folder / "metrics.csv"):
+        res = run(model_app, "interpolate", tmp_path / "ck.pt", f"{bank}:1", f"{bank}:2", "--steps", "4", "-o", out,
+                  "--force")
+        assert_clean_error(res, "is also an input")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_a_checkpoint_that_cannot_be_read_is_not_called_damaged(fitted, tmp_path, monkeypatch):
+    # A9 L1: a checkpoint without read permission was "not a checkpoint … (damaged, cut short …)", which
+    # invites deleting a good file; a link to nothing was "no such checkpoint"
+    import torch
+
+    from preset_model.checkpoint import load_checkpoint
+    from preset_model.errors import CheckpointError
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "load", denied)
+        with pytest.raises(CheckpointError, match=r"best\.pt: cannot be read \(Permission denied\); check its "
+                                                  r"permissions and the disk"):
+            load_checkpoint(fitted.flow6 / "best.pt")
+    (tmp_path / "gone.pt").symlink_to(tmp_path / "nothing.pt")
+    with pytest.raises(CheckpointError, match=r"gone\.pt: a link that leads to no file \(.*nothing\.pt\)"):
+        load_checkpoint(tmp_path / "gone.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint written by"):   # a foreign file: as before
+        load_checkpoint(Path(__file__))
+
+
+@pytest.mark.parametrize("command,name,needle", [
+    ("export", "bank.h5", "give a .syx name, not a .h5 one"), ("export", "bank.wav", "not a .wav one"),
+    ("export", "bank.syx:1", "reads back as voice 1 of a bank (bank.syx)"),
+    ("interpolate", "c.syx:1", "reads back as voice 1 of a bank (c.syx)"),
+    ("interpolate", "c.pt", "not a .pt one"),
+])
+def test_a_bank_is_not_written_under_another_kinds_name(command, name, needle, catalogue, fitted, bank, tmp_path):
+    # A9 L7, L8: `export -o x.h5` wrote a SysEx bank there; `interpolate -o c.syx:1` made a file that every
+    # command then read as voice 1 of c.syx
+    if command == "export":
+        res = run(data_app, "export", catalogue, "--limit", "2", "-o", tmp_path / name)
+    else:
+        res = run(model_app, "interpolate", fitted.flow6, f"{bank}:1", f"{bank}:2", "--steps", "4", "-o",
+                  tmp_path / name)
+    assert_clean_error(res, needle)
+    assert not (tmp_path / name).exists()
+
+
+def test_report_examples_are_bounded(dataset, tmp_path):
+    # A9 L3: --examples 100000 drew one image 237,010 px tall (84 s, 2.3 GB)
+    from dexed_data.report import MAX_EXAMPLES
+
+    res = run(data_app, "report", dataset, "-o", tmp_path / "rep", "--examples", str(MAX_EXAMPLES + 1))
+    assert_clean_error(res, f"--examples {MAX_EXAMPLES + 1}: must be at most {MAX_EXAMPLES}")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_an_ids_file_names_its_bad_line_and_export_wav_names_every_unknown_id(catalogue, dataset, tmp_path):
+    # A9 L5: a token that cannot be an id was "not in the catalogue", with no file or line; export-wav
+    # named only the first unknown id
+    from dexed_data.dataset import DatasetReader
+
+    with DatasetReader(dataset) as ds:
+        known = ds.ids[0]
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{known}\n# a comment\n{known}, zzzz\n")
+    for app, src in ((data_app, catalogue), (data_app, dataset)):
+        command = "export" if src == catalogue else "export-wav"
+        res = run(app, command, src, "--ids", ids, "-o", tmp_path / ("x.syx" if command == "export" else "wav"))
+        assert_clean_error(res, f"--ids {ids}, line 3: 'zzzz' is not a preset id")
+    ids.write_text(f"{known}\n{'a' * 16}\n{'b' * 16}\n")
+    res = run(data_app, "export-wav", dataset, "--ids", ids, "-o", tmp_path / "wav")
+    assert_clean_error(res, f"2 id(s) not in the dataset: {'a' * 16}, {'b' * 16}")
+    assert not (tmp_path / "wav").exists()
+
+
+def test_export_removes_what_a_killed_export_of_any_numbered_name_left_and_shows_progress(catalogue, tmp_path):
+    # A9 L2: after kill -9 a shorter rerun removed only the temporary files of its own names (26 MB stayed);
+    # a 28,000-file export showed nothing for two minutes
+    dead = 4_194_303   # above any pid the kernel gives out: no such process
+    left = [tmp_path / f".bank_{k}.syx.{dead}.tmp" for k in (1, 2, 7)] + [tmp_path / f".bank.syx.{dead}.tmp"]
+    other = [tmp_path / f".mine.syx.{dead}.tmp", tmp_path / f".bank_x.syx.{dead}.tmp"]
+    for p in left + other:
+        p.write_bytes(b"partial")
+    res = run(data_app, "export", catalogue, "--limit", "3", "--single", "-o", tmp_path / "bank.syx")
+    assert res.exit_code == 0, res.output
+    assert not any(p.exists() for p in left) and all(p.exists() for p in other)
+    assert sorted(p.name for p in tmp_path.glob("bank*.syx")) == ["bank.syx", "bank_2.syx", "bank_3.syx"]
+    assert "export" in res.stderr and "3/3" in res.stderr    # the bar's closing line, in a log
+    res = run(data_app, "export", catalogue, "--limit", "3", "--single", "-o", tmp_path / "b.syx", "--no-progress")
+    assert res.exit_code == 0 and res.stderr.strip() == "", res.stderr
+
+
+def test_info_names_a_damaged_header_and_a_render_segment(dataset, tmp_path):
+    # A9 L9: "HDF5 file of unknown format '<unreadable: OSError>'" for a file whose attributes do not read
+    # back; "unknown format None" for a segment of an unfinished render
+    import h5py
+
+    from dexed_data.inputs import format_attr
+
+    class Unreadable:
+        filename = "x.h5"
+
+        class attrs:
+            @staticmethod
+            def get(name):
+                raise OSError("Unable to synchronously read attribute (bad object header)")
+
+    from dexed_data.errors import DatasetError
+    with pytest.raises(DatasetError, match=r"^x\.h5: damaged HDF5 file, its attributes cannot be read \(Unable to "
+                                           r"synchronously read attribute"):
+        format_attr(Unreadable, DatasetError)
+    segment = tmp_path / "d.h5.parts" / "seg-000000.h5"
+    segment.parent.mkdir()
+    with h5py.File(segment, "w") as f:
+        f.create_dataset("status", data=np.zeros(2, np.int8))
+    assert_clean_error(run(data_app, "info", segment), "a segment of an unfinished render", "rerun that render")

@@ -105,12 +105,21 @@ def format_attr(f: h5py.File, error: type[DexedDataError] = DexedDataError) -> s
         ``error``: HDF5 cannot read the file's attributes back (a damaged copy: A9, it was called a
         file "of unknown format '<unreadable: OSError>'").
     """
+    def damaged(exc: BaseException) -> DexedDataError:
+        return error(f"{f.filename}: damaged HDF5 file, its attributes cannot be read ({first_line(exc)}); it may "
+                     "be truncated or overwritten in part: copy or write it again")
+
+    try:
+        if "format" not in f.attrs:
+            return None
+        text = f.attrs.get_id("format").get_type().get_class() == h5py.h5t.STRING
+    except OSError as exc:
+        raise damaged(exc) from None
     try:
         value = f.attrs.get("format")
-    except OSError as exc:
-        raise error(f"{f.filename}: damaged HDF5 file, its attributes cannot be read ({first_line(exc)}); it may "
-                    "be truncated or overwritten in part: copy or write it again") from None
     except Exception as exc:  # noqa: BLE001 - h5py cannot read some attribute types at all
+        if text and isinstance(exc, OSError):   # a string whose bytes do not read back: damage (A9), not a
+            raise damaged(exc) from None        # type h5py cannot convert (another program's file, R13)
         return f"<unreadable: {type(exc).__name__}>"
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")

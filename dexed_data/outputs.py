@@ -107,9 +107,10 @@ def not_a_syx_name(path: str | os.PathLike) -> str | None:
     voice of a bank (``c.syx:1`` is voice 1 of ``c.syx`` to every command that reads voices)."""
     name = Path(path).name
     voice = re.search(r":(\d+)$", name)
-    if voice:
-        return (f"a name ending in :{voice[1]} reads back as voice {voice[1]} of a bank ({name[:voice.start()]}), "
-                "not as this file; give a name without it")
+    bank = Path(path).with_name(name[:voice.start()]) if voice else None
+    if voice and bank.is_file():   # (with no such file, reading the name back finds this one: R13)
+        return (f"{bank.name} is a file, so {name} also reads as voice {voice[1]} of it (and once written, as this "
+                "file instead); give a name without :N")
     suffix = Path(name).suffix.lower()
     if suffix in NOT_SYX_SUFFIXES:
         return f"the voices are written as DX7 SysEx; give a .syx name, not a {suffix} one"

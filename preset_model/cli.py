@@ -127,7 +127,10 @@ def _run_files(run: Optional[Path]) -> list[Path]:
     if run is None:
         return []
     files = [run]
-    real = run.resolve()   # a link to a checkpoint: its run is where the link points (A9: --force replaced last.pt)
+    try:   # a link to a checkpoint: its run is where the link points (A9: --force replaced last.pt)
+        real = run.resolve()
+    except (OSError, RuntimeError):   # a loop of links (R13: a traceback); loading it says what is wrong
+        real = run
     for folder in dict.fromkeys(p if p.is_dir() else p.parent for p in (run, real)):
         files += [*(folder / n for n in RUN_FILES), *(p for p in folder.glob("*.pt") if p.name not in RUN_FILES)]
     return files

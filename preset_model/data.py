@@ -310,7 +310,8 @@ def row_blocks(array, rows: np.ndarray, block: int):
         try:
             x = array[lo:int(rows[j - 1]) + 1]
         except OSError as exc:   # h5py's: a compressed chunk that does not decode (a damaged copy)
-            raise unreadable(array, lo, int(rows[j - 1]), exc) from None
+            bad = next((int(r) for r in rows[i:j] if _unreadable_row(array, r)), lo)   # the row, not the block (R13)
+            raise unreadable(array, bad, bad, exc) from None
         yield i, j, x if len(x) == j - i else x[np.asarray(rows[i:j]) - lo]
         i = j
 
@@ -335,17 +336,42 @@ def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarra
     return out
 
 
+def _unreadable_row(array, row) -> bool:
+    try:
+        array[int(row)]
+    except OSError:
+        return True
+    return False
+
+
+def _missing_filter(array) -> int | None:
+    """The first HDF5 filter ``array`` is stored with that this installation cannot decode, or None."""
+    try:
+        plist = array.id.get_create_plist()
+        codes = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+    except Exception:  # noqa: BLE001 - not an h5py dataset, or no filter information
+        return None
+    return next((c for c in codes if not h5py.h5z.filter_avail(c)), None)
+
+
 def unreadable(array, lo: int, hi: int, exc: OSError) -> DataError:
-    """The error for rows ``lo``–``hi`` of an HDF5 ``array`` that HDF5 cannot read back (a compressed chunk
-    damaged on disk or in a copy): it names the dataset file and the rows, where ``fit`` named its own
-    run folder ("free space", R10)."""
+    """The error for rows ``lo``–``hi`` of an HDF5 ``array`` that HDF5 cannot read back: stored with a
+    compression filter this installation lacks (another program's file), or a compressed chunk damaged
+    on disk or in a copy. It names the dataset file and the rows, where ``fit`` named its own run folder
+    ("free space", R10)."""
     from dexed_data.inputs import first_line
 
     path = getattr(getattr(array, "file", None), "filename", "the dataset")
+    name = getattr(array, "name", "/mel")
+    code = _missing_filter(array)
+    if code is not None:   # R13: an intact file was called damaged
+        return DataError(f"{path}: {name} is compressed with HDF5 filter {code}, which this installation cannot "
+                         "decode (another program wrote it so); write it again with gzip or lzf (e.g. `h5repack -f "
+                         "GZIP=4 IN OUT`), or render it again with dexed-data render")
     rows = f"row {lo}" if hi == lo else f"rows {lo}–{hi}"
-    return DataError(f"{path}: {getattr(array, 'name', '/mel')} of preset {rows} cannot be read ({first_line(exc)}): "
-                     "the file is damaged (a cut-off or corrupted copy, a disk fault); copy it again, or render "
-                     "it again with dexed-data render")
+    return DataError(f"{path}: {name} of preset {rows} cannot be read ({first_line(exc)}): the file is damaged "
+                     "(a cut-off or corrupted copy, a disk fault); copy it again, or render it again with "
+                     "dexed-data render")
 
 
 def read_row(array, row: int, notes=None) -> np.ndarray:

@@ -473,7 +473,7 @@ def load_run(run: str | Path, checkpoint: str = "best.pt", data: str | Path | No
     if not isinstance(checkpoint, str) or not checkpoint:
         raise CheckpointError(f"checkpoint {checkpoint!r}: give best.pt or last.pt")
     run = Path(run)
-    path = run if run.is_file() else run / checkpoint
+    path = run if run.is_file() or (run.is_symlink() and not run.is_dir()) else run / checkpoint   # a link to nothing: said
     model, ckpt = load_model(path)
     run_dir = run if run.is_dir() else run.parent
     data_path, why = find_dataset(ckpt, run_dir, data)

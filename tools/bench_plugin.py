@@ -28,6 +28,8 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,6 +86,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ["HOME"] = tempfile.mkdtemp(prefix="bench-plugin-home-")   # the plug-in writes its settings there
     atexit.register(shutil.rmtree, os.environ["HOME"], True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))   # (atexit runs then too)
     args.work.mkdir(parents=True, exist_ok=True)
 
     from dexed_data.catalogue import read_catalogue

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -37,11 +38,18 @@ NOTES = ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
 THRESHOLDS = (1e-3, 2e-3, 1e-2, 0.1)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``timeout``, a batch system) ends this process as an exception does, so that its temporary
+    folders are removed (the default action ended it at once and left them)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _count(args: tuple[str, str, list[int], str]) -> int:
     """In a worker: compare the presets at ``rows``, appending one JSON line per preset to ``out``."""
     presets, plugin, rows, out = args
+    stop_on_sigterm()
     # the plug-in writes its settings under HOME (../shared/plugins/README.md): a folder of its own,
-    # removed when the worker is done (one was left in /tmp per run)
+    # removed when the worker is done (one was left in /tmp per run), or stopped by the main process
     with tempfile.TemporaryDirectory(prefix="dexed-home-", ignore_cleanup_errors=True) as home:
         os.environ["HOME"] = home
         return _compare(presets, plugin, rows, out)
@@ -164,8 +172,16 @@ def main() -> None:
           flush=True)
     if todo:
         chunks = [(str(a.presets), a.plugin, todo[k::a.jobs], str(a.out) + f".part{k}") for k in range(a.jobs)]
-        with ProcessPoolExecutor(a.jobs) as ex:
+        stop_on_sigterm()
+        ex = ProcessPoolExecutor(a.jobs)
+        try:
             list(ex.map(_count, chunks))
+        except BaseException:   # Ctrl-C, SIGTERM (timeout, a batch system): the workers end too, and their
+            for proc in list(getattr(ex, "_processes", {}).values()):   # temporary HOME goes with them (R13)
+                proc.terminate()
+            raise
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
         for _, _, _, part in chunks:
             for line in Path(part).read_text().splitlines():
                 try:

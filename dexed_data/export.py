@@ -88,9 +88,6 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
         raise OutputError(f"cannot write {output}: {why}")
     if output.is_dir() or not output.name:     # ".", "/", "outd": the numbered names need a file name
         raise OutputError(f"output {output} is a folder; give a file name")
-    why = not_a_syx_name(output)
-    if why is not None:
-        raise OutputError(f"-o {output}: {why}")
     size = 1 if single else 32
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
     targets = [numbered(output, k) for k in range(1, len(chunks) + 1)]
@@ -98,6 +95,9 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     # go too (A9: a shorter rerun removed only those of its own names, 26 MB stayed)
     family = re.compile(re.escape(output.stem) + r"(_[1-9][0-9]*)?" + re.escape(output.suffix))
     check_outputs(targets, inputs=[catalogue, *inputs], force=force, family=family.fullmatch)
+    why = not_a_syx_name(output)   # after the inputs: "is also an input" says more
+    if why is not None:
+        raise OutputError(f"-o {output}: {why}")
     raw = apply_fixed(cat.raw) if as_rendered else cat.raw
     written = Exported()
     written.own_transpose = int((raw[rows, TRANSPOSE_OFFSET] != FIXED_TRANSPOSE).sum())

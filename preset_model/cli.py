@@ -523,7 +523,6 @@ def match(
     gain = _plain(parse_gain, gain_db)
     _check_seed(seed)
     _outputs([output], [*files, *_run_files(run), data], force, _leftovers(output))
-    _check_syx_name(output)
     if wav is not None:
         if wav.resolve() == output.resolve():
             _fail(f"--wav {wav} is the -o file; give --wav a folder of its own")
@@ -535,6 +534,7 @@ def match(
     loaded = _plain(load_run, run, data=data) if run is not None else None
     if loaded is not None and loaded.dataset is not None:   # the dataset the run found itself is read too
         _outputs([output], [loaded.dataset], force)
+    _check_syx_name(output)   # after the inputs: "is also an input" says more
     if loaded is not None:
         typer.echo("model notes (pitch:velocity, in order): " + ", ".join(f"{p}:{v}" for p, v in loaded.input_notes))
         if refine > 0 and loaded.dataset is None:

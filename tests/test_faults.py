@@ -1582,7 +1582,7 @@ def test_an_export_wav_that_fails_half_way_leaves_no_file_and_reruns(dataset, tm
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(outputs, "write_bytes", disk_full_at_the_second)
-    res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav")
+    res = run(data_app, "export-wav", dataset, "--limit", "2", "-o", tmp_path / "wav", "--no-progress")
     assert_clean_error(res, "no space left", "none of the files written with it was put in place")
     assert len(calls) == 2 and not (tmp_path / "wav").exists()     # nor the folder it made
     monkeypatch.setattr(outputs, "write_bytes", real)

@@ -219,9 +219,10 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
                 raise AudioInputError(f"{path}: {head.frames:,} samples at {head.samplerate:,} Hz, more than the "
                                       f"{MAX_AUDIO_SECONDS:g} s accepted (only the first note length is used: "
                                       "cut the file)")
-            need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + 64   # + resampling filter margin
+            margin = 64 if head.samplerate != sample_rate else 0   # the resampling filter's (A10: none is read
+            need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + margin   # at our rate)
             declared = _declared_frames(fh)
-            if declared is not None and head.frames < min(declared, need - 64):
+            if declared is not None and head.frames < min(declared, need - margin):
                 # the reader gives what is there: the note was matched on its start and silence (audit Y3)
                 raise AudioInputError(f"{path}: cut off: its header says {declared / head.samplerate:.2f} s of audio, "
                                       f"the file holds {head.frames / head.samplerate:.2f} s; export it again")

@@ -442,3 +442,19 @@ def test_audio_is_read_in_a_process_whose_fd_2_is_closed(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=False, stdout=subprocess.PIPE, text=True,
                          preexec_fn=lambda: os.close(2), timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "(22050,) 0.1 0.1", res.stdout
+
+
+def test_samples_after_the_note_are_not_read_at_the_datasets_rate(tmp_path):
+    # A10: NaN just after the note got the file refused (64 samples more were read as a resampling
+    # margin, though a file at the dataset's rate is not resampled); at another rate they are used
+    import soundfile as sf
+
+    from preset_model.match import AudioInputError, load_audio
+
+    note = (0.1 * np.sin(2 * np.pi * 220 * np.arange(1000) / 22050)).astype(np.float32)
+    after = np.concatenate([note, np.full(100, np.nan, np.float32)])
+    sf.write(tmp_path / "same.wav", after, 22050, subtype="FLOAT")
+    assert np.array_equal(load_audio(tmp_path / "same.wav", 22050, 1000), note)
+    sf.write(tmp_path / "other.wav", after, 44100, subtype="FLOAT")
+    with pytest.raises(AudioInputError, match="holds NaN or infinite samples"):
+        load_audio(tmp_path / "other.wav", 22050, 1000)   # 2,000 samples + the filter's margin: they reach the NaN

@@ -106,8 +106,8 @@ def not_a_syx_name(path: str | os.PathLike) -> str | None:
     another kind's suffix (A9: ``export -o x.h5`` wrote a bank there), or a name that reads back as a
     voice of a bank (``c.syx:1`` is voice 1 of ``c.syx`` to every command that reads voices)."""
     name = Path(path).name
-    voice = re.search(r":(\d+)$", name)
-    bank = Path(path).with_name(name[:voice.start()]) if voice else None
+    voice = re.search(r".:(\d+)$", name)   # (":1" names no bank)
+    bank = Path(path).with_name(name[:voice.start() + 1]) if voice else None
     if voice and bank.is_file():   # (with no such file, reading the name back finds this one: R13)
         return (f"{bank.name} is a file, so {name} also reads as voice {voice[1]} of it (and once written, as this "
                 "file instead); give a name without :N")

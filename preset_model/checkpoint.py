@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -64,8 +65,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         if path.is_symlink():   # a link to nothing, or a loop of links (A9: "no such checkpoint")
-            raise CheckpointError(f"{path}: a link that leads to no file ({os.readlink(path)}); give the checkpoint "
-                                  "itself, or mend the link")
+            try:
+                os.stat(path)
+                what = f"a link to {os.readlink(path)}, which is not a file"
+            except OSError as exc:
+                what = ("a loop of links" if exc.errno == errno.ELOOP else
+                        f"a link that leads to no file ({os.readlink(path)})")
+            raise CheckpointError(f"{path}: {what}; give the checkpoint itself, or mend the link")
         hint = "; it has no checkpoint yet: run fit without --resume" if path.name == "last.pt" else ""
         raise CheckpointError(f"{path}: no such checkpoint{hint}")
     try:

@@ -309,10 +309,11 @@ def row_blocks(array, rows: np.ndarray, block: int):
         j = int(np.searchsorted(rows, lo + block, side="left"))
         try:
             x = array[lo:int(rows[j - 1]) + 1]
-        except OSError as exc:   # h5py's: a compressed chunk that does not decode (a damaged copy)
-            bad = next((int(r) for r in rows[i:j] if _unreadable_row(array, r)), lo)   # the row, not the block (R13)
-            raise unreadable(array, bad, bad, exc) from None
-        yield i, j, x if len(x) == j - i else x[np.asarray(rows[i:j]) - lo]
+        except OSError:   # h5py's: a compressed chunk that does not decode (a damaged copy), maybe of a row
+            x = np.stack([read_row(array, int(r)) for r in rows[i:j]])   # between the wanted ones: those alone,
+            yield i, j, x                                                 # each named if it fails (R13, R14)
+        else:
+            yield i, j, x if len(x) == j - i else x[np.asarray(rows[i:j]) - lo]
         i = j
 
 
@@ -334,14 +335,6 @@ def read_mels(path: str | Path, rows, note_index, block: int = 512) -> np.ndarra
         for i, j, x in row_blocks(mel, rows, block):
             out[i:j] = x[:, notes]
     return out
-
-
-def _unreadable_row(array, row) -> bool:
-    try:
-        array[int(row)]
-    except OSError:
-        return True
-    return False
 
 
 def _missing_filter(array) -> int | None:

@@ -2536,6 +2536,9 @@ def test_a_damaged_mel_chunk_names_the_dataset_and_the_row_not_the_run_folder(fi
         read_mels(bad, [row], (0,))
     with pytest.raises(DataError, match=needle):   # the damaged row, not the block read (R13)
         read_mels(bad, np.arange(row - 3, row + 3), (0,))
+    # a damaged row between the wanted ones is not read at all (R14: it failed the read and named a sound row)
+    with h5py.File(fitted.data, "r") as f:
+        assert np.array_equal(read_mels(bad, [row - 1, row + 1], (0,)), f["mel"][[row - 1, row + 1]][:, [0]])
     with pytest.raises(DataError, match=needle):
         SpectrogramDataset(bad, [row], "numcat++", (0,), (-120.0, 0.0))[0]
     assert SpectrogramDataset(bad, [row + 1], "numcat++", (0,), (-120.0, 0.0))[0][0].shape[0] == 1
@@ -2600,6 +2603,12 @@ def test_a_checkpoint_that_cannot_be_read_is_not_called_damaged(fitted, tmp_path
     (tmp_path / "gone.pt").symlink_to(tmp_path / "nothing.pt")
     with pytest.raises(CheckpointError, match=r"gone\.pt: a link that leads to no file \(.*nothing\.pt\)"):
         load_checkpoint(tmp_path / "gone.pt")
+    (tmp_path / "a.pt").symlink_to(tmp_path / "b.pt")
+    (tmp_path / "b.pt").symlink_to(tmp_path / "a.pt")
+    with pytest.raises(CheckpointError, match=r"a\.pt: a loop of links; give the checkpoint itself"):
+        load_checkpoint(tmp_path / "a.pt")
+    res = run(model_app, "evaluate", tmp_path / "a.pt", "-o", tmp_path / "ev")   # R13: resolve() raised, a traceback
+    assert_clean_error(res, "a loop of links")
     with pytest.raises(CheckpointError, match="not a checkpoint written by"):   # a foreign file: as before
         load_checkpoint(Path(__file__))
 
@@ -2625,12 +2634,14 @@ def test_a_bank_is_not_written_under_another_kinds_name(command, name, needle, c
 
 
 def test_a_bank_named_like_a_time_is_written_and_read_back(catalogue, tmp_path):
-    # R13: `-o 'morph 18:30'` was refused, though with no file 'morph 18' the name reads back as itself
+    # R13: `-o 'morph 18:30'` was refused, though with no file 'morph 18' the name reads back as itself;
+    # R14: `-o ':1'` was a traceback (a bank of no name)
     from dexed_data.voice import load_voice
 
-    res = run(data_app, "export", catalogue, "--limit", "2", "-o", tmp_path / "morph 18:30")
-    assert res.exit_code == 0, res.output
-    assert load_voice(f"{tmp_path / 'morph 18:30'}:2").name.strip()
+    for name in ("morph 18:30", ":1"):
+        res = run(data_app, "export", catalogue, "--limit", "2", "-o", tmp_path / name)
+        assert res.exit_code == 0, res.output
+        assert load_voice(f"{tmp_path / name}:2").name.strip()
 
 
 def test_report_examples_are_bounded(dataset, tmp_path):

@@ -42,3 +42,6 @@ def run_main(main, *args) -> None:
         fail(f"`{shown} …` failed (exit {exc.returncode}); its message is above")
     except RuntimeError as exc:   # DawDreamer's "Unable to load plugin." and the like
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:   # Ctrl-C: one line, as the toolkit's commands say it (R14: a 15-line traceback)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -39,23 +40,16 @@ THRESHOLDS = (1e-3, 2e-3, 1e-2, 0.1)
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM (``timeout``, a batch system) ends this process as an exception does, so that its temporary
-    folders are removed (the default action ended it at once and left them)."""
+    """SIGTERM (``timeout``, a batch system) ends the main process as an exception does, so that the
+    workers' temporary folders are removed (the default action ended it at once and left them)."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _count(args: tuple[str, str, list[int], str]) -> int:
-    """In a worker: compare the presets at ``rows``, appending one JSON line per preset to ``out``."""
-    presets, plugin, rows, out = args
-    stop_on_sigterm()
-    # the plug-in writes its settings under HOME (../shared/plugins/README.md): a folder of its own,
-    # removed when the worker is done (one was left in /tmp per run), or stopped by the main process
-    with tempfile.TemporaryDirectory(prefix="dexed-home-", ignore_cleanup_errors=True) as home:
-        os.environ["HOME"] = home
-        return _compare(presets, plugin, rows, out)
-
-
-def _compare(presets: str, plugin: str, rows: list[int], out: str) -> int:
+def _count(args: tuple[str, str, list[int], str, str]) -> int:
+    """In a worker: compare the presets at ``rows``, appending one JSON line per preset to ``out``, with
+    ``home`` as HOME (a folder the main process made, and removes)."""
+    presets, plugin, rows, out, home = args
+    os.environ["HOME"] = home   # the plug-in writes its settings there (../shared/plugins/README.md)
     from dexed_data.catalogue import read_catalogue
     from dexed_data.engines import EngineSpec, host_resettable, make_engine
     from dexed_data.schema import apply_fixed
@@ -171,18 +165,23 @@ def main() -> None:
     print(f"{a.presets}: {n} presets, {len(done)} already counted, {len(todo)} to render with {a.jobs} job(s)",
           flush=True)
     if todo:
-        chunks = [(str(a.presets), a.plugin, todo[k::a.jobs], str(a.out) + f".part{k}") for k in range(a.jobs)]
+        # each worker's HOME is made and removed here, after the workers have ended, however they end
+        # (one was left in /tmp per worker and run; R13, R14: SIGTERM, Ctrl-C to the process group)
         stop_on_sigterm()
+        homes = [tempfile.mkdtemp(prefix="dexed-home-") for _ in range(a.jobs)]
+        chunks = [(str(a.presets), a.plugin, todo[k::a.jobs], str(a.out) + f".part{k}", homes[k]) for k in range(a.jobs)]
         ex = ProcessPoolExecutor(a.jobs)
         try:
             list(ex.map(_count, chunks))
-        except BaseException:   # Ctrl-C, SIGTERM (timeout, a batch system): the workers end too, and their
-            for proc in list(getattr(ex, "_processes", {}).values()):   # temporary HOME goes with them (R13)
+        except BaseException:   # Ctrl-C, SIGTERM (timeout, a batch system): the workers end too
+            for proc in list(getattr(ex, "_processes", {}).values()):
                 proc.terminate()
             raise
         finally:
             ex.shutdown(wait=True, cancel_futures=True)
-        for _, _, _, part in chunks:
+            for home in homes:
+                shutil.rmtree(home, ignore_errors=True)
+        for _, _, _, part, _ in chunks:
             for line in Path(part).read_text().splitlines():
                 try:
                     rec = json.loads(line)
@@ -192,7 +191,7 @@ def main() -> None:
         tmp = a.out.with_name(a.out.name + ".tmp")
         tmp.write_text("".join(json.dumps(done[r]) + "\n" for r in sorted(done)))
         os.replace(tmp, a.out)
-        for _, _, _, part in chunks:
+        for _, _, _, part, _ in chunks:
             Path(part).unlink(missing_ok=True)
     print(summarize([done[r] for r in sorted(done) if r < n]))
 

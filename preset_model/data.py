@@ -302,16 +302,17 @@ def row_blocks(array, rows: np.ndarray, block: int):
     """Yield ``(i, j, array[rows[i:j]])`` for ascending ``rows``, each read as one slice of at most ``block``
     rows of ``array`` (an ``h5py`` dataset: contiguous reads are fast, and rows far apart are never read
     with everything between them). Data that HDF5 cannot read back is a :class:`DataError` naming the
-    file and the rows (:func:`unreadable`)."""
+    file and the row (:func:`unreadable`)."""
     i = 0
     while i < len(rows):
         lo = int(rows[i])
         j = int(np.searchsorted(rows, lo + block, side="left"))
         try:
             x = array[lo:int(rows[j - 1]) + 1]
-        except OSError:   # h5py's: a compressed chunk that does not decode (a damaged copy), maybe of a row
-            x = np.stack([read_row(array, int(r)) for r in rows[i:j]])   # between the wanted ones: those alone,
-            yield i, j, x                                                 # each named if it fails (R13, R14)
+        except OSError:
+            # a compressed chunk that does not decode (a damaged copy), maybe of a row between the wanted
+            # ones: those alone, each named if it fails (R13, R14)
+            yield i, j, np.stack([read_row(array, int(r)) for r in rows[i:j]])
         else:
             yield i, j, x if len(x) == j - i else x[np.asarray(rows[i:j]) - lo]
         i = j
@@ -347,10 +348,10 @@ def _missing_filter(array) -> int | None:
     return next((c for c in codes if not h5py.h5z.filter_avail(c)), None)
 
 
-def unreadable(array, lo: int, hi: int, exc: OSError) -> DataError:
-    """The error for rows ``lo``–``hi`` of an HDF5 ``array`` that HDF5 cannot read back: stored with a
+def unreadable(array, row: int, exc: OSError) -> DataError:
+    """The error for a ``row`` of an HDF5 ``array`` that HDF5 cannot read back: stored with a
     compression filter this installation lacks (another program's file), or a compressed chunk damaged
-    on disk or in a copy. It names the dataset file and the rows, where ``fit`` named its own run folder
+    on disk or in a copy. It names the dataset file and the row, where ``fit`` named its own run folder
     ("free space", R10)."""
     from dexed_data.inputs import first_line
 
@@ -361,8 +362,7 @@ def unreadable(array, lo: int, hi: int, exc: OSError) -> DataError:
         return DataError(f"{path}: {name} is compressed with HDF5 filter {code}, which this installation cannot "
                          "decode (another program wrote it so); write it again with gzip or lzf (e.g. `h5repack -f "
                          "GZIP=4 IN OUT`), or render it again with dexed-data render")
-    rows = f"row {lo}" if hi == lo else f"rows {lo}–{hi}"
-    return DataError(f"{path}: {name} of preset {rows} cannot be read ({first_line(exc)}): the file is damaged "
+    return DataError(f"{path}: {name} of preset row {row} cannot be read ({first_line(exc)}): the file is damaged "
                      "(a cut-off or corrupted copy, a disk fault); copy it again, or render it again with "
                      "dexed-data render")
 
@@ -372,7 +372,7 @@ def read_row(array, row: int, notes=None) -> np.ndarray:
     try:
         return array[row] if notes is None else array[row, notes]
     except OSError as exc:   # h5py's: a compressed chunk that does not decode (a damaged copy)
-        raise unreadable(array, int(row), int(row), exc) from None
+        raise unreadable(array, int(row), exc) from None
 
 
 def fits_in_memory(n_rows: int, note_count: int, info: "DatasetInfo", share: float = 0.25) -> bool:

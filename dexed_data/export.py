@@ -28,6 +28,11 @@ def numbered(output, k: int) -> Path:
     return output if k == 1 else output.with_name(f"{output.stem}_{k}{output.suffix}")
 
 
+def numbered_name(output):
+    """A test of a file name: whether it is one of ``numbered(output, k)``'s, for any ``k``."""
+    return re.compile(re.escape(Path(output).stem) + r"(_[1-9][0-9]*)?" + re.escape(Path(output).suffix)).fullmatch
+
+
 def following(output, count: int) -> list[Path]:
     """Existing files of the numbered names after the first ``count`` (an earlier, longer export's,
     or a user's own): named to the user, never deleted."""
@@ -93,8 +98,7 @@ def export_sysex(catalogue, output, *, ids: Sequence[str] | None = None, limit: 
     targets = [numbered(output, k) for k in range(1, len(chunks) + 1)]
     # all checked before the first is written; a killed export's temporary files of any numbered name
     # go too (A9: a shorter rerun removed only those of its own names, 26 MB stayed)
-    family = re.compile(re.escape(output.stem) + r"(_[1-9][0-9]*)?" + re.escape(output.suffix))
-    check_outputs(targets, inputs=[catalogue, *inputs], force=force, family=family.fullmatch)
+    check_outputs(targets, inputs=[catalogue, *inputs], force=force, family=numbered_name(output))
     why = not_a_syx_name(output)   # after the inputs: "is also an input" says more
     if why is not None:
         raise OutputError(f"-o {output}: {why}")

@@ -96,9 +96,11 @@ def h5_text(text: str) -> str:
 MAX_NAME_BYTES = 255 - len("..1234567.tmp")
 
 
+#: Suffixes of audio files.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+
 #: Suffixes of the toolkit's other files and of audio: a SysEx bank written under one is a mistake.
-NOT_SYX_SUFFIXES = (".h5", ".hdf5", ".pt", ".json", ".csv", ".html", ".md", ".wav", ".flac", ".ogg", ".aiff", ".aif",
-                    ".mp3")
+NOT_SYX_SUFFIXES = (".h5", ".hdf5", ".pt", ".json", ".csv", ".html", ".md", *AUDIO_SUFFIXES)
 
 
 def not_a_syx_name(path: str | os.PathLike) -> str | None:

@@ -136,14 +136,10 @@ def _run_files(run: Optional[Path]) -> list[Path]:
     return files
 
 
-#: Suffixes of audio files: a .syx written under one of them is a mistake (re-renders go to --wav).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
-
-
 def _check_syx_name(output: Path) -> None:
-    from dexed_data.outputs import not_a_syx_name
+    from dexed_data.outputs import AUDIO_SUFFIXES, not_a_syx_name
 
-    if output.suffix.lower() in AUDIO_SUFFIXES:
+    if output.suffix.lower() in AUDIO_SUFFIXES:   # (re-renders go to --wav: said for these)
         _fail(f"-o {output}: -o is the SysEx file of the voices; give it a .syx name (re-rendered audio goes to "
               "--wav DIR in match)")
     why = not_a_syx_name(output)

@@ -16,6 +16,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``timeout``, a batch system) ends this process as an exception does, so that ``finally``
+    blocks and ``atexit`` handlers remove its temporary folders (the default action ended it at once)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def at_least(args, **minimums: int) -> None:
     """``fail`` unless each named option of the parsed ``args`` is at least its minimum (``--sounds 0`` printed a
     table of NaN, ``--steps -1`` a traceback)."""

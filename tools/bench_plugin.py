@@ -28,12 +28,11 @@ import argparse
 import atexit
 import os
 import shutil
-import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _cli import stop_on_sigterm  # same folder
 from bench_render import _catalogue, _command  # same folder: presets.h5 from a source; a timed command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +85,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ["HOME"] = tempfile.mkdtemp(prefix="bench-plugin-home-")   # the plug-in writes its settings there
     atexit.register(shutil.rmtree, os.environ["HOME"], True)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))   # (atexit runs then too)
+    stop_on_sigterm()   # (the atexit handler runs then too)
     args.work.mkdir(parents=True, exist_ok=True)
 
     from dexed_data.catalogue import read_catalogue

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -37,12 +36,6 @@ sys.path.insert(0, str(REPO))
 
 NOTES = ((40, 85), (50, 85), (60, 42), (60, 85), (60, 127), (70, 85))
 THRESHOLDS = (1e-3, 2e-3, 1e-2, 0.1)
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (``timeout``, a batch system) ends the main process as an exception does, so that the
-    workers' temporary folders are removed (the default action ended it at once and left them)."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _count(args: tuple[str, str, list[int], str, str]) -> int:
@@ -167,6 +160,8 @@ def main() -> None:
     if todo:
         # each worker's HOME is made and removed here, after the workers have ended, however they end
         # (one was left in /tmp per worker and run; R13, R14: SIGTERM, Ctrl-C to the process group)
+        from _cli import stop_on_sigterm   # this folder
+
         stop_on_sigterm()
         homes = [tempfile.mkdtemp(prefix="dexed-home-") for _ in range(a.jobs)]
         chunks = [(str(a.presets), a.plugin, todo[k::a.jobs], str(a.out) + f".part{k}", homes[k]) for k in range(a.jobs)]

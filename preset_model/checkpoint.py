@@ -96,7 +96,39 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     why = _damaged(ckpt)
     if why:
         raise CheckpointError(_unreadable(path, ckpt, why))
+    changed = _changed_record(path)
+    if changed:
+        raise CheckpointError(f"{path}: its record {changed} fails its CRC-32 check: its bytes changed on disk after it "
+                              "was written; the checkpoint is damaged: use a copy made before the damage, or train again")
     return ckpt
+
+
+def _changed_record(path: Path) -> str | None:
+    """The first record of a checkpoint whose bytes no longer match the CRC-32 ``torch.save`` wrote for it, or None.
+
+    ``torch.load`` reads the zip's records without checking their checksums, so bytes changed in a
+    tensor (a disk's fault, a bad copy) load as different weights without error (R13). Records written
+    without a checksum (CRC 0: ``torch.serialization.set_crc32_options(False)``) are not checked.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0 or info.is_dir():
+                    continue
+                try:
+                    with z.open(info) as f:        # checks the CRC-32 when the record has been read to its end
+                        while f.read(1 << 22):
+                            pass
+                except zipfile.BadZipFile:
+                    return info.filename.split("/", 1)[-1]
+    except (zipfile.BadZipFile, NotImplementedError, ValueError):
+        return None   # torch read it: a layout zipfile does not take is not a damage it can name
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions and the disk, "
+                              "then run the same command again") from None
+    return None
 
 
 def _unreadable(path: Path, ckpt: dict, why: str) -> str:

@@ -120,6 +120,18 @@ def _check_jobs(jobs: int) -> None:
 RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "split.json")
 
 
+def _looked_at(test) -> bool:
+    """``test()`` (``path.is_dir``, ``path.is_file``), where a path that cannot be looked at is one line.
+
+    Python 3.11 raises PermissionError for a path inside a folder that cannot be entered (A12: a
+    traceback in match when the run or the first file lay in one)."""
+    try:
+        return test()
+    except OSError as exc:
+        _fail(f"{exc.filename if exc.filename is not None else test.__self__}: cannot be read ({exc.strerror or exc}); "
+              "check the permissions of it and of the folders above it")
+
+
 def _run_files(run: Optional[Path]) -> list[Path]:
     """The files of a run that an output may not replace: the training's own files in the run
     folder (:data:`RUN_FILES` and any other checkpoint ``*.pt``), also when RUN is given as one of
@@ -131,7 +143,7 @@ def _run_files(run: Optional[Path]) -> list[Path]:
         real = run.resolve()
     except (OSError, RuntimeError):   # a loop of links (R13: a traceback); loading it says what is wrong
         real = run
-    for folder in dict.fromkeys(p if p.is_dir() else p.parent for p in (run, real)):
+    for folder in dict.fromkeys(p if _looked_at(p.is_dir) else p.parent for p in (run, real)):
         files += [*(folder / n for n in RUN_FILES), *(p for p in folder.glob("*.pt") if p.name not in RUN_FILES)]
     return files
 
@@ -499,13 +511,13 @@ def match(
     from dexed_data.outputs import check_folder, together
 
     from .inference import load_run
-    from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, PITCH_RANGE_CENTS, match_files, named_note, not_a_note,
-                        parse_gain, rerender_names, write_syx, write_wavs)
+    from .match import (AUTO_PEAK_DB, LOUD_PEAK_DB, PITCH_RANGE_CENTS, channels_cancel, match_files, named_note,
+                        not_a_note, parse_gain, rerender_names, write_syx, write_wavs)
     from .refine import MOVED, NOISE_HINT_DB
 
     # a folder first is the run, unless --data is given and it holds no checkpoint (a folder of recordings)
-    run = paths[0] if paths and (paths[0].suffix == ".pt" or paths[0].is_dir() and (
-        data is None or any((paths[0] / c).is_file() for c in ("best.pt", "last.pt")))) else None
+    run = paths[0] if paths and (paths[0].suffix == ".pt" or _looked_at(paths[0].is_dir) and (
+        data is None or any(_looked_at((paths[0] / c).is_file) for c in ("best.pt", "last.pt")))) else None
     files = paths[1:] if run is not None else paths
     if not files:
         _fail("give the audio files to match (after RUN, if any)")
@@ -606,8 +618,9 @@ def match(
             pitch = f"pitch offset {s.pitch_offset_cents:+.1f} cents"
             if abs(s.pitch_offset_cents) >= PITCH_RANGE_CENTS:   # the edge of the range searched
                 pitch = f"pitch offset {'above +' if s.pitch_offset_cents > 0 else 'below -'}{PITCH_RANGE_CENTS:g} cents"
-            if isnan(s.pitch_offset_cents):
-                pitch = "pitch offset n/a (" + ("re-render" if s.rerender_silent else "input") + " near-silent)"
+            if isnan(s.pitch_offset_cents):   # a click or a noise burst has no pitch either (A12: "input near-silent")
+                pitch = "pitch offset n/a (" + ("re-render near-silent" if s.rerender_silent else "input near-silent"
+                                                if s.input_silent else "no pitch to measure") + ")"
             silent_input = isnan(s.level_db) or (isinf(s.level_db) and s.level_db > 0)
             level = "level silent" if isinf(s.level_db) and s.level_db < 0 else f"level {s.level_db:+.1f} dB"
             if silent_input:
@@ -615,8 +628,11 @@ def match(
             typer.echo(f"  {s.file}  note {s.note[0]}:{s.note[1]}  similarity {s.similarity:.3f}  "
                        f"log-spectral MAE {s.log_spectral_mae:.2f} dB  {pitch}  {level}")
             if silent_input:
-                typer.echo(f"  note: {s.file} is silent (all zeros) on this note: any voice matches it as well as "
-                           "another; give a recording of the sound", err=True)
+                cancel = channels_cancel(s.file)
+                typer.echo(f"  note: {s.file} is silent (all zeros) on this note" + (
+                    " once its channels are mixed to mono: they are of opposite polarity and cancel; give one "
+                    "channel of it" if cancel else ": any voice matches it as well as another; give a recording of "
+                    "the sound"), err=True)
             elif s.input_silent:   # noise, dither, or stereo channels that cancel in the mono mix (audit Z17)
                 typer.echo(f"  note: {s.file} is near-silent on this note (its peak is below {SILENT_THRESHOLD_DB:g} "
                            "dBFS): the voice is matched to noise; give a recording of the sound (a stereo file is "

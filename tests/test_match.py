@@ -458,3 +458,90 @@ def test_samples_after_the_note_are_not_read_at_the_datasets_rate(tmp_path):
     sf.write(tmp_path / "other.wav", after, 44100, subtype="FLOAT")
     with pytest.raises(AudioInputError, match="holds NaN or infinite samples"):
         load_audio(tmp_path / "other.wav", 22050, 1000)   # 2,000 samples + the filter's margin: they reach the NaN
+
+
+def test_audit_a12_headers_dc_offsets_clicks_cancelling_channels_and_locked_folders(fitted, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from preset_model.match import DC_OFFSET_MIN
+
+    t = np.arange(2 * SR) / SR
+    tone = (0.2 * np.sin(2 * np.pi * 262 * t) * np.exp(-2 * t)).astype(np.float32)
+    n = int(0.75 * SR)
+    # a WAV whose data length was left at 500 frames with 2 s of audio after it: refused, not matched on 23 ms
+    sf.write(tmp_path / "w.wav", tone, SR, subtype="PCM_16")
+    data = bytearray((tmp_path / "w.wav").read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = (1000).to_bytes(4, "little")
+    (tmp_path / "stale.wav").write_bytes(bytes(data))
+    with pytest.raises(AudioInputError, match=r"stale.wav: its header says 0.023 s of audio, and 87,200 bytes follow "
+                                              r"it that are not part of any chunk: the header's length was not "
+                                              r"updated"):
+        load_audio(tmp_path / "stale.wav", SR, n)
+    # ... but a short sound with a tagger's 128-byte ID3v1 tag after it is read as before
+    sf.write(tmp_path / "short.wav", tone[:SR // 10], SR, subtype="PCM_16")
+    (tmp_path / "tagged.wav").write_bytes((tmp_path / "short.wav").read_bytes() + b"TAG" + bytes(125))
+    assert np.array_equal(load_audio(tmp_path / "tagged.wav", SR, n), load_audio(tmp_path / "short.wav", SR, n))
+    # a DC offset is removed (no render holds one), and a render without one is read as it is, bit for bit
+    sf.write(tmp_path / "tone.wav", tone, SR, subtype="FLOAT")
+    sf.write(tmp_path / "dc.wav", tone + np.float32(0.02), SR, subtype="FLOAT")
+    clean = load_audio(tmp_path / "tone.wav", SR, n)
+    assert np.array_equal(clean, tone[:n])
+    assert np.abs(load_audio(tmp_path / "dc.wav", SR, n) - clean).max() < 2e-3
+    sf.write(tmp_path / "small.wav", tone + np.float32(DC_OFFSET_MIN / 2), SR, subtype="FLOAT")
+    assert np.array_equal(load_audio(tmp_path / "small.wav", SR, n), tone[:n] + np.float32(DC_OFFSET_MIN / 2))
+    render = make_engine(EngineSpec()).render(apply_fixed(decode_file(fitted.bank).voices[0].raw), [(40, 85)], HOLD,
+                                              RELEASE).audio[0]
+    sf.write(tmp_path / "render.wav", render, SR, subtype="FLOAT")
+    assert np.array_equal(load_audio(tmp_path / "render.wav", SR, len(render)), render)
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "dc.wav"), "-o",
+                                   str(tmp_path / "dc.syx")])
+    assert res.exit_code == 0 and "dc.wav: removed a DC offset of +0.020" in res.output, res.output
+    # a click has no pitch (it is not "near-silent": one at the first sample, which the measure's window
+    # does not see); channels that cancel exactly are said to
+    click = np.zeros(SR, np.float32)
+    click[0] = 0.9
+    sf.write(tmp_path / "click.wav", click, SR, subtype="FLOAT")
+    sf.write(tmp_path / "cancel.wav", np.stack([tone, -tone], 1), SR, subtype="FLOAT")
+    for name, said in (("click", "pitch offset n/a (no pitch to measure)"),
+                       ("cancel", "cancel.wav is silent (all zeros) on this note once its channels are mixed to "
+                                  "mono: they are of opposite polarity and cancel; give one channel of it")):
+        res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / f"{name}.wav"), "-o",
+                                       str(tmp_path / f"{name}.syx")])
+        assert res.exit_code == 0 and said in res.output, res.output
+    # soundfile's "Error opening <_io.BufferedReader …>:" is not part of the message
+    (tmp_path / "text.wav").write_text("not audio\n" * 100)
+    with pytest.raises(AudioInputError) as err:
+        load_audio(tmp_path / "text.wav", SR, n)
+    assert "<_io" not in str(err.value) and "text.wav: cannot read audio (" in str(err.value), str(err.value)
+    # a run or a file in a folder that cannot be entered: one line, not a PermissionError traceback
+    locked = tmp_path / "locked"
+    real_is_dir = Path.is_dir
+
+    def is_dir(self):
+        if locked in (self, *self.parents):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    for args in ([str(locked / "run"), str(tmp_path / "tone.wav")], ["--data", str(fitted.data), str(locked / "a.wav")]):
+        res = CliRunner().invoke(app, ["match", *args, "-o", str(tmp_path / "l.syx")])
+        assert res.exit_code == 2 and isinstance(res.exception, SystemExit), (res.output, res.exception)
+        assert f"error: {locked}" in res.output and "cannot be read (Permission denied)" in res.output, res.output
+
+
+def test_a_permission_error_met_anywhere_is_one_line(tmp_path):
+    # the commands' entry point: a PermissionError that no check named is one line, not a traceback (A12)
+    import subprocess
+    import sys
+
+    code = ("import pathlib, sys\n"
+            "def denied(self): raise PermissionError(13, 'Permission denied', str(self))\n"
+            "pathlib.Path.is_dir = denied\n"
+            "from preset_model.cli import main\n"
+            f"sys.argv = ['preset-model', 'evaluate', {str(tmp_path / 'locked' / 'run')!r}]\n"
+            "main()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'locked' / 'run'}: Permission denied; check the "
+                                               "permissions of it and of the folders above it"], res.stderr

@@ -83,11 +83,21 @@ def _in_run_folder(out: Path, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except OSError as exc:
         # how to go on: --resume once a checkpoint exists (a plain rerun is refused then), else the same command
+        import errno
+
         again = "rerun with --resume" if (Path(out) / "last.pt").is_file() else "run the same command again"
+        # what to mend first: space for a full disk (torch's write errors carry no errno: taken as one), the
+        # permissions for a refusal (A11: "free space" for a metrics.csv that could not be read)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            mend = "check the permissions of the run folder and its files, then "
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT, None):
+            mend = "free space and "
+        else:
+            mend = ""
         if getattr(exc, "filename", None) is None:
-            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the run folder; free space and {again})",
+            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the run folder; {mend}{again})",
                           str(out)) from None
-        raise OSError(exc.errno, f"{exc.strerror or exc}; free space and {again}", exc.filename) from None
+        raise OSError(exc.errno, f"{exc.strerror or exc}; {mend}{again}", exc.filename) from None
 
 
 def _check_device(device: str) -> None:
@@ -335,6 +345,10 @@ def fit(
                   "higher --epochs")
         why = ("time budget spent" if result.out_of_time
                else f"{result.epoch + 1} epoch{'s' if result.epoch + 1 != 1 else ''}")
+        if resume and result.first_epoch > result.epoch and not result.out_of_time:   # A11: unexplained
+            typer.echo(f"note: the run already has {result.epoch + 1} finished epoch(s), as many as --epochs "
+                       f"{cfg.epochs} asks or more: nothing was trained; give a higher --epochs to continue it",
+                       err=True)
         typer.echo(f"done ({why}): best validation parameter loss {result.best_valid:.4f} (num + 0.2·cat); "
                    f"checkpoints in {result.out}")
         train_n, valid_n, test_n = result.split_sizes

@@ -33,6 +33,7 @@ import math
 import multiprocessing.process
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -361,6 +362,7 @@ class FitResult:
     out: Path
     out_of_time: bool = False
     split_sizes: tuple[int, int, int] = (0, 0, 0)   # presets in training, validation, test
+    first_epoch: int = 0                            # the first epoch this call trained (0-based; > epoch: none)
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -548,14 +550,44 @@ def read_render_attrs(path: str | Path) -> dict:
 def _read_csv(path: Path, last_epoch: int) -> list[dict]:
     """Metrics rows of epochs ≤ ``last_epoch`` (1-based; rows after the last checkpoint are dropped on resume)."""
     if not path.is_file():
+        if last_epoch > 0:
+            _note_no_rows(path, last_epoch)
         return []
+    move = ("put back the file fit wrote (a copy edited by another program, or one cut short), or move it away: the "
+            "resumed run then writes the epochs from here on only")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: saved by a spreadsheet, with a BOM
-            return [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= last_epoch]
+            rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= last_epoch]
     except (KeyError, ValueError, TypeError, UnicodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read its epochs ({type(exc).__name__}: {exc}); put back the file fit "
-                              "wrote (a copy edited by another program), or move it away: the resumed run then "
-                              "writes the epochs from here on only") from None
+        raise CheckpointError(f"{path}: cannot read its epochs ({type(exc).__name__}: {exc}); {move}") from None
+    # every row whole, and the epochs one after another up to the checkpoint's (a file cut short kept a
+    # row cut in the middle and lost the last epochs' rows without a word: audit A11); a file moved away
+    # once starts later, which is what it says
+    cut = next((r for r in rows if None in r or None in r.values()), None)
+    if cut is not None:
+        raise CheckpointError(f"{path}: the row of epoch {cut['epoch']} does not have the file's columns; {move}")
+    epochs = [int(float(r["epoch"])) for r in rows]
+    if epochs and epochs != list(range(epochs[0], last_epoch + 1)):
+        raise CheckpointError(f"{path}: holds epochs {_spans(epochs)}, but the checkpoint has finished epochs "
+                              f"1 … {last_epoch}; {move}")
+    if not rows and last_epoch > 0:
+        _note_no_rows(path, last_epoch)
+    return rows
+
+
+def _note_no_rows(path: Path, last_epoch: int) -> None:
+    print(f"note: {path} holds none of the run's {last_epoch} finished epoch(s): it gets the epochs from "
+          f"{last_epoch + 1} on", file=sys.stderr)
+
+
+def _spans(epochs: list[int]) -> str:
+    """``1, 2, 3, 5`` → ``"1 … 3, 5"``."""
+    out, start = [], epochs[0]
+    for a, b in zip(epochs, [*epochs[1:], None]):
+        if b != a + 1:
+            out.append(str(a) if a == start else f"{start} … {a}")
+            start = b
+    return ", ".join(out)
 
 
 @contextlib.contextmanager
@@ -859,7 +891,7 @@ def fit(data: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
         if tb is not None:
             tb.close()
         return FitResult(_unwrap(model), epoch, best_valid, out, out_of_time,
-                         (len(split.train), len(split.valid), len(split.test)))
+                         (len(split.train), len(split.valid), len(split.test)), start_epoch)
     finally:
         _stop_loader_workers(locals().get("train_loader"), locals().get("valid_loader"))
         if own_group:

@@ -2205,6 +2205,15 @@ def test_a_fit_stopped_by_a_full_disk_says_how_to_go_on(fitted, tmp_path, monkey
                   "--max-steps", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress")
         assert_clean_error(res, needle)
         checkpoint.append(True)
+    # a refusal is not a full disk (A11: "Permission denied; free space and rerun with --resume")
+    from preset_model.cli import _in_run_folder
+
+    def denied():
+        raise PermissionError(13, "Permission denied", str(tmp_path / "b" / "metrics.csv"))
+
+    with pytest.raises(OSError, match=r"Permission denied; check the permissions of the run folder and its files, "
+                                      r"then rerun with --resume"):
+        _in_run_folder(tmp_path / "b", denied)
     # the same when the epoch's files are published together (a checkpoint that does not fit): it said
     # "none of this command's files was written", though earlier epochs' were, and not how to go on
     import preset_model.checkpoint as checkpoint_mod

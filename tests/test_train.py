@@ -81,6 +81,36 @@ def test_resume_gives_the_same_run_as_uninterrupted(dataset, tmp_path):
     assert last[0][:16] == last[1][:16]  # every loss term of the epoch after the interruption, to the digit
 
 
+def test_a_resume_refuses_a_metrics_file_cut_short_and_says_when_nothing_is_trained(dataset, tmp_path, capsys):
+    # audit A11: metrics.csv cut in epoch 1's row (epoch 2's lost) resumed without a word, keeping the cut
+    # row and a gap; --resume --epochs 1 on a 2-epoch run said "done (2 epochs)" with nothing trained
+    run = tmp_path / "run"
+    fit(dataset, run, TINY, replace(FAST, epochs=2), progress=False)
+    whole = (run / "metrics.csv").read_bytes()
+    lines = whole.splitlines(keepends=True)
+    for name, text, said in (
+            ("cut", whole[:len(lines[0]) + len(lines[1]) // 2], "the row of epoch 1 does not have the file's columns"),
+            ("last lost", lines[0] + lines[1], r"holds epochs 1, but the checkpoint has finished epochs 1 … 2"),
+            ("twice", lines[0] + lines[1] + lines[1] + lines[2], r"holds epochs 1, 1 … 2, but")):
+        (run / "metrics.csv").write_bytes(text)
+        with pytest.raises(CheckpointError, match=said):
+            fit(dataset, run, None, replace(FAST, epochs=3), resume=True, progress=False)
+        assert (run / "metrics.csv").read_bytes() == text and load_checkpoint(run / "last.pt")["epoch"] == 1
+    (run / "metrics.csv").write_bytes(lines[0] + lines[2])   # moved away once: the rows after are consecutive
+    fit(dataset, run, None, replace(FAST, epochs=3), resume=True, progress=False)
+    assert [r.split(b",")[0] for r in (run / "metrics.csv").read_bytes().splitlines()[1:]] == [b"2", b"3"]
+    (run / "metrics.csv").unlink()
+    capsys.readouterr()
+    fit(dataset, run, None, replace(FAST, epochs=4), resume=True, progress=False)
+    assert "metrics.csv holds none of the run's 3 finished epoch(s): it gets the epochs from 4 on" in \
+        capsys.readouterr().err
+    res = CliRunner().invoke(app, ["fit", "--data", str(dataset), "--out", str(run), "--resume", "--epochs", "2",
+                                   "--workers", "0", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "note: the run already has 4 finished epoch(s), as many as --epochs 2 asks or more: nothing was " \
+           "trained" in res.output, res.output
+
+
 def test_resume_refuses_changed_settings(dataset, tmp_path):
     fit(dataset, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)
     with pytest.raises(CheckpointError, match="already holds a run"):

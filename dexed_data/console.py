@@ -267,12 +267,14 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
     except errors as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    except PermissionError as exc:
-        # a path that cannot be looked at, met before the checks that name it (A12: Path.is_dir raises it for
-        # a file in a folder that cannot be entered); the commands' own clean-up has run by now
-        name = exc.filename if exc.filename is not None else ""
-        print(f"error: {name}{': ' if name != '' else ''}{exc.strerror or exc}; check the permissions of it and of "
-              "the folders above it", file=sys.stderr)
+    except OSError as exc:
+        # a path that cannot be looked at, met before the checks that name it (A12, R15: Path.is_dir raises for
+        # a file in a folder that cannot be entered, or a name too long); the commands' clean-up has run by now
+        if exc.filename is None:
+            raise
+        from .inputs import lookup_failure
+
+        print(f"error: {exc.filename}: {lookup_failure(exc)}", file=sys.stderr)
         sys.exit(2)
     except MemoryError:   # (its frames, and what they held, are gone by now)
         _out_of_memory()

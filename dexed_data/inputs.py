@@ -81,6 +81,16 @@ _UNREACHABLE = {
 }
 
 
+def lookup_failure(exc: OSError) -> str:
+    """What to say of a path whose lookup raised ``exc``: why, and what to do (by errno)."""
+    why = _UNREACHABLE.get(exc.errno, exc.strerror or str(exc)) if exc.errno != errno.EACCES else "Permission denied"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{why}; check the permissions of it and of the folders above it"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{why}; give a shorter name"
+    return why
+
+
 def unreachable(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be looked up at all (a folder on its way that cannot be entered, a name
     too long, a loop of links), or None: it exists, or plainly does not (Python 3.11's

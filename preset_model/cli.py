@@ -135,11 +135,12 @@ def _looked_at(test) -> bool:
 
     Python 3.11 raises PermissionError for a path inside a folder that cannot be entered (A12: a
     traceback in match when the run or the first file lay in one)."""
+    from dexed_data.inputs import lookup_failure
+
     try:
         return test()
     except OSError as exc:
-        _fail(f"{exc.filename if exc.filename is not None else test.__self__}: cannot be read ({exc.strerror or exc}); "
-              "check the permissions of it and of the folders above it")
+        _fail(f"{exc.filename if exc.filename is not None else test.__self__}: cannot be read: {lookup_failure(exc)}")
 
 
 def _run_files(run: Optional[Path]) -> list[Path]:

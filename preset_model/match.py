@@ -209,9 +209,10 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise AudioInputError(f"{path}: no such file") from None
-    except OSError as exc:   # a folder above it that cannot be entered (A12: a traceback)
-        raise AudioInputError(f"{path}: cannot read it ({exc.strerror or exc}); check its permissions and its "
-                              "folders'") from None
+    except OSError as exc:   # a folder above it that cannot be entered, a name too long (A12: a traceback)
+        from dexed_data.inputs import lookup_failure
+
+        raise AudioInputError(f"{path}: cannot be read: {lookup_failure(exc)}") from None
     if stat.S_ISDIR(mode):
         raise AudioInputError(f"{path} is a folder; give its audio files (e.g. {path}/*.wav)")
     if not stat.S_ISREG(mode):
@@ -262,7 +263,11 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
         raise AudioInputError(f"{path}: holds NaN or infinite samples; fix or re-export the recording")
     mono = x.mean(axis=1)
     offset = float(mono.mean(dtype=np.float64))
-    if abs(offset) >= DC_OFFSET_MIN and abs(offset) >= DC_OFFSET_FRACTION * float(np.abs(mono).max()):
+    # judged on half a second at least (the mean of a short clip is its sound's: R15, 132 of 384 renders cut
+    # to 50 ms), and past one step of the format (8-bit files carry a writer's half-step bias)
+    step = {"PCM_U8": 2.0 ** -7, "PCM_S8": 2.0 ** -7}.get(getattr(head, "subtype", ""), 0.0)
+    if len(mono) >= DC_OFFSET_SECONDS * sr and abs(offset) >= max(DC_OFFSET_MIN, step) \
+            and abs(offset) >= DC_OFFSET_FRACTION * float(np.abs(mono).max()):
         # no render holds one (the plug-in's DC blocker): left in, the search chased it with other voices (A12)
         mono = mono - np.float32(offset)
         print(f"note: {path}: removed a DC offset of {offset:+.4f} (a constant level, not sound: no DX7 voice "
@@ -286,6 +291,8 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
 #: and ≤ 2.2e-3 of the peak (its output stage is the plug-in's DC blocker).
 DC_OFFSET_MIN = 1e-3
 DC_OFFSET_FRACTION = 0.005
+#: ... over this many seconds of it at least, and more than one step of an 8-bit file.
+DC_OFFSET_SECONDS = 0.5
 
 #: Bytes after a WAV's ``data`` chunk that are not RIFF chunks, from which a file whose header's
 #: length ends before the note is refused as an unfinished header rather than read as a short sound
@@ -323,6 +330,34 @@ def _is_folder(path) -> bool:
         return Path(path).is_dir()
     except OSError:   # a folder above it that cannot be entered (A12: PermissionError, a traceback)
         return False
+
+
+def _unexplained_tail(fh, end_of_data: int, pad: int) -> int:
+    """Bytes after a WAV's ``data`` chunk (ending at ``end_of_data``, ``pad`` its pad byte) that are not
+    RIFF chunks: counted from where the chunks stop parsing, with or without the pad byte (libsndfile
+    reads files whose writer left it out); a tail of zeros (padding) or an ID3 tag counts 0 (R15)."""
+    import struct
+
+    end = fh.seek(0, 2)
+    left = []
+    for here in dict.fromkeys((end_of_data + pad, end_of_data)):
+        for _ in range(64):
+            if end - here < 8:
+                break
+            fh.seek(here)
+            head = fh.read(8)
+            size = struct.unpack("<I", head[4:])[0]
+            if not _CHUNK_ID.fullmatch(head[:4]) or here + 8 + size > end:
+                break
+            here = min(end, here + 8 + size + size % 2)
+        if end - here < UNEXPLAINED_TAIL:
+            return max(0, end - here)
+        fh.seek(here)
+        rest = fh.read(1 << 20)
+        if rest[:3] in (b"ID3", b"TAG") or not rest.strip(b"\0"):
+            return 0
+        left.append(end - here)
+    return min(left)
 
 
 def _declared_frames(fh, tail: list | None = None) -> int | None:
@@ -374,9 +409,8 @@ def _declared_frames(fh, tail: list | None = None) -> int | None:
                 return counted
             if size == 0xFFFFFFFF and head[:4] == b"RIFF":
                 return None
-            if tail is not None:   # what follows the data chunk, if it is not RIFF chunks (A12)
-                start = fh.seek(size + size % 2, 1)
-                tail[0] = 0 if _only_chunks(fh) else max(0, fh.seek(0, 2) - start)
+            if tail is not None:   # what follows the data chunk that is not RIFF chunks (A12)
+                tail[0] = _unexplained_tail(fh, fh.tell() + size, size % 2)
             return size // align
         if aiff and cid == b"COMM":
             body = fh.read(6)
@@ -404,7 +438,7 @@ def channels_cancel(path: str | Path, frames: int = 1 << 20) -> bool:
     silence there (channels of opposite polarity): what a file that reads as all zeros may be."""
     import soundfile as sf
 
-    with decoder_messages(path, say=False), open(path, "rb") as fh, contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), decoder_messages(path, say=False), open(path, "rb") as fh:   # (R15: gone)
         x, _ = sf.read(fh, dtype="float32", always_2d=True, frames=frames)
         return x.shape[1] > 1 and bool(np.abs(x).max(initial=0.0) > 0) and not np.abs(x.mean(axis=1)).max(initial=0.0) > 0
     return False
@@ -699,9 +733,11 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
                                   "±1: scale it down (--gain-db, or --gain-db auto)")
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
         for (j, f), x in zip(group, read):
+            note_s = n / s.sample_rate
             if silent_notes(x[None]).all():   # a lead-in longer than the note: the note would be matched on silence
                 onset = sound_onset(f, 10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0))
-                if onset is not None:
+                # (a sound that starts inside the note was a DC offset, removed: R15, "starts at 0.00 s")
+                if onset is not None and onset >= note_s:
                     raise AudioInputError(
                         f"{f}: silent for the whole {n / s.sample_rate:.2f} s that a note lasts, and its sound "
                         f"starts at {onset:.2f} s; cut the silence before the note (a note starts at the "
@@ -710,11 +746,12 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             if float(np.abs(x).max(initial=0.0)) < whole * 10.0 ** (-LEAD_IN_DB / 20.0):
                 # hiss before the sound: the note length holds noise only (audit Z17: matched to it, unsaid)
                 onset = sound_onset(f, whole * 10.0 ** (-20.0 / 20.0) / 10.0 ** (gain / 20.0))
-                raise AudioInputError(
-                    f"{f}: the {n / s.sample_rate:.2f} s that a note lasts peak more than {LEAD_IN_DB:g} dB below "
-                    f"the rest of the file, whose sound starts at {onset:.2f} s; cut what comes before the note "
-                    "(a note starts at the beginning of its file), or, if the note is what comes first, cut the "
-                    "louder sound after it")
+                if onset is not None and onset >= note_s:   # (in the note: a DC offset it no longer has, R15)
+                    raise AudioInputError(
+                        f"{f}: the {n / s.sample_rate:.2f} s that a note lasts peak more than {LEAD_IN_DB:g} dB "
+                        f"below the rest of the file, whose sound starts at {onset:.2f} s; cut what comes before the "
+                        "note (a note starts at the beginning of its file), or, if the note is what comes first, cut "
+                        "the louder sound after it")
             note = played_note(f, notes, j, alone=len(group) == 1)
             originals[j] = (x, note)
             audio[j] = x if note == notes[j] else shift_pitch(x, notes[j][0] - note[0])

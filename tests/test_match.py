@@ -527,7 +527,7 @@ def test_audit_a12_headers_dc_offsets_clicks_cancelling_channels_and_locked_fold
     for args in ([str(locked / "run"), str(tmp_path / "tone.wav")], ["--data", str(fitted.data), str(locked / "a.wav")]):
         res = CliRunner().invoke(app, ["match", *args, "-o", str(tmp_path / "l.syx")])
         assert res.exit_code == 2 and isinstance(res.exception, SystemExit), (res.output, res.exception)
-        assert f"error: {locked}" in res.output and "cannot be read (Permission denied)" in res.output, res.output
+        assert f"error: {locked}" in res.output and "cannot be read: Permission denied; check the permissions" in res.output, res.output
 
 
 def test_a_permission_error_met_anywhere_is_one_line(tmp_path):
@@ -545,3 +545,41 @@ def test_a_permission_error_met_anywhere_is_one_line(tmp_path):
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'locked' / 'run'}: Permission denied; check the "
                                                "permissions of it and of the folders above it"], res.stderr
+
+
+def test_r15_valid_tails_short_clips_and_8_bit_files_read_as_before(fitted, tmp_path, capsys):
+    # regression review R15 of the A12 fixes: valid WAVs refused as "header not updated", false DC notes,
+    # a DC-offset file refused as a lead-in, channels_cancel on a file gone, a name too long a traceback
+    import subprocess
+    import sys
+
+    from preset_model.match import channels_cancel
+
+    t = np.arange(SR) / SR
+    tone = (0.3 * np.sin(2 * np.pi * 262 * t)).astype(np.float32)
+    n = int(0.75 * SR)
+    sf.write(tmp_path / "plain.wav", tone[:SR // 2], SR, subtype="PCM_U8")   # 11,025 bytes of data: a pad byte
+    plain = (tmp_path / "plain.wav").read_bytes()
+    want = load_audio(tmp_path / "plain.wav", SR, n)
+    listed = b"LIST" + (5400).to_bytes(4, "little") + b"INFO" + b"x" * 5396
+    tails = {"nopad": plain[:-1] + listed, "stray": plain + listed + b"\1\2", "zeros": plain + bytes(8192),
+             "id3": plain + b"ID3\4\0\0" + bytes(6000)}
+    for name, data in tails.items():
+        (tmp_path / f"{name}.wav").write_bytes(data)
+        assert np.array_equal(load_audio(tmp_path / f"{name}.wav", SR, n), want), name
+    assert "DC offset" not in capsys.readouterr().err   # an 8-bit writer's half-step bias is not one
+    sf.write(tmp_path / "clip.wav", tone[:SR // 20] + np.float32(0.01), SR, subtype="FLOAT")   # 50 ms
+    load_audio(tmp_path / "clip.wav", SR, n)
+    assert "DC offset" not in capsys.readouterr().err   # too short to tell an offset from the sound's own mean
+    # a quiet sound on an offset: matched as near-silent, not refused as "silent … starts at 0.00 s"
+    sf.write(tmp_path / "quiet.wav", tone * np.float32(1e-3) + np.float32(0.02), SR, subtype="FLOAT")
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "quiet.wav"), "-o",
+                                   str(tmp_path / "q.syx")])
+    assert res.exit_code == 0 and "quiet.wav is near-silent on this note" in res.output, res.output
+    assert channels_cancel(tmp_path / "gone.wav") is False
+    code = ("import sys\nfrom preset_model.cli import main\n"
+            f"sys.argv = ['preset-model', 'evaluate', {str(tmp_path / ('a' * 300) / 'run')!r}]\nmain()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"error: {tmp_path / ('a' * 300) / 'run'}: the name is too long for the file system (255 bytes per name at "
+        "most); give a shorter name"], res.stderr

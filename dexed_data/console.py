@@ -271,6 +271,10 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         # a path that cannot be looked at, met before the checks that name it (A12, R15: Path.is_dir raises for
         # a file in a folder that cannot be entered, or a name too long); the commands' clean-up has run by now
         if exc.filename is None:
+            if isinstance(exc, PermissionError):   # (R16: was one line before the clause took every OSError)
+                print(f"error: {exc.strerror or exc}; check the permissions of the files and folders involved",
+                      file=sys.stderr)
+                sys.exit(2)
             raise
         from .inputs import lookup_failure
 

@@ -191,13 +191,15 @@ def decoder_messages(path: str | Path, say: bool = True):
               "the file may be damaged; it is matched as far as it decodes", file=sys.stderr)
 
 
-def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: float = 0.0) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: float = 0.0,
+               removed: list | None = None) -> np.ndarray:
     """Read ``path`` → ``(n_samples,)`` float32 mono at ``sample_rate`` Hz (resampled, trimmed/padded).
 
     Only the samples needed are read. Refused: a file longer than :data:`MAX_AUDIO_SECONDS` (by
     its header, before reading), samples that are NaN or infinite, a non-finite ``gain_db``, a WAV
     whose header's length ends before the note with audio left behind it. A DC offset (see
-    :data:`DC_OFFSET_MIN`) is removed, with a note on stderr.
+    :data:`DC_OFFSET_MIN`) is removed, with a note on stderr; ``removed`` (a list) gets the offset
+    taken off (0.0 if none), for what reads the rest of the file (:func:`file_peak`, :func:`sound_onset`).
     """
     import soundfile as sf
     from scipy.signal import resample_poly
@@ -272,6 +274,10 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
         mono = mono - np.float32(offset)
         print(f"note: {path}: removed a DC offset of {offset:+.4f} (a constant level, not sound: no DX7 voice "
               "has one)", file=sys.stderr)
+    else:
+        offset = 0.0
+    if removed is not None:
+        removed.append(offset)
     if sr != sample_rate:
         # a rate with few common factors with ours (44,101 Hz) would need a filter of 20 × the rate
         # taps; one within a millionth of the ratio is as good (under 0.002 cents)
@@ -341,7 +347,7 @@ def _unexplained_tail(fh, end_of_data: int, pad: int) -> int:
     end = fh.seek(0, 2)
     left = []
     for here in dict.fromkeys((end_of_data + pad, end_of_data)):
-        for _ in range(64):
+        for _ in range(4096):
             if end - here < 8:
                 break
             fh.seek(here)
@@ -350,12 +356,20 @@ def _unexplained_tail(fh, end_of_data: int, pad: int) -> int:
             if not _CHUNK_ID.fullmatch(head[:4]) or here + 8 + size > end:
                 break
             here = min(end, here + 8 + size + size % 2)
+        else:
+            return 0   # thousands of whole chunks (cue points…): metadata, not audio (R16)
         if end - here < UNEXPLAINED_TAIL:
             return max(0, end - here)
         fh.seek(here)
-        rest = fh.read(1 << 20)
-        if rest[:3] in (b"ID3", b"TAG") or not rest.strip(b"\0"):
+        if fh.read(3) in (b"ID3", b"TAG"):
             return 0
+        fh.seek(here)
+        while True:   # zeros to the very end are padding; audio that starts with silence is not (R16)
+            block = fh.read(1 << 20)
+            if not block:
+                return 0
+            if block.strip(b"\0"):
+                break
         left.append(end - here)
     return min(left)
 
@@ -444,7 +458,7 @@ def channels_cancel(path: str | Path, frames: int = 1 << 20) -> bool:
     return False
 
 
-def file_peak(path: str | Path) -> float:
+def file_peak(path: str | Path, offset: float = 0.0) -> float:
     """The largest mono sample magnitude of ``path`` (read in blocks), as far as it can be read: a
     file damaged or cut off after the note is used as far as it goes (only the note is matched).
     Samples that are not sound (NaN, infinite, or beyond :data:`MAX_PEAK`) are left out: after the
@@ -454,20 +468,21 @@ def file_peak(path: str | Path) -> float:
     peak = 0.0
     with decoder_messages(path, say=False), open(path, "rb") as fh, contextlib.suppress(Exception):   # soundfile's own error types
         for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
-            mono = np.abs(block.mean(axis=1))
+            mono = np.abs(block.mean(axis=1) - np.float32(offset))   # (the DC offset load_audio removed)
             peak = max(peak, float(mono[np.isfinite(mono) & (mono <= MAX_PEAK)].max(initial=0.0)))
     return peak
 
 
-def sound_onset(path: str | Path, threshold: float) -> float | None:
-    """Seconds into ``path`` of its first mono sample reaching ``threshold`` in magnitude; None if none does."""
+def sound_onset(path: str | Path, threshold: float, offset: float = 0.0) -> float | None:
+    """Seconds into ``path`` of its first mono sample (less ``offset``, a DC offset) reaching ``threshold`` in
+    magnitude; None if none does."""
     import soundfile as sf
 
     with decoder_messages(path, say=False), open(path, "rb") as fh:
         sr, start = sf.info(fh).samplerate, 0
         fh.seek(0)
         for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
-            loud = np.flatnonzero(np.abs(block.mean(axis=1)) >= threshold)
+            loud = np.flatnonzero(np.abs(block.mean(axis=1) - np.float32(offset)) >= threshold)
             if loud.size:
                 return (start + int(loud[0])) / sr
             start += len(block)
@@ -722,7 +737,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
     for group in groups:
         audio: list[np.ndarray | None] = [None] * len(notes)
         originals: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
-        read = [load_audio(f, s.sample_rate, n) for _, f in group]
+        offsets: list[float] = []   # DC offsets removed, one per file (the checks below read the files again)
+        read = [load_audio(f, s.sample_rate, n, removed=offsets) for _, f in group]
         gain = auto_gain_db(read) if gain_db == "auto" else float(gain_db)
         read = [x * np.float32(10.0 ** (gain / 20.0)) for x in read]
         peak = max(float(np.abs(x).max()) for x in read)
@@ -732,21 +748,21 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
                                   + (f" after --gain-db {gain:g}" if gain else "") + "; a recording lies within "
                                   "±1: scale it down (--gain-db, or --gain-db auto)")
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
-        for (j, f), x in zip(group, read):
-            note_s = n / s.sample_rate
+        for (j, f), x, dc in zip(group, read, offsets):
             if silent_notes(x[None]).all():   # a lead-in longer than the note: the note would be matched on silence
-                onset = sound_onset(f, 10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0))
-                # (a sound that starts inside the note was a DC offset, removed: R15, "starts at 0.00 s")
-                if onset is not None and onset >= note_s:
+                onset = sound_onset(f, 10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0), dc)
+                # (a sample of hiss in the note over the threshold, which resampling took under it: the check
+                # below, on the loud part, says where the sound starts; R16)
+                if onset is not None and onset >= n / s.sample_rate:
                     raise AudioInputError(
                         f"{f}: silent for the whole {n / s.sample_rate:.2f} s that a note lasts, and its sound "
                         f"starts at {onset:.2f} s; cut the silence before the note (a note starts at the "
                         "beginning of its file)")
-            whole = file_peak(f) * 10.0 ** (gain / 20.0)
+            whole = file_peak(f, dc) * 10.0 ** (gain / 20.0)
             if float(np.abs(x).max(initial=0.0)) < whole * 10.0 ** (-LEAD_IN_DB / 20.0):
                 # hiss before the sound: the note length holds noise only (audit Z17: matched to it, unsaid)
-                onset = sound_onset(f, whole * 10.0 ** (-20.0 / 20.0) / 10.0 ** (gain / 20.0))
-                if onset is not None and onset >= note_s:   # (in the note: a DC offset it no longer has, R15)
+                onset = sound_onset(f, whole * 10.0 ** (-20.0 / 20.0) / 10.0 ** (gain / 20.0), dc)
+                if onset is not None:
                     raise AudioInputError(
                         f"{f}: the {n / s.sample_rate:.2f} s that a note lasts peak more than {LEAD_IN_DB:g} dB "
                         f"below the rest of the file, whose sound starts at {onset:.2f} s; cut what comes before the "

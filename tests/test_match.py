@@ -583,3 +583,42 @@ def test_r15_valid_tails_short_clips_and_8_bit_files_read_as_before(fitted, tmp_
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"error: {tmp_path / ('a' * 300) / 'run'}: the name is too long for the file system (255 bytes per name at "
         "most); give a shorter name"], res.stderr
+
+
+def test_r16_offsets_before_a_late_sound_unfinished_headers_over_silence_and_many_chunks(fitted, tmp_path):
+    # regression review R16 of the R15 fixes
+    import subprocess
+    import sys
+
+    t = np.arange(SR) / SR
+    tone = (0.3 * np.sin(2 * np.pi * 262 * t)).astype(np.float32)
+    # a lead-in of silence on a large DC offset: still refused, and where the sound starts is right
+    lead = np.concatenate([np.zeros(SR, np.float32), tone]) + np.float32(0.06)
+    sf.write(tmp_path / "lead.wav", lead, SR, subtype="FLOAT")
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "lead.wav"), "-o",
+                                   str(tmp_path / "l.syx")])
+    assert res.exit_code == 2 and "lead.wav: silent for the whole 0.75 s that a note lasts, and its sound starts " \
+        "at 1.00 s" in res.output, res.output
+    # an unfinished header whose audio starts with more than a MiB of digital silence: still refused
+    audio = np.concatenate([np.zeros((int(1.5 * 96000), 2), np.float32), np.stack([tone, tone], 1)[:SR // 2]])
+    sf.write(tmp_path / "w.wav", audio, 96000, subtype="FLOAT")
+    data = bytearray((tmp_path / "w.wav").read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = (8000).to_bytes(4, "little")
+    (tmp_path / "unfinished.wav").write_bytes(bytes(data))
+    with pytest.raises(AudioInputError, match="the header's length was not updated"):
+        load_audio(tmp_path / "unfinished.wav", SR, 2 * SR)
+    # a short sound with 70 cue chunks and a LIST after its data: read as it is
+    sf.write(tmp_path / "s.wav", tone[:SR // 2], SR, subtype="PCM_16")
+    cues = b"".join(b"cue " + (24).to_bytes(4, "little") + bytes(24) for _ in range(70))
+    (tmp_path / "cues.wav").write_bytes((tmp_path / "s.wav").read_bytes() + cues + b"LIST" +
+                                        (6000).to_bytes(4, "little") + b"INFO" + b"x" * 5996)
+    assert np.array_equal(load_audio(tmp_path / "cues.wav", SR, SR), load_audio(tmp_path / "s.wav", SR, SR))
+    # a PermissionError that names no file is one line at the entry point, as before
+    code = ("import sys, typer\nfrom dexed_data.console import run\napp = typer.Typer()\n"
+            "@app.command()\ndef go(x: int = 0):\n    raise PermissionError(13, 'Permission denied')\n"
+            "@app.command()\ndef other():\n    pass\n"
+            "sys.argv = ['t', 'go']\nrun(app, ())\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: Permission denied; check the permissions of the files and folders involved"], res.stderr

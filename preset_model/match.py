@@ -59,6 +59,7 @@ import contextlib
 import numbers
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -204,8 +205,6 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    import stat
-
     check_gain(gain_db)
     try:
         mode = os.stat(path).st_mode
@@ -309,25 +308,30 @@ UNEXPLAINED_TAIL = 4096
 _CHUNK_ID = re.compile(rb"[\x20-\x7e]{4}")
 
 
+def _chunks_end(fh, here: int, end: int, limit: int) -> int | None:
+    """Where the whole RIFF chunks of ``fh`` from offset ``here`` stop: the offset of the first bytes
+    that do not make one (``end`` when they run to the end); None past ``limit`` chunks."""
+    import struct
+
+    for _ in range(limit):
+        if end - here < 8:
+            return here
+        fh.seek(here)
+        head = fh.read(8)
+        size = struct.unpack("<I", head[4:])[0]
+        if not _CHUNK_ID.fullmatch(head[:4]) or here + 8 + size > end:
+            return here
+        here = min(end, here + 8 + size + size % 2)
+    return None
+
+
 def _only_chunks(fh) -> bool:
     """Whether the rest of ``fh`` is nothing or whole RIFF chunks to its very end (metadata written
     after an empty ``data`` chunk), not audio a writer left behind a length of 0 (audio whose first
     bytes happen to be printable is not taken for a chunk: its chunks would not end with the file)."""
-    import struct
-
     here = fh.tell()
     end = fh.seek(0, 2)
-    fh.seek(here)
-    for _ in range(64):
-        if end - here < 8:
-            return end == here
-        head = fh.read(8)
-        size = struct.unpack("<I", head[4:])[0]
-        if not _CHUNK_ID.fullmatch(head[:4]) or here + 8 + size > end:
-            return False
-        here = min(end, here + 8 + size + size % 2)
-        fh.seek(here)
-    return False
+    return _chunks_end(fh, here, end, 64) == end
 
 
 def _is_folder(path) -> bool:
@@ -342,21 +346,11 @@ def _unexplained_tail(fh, end_of_data: int, pad: int) -> int:
     """Bytes after a WAV's ``data`` chunk (ending at ``end_of_data``, ``pad`` its pad byte) that are not
     RIFF chunks: counted from where the chunks stop parsing, with or without the pad byte (libsndfile
     reads files whose writer left it out); a tail of zeros (padding) or an ID3 tag counts 0 (R15)."""
-    import struct
-
     end = fh.seek(0, 2)
     left = []
-    for here in dict.fromkeys((end_of_data + pad, end_of_data)):
-        for _ in range(4096):
-            if end - here < 8:
-                break
-            fh.seek(here)
-            head = fh.read(8)
-            size = struct.unpack("<I", head[4:])[0]
-            if not _CHUNK_ID.fullmatch(head[:4]) or here + 8 + size > end:
-                break
-            here = min(end, here + 8 + size + size % 2)
-        else:
+    for start in dict.fromkeys((end_of_data + pad, end_of_data)):
+        here = _chunks_end(fh, start, end, 4096)
+        if here is None:
             return 0   # thousands of whole chunks (cue points…): metadata, not audio (R16)
         if end - here < UNEXPLAINED_TAIL:
             return max(0, end - here)

@@ -272,7 +272,7 @@ def run(app, errors: tuple[type[BaseException], ...]) -> None:
         # a file in a folder that cannot be entered, or a name too long); the commands' clean-up has run by now
         if exc.filename is None:
             if isinstance(exc, PermissionError):   # (R16: was one line before the clause took every OSError)
-                print(f"error: {exc.strerror or exc}; check the permissions of the files and folders involved",
+                print(f"error: {exc.strerror or str(exc) or 'permission denied'}; check the permissions of the files and folders involved",
                       file=sys.stderr)
                 sys.exit(2)
             raise

@@ -234,12 +234,13 @@ def load_audio(path: str | Path, sample_rate: int, n_samples: int, gain_db: floa
                                       "cut the file)")
             margin = 64 if head.samplerate != sample_rate else 0   # the resampling filter's (A10: none is read
             need = int(np.ceil(n_samples * head.samplerate / sample_rate)) + margin   # at our rate)
-            tail = [0]
-            declared = _declared_frames(fh, tail)
-            if declared is not None and declared < need - margin and tail[0] >= UNEXPLAINED_TAIL:
+            data_at: list = []
+            declared = _declared_frames(fh, data_at)
+            tail = _unexplained_tail(fh, *data_at) if data_at and declared < need - margin else 0   # (R17: not read
+            if tail >= UNEXPLAINED_TAIL:                                                          # when unused)
                 # soundfile reads what the header says: 11 ms of a 4 s recording were matched (audit A12)
                 raise AudioInputError(f"{path}: its header says {declared / head.samplerate:.3f} s of audio, and "
-                                      f"{tail[0]:,} bytes follow it that are not part of any chunk: the header's length "
+                                      f"{tail:,} bytes follow it that are not part of any chunk: the header's length "
                                       "was not updated when the recording ended; repair it (e.g. `sox --ignore-length "
                                       "in.wav out.wav`) or export the recording again")
             if declared is not None and head.frames < min(declared, need - margin):
@@ -368,15 +369,15 @@ def _unexplained_tail(fh, end_of_data: int, pad: int) -> int:
     return min(left)
 
 
-def _declared_frames(fh, tail: list | None = None) -> int | None:
+def _declared_frames(fh, data_at: list | None = None) -> int | None:
     """The frames a WAV, RF64 or AIFF file's header says it holds (its ``data`` chunk's length; for
     compressed WAV data, ADPCM or GSM, blocks of many frames, its ``fact`` chunk's count; for RF64,
     the 64-bit length of its ``ds64`` chunk; an AIFF's ``COMM`` count); None for other formats,
     compressed data without a ``fact`` chunk and a length a writer left open (0xFFFFFFFF, or 0 with
     audio after it). The reader reports the frames a cut-off file holds, so a file cut inside the
-    note is told apart from a short one only by its header. ``tail`` (a one-item list), for a WAV
-    whose ``data`` chunk has a length: set to the bytes after that chunk that are not RIFF chunks
-    (0 when there are none), i.e. audio a writer left behind a length it did not update."""
+    note is told apart from a short one only by its header. ``data_at`` (a list), for a WAV whose
+    ``data`` chunk has a length: set to where that chunk ends and its pad byte (0 or 1), for
+    :func:`_unexplained_tail`."""
     import struct
 
     fh.seek(0)
@@ -417,8 +418,8 @@ def _declared_frames(fh, tail: list | None = None) -> int | None:
                 return counted
             if size == 0xFFFFFFFF and head[:4] == b"RIFF":
                 return None
-            if tail is not None:   # what follows the data chunk that is not RIFF chunks (A12)
-                tail[0] = _unexplained_tail(fh, fh.tell() + size, size % 2)
+            if data_at is not None:
+                data_at[:] = [fh.tell() + size, size % 2]
             return size // align
         if aiff and cid == b"COMM":
             body = fh.read(6)
@@ -467,16 +468,18 @@ def file_peak(path: str | Path, offset: float = 0.0) -> float:
     return peak
 
 
-def sound_onset(path: str | Path, threshold: float, offset: float = 0.0) -> float | None:
-    """Seconds into ``path`` of its first mono sample (less ``offset``, a DC offset) reaching ``threshold`` in
-    magnitude; None if none does."""
+def sound_onset(path: str | Path, threshold: float, offset: float = 0.0, after: float = 0.0) -> float | None:
+    """Seconds into ``path`` of its first mono sample (less ``offset``, a DC offset) at or after ``after``
+    seconds reaching ``threshold`` in magnitude; None if none does."""
     import soundfile as sf
 
     with decoder_messages(path, say=False), open(path, "rb") as fh:
         sr, start = sf.info(fh).samplerate, 0
+        first = int(np.ceil(after * sr))
         fh.seek(0)
-        for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
+        for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):   # (no seek: MP3, OGG)
             loud = np.flatnonzero(np.abs(block.mean(axis=1) - np.float32(offset)) >= threshold)
+            loud = loud[start + loud >= first]
             if loud.size:
                 return (start + int(loud[0])) / sr
             start += len(block)
@@ -744,10 +747,11 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
         for (j, f), x, dc in zip(group, read, offsets):
             if silent_notes(x[None]).all():   # a lead-in longer than the note: the note would be matched on silence
-                onset = sound_onset(f, 10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0), dc)
-                # (a sample of hiss in the note over the threshold, which resampling took under it: the check
-                # below, on the loud part, says where the sound starts; R16)
-                if onset is not None and onset >= n / s.sample_rate:
+                # searched after the note (a sample of hiss in it over the threshold, which resampling took
+                # under it, said "its sound starts at 0.02 s": R16, R17), where it is loud (not hiss at −68 dBFS)
+                loud = max(10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0), 0.1 * file_peak(f, dc))
+                onset = sound_onset(f, loud, dc, after=n / s.sample_rate)
+                if onset is not None:
                     raise AudioInputError(
                         f"{f}: silent for the whole {n / s.sample_rate:.2f} s that a note lasts, and its sound "
                         f"starts at {onset:.2f} s; cut the silence before the note (a note starts at the "
@@ -755,7 +759,8 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
             whole = file_peak(f, dc) * 10.0 ** (gain / 20.0)
             if float(np.abs(x).max(initial=0.0)) < whole * 10.0 ** (-LEAD_IN_DB / 20.0):
                 # hiss before the sound: the note length holds noise only (audit Z17: matched to it, unsaid)
-                onset = sound_onset(f, whole * 10.0 ** (-20.0 / 20.0) / 10.0 ** (gain / 20.0), dc)
+                onset = sound_onset(f, whole * 10.0 ** (-20.0 / 20.0) / 10.0 ** (gain / 20.0), dc,
+                                    after=n / s.sample_rate)
                 if onset is not None:
                     raise AudioInputError(
                         f"{f}: the {n / s.sample_rate:.2f} s that a note lasts peak more than {LEAD_IN_DB:g} dB "

@@ -622,3 +622,24 @@ def test_r16_offsets_before_a_late_sound_unfinished_headers_over_silence_and_man
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "error: Permission denied; check the permissions of the files and folders involved"], res.stderr
+
+
+def test_r17_a_lead_in_at_another_rate_is_refused_with_its_true_start(fitted, tmp_path, monkeypatch):
+    # regression review R17: a lead-in whose one sample over −70 dBFS at 48 kHz falls under it once
+    # resampled was matched (the sound was "found" inside the note), and said to start at 0.01 s before
+    from preset_model import match as match_module
+
+    sr = 48000
+    lead = np.zeros(int(1.5 * sr), np.float32)
+    lead[480] = 10 ** (-68.5 / 20)
+    t = np.arange(sr) / sr
+    sound = (0.01 * np.sin(2 * np.pi * 262 * t)).astype(np.float32)
+    sf.write(tmp_path / "lead.wav", np.concatenate([lead, sound]), sr, subtype="FLOAT")
+    res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / "lead.wav"), "-o",
+                                   str(tmp_path / "l.syx")])
+    assert res.exit_code == 2 and "lead.wav: silent for the whole 0.75 s that a note lasts, and its sound starts " \
+        "at 1.50 s" in res.output, res.output
+    # what follows a data chunk is looked at only when the header's length ends inside the note
+    sf.write(tmp_path / "long.wav", np.tile(sound, 2), sr, subtype="PCM_16")
+    monkeypatch.setattr(match_module, "_unexplained_tail", lambda *a: pytest.fail("read the tail of a whole note"))
+    assert np.abs(load_audio(tmp_path / "long.wav", SR, SR)).max() > 0.009

@@ -453,17 +453,21 @@ def channels_cancel(path: str | Path, frames: int = 1 << 20) -> bool:
     return False
 
 
-def file_peak(path: str | Path, offset: float = 0.0) -> float:
-    """The largest mono sample magnitude of ``path`` (read in blocks), as far as it can be read: a
+def file_peak(path: str | Path, offset: float = 0.0, after: float = 0.0) -> float:
+    """The largest mono sample magnitude of ``path`` (less ``offset``, a DC offset; from ``after`` seconds
+    on; read in blocks), as far as it can be read: a
     file damaged or cut off after the note is used as far as it goes (only the note is matched).
     Samples that are not sound (NaN, infinite, or beyond :data:`MAX_PEAK`) are left out: after the
     note, where nothing is matched, one such sample made the note a "lead-in" (audit Y3)."""
     import soundfile as sf
 
-    peak = 0.0
+    peak, start = 0.0, 0
     with decoder_messages(path, say=False), open(path, "rb") as fh, contextlib.suppress(Exception):   # soundfile's own error types
-        for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):
-            mono = np.abs(block.mean(axis=1) - np.float32(offset))   # (the DC offset load_audio removed)
+        first = int(np.ceil(after * sf.info(fh).samplerate))
+        fh.seek(0)
+        for block in sf.blocks(fh, blocksize=1 << 16, dtype="float32", always_2d=True):   # (no seek: MP3, OGG)
+            mono = np.abs(block.mean(axis=1) - np.float32(offset))[max(0, first - start):]
+            start += len(block)
             peak = max(peak, float(mono[np.isfinite(mono) & (mono <= MAX_PEAK)].max(initial=0.0)))
     return peak
 
@@ -746,21 +750,23 @@ def match_files(run: str | Path | Run | None, files: list[str | Path], each: boo
                                   "±1: scale it down (--gain-db, or --gain-db auto)")
         gains.append((gain, 20.0 * np.log10(peak) if peak > 0 else float("-inf")))
         for (j, f), x, dc in zip(group, read, offsets):
+            # the rest of the file is what comes after the note (searched from the start, a sample of hiss in
+            # the note that resampling took under the threshold, or content above the dataset's band, hid or
+            # misplaced the sound after it: R16, R17, R18)
+            note_s, rest = n / s.sample_rate, file_peak(f, dc, after=n / s.sample_rate)
             if silent_notes(x[None]).all():   # a lead-in longer than the note: the note would be matched on silence
-                # searched after the note (a sample of hiss in it over the threshold, which resampling took
-                # under it, said "its sound starts at 0.02 s": R16, R17), where it is loud (not hiss at −68 dBFS)
-                loud = max(10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0), 0.1 * file_peak(f, dc))
-                onset = sound_onset(f, loud, dc, after=n / s.sample_rate)
+                quiet = 10.0 ** ((SILENT_THRESHOLD_DB - gain) / 20.0)
+                onset = sound_onset(f, quiet, dc, after=note_s)
                 if onset is not None:
+                    loud = sound_onset(f, max(quiet, 0.1 * rest), dc, after=note_s)   # past a hiss at −68 dBFS
                     raise AudioInputError(
-                        f"{f}: silent for the whole {n / s.sample_rate:.2f} s that a note lasts, and its sound "
-                        f"starts at {onset:.2f} s; cut the silence before the note (a note starts at the "
+                        f"{f}: silent for the whole {note_s:.2f} s that a note lasts, and its sound starts at "
+                        f"{onset:.2f} s" + (f" (loud from {loud:.2f} s)" if loud is not None and loud - onset >= 0.1
+                                            else "") + "; cut the silence before the note (a note starts at the "
                         "beginning of its file)")
-            whole = file_peak(f, dc) * 10.0 ** (gain / 20.0)
-            if float(np.abs(x).max(initial=0.0)) < whole * 10.0 ** (-LEAD_IN_DB / 20.0):
+            if float(np.abs(x).max(initial=0.0)) < rest * 10.0 ** ((gain - LEAD_IN_DB) / 20.0):
                 # hiss before the sound: the note length holds noise only (audit Z17: matched to it, unsaid)
-                onset = sound_onset(f, whole * 10.0 ** (-20.0 / 20.0) / 10.0 ** (gain / 20.0), dc,
-                                    after=n / s.sample_rate)
+                onset = sound_onset(f, rest * 10.0 ** (-20.0 / 20.0), dc, after=note_s)
                 if onset is not None:
                     raise AudioInputError(
                         f"{f}: the {n / s.sample_rate:.2f} s that a note lasts peak more than {LEAD_IN_DB:g} dB "

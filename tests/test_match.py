@@ -643,3 +643,25 @@ def test_r17_a_lead_in_at_another_rate_is_refused_with_its_true_start(fitted, tm
     sf.write(tmp_path / "long.wav", np.tile(sound, 2), sr, subtype="PCM_16")
     monkeypatch.setattr(match_module, "_unexplained_tail", lambda *a: pytest.fail("read the tail of a whole note"))
     assert np.abs(load_audio(tmp_path / "long.wav", SR, SR)).max() > 0.009
+
+
+def test_r18_the_rest_of_the_file_is_what_follows_the_note(fitted, tmp_path):
+    # regression review R18: a tone above the dataset's band in the note (gone once resampled) hid a quiet
+    # sound after it; a louder event later was given as the sound's start, whose advice cut the sound away
+    def refused(name, audio, sr, said):
+        sf.write(tmp_path / name, audio.astype(np.float32), sr, subtype="FLOAT")
+        res = CliRunner().invoke(app, ["match", "--data", str(fitted.data), str(tmp_path / name), "-o",
+                                       str(tmp_path / "o.syx")])
+        assert res.exit_code == 2 and f"{name}: silent for the whole 0.75 s that a note lasts, and its sound " \
+            f"starts at {said}; cut the silence" in res.output, res.output
+
+    sr = 96000
+    t = np.arange(2 * sr) / sr
+    fade = np.clip(np.minimum(t, 0.7 - t) / 0.1, 0.0, 1.0)   # faded in and out: a cut would splatter into the band
+    audio = fade * 0.05 * np.sin(2 * np.pi * 40000 * t) + \
+        np.where(t >= 1.0, 1e-3 * np.sin(2 * np.pi * 440 * t), 0.0)
+    refused("ultrasonic.wav", audio, sr, "1.00 s")
+    t = np.arange(3 * SR) / SR
+    audio = np.where((t >= 1.0) & (t < 1.5), 1e-3 * np.sin(2 * np.pi * 440 * t), 0.0) + \
+        np.where((t >= 2.0) & (t < 2.05), 0.1 * np.sin(2 * np.pi * 440 * t), 0.0)
+    refused("burst.wav", audio, SR, "1.00 s (loud from 2.00 s)")
